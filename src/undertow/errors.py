@@ -1,0 +1,123 @@
+"""Every exception undertow raises, in one tree.
+
+```
+UndertowError
+├── ConfigError                 a bad option, glob or codec name; names the value and the fix
+├── WireError                   a frame or header that cannot be read
+│   ├── SerializationError      an argument or result that its codec cannot encode
+│   └── DeserializationError    a payload that its codec cannot decode
+├── TransportError
+│   ├── ConnectError            the address is malformed or cannot be bound
+│   ├── ConnectionClosed        the client or server was closed while a call waited
+│   └── RPCTimeout              (also a builtin TimeoutError) a call missed its deadline
+├── RemoteError                 the remote function raised a type we do not rebuild
+├── FunctionNotFound            (also an AttributeError) no such function on the server
+└── AuthenticationError         the call needs credentials the client did not give
+```
+
+A remote exception whose type is a builtin (``ValueError``, ``KeyError``...) or a type
+registered as safe is raised in the client as that type, with the remote traceback
+chained beneath it; any other type becomes :class:`RemoteError`.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthenticationError",
+    "ConfigError",
+    "ConnectError",
+    "ConnectionClosed",
+    "DeserializationError",
+    "FunctionNotFound",
+    "RPCTimeout",
+    "RemoteError",
+    "RemoteTraceback",
+    "SerializationError",
+    "TransportError",
+    "UndertowError",
+    "WireError",
+]
+
+
+class UndertowError(Exception):
+    """The root of every error undertow raises itself."""
+
+
+class ConfigError(UndertowError, ValueError):
+    """An option, glob pattern or codec name is not valid."""
+
+
+class WireError(UndertowError):
+    """A message cannot be framed or read."""
+
+
+class SerializationError(WireError):
+    """A value cannot be encoded by the codec chosen for it."""
+
+
+class DeserializationError(WireError):
+    """A payload cannot be decoded by the codec it claims."""
+
+
+class TransportError(UndertowError):
+    """A problem with the connection rather than the call."""
+
+
+class ConnectError(TransportError):
+    """An address cannot be parsed, bound or connected to."""
+
+
+class ConnectionClosed(TransportError):
+    """The client or server closed while a call was waiting on it."""
+
+
+class RPCTimeout(TransportError, TimeoutError):
+    """A call did not complete before its deadline.
+
+    Also a builtin :class:`TimeoutError`, so ``except TimeoutError`` catches it.
+    """
+
+
+class FunctionNotFound(UndertowError, AttributeError):
+    """The server has no function by that name.
+
+    Attributes:
+        name: the name that was asked for.
+        available: the names the server does offer.
+    """
+
+    def __init__(self, message: str, *, name: str = "", available: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.name = name
+        self.available = available
+
+
+class AuthenticationError(UndertowError, PermissionError):
+    """The call needs credentials that were missing or wrong."""
+
+
+class RemoteTraceback(Exception):
+    """Carries the remote traceback text; chained as the ``__cause__`` of a remote error."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return "\n\n" + self.text.rstrip("\n")
+
+
+class RemoteError(UndertowError):
+    """The remote function raised an exception of a type the client does not rebuild.
+
+    Attributes:
+        remote_type: the qualified name of the remote exception's type.
+        remote_message: ``str()`` of the remote exception.
+        remote_traceback: the full remote traceback, as text.
+    """
+
+    def __init__(self, remote_type: str, remote_message: str, remote_traceback: str) -> None:
+        super().__init__(f"{remote_type}: {remote_message}" if remote_message else remote_type)
+        self.remote_type = remote_type
+        self.remote_message = remote_message
+        self.remote_traceback = remote_traceback

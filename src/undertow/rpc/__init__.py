@@ -1,0 +1,20 @@
+"""Servers and clients: the function server, the sync and async clients, the low-level core."""
+
+from undertow.rpc._aclient import AsyncClient, connect_async, rpc
+from undertow.rpc._client import CallFuture, Client, connect
+from undertow.rpc._core import HandlerServer, Incoming
+from undertow.rpc._options import FunctionOptions
+from undertow.rpc._server import Server
+
+__all__ = [
+    "AsyncClient",
+    "CallFuture",
+    "Client",
+    "FunctionOptions",
+    "HandlerServer",
+    "Incoming",
+    "Server",
+    "connect",
+    "connect_async",
+    "rpc",
+]

@@ -1,0 +1,96 @@
+"""The async client's connection: a DEALER socket read by the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from undertow.errors import ConnectionClosed, UndertowError
+from undertow.rpc._calls import Call
+from undertow.transport import LockedSocket, connect_dealer
+from undertow.wire import decode_header
+
+__all__ = ["AsyncConnection"]
+
+log = logging.getLogger(__name__)
+
+
+class AsyncConnection:
+    """One DEALER socket whose input is read on the loop that created it."""
+
+    def __init__(self, address: str) -> None:
+        self._loop = asyncio.get_running_loop()
+        sock, self.endpoint = connect_dealer(address)
+        self._sock = LockedSocket(sock, on_input=self._wake)
+        self._calls: dict[int, Call] = {}
+        self._scheduled = False
+        self.closed = False
+        self._loop.add_reader(self._sock.fd, self._drain)
+
+    def start(self, call: Call, frames: list[Any]) -> None:
+        """Register ``call`` and send its request."""
+        if self.closed:
+            raise ConnectionClosed(f"the client for {self.endpoint} is closed")
+        self._calls[call.call_id] = call
+        self._sock.send(frames)
+
+    def send(self, frames: list[Any]) -> None:
+        """Send a message that expects no reply (a CANCEL)."""
+        self._sock.send(frames)
+
+    def forget(self, call: Call) -> None:
+        """Stop delivering messages for ``call``."""
+        self._calls.pop(call.call_id, None)
+
+    async def wait(self, call: Call, ready: Callable[[], bool], deadline: float | None) -> bool:
+        """Wait until ``ready()`` or the deadline; True if ready."""
+        event = asyncio.Event()
+        call.notify = event.set
+        while not ready():
+            if self.closed:
+                raise ConnectionClosed(f"the client for {self.endpoint} was closed")
+            event.clear()
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            try:
+                async with asyncio.timeout(remaining):
+                    await event.wait()
+            except TimeoutError:
+                return ready()
+        return True
+
+    def _wake(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        self._scheduled = False
+        while (frames := self._sock.recv_nowait()) is not None:
+            try:
+                header = decode_header(frames[0].buffer)
+            except UndertowError as exc:
+                log.warning("dropped a malformed message from %s: %s", self.endpoint, exc)
+                continue
+            call = self._calls.get(header.call_id)
+            if call is None:
+                continue
+            call.feed(header, [f.buffer for f in frames[1:]])
+            if call.done:
+                self._calls.pop(header.call_id, None)
+
+    def close(self) -> None:
+        """Close the socket; calls still waiting raise :class:`ConnectionClosed`."""
+        if self.closed:
+            return
+        self.closed = True
+        if not self._loop.is_closed():
+            self._loop.remove_reader(self._sock.fd)
+        self._sock.close()
+        for call in list(self._calls.values()):
+            call.notify()
+        self._calls.clear()

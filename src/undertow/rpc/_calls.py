@@ -1,0 +1,236 @@
+"""What both clients share, free of I/O: call state, request encoding, reply decoding.
+
+The sync :class:`~undertow.Client` and the :class:`~undertow.AsyncClient` differ only in how
+they wait; everything a message means is decided here, once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import msgspec
+
+from undertow.errors import AuthenticationError, SerializationError, UndertowError
+from undertow.wire import (
+    Codec,
+    Flags,
+    Header,
+    Kind,
+    decode_error,
+    encode_header,
+    rebuild,
+    resolve_codec,
+)
+
+__all__ = ["Call", "FunctionInfo", "Protocol", "write_output"]
+
+OutputCallback = Callable[[str, str], None]
+
+
+def write_output(stream: str, text: str) -> None:
+    """Default sink for remote output: the local stream of the same name."""
+    target = sys.stderr if stream == "stderr" else sys.stdout
+    target.write(text)
+    target.flush()
+
+
+class FunctionInfo(msgspec.Struct, frozen=True):
+    """What a server says about one of its functions."""
+
+    name: str
+    doc: str = ""
+    #: [name, kind, default repr or None, annotation or None] per parameter
+    params: list[tuple[str, int, str | None, str | None]] = []
+    returns: str | None = None
+    mode: str = "function"  # "function" | "async" | "generator" | "asyncgen"
+    input: str = "msgpack"
+    output: str = "msgpack"
+    needs_token: bool = False
+    forwards_output: bool = True
+    timeout: float | None = None
+
+    @property
+    def streams(self) -> bool:
+        """True for generator functions: the call yields items."""
+        return self.mode in ("generator", "asyncgen")
+
+
+class Description(msgspec.Struct, frozen=True):
+    """The reply to ``_describe``."""
+
+    server: str
+    functions: list[FunctionInfo]
+
+
+class Call:
+    """One outstanding call, fed by whichever thread or task receives its messages."""
+
+    __slots__ = ("call_id", "done", "items", "name", "notify", "on_output", "outcome")
+
+    def __init__(self, call_id: int, name: str, on_output: OutputCallback | None) -> None:
+        self.call_id = call_id
+        self.name = name
+        self.on_output = on_output
+        self.items: deque[tuple[Header, list[Any]]] = deque()
+        self.outcome: tuple[Header, list[Any]] | None = None
+        self.done = False
+        self.notify: Callable[[], None] = _nothing
+
+    def feed(self, header: Header, frames: list[Any]) -> None:
+        """Apply one message addressed to this call."""
+        kind = header.kind
+        if kind == Kind.OUTPUT:
+            if self.on_output is not None and frames:
+                self.on_output(header.name, bytes(frames[0]).decode("utf-8", "replace"))
+            return
+        if kind == Kind.ITEM:
+            self.items.append((header, frames))
+        elif kind in (Kind.RESULT, Kind.ERROR, Kind.END):
+            self.outcome = (header, frames)
+            self.done = True
+        else:
+            return
+        self.notify()
+
+
+def _nothing() -> None:
+    pass
+
+
+class Protocol:
+    """Encodes calls and decodes replies for one client.
+
+    Args:
+        address: the server's address, used in error messages.
+        token: the credential sent with calls that need one.
+        codecs: extra codecs by name, for functions configured with a custom serialization.
+        safe_exceptions: exception types rebuilt as themselves when raised remotely.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        token: str | None,
+        codecs: Mapping[str, Any] | None,
+        safe_exceptions: Iterable[type[BaseException]],
+    ) -> None:
+        self.address = address
+        self.token = token or ""
+        self.codecs: dict[str, Codec] = {
+            name: resolve_codec(spec) for name, spec in (codecs or {}).items()
+        }
+        self.safe_exceptions = tuple(safe_exceptions)
+        self._ids = itertools.count(1)
+
+    def codec(self, name: str) -> Codec:
+        """The codec called ``name``."""
+        return resolve_codec(name, self.codecs)
+
+    def next_id(self) -> int:
+        """A new call id (``next`` on a count is atomic under the GIL)."""
+        return next(self._ids)
+
+    def where(self, name: str) -> str:
+        """How errors name a function on this server."""
+        return f"{name}() at {self.address}"
+
+    def request(
+        self,
+        call_id: int,
+        info: FunctionInfo,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        *,
+        timeout: float | None,
+        output: bool,
+    ) -> list[Any]:
+        """Frames of a CALL to ``info`` with these arguments."""
+        if info.needs_token and not self.token:
+            raise AuthenticationError(
+                f"{self.where(info.name)} takes {info.input} input, which the server accepts only "
+                "from authenticated clients; pass token=... to connect()"
+            )
+        codec = self.codec(info.input)
+        payload = encode_arguments(codec, info.name, args, kwargs)
+        return self.call_frames(
+            call_id, info.name, payload, codec.name, timeout=timeout, output=output
+        )
+
+    def call_frames(
+        self,
+        call_id: int,
+        name: str,
+        payload: Sequence[Any],
+        codec: str,
+        *,
+        timeout: float | None,
+        output: bool = True,
+    ) -> list[Any]:
+        """Frames of a CALL whose payload is already encoded."""
+        flags = Flags.NONE if output else Flags.NO_OUTPUT
+        header = Header(
+            Kind.CALL,
+            call_id,
+            name,
+            codec,
+            max(len(payload) - 1, 0),
+            timeout,
+            int(flags),
+            self.token,
+        )
+        return [encode_header(header), *payload]
+
+    @staticmethod
+    def cancel_frames(call_id: int) -> list[Any]:
+        """Frames of a CANCEL for ``call_id``."""
+        return [encode_header(Header(Kind.CANCEL, call_id))]
+
+    def decode_value(self, header: Header, frames: list[Any]) -> Any:
+        """Decode the payload of a RESULT or ITEM."""
+        if not header.codec:
+            return None
+        return self.codec(header.codec).decode(frames)
+
+    def outcome(self, call: Call) -> Any:
+        """The value of a finished call, or raise what the server reported."""
+        assert call.outcome is not None
+        header, frames = call.outcome
+        if header.kind == Kind.ERROR:
+            info = decode_error(frames[0])
+            raise rebuild(info, where=self.where(call.name), safe_types=self.safe_exceptions)
+        if header.kind == Kind.END:
+            return None
+        return self.decode_value(header, frames)
+
+
+def encode_arguments(
+    codec: Codec, name: str, args: Sequence[Any], kwargs: Mapping[str, Any]
+) -> list[Any]:
+    """Encode ``[args, kwargs]``; on failure, name the argument that could not be encoded."""
+    try:
+        return codec.encode([list(args), dict(kwargs)])
+    except UndertowError as exc:
+        where = _culprit(codec, args, kwargs)
+        raise SerializationError(
+            f"cannot send {where} of {name}() with the {codec.name} codec: {exc}; "
+            "convert it, or configure this function with another input_serialization"
+        ) from exc
+
+
+def _culprit(codec: Codec, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
+    for i, value in enumerate(args):
+        try:
+            codec.encode(value)
+        except UndertowError:
+            return f"argument {i} ({type(value).__name__})"
+    for key, value in kwargs.items():
+        try:
+            codec.encode(value)
+        except UndertowError:
+            return f"argument {key!r} ({type(value).__name__})"
+    return "the arguments"

@@ -1,0 +1,307 @@
+"""The sync client: remote functions as attributes, called from any number of threads."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import time
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from typing import Any
+
+import msgspec
+
+from undertow.errors import ConnectionClosed, FunctionNotFound, RPCTimeout
+from undertow.rpc._calls import (
+    Call,
+    Description,
+    FunctionInfo,
+    OutputCallback,
+    Protocol,
+    write_output,
+)
+from undertow.rpc._functions import CallOptions, make_function
+from undertow.rpc._sync_conn import SyncConnection
+
+__all__ = ["CallFuture", "Client", "connect"]
+
+DESCRIBE = "_describe"
+DEFAULT_TIMEOUT = 30.0
+
+
+class CallFuture(concurrent.futures.Future[Any]):
+    """A :class:`concurrent.futures.Future` for a remote call; also awaitable in asyncio."""
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return asyncio.wrap_future(self).__await__()
+
+
+def _timeout_error(proto: Protocol, name: str, timeout: float | None) -> RPCTimeout:
+    return RPCTimeout(
+        f"{proto.where(name)} did not answer within {timeout:g} s "
+        "(is the server running? raise the deadline with .options(timeout=...))"
+    )
+
+
+def _sink(output: bool | OutputCallback) -> OutputCallback | None:
+    if output is True:
+        return write_output
+    if output is False:
+        return None
+    return output
+
+
+class _ClientBase:
+    """Settings and the function table; shared by :class:`Client` and ``AsyncClient``."""
+
+    _functions: dict[str, FunctionInfo]
+    _bound: dict[str, Callable[..., Any]]
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        timeout: float | None,
+        token: str | None,
+        codecs: Mapping[str, Any] | None,
+        safe_exceptions: Iterable[type[BaseException]],
+        output: bool | OutputCallback,
+    ) -> None:
+        if timeout is not None and timeout <= 0:
+            raise ValueError(
+                f"timeout must be a positive number of seconds or None, not {timeout!r}"
+            )
+        self._proto = Protocol(address, token=token, codecs=codecs, safe_exceptions=safe_exceptions)
+        self.address = address
+        self.timeout = timeout
+        self._sink = _sink(output)
+        self._server = ""
+        self._functions = {}
+        self._bound = {}
+
+    def _install(self, body: Any, invoke: Any, submit: Any) -> None:
+        desc = msgspec.convert(body, Description)
+        self._server = desc.server
+        self._functions = {f.name: f for f in desc.functions}
+        self._bound = {
+            f.name: make_function(f, desc.server, invoke, submit) for f in desc.functions
+        }
+
+    def _lookup(self, name: str) -> Callable[..., Any]:
+        fn = self._bound.get(name)
+        if fn is None:
+            raise FunctionNotFound(
+                f"server {self._server!r} at {self.address} has no function {name!r}; "
+                f"available: {sorted(self._bound)}",
+                name=name,
+                available=tuple(sorted(self._bound)),
+            )
+        return fn
+
+    def __getitem__(self, name: str) -> Callable[..., Any]:
+        return self._lookup(name)
+
+    def __dir__(self) -> Iterable[str]:
+        return sorted({*super().__dir__(), *self._bound})
+
+    def _prepare(
+        self, info: FunctionInfo, args: tuple[Any, ...], kwargs: dict[str, Any], opts: CallOptions
+    ) -> tuple[Call, list[Any], float | None, float | None]:
+        timeout = self.timeout if opts.timeout is None else opts.timeout
+        output = (self._sink is not None) if opts.output is None else opts.output
+        sink = (self._sink or write_output) if output else None
+        call = Call(self._proto.next_id(), info.name, sink)
+        frames = self._proto.request(
+            call.call_id, info, args, kwargs, timeout=timeout, output=output
+        )
+        deadline = None if timeout is None else time.monotonic() + timeout
+        return call, frames, deadline, timeout
+
+    def __repr__(self) -> str:
+        return (
+            f"<{type(self).__name__} {self.address} server={self._server!r} "
+            f"[{len(self._bound)} functions]>"
+        )
+
+
+class Client(_ClientBase):
+    """A connection to an undertow server whose attributes are the server's functions.
+
+    On creation it asks the server for its functions, waiting up to ``connect_timeout`` for
+    the server to come up. Each remote function carries its real signature and docstring::
+
+        client = undertow.connect("tcp://127.0.0.1:5555")
+        client.add(1, 2)                       # blocks, prints remote output as it comes
+        future = client.add.submit(1, 2)       # concurrent.futures-style, also awaitable
+        client.add.options(timeout=5)(1, 2)    # per-call deadline
+        for row in client.rows(10): ...        # generator functions stream
+
+    A function whose name collides with a method of the client is reachable as
+    ``client["close"]``. The client is safe to use from many threads at once.
+
+    Args:
+        address: ``tcp://host:port``, ``host:port``, ``ipc://path`` or ``inproc://name``.
+        timeout: default deadline of each call in seconds (None waits forever).
+        connect_timeout: how long to wait for the server on creation (default: ``timeout``).
+        token: credential for functions that take pickle input.
+        codecs: extra codecs by name, for functions with a custom serialization.
+        safe_exceptions: exception types raised as themselves when the server raises them.
+        output: True prints remote output locally, False drops it (and asks the server not
+            to send it), or a callable ``(stream, text)`` that receives it.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        connect_timeout: float | None = None,
+        token: str | None = None,
+        codecs: Mapping[str, Any] | None = None,
+        safe_exceptions: Iterable[type[BaseException]] = (),
+        output: bool | OutputCallback = True,
+    ) -> None:
+        super().__init__(
+            address,
+            timeout=timeout,
+            token=token,
+            codecs=codecs,
+            safe_exceptions=safe_exceptions,
+            output=output,
+        )
+        self._conn = SyncConnection(address)
+        try:
+            self.refresh(timeout=connect_timeout if connect_timeout is not None else timeout)
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if name not in self._bound:
+            self.refresh()
+        return self._lookup(name)
+
+    def refresh(self, timeout: float | None = None) -> None:
+        """Ask the server again for its functions (after it added or changed some)."""
+        info = FunctionInfo(DESCRIBE, input="msgpack", output="msgpack")
+        body = self._invoke(
+            info, (), {}, CallOptions(timeout=timeout or self.timeout, output=False)
+        )
+        self._install(body, self._invoke, self._submit)
+
+    def call(self, name: str, /, *args: Any, **kwargs: Any) -> Any:
+        """Call the remote function ``name``; the same as ``client.name(*args, **kwargs)``."""
+        return self._lookup(name)(*args, **kwargs)
+
+    def submit(self, name: str, /, *args: Any, **kwargs: Any) -> CallFuture:
+        """Start the remote function ``name`` and return a future for its result."""
+        fn: Any = self._lookup(name)
+        result: CallFuture = fn.submit(*args, **kwargs)
+        return result
+
+    def close(self) -> None:
+        """Close the connection; calls still waiting raise :class:`ConnectionClosed`."""
+        self._conn.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the calls ----------------------------------------------------------------------------
+
+    def _invoke(
+        self, info: FunctionInfo, args: tuple[Any, ...], kwargs: dict[str, Any], opts: CallOptions
+    ) -> Any:
+        call, frames, deadline, timeout = self._prepare(info, args, kwargs, opts)
+        self._conn.start(call, frames)
+        if info.streams:
+            return _Stream(self, call, timeout)
+        if not self._conn.wait(call, lambda: call.done, deadline):
+            self._abandon(call)
+            raise _timeout_error(self._proto, info.name, timeout)
+        return self._proto.outcome(call)
+
+    def _submit(
+        self, info: FunctionInfo, args: tuple[Any, ...], kwargs: dict[str, Any], opts: CallOptions
+    ) -> CallFuture:
+        if info.streams:
+            raise TypeError(
+                f"{info.name}() is a generator function; iterate over {info.name}(...) instead"
+            )
+        call, frames, deadline, timeout = self._prepare(info, args, kwargs, opts)
+        future = CallFuture()
+        future.set_running_or_notify_cancel()
+        proto = self._proto
+
+        def settle() -> None:
+            if call.done and not future.done():
+                try:
+                    future.set_result(proto.outcome(call))
+                except BaseException as exc:  # the remote error becomes the future's exception
+                    future.set_exception(exc)
+
+        def expire(reason: BaseException) -> None:
+            self._abandon(call)
+            if not future.done():
+                if isinstance(reason, ConnectionClosed):
+                    future.set_exception(reason)
+                else:
+                    future.set_exception(_timeout_error(proto, info.name, timeout))
+
+        call.notify = settle
+        self._conn.start(call, frames)
+        self._conn.watch(call, deadline, expire)
+        return future
+
+    def _abandon(self, call: Call) -> None:
+        self._conn.forget(call)
+        if not self._conn.closed:
+            self._conn.send(self._proto.cancel_frames(call.call_id))
+
+
+class _Stream(Iterator[Any]):
+    """Iterates over the items a remote generator yields, as they arrive."""
+
+    def __init__(self, client: Client, call: Call, timeout: float | None) -> None:
+        self._client = client
+        self._call = call
+        self._timeout = timeout
+        self._finished = False
+
+    def __repr__(self) -> str:
+        return f"<remote stream {self._call.name}() [{len(self._call.items)} buffered]>"
+
+    def __next__(self) -> Any:
+        call, proto = self._call, self._client._proto
+        if self._finished:
+            raise StopIteration
+        if not call.items and not call.done:
+            deadline = None if self._timeout is None else time.monotonic() + self._timeout
+            if not self._client._conn.wait(call, lambda: bool(call.items) or call.done, deadline):
+                self.close()
+                raise _timeout_error(proto, call.name, self._timeout)
+        if call.items:
+            header, frames = call.items.popleft()
+            return proto.decode_value(header, frames)
+        self._finished = True
+        proto.outcome(call)  # raises the remote error, if any
+        raise StopIteration
+
+    def close(self) -> None:
+        """Stop the stream early; the server stops the generator at its next item."""
+        if not self._finished:
+            self._finished = True
+            if not self._call.done:
+                self._client._abandon(self._call)
+
+    def __del__(self) -> None:
+        if not self._finished and not self._call.done and not self._client._conn.closed:
+            self.close()
+
+
+def connect(address: str, **options: Any) -> Client:
+    """Connect to the server at ``address``; options are those of :class:`Client`."""
+    return Client(address, **options)

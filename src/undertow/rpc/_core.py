@@ -1,0 +1,315 @@
+"""The low-level server: a table of named handlers on an asyncio loop, over ZeroMQ.
+
+Like the foundations of dask.distributed, but over ZeroMQ multipart messages::
+
+    async def add(x, y):
+        return x + y
+
+    server = HandlerServer({"add": add, "ping": lambda: "pong"})
+    address = await server.listen("tcp://127.0.0.1:0")
+    async with rpc(address) as remote:
+        assert await remote.add(x=1, y=2) == 3
+
+Handlers take keyword arguments and return a value; both travel as msgpack. A plain function
+runs inline on the loop (keep it short), a coroutine function runs as a task. The high-level
+:class:`undertow.Server` is built on this class: it adds *raw* handlers, which receive the
+:class:`Incoming` message itself and may answer from any thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import zmq
+
+from undertow.errors import UndertowError
+from undertow.transport import LockedSocket, bind_router
+from undertow.wire import (
+    ErrorInfo,
+    Flags,
+    Header,
+    Kind,
+    MsgpackCodec,
+    decode_header,
+    encode_error,
+    encode_header,
+    error_info,
+)
+
+__all__ = ["HandlerServer", "Incoming", "RawHandler"]
+
+log = logging.getLogger(__name__)
+
+_MSGPACK = MsgpackCodec()
+
+
+class Incoming:
+    """One call received by a server, and the means to answer it from any thread.
+
+    Exactly one of :meth:`reply`, :meth:`fail` or :meth:`end` finishes the call; later
+    answers are dropped, so a deadline and a late result cannot both reach the caller.
+    """
+
+    __slots__ = ("_finished", "_server", "cancelled", "frames", "header", "peer")
+
+    def __init__(
+        self, server: HandlerServer, peer: bytes, header: Header, frames: list[Any]
+    ) -> None:
+        self._server = server
+        self.peer = peer
+        self.header = header
+        #: payload frames: the body, then any out-of-band buffers
+        self.frames = frames
+        self._finished = False
+        #: set when the caller sent CANCEL; long-running handlers may poll it
+        self.cancelled = False
+
+    @property
+    def name(self) -> str:
+        """The function the caller asked for."""
+        return self.header.name
+
+    @property
+    def wants_output(self) -> bool:
+        """False when the caller switched remote output off for this call."""
+        return not (self.header.flags & Flags.NO_OUTPUT)
+
+    @property
+    def finished(self) -> bool:
+        """True once the call has been answered."""
+        return self._finished
+
+    def _send(self, kind: Kind, payload: Sequence[Any], *, name: str = "", codec: str = "") -> None:
+        nbuf = max(len(payload) - 1, 0)
+        head = encode_header(Header(kind, self.header.call_id, name, codec, nbuf))
+        self._server._socket_send([self.peer, head, *payload])
+
+    def _finish(self) -> bool:
+        with self._server._finish_lock:
+            if self._finished:
+                return False
+            self._finished = True
+        self._server._forget(self)
+        return True
+
+    def reply(self, payload: Sequence[Any], codec: str) -> bool:
+        """Send the result, already encoded by ``codec``; False if the call was answered already."""
+        if not self._finish():
+            return False
+        self._send(Kind.RESULT, payload, codec=codec)
+        return True
+
+    def fail(self, info: ErrorInfo) -> bool:
+        """Send an error; False if the call was answered already."""
+        if not self._finish():
+            return False
+        self._send(Kind.ERROR, [encode_error(info)])
+        return True
+
+    def end(self) -> bool:
+        """Close a stream of items; False if the call was answered already."""
+        if not self._finish():
+            return False
+        self._send(Kind.END, ())
+        return True
+
+    def item(self, payload: Sequence[Any], codec: str) -> None:
+        """Send one streamed item, already encoded by ``codec``."""
+        if not self._finished:
+            self._send(Kind.ITEM, payload, codec=codec)
+
+    def output(self, stream: str, text: str) -> None:
+        """Send text the handler wrote to ``stream`` (``"stdout"`` or ``"stderr"``)."""
+        if not self._finished:
+            self._send(Kind.OUTPUT, [text.encode("utf-8", "replace")], name=stream, codec="text")
+
+
+#: A raw handler gets the Incoming call on the event loop and must not block it.
+RawHandler = Callable[[Incoming], None]
+
+
+class HandlerServer:
+    """An asyncio server with a table of named handlers.
+
+    Args:
+        handlers: name -> function taking keyword arguments (sync or ``async def``).
+        name: shown in errors and reprs.
+    """
+
+    def __init__(
+        self, handlers: Mapping[str, Callable[..., Any]] | None = None, *, name: str = "core"
+    ) -> None:
+        self.name = name
+        self.handlers: dict[str, Callable[..., Any]] = dict(handlers or {})
+        self.raw_handlers: dict[str, RawHandler] = {}
+        self._sock: LockedSocket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._address = ""
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._active: dict[tuple[bytes, int], Incoming] = {}
+        self._finish_lock = threading.Lock()
+        self._drain_scheduled = False
+
+    def __repr__(self) -> str:
+        state = self._address or "not listening"
+        return f"<HandlerServer {self.name!r} {state} [{len(self._active)} active]>"
+
+    @property
+    def address(self) -> str:
+        """The address the server listens on (empty before :meth:`listen`)."""
+        return self._address
+
+    def names(self) -> list[str]:
+        """Every name callers can use, sorted."""
+        return sorted(n for n in {*self.handlers, *self.raw_handlers} if not n.startswith("_"))
+
+    async def listen(self, address: str = "tcp://127.0.0.1:0") -> str:
+        """Bind ``address`` and start serving; returns the real address (port 0 is resolved)."""
+        if self._sock is not None:
+            raise UndertowError(f"server {self.name!r} already listens on {self._address}")
+        self._loop = asyncio.get_running_loop()
+        sock, self._address = bind_router(address)
+        self._sock = LockedSocket(sock, on_input=self._wake)
+        self._loop.add_reader(self._sock.fd, self._drain)
+        self._drain()
+        log.info("server %r listening on %s", self.name, self._address)
+        return self._address
+
+    async def close(self) -> None:
+        """Stop serving: unanswered calls are dropped and running handler tasks cancelled."""
+        if self._sock is None:
+            return
+        assert self._loop is not None
+        self._loop.remove_reader(self._sock.fd)
+        self._sock.close()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        log.info("server %r on %s closed", self.name, self._address)
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _socket_send(self, frames: list[Any]) -> None:
+        sock = self._sock
+        if sock is not None:
+            sock.send(frames)
+
+    def _wake(self) -> None:
+        loop = self._loop
+        if loop is not None and not self._drain_scheduled:
+            self._drain_scheduled = True
+            with contextlib.suppress(RuntimeError):  # loop closed while a worker finished
+                loop.call_soon_threadsafe(self._drain)
+
+    def _forget(self, incoming: Incoming) -> None:
+        self._active.pop((incoming.peer, incoming.header.call_id), None)
+
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+        """Run a coroutine as a task the server tracks and cancels on close."""
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _drain(self) -> None:
+        self._drain_scheduled = False
+        sock = self._sock
+        if sock is None:
+            return
+        while True:
+            frames = sock.recv_nowait()
+            if frames is None:
+                return
+            try:
+                self._dispatch(frames)
+            except Exception:  # one bad message must never stop the server
+                log.exception("server %r: error while dispatching a message", self.name)
+
+    def _dispatch(self, frames: list[zmq.Frame]) -> None:
+        if len(frames) < 2:
+            log.debug("dropped a message with %d frames", len(frames))
+            return
+        peer = frames[0].bytes
+        try:
+            header = decode_header(frames[1].buffer)
+        except UndertowError as exc:
+            log.debug("dropped a message from a peer: %s", exc)
+            return
+        if header.kind == Kind.CANCEL:
+            incoming = self._active.get((peer, header.call_id))
+            if incoming is not None:
+                incoming.cancelled = True
+                self.on_cancel(incoming)
+            return
+        if header.kind != Kind.CALL:
+            log.debug("dropped a %s message: servers take only CALL and CANCEL", header.kind.name)
+            return
+        payload = [f.buffer for f in frames[2:]]
+        incoming = Incoming(self, peer, header, payload)
+        self._active[(peer, header.call_id)] = incoming
+        raw = self.raw_handlers.get(header.name)
+        if raw is not None:
+            raw(incoming)
+        elif header.name in self.handlers:
+            self._run_handler(incoming, self.handlers[header.name])
+        else:
+            incoming.fail(self.not_found(header.name))
+
+    def on_cancel(self, incoming: Incoming) -> None:
+        """Called on the loop when a caller cancels ``incoming``; subclasses may stop work."""
+
+    def not_found(self, name: str) -> ErrorInfo:
+        """The error sent for a call to a name that is not served."""
+        names = self.names()
+        return ErrorInfo(
+            type=name,
+            message=(
+                f"server {self.name!r} at {self._address} has no function {name!r}; "
+                f"available: {names}"
+            ),
+            code="not_found",
+            available=names,
+        )
+
+    def _run_handler(self, incoming: Incoming, handler: Callable[..., Any]) -> None:
+        try:
+            kwargs = (
+                _MSGPACK.decode(incoming.frames) if incoming.frames and incoming.frames[0] else {}
+            )
+            if not isinstance(kwargs, dict):
+                raise TypeError(
+                    f"arguments must be a mapping of keyword arguments, not {type(kwargs).__name__}"
+                )
+            result = handler(**kwargs)
+        except Exception as exc:  # handler failures go back to the caller
+            incoming.fail(error_info(exc))
+            return
+        if inspect.isawaitable(result):
+            self.spawn(self._finish_async(incoming, result))
+        else:
+            _reply_msgpack(incoming, result)
+
+    async def _finish_async(self, incoming: Incoming, awaitable: Any) -> None:
+        try:
+            result = await awaitable
+        except Exception as exc:  # handler failures go back to the caller
+            incoming.fail(error_info(exc))
+            return
+        _reply_msgpack(incoming, result)
+
+
+def _reply_msgpack(incoming: Incoming, value: Any) -> None:
+    try:
+        payload = _MSGPACK.encode(value)
+    except UndertowError as exc:
+        incoming.fail(error_info(exc, code="serialization"))
+        return
+    incoming.reply(payload, _MSGPACK.name)

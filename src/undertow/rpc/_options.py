@@ -1,0 +1,118 @@
+"""Per-function options, chosen by glob patterns: ``server.config({"*_json": {...}})``."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import fnmatch
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+from undertow.errors import ConfigError
+from undertow.wire import Codec, resolve_codec
+
+__all__ = ["FunctionOptions", "GlobTable"]
+
+#: Options that are accepted now and take effect in a later release.
+COMING = {"return_pointer": "remote data pointers", "auth": "per-function authorization"}
+
+
+@dataclasses.dataclass(frozen=True)
+class FunctionOptions:
+    """How one function is served.
+
+    Attributes:
+        input_serialization: codec of the arguments: "msgpack" (default), "json", "pickle" or
+            an object with dumps/loads. Pickle input is accepted only from clients that give
+            the server's token.
+        output_serialization: codec of the result and of streamed items.
+        timeout: longest the function may run, in seconds; the caller then gets a timeout
+            error (an async function is cancelled; a thread cannot be, its result is dropped).
+        output: forward stdout/stderr to the caller.
+        return_pointer: reserved: leave the result on the server (coming with remote data).
+        auth: reserved: a per-function authorization check (coming with security).
+    """
+
+    input_serialization: Codec = dataclasses.field(default_factory=lambda: resolve_codec("msgpack"))
+    output_serialization: Codec = dataclasses.field(
+        default_factory=lambda: resolve_codec("msgpack")
+    )
+    timeout: float | None = None
+    output: bool = True
+    return_pointer: bool = False
+    auth: Any = None
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any], *, where: str) -> FunctionOptions:
+        """Validate a user's option mapping; ``where`` names it in errors."""
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"options for {where} must be a dict, not {type(raw).__name__}")
+        names = [f.name for f in dataclasses.fields(cls)]
+        values: dict[str, Any] = {}
+        for key, value in raw.items():
+            if key not in names:
+                close = difflib.get_close_matches(str(key), names, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else f"; valid options: {names}"
+                raise ConfigError(f"unknown option {key!r} for {where}{hint}")
+            values[key] = value
+        for key in ("input_serialization", "output_serialization"):
+            if key in values:
+                values[key] = resolve_codec(values[key])
+        timeout = values.get("timeout")
+        if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
+            raise ConfigError(
+                f"timeout for {where} must be a positive number of seconds, not {timeout!r}"
+            )
+        if "output" in values and not isinstance(values["output"], bool):
+            raise ConfigError(f"output for {where} must be True or False, not {values['output']!r}")
+        for key, feature in COMING.items():
+            if values.get(key):
+                warnings.warn(
+                    f"option {key!r} for {where} is accepted but has no effect yet: {feature} "
+                    "arrive in a later release",
+                    FutureWarning,
+                    stacklevel=4,
+                )
+        return cls(**values)
+
+    def summary(self) -> dict[str, Any]:
+        """The options as plain values, for :meth:`Server.describe`."""
+        return {
+            "input_serialization": self.input_serialization.name,
+            "output_serialization": self.output_serialization.name,
+            "timeout": self.timeout,
+            "output": self.output,
+            "return_pointer": self.return_pointer,
+            "auth": self.auth,
+        }
+
+
+DEFAULTS = FunctionOptions()
+
+
+class GlobTable:
+    """Ordered glob patterns with their options; the first pattern that matches wins."""
+
+    def __init__(self) -> None:
+        self._rules: list[tuple[str, FunctionOptions]] = []
+
+    def replace(self, table: Mapping[str, Mapping[str, Any]]) -> None:
+        """Replace every rule with ``table``, validating all of it first."""
+        if not isinstance(table, Mapping):
+            raise ConfigError(
+                f"config() takes a dict of glob -> options, not {type(table).__name__}"
+            )
+        rules = []
+        for pattern, raw in table.items():
+            if not pattern:
+                raise ConfigError(f"glob {pattern!r} must be a non-empty string such as '*_json'")
+            rules.append((pattern, FunctionOptions.parse(raw, where=f"glob {pattern!r}")))
+        self._rules = rules
+
+    def lookup(self, name: str) -> tuple[str | None, FunctionOptions]:
+        """The first matching pattern (None: defaults) and its options."""
+        for pattern, options in self._rules:
+            if fnmatch.fnmatchcase(name, pattern):
+                return pattern, options
+        return None, DEFAULTS

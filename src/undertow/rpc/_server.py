@@ -1,0 +1,436 @@
+"""The function server: register functions, configure them by glob, serve them."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hmac
+import inspect
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar, overload
+
+from undertow.errors import ConfigError, UndertowError
+from undertow.rpc._calls import FunctionInfo
+from undertow.rpc._core import HandlerServer, Incoming, RawHandler
+from undertow.rpc._options import FunctionOptions, GlobTable
+from undertow.rpc._output import capture
+from undertow.rpc._signature import describe_params
+from undertow.wire import ErrorInfo, MsgpackCodec, error_info
+
+__all__ = ["Server"]
+
+log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_MSGPACK = MsgpackCodec()
+
+
+def _mode(fn: Callable[..., Any]) -> str:
+    if inspect.isasyncgenfunction(fn):
+        return "asyncgen"
+    if inspect.iscoroutinefunction(fn):
+        return "async"
+    if inspect.isgeneratorfunction(fn):
+        return "generator"
+    return "function"
+
+
+class _Entry:
+    """A registered function with the options its glob gave it."""
+
+    __slots__ = ("fn", "glob", "info", "mode", "name", "options")
+
+    def __init__(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        glob: str | None,
+        options: FunctionOptions,
+        token: bool,
+    ) -> None:
+        self.name = name
+        self.fn = fn
+        self.mode = _mode(fn)
+        self.glob = glob
+        self.options = options
+        params, returns = describe_params(fn)
+        self.info = FunctionInfo(
+            name=name,
+            doc=inspect.getdoc(fn) or "",
+            params=params,
+            returns=returns,
+            mode=self.mode,
+            input=options.input_serialization.name,
+            output=options.output_serialization.name,
+            needs_token=options.input_serialization.unsafe,
+            forwards_output=options.output,
+            timeout=options.timeout,
+        )
+
+
+class Server:
+    """Serves Python functions to undertow clients.
+
+    ::
+
+        server = undertow.Server(name="lab")
+
+        @server.register
+        def add(x: int, y: int = 1) -> int:
+            "Add two numbers."
+            print("adding", x, y)          # appears in the caller's output, live
+            return x + y
+
+        server.config({"*_np": {"input_serialization": "pickle", "output_serialization": "pickle"}})
+        server.serve_forever("127.0.0.1", 5555)      # or: address = server.start()
+
+    Plain functions run in a bounded thread pool, ``async def`` functions on the event loop
+    and generator functions stream their items. Options are chosen per function by the first
+    matching glob given to :meth:`config`; :meth:`describe` shows the outcome.
+
+    Args:
+        name: the server's name, shown to clients.
+        max_workers: threads for plain functions (default: ``min(32, cpus + 4)``).
+        token: shared secret a client must present to call functions with pickle input.
+    """
+
+    def __init__(
+        self, name: str = "undertow", *, max_workers: int | None = None, token: str | None = None
+    ) -> None:
+        if max_workers is not None and max_workers < 1:
+            raise ConfigError(f"max_workers must be at least 1, not {max_workers!r}")
+        self.name = name
+        self._max_workers = max_workers or min(32, (os.cpu_count() or 1) + 4)
+        self._token = token
+        self._fns: dict[str, Callable[..., Any]] = {}
+        self._globs = GlobTable()
+        self._entries: dict[str, _Entry] = {}
+        self._core = HandlerServer(name=name)
+        self._core.on_cancel = self._on_cancel  # type: ignore[method-assign]
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._rebuild()
+        self._tasks: dict[Incoming, asyncio.Task[Any]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stop: asyncio.Event | None = None
+
+    def __repr__(self) -> str:
+        where = self._core.address or "not serving"
+        return f"<Server {self.name!r} {where} [{len(self._fns)} functions]>"
+
+    @property
+    def address(self) -> str:
+        """Where the server listens (empty until it serves)."""
+        return self._core.address
+
+    # -- registration and options ------------------------------------------------------------
+
+    @overload
+    def register(self, name: F, fn: None = None) -> F: ...
+    @overload
+    def register(self, name: str, fn: F) -> F: ...
+    @overload
+    def register(self, name: str | None = None, fn: None = None) -> Callable[[F], F]: ...
+
+    def register(self, name: Any = None, fn: Any = None) -> Any:
+        """Serve ``fn`` under ``name``; also a decorator, bare or with a name.
+
+        ``server.register("add", add)``, ``@server.register`` or ``@server.register("add")``.
+        Registering a name again replaces the function.
+        """
+        if callable(name) and fn is None:
+            return self.register(name.__name__, name)
+        if fn is None:
+            return lambda f: self.register(name or f.__name__, f)
+        if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
+            raise ConfigError(
+                f"function name {name!r} must be a Python identifier not starting with '_'"
+            )
+        if not callable(fn):
+            raise ConfigError(f"cannot register {fn!r} as {name!r}: it is not callable")
+        self._fns[name] = fn
+        self._rebuild()
+        return fn
+
+    def config(self, table: Mapping[str, Mapping[str, Any]]) -> None:
+        """Set options by glob; replaces any earlier table. The first matching glob wins.
+
+        Options: ``input_serialization``, ``output_serialization`` (``"msgpack"``,
+        ``"json"``, ``"pickle"`` or an object with dumps/loads), ``timeout`` (seconds),
+        ``output`` (forward stdout/stderr), and the reserved ``return_pointer`` and ``auth``.
+        """
+        self._globs.replace(table)
+        self._rebuild()
+
+    def describe(self) -> dict[str, dict[str, Any]]:
+        """Each function's kind, the glob that chose its options, and those options."""
+        return {
+            name: {"mode": e.mode, "glob": e.glob, **e.options.summary()}
+            for name, e in sorted(self._entries.items())
+        }
+
+    def _rebuild(self) -> None:
+        entries = {}
+        for name, fn in self._fns.items():
+            glob, options = self._globs.lookup(name)
+            if options.input_serialization.unsafe and not self._token:
+                raise ConfigError(
+                    f"function {name!r} takes {options.input_serialization.name} input (glob "
+                    f"{glob!r}), which runs code when decoded; give the server a token "
+                    "(Server(token=...)) so only clients holding it may call it"
+                )
+            entries[name] = _Entry(name, fn, glob, options, bool(self._token))
+        self._entries = entries
+        handlers: dict[str, RawHandler] = dict.fromkeys(entries, self._handle)
+        handlers["_describe"] = self._describe
+        self._core.raw_handlers = handlers
+
+    def _describe(self, incoming: Incoming) -> None:
+        body = {"server": self.name, "functions": [e.info for e in self._entries.values()]}
+        incoming.reply(_MSGPACK.encode(body), _MSGPACK.name)
+
+    # -- serving -----------------------------------------------------------------------------
+
+    async def serve(
+        self, address: str = "tcp://127.0.0.1:0", *, ready: Callable[[str], None] | None = None
+    ) -> None:
+        """Serve on the running loop until :meth:`stop` (or cancellation)."""
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            self._max_workers, thread_name_prefix=f"undertow-{self.name}"
+        )
+        try:
+            real = await self._core.listen(address)
+            if ready is not None:
+                ready(real)
+            await self._stop.wait()
+        finally:
+            await self._core.close()
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def serve_forever(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        address: str | None = None,
+        quiet: bool = False,
+    ) -> None:
+        """Serve until SIGINT or SIGTERM, then stop cleanly. Binds 127.0.0.1 unless told otherwise.
+
+        Prints ``undertow: serving NAME on ADDRESS`` once listening (unless ``quiet``).
+        """
+        target = address or f"tcp://{host}:{port}"
+
+        def announce(real: str) -> None:
+            if not quiet:
+                print(f"undertow: serving {self.name!r} on {real}", flush=True)  # noqa: T201
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            task = asyncio.current_task()
+            assert task is not None
+            if threading.current_thread() is threading.main_thread():
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.add_signal_handler(sig, self.stop)
+            await self.serve(target, ready=announce)
+
+        asyncio.run(main())
+
+    def start(self, address: str = "tcp://127.0.0.1:0", *, timeout: float = 10.0) -> str:
+        """Serve from a background thread (for notebooks and tests); returns the real address."""
+        if self._thread is not None:
+            raise UndertowError(f"server {self.name!r} is already serving on {self.address}")
+        started = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                asyncio.run(self.serve(address, ready=lambda _: started.set()))
+            except BaseException as exc:  # reported to the thread that called start()
+                failure.append(exc)
+                started.set()
+
+        self._thread = threading.Thread(
+            target=run, name=f"undertow-server-{self.name}", daemon=True
+        )
+        self._thread.start()
+        if not started.wait(timeout):
+            raise UndertowError(f"server {self.name!r} did not start within {timeout:g} s")
+        if failure:
+            self._thread = None
+            raise failure[0]
+        return self.address
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop serving; from another thread, waits up to ``timeout`` for the server to close."""
+        loop, stop = self._loop, self._stop
+        if loop is None or stop is None or loop.is_closed():
+            return
+        try:
+            loop.call_soon_threadsafe(stop.set)
+        except RuntimeError:  # the loop is already closed
+            return
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+            self._thread = None
+
+    def __enter__(self) -> Server:
+        if self._thread is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- one call ------------------------------------------------------------------------------
+
+    def _handle(self, incoming: Incoming) -> None:
+        entry = self._entries.get(incoming.name)
+        if entry is None:  # replaced between dispatch and now
+            incoming.fail(self._core.not_found(incoming.name))
+            return
+        problem = self._check(entry, incoming)
+        if problem is not None:
+            incoming.fail(problem)
+            return
+        timeout = entry.options.timeout
+        if entry.mode in ("async", "asyncgen"):
+            self._tasks[incoming] = self._core.spawn(self._run_async(entry, incoming))
+        else:
+            assert self._pool is not None
+            self._pool.submit(self._run_sync, entry, incoming)
+            if timeout is not None and self._loop is not None:
+                self._loop.call_later(timeout, self._expire, entry, incoming)
+
+    def _check(self, entry: _Entry, incoming: Incoming) -> ErrorInfo | None:
+        codec = entry.options.input_serialization
+        if codec.unsafe:
+            given = incoming.header.token
+            if not (
+                self._token and given and hmac.compare_digest(given.encode(), self._token.encode())
+            ):
+                return ErrorInfo(
+                    "AuthenticationError",
+                    f"{entry.name}() takes {codec.name} input, which needs the server's token; "
+                    "the call gave none or a wrong one",
+                    code="auth",
+                )
+        if incoming.header.codec != codec.name:
+            return ErrorInfo(
+                "SerializationError",
+                f"{entry.name}() takes {codec.name} input but the call was encoded with "
+                f"{incoming.header.codec!r}; refresh the client",
+                code="serialization",
+            )
+        return None
+
+    def _expire(self, entry: _Entry, incoming: Incoming) -> None:
+        incoming.cancelled = True
+        incoming.fail(_timeout_info(entry))
+
+    def _on_cancel(self, incoming: Incoming) -> None:
+        task = self._tasks.get(incoming)
+        if task is not None:
+            task.cancel()
+
+    def _decode_args(
+        self, entry: _Entry, incoming: Incoming
+    ) -> tuple[list[Any], dict[str, Any]] | None:
+        try:
+            decoded = entry.options.input_serialization.decode(incoming.frames)
+            args, kwargs = decoded
+            if not isinstance(args, list | tuple) or not isinstance(kwargs, dict):
+                raise TypeError("expected [args, kwargs]")
+        except (UndertowError, TypeError, ValueError) as exc:
+            incoming.fail(error_info(exc, code="serialization"))
+            return None
+        return list(args), kwargs
+
+    def _sender(self, entry: _Entry, incoming: Incoming) -> Callable[[str, str], None] | None:
+        return incoming.output if entry.options.output and incoming.wants_output else None
+
+    def _run_sync(self, entry: _Entry, incoming: Incoming) -> None:
+        if incoming.finished:
+            return
+        decoded = self._decode_args(entry, incoming)
+        if decoded is None:
+            return
+        args, kwargs = decoded
+        try:
+            with capture(self._sender(entry, incoming)):
+                if entry.mode == "generator":
+                    for item in entry.fn(*args, **kwargs):
+                        if incoming.cancelled or incoming.finished:
+                            break
+                        self._send_item(entry, incoming, item)
+                    result = None
+                else:
+                    result = entry.fn(*args, **kwargs)
+        except Exception as exc:  # the function's failure is the caller's error
+            incoming.fail(error_info(exc, skip_frames=1))
+            return
+        self._finish(entry, incoming, result)
+
+    async def _run_async(self, entry: _Entry, incoming: Incoming) -> None:
+        try:
+            decoded = self._decode_args(entry, incoming)
+            if decoded is None:
+                return
+            args, kwargs = decoded
+            try:
+                async with asyncio.timeout(entry.options.timeout):
+                    with capture(self._sender(entry, incoming)):
+                        if entry.mode == "asyncgen":
+                            async for item in entry.fn(*args, **kwargs):
+                                self._send_item(entry, incoming, item)
+                            result = None
+                        else:
+                            result = await entry.fn(*args, **kwargs)
+            except TimeoutError:
+                incoming.fail(_timeout_info(entry))
+                return
+            except Exception as exc:  # the function's failure is the caller's error
+                incoming.fail(error_info(exc, skip_frames=1))
+                return
+            self._finish(entry, incoming, result)
+        finally:
+            self._tasks.pop(incoming, None)
+
+    def _send_item(self, entry: _Entry, incoming: Incoming, item: Any) -> None:
+        codec = entry.options.output_serialization
+        incoming.item(codec.encode(item), codec.name)
+
+    def _finish(self, entry: _Entry, incoming: Incoming, result: Any) -> None:
+        if entry.mode in ("generator", "asyncgen"):
+            incoming.end()
+            return
+        codec = entry.options.output_serialization
+        try:
+            payload = codec.encode(result)
+        except UndertowError as exc:
+            incoming.fail(
+                ErrorInfo(
+                    "SerializationError",
+                    f"the result of {entry.name}() cannot be sent: {exc}; return another type or "
+                    "configure output_serialization (e.g. 'pickle') for it",
+                    code="serialization",
+                )
+            )
+            return
+        incoming.reply(payload, codec.name)
+
+
+def _timeout_info(entry: _Entry) -> ErrorInfo:
+    return ErrorInfo(
+        "RPCTimeout",
+        f"{entry.name}() ran longer than its timeout of {entry.options.timeout:g} s on the server",
+        code="timeout",
+    )

@@ -1,0 +1,227 @@
+"""The sync client's connection: I/O happens in the calling thread, not on a loop thread.
+
+Handing every call to an event-loop thread and back costs two thread wake-ups, which on a
+loopback round trip of ~110 µs more than doubles the latency (measured: 350 µs against
+160 µs). So a blocking call sends from its own thread and, if no other thread is receiving,
+takes the *receive role* and polls the socket itself. Threads that find the role taken wait on
+an event; whoever holds the role delivers every message to its call and wakes its owner. When
+the holder's own call is done it gives the role up and wakes the others, one of whom takes it.
+
+Futures (``submit``) have no thread waiting on them, so a pump thread, started on first use,
+takes the role while such calls are outstanding.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from undertow.errors import ConnectionClosed, UndertowError
+from undertow.rpc._calls import Call
+from undertow.transport import LockedSocket, connect_dealer
+from undertow.wire import decode_header
+
+__all__ = ["SyncConnection"]
+
+log = logging.getLogger(__name__)
+
+#: Longest the pump holds the receive role before giving others a chance, in seconds.
+_PUMP_SLICE = 0.05
+
+
+class SyncConnection:
+    """One DEALER socket shared by every thread of a sync client."""
+
+    def __init__(self, address: str) -> None:
+        sock, self.endpoint = connect_dealer(address)
+        self._sock = LockedSocket(sock, on_input=self._poke)
+        self._calls: dict[int, Call] = {}
+        self._role = threading.Lock()
+        self._waiters: set[threading.Event] = set()
+        self._waiters_lock = threading.Lock()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._poller = select.poll()
+        self._poller.register(self._sock.fd, select.POLLIN)
+        self._poller.register(self._wake_r, select.POLLIN)
+        self._orphans: dict[int, tuple[Call, float | None, Callable[[BaseException], None]]] = {}
+        self._pump_cond = threading.Condition()
+        self._pump: threading.Thread | None = None
+        self.closed = False
+
+    # -- sending ----------------------------------------------------------------------------
+
+    def start(self, call: Call, frames: list[Any]) -> None:
+        """Register ``call`` and send its request."""
+        if self.closed:
+            raise ConnectionClosed(f"the client for {self.endpoint} is closed")
+        self._calls[call.call_id] = call
+        self._sock.send(frames)
+
+    def send(self, frames: list[Any]) -> None:
+        """Send a message that expects no reply (a CANCEL)."""
+        self._sock.send(frames)
+
+    def forget(self, call: Call) -> None:
+        """Stop delivering messages for ``call``."""
+        self._calls.pop(call.call_id, None)
+        self._orphans.pop(call.call_id, None)
+
+    def _poke(self) -> None:
+        # a full pipe means a wake-up is pending anyway; a closed one means we are closing
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.write(self._wake_w, b"\0")
+
+    # -- receiving --------------------------------------------------------------------------
+
+    def wait(self, call: Call, ready: Callable[[], bool], deadline: float | None) -> bool:
+        """Block until ``ready()`` or the deadline; True if ready."""
+        event = threading.Event()
+        call.notify = event.set
+        with self._waiters_lock:
+            self._waiters.add(event)
+        try:
+            while True:
+                event.clear()
+                if ready():
+                    return True
+                if self.closed:
+                    raise ConnectionClosed(f"the client for {self.endpoint} was closed")
+                if self._role.acquire(blocking=False):
+                    try:
+                        self._receive(ready, deadline)
+                    finally:
+                        self._release_role()
+                    if ready():
+                        return True
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                if self._role.locked():
+                    event.wait(remaining)
+        finally:
+            with self._waiters_lock:
+                self._waiters.discard(event)
+
+    def _release_role(self) -> None:
+        self._role.release()
+        with self._waiters_lock:
+            waiters = list(self._waiters)
+        for event in waiters:
+            event.set()
+
+    def _receive(self, ready: Callable[[], bool], deadline: float | None) -> None:
+        sock = self._sock
+        while not self.closed:
+            while (frames := sock.recv_nowait()) is not None:
+                self._deliver(frames)
+            if ready():
+                return
+            if deadline is None:
+                timeout_ms = None
+            else:
+                timeout_ms = (deadline - time.monotonic()) * 1000
+                if timeout_ms <= 0:
+                    return
+            for fd, _ in self._poller.poll(timeout_ms):
+                if fd == self._wake_r:
+                    self._drain_pipe()
+
+    def _drain_pipe(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            while os.read(self._wake_r, 4096):
+                pass
+
+    def _deliver(self, frames: list[Any]) -> None:
+        try:
+            header = decode_header(frames[0].buffer)
+        except UndertowError as exc:
+            log.warning("dropped a malformed message from %s: %s", self.endpoint, exc)
+            return
+        call = self._calls.get(header.call_id)
+        if call is None:
+            return  # a late message for a call that was cancelled or timed out
+        call.feed(header, [f.buffer for f in frames[1:]])
+        if call.done:
+            self._calls.pop(header.call_id, None)
+
+    # -- futures ------------------------------------------------------------------------------
+
+    def watch(
+        self, call: Call, deadline: float | None, expire: Callable[[BaseException], None]
+    ) -> None:
+        """Have the pump thread receive for ``call``, which no thread waits on."""
+        with self._pump_cond:
+            self._orphans[call.call_id] = (call, deadline, expire)
+            if self._pump is None:
+                self._pump = threading.Thread(
+                    target=self._pump_loop, name="undertow-client-pump", daemon=True
+                )
+                self._pump.start()
+            self._pump_cond.notify()
+
+    def _orphans_done(self) -> bool:
+        return self.closed or all(c.done for c, _, _ in list(self._orphans.values()))
+
+    def _idle(self) -> bool:
+        """True when the pump has nothing to do; drops finished calls."""
+        if self.closed:
+            return False
+        self._orphans = {k: v for k, v in self._orphans.items() if not v[0].done}
+        return not self._orphans
+
+    def _pump_loop(self) -> None:
+        while not self.closed:
+            with self._pump_cond:
+                while self._idle():
+                    self._pump_cond.wait()
+            if self.closed:
+                return  # type: ignore[unreachable]  # closed is set by another thread
+            if self._role.acquire(timeout=_PUMP_SLICE):
+                try:
+                    self._receive(self._orphans_done, time.monotonic() + _PUMP_SLICE)
+                finally:
+                    self._release_role()
+            self._expire_orphans()
+
+    def _expire_orphans(self) -> None:
+        now = time.monotonic()
+        for call_id, (call, deadline, expire) in list(self._orphans.items()):
+            if call.done:
+                self._orphans.pop(call_id, None)
+            elif deadline is not None and now >= deadline:
+                self._orphans.pop(call_id, None)
+                expire(TimeoutError())
+
+    # -- closing ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the socket; calls still waiting raise :class:`ConnectionClosed`."""
+        if self.closed:
+            return
+        self.closed = True
+        with self._pump_cond:
+            self._pump_cond.notify_all()
+        self._poke()
+        pump = self._pump
+        if pump is not None and pump is not threading.current_thread():
+            pump.join(timeout=5)
+        orphans = list(self._orphans.values())
+        self._orphans.clear()
+        for _, _, expire in orphans:
+            expire(ConnectionClosed(f"the client for {self.endpoint} was closed"))
+        with self._waiters_lock:
+            for event in self._waiters:
+                event.set()
+        self._role.acquire(timeout=5)
+        self._sock.close()
+        self._role.release()
+        os.close(self._wake_r)
+        os.close(self._wake_w)

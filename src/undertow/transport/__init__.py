@@ -1,0 +1,11 @@
+"""Transports: frames over connections. ZeroMQ (tcp, ipc, inproc) for now."""
+
+from undertow.transport._zmq import (
+    LockedSocket,
+    bind_router,
+    connect_dealer,
+    context,
+    parse_address,
+)
+
+__all__ = ["LockedSocket", "bind_router", "connect_dealer", "context", "parse_address"]

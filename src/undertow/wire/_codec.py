@@ -1,0 +1,204 @@
+"""Codecs turn a Python value into message frames and back.
+
+A codec returns a list of buffers: the body first, then any out-of-band buffers. Only the
+pickle codec produces out-of-band buffers (pickle protocol 5), so a numpy array or any other
+object exporting a contiguous buffer travels as a frame of its own without being copied.
+
+Built in: ``"json"`` and ``"msgpack"`` (msgspec; safe to decode from anyone) and ``"pickle"``
+(cloudpickle, so lambdas and closures from a notebook work; decoding runs arbitrary code, so a
+server accepts it only from authenticated callers). Any object with ``dumps`` and ``loads``,
+such as the stdlib :mod:`json` module, can be given where a codec is expected.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import msgspec
+
+from undertow.errors import ConfigError, DeserializationError, SerializationError
+
+__all__ = [
+    "BUILTIN_CODECS",
+    "Codec",
+    "DumpsLoadsCodec",
+    "JsonCodec",
+    "MsgpackCodec",
+    "PickleCodec",
+    "resolve_codec",
+]
+
+Buffer = bytes | memoryview | bytearray | pickle.PickleBuffer
+
+
+@runtime_checkable
+class Codec(Protocol):
+    """Encodes values to frames and back. ``name`` is how peers refer to it."""
+
+    name: str
+    #: True when decoding untrusted input can run code (pickle).
+    unsafe: bool
+
+    def encode(self, value: Any) -> list[Buffer]:
+        """Encode ``value`` into a body frame followed by out-of-band buffers."""
+        ...
+
+    def decode(self, frames: Sequence[Buffer]) -> Any:
+        """Decode the frames produced by :meth:`encode`."""
+        ...
+
+
+def _type_error(value: Any, exc: Exception, codec: str) -> SerializationError:
+    return SerializationError(
+        f"cannot encode a value of type {type(value).__name__!r} with the {codec} codec: {exc}"
+    )
+
+
+class MsgpackCodec:
+    """MessagePack through msgspec: fast, compact and safe to decode."""
+
+    name = "msgpack"
+    unsafe = False
+
+    def __init__(self) -> None:
+        self._enc = msgspec.msgpack.Encoder()
+        self._dec = msgspec.msgpack.Decoder()
+
+    def encode(self, value: Any) -> list[Buffer]:
+        try:
+            return [self._enc.encode(value)]
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise _type_error(value, exc, self.name) from exc
+
+    def decode(self, frames: Sequence[Buffer]) -> Any:
+        try:
+            return self._dec.decode(frames[0])
+        except (msgspec.DecodeError, ValueError) as exc:
+            raise DeserializationError(f"invalid msgpack payload: {exc}") from exc
+
+
+class JsonCodec:
+    """JSON through msgspec: interoperable with any language, safe to decode."""
+
+    name = "json"
+    unsafe = False
+
+    def __init__(self) -> None:
+        self._enc = msgspec.json.Encoder()
+        self._dec = msgspec.json.Decoder()
+
+    def encode(self, value: Any) -> list[Buffer]:
+        try:
+            return [self._enc.encode(value)]
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise _type_error(value, exc, self.name) from exc
+
+    def decode(self, frames: Sequence[Buffer]) -> Any:
+        try:
+            return self._dec.decode(frames[0])
+        except (msgspec.DecodeError, ValueError) as exc:
+            raise DeserializationError(f"invalid JSON payload: {exc}") from exc
+
+
+class PickleCodec:
+    """Pickle protocol 5 with out-of-band buffers, through cloudpickle.
+
+    cloudpickle pickles functions defined in ``__main__`` or a notebook by value, so lambdas
+    and closures reach the other side. Large buffers (numpy arrays, bytes-like objects that
+    support protocol 5) are not copied into the body: each becomes its own frame.
+    """
+
+    name = "pickle"
+    unsafe = True
+
+    def __init__(self) -> None:
+        import cloudpickle  # fenced: only the pickle codec needs it
+
+        self._dumps = cloudpickle.dumps
+
+    def encode(self, value: Any) -> list[Buffer]:
+        buffers: list[pickle.PickleBuffer] = []
+        try:
+            body = self._dumps(value, protocol=5, buffer_callback=buffers.append)
+        except Exception as exc:  # pickling runs user __reduce__ code; any error can come out
+            raise _type_error(value, exc, self.name) from exc
+        frames: list[Buffer] = [body]
+        frames.extend(buf.raw() for buf in buffers)
+        return frames
+
+    def decode(self, frames: Sequence[Buffer]) -> Any:
+        try:
+            return pickle.loads(frames[0], buffers=frames[1:])  # noqa: S301 - callers gate who may send pickle
+        except Exception as exc:  # unpickling runs arbitrary code; report any failure the same way
+            raise DeserializationError(f"cannot unpickle payload: {exc!r}") from exc
+
+
+class DumpsLoadsCodec:
+    """Adapts any object with ``dumps``/``loads`` (the :mod:`json` module, say) into a codec."""
+
+    unsafe = False
+
+    def __init__(self, obj: Any, name: str | None = None) -> None:
+        self._obj = obj
+        self.name = name or _name_of(obj)
+
+    def encode(self, value: Any) -> list[Buffer]:
+        try:
+            out = self._obj.dumps(value)
+        except Exception as exc:  # a user-supplied dumps may raise anything
+            raise _type_error(value, exc, self.name) from exc
+        return [out.encode() if isinstance(out, str) else out]
+
+    def decode(self, frames: Sequence[Buffer]) -> Any:
+        data = frames[0]
+        try:
+            return self._obj.loads(bytes(data))
+        except Exception as exc:  # a user-supplied loads may raise anything
+            raise DeserializationError(
+                f"the {self.name} codec cannot decode payload: {exc}"
+            ) from exc
+
+
+def _name_of(obj: Any) -> str:
+    name = getattr(obj, "name", None) or getattr(obj, "__name__", None)
+    return str(name) if name else type(obj).__name__
+
+
+BUILTIN_CODECS: dict[str, type[MsgpackCodec] | type[JsonCodec] | type[PickleCodec]] = {
+    "msgpack": MsgpackCodec,
+    "json": JsonCodec,
+    "pickle": PickleCodec,
+}
+
+_INSTANCES: dict[str, Codec] = {}
+
+
+def resolve_codec(spec: Any, extra: dict[str, Codec] | None = None) -> Codec:
+    """Turn a codec spec (a name, a codec, or an object with dumps/loads) into a codec.
+
+    The stdlib ``json`` module maps to the built-in JSON codec, so peers agree on the name.
+    """
+    if isinstance(spec, str):
+        if extra and spec in extra:
+            return extra[spec]
+        if spec in BUILTIN_CODECS:
+            codec = _INSTANCES.get(spec)
+            if codec is None:
+                codec = _INSTANCES[spec] = BUILTIN_CODECS[spec]()
+            return codec
+        known = sorted({*BUILTIN_CODECS, *(extra or {})})
+        raise ConfigError(
+            f"unknown serialization {spec!r}; use one of {known} or an object with dumps/loads"
+        )
+    if isinstance(spec, Codec):
+        return spec
+    if getattr(spec, "__name__", None) == "json" and hasattr(spec, "JSONDecoder"):
+        return resolve_codec("json")
+    if callable(getattr(spec, "dumps", None)) and callable(getattr(spec, "loads", None)):
+        return DumpsLoadsCodec(spec)
+    raise ConfigError(
+        f"{spec!r} is not a serialization: give 'json', 'msgpack', 'pickle' "
+        "or an object with dumps() and loads()"
+    )

@@ -1,0 +1,102 @@
+"""The message header: the first ZeroMQ frame of every undertow message.
+
+A message is a list of frames::
+
+    frame 0      header   b"UT" + version byte + msgpack array (fields below)
+    frame 1      body     the payload, encoded by the codec the header names (may be empty)
+    frame 2..n   buffers  pickle protocol 5 out-of-band buffers, one frame each (``nbuffers``)
+
+On a server's ROUTER socket ZeroMQ puts the peer's routing id in front of frame 0; it never
+reaches this module. The header holds only small fields, so a 100 MB numpy array travels as
+its own frame and is never copied into the header or the body.
+
+Header fields, in order (msgpack array, so unknown trailing fields can be added later):
+
+    ===========  =====================================================================
+    kind         :class:`Kind`: what this message is
+    call_id      correlation id chosen by the caller; replies echo it
+    name         CALL: function name; OUTPUT: ``"stdout"`` or ``"stderr"``
+    codec        name of the codec that encoded frame 1 (``""``: frame 1 is empty)
+    nbuffers     how many out-of-band buffer frames follow frame 1
+    timeout      CALL: seconds the caller will wait (``None``: no deadline)
+    flags        CALL: :class:`Flags`
+    token        CALL: the caller's credential, if any (never logged)
+    ===========  =====================================================================
+"""
+
+from __future__ import annotations
+
+import enum
+
+import msgspec
+
+from undertow.errors import WireError
+
+__all__ = ["MAGIC", "PROTOCOL_VERSION", "Flags", "Header", "Kind", "decode_header", "encode_header"]
+
+MAGIC = b"UT"
+PROTOCOL_VERSION = 1
+_PREFIX = MAGIC + bytes([PROTOCOL_VERSION])
+
+
+class Kind(enum.IntEnum):
+    """What a message is."""
+
+    CALL = 1  # client -> server: run a function
+    RESULT = 2  # server -> client: the return value; ends the call
+    ERROR = 3  # server -> client: an ErrorInfo; ends the call
+    OUTPUT = 4  # server -> client: text the function wrote to stdout/stderr
+    ITEM = 5  # server -> client: one item yielded by a generator function
+    END = 6  # server -> client: the generator is exhausted; ends the call
+    CANCEL = 7  # client -> server: the caller gave up on call_id
+
+
+class Flags(enum.IntFlag):
+    """Options of a CALL."""
+
+    NONE = 0
+    NO_OUTPUT = 1  # do not forward stdout/stderr for this call
+
+
+class Header(msgspec.Struct, array_like=True, frozen=True):
+    """The decoded first frame of a message."""
+
+    kind: Kind
+    call_id: int
+    name: str = ""
+    codec: str = ""
+    nbuffers: int = 0
+    timeout: float | None = None
+    flags: int = 0
+    token: str = ""
+
+    def __repr__(self) -> str:  # never show the token
+        return (
+            f"Header({self.kind.name}, call_id={self.call_id}, name={self.name!r}, "
+            f"codec={self.codec!r}, nbuffers={self.nbuffers})"
+        )
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(Header)
+
+
+def encode_header(header: Header) -> bytes:
+    """Encode a header into frame 0."""
+    return _PREFIX + _encoder.encode(header)
+
+
+def decode_header(frame: bytes | memoryview) -> Header:
+    """Decode frame 0, raising :class:`WireError` for anything that is not a valid header."""
+    view = memoryview(frame)
+    if len(view) < 3 or view[:2] != MAGIC:
+        raise WireError("not an undertow message (bad magic bytes)")
+    if view[2] != PROTOCOL_VERSION:
+        raise WireError(
+            f"protocol version {view[2]} is not supported (this side speaks {PROTOCOL_VERSION}); "
+            "upgrade the older side"
+        )
+    try:
+        return _decoder.decode(view[3:])
+    except (msgspec.DecodeError, ValueError) as exc:
+        raise WireError(f"malformed header: {exc}") from exc
