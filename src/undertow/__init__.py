@@ -39,6 +39,7 @@ from undertow.rpc import (
     Server,
     connect,
     connect_async,
+    functions,
 )
 
 __version__ = "0.1.0"
@@ -64,6 +65,7 @@ __all__ = [
     "__version__",
     "connect",
     "connect_async",
+    "functions",
 ]
 
 for _name in __all__:

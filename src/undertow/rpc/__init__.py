@@ -1,7 +1,7 @@
 """Servers and clients: the function server, the sync and async clients, the low-level core."""
 
 from undertow.rpc._aclient import AsyncClient, connect_async, rpc
-from undertow.rpc._client import CallFuture, Client, connect
+from undertow.rpc._client import CallFuture, Client, connect, functions
 from undertow.rpc._core import HandlerServer, Incoming
 from undertow.rpc._options import FunctionOptions
 from undertow.rpc._server import Server
@@ -16,5 +16,6 @@ __all__ = [
     "Server",
     "connect",
     "connect_async",
+    "functions",
     "rpc",
 ]

@@ -22,7 +22,7 @@ from undertow.rpc._calls import (
 from undertow.rpc._functions import CallOptions, make_function
 from undertow.rpc._sync_conn import SyncConnection
 
-__all__ = ["CallFuture", "Client", "connect"]
+__all__ = ["CallFuture", "Client", "connect", "functions"]
 
 DESCRIBE = "_describe"
 DEFAULT_TIMEOUT = 30.0
@@ -300,6 +300,11 @@ class _Stream(Iterator[Any]):
     def __del__(self) -> None:
         if not self._finished and not self._call.done and not self._client._conn.closed:
             self.close()
+
+
+def functions(client: _ClientBase) -> dict[str, Callable[..., Any]]:
+    """The remote functions of a ``Client`` or ``AsyncClient``, by name, as last described."""
+    return dict(client._bound)
 
 
 def connect(address: str, **options: Any) -> Client:

@@ -1,0 +1,330 @@
+"""Calls of every kind, discovery, futures, threads, deadlines, the async client."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import pydoc
+import threading
+import time
+
+import pytest
+
+import undertow
+
+WAIT = 10.0
+
+
+def make_server() -> undertow.Server:
+    server = undertow.Server(name="t", token="tok")
+    gate = threading.Event()
+    server.gate = gate  # type: ignore[attr-defined]
+
+    @server.register
+    def add(x: int, y: int = 1) -> int:
+        """Add two numbers."""
+        return x + y
+
+    @server.register
+    def wait_gate() -> str:
+        """Block until the test opens the gate."""
+        assert gate.wait(WAIT)
+        return "opened"
+
+    @server.register
+    async def aadd(x: int, y: int) -> int:
+        await asyncio.sleep(0)
+        return x + y
+
+    @server.register
+    def count(n: int):
+        for i in range(n):
+            yield i
+
+    @server.register
+    def count_then_wait(n: int):
+        yield "first"
+        assert gate.wait(WAIT)
+        yield from range(n)
+
+    @server.register
+    async def acount(n: int):
+        for i in range(n):
+            await asyncio.sleep(0)
+            yield i
+
+    @server.register
+    def sleepy(seconds: float) -> float:
+        time.sleep(seconds)
+        return seconds
+
+    @server.register
+    def apply(fn, value):
+        return fn(value)
+
+    @server.register
+    def total_np(array) -> float:
+        return float(array.sum())
+
+    @server.register
+    def double_np(array):
+        return array * 2
+
+    server.config(
+        {
+            "*_np": {"input_serialization": "pickle", "output_serialization": "pickle"},
+            "apply": {"input_serialization": "pickle"},
+            "limited": {"timeout": 0.2},
+        }
+    )
+    return server
+
+
+@pytest.fixture
+def served(serve):
+    server = make_server()
+    address = serve(server)
+    with undertow.connect(address, timeout=WAIT, token="tok") as client:
+        yield server, client
+    server.gate.set()  # type: ignore[attr-defined]
+
+
+def test_discovery_shows_remote_signatures_and_docstrings(served):
+    _, client = served
+    assert {"add", "aadd", "count", "wait_gate"} <= set(dir(client))
+    assert str(inspect.signature(client.add)) == "(x: int, y: int = 1) -> int"
+    assert client.add.__doc__ == "Add two numbers."
+    text = pydoc.render_doc(client.add, renderer=pydoc.plaintext)
+    assert "add(x: int, y: int = 1) -> int" in text
+    assert "Add two numbers." in text
+    assert set(undertow.functions(client)) >= {"add", "count"}
+    assert "server='t'" in repr(client)
+
+
+# IPython's Completer.complete() is the documented way to ask for matches in 8.x; it warns
+# that a provisional API will replace it some day.
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
+def test_ipython_completion_and_inspection(served):
+    ipython = pytest.importorskip("IPython", reason="IPython is part of the dev extra")
+    import jedi
+
+    _, client = served
+    shell = ipython.InteractiveShell.instance()
+    try:
+        shell.user_ns["remote"] = client
+        shell.Completer.use_jedi = False
+        assert ".add" in shell.complete("remote.")[1]
+        assert "add" in [c.name for c in jedi.Interpreter("remote.", [shell.user_ns]).complete()]
+        info = shell.object_inspect("remote.add")
+        assert info["definition"] == "remote.add(x: int, y: int = 1) -> int"
+        assert info["docstring"] == "Add two numbers."
+    finally:
+        ipython.InteractiveShell.clear_instance()
+
+
+def test_plain_async_and_generator_functions(served):
+    _, client = served
+    assert client.add(2, 3) == 5
+    assert client.add(2) == 3
+    assert client.add(x=2, y=5) == 7
+    assert client.aadd(4, 5) == 9
+    assert list(client.count(5)) == [0, 1, 2, 3, 4]
+    assert list(client.acount(3)) == [0, 1, 2]
+    assert client.call("add", 1, 1) == 2
+    assert client["add"](1, 2) == 3
+
+
+def test_slow_call_does_not_block_other_callers(served):
+    server, client = served
+    blocked = client.wait_gate.submit()
+    for i in range(20):
+        assert client.add(i, 1) == i + 1
+    assert not blocked.done()
+    server.gate.set()
+    assert blocked.result(WAIT) == "opened"
+
+
+def test_generator_items_arrive_while_it_runs(served):
+    server, client = served
+    stream = client.count_then_wait(3)
+    assert next(stream) == "first"  # the generator is now blocked on the gate
+    server.gate.set()
+    assert list(stream) == [0, 1, 2]
+
+
+def test_futures_are_concurrent_and_awaitable(served):
+    _, client = served
+    futures = [client.add.submit(i, i) for i in range(64)]
+    assert [f.result(WAIT) for f in futures] == [2 * i for i in range(64)]
+
+    async def main() -> list[int]:
+        return list(await asyncio.gather(*(client.add.submit(i, 1) for i in range(5))))
+
+    assert asyncio.run(main()) == [1, 2, 3, 4, 5]
+    assert client.submit("add", 1, 2).result(WAIT) == 3
+
+
+def test_failed_future_carries_the_remote_exception(served):
+    _, client = served
+    future = client.add.submit("a", 1)
+    with pytest.raises(TypeError, match="can only concatenate str"):
+        future.result(WAIT)
+
+
+def test_client_is_safe_from_many_threads(served):
+    _, client = served
+    errors: list[BaseException] = []
+    results: dict[int, list[int]] = {}
+
+    def work(t: int) -> None:
+        try:
+            results[t] = [client.add(t * 1000, i) for i in range(150)]
+            results[t] += [f.result(WAIT) for f in [client.add.submit(t, i) for i in range(20)]]
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    assert not errors
+    for t in range(8):
+        assert results[t] == [t * 1000 + i for i in range(150)] + [t + i for i in range(20)]
+
+
+def test_deadlines_name_the_function_and_address(served):
+    _, client = served
+    started = time.monotonic()
+    with pytest.raises(undertow.RPCTimeout) as info:
+        client.sleepy.options(timeout=0.3)(5)
+    assert time.monotonic() - started < 3
+    assert isinstance(info.value, TimeoutError)
+    assert "sleepy()" in str(info.value)
+    assert client.address in str(info.value)
+    # the client keeps working, and the late reply is dropped
+    assert client.add(1, 1) == 2
+
+
+def test_default_deadline_applies_to_futures(serve):
+    server = make_server()
+    address = serve(server)
+    with undertow.connect(address, timeout=0.3) as client:
+        with pytest.raises(undertow.RPCTimeout, match="sleepy"):
+            client.sleepy.submit(5).result(WAIT)
+
+
+def test_server_side_timeout_option(serve):
+    server = make_server()
+
+    @server.register
+    def limited() -> None:
+        time.sleep(2)
+
+    address = serve(server)
+    with undertow.connect(address, timeout=WAIT) as client:
+        started = time.monotonic()
+        with pytest.raises(undertow.RPCTimeout, match="limited"):
+            client.limited()
+        assert time.monotonic() - started < 1.5
+
+
+def test_numpy_round_trip_keeps_data(served):
+    np = pytest.importorskip("numpy", reason="numpy is part of the dev extra")
+    _, client = served
+    array = np.random.default_rng(0).random(1_000_000)
+    assert client.total_np(array) == pytest.approx(float(array.sum()))
+    doubled = client.double_np(array)
+    assert isinstance(doubled, np.ndarray)
+    assert np.array_equal(doubled, array * 2)
+
+
+def test_lambdas_travel_with_pickle(served):
+    _, client = served
+    offset = 10
+    assert client.apply(lambda v: v + offset, 5) == 15
+
+
+def test_pickle_input_needs_the_token(serve):
+    address = serve(make_server())
+    with undertow.connect(address, timeout=WAIT) as client:
+        with pytest.raises(undertow.AuthenticationError, match="token"):
+            client.total_np([1, 2])
+    with undertow.connect(address, timeout=WAIT, token="wrong") as client:
+        with pytest.raises(undertow.AuthenticationError, match="token"):
+            client.apply(len, [1])
+        assert client.add(1, 2) == 3
+
+
+def test_unknown_function_lists_the_available_ones(served):
+    _, client = served
+    with pytest.raises(undertow.FunctionNotFound) as info:
+        client.nope  # noqa: B018
+    assert "'nope'" in str(info.value)
+    assert "add" in info.value.available
+    assert not hasattr(client, "_private")
+
+
+def test_client_started_before_its_server_waits_for_it():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    outcome: list[object] = []
+
+    def connect_early() -> None:
+        try:
+            with undertow.connect(address, timeout=WAIT) as client:
+                outcome.append(client.add(20, 22))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=connect_early)
+    thread.start()
+    server = make_server()
+    try:
+        server.start(address)
+        thread.join(WAIT + 5)
+    finally:
+        server.stop()
+    assert outcome == [42]
+
+
+def test_closing_the_client_wakes_waiting_calls(served):
+    server, _ = served
+    client = undertow.connect(server.address, timeout=WAIT)
+    future = client.wait_gate.submit()
+    client.close()
+    with pytest.raises(undertow.ConnectionClosed):
+        future.result(WAIT)
+
+
+async def test_async_client_has_the_same_functions(serve):
+    server = make_server()
+    address = serve(server)
+    async with undertow.AsyncClient(address, timeout=WAIT, token="tok") as client:
+        assert await client.add(2, 3) == 5
+        assert await client.aadd(1, 2) == 3
+        assert [i async for i in client.count(3)] == [0, 1, 2]
+        task = client.add.submit(5, 5)
+        assert await task == 10
+        assert await asyncio.gather(*(client.add(i, 0) for i in range(10))) == list(range(10))
+        with pytest.raises(undertow.RPCTimeout, match="sleepy"):
+            await client.sleepy.options(timeout=0.2)(3)
+        with pytest.raises(ZeroDivisionError):
+            await client.apply(lambda v: 1 / v, 0)
+        assert str(inspect.signature(client.add)) == "(x: int, y: int = 1) -> int"
+    server.gate.set()  # type: ignore[attr-defined]
+
+
+def test_sync_and_async_clients_offer_the_same_methods():
+    public = {"call", "submit", "refresh"}
+    for name in public:
+        sync_params = list(inspect.signature(getattr(undertow.Client, name)).parameters)
+        async_params = list(inspect.signature(getattr(undertow.AsyncClient, name)).parameters)
+        assert sync_params == async_params, name
+    assert list(inspect.signature(undertow.Client).parameters) == list(
+        inspect.signature(undertow.AsyncClient).parameters
+    )
