@@ -38,8 +38,7 @@ def make_server() -> undertow.Server:
 
     @server.register
     def count(n: int):
-        for i in range(n):
-            yield i
+        yield from range(n)
 
     @server.register
     def count_then_wait(n: int):

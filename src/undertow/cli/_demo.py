@@ -75,9 +75,8 @@ def _show(client: Client) -> None:
     array = np.arange(1_000_000, dtype=np.float64)
     click.echo(f"  stats_np: {client.stats_np(array)}")
     doubled = client.scale_np(array, 2.0)
-    click.echo(
-        f"  scale_np: {type(doubled).__name__} {doubled.shape}, equal={bool((doubled == array * 2).all())}"
-    )
+    same = bool((doubled == array * 2).all())
+    click.echo(f"  scale_np: {type(doubled).__name__} {doubled.shape}, equal={same}")
 
 
 def run_demo(timeout: float = 60.0) -> int:
