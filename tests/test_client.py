@@ -93,7 +93,7 @@ def test_discovery_shows_remote_signatures_and_docstrings(served):
     assert {"add", "aadd", "count", "wait_gate"} <= set(dir(client))
     assert str(inspect.signature(client.add)) == "(x: int, y: int = 1) -> int"
     assert client.add.__doc__ == "Add two numbers."
-    text = pydoc.render_doc(client.add, renderer=pydoc.plaintext)
+    text = pydoc.render_doc(client.add, renderer=pydoc.plaintext)  # type: ignore[attr-defined]
     assert "add(x: int, y: int = 1) -> int" in text
     assert "Add two numbers." in text
     assert set(undertow.functions(client)) >= {"add", "count"}
@@ -105,7 +105,7 @@ def test_discovery_shows_remote_signatures_and_docstrings(served):
 @pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
 def test_ipython_completion_and_inspection(served):
     ipython = pytest.importorskip("IPython", reason="IPython is part of the dev extra")
-    import jedi
+    import jedi  # type: ignore[import-untyped]
 
     _, client = served
     shell = ipython.InteractiveShell.instance()

@@ -51,7 +51,7 @@ class AsyncClient(_ClientBase):
         self._connect_timeout = connect_timeout
         self._conn: AsyncConnection | None = None
 
-    def __getattr__(self, name: str) -> Callable[..., Any]:
+    def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
         return self._lookup(name)

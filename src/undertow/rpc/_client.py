@@ -97,7 +97,7 @@ class _ClientBase:
             )
         return fn
 
-    def __getitem__(self, name: str) -> Callable[..., Any]:
+    def __getitem__(self, name: str) -> Any:
         return self._lookup(name)
 
     def __dir__(self) -> Iterable[str]:
@@ -175,7 +175,7 @@ class Client(_ClientBase):
             self._conn.close()
             raise
 
-    def __getattr__(self, name: str) -> Callable[..., Any]:
+    def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
         if name not in self._bound:
