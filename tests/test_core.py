@@ -1,0 +1,52 @@
+"""The low-level layer: a handler table and awaitable rpc proxies."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import undertow
+from undertow.core import HandlerServer, rpc
+
+
+async def test_handlers_and_rpc():
+    async def slow_add(x: int, y: int) -> int:
+        await asyncio.sleep(0)
+        return x + y
+
+    server = HandlerServer({"add": slow_add, "ping": lambda: "pong"}, name="low")
+    address = await server.listen("tcp://127.0.0.1:0")
+    try:
+        async with rpc(address, timeout=10) as remote:
+            assert await remote.ping() == "pong"
+            assert await remote.add(x=1, y=2) == 3
+            results = await asyncio.gather(*(remote.add(x=i, y=i) for i in range(50)))
+            assert results == [2 * i for i in range(50)]
+            with pytest.raises(undertow.FunctionNotFound, match="available: \\['add', 'ping'\\]"):
+                await remote.missing()
+            with pytest.raises(TypeError):
+                await remote.add(x=1)
+        assert "low" in repr(server)
+    finally:
+        await server.close()
+
+
+async def test_listen_twice_is_an_error():
+    server = HandlerServer({}, name="twice")
+    await server.listen()
+    try:
+        with pytest.raises(undertow.UndertowError, match="already listens"):
+            await server.listen()
+    finally:
+        await server.close()
+
+
+def test_bad_addresses_are_named():
+    server = undertow.Server(name="bad")
+    with pytest.raises(undertow.ConnectError, match="unsupported scheme 'udp'"):
+        server.start("udp://127.0.0.1:1")
+    with pytest.raises(undertow.ConnectError, match="not host:port"):
+        undertow.connect("tcp://nowhere", timeout=1)
+    with pytest.raises(undertow.ConnectError, match="port 0"):
+        undertow.connect("tcp://127.0.0.1:0", timeout=1)

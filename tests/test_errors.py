@@ -1,0 +1,97 @@
+"""Remote exceptions are readable: same type when safe, RemoteError otherwise."""
+
+from __future__ import annotations
+
+import traceback
+
+import pytest
+
+import undertow
+
+WAIT = 10.0
+
+
+class CustomError(Exception):
+    """A type the client does not know unless it registers it."""
+
+
+def make_server() -> undertow.Server:
+    server = undertow.Server(name="err")
+
+    @server.register
+    def fail_value(x: int) -> None:
+        raise ValueError(f"bad value {x}")
+
+    @server.register
+    def fail_key() -> None:
+        {}["missing"]
+
+    @server.register
+    def fail_custom() -> None:
+        raise CustomError("custom trouble")
+
+    @server.register
+    async def afail() -> None:
+        raise RuntimeError("async trouble")
+
+    @server.register
+    def gen_fail():
+        yield 1
+        raise IndexError("stream trouble")
+
+    return server
+
+
+def test_builtin_exception_keeps_its_type_and_remote_traceback(serve):
+    address = serve(make_server())
+    with undertow.connect(address, timeout=WAIT) as client:
+        with pytest.raises(ValueError, match="bad value 3") as info:
+            client.fail_value(3)
+        cause = info.value.__cause__
+        assert isinstance(cause, undertow.errors.RemoteTraceback)
+        assert "fail_value" in cause.text
+        assert 'raise ValueError(f"bad value {x}")' in cause.text
+        rendered = "".join(traceback.format_exception(info.value))
+        assert "direct cause of the following exception" in rendered
+        assert "Remote traceback (fail_value() at" in rendered
+        with pytest.raises(KeyError, match="missing"):
+            client.fail_key()
+        with pytest.raises(RuntimeError, match="async trouble"):
+            client.afail()
+
+
+def test_unknown_exception_types_become_remote_error(serve):
+    address = serve(make_server())
+    with undertow.connect(address, timeout=WAIT) as client:
+        with pytest.raises(undertow.RemoteError) as info:
+            client.fail_custom()
+    err = info.value
+    assert err.remote_type.endswith("CustomError")
+    assert err.remote_message == "custom trouble"
+    assert "raise CustomError" in err.remote_traceback
+    assert "CustomError: custom trouble" in str(err)
+
+
+def test_registered_safe_types_are_rebuilt(serve):
+    address = serve(make_server())
+    with undertow.connect(address, timeout=WAIT, safe_exceptions=[CustomError]) as client:
+        with pytest.raises(CustomError, match="custom trouble"):
+            client.fail_custom()
+
+
+def test_error_in_a_stream_after_items(serve):
+    address = serve(make_server())
+    with undertow.connect(address, timeout=WAIT) as client:
+        stream = client.gen_fail()
+        assert next(stream) == 1
+        with pytest.raises(IndexError, match="stream trouble"):
+            next(stream)
+
+
+def test_bad_arguments_raise_type_error_like_a_local_call(serve):
+    address = serve(make_server())
+    with undertow.connect(address, timeout=WAIT) as client:
+        with pytest.raises(TypeError, match="unexpected keyword argument"):
+            client.fail_value(nope=1)
+        with pytest.raises(ValueError, match="bad value 1"):
+            client.fail_value(1)

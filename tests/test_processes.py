@@ -1,0 +1,100 @@
+"""Servers in real child processes: clean stops, restarts, output and warnings."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+
+import pytest
+
+import undertow
+
+pytestmark = pytest.mark.multiproc
+
+WAIT = 15.0
+
+SERVER = """
+import os, sys, warnings
+import undertow
+
+server = undertow.Server(name="child")
+
+@server.register
+def pid() -> int:
+    return os.getpid()
+
+@server.register
+def warn() -> str:
+    warnings.warn("careful now", UserWarning)
+    print("after the warning")
+    return "warned"
+
+server.serve_forever("127.0.0.1", int(sys.argv[1]) if len(sys.argv) > 1 else 0)
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_serve_forever_stops_cleanly_on_signals(child, sig):
+    server = child(SERVER)
+    with undertow.connect(server.address, timeout=WAIT) as client:
+        assert client.pid() == server.proc.pid
+    server.proc.send_signal(sig)
+    assert server.proc.wait(WAIT) == 0
+
+
+def test_a_server_restart_is_survived(child):
+    first = child(SERVER)
+    port = first.address.rsplit(":", 1)[1]
+    with undertow.connect(first.address, timeout=WAIT) as client:
+        assert client.pid() == first.proc.pid
+        assert first.stop() == 0
+        second = child(SERVER, port)
+        assert second.address == first.address
+        assert client.pid() == second.proc.pid
+
+
+def test_warnings_reach_the_caller_on_stderr(child):
+    server = child(SERVER)
+    chunks: list[tuple[str, str]] = []
+    with undertow.connect(
+        server.address, timeout=WAIT, output=lambda s, t: chunks.append((s, t))
+    ) as c:
+        assert c.warn() == "warned"
+    stderr = "".join(t for s, t in chunks if s == "stderr")
+    assert "UserWarning: careful now" in stderr
+    assert ("stdout", "after the warning\n") in chunks
+
+
+def test_the_demo_runs_and_leaves_no_process_behind():
+    exe = os.path.join(os.path.dirname(sys.executable), "undertow")
+    proc = subprocess.run([exe, "demo"], capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    for part in (
+        "Discovery",
+        "train(epochs: int = 3, lr: float = 0.1)",
+        "[remote] epoch 3/3",
+        "caught ZeroDivisionError",
+        "got 1",
+        "equal=True",
+        "undertow demo: done",
+    ):
+        assert part in out
+    assert "a warning on stderr" in proc.stderr
+    child_pid = int(re.search(r"child process (\d+)", out).group(1))  # type: ignore[union-attr]
+    with pytest.raises(ProcessLookupError):
+        os.kill(child_pid, 0)
+
+
+def test_background_server_in_a_thread_reports_its_address():
+    server = undertow.Server(name="bg")
+    server.register("ping", lambda: "pong")
+    with server:
+        assert re.fullmatch(r"tcp://127\.0\.0\.1:\d+", server.address)
+        with undertow.connect(server.address, timeout=WAIT) as client:
+            assert client.ping() == "pong"
+    assert not any(t.name.startswith("undertow-server-bg") for t in threading.enumerate())
