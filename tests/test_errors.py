@@ -23,8 +23,9 @@ def make_server() -> undertow.Server:
         raise ValueError(f"bad value {x}")
 
     @server.register
-    def fail_key() -> None:
-        {}["missing"]
+    def fail_key() -> int:
+        empty: dict[str, int] = {}
+        return empty["missing"]
 
     @server.register
     def fail_custom() -> None:
