@@ -250,7 +250,9 @@ class HandlerServer:
                 self.on_cancel(incoming)
             return
         if header.kind != Kind.CALL:
-            log.debug("dropped a %s message: servers take only CALL and CANCEL", header.kind.name)
+            log.debug(
+                "dropped a message of kind %s: servers take only CALL and CANCEL", header.kind
+            )
             return
         payload = [f.buffer for f in frames[2:]]
         incoming = Incoming(self, peer, header, payload)

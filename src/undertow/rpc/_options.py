@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
+import math
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -60,7 +61,12 @@ class FunctionOptions:
             if key in values:
                 values[key] = resolve_codec(values[key])
         timeout = values.get("timeout")
-        if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
+        if timeout is not None and (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not math.isfinite(timeout)
+            or timeout <= 0
+        ):
             raise ConfigError(
                 f"timeout for {where} must be a positive number of seconds, not {timeout!r}"
             )
@@ -72,7 +78,7 @@ class FunctionOptions:
                     f"option {key!r} for {where} is accepted but has no effect yet: {feature} "
                     "arrive in a later release",
                     FutureWarning,
-                    stacklevel=4,
+                    stacklevel=5,  # parse <- replace <- replaced <- Server.config <- the user
                 )
         return cls(**values)
 
@@ -96,6 +102,12 @@ class GlobTable:
 
     def __init__(self) -> None:
         self._rules: list[tuple[str, FunctionOptions]] = []
+
+    def replaced(self, table: Mapping[str, Mapping[str, Any]]) -> GlobTable:
+        """A new table holding ``table``'s rules; this one is unchanged."""
+        fresh = GlobTable()
+        fresh.replace(table)
+        return fresh
 
     def replace(self, table: Mapping[str, Mapping[str, Any]]) -> None:
         """Replace every rule with ``table``, validating all of it first."""

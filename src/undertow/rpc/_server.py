@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, overload
 
-from undertow.errors import ConfigError, UndertowError
+from undertow.errors import ConfigError, DeserializationError, UndertowError
 from undertow.rpc._calls import FunctionInfo
 from undertow.rpc._core import HandlerServer, Incoming, RawHandler
 from undertow.rpc._options import FunctionOptions, GlobTable
@@ -51,7 +51,6 @@ class _Entry:
         fn: Callable[..., Any],
         glob: str | None,
         options: FunctionOptions,
-        token: bool,
     ) -> None:
         self.name = name
         self.fn = fn
@@ -113,7 +112,7 @@ class Server:
         self._core = HandlerServer(name=name)
         self._core.on_cancel = self._on_cancel  # type: ignore[method-assign]
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
-        self._rebuild()
+        self._rebuild({}, self._globs)
         self._tasks: dict[Incoming, asyncio.Task[Any]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -153,8 +152,7 @@ class Server:
             )
         if not callable(fn):
             raise ConfigError(f"cannot register {fn!r} as {name!r}: it is not callable")
-        self._fns[name] = fn
-        self._rebuild()
+        self._rebuild({**self._fns, name: fn}, self._globs)
         return fn
 
     def config(self, table: Mapping[str, Mapping[str, Any]]) -> None:
@@ -164,8 +162,7 @@ class Server:
         ``"json"``, ``"pickle"`` or an object with dumps/loads), ``timeout`` (seconds),
         ``output`` (forward stdout/stderr), and the reserved ``return_pointer`` and ``auth``.
         """
-        self._globs.replace(table)
-        self._rebuild()
+        self._rebuild(self._fns, self._globs.replaced(table))
 
     def describe(self) -> dict[str, dict[str, Any]]:
         """Each function's kind, the glob that chose its options, and those options."""
@@ -174,18 +171,19 @@ class Server:
             for name, e in sorted(self._entries.items())
         }
 
-    def _rebuild(self) -> None:
+    def _rebuild(self, fns: dict[str, Callable[..., Any]], globs: GlobTable) -> None:
+        """Work out every function's options; commit only if all of them are valid."""
         entries = {}
-        for name, fn in self._fns.items():
-            glob, options = self._globs.lookup(name)
+        for name, fn in fns.items():
+            glob, options = globs.lookup(name)
             if options.input_serialization.unsafe and not self._token:
                 raise ConfigError(
                     f"function {name!r} takes {options.input_serialization.name} input (glob "
                     f"{glob!r}), which runs code when decoded; give the server a token "
                     "(Server(token=...)) so only clients holding it may call it"
                 )
-            entries[name] = _Entry(name, fn, glob, options, bool(self._token))
-        self._entries = entries
+            entries[name] = _Entry(name, fn, glob, options)
+        self._fns, self._globs, self._entries = dict(fns), globs, entries
         handlers: dict[str, RawHandler] = dict.fromkeys(entries, self._handle)
         handlers["_describe"] = self._describe
         self._core.raw_handlers = handlers
@@ -345,11 +343,13 @@ class Server:
         self, entry: _Entry, incoming: Incoming
     ) -> tuple[list[Any], dict[str, Any]] | None:
         try:
+            if not incoming.frames:
+                raise DeserializationError(f"the call to {entry.name}() carried no arguments frame")
             decoded = entry.options.input_serialization.decode(incoming.frames)
             args, kwargs = decoded
             if not isinstance(args, list | tuple) or not isinstance(kwargs, dict):
                 raise TypeError("expected [args, kwargs]")
-        except (UndertowError, TypeError, ValueError) as exc:
+        except Exception as exc:  # whatever the payload was, the caller hears why it failed
             incoming.fail(error_info(exc, code="serialization"))
             return None
         return list(args), kwargs
