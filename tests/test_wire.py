@@ -84,11 +84,17 @@ def test_header_ignores_unknown_trailing_fields() -> None:
 
 @pytest.mark.parametrize(
     "frame",
-    [b"", b"U", b"XX\x01\x93\x01\x01\xa0", b"\x00\x00\x00", b"GET / HTTP/1.1\r\n\r\n"],
-    ids=["empty", "one-byte", "wrong-magic", "zeros", "http"],
+    [b"XX\x01\x93\x01\x01\xa0", b"\x00\x00\x00", b"GET / HTTP/1.1\r\n\r\n"],
+    ids=["wrong-magic", "zeros", "http"],
 )
 def test_bad_magic_is_a_wire_error(frame: bytes) -> None:
     with pytest.raises(undertow.WireError, match="not an undertow message"):
+        decode_header(frame)
+
+
+@pytest.mark.parametrize("frame", [b"", b"U", b"UT"], ids=["empty", "one-byte", "magic-only"])
+def test_too_short_header_is_a_wire_error(frame: bytes) -> None:
+    with pytest.raises(undertow.WireError, match="truncated header"):
         decode_header(frame)
 
 
@@ -124,6 +130,18 @@ def test_truncated_header_is_a_wire_error() -> None:
         msgspec.msgpack.encode([1]),  # call id missing
         msgspec.msgpack.encode([]),
         msgspec.msgpack.encode([1, 1]) + b"trailing",
+    ],
+    ids=[
+        "bad-opcode",
+        "junk",
+        "map",
+        "kind-99",
+        "kind-0",
+        "text-call-id",
+        "int-name",
+        "no-call-id",
+        "empty-array",
+        "trailing-bytes",
     ],
 )
 def test_garbage_after_prefix_is_a_wire_error(payload: bytes) -> None:

@@ -201,7 +201,7 @@ class Protocol:
         assert call.outcome is not None
         header, frames = call.outcome
         if header.kind == Kind.ERROR:
-            info = decode_error(frames[0])
+            info = decode_error(frames[0] if frames else b"")
             raise rebuild(info, where=self.where(call.name), safe_types=self.safe_exceptions)
         if header.kind == Kind.END:
             return None

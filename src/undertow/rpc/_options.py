@@ -117,7 +117,7 @@ class GlobTable:
             )
         rules = []
         for pattern, raw in table.items():
-            if not pattern:
+            if not isinstance(pattern, str) or not pattern:  # type: ignore[redundant-expr]
                 raise ConfigError(f"glob {pattern!r} must be a non-empty string such as '*_json'")
             rules.append((pattern, FunctionOptions.parse(raw, where=f"glob {pattern!r}")))
         self._rules = rules

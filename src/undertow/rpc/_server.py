@@ -145,7 +145,7 @@ class Server:
         if callable(name) and fn is None:
             return self.register(name.__name__, name)
         if fn is None:
-            return lambda f: self.register(name or f.__name__, f)
+            return lambda f: self.register(f.__name__ if name is None else name, f)
         if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
             raise ConfigError(
                 f"function name {name!r} must be a Python identifier not starting with '_'"

@@ -16,6 +16,7 @@ from undertow.errors import (
     RemoteTraceback,
     RPCTimeout,
     SerializationError,
+    WireError,
 )
 
 __all__ = ["ErrorInfo", "decode_error", "encode_error", "error_info", "rebuild"]
@@ -85,7 +86,10 @@ def encode_error(info: ErrorInfo) -> bytes:
 
 def decode_error(body: bytes | memoryview) -> ErrorInfo:
     """Decode a message body written by :func:`encode_error`."""
-    return _dec.decode(body)
+    try:
+        return _dec.decode(body)
+    except (msgspec.DecodeError, ValueError) as exc:
+        raise WireError(f"malformed error report from the server: {exc}") from exc
 
 
 def _builtin_exception(name: str) -> type[BaseException] | None:

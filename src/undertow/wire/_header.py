@@ -89,7 +89,9 @@ def encode_header(header: Header) -> bytes:
 def decode_header(frame: bytes | memoryview) -> Header:
     """Decode frame 0, raising :class:`WireError` for anything that is not a valid header."""
     view = memoryview(frame)
-    if len(view) < 3 or view[:2] != MAGIC:
+    if len(view) < 3:
+        raise WireError(f"truncated header: {len(view)} bytes, at least 3 expected")
+    if view[:2] != MAGIC:
         raise WireError("not an undertow message (bad magic bytes)")
     if view[2] != PROTOCOL_VERSION:
         raise WireError(
