@@ -30,6 +30,8 @@ __all__ = ["Call", "FunctionInfo", "Protocol", "write_output"]
 
 OutputCallback = Callable[[str, str], None]
 
+_NO_OUTPUT = int(Flags.NO_OUTPUT)
+
 
 def write_output(stream: str, text: str) -> None:
     """Default sink for remote output: the local stream of the same name."""
@@ -126,10 +128,14 @@ class Protocol:
         }
         self.safe_exceptions = tuple(safe_exceptions)
         self._ids = itertools.count(1)
+        self._codec_cache: dict[str, Codec] = {}
 
     def codec(self, name: str) -> Codec:
         """The codec called ``name``."""
-        return resolve_codec(name, self.codecs)
+        codec = self._codec_cache.get(name)
+        if codec is None:
+            codec = self._codec_cache[name] = resolve_codec(name, self.codecs)
+        return codec
 
     def next_id(self) -> int:
         """A new call id (``next`` on a count is atomic under the GIL)."""
@@ -172,15 +178,14 @@ class Protocol:
         output: bool = True,
     ) -> list[Any]:
         """Frames of a CALL whose payload is already encoded."""
-        flags = Flags.NONE if output else Flags.NO_OUTPUT
         header = Header(
             Kind.CALL,
             call_id,
             name,
             codec,
-            max(len(payload) - 1, 0),
+            len(payload) - 1 if payload else 0,
             timeout,
-            int(flags),
+            0 if output else _NO_OUTPUT,
             self.token,
         )
         return [encode_header(header), *payload]
@@ -213,7 +218,7 @@ def encode_arguments(
 ) -> list[Any]:
     """Encode ``[args, kwargs]``; on failure, name the argument that could not be encoded."""
     try:
-        return codec.encode([list(args), dict(kwargs)])
+        return codec.encode((args, kwargs))
     except UndertowError as exc:
         where = _culprit(codec, args, kwargs)
         raise SerializationError(

@@ -13,7 +13,8 @@ Like the foundations of dask.distributed, but over ZeroMQ multipart messages::
 Handlers take keyword arguments and return a value; both travel as msgpack. A plain function
 runs inline on the loop (keep it short), a coroutine function runs as a task. The high-level
 :class:`undertow.Server` is built on this class: it adds *raw* handlers, which receive the
-:class:`Incoming` message itself and may answer from any thread.
+:class:`Incoming` message itself, may answer from any thread, and may return a job for a
+pool thread; and it has the socket read by a :class:`ReceiverPool` instead of the loop.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any
 import zmq
 
 from undertow.errors import UndertowError
+from undertow.rpc._receivers import Job, ReceiverPool
 from undertow.transport import LockedSocket, bind_router
 from undertow.wire import (
     ErrorInfo,
@@ -47,6 +49,7 @@ __all__ = ["HandlerServer", "Incoming", "RawHandler"]
 log = logging.getLogger(__name__)
 
 _MSGPACK = MsgpackCodec()
+_NO_OUTPUT = int(Flags.NO_OUTPUT)
 
 
 class Incoming:
@@ -56,7 +59,7 @@ class Incoming:
     answers are dropped, so a deadline and a late result cannot both reach the caller.
     """
 
-    __slots__ = ("_finished", "_server", "cancelled", "frames", "header", "peer")
+    __slots__ = ("_finished", "_once", "_server", "cancelled", "frames", "header", "peer")
 
     def __init__(
         self, server: HandlerServer, peer: bytes, header: Header, frames: list[Any]
@@ -67,6 +70,7 @@ class Incoming:
         #: payload frames: the body, then any out-of-band buffers
         self.frames = frames
         self._finished = False
+        self._once = [True]
         #: set when the caller sent CANCEL; long-running handlers may poll it
         self.cancelled = False
 
@@ -78,7 +82,7 @@ class Incoming:
     @property
     def wants_output(self) -> bool:
         """False when the caller switched remote output off for this call."""
-        return not (self.header.flags & Flags.NO_OUTPUT)
+        return not (self.header.flags & _NO_OUTPUT)
 
     @property
     def finished(self) -> bool:
@@ -86,16 +90,18 @@ class Incoming:
         return self._finished
 
     def _send(self, kind: Kind, payload: Sequence[Any], *, name: str = "", codec: str = "") -> None:
-        nbuf = max(len(payload) - 1, 0)
+        nbuf = len(payload) - 1 if payload else 0
         head = encode_header(Header(kind, self.header.call_id, name, codec, nbuf))
         self._server._socket_send([self.peer, head, *payload])
 
     def _finish(self) -> bool:
-        with self._server._finish_lock:
-            if self._finished:
-                return False
-            self._finished = True
-        self._server._forget(self)
+        # list.pop() is atomic under the GIL: exactly one caller gets the token.
+        try:
+            self._once.pop()
+        except IndexError:
+            return False
+        self._finished = True
+        self._server._active.pop((self.peer, self.header.call_id), None)
         return True
 
     def reply(self, payload: Sequence[Any], codec: str) -> bool:
@@ -130,8 +136,9 @@ class Incoming:
             self._send(Kind.OUTPUT, [text.encode("utf-8", "replace")], name=stream, codec="text")
 
 
-#: A raw handler gets the Incoming call on the event loop and must not block it.
-RawHandler = Callable[[Incoming], None]
+#: A raw handler gets the Incoming call in the receiving thread and must not block: it
+#: answers at once, forwards the call (to the loop, say), or returns a job for a pool thread.
+RawHandler = Callable[[Incoming], Job | None]
 
 
 class HandlerServer:
@@ -153,8 +160,9 @@ class HandlerServer:
         self._address = ""
         self._tasks: set[asyncio.Task[Any]] = set()
         self._active: dict[tuple[bytes, int], Incoming] = {}
-        self._finish_lock = threading.Lock()
         self._drain_scheduled = False
+        self._pool: ReceiverPool | None = None
+        self._loop_thread = 0
 
     def __repr__(self) -> str:
         state = self._address or "not listening"
@@ -169,15 +177,29 @@ class HandlerServer:
         """Every name callers can use, sorted."""
         return sorted(n for n in {*self.handlers, *self.raw_handlers} if not n.startswith("_"))
 
-    async def listen(self, address: str = "tcp://127.0.0.1:0") -> str:
-        """Bind ``address`` and start serving; returns the real address (port 0 is resolved)."""
+    async def listen(
+        self, address: str = "tcp://127.0.0.1:0", *, threads: int = 0, slow_after: float = 0.005
+    ) -> str:
+        """Bind ``address`` and start serving; returns the real address (port 0 is resolved).
+
+        With ``threads=0`` the event loop reads the socket and jobs returned by raw handlers
+        run in the loop's default executor. With ``threads >= 2`` a :class:`ReceiverPool`
+        of that many threads reads it and runs jobs inline (see ``_receivers.py``).
+        """
         if self._sock is not None:
             raise UndertowError(f"server {self.name!r} already listens on {self._address}")
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         sock, self._address = bind_router(address)
         self._sock = LockedSocket(sock, on_input=self._wake)
-        self._loop.add_reader(self._sock.fd, self._drain)
-        self._drain()
+        if threads:
+            self._pool = ReceiverPool(
+                self._sock, self._dispatch, threads=threads, slow_after=slow_after, name=self.name
+            )
+            self._pool.start()
+        else:
+            self._loop.add_reader(self._sock.fd, self._drain)
+            self._drain()
         log.info("server %r listening on %s", self.name, self._address)
         return self._address
 
@@ -186,7 +208,10 @@ class HandlerServer:
         if self._sock is None:
             return
         assert self._loop is not None
-        self._loop.remove_reader(self._sock.fd)
+        if self._pool is not None:
+            await asyncio.to_thread(self._pool.stop)
+        else:
+            self._loop.remove_reader(self._sock.fd)
         self._sock.close()
         tasks = list(self._tasks)
         for task in tasks:
@@ -194,6 +219,17 @@ class HandlerServer:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         log.info("server %r on %s closed", self.name, self._address)
+
+    def on_loop(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on the server's event loop, from any thread."""
+        loop = self._loop
+        if loop is None:
+            return
+        if threading.get_ident() == self._loop_thread:
+            fn(*args)
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(fn, *args)
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -208,9 +244,6 @@ class HandlerServer:
             self._drain_scheduled = True
             with contextlib.suppress(RuntimeError):  # loop closed while a worker finished
                 loop.call_soon_threadsafe(self._drain)
-
-    def _forget(self, incoming: Incoming) -> None:
-        self._active.pop((incoming.peer, incoming.header.call_id), None)
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
         """Run a coroutine as a task the server tracks and cancels on close."""
@@ -229,41 +262,44 @@ class HandlerServer:
             if frames is None:
                 return
             try:
-                self._dispatch(frames)
+                job = self._dispatch(frames)
             except Exception:  # one bad message must never stop the server
                 log.exception("server %r: error while dispatching a message", self.name)
+                continue
+            if job is not None and self._loop is not None:
+                self._loop.run_in_executor(None, job[1])
 
-    def _dispatch(self, frames: list[zmq.Frame]) -> None:
+    def _dispatch(self, frames: list[zmq.Frame]) -> Job | None:
+        """Handle one message in whichever thread received it; may return a job to run."""
         if len(frames) < 2:
             log.debug("dropped a message with %d frames", len(frames))
-            return
+            return None
         peer = frames[0].bytes
         try:
             header = decode_header(frames[1].buffer)
         except UndertowError as exc:
             log.debug("dropped a message from a peer: %s", exc)
-            return
+            return None
         if header.kind == Kind.CANCEL:
             incoming = self._active.get((peer, header.call_id))
             if incoming is not None:
                 incoming.cancelled = True
-                self.on_cancel(incoming)
-            return
+                self.on_loop(self.on_cancel, incoming)
+            return None
         if header.kind != Kind.CALL:
-            log.debug(
-                "dropped a message of kind %s: servers take only CALL and CANCEL", header.kind
-            )
-            return
-        payload = [f.buffer for f in frames[2:]]
-        incoming = Incoming(self, peer, header, payload)
+            log.debug("dropped a %s message: servers take only CALL and CANCEL", header.kind.name)
+            return None
+        incoming = Incoming(self, peer, header, [f.buffer for f in frames[2:]])
         self._active[(peer, header.call_id)] = incoming
         raw = self.raw_handlers.get(header.name)
         if raw is not None:
-            raw(incoming)
-        elif header.name in self.handlers:
-            self._run_handler(incoming, self.handlers[header.name])
+            return raw(incoming)
+        handler = self.handlers.get(header.name)
+        if handler is not None:
+            self.on_loop(self._run_handler, incoming, handler)
         else:
             incoming.fail(self.not_found(header.name))
+        return None
 
     def on_cancel(self, incoming: Incoming) -> None:
         """Called on the loop when a caller cancels ``incoming``; subclasses may stop work."""

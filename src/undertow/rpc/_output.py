@@ -13,13 +13,12 @@ writing to the file descriptors directly is not captured.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import io
 import logging
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TextIO
 
 __all__ = ["OutputSink", "RoutedStream", "capture", "install"]
@@ -119,21 +118,23 @@ def _repoint_logging(original: TextIO, routed: RoutedStream) -> None:
             handler.setStream(routed)
 
 
-@contextlib.contextmanager
-def capture(send: Callable[[str, str], None] | None) -> Iterator[None]:
-    """Within this block, the current context's output goes to ``send`` (None: not captured)."""
-    if send is None:
-        token = _current.set(None)
-        try:
-            yield
-        finally:
-            _current.reset(token)
-        return
-    install()
-    sink = OutputSink(send)
-    token = _current.set(sink)
-    try:
-        yield
-    finally:
-        _current.reset(token)
-        sink.flush()
+class capture:
+    """Within this block, the current context's output goes to ``send`` (None: not captured).
+
+    A small class rather than a generator-based context manager: it runs on every call.
+    """
+
+    __slots__ = ("_sink", "_token")
+
+    def __init__(self, send: Callable[[str, str], None] | None) -> None:
+        self._sink = None if send is None else OutputSink(send)
+
+    def __enter__(self) -> None:
+        if self._sink is not None:
+            install()
+        self._token = _current.set(self._sink)
+
+    def __exit__(self, *exc: object) -> None:
+        _current.reset(self._token)
+        if self._sink is not None:
+            self._sink.flush()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import hmac
 import inspect
 import logging
@@ -18,6 +17,7 @@ from undertow.rpc._calls import FunctionInfo
 from undertow.rpc._core import HandlerServer, Incoming, RawHandler
 from undertow.rpc._options import FunctionOptions, GlobTable
 from undertow.rpc._output import capture
+from undertow.rpc._receivers import Job
 from undertow.rpc._signature import describe_params
 from undertow.wire import ErrorInfo, MsgpackCodec, error_info
 
@@ -111,7 +111,6 @@ class Server:
         self._entries: dict[str, _Entry] = {}
         self._core = HandlerServer(name=name)
         self._core.on_cancel = self._on_cancel  # type: ignore[method-assign]
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._rebuild({}, self._globs)
         self._tasks: dict[Incoming, asyncio.Task[Any]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -188,9 +187,10 @@ class Server:
         handlers["_describe"] = self._describe
         self._core.raw_handlers = handlers
 
-    def _describe(self, incoming: Incoming) -> None:
+    def _describe(self, incoming: Incoming) -> Job | None:
         body = {"server": self.name, "functions": [e.info for e in self._entries.values()]}
         incoming.reply(_MSGPACK.encode(body), _MSGPACK.name)
+        return None
 
     # -- serving -----------------------------------------------------------------------------
 
@@ -200,17 +200,14 @@ class Server:
         """Serve on the running loop until :meth:`stop` (or cancellation)."""
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        self._pool = concurrent.futures.ThreadPoolExecutor(
-            self._max_workers, thread_name_prefix=f"undertow-{self.name}"
-        )
         try:
-            real = await self._core.listen(address)
+            # one thread more than max_workers: one always stays free to receive
+            real = await self._core.listen(address, threads=self._max_workers + 1)
             if ready is not None:
                 ready(real)
             await self._stop.wait()
         finally:
             await self._core.close()
-            self._pool.shutdown(wait=False, cancel_futures=True)
 
     def serve_forever(
         self,
@@ -290,23 +287,30 @@ class Server:
 
     # -- one call ------------------------------------------------------------------------------
 
-    def _handle(self, incoming: Incoming) -> None:
+    def _handle(self, incoming: Incoming) -> Job | None:
+        """Runs in the receiving thread: check the call, then start it where it belongs."""
         entry = self._entries.get(incoming.name)
         if entry is None:  # replaced between dispatch and now
             incoming.fail(self._core.not_found(incoming.name))
-            return
+            return None
         problem = self._check(entry, incoming)
         if problem is not None:
             incoming.fail(problem)
-            return
-        timeout = entry.options.timeout
+            return None
         if entry.mode in ("async", "asyncgen"):
-            self._tasks[incoming] = self._core.spawn(self._run_async(entry, incoming))
-        else:
-            assert self._pool is not None
-            self._pool.submit(self._run_sync, entry, incoming)
-            if timeout is not None and self._loop is not None:
-                self._loop.call_later(timeout, self._expire, entry, incoming)
+            self._core.on_loop(self._start_async, entry, incoming)
+            return None
+        timeout = entry.options.timeout
+        if timeout is not None:
+            self._core.on_loop(self._schedule_expiry, timeout, entry, incoming)
+        return entry.name, lambda: self._run_sync(entry, incoming)
+
+    def _start_async(self, entry: _Entry, incoming: Incoming) -> None:
+        self._tasks[incoming] = self._core.spawn(self._run_async(entry, incoming))
+
+    def _schedule_expiry(self, timeout: float, entry: _Entry, incoming: Incoming) -> None:
+        if self._loop is not None and not incoming.finished:
+            self._loop.call_later(timeout, self._expire, entry, incoming)
 
     def _check(self, entry: _Entry, incoming: Incoming) -> ErrorInfo | None:
         codec = entry.options.input_serialization

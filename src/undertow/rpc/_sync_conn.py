@@ -83,6 +83,20 @@ class SyncConnection:
 
     def wait(self, call: Call, ready: Callable[[], bool], deadline: float | None) -> bool:
         """Block until ``ready()`` or the deadline; True if ready."""
+        # Fast path, the common one: nobody else is receiving, so receive for ourselves.
+        if self._role.acquire(blocking=False):
+            try:
+                self._receive(ready, deadline)
+            finally:
+                self._release_role()
+            if ready():
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+        return self._wait_for_role(call, ready, deadline)
+
+    def _wait_for_role(self, call: Call, ready: Callable[[], bool], deadline: float | None) -> bool:
+        """Another thread receives: wait to be woken by it, or to take the role over."""
         event = threading.Event()
         call.notify = event.set
         with self._waiters_lock:
@@ -112,10 +126,13 @@ class SyncConnection:
 
     def _release_role(self) -> None:
         self._role.release()
-        with self._waiters_lock:
-            waiters = list(self._waiters)
-        for event in waiters:
-            event.set()
+        # A waiter registers before it tries the role, so one that registers after this
+        # check finds the role free.
+        if self._waiters:
+            with self._waiters_lock:
+                waiters = list(self._waiters)
+            for event in waiters:
+                event.set()
 
     def _receive(self, ready: Callable[[], bool], deadline: float | None) -> None:
         sock = self._sock

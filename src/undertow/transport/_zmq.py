@@ -25,6 +25,14 @@ from undertow.errors import ConnectError
 __all__ = ["LockedSocket", "bind_router", "connect_dealer", "context", "parse_address"]
 
 _SCHEMES = ("tcp", "ipc", "inproc")
+
+# pyzmq's constants are enums; plain ints keep the hot path free of enum arithmetic.
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
+_NOBLOCK = int(zmq.NOBLOCK)
+_SNDMORE = int(zmq.SNDMORE)
+#: frames smaller than this are copied into ZeroMQ; larger ones are sent zero-copy
+_COPY_BELOW = 65536
 _HOST_PORT = re.compile(r"^(?P<host>\[[^\]]+\]|[^:/]+):(?P<port>\d+)$")
 
 
@@ -76,17 +84,27 @@ class LockedSocket:
     def __init__(self, sock: zmq.Socket[Any], on_input: Callable[[], None] | None = None) -> None:
         self.sock = sock
         self.fd: int = sock.FD
+        # getsockopt(EVENTS) always returns an int; bound once, it is also a little faster
+        self._getopt: Callable[[int], int] = sock.getsockopt  # type: ignore[assignment]
         self.lock = threading.Lock()
         self.on_input = on_input
         self.closed = False
 
     def send(self, frames: Sequence[Any]) -> None:
-        """Send one multipart message from any thread; never blocks (queues are unbounded)."""
+        """Send one multipart message from any thread; never blocks (queues are unbounded).
+
+        Small frames are copied (cheaper than tracking them); large ones are sent without a
+        copy, so the caller must not change them afterwards.
+        """
+        last = len(frames) - 1
         with self.lock:
             if self.closed:
                 return
-            self.sock.send_multipart(frames, copy=False)
-            pending = int(self.sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN
+            send = self.sock.send
+            for i, frame in enumerate(frames):
+                small = len(frame) < _COPY_BELOW if isinstance(frame, bytes) else False
+                send(frame, _SNDMORE if i < last else 0, copy=small)
+            pending = self._getopt(_EVENTS) & _POLLIN
         if pending and self.on_input is not None:
             self.on_input()
 
@@ -94,9 +112,20 @@ class LockedSocket:
         """Receive one whole message, or ``None`` if nothing is waiting."""
         with self.lock:
             # Asking EVENTS first is cheaper than letting recv raise zmq.Again.
-            if self.closed or not int(self.sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+            sock = self.sock
+            if self.closed or not self._getopt(_EVENTS) & _POLLIN:
                 return None
-            return self.sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            frame = sock.recv(_NOBLOCK, copy=False)
+            frames = [frame]
+            while frame.more:  # cheaper than asking RCVMORE (an enum lookup in pyzmq)
+                frame = sock.recv(_NOBLOCK, copy=False)
+                frames.append(frame)
+            return frames
+
+    def has_input(self) -> bool:
+        """True if a message is waiting to be received."""
+        with self.lock:
+            return not self.closed and bool(self._getopt(_EVENTS) & _POLLIN)
 
     def close(self) -> None:
         """Close the socket at once, dropping anything unsent."""
