@@ -95,6 +95,7 @@ class ReceiverPool:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         sock.on_input = self.poke
+        self._busy: set[int] = set()
         self._threads = [
             threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
             for i in range(threads)
@@ -106,16 +107,20 @@ class ReceiverPool:
             thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop receiving; threads still inside a job finish it first (waited up to timeout)."""
+        """Stop receiving. Threads inside a job are not waited for: a Python thread cannot be
+        interrupted, and their late replies are dropped with the socket."""
         with self._cond:
             self._state.stopping = True
             self._cond.notify_all()
         self.poke()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+            if thread.ident not in self._busy:
+                thread.join(max(0.0, deadline - time.monotonic()))
+        if not any(t.is_alive() for t in self._threads):
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+        # else: a thread still in a job may poke the pipe; it is closed when the process ends
 
     def poke(self) -> None:
         """Wake the receiving thread (input arrived that its descriptor may not show)."""
@@ -135,7 +140,7 @@ class ReceiverPool:
             if job[1] is _RECEIVE:
                 self._receive(poller)
             else:
-                _run(job)
+                self._run(job)
 
     def _next_turn(self) -> Job | None:
         """Block until this thread has a job or the receive role; None means stop."""
@@ -216,7 +221,7 @@ class ReceiverPool:
             if not inline or st.sentinel_deep:
                 self._cond.notify()
         started = time.monotonic()
-        _run(job)
+        self._run(job)
         with self._cond:
             if inline and st.inline_since is not None:
                 # nobody took over: the call was quick; carry on receiving
@@ -227,6 +232,16 @@ class ReceiverPool:
             elif key in st.slow and time.monotonic() - started < self._slow_after:
                 st.slow.discard(key)  # it got quick again
         return True
+
+    def _run(self, job: Job) -> None:
+        me = threading.get_ident()
+        self._busy.add(me)
+        try:
+            job[1]()
+        except Exception:  # jobs report their own errors; this is the last line of defence
+            log.exception("a job for %r failed outside its own error handling", job[0])
+        finally:
+            self._busy.discard(me)
 
     def _drain_pipe(self) -> None:
         with contextlib.suppress(BlockingIOError, OSError):
@@ -239,10 +254,3 @@ def _receive_marker() -> None:
 
 
 _RECEIVE = _receive_marker
-
-
-def _run(job: Job) -> None:
-    try:
-        job[1]()
-    except Exception:  # jobs report their own errors; this is the last line of defence
-        log.exception("a job for %r failed outside its own error handling", job[0])
