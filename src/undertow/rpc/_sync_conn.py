@@ -185,16 +185,27 @@ class SyncConnection:
             self._pump_cond.notify()
 
     def _orphans_done(self) -> bool:
-        return self.closed or all(c.done for c, _, _ in list(self._orphans.values()))
+        # dict.copy() runs without releasing the GIL, so other threads' inserts cannot
+        # interleave with it (iterating the live dict could fail with "changed size").
+        return self.closed or all(c.done for c, _, _ in self._orphans.copy().values())
 
     def _idle(self) -> bool:
         """True when the pump has nothing to do; drops finished calls."""
         if self.closed:
             return False
-        self._orphans = {k: v for k, v in self._orphans.items() if not v[0].done}
+        for call_id, (call, _, _) in self._orphans.copy().items():
+            if call.done:
+                self._orphans.pop(call_id, None)
         return not self._orphans
 
     def _pump_loop(self) -> None:
+        try:
+            self._pump_forever()
+        except Exception:  # a dead pump would hang every future; say so loudly
+            log.exception("the client's receive pump for %s failed", self.endpoint)
+            raise
+
+    def _pump_forever(self) -> None:
         while not self.closed:
             with self._pump_cond:
                 while self._idle():
@@ -210,7 +221,7 @@ class SyncConnection:
 
     def _expire_orphans(self) -> None:
         now = time.monotonic()
-        for call_id, (call, deadline, expire) in list(self._orphans.items()):
+        for call_id, (call, deadline, expire) in self._orphans.copy().items():
             if call.done:
                 self._orphans.pop(call_id, None)
             elif deadline is not None and now >= deadline:
@@ -230,7 +241,7 @@ class SyncConnection:
         pump = self._pump
         if pump is not None and pump is not threading.current_thread():
             pump.join(timeout=5)
-        orphans = list(self._orphans.values())
+        orphans = list(self._orphans.copy().values())
         self._orphans.clear()
         for _, _, expire in orphans:
             expire(ConnectionClosed(f"the client for {self.endpoint} was closed"))

@@ -1,0 +1,193 @@
+"""Benchmark servers, one per process: ``python -m bench._servers KIND`` from the repo root.
+
+Every kind binds a free port on 127.0.0.1 and prints one line ending in `` on ADDRESS``
+(flushed) once it accepts connections; the parent reads that line as its readiness handshake.
+Each server then runs until SIGTERM. A watchdog thread also ends the process if its parent
+goes away, so an interrupted benchmark never leaves a server behind.
+
+Kinds:
+    raw-rep     ZeroMQ REP socket that echoes each message (latency floor).
+    raw-router  ZeroMQ ROUTER socket: ``echo``, ``up`` (tiny reply) and ``down`` (big reply).
+    undertow    undertow.Server with echo, total, make and rss.
+    pyro5       Pyro5 daemon exposing an object with an ``echo`` method (optional peer).
+    rpyc        RPyC ThreadedServer with ``exposed_echo`` (optional peer).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import resource
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+#: Shared secret of the undertow server; pickle input needs it.
+TOKEN = "secret-token"  # noqa: S105 - a loopback benchmark's fixed secret
+#: Kinds this module can serve.
+KINDS = ("raw-rep", "raw-router", "undertow", "pyro5", "rpyc")
+#: Commands of the raw ROUTER server, first frame after the peer id.
+CMD_ECHO, CMD_UP, CMD_DOWN = b"echo", b"up", b"down"
+
+
+def announce(kind: str, address: str) -> None:
+    """Print the readiness line the parent waits for."""
+    print(f"bench: serving {kind} on {address}", flush=True)
+
+
+def _watch_parent(parent: int) -> None:
+    """End this process soon after the benchmark that started it has gone."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(3)
+
+    threading.Thread(target=watch, name="bench-watchdog", daemon=True).start()
+
+
+def peak_rss_kib() -> int:
+    """This process's peak resident set size so far, in KiB (Linux units of ``ru_maxrss``)."""
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+# -- raw ZeroMQ floors ---------------------------------------------------------------------------
+
+
+def serve_raw_rep() -> None:
+    """Echo every message on a REP socket."""
+    import zmq
+
+    sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.REP)
+    sock.bind("tcp://127.0.0.1:*")
+    announce("raw-rep", sock.getsockopt_string(zmq.LAST_ENDPOINT))
+    while True:
+        sock.send(sock.recv())
+
+
+def serve_raw_router() -> None:
+    """Serve echo, upload and download requests on a ROUTER socket, without copies."""
+    import zmq
+
+    sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.ROUTER)
+    sock.setsockopt(zmq.SNDHWM, 0)
+    sock.setsockopt(zmq.RCVHWM, 0)
+    sock.bind("tcp://127.0.0.1:*")
+    announce("raw-router", sock.getsockopt_string(zmq.LAST_ENDPOINT))
+    blobs: dict[int, bytearray] = {}
+    while True:
+        frames = sock.recv_multipart(copy=False)
+        peer, cmd, rest = frames[0], frames[1].bytes, frames[2:]
+        if cmd == CMD_ECHO:
+            sock.send_multipart([peer, *rest], copy=False)
+        elif cmd == CMD_UP:
+            sock.send_multipart([peer, str(len(rest[0])).encode()])
+        elif cmd == CMD_DOWN:
+            size = int(rest[0].bytes)
+            blob = blobs.get(size)
+            if blob is None:  # made once, so the floor measures the transport alone
+                blob = blobs[size] = bytearray(b"\1" * size)
+            sock.send_multipart([peer, blob], copy=False)
+
+
+# -- undertow ------------------------------------------------------------------------------------
+
+
+def serve_undertow() -> None:
+    """Serve echo, total (pickle in), make (pickle out) and rss with undertow.
+
+    ``rss()`` returns the peak RSS (KiB) recorded once the server is set up, before it serves
+    any call, and the peak RSS now.
+    """
+    import numpy as np
+
+    import undertow
+
+    def echo(x: Any) -> Any:
+        return x
+
+    def total(a: Any) -> float:
+        return float(a.sum())
+
+    def make(n: int) -> Any:
+        return np.ones(n // 8)
+
+    def rss() -> tuple[int, int]:
+        return baseline, peak_rss_kib()
+
+    server = undertow.Server(name="bench", token=TOKEN)
+    server.register("echo", echo)
+    server.register("total", total)
+    server.register("make", make)
+    server.register("rss", rss)
+    server.config(
+        {"total": {"input_serialization": "pickle"}, "make": {"output_serialization": "pickle"}}
+    )
+    baseline = peak_rss_kib()
+    server.serve_forever("127.0.0.1", 0)
+
+
+# -- peers ---------------------------------------------------------------------------------------
+
+
+class EchoObject:
+    """The object both peers serve."""
+
+    def echo(self, x: Any) -> Any:
+        return x
+
+
+def serve_pyro5() -> None:
+    """Serve an echo object from a Pyro5 daemon (its default thread-pool server)."""
+    api = importlib.import_module("Pyro5.api")
+    api.expose(EchoObject)
+    daemon = api.Daemon(host="127.0.0.1", port=0)
+    uri = daemon.register(EchoObject(), "bench.echo")
+    announce("pyro5", str(uri))
+    daemon.requestLoop()
+
+
+def serve_rpyc() -> None:
+    """Serve ``exposed_echo`` from an RPyC ThreadedServer."""
+    rpyc = importlib.import_module("rpyc")
+    servers = importlib.import_module("rpyc.utils.server")
+    service: Any = rpyc.Service
+
+    class EchoService(service):  # type: ignore[misc]  # rpyc ships no type hints
+        def exposed_echo(self, x: Any) -> Any:
+            return x
+
+    server = servers.ThreadedServer(
+        EchoService,
+        hostname="127.0.0.1",
+        port=0,
+        protocol_config={"sync_request_timeout": 60},
+    )
+    announce("rpyc", f"tcp://127.0.0.1:{server.port}")
+    server.start()
+
+
+SERVERS: dict[str, Callable[[], None]] = {
+    "raw-rep": serve_raw_rep,
+    "raw-router": serve_raw_router,
+    "undertow": serve_undertow,
+    "pyro5": serve_pyro5,
+    "rpyc": serve_rpyc,
+}
+
+
+def main(argv: list[str]) -> int:
+    """Run the server named by ``argv[0]`` until SIGTERM."""
+    if len(argv) != 1 or argv[0] not in SERVERS:
+        print(f"usage: python -m bench._servers {{{','.join(KINDS)}}}", file=sys.stderr)
+        return 2
+    _watch_parent(os.getppid())
+    SERVERS[argv[0]]()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,809 @@
+"""undertow benchmark: latency, throughput and bulk transfer against raw ZeroMQ and peers.
+
+Run from the repository root::
+
+    python -m bench.bench            # full run, ~1-2 minutes
+    python -m bench.bench --quick    # smoke test, well under a minute
+    python -m bench.bench --out /tmp/results.json
+
+Every server runs in its own process (``python -m bench._servers KIND``); the client side
+runs in this process. Each undertow figure is set against a floor measured in the same run:
+raw pyzmq for the transport and ``numpy.copy`` for memory bandwidth. Results go to
+``bench/results.json`` and a markdown summary to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import concurrent.futures
+import contextlib
+import datetime
+import gc
+import importlib
+import importlib.metadata
+import json
+import os
+import platform
+import re
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType, ModuleType
+from typing import Any
+
+import numpy as np
+import zmq
+
+import undertow
+from bench._servers import CMD_DOWN, CMD_ECHO, CMD_UP, TOKEN
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = Path(__file__).resolve().parent / "results.json"
+READY_TIMEOUT = 30.0
+STOP_TIMEOUT = 10.0
+MB = 1e6  # throughput is in MB/s with MB = 10**6 bytes
+BULK_BYTES = 100_000_000  # 12.5 M float64
+RAW_PAYLOAD = b"0123456789abcdefghij"  # 20 bytes, about an echo(42) request's body
+WINDOW = 64
+
+TARGET_LATENCY_RATIO = 1.3
+TARGET_THROUGHPUT_RATIO = 0.3
+TARGET_BULK_MBPS = 1000.0
+TARGET_RSS_GROWTH = 3.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How many iterations each measurement runs."""
+
+    latency_calls: int
+    latency_warmup: int
+    latency_rounds: int
+    throughput_calls: int
+    throughput_rounds: int
+    bulk_runs: int
+
+    @classmethod
+    def make(cls, quick: bool) -> Plan:
+        """The full plan, or the short one of ``--quick``."""
+        if quick:
+            return cls(1000, 100, 2, 3000, 1, 2)
+        return cls(5000, 300, 5, 20000, 2, 5)
+
+
+# -- server processes ----------------------------------------------------------------------------
+
+
+@dataclass
+class ServerProcess:
+    """One benchmark server running in a child process."""
+
+    kind: str
+    proc: subprocess.Popen[bytes]
+    address: str = ""
+    drain: threading.Thread | None = None
+    signalled_at: float | None = None
+    stop_seconds: float | None = None
+    returncode: int | None = None
+
+
+_READY = re.compile(rb" on (\S+)\s*$")
+
+
+def _spawn(kind: str) -> ServerProcess:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench._servers", kind],
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        start_new_session=True,  # a Ctrl-C reaches only us; we stop the servers ourselves
+    )
+    return ServerProcess(kind, proc)
+
+
+def _await_ready(server: ServerProcess, deadline: float) -> None:
+    """Read the child's stdout up to its readiness line; then keep draining it in a thread."""
+    stdout = server.proc.stdout
+    assert stdout is not None
+    fd = stdout.fileno()
+    buffered = b""
+    while b"\n" not in buffered:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise RuntimeError(f"server {server.kind!r} did not report ready in {READY_TIMEOUT} s")
+        readable, _, _ = select.select([fd], [], [], remaining)
+        if not readable:
+            continue
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            code = server.proc.wait(STOP_TIMEOUT)
+            raise RuntimeError(f"server {server.kind!r} exited with {code} before it was ready")
+        buffered += chunk
+    line = buffered.split(b"\n", 1)[0]
+    match = _READY.search(line)
+    if match is None:
+        raise RuntimeError(f"server {server.kind!r} printed {line!r}, not its address")
+    server.address = match.group(1).decode()
+
+    def drain() -> None:
+        with contextlib.suppress(OSError, ValueError):
+            while os.read(fd, 65536):
+                pass
+
+    server.drain = threading.Thread(target=drain, name=f"drain-{server.kind}", daemon=True)
+    server.drain.start()
+
+
+def _terminate(server: ServerProcess) -> None:
+    """Send SIGTERM once (a second one could cut a graceful shutdown short)."""
+    if server.proc.poll() is None and server.signalled_at is None:
+        server.signalled_at = time.perf_counter()
+        server.proc.send_signal(signal.SIGTERM)
+
+
+def _reap(server: ServerProcess) -> None:
+    """Wait for a terminated server to exit; kill it if it takes longer than STOP_TIMEOUT."""
+    proc = server.proc
+    try:
+        proc.wait(STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if server.signalled_at is not None:
+        server.stop_seconds = time.perf_counter() - server.signalled_at
+    server.returncode = proc.returncode
+    if server.drain is not None:
+        server.drain.join(1.0)  # sees end of file now that the child is gone
+    if proc.stdout is not None and not (server.drain and server.drain.is_alive()):
+        proc.stdout.close()
+
+
+@contextlib.contextmanager
+def running(kinds: list[str]) -> Iterator[dict[str, ServerProcess]]:
+    """Start one process per kind (names may repeat as ``kind#n``) and stop them all on exit."""
+    servers: dict[str, ServerProcess] = {}
+    try:
+        for name in kinds:
+            servers[name] = _spawn(name.split("#", 1)[0])
+        deadline = time.monotonic() + READY_TIMEOUT
+        for server in servers.values():
+            _await_ready(server, deadline)
+        yield servers
+    finally:
+        for server in servers.values():
+            _terminate(server)
+        for server in servers.values():
+            _reap(server)
+
+
+# -- statistics --------------------------------------------------------------------------------
+
+
+def latency_stats(samples_ns: list[int]) -> dict[str, float]:
+    """p50, p99, mean and min of round trips given in nanoseconds, in microseconds."""
+    arr = np.asarray(samples_ns, dtype=np.float64) / 1000.0
+    p50, p99 = np.percentile(arr, [50, 99])
+    return {
+        "calls": len(samples_ns),
+        "p50_us": round(float(p50), 2),
+        "p99_us": round(float(p99), 2),
+        "mean_us": round(float(arr.mean()), 2),
+        "min_us": round(float(arr.min()), 2),
+    }
+
+
+def _time_calls(call: Callable[[], object], n: int, into: list[int]) -> None:
+    clock = time.perf_counter_ns
+    for _ in range(n):
+        t0 = clock()
+        call()
+        into.append(clock() - t0)
+
+
+def check(value: object, expected: object) -> None:
+    """Fail loudly when a remote call answered something unexpected."""
+    if value != expected:
+        raise RuntimeError(f"expected {expected!r}, got {value!r}")
+
+
+# -- clients ------------------------------------------------------------------------------------
+
+
+def optional(module: str) -> ModuleType | None:
+    """Import an optional peer library, or None if it is not installed."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        return None
+
+
+def peers_available() -> dict[str, bool]:
+    """Which of the optional peers (Pyro5, RPyC) can be imported."""
+    return {"pyro5": optional("Pyro5.api") is not None, "rpyc": optional("rpyc") is not None}
+
+
+@dataclass
+class Clients:
+    """Connections from this process to the servers of the latency/throughput runs."""
+
+    rep: zmq.Socket[Any]
+    dealer: zmq.Socket[Any]
+    ut: undertow.Client
+    pyro5: Any = None
+    rpyc: Any = None
+    closers: list[Callable[[], None]] = field(default_factory=list)
+
+    def close(self) -> None:
+        """Close every connection."""
+        for close in reversed(self.closers):
+            with contextlib.suppress(Exception):
+                close()
+
+
+def _zmq_socket(kind: int, address: str) -> zmq.Socket[Any]:
+    sock: zmq.Socket[Any] = zmq.Context.instance().socket(kind)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, 0)
+    sock.setsockopt(zmq.RCVHWM, 0)
+    sock.connect(address)
+    return sock
+
+
+def _rpyc_port(address: str) -> int:
+    return int(address.rsplit(":", 1)[1])
+
+
+def connect_all(servers: dict[str, ServerProcess]) -> Clients:
+    """Connect a client to each server and make one call on each (connection warm-up)."""
+    rep = _zmq_socket(zmq.REQ, servers["raw-rep"].address)
+    clients = Clients(
+        rep=rep,
+        dealer=_zmq_socket(zmq.DEALER, servers["raw-router"].address),
+        ut=undertow.connect(servers["undertow"].address, token=TOKEN, timeout=60),
+    )
+    clients.closers += [clients.rep.close, clients.dealer.close, clients.ut.close]
+    if "pyro5" in servers:
+        api = importlib.import_module("Pyro5.api")
+        clients.pyro5 = api.Proxy(servers["pyro5"].address)
+        clients.pyro5._pyroBind()
+        clients.closers.append(clients.pyro5._pyroRelease)
+    if "rpyc" in servers:
+        rpyc = importlib.import_module("rpyc")
+        port = _rpyc_port(servers["rpyc"].address)
+        clients.rpyc = rpyc.connect("127.0.0.1", port, config={"sync_request_timeout": 60})
+        clients.closers.append(clients.rpyc.close)
+    return clients
+
+
+def _raw_rep_echo(sock: zmq.Socket[Any]) -> Callable[[], object]:
+    def call() -> object:
+        sock.send(RAW_PAYLOAD)
+        return sock.recv()
+
+    return call
+
+
+def latency_calls(clients: Clients) -> dict[str, Callable[[], object]]:
+    """One small synchronous round trip per system, by name."""
+    client = clients.ut
+    calls: dict[str, Callable[[], object]] = {
+        "raw_zmq": _raw_rep_echo(clients.rep),
+        "undertow": lambda: client.echo(42),
+    }
+    if clients.pyro5 is not None:
+        proxy = clients.pyro5
+        calls["pyro5"] = lambda: proxy.echo(42)
+    if clients.rpyc is not None:
+        # bound once: conn.root.echo(42) would add a remote getattr round trip to every call
+        remote_echo = clients.rpyc.root.echo
+        calls["rpyc"] = lambda: remote_echo(42)
+    return calls
+
+
+# -- 1. latency ----------------------------------------------------------------------------------
+
+
+def measure_latency(clients: Clients, plan: Plan) -> dict[str, Any]:
+    """Sequential echo round trips; systems interleaved round by round to share any drift."""
+    calls = latency_calls(clients)
+    for name, call in calls.items():
+        check(call(), RAW_PAYLOAD if name == "raw_zmq" else 42)
+        _time_calls(call, plan.latency_warmup, [])
+    samples: dict[str, list[int]] = {name: [] for name in calls}
+    per_round = plan.latency_calls // plan.latency_rounds
+    for _ in range(plan.latency_rounds):
+        for name, call in calls.items():
+            gc.collect()
+            _time_calls(call, per_round, samples[name])
+    result: dict[str, Any] = {name: latency_stats(s) for name, s in samples.items()}
+    floor = result["raw_zmq"]["p50_us"]
+    result["ratios_p50_vs_raw"] = {
+        name: round(result[name]["p50_us"] / floor, 3) for name in calls if name != "raw_zmq"
+    }
+    result["ratios_p99_vs_raw"] = {
+        name: round(result[name]["p99_us"] / result["raw_zmq"]["p99_us"], 3)
+        for name in calls
+        if name != "raw_zmq"
+    }
+    result["notes"] = {
+        "raw_zmq": f"pyzmq REQ/REP, {len(RAW_PAYLOAD)}-byte payload echoed",
+        "undertow": "client.echo(42), sync client, default options",
+        "pyro5": "Proxy.echo(42), default serpent serializer, thread-pool daemon",
+        "rpyc": "remote_echo = conn.root.echo bound once, then remote_echo(42)",
+    }
+    return result
+
+
+# -- 2. throughput ---------------------------------------------------------------------------
+
+
+def _raw_dealer_window(sock: zmq.Socket[Any], total: int, window: int) -> None:
+    request = [CMD_ECHO, RAW_PAYLOAD]
+    sent = received = 0
+    while sent < min(window, total):
+        sock.send_multipart(request)
+        sent += 1
+    while received < total:
+        sock.recv_multipart()
+        received += 1
+        if sent < total:
+            sock.send_multipart(request)
+            sent += 1
+
+
+def _futures_window(
+    submit: Callable[[], concurrent.futures.Future[Any]], total: int, window: int
+) -> None:
+    """Keep ``window`` futures in flight: each completion lets one more call start."""
+    slots = threading.Semaphore(window)
+    failures: list[BaseException] = []
+
+    def done(future: concurrent.futures.Future[Any]) -> None:
+        exc = future.exception()
+        if exc is not None:
+            failures.append(exc)
+        elif future.result() != 42:
+            failures.append(RuntimeError(f"echo answered {future.result()!r}"))
+        slots.release()
+
+    for _ in range(total):
+        if not slots.acquire(timeout=60):
+            raise RuntimeError("no call completed within 60 s")
+        submit().add_done_callback(done)
+    for _ in range(window):
+        if not slots.acquire(timeout=60):
+            raise RuntimeError("the last calls did not complete within 60 s")
+    if failures:
+        raise RuntimeError(f"{len(failures)} calls failed, first: {failures[0]!r}")
+
+
+def _rpyc_window(async_echo: Callable[[int], Any], total: int, window: int) -> None:
+    """Keep ``window`` RPyC async calls in flight, oldest first (replies come in order)."""
+    pending: collections.deque[Any] = collections.deque()
+    for _ in range(total):
+        if len(pending) >= window:
+            check(pending.popleft().value, 42)
+        pending.append(async_echo(42))
+    while pending:
+        check(pending.popleft().value, 42)
+
+
+def _sequential(call: Callable[[], object], total: int) -> None:
+    for _ in range(total):
+        call()
+
+
+def throughput_runs(clients: Clients) -> dict[str, Callable[[int], None]]:
+    """One function per system that completes ``n`` echo calls as fast as it can."""
+    echo = clients.ut.echo
+    runs: dict[str, Callable[[int], None]] = {
+        "raw_zmq": lambda n: _raw_dealer_window(clients.dealer, n, WINDOW),
+        "undertow": lambda n: _futures_window(lambda: echo.submit(42), n, WINDOW),
+    }
+    if clients.pyro5 is not None:
+        proxy = clients.pyro5
+        runs["pyro5"] = lambda n: _sequential(lambda: proxy.echo(42), n)
+    if clients.rpyc is not None:
+        rpyc = importlib.import_module("rpyc")
+        async_echo = rpyc.async_(clients.rpyc.root.echo)
+        runs["rpyc"] = lambda n: _rpyc_window(async_echo, n, WINDOW)
+    return runs
+
+
+def measure_throughput(clients: Clients, plan: Plan) -> dict[str, Any]:
+    """Calls per second with up to 64 calls in flight from one client; best of the rounds."""
+    runs = throughput_runs(clients)
+    for run in runs.values():
+        run(min(WINDOW * 4, plan.throughput_calls))  # warm-up
+    per_round = plan.throughput_calls // plan.throughput_rounds
+    rates: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(plan.throughput_rounds):
+        for name, run in runs.items():
+            gc.collect()
+            start = time.perf_counter()
+            run(per_round)
+            rates[name].append(per_round / (time.perf_counter() - start))
+    result: dict[str, Any] = {
+        name: {
+            "calls_per_round": per_round,
+            "rounds": len(r),
+            "calls_per_s": round(max(r)),
+            "all_rounds": [round(x) for x in r],
+        }
+        for name, r in rates.items()
+    }
+    floor = result["raw_zmq"]["calls_per_s"]
+    result["ratios_vs_raw"] = {
+        name: round(result[name]["calls_per_s"] / floor, 3) for name in runs if name != "raw_zmq"
+    }
+    result["notes"] = {
+        "raw_zmq": f"pyzmq DEALER -> ROUTER echo, {WINDOW} messages in flight",
+        "undertow": f"client.echo.submit(42), {WINDOW} futures in flight (refilled on completion)",
+        "pyro5": "sequential proxy.echo(42): a Pyro5 proxy cannot be shared between threads, "
+        "so unbatched calls have one in flight",
+        "rpyc": f"rpyc.async_(conn.root.echo), {WINDOW} AsyncResults in flight (oldest first)",
+    }
+    return result
+
+
+# -- 3. bulk -------------------------------------------------------------------------------------
+
+
+def _mbps(seconds: float, nbytes: int = BULK_BYTES) -> float:
+    return round(nbytes / seconds / MB, 1)
+
+
+def _bulk_entry(times: list[float]) -> dict[str, Any]:
+    return {
+        "best_s": round(min(times), 5),
+        "mb_per_s": _mbps(min(times)),
+        "all_s": [round(t, 5) for t in times],
+    }
+
+
+def _rss_growth(before: list[int], after: list[int]) -> dict[str, Any]:
+    baseline, peak_before = before
+    peak = after[1]
+    return {
+        "baseline_kib": baseline,
+        "peak_before_kib": peak_before,
+        "peak_after_kib": peak,
+        "growth_kib": peak - baseline,
+        "growth_x_payload": round((peak - baseline) * 1024 / BULK_BYTES, 3),
+    }
+
+
+def raw_bulk_steps(
+    sock: zmq.Socket[Any], arr: np.ndarray[Any, Any]
+) -> dict[str, Callable[[], None]]:
+    """A 100 MB frame each way over DEALER/ROUTER with copy=False, a tiny message the other."""
+
+    def upload() -> None:
+        sock.send_multipart([CMD_UP, arr.data.cast("B")], copy=False)
+        check(int(sock.recv()), BULK_BYTES)
+
+    def download() -> None:
+        sock.send_multipart([CMD_DOWN, str(BULK_BYTES).encode()])
+        frame = sock.recv(copy=False)
+        check(len(frame.buffer), BULK_BYTES)
+
+    return {"raw_zmq_upload": upload, "raw_zmq_download": download}
+
+
+def undertow_bulk_steps(
+    up: undertow.Client, down: undertow.Client, arr: np.ndarray[Any, Any]
+) -> dict[str, Callable[[], None]]:
+    """``up.total(arr)`` and ``down.make(100_000_000)``, each on a server of its own."""
+    expected = float(arr.sum())
+
+    def upload() -> None:
+        check(up.total(arr), expected)
+
+    def download() -> None:
+        got = down.make(BULK_BYTES)
+        check((got.nbytes, float(got[-1])), (BULK_BYTES, 1.0))
+
+    return {"undertow_upload": upload, "undertow_download": download}
+
+
+MEMORY_STEPS = ("numpy_copy", "numpy_copyto_preallocated", "numpy_ones")
+
+
+def memory_steps(arr: np.ndarray[Any, Any]) -> dict[str, Callable[[], None]]:
+    """``numpy.copy`` (allocates: page faults count), ``copyto`` (does not) and ``numpy.ones``."""
+    dst = np.empty_like(arr)
+
+    def copy() -> None:
+        np.copy(arr)
+
+    def copyto() -> None:
+        np.copyto(dst, arr)
+
+    def ones() -> None:
+        np.ones(arr.size)
+
+    return dict(zip(MEMORY_STEPS, (copy, copyto, ones), strict=True))
+
+
+def _run_interleaved(steps: dict[str, Callable[[], None]], runs: int) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(runs):
+        for name, step in steps.items():
+            gc.collect()
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def measure_bulk(servers: dict[str, ServerProcess], plan: Plan) -> dict[str, Any]:
+    """Upload and download of 100 MB of float64, undertow against raw ZeroMQ and memcpy.
+
+    The steps run interleaved, run after run, so background load hits all of them alike;
+    the best run of each counts. Each undertow direction has a fresh server of its own, whose
+    peak RSS growth is read before and after all its runs.
+    """
+    arr = np.ones(BULK_BYTES // 8)
+    with contextlib.ExitStack() as stack:
+        sock = _zmq_socket(zmq.DEALER, servers["raw-router"].address)
+        stack.callback(sock.close)
+        up, down = (
+            stack.enter_context(undertow.connect(servers[n].address, token=TOKEN, timeout=60))
+            for n in ("undertow#up", "undertow#down")
+        )
+        steps = raw_bulk_steps(sock, arr)
+        steps["raw_zmq_download"]()  # the server makes its blob once, before any timing
+        steps |= undertow_bulk_steps(up, down, arr) | memory_steps(arr)
+        before = {"upload": up.rss(), "download": down.rss()}
+        times = _run_interleaved(steps, plan.bulk_runs)
+        after = {"upload": up.rss(), "download": down.rss()}
+    entries = {name: _bulk_entry(t) for name, t in times.items()}
+    result: dict[str, Any] = {
+        "payload_bytes": BULK_BYTES,
+        "runs": plan.bulk_runs,
+        "memcpy": {k: entries[k] for k in MEMORY_STEPS},
+        "raw_zmq": {d: entries[f"raw_zmq_{d}"] for d in ("upload", "download")},
+        "undertow": {
+            d: {**entries[f"undertow_{d}"], "server_rss": _rss_growth(before[d], after[d])}
+            for d in ("upload", "download")
+        },
+    }
+    copy = result["memcpy"]["numpy_copy"]["mb_per_s"]
+    result["ratios"] = {}
+    for d in ("upload", "download"):
+        mbps = result["undertow"][d]["mb_per_s"]
+        result["ratios"][f"{d}_vs_raw"] = round(mbps / result["raw_zmq"][d]["mb_per_s"], 3)
+        result["ratios"][f"{d}_vs_numpy_copy"] = round(mbps / copy, 3)
+    result["notes"] = {
+        "undertow": "upload: client.total(arr) (pickle 5, out-of-band buffer), server sums it; "
+        "download: client.make(100_000_000), server allocates np.ones and pickles it out of band",
+        "raw_zmq": "DEALER -> ROUTER copy=False, 100 MB frame one way and a tiny reply; the "
+        "server's download blob is allocated once",
+        "server_rss": "ru_maxrss of a server process used only for that direction; growth is "
+        "the peak after all runs minus the peak once set up, before any call",
+        "order": "each run times every step in turn (raw, undertow, numpy), best run counts",
+    }
+    return result
+
+
+# -- report --------------------------------------------------------------------------------------
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return str(out.stdout).strip()
+
+
+def machine_info(peers: dict[str, bool]) -> dict[str, Any]:
+    """Where and with what the benchmark ran; peers that cannot be imported are not installed."""
+    return {
+        "date_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "cpu_count": os.cpu_count(),
+        "loadavg_1_5_15_at_start": [round(x, 2) for x in os.getloadavg()],
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "pyzmq": zmq.pyzmq_version(),
+        "libzmq": zmq.zmq_version(),
+        "numpy": np.__version__,
+        "undertow": undertow.__version__,
+        "undertow_commit": _git_commit(),
+        "msgspec": _version("msgspec"),
+        "cloudpickle": _version("cloudpickle"),
+        "Pyro5": _version("Pyro5") if peers["pyro5"] else "not installed",
+        "rpyc": _version("rpyc") if peers["rpyc"] else "not installed",
+    }
+
+
+def _target(name: str, value: float, op: str, limit: float) -> dict[str, Any]:
+    ok = value <= limit if op == "<=" else value >= limit
+    return {"name": name, "value": value, "op": op, "limit": limit, "pass": bool(ok)}
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The goals undertow is held to, each with its measured value and a pass flag."""
+    lat, thr, bulk = results["latency"], results["throughput"], results["bulk"]
+    up, down = bulk["undertow"]["upload"], bulk["undertow"]["download"]
+    return [
+        _target(
+            "latency p50 / raw p50",
+            lat["ratios_p50_vs_raw"]["undertow"],
+            "<=",
+            TARGET_LATENCY_RATIO,
+        ),
+        _target(
+            "throughput / raw", thr["ratios_vs_raw"]["undertow"], ">=", TARGET_THROUGHPUT_RATIO
+        ),
+        _target("upload MB/s", up["mb_per_s"], ">=", TARGET_BULK_MBPS),
+        _target("download MB/s", down["mb_per_s"], ">=", TARGET_BULK_MBPS),
+        _target(
+            "server RSS growth / payload, upload",
+            up["server_rss"]["growth_x_payload"],
+            "<=",
+            TARGET_RSS_GROWTH,
+        ),
+        _target(
+            "server RSS growth / payload, download",
+            down["server_rss"]["growth_x_payload"],
+            "<=",
+            TARGET_RSS_GROWTH,
+        ),
+    ]
+
+
+def _peer_cell(section: dict[str, Any], name: str, key: str, ratios: str, unit: str) -> str:
+    if name not in section:
+        return str(section.get("peers", {}).get(name, "n/a"))
+    return f"{section[name][key]:,.0f} {unit} ({section[ratios][name]:.2f}x)"
+
+
+def _mark(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def summary(results: dict[str, Any]) -> str:
+    """A markdown table of the results, fit to paste into the README."""
+    m, lat, thr, bulk = (results[k] for k in ("machine", "latency", "throughput", "bulk"))
+    goals = {t["name"]: t for t in results["targets"]}
+    raw_b, ut_b, mem = bulk["raw_zmq"], bulk["undertow"], bulk["memcpy"]["numpy_copy"]
+
+    def goal(name: str, text: str) -> str:
+        return f"{text}: {_mark(goals[name]['pass'])}"
+
+    rows = [
+        "| measurement | floor | undertow | undertow / floor | Pyro5 | RPyC | target |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+        f"| echo latency p50 | {lat['raw_zmq']['p50_us']:.0f} µs (zmq REQ/REP) "
+        f"| {lat['undertow']['p50_us']:.0f} µs | {lat['ratios_p50_vs_raw']['undertow']:.2f}x "
+        f"| {_peer_cell(lat, 'pyro5', 'p50_us', 'ratios_p50_vs_raw', 'µs')} "
+        f"| {_peer_cell(lat, 'rpyc', 'p50_us', 'ratios_p50_vs_raw', 'µs')} "
+        f"| {goal('latency p50 / raw p50', f'<= {TARGET_LATENCY_RATIO}x')} |",
+        f"| echo latency p99 | {lat['raw_zmq']['p99_us']:.0f} µs "
+        f"| {lat['undertow']['p99_us']:.0f} µs | {lat['ratios_p99_vs_raw']['undertow']:.2f}x "
+        f"| {_peer_cell(lat, 'pyro5', 'p99_us', 'ratios_p99_vs_raw', 'µs')} "
+        f"| {_peer_cell(lat, 'rpyc', 'p99_us', 'ratios_p99_vs_raw', 'µs')} | |",
+        f"| echo throughput, {WINDOW} in flight | {thr['raw_zmq']['calls_per_s']:,} calls/s "
+        f"(zmq DEALER/ROUTER) | {thr['undertow']['calls_per_s']:,} calls/s "
+        f"| {thr['ratios_vs_raw']['undertow']:.2f}x "
+        f"| {_peer_cell(thr, 'pyro5', 'calls_per_s', 'ratios_vs_raw', '/s')}, sequential "
+        f"| {_peer_cell(thr, 'rpyc', 'calls_per_s', 'ratios_vs_raw', '/s')} "
+        f"| {goal('throughput / raw', f'>= {TARGET_THROUGHPUT_RATIO}x')} |",
+    ]
+    for d, verb in (("upload", "client.total(arr)"), ("download", "client.make(100_000_000)")):
+        rss = ut_b[d]["server_rss"]
+        rows += [
+            f"| 100 MB {d} ({verb}) | {raw_b[d]['mb_per_s']:,.0f} MB/s (zmq copy=False) "
+            f"| {ut_b[d]['mb_per_s']:,.0f} MB/s | {bulk['ratios'][f'{d}_vs_raw']:.2f}x "
+            f"| | | {goal(f'{d} MB/s', f'>= {TARGET_BULK_MBPS:.0f} MB/s')} |",
+            f"| server peak RSS growth, {d} | | {rss['growth_x_payload']:.2f}x of payload "
+            f"({rss['growth_kib'] / 1024:,.0f} MiB) | | | "
+            f"| {goal(f'server RSS growth / payload, {d}', f'<= {TARGET_RSS_GROWTH:.0f}x')} |",
+        ]
+    rows.append(
+        f"| numpy.copy of 100 MB (memcpy) | {mem['mb_per_s']:,.0f} MB/s | "
+        f"up {bulk['ratios']['upload_vs_numpy_copy']:.2f}x, "
+        f"down {bulk['ratios']['download_vs_numpy_copy']:.2f}x of it | | | | |"
+    )
+    head = (
+        f"undertow {m['undertow']} ({m['undertow_commit']}), {m['date_utc']}: "
+        f"{m['cpu_count']} CPUs, {m['platform']}, Python {m['python']}, "
+        f"pyzmq {m['pyzmq']} / libzmq {m['libzmq']}, Pyro5 {m['Pyro5']}, rpyc {m['rpyc']}"
+        f"{' (--quick)' if results['config']['quick'] else ''}; load average "
+        f"{m['loadavg_1_5_15_at_start'][0]} at start; all traffic on 127.0.0.1, "
+        "each server in its own process; MB = 10^6 bytes."
+    )
+    return head + "\n\n" + "\n".join(rows)
+
+
+# -- main ----------------------------------------------------------------------------------------
+
+
+def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _server_exits(servers: dict[str, ServerProcess]) -> dict[str, Any]:
+    return {
+        name: {
+            "returncode": s.returncode,
+            "seconds_from_sigterm_to_exit_at_most": round(s.stop_seconds or 0.0, 3),
+        }
+        for name, s in servers.items()
+    }
+
+
+def run(plan: Plan, quick: bool) -> dict[str, Any]:
+    """Run every measurement and return the results (without the summary)."""
+    peers = peers_available()
+    kinds = ["raw-rep", "raw-router", "undertow", "undertow#up", "undertow#down"]
+    kinds += [name for name, ok in peers.items() if ok]
+    started = time.perf_counter()
+    results: dict[str, Any] = {
+        "machine": machine_info(peers),
+        "config": {"quick": quick, "window": WINDOW, "payload_bytes": BULK_BYTES, **vars(plan)},
+    }
+    with running(kinds) as servers:
+        results["startup_s"] = round(time.perf_counter() - started, 3)
+        clients = connect_all(servers)
+        try:
+            print("measuring latency ...", file=sys.stderr, flush=True)
+            results["latency"] = measure_latency(clients, plan)
+            print("measuring throughput ...", file=sys.stderr, flush=True)
+            results["throughput"] = measure_throughput(clients, plan)
+        finally:
+            clients.close()
+        print("measuring bulk transfers ...", file=sys.stderr, flush=True)
+        results["bulk"] = measure_bulk(servers, plan)
+    results["server_exits"] = _server_exits(servers)
+    for section in ("latency", "throughput"):
+        results[section]["peers"] = {
+            name: "measured" if ok else "not installed" for name, ok in peers.items()
+        }
+    results["targets"] = targets(results)
+    results["all_targets_pass"] = all(t["pass"] for t in results["targets"])
+    results["elapsed_s"] = round(time.perf_counter() - started, 1)
+    results["machine"]["loadavg_1_5_15_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, run the benchmark, write the JSON and print the summary."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="fewer iterations (smoke test)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where to write the JSON")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    results = run(Plan.make(args.quick), args.quick)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(summary(results))
+    print(f"\nwritten to {args.out} in {results['elapsed_s']} s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
