@@ -219,7 +219,7 @@ class Client(_ClientBase):
         self._conn.start(call, frames)
         if info.streams:
             return _Stream(self, call, timeout)
-        if not self._conn.wait(call, lambda: call.done, deadline):
+        if not self._conn.wait(call, lambda: call.done, deadline, fresh=True):
             self._abandon(call)
             raise _timeout_error(self._proto, info.name, timeout)
         return self._proto.outcome(call)
@@ -234,10 +234,11 @@ class Client(_ClientBase):
         call, frames, deadline, timeout = self._prepare(info, args, kwargs, opts)
         future = CallFuture()
         future.set_running_or_notify_cancel()
-        proto = self._proto
+        proto, conn = self._proto, self._conn
 
         def settle() -> None:
             if call.done and not future.done():
+                conn.forget(call)
                 try:
                     future.set_result(proto.outcome(call))
                 except BaseException as exc:  # the remote error becomes the future's exception
@@ -252,8 +253,9 @@ class Client(_ClientBase):
                     future.set_exception(_timeout_error(proto, info.name, timeout))
 
         call.notify = settle
-        self._conn.start(call, frames)
-        self._conn.watch(call, deadline, expire)
+        conn.start(call, frames)
+        conn.watch(call, deadline, expire)
+        conn.drain_nowait()  # settle whatever else has completed, here and now
         return future
 
     def _abandon(self, call: Call) -> None:

@@ -51,6 +51,14 @@ class SyncConnection:
         self._poller = select.poll()
         self._poller.register(self._sock.fd, select.POLLIN)
         self._poller.register(self._wake_r, select.POLLIN)
+        # The pump waits for input *without* the receive role, on its own wake-up pipe.
+        self._pump_r, self._pump_w = os.pipe()
+        os.set_blocking(self._pump_r, False)
+        os.set_blocking(self._pump_w, False)
+        self._pump_poller = select.poll()
+        self._pump_poller.register(self._sock.fd, select.POLLIN)
+        self._pump_poller.register(self._pump_r, select.POLLIN)
+        self._pump_waiting = False
         self._orphans: dict[int, tuple[Call, float | None, Callable[[BaseException], None]]] = {}
         self._pump_cond = threading.Condition()
         self._pump: threading.Thread | None = None
@@ -78,15 +86,22 @@ class SyncConnection:
         # a full pipe means a wake-up is pending anyway; a closed one means we are closing
         with contextlib.suppress(BlockingIOError, OSError):
             os.write(self._wake_w, b"\0")
+            if self._pump is not None:
+                os.write(self._pump_w, b"\0")
 
     # -- receiving --------------------------------------------------------------------------
 
-    def wait(self, call: Call, ready: Callable[[], bool], deadline: float | None) -> bool:
-        """Block until ``ready()`` or the deadline; True if ready."""
+    def wait(
+        self, call: Call, ready: Callable[[], bool], deadline: float | None, *, fresh: bool = False
+    ) -> bool:
+        """Block until ``ready()`` or the deadline; True if ready.
+
+        ``fresh`` says this thread has just sent the call and touched the socket since.
+        """
         # Fast path, the common one: nobody else is receiving, so receive for ourselves.
         if self._role.acquire(blocking=False):
             try:
-                self._receive(ready, deadline)
+                self._receive(ready, deadline, poll_first=fresh)
             finally:
                 self._release_role()
             if ready():
@@ -134,13 +149,23 @@ class SyncConnection:
             for event in waiters:
                 event.set()
 
-    def _receive(self, ready: Callable[[], bool], deadline: float | None) -> None:
+    def _receive(
+        self, ready: Callable[[], bool], deadline: float | None, *, poll_first: bool = False
+    ) -> None:
+        """Deliver messages until ``ready()`` or the deadline.
+
+        ``poll_first`` skips the first look at the socket: right after our own send nothing
+        can be there yet that the descriptor (or the send's own EVENTS check) would not show.
+        """
         sock = self._sock
         while not self.closed:
-            while (frames := sock.recv_nowait()) is not None:
-                self._deliver(frames)
-            if ready():
-                return
+            if poll_first:
+                poll_first = False
+            else:
+                while (frames := sock.recv_nowait()) is not None:
+                    self._deliver(frames)
+                if ready():
+                    return
             if deadline is None:
                 timeout_ms = None
             else:
@@ -149,11 +174,12 @@ class SyncConnection:
                     return
             for fd, _ in self._poller.poll(timeout_ms):
                 if fd == self._wake_r:
-                    self._drain_pipe()
+                    self._drain_pipe(self._wake_r)
 
-    def _drain_pipe(self) -> None:
+    @staticmethod
+    def _drain_pipe(fd: int) -> None:
         with contextlib.suppress(BlockingIOError, OSError):
-            while os.read(self._wake_r, 4096):
+            while os.read(fd, 4096):
                 pass
 
     def _deliver(self, frames: list[Any]) -> None:
@@ -182,12 +208,21 @@ class SyncConnection:
                     target=self._pump_loop, name="undertow-client-pump", daemon=True
                 )
                 self._pump.start()
-            self._pump_cond.notify()
+            if self._pump_waiting:
+                self._pump_cond.notify()
 
-    def _orphans_done(self) -> bool:
-        # dict.copy() runs without releasing the GIL, so other threads' inserts cannot
-        # interleave with it (iterating the live dict could fail with "changed size").
-        return self.closed or all(c.done for c, _, _ in self._orphans.copy().values())
+    def drain_nowait(self) -> None:
+        """Deliver whatever has arrived, if no other thread is receiving; never blocks.
+
+        A thread that keeps submitting calls settles their futures itself this way, instead
+        of being woken by the pump for each one.
+        """
+        if self._role.acquire(blocking=False):
+            try:
+                while (frames := self._sock.recv_nowait()) is not None:
+                    self._deliver(frames)
+            finally:
+                self._release_role()
 
     def _idle(self) -> bool:
         """True when the pump has nothing to do; drops finished calls."""
@@ -209,12 +244,20 @@ class SyncConnection:
         while not self.closed:
             with self._pump_cond:
                 while self._idle():
+                    self._pump_waiting = True
                     self._pump_cond.wait()
+                self._pump_waiting = False
             if self.closed:
                 return  # type: ignore[unreachable]  # closed is set by another thread
+            # Wait for input without holding the role, so that threads submitting calls can
+            # drain replies themselves; take the role only to deliver.
+            for fd, _ in self._pump_poller.poll(_PUMP_SLICE * 1000):
+                if fd == self._pump_r:
+                    self._drain_pipe(self._pump_r)
             if self._role.acquire(timeout=_PUMP_SLICE):
                 try:
-                    self._receive(self._orphans_done, time.monotonic() + _PUMP_SLICE)
+                    while (frames := self._sock.recv_nowait()) is not None:
+                        self._deliver(frames)
                 finally:
                     self._release_role()
             self._expire_orphans()
@@ -251,5 +294,5 @@ class SyncConnection:
         self._role.acquire(timeout=5)
         self._sock.close()
         self._role.release()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        for fd in (self._wake_r, self._wake_w, self._pump_r, self._pump_w):
+            os.close(fd)
