@@ -88,13 +88,14 @@ class Server:
         server.config({"*_np": {"input_serialization": "pickle", "output_serialization": "pickle"}})
         server.serve_forever("127.0.0.1", 5555)      # or: address = server.start()
 
-    Plain functions run in a bounded thread pool, ``async def`` functions on the event loop
+    Plain functions run in a bounded pool of threads, ``async def`` functions on the event loop
     and generator functions stream their items. Options are chosen per function by the first
     matching glob given to :meth:`config`; :meth:`describe` shows the outcome.
 
     Args:
         name: the server's name, shown to clients.
-        max_workers: threads for plain functions (default: ``min(32, cpus + 4)``).
+        max_workers: how many plain functions may run at once (default: ``min(32, cpus + 4)``);
+            the pool has one thread more, which always stays free to receive.
         token: shared secret a client must present to call functions with pickle input.
     """
 
