@@ -104,11 +104,11 @@ def test_discovery_shows_remote_signatures_and_docstrings(served):
 # that a provisional API will replace it some day.
 @pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
 def test_ipython_completion_and_inspection(served):
-    ipython = pytest.importorskip("IPython", reason="IPython is part of the dev extra")
+    from IPython.core.interactiveshell import InteractiveShell
     import jedi  # type: ignore[import-untyped]
 
     _, client = served
-    shell = ipython.InteractiveShell.instance()
+    shell = InteractiveShell.instance()
     try:
         shell.user_ns["remote"] = client
         shell.Completer.use_jedi = False
@@ -118,7 +118,7 @@ def test_ipython_completion_and_inspection(served):
         assert info["definition"] == "remote.add(x: int, y: int = 1) -> int"
         assert info["docstring"] == "Add two numbers."
     finally:
-        ipython.InteractiveShell.clear_instance()
+        InteractiveShell.clear_instance()
 
 
 def test_plain_async_and_generator_functions(served):
@@ -229,7 +229,8 @@ def test_server_side_timeout_option(serve):
 
 
 def test_numpy_round_trip_keeps_data(served):
-    np = pytest.importorskip("numpy", reason="numpy is part of the dev extra")
+    import numpy as np
+
     _, client = served
     array = np.random.default_rng(0).random(1_000_000)
     assert client.total_np(array) == pytest.approx(float(array.sum()))

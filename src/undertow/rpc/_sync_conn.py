@@ -45,16 +45,12 @@ class SyncConnection:
         self._role = threading.Lock()
         self._waiters: set[threading.Event] = set()
         self._waiters_lock = threading.Lock()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        self._wake_r, self._wake_w = _pipe()
         self._poller = select.poll()
         self._poller.register(self._sock.fd, select.POLLIN)
         self._poller.register(self._wake_r, select.POLLIN)
         # The pump waits for input *without* the receive role, on its own wake-up pipe.
-        self._pump_r, self._pump_w = os.pipe()
-        os.set_blocking(self._pump_r, False)
-        os.set_blocking(self._pump_w, False)
+        self._pump_r, self._pump_w = _pipe()
         self._pump_poller = select.poll()
         self._pump_poller.register(self._sock.fd, select.POLLIN)
         self._pump_poller.register(self._pump_r, select.POLLIN)
@@ -296,3 +292,11 @@ class SyncConnection:
         self._role.release()
         for fd in (self._wake_r, self._wake_w, self._pump_r, self._pump_w):
             os.close(fd)
+
+
+def _pipe() -> tuple[int, int]:
+    """A non-blocking pipe for wake-ups."""
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    os.set_blocking(w, False)
+    return r, w

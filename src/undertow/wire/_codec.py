@@ -56,50 +56,47 @@ def _type_error(value: Any, exc: Exception, codec: str) -> SerializationError:
     )
 
 
-class MsgpackCodec:
+class _MsgspecCodec:
+    """A msgspec encoder/decoder pair: fast, and safe to decode from anyone."""
+
+    name = ""
+    unsafe = False
+    _enc: msgspec.msgpack.Encoder | msgspec.json.Encoder
+    _dec: msgspec.msgpack.Decoder[Any] | msgspec.json.Decoder[Any]
+
+    def encode(self, value: Any) -> list[Buffer]:
+        try:
+            return [self._enc.encode(value)]
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise _type_error(value, exc, self.name) from exc
+
+    def decode(self, frames: Sequence[Buffer]) -> Any:
+        if not frames:
+            raise DeserializationError(f"no {self.name} payload: the body frame is missing")
+        try:
+            return self._dec.decode(frames[0])
+        except (msgspec.DecodeError, ValueError) as exc:
+            raise DeserializationError(f"invalid {self.name} payload: {exc}") from exc
+
+
+class MsgpackCodec(_MsgspecCodec):
     """MessagePack through msgspec: fast, compact and safe to decode."""
 
     name = "msgpack"
-    unsafe = False
 
     def __init__(self) -> None:
         self._enc = msgspec.msgpack.Encoder()
         self._dec = msgspec.msgpack.Decoder()
 
-    def encode(self, value: Any) -> list[Buffer]:
-        try:
-            return [self._enc.encode(value)]
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise _type_error(value, exc, self.name) from exc
 
-    def decode(self, frames: Sequence[Buffer]) -> Any:
-        try:
-            return self._dec.decode(frames[0])
-        except (msgspec.DecodeError, ValueError) as exc:
-            raise DeserializationError(f"invalid msgpack payload: {exc}") from exc
-
-
-class JsonCodec:
+class JsonCodec(_MsgspecCodec):
     """JSON through msgspec: interoperable with any language, safe to decode."""
 
     name = "json"
-    unsafe = False
 
     def __init__(self) -> None:
         self._enc = msgspec.json.Encoder()
         self._dec = msgspec.json.Decoder()
-
-    def encode(self, value: Any) -> list[Buffer]:
-        try:
-            return [self._enc.encode(value)]
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise _type_error(value, exc, self.name) from exc
-
-    def decode(self, frames: Sequence[Buffer]) -> Any:
-        try:
-            return self._dec.decode(frames[0])
-        except (msgspec.DecodeError, ValueError) as exc:
-            raise DeserializationError(f"invalid JSON payload: {exc}") from exc
 
 
 class PickleCodec:
