@@ -104,8 +104,8 @@ def test_discovery_shows_remote_signatures_and_docstrings(served):
 # that a provisional API will replace it some day.
 @pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
 def test_ipython_completion_and_inspection(served):
-    from IPython.core.interactiveshell import InteractiveShell
     import jedi  # type: ignore[import-untyped]
+    from IPython.core.interactiveshell import InteractiveShell
 
     _, client = served
     shell = InteractiveShell.instance()
