@@ -59,7 +59,7 @@ class Incoming:
     answers are dropped, so a deadline and a late result cannot both reach the caller.
     """
 
-    __slots__ = ("_finished", "_once", "_server", "cancelled", "frames", "header", "peer")
+    __slots__ = ("_once", "_server", "cancelled", "frames", "header", "peer")
 
     def __init__(
         self, server: HandlerServer, peer: bytes, header: Header, frames: list[Any]
@@ -69,8 +69,7 @@ class Incoming:
         self.header = header
         #: payload frames: the body, then any out-of-band buffers
         self.frames = frames
-        self._finished = False
-        self._once = [True]
+        self._once = [True]  # popped by whoever answers first
         #: set when the caller sent CANCEL; long-running handlers may poll it
         self.cancelled = False
 
@@ -87,7 +86,7 @@ class Incoming:
     @property
     def finished(self) -> bool:
         """True once the call has been answered."""
-        return self._finished
+        return not self._once
 
     def _send(self, kind: Kind, payload: Sequence[Any], *, name: str = "", codec: str = "") -> None:
         nbuf = len(payload) - 1 if payload else 0
@@ -100,7 +99,6 @@ class Incoming:
             self._once.pop()
         except IndexError:
             return False
-        self._finished = True
         self._server._active.pop((self.peer, self.header.call_id), None)
         return True
 
@@ -127,12 +125,12 @@ class Incoming:
 
     def item(self, payload: Sequence[Any], codec: str) -> None:
         """Send one streamed item, already encoded by ``codec``."""
-        if not self._finished:
+        if self._once:
             self._send(Kind.ITEM, payload, codec=codec)
 
     def output(self, stream: str, text: str) -> None:
         """Send text the handler wrote to ``stream`` (``"stdout"`` or ``"stderr"``)."""
-        if not self._finished:
+        if self._once:
             self._send(Kind.OUTPUT, [text.encode("utf-8", "replace")], name=stream, codec="text")
 
 

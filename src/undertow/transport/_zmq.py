@@ -122,11 +122,6 @@ class LockedSocket:
                 frames.append(frame)
             return frames
 
-    def has_input(self) -> bool:
-        """True if a message is waiting to be received."""
-        with self.lock:
-            return not self.closed and bool(self._getopt(_EVENTS) & _POLLIN)
-
     def close(self) -> None:
         """Close the socket at once, dropping anything unsent."""
         with self.lock:
