@@ -290,11 +290,22 @@ def _raw_rep_echo(sock: zmq.Socket[Any]) -> Callable[[], object]:
     return call
 
 
+def _raw_dealer_echo(sock: zmq.Socket[Any]) -> Callable[[], object]:
+    def call() -> object:
+        sock.send_multipart([CMD_ECHO, RAW_PAYLOAD])
+        return sock.recv_multipart()[0]
+
+    return call
+
+
 def latency_calls(clients: Clients) -> dict[str, Callable[[], object]]:
     """One small synchronous round trip per system, by name."""
     client = clients.ut
     calls: dict[str, Callable[[], object]] = {
         "raw_zmq": _raw_rep_echo(clients.rep),
+        # the pattern undertow uses (a DEALER per client, a ROUTER server, several frames):
+        # shows what the socket pattern itself costs over REQ/REP, before any undertow code
+        "raw_dealer_router": _raw_dealer_echo(clients.dealer),
         "undertow": lambda: client.echo(42),
     }
     if clients.pyro5 is not None:
@@ -314,7 +325,7 @@ def measure_latency(clients: Clients, plan: Plan) -> dict[str, Any]:
     """Sequential echo round trips; systems interleaved round by round to share any drift."""
     calls = latency_calls(clients)
     for name, call in calls.items():
-        check(call(), RAW_PAYLOAD if name == "raw_zmq" else 42)
+        check(call(), RAW_PAYLOAD if name.startswith("raw_") else 42)
         _time_calls(call, plan.latency_warmup, [])
     samples: dict[str, list[int]] = {name: [] for name in calls}
     per_round = plan.latency_calls // plan.latency_rounds
@@ -334,6 +345,7 @@ def measure_latency(clients: Clients, plan: Plan) -> dict[str, Any]:
     }
     result["notes"] = {
         "raw_zmq": f"pyzmq REQ/REP, {len(RAW_PAYLOAD)}-byte payload echoed",
+        "raw_dealer_router": "pyzmq DEALER -> ROUTER echo, 2 frames, send/recv_multipart",
         "undertow": "client.echo(42), sync client, default options",
         "pyro5": "Proxy.echo(42), default serpent serializer, thread-pool daemon",
         "rpyc": "remote_echo = conn.root.echo bound once, then remote_echo(42)",
@@ -706,6 +718,9 @@ def summary(results: dict[str, Any]) -> str:
         f"| {lat['undertow']['p99_us']:.0f} µs | {lat['ratios_p99_vs_raw']['undertow']:.2f}x "
         f"| {_peer_cell(lat, 'pyro5', 'p99_us', 'ratios_p99_vs_raw', 'µs')} "
         f"| {_peer_cell(lat, 'rpyc', 'p99_us', 'ratios_p99_vs_raw', 'µs')} | |",
+        f"| echo latency p50, raw DEALER/ROUTER | {lat['raw_zmq']['p50_us']:.0f} µs "
+        f"| {lat['raw_dealer_router']['p50_us']:.0f} µs (no undertow code) "
+        f"| {lat['ratios_p50_vs_raw']['raw_dealer_router']:.2f}x | | | context only |",
         f"| echo throughput, {WINDOW} in flight | {thr['raw_zmq']['calls_per_s']:,} calls/s "
         f"(zmq DEALER/ROUTER) | {thr['undertow']['calls_per_s']:,} calls/s "
         f"| {thr['ratios_vs_raw']['undertow']:.2f}x "
