@@ -29,10 +29,49 @@ DEFAULT_TIMEOUT = 30.0
 
 
 class CallFuture(concurrent.futures.Future[Any]):
-    """A :class:`concurrent.futures.Future` for a remote call; also awaitable in asyncio."""
+    """A :class:`concurrent.futures.Future` for a remote call; also awaitable in asyncio.
+
+    ``cancel()`` works until the result arrives and tells the server to stop the call.
+    """
+
+    def __init__(self, client: Client | None = None, call: Call | None = None) -> None:
+        super().__init__()
+        self._client = client
+        self._call = call
+        self._once = [True]  # popped by whichever of result, expiry or cancel comes first
 
     def __await__(self) -> Generator[Any, None, Any]:
         return asyncio.wrap_future(self).__await__()
+
+    def _claim(self) -> bool:
+        try:
+            self._once.pop()
+        except IndexError:
+            return False
+        return True
+
+    def _settle(self) -> None:
+        """The call's outcome arrived (runs in the receiving thread)."""
+        call, client = self._call, self._client
+        if call is None or client is None or not call.done or not self._claim():
+            return
+        client._conn.forget(call)
+        try:
+            self.set_result(client._proto.outcome(call))
+        except BaseException as exc:  # the remote error becomes the future's exception
+            self.set_exception(exc)
+
+    def _expire(self, reason: BaseException) -> None:
+        """The deadline passed, or the client closed."""
+        if self._call is not None and self._client is not None and self._claim():
+            self._client._abandon(self._call)
+            self.set_exception(reason)
+
+    def cancel(self) -> bool:
+        """Cancel the call if it has not finished; the server is asked to stop it."""
+        if self._call is not None and self._client is not None and self._claim():
+            self._client._abandon(self._call)
+        return super().cancel()
 
 
 def _timeout_error(proto: Protocol, name: str, timeout: float | None) -> RPCTimeout:
@@ -232,27 +271,15 @@ class Client(_ClientBase):
                 f"{info.name}() is a generator function; iterate over {info.name}(...) instead"
             )
         call, frames, deadline, timeout = self._prepare(info, args, kwargs, opts)
-        future = CallFuture()
-        future.set_running_or_notify_cancel()
+        future = CallFuture(self, call)
         proto, conn = self._proto, self._conn
 
-        def settle() -> None:
-            if call.done and not future.done():
-                conn.forget(call)
-                try:
-                    future.set_result(proto.outcome(call))
-                except BaseException as exc:  # the remote error becomes the future's exception
-                    future.set_exception(exc)
-
         def expire(reason: BaseException) -> None:
-            self._abandon(call)
-            if not future.done():
-                if isinstance(reason, ConnectionClosed):
-                    future.set_exception(reason)
-                else:
-                    future.set_exception(_timeout_error(proto, info.name, timeout))
+            if not isinstance(reason, ConnectionClosed):
+                reason = _timeout_error(proto, info.name, timeout)
+            future._expire(reason)
 
-        call.notify = settle
+        call.notify = future._settle
         conn.start(call, frames)
         conn.watch(call, deadline, expire)
         conn.drain_nowait()  # settle whatever else has completed, here and now

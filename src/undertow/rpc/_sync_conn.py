@@ -55,6 +55,7 @@ class SyncConnection:
         self._pump_poller.register(self._sock.fd, select.POLLIN)
         self._pump_poller.register(self._pump_r, select.POLLIN)
         self._pump_waiting = False
+        self._pump_polling = False
         self._orphans: dict[int, tuple[Call, float | None, Callable[[BaseException], None]]] = {}
         self._pump_cond = threading.Condition()
         self._pump: threading.Thread | None = None
@@ -82,7 +83,7 @@ class SyncConnection:
         # a full pipe means a wake-up is pending anyway; a closed one means we are closing
         with contextlib.suppress(BlockingIOError, OSError):
             os.write(self._wake_w, b"\0")
-            if self._pump is not None:
+            if self._pump_polling:
                 os.write(self._pump_w, b"\0")
 
     # -- receiving --------------------------------------------------------------------------
@@ -247,9 +248,14 @@ class SyncConnection:
                 return  # type: ignore[unreachable]  # closed is set by another thread
             # Wait for input without holding the role, so that threads submitting calls can
             # drain replies themselves; take the role only to deliver.
-            for fd, _ in self._pump_poller.poll(_PUMP_SLICE * 1000):
-                if fd == self._pump_r:
-                    self._drain_pipe(self._pump_r)
+            # Senders poke the pump only while it polls; look once more after saying so, so
+            # that input whose wake-up a sender consumed just before is not slept on.
+            self._pump_polling = True
+            if not self._sock.has_input():
+                for fd, _ in self._pump_poller.poll(_PUMP_SLICE * 1000):
+                    if fd == self._pump_r:
+                        self._drain_pipe(self._pump_r)
+            self._pump_polling = False
             if self._role.acquire(timeout=_PUMP_SLICE):
                 try:
                     while (frames := self._sock.recv_nowait()) is not None:

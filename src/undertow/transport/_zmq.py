@@ -6,9 +6,10 @@ does that with a lock, so a worker thread can send its reply without handing it 
 loop first (a thread hop costs tens of microseconds, a third of a loopback round trip).
 
 ZeroMQ signals readiness through an edge-like file descriptor: it becomes readable when the
-socket's state changes and is reset by *any* operation on the socket, including a send. After
-every send :meth:`LockedSocket.send` therefore checks ``EVENTS`` and reports input that arrived
-meanwhile, so whoever waits on the descriptor does not sleep on a message already queued.
+socket's state changes and is reset by *any* operation on the socket, including a send. The
+rule here: whoever operates on the socket without draining it (:meth:`LockedSocket.send`,
+:meth:`LockedSocket.has_input`) checks ``EVENTS`` afterwards and reports waiting input through
+``on_input``, so whoever sleeps on the descriptor does not sleep on a message already queued.
 """
 
 from __future__ import annotations
@@ -121,6 +122,18 @@ class LockedSocket:
                 frame = sock.recv(_NOBLOCK, copy=False)
                 frames.append(frame)
             return frames
+
+    def has_input(self) -> bool:
+        """True if a message is waiting to be received.
+
+        Asking may reset the descriptor's edge, so, like :meth:`send`, it reports waiting
+        input through ``on_input`` for whoever sleeps on the descriptor.
+        """
+        with self.lock:
+            pending = not self.closed and bool(self._getopt(_EVENTS) & _POLLIN)
+        if pending and self.on_input is not None:
+            self.on_input()
+        return pending
 
     def close(self) -> None:
         """Close the socket at once, dropping anything unsent."""
