@@ -328,3 +328,33 @@ def test_sync_and_async_clients_offer_the_same_methods():
     assert list(inspect.signature(undertow.Client).parameters) == list(
         inspect.signature(undertow.AsyncClient).parameters
     )
+
+
+def test_cancelling_a_future_stops_the_remote_call(serve):
+    server = undertow.Server(name="cancel")
+    started = threading.Event()
+    stopped = threading.Event()
+
+    @server.register
+    async def forever() -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            stopped.set()
+
+    address = serve(server)
+    with undertow.connect(address, timeout=WAIT) as client:
+        future = client.forever.submit()
+        assert started.wait(WAIT)
+        assert future.cancel()
+        assert future.cancelled()
+        assert stopped.wait(WAIT), "the server did not cancel the running task"
+
+
+def test_a_finished_future_cannot_be_cancelled(served):
+    _, client = served
+    future = client.add.submit(1, 2)
+    assert future.result(WAIT) == 3
+    assert not future.cancel()
+    assert future.result() == 3
