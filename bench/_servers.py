@@ -50,7 +50,20 @@ def _watch_parent(parent: int) -> None:
 
 
 def peak_rss_kib() -> int:
-    """This process's peak resident set size so far, in KiB (Linux units of ``ru_maxrss``)."""
+    """This process's peak resident set size so far, in KiB.
+
+    On Linux this is ``VmHWM`` from ``/proc/self/status``, not ``ru_maxrss``: a child started
+    with (v)fork and exec inherits in ``ru_maxrss`` the peak of its parent's memory at the time,
+    so a benchmark that already held a 100 MB array would hide the server's own growth.
+    Elsewhere ``ru_maxrss`` is the fallback (KiB on Linux, bytes on macOS).
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 

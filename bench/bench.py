@@ -75,7 +75,7 @@ class Plan:
         """The full plan, or the short one of ``--quick``."""
         if quick:
             return cls(1000, 100, 2, 3000, 1, 2)
-        return cls(5000, 300, 5, 20000, 2, 5)
+        return cls(5000, 300, 10, 20000, 4, 5)
 
 
 # -- server processes ----------------------------------------------------------------------------
@@ -328,13 +328,23 @@ def measure_latency(clients: Clients, plan: Plan) -> dict[str, Any]:
         check(call(), RAW_PAYLOAD if name.startswith("raw_") else 42)
         _time_calls(call, plan.latency_warmup, [])
     samples: dict[str, list[int]] = {name: [] for name in calls}
+    round_p50: dict[str, list[float]] = {name: [] for name in calls}
     per_round = plan.latency_calls // plan.latency_rounds
     for _ in range(plan.latency_rounds):
         for name, call in calls.items():
             gc.collect()
-            _time_calls(call, per_round, samples[name])
+            block: list[int] = []
+            _time_calls(call, per_round, block)
+            samples[name] += block
+            round_p50[name].append(float(np.median(block)))
     result: dict[str, Any] = {name: latency_stats(s) for name, s in samples.items()}
     floor = result["raw_zmq"]["p50_us"]
+    # the same ratio within each round: its spread shows how much background load moved it
+    result["per_round_ratios_p50_vs_raw"] = {
+        name: [round(x / f, 3) for x, f in zip(r, round_p50["raw_zmq"], strict=True)]
+        for name, r in round_p50.items()
+        if name != "raw_zmq"
+    }
     result["ratios_p50_vs_raw"] = {
         name: round(result[name]["p50_us"] / floor, 3) for name in calls if name != "raw_zmq"
     }
@@ -454,6 +464,11 @@ def measure_throughput(clients: Clients, plan: Plan) -> dict[str, Any]:
     floor = result["raw_zmq"]["calls_per_s"]
     result["ratios_vs_raw"] = {
         name: round(result[name]["calls_per_s"] / floor, 3) for name in runs if name != "raw_zmq"
+    }
+    result["per_round_ratios_vs_raw"] = {
+        name: [round(x / f, 3) for x, f in zip(r, rates["raw_zmq"], strict=True)]
+        for name, r in rates.items()
+        if name != "raw_zmq"
     }
     result["notes"] = {
         "raw_zmq": f"pyzmq DEALER -> ROUTER echo, {WINDOW} messages in flight",
@@ -598,8 +613,9 @@ def measure_bulk(servers: dict[str, ServerProcess], plan: Plan) -> dict[str, Any
         "download: client.make(100_000_000), server allocates np.ones and pickles it out of band",
         "raw_zmq": "DEALER -> ROUTER copy=False, 100 MB frame one way and a tiny reply; the "
         "server's download blob is allocated once",
-        "server_rss": "ru_maxrss of a server process used only for that direction; growth is "
-        "the peak after all runs minus the peak once set up, before any call",
+        "server_rss": "peak RSS (VmHWM; ru_maxrss would include the parent's peak inherited "
+        "across fork+exec) of a server process used only for that direction; growth is the peak "
+        "after all runs minus the peak once set up, before any call",
         "order": "each run times every step in turn (raw, undertow, numpy), best run counts",
     }
     return result

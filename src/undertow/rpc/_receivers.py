@@ -141,6 +141,9 @@ class ReceiverPool:
                 self._receive(poller)
             else:
                 self._run(job)
+            # Drop the job before waiting again: it holds the call's arguments, which may be
+            # a 100 MB array the caller expects to be freed once the call returns.
+            job = None
 
     def _next_turn(self) -> Job | None:
         """Block until this thread has a job or the receive role; None means stop."""
@@ -202,8 +205,11 @@ class ReceiverPool:
             except Exception:
                 log.exception("error while dispatching a message; it was dropped")
                 continue
-            if job is not None and self._run_received(job):
-                return
+            if job is not None:
+                handed_over = self._run_received(job)
+                job = frames = None  # see _work: nothing of a finished call stays referenced
+                if handed_over:
+                    return
 
     def _run_received(self, job: Job) -> bool:
         """Run or queue a job the receiver got; True if this thread gave up the role."""
