@@ -280,7 +280,7 @@ class Client(_ClientBase):
             future._expire(reason)
 
         call.notify = future._settle
-        conn.start(call, frames)
+        conn.start(call, frames, then_drain=True)
         conn.watch(call, deadline, expire)
         conn.drain_nowait()  # settle whatever else has completed, here and now
         return future

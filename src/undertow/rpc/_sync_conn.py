@@ -63,12 +63,16 @@ class SyncConnection:
 
     # -- sending ----------------------------------------------------------------------------
 
-    def start(self, call: Call, frames: list[Any]) -> None:
-        """Register ``call`` and send its request."""
+    def start(self, call: Call, frames: list[Any], *, then_drain: bool = False) -> None:
+        """Register ``call`` and send its request.
+
+        ``then_drain`` promises a :meth:`drain_nowait` right after, which makes the send's
+        own check for waiting input unnecessary.
+        """
         if self.closed:
             raise ConnectionClosed(f"the client for {self.endpoint} is closed")
         self._calls[call.call_id] = call
-        self._sock.send(frames)
+        self._sock.send(frames, report=not then_drain)
 
     def send(self, frames: list[Any]) -> None:
         """Send a message that expects no reply (a CANCEL)."""
@@ -220,6 +224,8 @@ class SyncConnection:
                     self._deliver(frames)
             finally:
                 self._release_role()
+        else:
+            self._poke()  # whoever holds the role may sleep on an edge our send consumed
 
     def _idle(self) -> bool:
         """True when the pump has nothing to do; drops finished calls."""

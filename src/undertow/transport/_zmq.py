@@ -91,11 +91,12 @@ class LockedSocket:
         self.on_input = on_input
         self.closed = False
 
-    def send(self, frames: Sequence[Any]) -> None:
+    def send(self, frames: Sequence[Any], *, report: bool = True) -> None:
         """Send one multipart message from any thread; never blocks (queues are unbounded).
 
         Small frames are copied (cheaper than tracking them); large ones are sent without a
-        copy, so the caller must not change them afterwards.
+        copy, so the caller must not change them afterwards. ``report=False`` skips the
+        check for waiting input: only for a caller that drains the socket right after.
         """
         last = len(frames) - 1
         with self.lock:
@@ -105,7 +106,7 @@ class LockedSocket:
             for i, frame in enumerate(frames):
                 small = len(frame) < _COPY_BELOW if isinstance(frame, bytes) else False
                 send(frame, _SNDMORE if i < last else 0, copy=small)
-            pending = self._getopt(_EVENTS) & _POLLIN
+            pending = report and self._getopt(_EVENTS) & _POLLIN
         if pending and self.on_input is not None:
             self.on_input()
 
