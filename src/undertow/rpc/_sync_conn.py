@@ -7,8 +7,10 @@ takes the *receive role* and polls the socket itself. Threads that find the role
 an event; whoever holds the role delivers every message to its call and wakes its owner. When
 the holder's own call is done it gives the role up and wakes the others, one of whom takes it.
 
-Futures (``submit``) have no thread waiting on them, so a pump thread, started on first use,
-takes the role while such calls are outstanding.
+Futures (``submit``) have no thread waiting on them. ``submit`` itself delivers whatever has
+arrived, so a thread that keeps submitting settles its own futures; and a pump thread, started
+on first use, waits for input without the role while futures are outstanding and takes the
+role only to deliver.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ __all__ = ["SyncConnection"]
 
 log = logging.getLogger(__name__)
 
-#: Longest the pump holds the receive role before giving others a chance, in seconds.
+#: Longest the pump waits at a time (for input, or for the receive role), in seconds; it then
+#: looks for futures whose deadline has passed.
 _PUMP_SLICE = 0.05
 
 
@@ -87,7 +90,8 @@ class SyncConnection:
         # a full pipe means a wake-up is pending anyway; a closed one means we are closing
         with contextlib.suppress(BlockingIOError, OSError):
             os.write(self._wake_w, b"\0")
-            if self._pump_polling:
+        if self._pump_polling:
+            with contextlib.suppress(BlockingIOError, OSError):
                 os.write(self._pump_w, b"\0")
 
     # -- receiving --------------------------------------------------------------------------
@@ -299,9 +303,11 @@ class SyncConnection:
         with self._waiters_lock:
             for event in self._waiters:
                 event.set()
-        self._role.acquire(timeout=5)
+        # the role holder was poked above and leaves its poll; close the socket after it
+        held = self._role.acquire(timeout=5)
         self._sock.close()
-        self._role.release()
+        if held:
+            self._role.release()
         for fd in (self._wake_r, self._wake_w, self._pump_r, self._pump_w):
             os.close(fd)
 
