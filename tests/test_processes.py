@@ -98,3 +98,15 @@ def test_background_server_in_a_thread_reports_its_address():
         with undertow.connect(server.address, timeout=WAIT) as client:
             assert client.ping() == "pong"
     assert not any(t.name.startswith("undertow-server-bg") for t in threading.enumerate())
+
+
+def test_a_stopped_server_can_serve_again():
+    server = undertow.Server(name="again")
+    server.register("ping", lambda: "pong")
+    for _ in range(2):
+        address = server.start()
+        try:
+            with undertow.connect(address, timeout=WAIT) as client:
+                assert client.ping() == "pong"
+        finally:
+            server.stop()

@@ -208,9 +208,11 @@ class HandlerServer:
         assert self._loop is not None
         if self._pool is not None:
             await asyncio.to_thread(self._pool.stop)
+            self._pool = None
         else:
             self._loop.remove_reader(self._sock.fd)
         self._sock.close()
+        self._sock = None  # the server may listen again
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()

@@ -230,8 +230,6 @@ class Server:
 
         async def main() -> None:
             loop = asyncio.get_running_loop()
-            task = asyncio.current_task()
-            assert task is not None
             if threading.current_thread() is threading.main_thread():
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.add_signal_handler(sig, self.stop)
