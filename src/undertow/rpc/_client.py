@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from typing import Any
@@ -34,10 +35,18 @@ class CallFuture(concurrent.futures.Future[Any]):
     ``cancel()`` works until the result arrives and tells the server to stop the call.
     """
 
-    def __init__(self, client: Client | None = None, call: Call | None = None) -> None:
+    def __init__(
+        self,
+        client: Client | None = None,
+        call: Call | None = None,
+        deadline: float | None = None,
+        on_deadline: Callable[[BaseException], None] | None = None,
+    ) -> None:
         super().__init__()
         self._client = client
         self._call = call
+        self._deadline = deadline
+        self._on_deadline = on_deadline or self._expire
         self._once = [True]  # popped by whichever of result, expiry or cancel comes first
 
     def __await__(self) -> Generator[Any, None, Any]:
@@ -66,6 +75,25 @@ class CallFuture(concurrent.futures.Future[Any]):
         if self._call is not None and self._client is not None and self._claim():
             self._client._abandon(self._call)
             self.set_exception(reason)
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The call's result, waiting up to ``timeout`` seconds.
+
+        The waiting thread receives for the connection itself when no other thread does,
+        so waiting on a future costs no more than a blocking call.
+        """
+        call, client = self._call, self._client
+        if call is not None and client is not None and not self.done():
+            mine = None if timeout is None else time.monotonic() + timeout
+            limits = [t for t in (mine, self._deadline) if t is not None]
+            until = min(limits) if limits else None
+            with contextlib.suppress(ConnectionClosed):  # reported by the future itself
+                client._conn.wait(call, lambda: call.done or self.done(), until)
+            if self._deadline is not None and time.monotonic() >= self._deadline:
+                self._on_deadline(TimeoutError())
+            if mine is not None:
+                timeout = max(0.0, mine - time.monotonic())
+        return super().result(timeout)
 
     def cancel(self) -> bool:
         """Cancel the call if it has not finished; the server is asked to stop it."""
@@ -271,13 +299,14 @@ class Client(_ClientBase):
                 f"{info.name}() is a generator function; iterate over {info.name}(...) instead"
             )
         call, frames, deadline, timeout = self._prepare(info, args, kwargs, opts)
-        future = CallFuture(self, call)
         proto, conn = self._proto, self._conn
 
         def expire(reason: BaseException) -> None:
             if not isinstance(reason, ConnectionClosed):
                 reason = _timeout_error(proto, info.name, timeout)
             future._expire(reason)
+
+        future = CallFuture(self, call, deadline, expire)
 
         call.notify = future._settle
         conn.start(call, frames, then_drain=True)
