@@ -217,14 +217,16 @@ class SyncConnection:
         self, call: Call, deadline: float | None, expire: Callable[[BaseException], None]
     ) -> None:
         """Have the pump thread receive for ``call``, which no thread waits on."""
-        with self._pump_cond:
-            self._orphans[call.call_id] = (call, deadline, expire)
-            if self._pump is None:
-                self._pump = threading.Thread(
-                    target=self._pump_loop, name="undertow-client-pump", daemon=True
-                )
-                self._pump.start()
-            if self._pump_waiting:
+        self._orphans[call.call_id] = (call, deadline, expire)
+        # The pump says it is about to wait *before* it checks for orphans, so either it
+        # sees this one or we see its flag; the lock is taken only when it may be asleep.
+        if self._pump_waiting or self._pump is None:
+            with self._pump_cond:
+                if self._pump is None:
+                    self._pump = threading.Thread(
+                        target=self._pump_loop, name="undertow-client-pump", daemon=True
+                    )
+                    self._pump.start()
                 self._pump_cond.notify()
 
     def drain_nowait(self) -> None:
@@ -262,8 +264,8 @@ class SyncConnection:
     def _pump_forever(self) -> None:
         while not self.closed:
             with self._pump_cond:
+                self._pump_waiting = True
                 while self._idle():
-                    self._pump_waiting = True
                     self._pump_cond.wait()
                 self._pump_waiting = False
             if self.closed:
