@@ -358,3 +358,36 @@ def test_a_finished_future_cannot_be_cancelled(served):
     assert future.result(WAIT) == 3
     assert not future.cancel()
     assert future.result() == 3
+
+
+def test_plain_functions_are_bounded_by_max_workers_and_async_ones_still_run(serve):
+    server = undertow.Server(name="bounded", max_workers=2)
+    lock = threading.Lock()
+    running = {"now": 0, "most": 0}
+    release = threading.Event()
+
+    @server.register
+    def busy() -> int:
+        with lock:
+            running["now"] += 1
+            running["most"] = max(running["most"], running["now"])
+        try:
+            assert release.wait(WAIT)
+        finally:
+            with lock:
+                running["now"] -= 1
+        return 1
+
+    @server.register
+    async def ping() -> str:
+        return "pong"
+
+    address = serve(server)
+    with undertow.connect(address, timeout=WAIT) as client:
+        futures = [client.busy.submit() for _ in range(5)]
+        # both workers busy, three calls queued: the server still answers async functions
+        assert client.ping() == "pong"
+        assert running["most"] <= 2
+        release.set()
+        assert [f.result(WAIT) for f in futures] == [1] * 5
+    assert running["most"] == 2

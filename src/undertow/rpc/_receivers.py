@@ -227,7 +227,9 @@ class ReceiverPool:
             if inline:
                 st.inline_since = st.last_inline = time.monotonic()
                 st.inline_key = key
-            if not inline or st.sentinel_deep:
+            # Wake an idle thread unless an awake sentinel is already watching: it takes the
+            # role, or becomes the sentinel (the post is empty after a sentinel took the role).
+            if not inline or st.sentinel_deep or not st.sentinel:
                 self._cond.notify()
         started = time.monotonic()
         self._run(job)
