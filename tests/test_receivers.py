@@ -1,0 +1,70 @@
+"""The server's receiver pool under mixed load: nothing is lost, concurrency stays bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import undertow
+
+WAIT = 20.0
+
+
+def test_mixed_fast_slow_and_async_calls_from_many_clients(serve):
+    server = undertow.Server(name="mixed", max_workers=2)
+    lock = threading.Lock()
+    running = {"now": 0, "most": 0}
+
+    def track(delta: int) -> None:
+        with lock:
+            running["now"] += delta
+            running["most"] = max(running["most"], running["now"])
+
+    @server.register
+    def fast(i: int) -> int:
+        track(1)
+        track(-1)
+        return i
+
+    @server.register
+    def slow(i: int) -> int:
+        track(1)
+        try:
+            time.sleep(0.02)  # longer than the pool's 5 ms: the sentinel must take over
+        finally:
+            track(-1)
+        return -i
+
+    @server.register
+    async def later(i: int) -> int:
+        await asyncio.sleep(0.001)
+        return i * 10
+
+    address = serve(server)
+    errors: list[BaseException] = []
+
+    def client_thread(seed: int) -> None:
+        try:
+            with undertow.connect(address, timeout=WAIT) as client:
+                for i in range(seed, seed + 40):
+                    kind = i % 4
+                    if kind == 0:
+                        assert client.slow(i) == -i
+                    elif kind == 1:
+                        assert client.later(i) == i * 10
+                    else:
+                        assert client.fast(i) == i
+                futures = [client.slow.submit(i) for i in range(6)]
+                assert [f.result(WAIT) for f in futures] == [-i for i in range(6)]
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=client_thread, args=(k * 100,)) for k in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(WAIT * 2)
+    assert not errors, errors[:3]
+    assert not any(th.is_alive() for th in threads)
+    assert running["most"] <= 2
