@@ -58,6 +58,7 @@ class _State:
         self.last_inline = 0.0
         self.inline_since: float | None = None
         self.inline_key = ""
+        self.inline_owner = 0  # the thread running the inline call
         self.backlog: deque[Job] = deque()
         self.slow: set[str] = set()
         self.stopping = False
@@ -224,9 +225,10 @@ class ReceiverPool:
             # with more input waiting (running quick calls back to back is fastest), and the
             # sentinel steps in if it turns out slow.
             inline = key not in st.slow
+            me = threading.get_ident()
             if inline:
                 st.inline_since = st.last_inline = time.monotonic()
-                st.inline_key = key
+                st.inline_key, st.inline_owner = key, me
             # Wake an idle thread unless an awake sentinel is already watching: it takes the
             # role, or becomes the sentinel (the post is empty after a sentinel took the role).
             if not inline or st.sentinel_deep or not st.sentinel:
@@ -234,7 +236,7 @@ class ReceiverPool:
         started = time.monotonic()
         self._run(job)
         with self._cond:
-            if inline and st.inline_since is not None:
+            if inline and st.inline_since is not None and st.inline_owner == me:
                 # nobody took over: the call was quick; carry on receiving
                 st.inline_since = None
                 if not st.receiving:
