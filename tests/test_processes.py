@@ -110,3 +110,45 @@ def test_a_stopped_server_can_serve_again():
                 assert client.ping() == "pong"
         finally:
             server.stop()
+
+
+INTERRUPTED = """
+import asyncio, os, signal, threading
+import undertow
+
+started, cancelled = threading.Event(), threading.Event()
+server = undertow.Server(name="ctrl-c")
+
+@server.register
+async def forever() -> None:
+    started.set()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        cancelled.set()
+
+address = server.start()
+
+def interrupt() -> None:
+    if started.wait(10):
+        os.kill(os.getpid(), signal.SIGINT)
+
+threading.Thread(target=interrupt, daemon=True).start()
+with undertow.connect(address, timeout=30) as client:
+    try:
+        client.forever()
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+print("remote call cancelled" if cancelled.wait(10) else "remote call still running", flush=True)
+server.stop()
+"""
+
+
+def test_ctrl_c_during_a_call_cancels_the_remote_call(tmp_path):
+    script = tmp_path / "interrupted.py"
+    script.write_text(INTERRUPTED)
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["interrupted", "remote call cancelled"]

@@ -286,7 +286,13 @@ class Client(_ClientBase):
         self._conn.start(call, frames)
         if info.streams:
             return _Stream(self, call, timeout)
-        if not self._conn.wait(call, lambda: call.done, deadline, fresh=True):
+        try:
+            done = self._conn.wait(call, lambda: call.done, deadline, fresh=True)
+        except BaseException:
+            # Ctrl-C in a notebook, say: stop the remote call too, then let it propagate
+            self._abandon(call)
+            raise
+        if not done:
             self._abandon(call)
             raise _timeout_error(self._proto, info.name, timeout)
         return self._proto.outcome(call)
