@@ -344,7 +344,14 @@ class _Stream(Iterator[Any]):
             raise StopIteration
         if not call.items and not call.done:
             deadline = None if self._timeout is None else time.monotonic() + self._timeout
-            if not self._client._conn.wait(call, lambda: bool(call.items) or call.done, deadline):
+            try:
+                ready = self._client._conn.wait(
+                    call, lambda: bool(call.items) or call.done, deadline
+                )
+            except BaseException:  # Ctrl-C while waiting for an item: stop the generator too
+                self.close()
+                raise
+            if not ready:
                 self.close()
                 raise _timeout_error(proto, call.name, self._timeout)
         if call.items:
