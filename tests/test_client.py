@@ -391,3 +391,75 @@ def test_plain_functions_are_bounded_by_max_workers_and_async_ones_still_run(ser
         release.set()
         assert [f.result(WAIT) for f in futures] == [1] * 5
     assert running["most"] == 2
+
+
+def test_leaving_a_stream_early_stops_the_remote_generator(serve):
+    server = undertow.Server(name="streams")
+    stopped = threading.Event()
+
+    @server.register
+    def naturals():
+        try:
+            n = 0
+            while True:
+                yield n
+                n += 1
+        finally:
+            stopped.set()
+
+    address = serve(server)
+    with undertow.connect(address, timeout=WAIT) as client:
+        stream = client.naturals()
+        assert [next(stream) for _ in range(3)] == [0, 1, 2]
+        stream.close()
+        assert stopped.wait(WAIT), "the remote generator kept running"
+        assert next(client.naturals()) == 0  # the server still serves
+
+
+@pytest.mark.parametrize("name", ["naturals", "anaturals"])
+def test_a_fast_generator_waits_for_a_slow_consumer(serve, name):
+    from undertow.wire import STREAM_WINDOW
+
+    server = undertow.Server(name="flow")
+    produced = [0]
+    changed = threading.Condition()
+
+    def count(n: int) -> None:
+        with changed:
+            produced[0] = n + 1
+            changed.notify_all()
+
+    @server.register
+    def naturals():
+        n = 0
+        while True:
+            count(n)
+            yield n
+            n += 1
+
+    @server.register
+    async def anaturals():
+        n = 0
+        while True:
+            count(n)
+            yield n
+            n += 1
+
+    def settles_at(count: int) -> bool:
+        with changed:
+            if not changed.wait_for(lambda: produced[0] >= count, WAIT):
+                return False
+            # a bounded look for overshoot: nothing more may be produced without credit
+            changed.wait_for(lambda: produced[0] > count, 0.3)
+            return produced[0] == count
+
+    address = serve(server)
+    with undertow.connect(address, timeout=WAIT) as client:
+        stream = client[name]()
+        assert next(stream) == 0
+        # one window sent, plus the item the generator holds while it waits for credit
+        assert settles_at(STREAM_WINDOW + 1)
+        half = STREAM_WINDOW // 2
+        assert [next(stream) for _ in range(half - 1)] == list(range(1, half))
+        assert settles_at(half + STREAM_WINDOW + 1)
+        stream.close()

@@ -148,6 +148,7 @@ class _AsyncStream(AsyncIterator[Any]):
         self._call = call
         self._timeout = timeout
         self._finished = False
+        self._consumed = 0
 
     async def __anext__(self) -> Any:
         call, proto = self._call, self._client._proto
@@ -163,6 +164,10 @@ class _AsyncStream(AsyncIterator[Any]):
                 raise _timeout_error(proto, call.name, self._timeout)
         if call.items:
             header, frames = call.items.popleft()
+            self._consumed += 1
+            credit = proto.credit_frames(call.call_id, self._consumed)
+            if credit is not None and not call.done:
+                self._client._connection().send(credit)
             return proto.decode_value(header, frames)
         self._finished = True
         proto.outcome(call)

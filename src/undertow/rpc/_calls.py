@@ -16,10 +16,12 @@ import msgspec
 
 from undertow.errors import AuthenticationError, SerializationError, UndertowError
 from undertow.wire import (
+    STREAM_WINDOW,
     Codec,
     Flags,
     Header,
     Kind,
+    MsgpackCodec,
     decode_error,
     encode_header,
     rebuild,
@@ -31,6 +33,7 @@ __all__ = ["Call", "FunctionInfo", "Protocol", "write_output"]
 OutputCallback = Callable[[str, str], None]
 
 _NO_OUTPUT = int(Flags.NO_OUTPUT)
+_MSGPACK = MsgpackCodec()
 
 
 def write_output(stream: str, text: str) -> None:
@@ -194,6 +197,16 @@ class Protocol:
     def cancel_frames(call_id: int) -> list[Any]:
         """Frames of a CANCEL for ``call_id``."""
         return [encode_header(Header(Kind.CANCEL, call_id))]
+
+    @staticmethod
+    def credit_frames(call_id: int, consumed: int) -> list[Any] | None:
+        """Frames of a CREDIT after ``consumed`` items of a stream, when one is due."""
+        if consumed % (STREAM_WINDOW // 2):
+            return None
+        return [
+            encode_header(Header(Kind.CREDIT, call_id, codec="msgpack")),
+            *_MSGPACK.encode(consumed),
+        ]
 
     def decode_value(self, header: Header, frames: list[Any]) -> Any:
         """Decode the payload of a RESULT or ITEM."""

@@ -334,6 +334,7 @@ class _Stream(Iterator[Any]):
         self._call = call
         self._timeout = timeout
         self._finished = False
+        self._consumed = 0
 
     def __repr__(self) -> str:
         return f"<remote stream {self._call.name}() [{len(self._call.items)} buffered]>"
@@ -356,6 +357,10 @@ class _Stream(Iterator[Any]):
                 raise _timeout_error(proto, call.name, self._timeout)
         if call.items:
             header, frames = call.items.popleft()
+            self._consumed += 1
+            credit = proto.credit_frames(call.call_id, self._consumed)
+            if credit is not None and not call.done:
+                self._client._conn.send(credit)
             return proto.decode_value(header, frames)
         self._finished = True
         proto.outcome(call)  # raises the remote error, if any

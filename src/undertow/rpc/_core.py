@@ -30,6 +30,7 @@ from typing import Any
 import zmq
 
 from undertow.errors import UndertowError
+from undertow.rpc._flow import StreamCredit
 from undertow.rpc._receivers import Job, ReceiverPool
 from undertow.transport import LockedSocket, bind_router
 from undertow.wire import (
@@ -59,7 +60,7 @@ class Incoming:
     answers are dropped, so a deadline and a late result cannot both reach the caller.
     """
 
-    __slots__ = ("_once", "_server", "cancelled", "frames", "header", "peer")
+    __slots__ = ("_once", "_server", "cancelled", "credit", "frames", "header", "peer")
 
     def __init__(
         self, server: HandlerServer, peer: bytes, header: Header, frames: list[Any]
@@ -72,6 +73,8 @@ class Incoming:
         self._once = [True]  # popped by whoever answers first
         #: set when the caller sent CANCEL; long-running handlers may poll it
         self.cancelled = False
+        #: flow control of a stream, set by whoever runs a generator
+        self.credit: StreamCredit | None = None
 
     @property
     def name(self) -> str:
@@ -280,11 +283,10 @@ class HandlerServer:
         except UndertowError as exc:
             log.debug("dropped a message from a peer: %s", exc)
             return None
-        if header.kind == Kind.CANCEL:
+        if header.kind in (Kind.CANCEL, Kind.CREDIT):
             incoming = self._active.get((peer, header.call_id))
             if incoming is not None:
-                incoming.cancelled = True
-                self.on_loop(self.on_cancel, incoming)
+                self._control(incoming, header, frames[2:])
             return None
         if header.kind != Kind.CALL:
             log.debug("dropped a %s message: servers take only CALL and CANCEL", header.kind.name)
@@ -300,6 +302,17 @@ class HandlerServer:
         else:
             incoming.fail(self.not_found(header.name))
         return None
+
+    def _control(self, incoming: Incoming, header: Header, frames: list[zmq.Frame]) -> None:
+        credit = incoming.credit
+        if header.kind == Kind.CANCEL:
+            incoming.cancelled = True
+            if credit is not None:
+                credit.close()
+            self.on_loop(self.on_cancel, incoming)
+        elif credit is not None and frames:
+            with contextlib.suppress(UndertowError, TypeError, ValueError):
+                credit.grant(int(_MSGPACK.decode([frames[0].buffer])))
 
     def on_cancel(self, incoming: Incoming) -> None:
         """Called on the loop when a caller cancels ``incoming``; subclasses may stop work."""

@@ -15,6 +15,7 @@ from typing import Any, TypeVar, overload
 from undertow.errors import ConfigError, DeserializationError, UndertowError
 from undertow.rpc._calls import FunctionInfo
 from undertow.rpc._core import HandlerServer, Incoming, RawHandler
+from undertow.rpc._flow import StreamCredit
 from undertow.rpc._options import FunctionOptions, GlobTable
 from undertow.rpc._output import capture
 from undertow.rpc._receivers import Job
@@ -296,6 +297,9 @@ class Server:
         if problem is not None:
             incoming.fail(problem)
             return None
+        if entry.mode in ("generator", "asyncgen"):
+            # made here, before any CREDIT for this call can arrive
+            incoming.credit = StreamCredit(self._loop if entry.mode == "asyncgen" else None)
         if entry.mode in ("async", "asyncgen"):
             self._core.on_loop(self._start_async, entry, incoming)
             return None
@@ -370,9 +374,10 @@ class Server:
         try:
             with capture(self._sender(entry, incoming)):
                 if entry.mode == "generator":
+                    assert incoming.credit is not None
                     for item in entry.fn(*args, **kwargs):
-                        if incoming.cancelled or incoming.finished:
-                            break
+                        if not incoming.credit.take(_credit_wait(incoming)):
+                            break  # cancelled, or the caller stopped asking
                         self._send_item(entry, incoming, item)
                     result = None
                 else:
@@ -392,7 +397,10 @@ class Server:
                 async with asyncio.timeout(entry.options.timeout):
                     with capture(self._sender(entry, incoming)):
                         if entry.mode == "asyncgen":
+                            assert incoming.credit is not None
                             async for item in entry.fn(*args, **kwargs):
+                                if not await incoming.credit.take_async(_credit_wait(incoming)):
+                                    break
                                 self._send_item(entry, incoming, item)
                             result = None
                         else:
@@ -429,6 +437,15 @@ class Server:
             )
             return
         incoming.reply(payload, codec.name)
+
+
+def _credit_wait(incoming: Incoming) -> float:
+    """How long a stream waits for its caller to ask for more before it gives up."""
+    return incoming.header.timeout or _IDLE_STREAM
+
+
+#: A stream whose caller set no deadline gives up after this long without asking for more.
+_IDLE_STREAM = 300.0
 
 
 def _timeout_info(entry: _Entry) -> ErrorInfo:

@@ -13,6 +13,7 @@ from undertow.wire._errors import ErrorInfo, decode_error, encode_error, error_i
 from undertow.wire._header import (
     MAGIC,
     PROTOCOL_VERSION,
+    STREAM_WINDOW,
     Flags,
     Header,
     Kind,
@@ -24,6 +25,7 @@ __all__ = [
     "BUILTIN_CODECS",
     "MAGIC",
     "PROTOCOL_VERSION",
+    "STREAM_WINDOW",
     "Codec",
     "DumpsLoadsCodec",
     "ErrorInfo",

@@ -32,9 +32,21 @@ import msgspec
 
 from undertow.errors import WireError
 
-__all__ = ["MAGIC", "PROTOCOL_VERSION", "Flags", "Header", "Kind", "decode_header", "encode_header"]
+__all__ = [
+    "MAGIC",
+    "PROTOCOL_VERSION",
+    "STREAM_WINDOW",
+    "Flags",
+    "Header",
+    "Kind",
+    "decode_header",
+    "encode_header",
+]
 
 MAGIC = b"UT"
+#: A stream may run this many items ahead of what its caller has consumed; the caller
+#: grants more with CREDIT messages (every half window), so a fast generator cannot flood it.
+STREAM_WINDOW = 64
 PROTOCOL_VERSION = 1
 _PREFIX = MAGIC + bytes([PROTOCOL_VERSION])
 
@@ -49,6 +61,7 @@ class Kind(enum.IntEnum):
     ITEM = 5  # server -> client: one item yielded by a generator function
     END = 6  # server -> client: the generator is exhausted; ends the call
     CANCEL = 7  # client -> server: the caller gave up on call_id
+    CREDIT = 8  # client -> server: body = msgpack int, items of a stream consumed so far
 
 
 class Flags(enum.IntFlag):
