@@ -283,8 +283,9 @@ class Client(_ClientBase):
         self, info: FunctionInfo, args: tuple[Any, ...], kwargs: dict[str, Any], opts: CallOptions
     ) -> Any:
         call, frames, deadline, timeout = self._prepare(info, args, kwargs, opts)
-        self._conn.start(call, frames)
+        self._conn.start(call, frames, then_drain=info.streams)
         if info.streams:
+            self._conn.drain_nowait()
             return _Stream(self, call, timeout)
         try:
             done = self._conn.wait(call, lambda: call.done, deadline, fresh=True)

@@ -74,7 +74,10 @@ class SyncConnection:
         """Register ``call`` and send its request.
 
         ``then_drain`` promises a :meth:`drain_nowait` right after, which makes the send's
-        own check for waiting input unnecessary.
+        own check for waiting input unnecessary. Otherwise that check must stay: besides
+        reporting input, it is what tells ZeroMQ we will wait, so that the reply's arrival
+        signals the descriptor (ZeroMQ signals a reader only after it has seen the queue
+        empty).
         """
         if self.closed:
             raise ConnectionClosed(f"the client for {self.endpoint} is closed")
@@ -105,7 +108,8 @@ class SyncConnection:
     ) -> bool:
         """Block until ``ready()`` or the deadline; True if ready.
 
-        ``fresh`` says this thread has just sent the call and touched the socket since.
+        ``fresh``: this thread has just sent the call with :meth:`start` (which checked for
+        input), so the first look at the socket can be skipped.
         """
         # Fast path, the common one: nobody else is receiving, so receive for ourselves.
         if self._role.acquire(blocking=False):
@@ -172,14 +176,23 @@ class SyncConnection:
 
         ``poll_first`` skips the first look at the socket: right after our own send nothing
         can be there yet that the descriptor (or the send's own EVENTS check) would not show.
+        Each look at ``EVENTS`` costs a system call inside ZeroMQ, so this path takes as few
+        as it safely can.
         """
         sock = self._sock
+        likely = False  # the socket's descriptor said input is there
         while not self.closed:
             if poll_first:
                 poll_first = False
             else:
-                while (frames := sock.recv_nowait()) is not None:
+                while (frames := sock.recv_nowait(likely=likely)) is not None:
+                    likely = False
                     self._deliver(frames)
+                    if not self._calls and not self._orphans and ready():
+                        # Nothing else is outstanding, so no need to look for more; whoever
+                        # waits next checks the socket before sleeping (start(), drain_nowait,
+                        # the pump), which re-arms ZeroMQ's signal.
+                        return
                 if ready():
                     return
             if deadline is None:
@@ -188,9 +201,12 @@ class SyncConnection:
                 timeout_ms = (deadline - time.monotonic()) * 1000
                 if timeout_ms <= 0:
                     return
+            likely = False
             for fd, _ in self._poller.poll(timeout_ms):
                 if fd == self._wake_r:
                     self._drain_pipe(self._wake_r)
+                else:
+                    likely = True
 
     @staticmethod
     def _drain_pipe(fd: int) -> None:

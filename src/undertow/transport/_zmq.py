@@ -110,14 +110,25 @@ class LockedSocket:
         if pending and self.on_input is not None:
             self.on_input()
 
-    def recv_nowait(self) -> list[zmq.Frame] | None:
-        """Receive one whole message, or ``None`` if nothing is waiting."""
+    def recv_nowait(self, *, likely: bool = False) -> list[zmq.Frame] | None:
+        """Receive one whole message, or ``None`` if nothing is waiting.
+
+        ``likely`` (the descriptor just said so) tries at once; otherwise ``EVENTS`` is asked
+        first, which is cheaper than a failed receive (pyzmq raises ``zmq.Again``).
+        """
         with self.lock:
-            # Asking EVENTS first is cheaper than letting recv raise zmq.Again.
             sock = self.sock
-            if self.closed or not self._getopt(_EVENTS) & _POLLIN:
+            if self.closed:
                 return None
-            frame = sock.recv(_NOBLOCK, copy=False)
+            if likely:
+                try:
+                    frame = sock.recv(_NOBLOCK, copy=False)
+                except zmq.Again:
+                    return None
+            elif not self._getopt(_EVENTS) & _POLLIN:
+                return None
+            else:
+                frame = sock.recv(_NOBLOCK, copy=False)
             frames = [frame]
             while frame.more:  # cheaper than asking RCVMORE (an enum lookup in pyzmq)
                 frame = sock.recv(_NOBLOCK, copy=False)
