@@ -194,12 +194,18 @@ class ReceiverPool:
     def _receive(self, poller: select.poll) -> None:
         """Receive until this thread hands the role over to run a job."""
         sock, st = self._sock, self._state
+        likely = False  # the descriptor said input is there
         while not st.stopping:
-            frames = sock.recv_nowait()
+            # After our own reply the socket is usually armed (see LockedSocket.armed): sleep
+            # on the descriptor without another look at EVENTS, a system call each.
+            frames = None if sock.armed and not likely else sock.recv_nowait(likely=likely)
+            likely = False
             if frames is None:
                 for fd, _ in poller.poll(1000):
                     if fd == self._wake_r:
                         self._drain_pipe()
+                    else:
+                        likely = True
                 continue
             try:
                 job = self._dispatch(frames)

@@ -90,6 +90,10 @@ class LockedSocket:
         self.lock = threading.Lock()
         self.on_input = on_input
         self.closed = False
+        #: True while the last look at EVENTS found no input and nothing was received since:
+        #: ZeroMQ will then signal the descriptor when input arrives, so a receiver may
+        #: sleep on it without looking again.
+        self.armed = False
 
     def send(self, frames: Sequence[Any], *, report: bool = True) -> None:
         """Send one multipart message from any thread; never blocks (queues are unbounded).
@@ -106,7 +110,12 @@ class LockedSocket:
             for i, frame in enumerate(frames):
                 small = len(frame) < _COPY_BELOW if isinstance(frame, bytes) else False
                 send(frame, _SNDMORE if i < last else 0, copy=small)
-            pending = report and self._getopt(_EVENTS) & _POLLIN
+            if report:
+                pending = self._getopt(_EVENTS) & _POLLIN
+                self.armed = not pending
+            else:
+                pending = 0
+                self.armed = False  # the send may have consumed a signal: unknown now
         if pending and self.on_input is not None:
             self.on_input()
 
@@ -124,11 +133,14 @@ class LockedSocket:
                 try:
                     frame = sock.recv(_NOBLOCK, copy=False)
                 except zmq.Again:
+                    self.armed = True
                     return None
             elif not self._getopt(_EVENTS) & _POLLIN:
+                self.armed = True
                 return None
             else:
                 frame = sock.recv(_NOBLOCK, copy=False)
+            self.armed = False
             frames = [frame]
             while frame.more:  # cheaper than asking RCVMORE (an enum lookup in pyzmq)
                 frame = sock.recv(_NOBLOCK, copy=False)
@@ -143,6 +155,7 @@ class LockedSocket:
         """
         with self.lock:
             pending = not self.closed and bool(self._getopt(_EVENTS) & _POLLIN)
+            self.armed = not pending
         if pending and self.on_input is not None:
             self.on_input()
         return pending
