@@ -96,3 +96,22 @@ def test_bad_arguments_raise_type_error_like_a_local_call(serve):
             client.fail_value(nope=1)
         with pytest.raises(ValueError, match="bad value 1"):
             client.fail_value(1)
+
+
+def test_a_timeout_raised_by_the_function_itself_is_not_the_servers_limit(serve):
+    server = undertow.Server(name="err")
+
+    @server.register
+    async def gives_up() -> None:
+        raise TimeoutError("the database did not answer")
+
+    @server.register
+    def gives_up_sync() -> None:
+        raise TimeoutError("the disk did not answer")
+
+    address = serve(server)
+    with undertow.connect(address, timeout=WAIT) as client:
+        for fn, text in ((client.gives_up, "database"), (client.gives_up_sync, "disk")):
+            with pytest.raises(TimeoutError, match=text) as info:
+                fn()
+            assert not isinstance(info.value, undertow.RPCTimeout)

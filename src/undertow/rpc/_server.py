@@ -393,8 +393,9 @@ class Server:
             if decoded is None:
                 return
             args, kwargs = decoded
+            limit = asyncio.timeout(entry.options.timeout)
             try:
-                async with asyncio.timeout(entry.options.timeout):
+                async with limit:
                     with capture(self._sender(entry, incoming)):
                         if entry.mode == "asyncgen":
                             assert incoming.credit is not None
@@ -405,11 +406,11 @@ class Server:
                             result = None
                         else:
                             result = await entry.fn(*args, **kwargs)
-            except TimeoutError:
-                incoming.fail(_timeout_info(entry))
-                return
             except Exception as exc:  # the function's failure is the caller's error
-                incoming.fail(error_info(exc, skip_frames=1))
+                if isinstance(exc, TimeoutError) and limit.expired():
+                    incoming.fail(_timeout_info(entry))  # our limit, not the function's own
+                else:
+                    incoming.fail(error_info(exc, skip_frames=1))
                 return
             self._finish(entry, incoming, result)
         finally:
