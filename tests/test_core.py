@@ -50,3 +50,17 @@ def test_bad_addresses_are_named():
         undertow.connect("tcp://nowhere", timeout=1)
     with pytest.raises(undertow.ConnectError, match="port 0"):
         undertow.connect("tcp://127.0.0.1:0", timeout=1)
+
+
+def test_public_objects_have_informative_reprs(serve):
+    server = undertow.Server(name="shown")
+    server.register("ping", lambda: "pong")
+    assert repr(server) == "<Server 'shown' not serving [1 functions]>"
+    address = serve(server)
+    assert repr(server) == f"<Server 'shown' {address} [1 functions]>"
+    with undertow.connect(address, timeout=10) as client:
+        assert repr(client) == f"<Client {address} server='shown' [1 functions]>"
+        future = client.ping.submit()
+        assert future.result(10) == "pong"
+        assert "finished" in repr(future)
+    assert repr(rpc(address)) == f"<rpc {address}>"

@@ -76,6 +76,10 @@ class Incoming:
         #: flow control of a stream, set by whoever runs a generator
         self.credit: StreamCredit | None = None
 
+    def __repr__(self) -> str:
+        state = "answered" if self.finished else "cancelled" if self.cancelled else "open"
+        return f"<Incoming {self.header.name}() call {self.header.call_id} [{state}]>"
+
     @property
     def name(self) -> str:
         """The function the caller asked for."""
