@@ -21,6 +21,7 @@ from undertow.wire import (
     decode_error,
     decode_header,
     encode_header,
+    payload_of,
 )
 
 #: Bounded wait used only to assert that *no* answer comes (never to wait for readiness).
@@ -112,7 +113,8 @@ def args_body(*args: Any, **kwargs: Any) -> bytes:
 def receive(sock: zmq.Socket[Any], timeout_ms: int = ANSWER_MS) -> tuple[Header, list[bytes]]:
     assert sock.poll(timeout_ms, zmq.POLLIN), "the server did not answer"
     frames = sock.recv_multipart()
-    return decode_header(frames[0]), frames[1:]
+    header = decode_header(frames[0])
+    return header, payload_of(header, frames[1:])  # a small body rides in the header frame
 
 
 def receive_error(sock: zmq.Socket[Any], call_id: int) -> ErrorInfo:

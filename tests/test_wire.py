@@ -78,7 +78,7 @@ def test_header_repr_never_shows_token() -> None:
 
 def test_header_ignores_unknown_trailing_fields() -> None:
     # The header is a msgpack array so that later versions can append fields.
-    frame = PREFIX + msgspec.msgpack.encode([1, 5, "f", "msgpack", 0, None, 0, "", "new", 7])
+    frame = PREFIX + msgspec.msgpack.encode([1, 5, "f", "msgpack", 0, None, 0, "", b"", "new", 7])
     assert decode_header(frame) == Header(Kind.CALL, 5, "f", "msgpack", 0)
 
 
@@ -640,3 +640,18 @@ def test_error_info_clips_a_huge_traceback() -> None:
 def test_error_info_survives_the_wire() -> None:
     info = ErrorInfo("builtins.KeyError", "'k'", "tb text", ["k"], "remote", ["a"])
     assert decode_error(encode_error(info)) == info
+
+
+def test_a_small_body_rides_in_the_header_frame() -> None:
+    from undertow.wire import INLINE_BODY, pack, payload_of
+
+    header = Header(Kind.RESULT, 9, codec="msgpack")
+    small = pack(header, [b"\x01\x02"])
+    assert len(small) == 1
+    decoded = decode_header(small[0])
+    assert payload_of(decoded, []) == [b"\x01\x02"]
+    big = pack(header, [b"x" * (INLINE_BODY + 1)])
+    assert len(big) == 2
+    assert payload_of(decode_header(big[0]), big[1:]) == [b"x" * (INLINE_BODY + 1)]
+    with_buffers = pack(header, [b"body", memoryview(b"buffer")])
+    assert len(with_buffers) == 3

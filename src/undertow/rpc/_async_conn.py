@@ -11,7 +11,7 @@ from typing import Any
 from undertow.errors import ConnectionClosed, UndertowError
 from undertow.rpc._calls import Call
 from undertow.transport import LockedSocket, connect_dealer
-from undertow.wire import decode_header
+from undertow.wire import decode_header, payload_of
 
 __all__ = ["AsyncConnection"]
 
@@ -79,7 +79,7 @@ class AsyncConnection:
             call = self._calls.get(header.call_id)
             if call is None:
                 continue
-            call.feed(header, [f.buffer for f in frames[1:]])
+            call.feed(header, payload_of(header, [f.buffer for f in frames[1:]]))
             if call.done:
                 self._calls.pop(header.call_id, None)
 

@@ -24,6 +24,7 @@ from undertow.wire import (
     MsgpackCodec,
     decode_error,
     encode_header,
+    pack,
     rebuild,
     resolve_codec,
 )
@@ -191,7 +192,7 @@ class Protocol:
             0 if output else _NO_OUTPUT,
             self.token,
         )
-        return [encode_header(header), *payload]
+        return pack(header, payload)
 
     @staticmethod
     def cancel_frames(call_id: int) -> list[Any]:
@@ -203,10 +204,7 @@ class Protocol:
         """Frames of a CREDIT after ``consumed`` items of a stream, when one is due."""
         if consumed % (STREAM_WINDOW // 2):
             return None
-        return [
-            encode_header(Header(Kind.CREDIT, call_id, codec="msgpack")),
-            *_MSGPACK.encode(consumed),
-        ]
+        return pack(Header(Kind.CREDIT, call_id, codec="msgpack"), _MSGPACK.encode(consumed))
 
     def decode_value(self, header: Header, frames: list[Any]) -> Any:
         """Decode the payload of a RESULT or ITEM."""

@@ -41,8 +41,9 @@ from undertow.wire import (
     MsgpackCodec,
     decode_header,
     encode_error,
-    encode_header,
     error_info,
+    pack,
+    payload_of,
 )
 
 __all__ = ["HandlerServer", "Incoming", "RawHandler"]
@@ -97,8 +98,8 @@ class Incoming:
 
     def _send(self, kind: Kind, payload: Sequence[Any], *, name: str = "", codec: str = "") -> None:
         nbuf = len(payload) - 1 if payload else 0
-        head = encode_header(Header(kind, self.header.call_id, name, codec, nbuf))
-        self._server._socket_send([self.peer, head, *payload])
+        frames = pack(Header(kind, self.header.call_id, name, codec, nbuf), payload)
+        self._server._socket_send([self.peer, *frames])
 
     def _finish(self) -> bool:
         # list.pop() is atomic under the GIL: exactly one caller gets the token.
@@ -287,15 +288,16 @@ class HandlerServer:
         except UndertowError as exc:
             log.debug("dropped a message from a peer: %s", exc)
             return None
+        payload = payload_of(header, [f.buffer for f in frames[2:]])
         if header.kind in (Kind.CANCEL, Kind.CREDIT):
             incoming = self._active.get((peer, header.call_id))
             if incoming is not None:
-                self._control(incoming, header, frames[2:])
+                self._control(incoming, header, payload)
             return None
         if header.kind != Kind.CALL:
             log.debug("dropped a %s message: servers take only CALL and CANCEL", header.kind.name)
             return None
-        incoming = Incoming(self, peer, header, [f.buffer for f in frames[2:]])
+        incoming = Incoming(self, peer, header, payload)
         self._active[(peer, header.call_id)] = incoming
         raw = self.raw_handlers.get(header.name)
         if raw is not None:
@@ -307,16 +309,16 @@ class HandlerServer:
             incoming.fail(self.not_found(header.name))
         return None
 
-    def _control(self, incoming: Incoming, header: Header, frames: list[zmq.Frame]) -> None:
+    def _control(self, incoming: Incoming, header: Header, payload: list[Any]) -> None:
         credit = incoming.credit
         if header.kind == Kind.CANCEL:
             incoming.cancelled = True
             if credit is not None:
                 credit.close()
             self.on_loop(self.on_cancel, incoming)
-        elif credit is not None and frames:
+        elif credit is not None and payload:
             with contextlib.suppress(UndertowError, TypeError, ValueError):
-                credit.grant(int(_MSGPACK.decode([frames[0].buffer])))
+                credit.grant(int(_MSGPACK.decode(payload)))
 
     def on_cancel(self, incoming: Incoming) -> None:
         """Called on the loop when a caller cancels ``incoming``; subclasses may stop work."""

@@ -27,7 +27,7 @@ from typing import Any
 from undertow.errors import ConnectionClosed, UndertowError
 from undertow.rpc._calls import Call
 from undertow.transport import LockedSocket, connect_dealer
-from undertow.wire import decode_header
+from undertow.wire import decode_header, payload_of
 
 __all__ = ["SyncConnection"]
 
@@ -223,7 +223,7 @@ class SyncConnection:
         call = self._calls.get(header.call_id)
         if call is None:
             return  # a late message for a call that was cancelled or timed out
-        call.feed(header, [f.buffer for f in frames[1:]])
+        call.feed(header, payload_of(header, [f.buffer for f in frames[1:]]))
         if call.done:
             self._calls.pop(header.call_id, None)
 

@@ -11,6 +11,7 @@ from undertow.wire._codec import (
 )
 from undertow.wire._errors import ErrorInfo, decode_error, encode_error, error_info, rebuild
 from undertow.wire._header import (
+    INLINE_BODY,
     MAGIC,
     PROTOCOL_VERSION,
     STREAM_WINDOW,
@@ -19,10 +20,13 @@ from undertow.wire._header import (
     Kind,
     decode_header,
     encode_header,
+    pack,
+    payload_of,
 )
 
 __all__ = [
     "BUILTIN_CODECS",
+    "INLINE_BODY",
     "MAGIC",
     "PROTOCOL_VERSION",
     "STREAM_WINDOW",
@@ -40,6 +44,8 @@ __all__ = [
     "encode_error",
     "encode_header",
     "error_info",
+    "pack",
+    "payload_of",
     "rebuild",
     "resolve_codec",
 ]

@@ -21,18 +21,22 @@ Header fields, in order (msgpack array, so unknown trailing fields can be added 
     timeout      CALL: seconds the caller will wait (``None``: no deadline)
     flags        CALL: :class:`Flags`
     token        CALL: the caller's credential, if any (never logged)
+    body         a body of at most INLINE_BODY bytes, carried here instead of in frame 1
     ===========  =====================================================================
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
+from typing import Any
 
 import msgspec
 
 from undertow.errors import WireError
 
 __all__ = [
+    "INLINE_BODY",
     "MAGIC",
     "PROTOCOL_VERSION",
     "STREAM_WINDOW",
@@ -41,6 +45,8 @@ __all__ = [
     "Kind",
     "decode_header",
     "encode_header",
+    "pack",
+    "payload_of",
 ]
 
 MAGIC = b"UT"
@@ -82,6 +88,8 @@ class Header(msgspec.Struct, array_like=True, frozen=True):
     timeout: float | None = None
     flags: int = 0
     token: str = ""
+    #: a small body travels inside the header frame: one ZeroMQ frame fewer to send and receive
+    body: bytes = b""
 
     def __repr__(self) -> str:  # never show the token
         return (
@@ -97,6 +105,26 @@ _decoder = msgspec.msgpack.Decoder(Header)
 def encode_header(header: Header) -> bytes:
     """Encode a header into frame 0."""
     return _PREFIX + _encoder.encode(header)
+
+
+#: Bodies up to this size travel inside the header frame.
+INLINE_BODY = 16384
+
+
+def pack(header: Header, payload: Sequence[Any]) -> list[Any]:
+    """The frames of a message: a lone small body goes inside the header frame."""
+    if len(payload) == 1:
+        body = payload[0]
+        if isinstance(body, bytes) and len(body) <= INLINE_BODY:
+            return [_PREFIX + _encoder.encode(msgspec.structs.replace(header, body=body))]
+    return [_PREFIX + _encoder.encode(header), *payload]
+
+
+def payload_of(header: Header, frames: list[Any]) -> list[Any]:
+    """The body and buffers of a message, given the frames after its header frame."""
+    if header.body:
+        return [header.body, *frames]
+    return frames
 
 
 def decode_header(frame: bytes | memoryview) -> Header:
