@@ -463,3 +463,49 @@ def test_a_fast_generator_waits_for_a_slow_consumer(serve, name):
         assert [next(stream) for _ in range(half - 1)] == list(range(1, half))
         assert settles_at(half + STREAM_WINDOW + 1)
         stream.close()
+
+
+class ReprCodec:
+    """A custom serialization: Python literals as text (safe: ast.literal_eval)."""
+
+    name = "pyliteral"
+
+    @staticmethod
+    def dumps(value):
+        return repr(value)
+
+    @staticmethod
+    def loads(data):
+        import ast
+
+        return ast.literal_eval(data.decode())
+
+
+def test_serialization_by_glob_with_the_json_module_and_a_custom_codec(serve):
+    import json
+
+    server = undertow.Server(name="codecs")
+
+    @server.register
+    def shape_json(rows: list[list[int]]) -> dict[str, object]:
+        return {"rows": len(rows), "first": rows[0]}
+
+    @server.register
+    def shape_literal(rows):
+        return (len(rows), set(rows))
+
+    server.config(
+        {
+            "*_json": {"input_serialization": json, "output_serialization": json},
+            "*_literal": {"input_serialization": ReprCodec, "output_serialization": ReprCodec},
+        }
+    )
+    assert server.describe()["shape_json"]["input_serialization"] == "json"
+    assert server.describe()["shape_literal"]["output_serialization"] == "pyliteral"
+    address = serve(server)
+    with undertow.connect(address, timeout=WAIT, codecs={"pyliteral": ReprCodec}) as client:
+        assert client.shape_json([[1, 2], [3]]) == {"rows": 2, "first": [1, 2]}
+        assert client.shape_literal([1, 1, 2]) == (3, {1, 2})
+    with undertow.connect(address, timeout=WAIT) as client:
+        with pytest.raises(undertow.ConfigError, match=r"pass codecs=\{'pyliteral'"):
+            client.shape_literal([1])

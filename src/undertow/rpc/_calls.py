@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from undertow.errors import AuthenticationError, SerializationError, UndertowError
+from undertow.errors import AuthenticationError, ConfigError, SerializationError, UndertowError
 from undertow.wire import (
     STREAM_WINDOW,
     Codec,
@@ -165,7 +165,14 @@ class Protocol:
                 f"{self.where(info.name)} takes {info.input} input, which the server accepts only "
                 "from authenticated clients; pass token=... to connect()"
             )
-        codec = self.codec(info.input)
+        try:
+            codec = self.codec(info.input)
+        except ConfigError as exc:
+            raise ConfigError(
+                f"{self.where(info.name)} takes {info.input!r} input, a serialization this client "
+                f"does not know; pass codecs={{{info.input!r}: <object with dumps/loads>}} to "
+                "connect()"
+            ) from exc
         payload = encode_arguments(codec, info.name, args, kwargs)
         return self.call_frames(
             call_id, info.name, payload, codec.name, timeout=timeout, output=output
