@@ -509,3 +509,33 @@ def test_serialization_by_glob_with_the_json_module_and_a_custom_codec(serve):
     with undertow.connect(address, timeout=WAIT) as client:
         with pytest.raises(undertow.ConfigError, match=r"pass codecs=\{'pyliteral'"):
             client.shape_literal([1])
+
+
+async def test_cancelling_a_task_that_awaits_a_stream_stops_the_generator(serve):
+    server = undertow.Server(name="astreams")
+    started = threading.Event()
+    stopped = threading.Event()
+
+    @server.register
+    async def slow_items():
+        try:
+            yield 1
+            started.set()
+            await asyncio.Event().wait()
+            yield 2
+        finally:
+            stopped.set()
+
+    address = serve(server)
+    async with undertow.AsyncClient(address, timeout=WAIT) as client:
+        stream = client.slow_items()
+
+        async def consume() -> list[int]:
+            return [item async for item in stream]
+
+        task = asyncio.ensure_future(consume())
+        assert await asyncio.to_thread(started.wait, WAIT)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await asyncio.to_thread(stopped.wait, WAIT), "the remote generator kept running"

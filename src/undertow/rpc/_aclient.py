@@ -156,9 +156,13 @@ class _AsyncStream(AsyncIterator[Any]):
             raise StopAsyncIteration
         if not call.items and not call.done:
             deadline = None if self._timeout is None else time.monotonic() + self._timeout
-            ready = await self._client._connection().wait(
-                call, lambda: bool(call.items) or call.done, deadline
-            )
+            try:
+                ready = await self._client._connection().wait(
+                    call, lambda: bool(call.items) or call.done, deadline
+                )
+            except BaseException:  # the awaiting task was cancelled: stop the generator too
+                await self.aclose()
+                raise
             if not ready:
                 await self.aclose()
                 raise _timeout_error(proto, call.name, self._timeout)
