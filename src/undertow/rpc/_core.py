@@ -153,12 +153,18 @@ class HandlerServer:
     Args:
         handlers: name -> function taking keyword arguments (sync or ``async def``).
         name: shown in errors and reprs.
+        on_cancel: called on the loop with the :class:`Incoming` a caller cancelled.
     """
 
     def __init__(
-        self, handlers: Mapping[str, Callable[..., Any]] | None = None, *, name: str = "core"
+        self,
+        handlers: Mapping[str, Callable[..., Any]] | None = None,
+        *,
+        name: str = "core",
+        on_cancel: Callable[[Incoming], None] | None = None,
     ) -> None:
         self.name = name
+        self._on_cancel = on_cancel
         self.handlers: dict[str, Callable[..., Any]] = dict(handlers or {})
         self.raw_handlers: dict[str, RawHandler] = {}
         self._sock: LockedSocket | None = None
@@ -315,13 +321,11 @@ class HandlerServer:
             incoming.cancelled = True
             if credit is not None:
                 credit.close()
-            self.on_loop(self.on_cancel, incoming)
+            if self._on_cancel is not None:
+                self.on_loop(self._on_cancel, incoming)
         elif credit is not None and payload:
             with contextlib.suppress(UndertowError, TypeError, ValueError):
                 credit.grant(int(_MSGPACK.decode(payload)))
-
-    def on_cancel(self, incoming: Incoming) -> None:
-        """Called on the loop when a caller cancels ``incoming``; subclasses may stop work."""
 
     def not_found(self, name: str) -> ErrorInfo:
         """The error sent for a call to a name that is not served."""

@@ -111,8 +111,7 @@ class Server:
         self._fns: dict[str, Callable[..., Any]] = {}
         self._globs = GlobTable()
         self._entries: dict[str, _Entry] = {}
-        self._core = HandlerServer(name=name)
-        self._core.on_cancel = self._on_cancel  # type: ignore[method-assign]
+        self._core = HandlerServer(name=name, on_cancel=self._on_cancel)
         self._rebuild({}, self._globs)
         self._tasks: dict[Incoming, asyncio.Task[Any]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
