@@ -33,7 +33,7 @@ def make_server() -> undertow.Server:
 
     @server.register
     async def aadd(x: int, y: int) -> int:
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # suspend once, as real coroutines do (a yield, not a wait)
         return x + y
 
     @server.register
@@ -49,13 +49,8 @@ def make_server() -> undertow.Server:
     @server.register
     async def acount(n: int):
         for i in range(n):
-            await asyncio.sleep(0)
+            await asyncio.sleep(0)  # suspend between items (a yield, not a wait)
             yield i
-
-    @server.register
-    def sleepy(seconds: float) -> float:
-        time.sleep(seconds)
-        return seconds
 
     @server.register
     def apply(fn, value):
@@ -196,10 +191,10 @@ def test_deadlines_name_the_function_and_address(served):
     _, client = served
     started = time.monotonic()
     with pytest.raises(undertow.RPCTimeout) as info:
-        client.sleepy.options(timeout=0.3)(5)
+        client.wait_gate.options(timeout=0.3)()  # blocked until the fixture opens the gate
     assert time.monotonic() - started < 3
     assert isinstance(info.value, TimeoutError)
-    assert "sleepy()" in str(info.value)
+    assert "wait_gate()" in str(info.value)
     assert client.address in str(info.value)
     # the client keeps working, and the late reply is dropped
     assert client.add(1, 1) == 2
@@ -208,24 +203,31 @@ def test_deadlines_name_the_function_and_address(served):
 def test_default_deadline_applies_to_futures(serve):
     server = make_server()
     address = serve(server)
-    with undertow.connect(address, timeout=0.3) as client:
-        with pytest.raises(undertow.RPCTimeout, match="sleepy"):
-            client.sleepy.submit(5).result(WAIT)
+    try:
+        with undertow.connect(address, timeout=0.3) as client:
+            with pytest.raises(undertow.RPCTimeout, match="wait_gate"):
+                client.wait_gate.submit().result(WAIT)
+    finally:
+        server.gate.set()  # type: ignore[attr-defined]
 
 
 def test_server_side_timeout_option(serve):
     server = make_server()
+    release = threading.Event()
 
     @server.register
     def limited() -> None:
-        time.sleep(2)
+        assert release.wait(WAIT)  # runs past its 0.2 s limit until the test lets it go
 
     address = serve(server)
-    with undertow.connect(address, timeout=WAIT) as client:
-        started = time.monotonic()
-        with pytest.raises(undertow.RPCTimeout, match="limited"):
-            client.limited()
-        assert time.monotonic() - started < 1.5
+    try:
+        with undertow.connect(address, timeout=WAIT) as client:
+            started = time.monotonic()
+            with pytest.raises(undertow.RPCTimeout, match="limited"):
+                client.limited()
+            assert time.monotonic() - started < 1.5
+    finally:
+        release.set()
 
 
 def test_numpy_round_trip_keeps_data(served):
@@ -311,8 +313,8 @@ async def test_async_client_has_the_same_functions(serve):
         task = client.add.submit(5, 5)
         assert await task == 10
         assert await asyncio.gather(*(client.add(i, 0) for i in range(10))) == list(range(10))
-        with pytest.raises(undertow.RPCTimeout, match="sleepy"):
-            await client.sleepy.options(timeout=0.2)(3)
+        with pytest.raises(undertow.RPCTimeout, match="wait_gate"):
+            await client.wait_gate.options(timeout=0.2)()
         with pytest.raises(ZeroDivisionError):
             await client.apply(lambda v: 1 / v, 0)
         assert str(inspect.signature(client.add)) == "(x: int, y: int = 1) -> int"

@@ -12,7 +12,7 @@ from undertow.core import HandlerServer, rpc
 
 async def test_handlers_and_rpc():
     async def slow_add(x: int, y: int) -> int:
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # suspend once, as real coroutines do (a yield, not a wait)
         return x + y
 
     server = HandlerServer({"add": slow_add, "ping": lambda: "pong"}, name="low")

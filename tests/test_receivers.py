@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 
 import undertow
 
@@ -31,14 +30,14 @@ def test_mixed_fast_slow_and_async_calls_from_many_clients(serve):
     def slow(i: int) -> int:
         track(1)
         try:
-            time.sleep(0.02)  # longer than the pool's 5 ms: the sentinel must take over
+            sum(range(200_000))  # real work, longer than the pool's 5 ms inline allowance
         finally:
             track(-1)
         return -i
 
     @server.register
     async def later(i: int) -> int:
-        await asyncio.sleep(0.001)
+        await asyncio.sleep(0)  # suspend once (a yield, not a wait)
         return i * 10
 
     address = serve(server)
@@ -68,3 +67,22 @@ def test_mixed_fast_slow_and_async_calls_from_many_clients(serve):
     assert not errors, errors[:3]
     assert not any(th.is_alive() for th in threads)
     assert running["most"] <= 2
+
+
+def test_a_blocked_call_does_not_stop_the_server_receiving(serve):
+    # Two calls must run at the same time to finish: the first blocks until the second
+    # arrives, which only happens if another thread took over receiving from the first (the
+    # sentinel's job). Without the takeover the barrier breaks and both calls fail.
+    server = undertow.Server(name="pairs", max_workers=2)
+    pair = threading.Barrier(2, timeout=WAIT)
+
+    @server.register
+    def meet(i: int) -> int:
+        pair.wait()
+        return i
+
+    address = serve(server)
+    with undertow.connect(address, timeout=WAIT) as client:
+        for round_ in range(3):
+            futures = [client.meet.submit(round_ * 2 + k) for k in range(2)]
+            assert sorted(f.result(WAIT) for f in futures) == [round_ * 2, round_ * 2 + 1]
