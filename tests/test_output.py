@@ -10,6 +10,8 @@ import pytest
 
 import undertow
 
+from ._threads import run_in_threads
+
 WAIT = 10.0
 
 
@@ -111,21 +113,12 @@ def test_concurrent_calls_never_see_each_others_output(serve):
 
     address = serve(server)
     seen = {"a": Collector(), "b": Collector()}
-    errors: list[BaseException] = []
 
     def run(tag: str) -> None:
-        try:
-            with undertow.connect(address, timeout=WAIT, output=seen[tag]) as client:
-                client.shout(tag)
-        except BaseException as exc:
-            errors.append(exc)
+        with undertow.connect(address, timeout=WAIT, output=seen[tag]) as client:
+            client.shout(tag)
 
-    threads = [threading.Thread(target=run, args=(tag,)) for tag in seen]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(WAIT * 2)
-    assert not errors
+    run_in_threads(run, seen, timeout=WAIT * 2)
     for tag, collector in seen.items():
         assert collector.text() == "".join(f"{tag}{i}\n" for i in range(200))
 

@@ -7,6 +7,8 @@ import threading
 
 import undertow
 
+from ._threads import run_in_threads
+
 WAIT = 20.0
 
 
@@ -41,31 +43,21 @@ def test_mixed_fast_slow_and_async_calls_from_many_clients(serve):
         return i * 10
 
     address = serve(server)
-    errors: list[BaseException] = []
 
     def client_thread(seed: int) -> None:
-        try:
-            with undertow.connect(address, timeout=WAIT) as client:
-                for i in range(seed, seed + 40):
-                    kind = i % 4
-                    if kind == 0:
-                        assert client.slow(i) == -i
-                    elif kind == 1:
-                        assert client.later(i) == i * 10
-                    else:
-                        assert client.fast(i) == i
-                futures = [client.slow.submit(i) for i in range(6)]
-                assert [f.result(WAIT) for f in futures] == [-i for i in range(6)]
-        except BaseException as exc:
-            errors.append(exc)
+        with undertow.connect(address, timeout=WAIT) as client:
+            for i in range(seed, seed + 40):
+                kind = i % 4
+                if kind == 0:
+                    assert client.slow(i) == -i
+                elif kind == 1:
+                    assert client.later(i) == i * 10
+                else:
+                    assert client.fast(i) == i
+            futures = [client.slow.submit(i) for i in range(6)]
+            assert [f.result(WAIT) for f in futures] == [-i for i in range(6)]
 
-    threads = [threading.Thread(target=client_thread, args=(k * 100,)) for k in range(4)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(WAIT * 2)
-    assert not errors, errors[:3]
-    assert not any(th.is_alive() for th in threads)
+    run_in_threads(client_thread, (k * 100 for k in range(4)), timeout=WAIT * 2)
     assert running["most"] <= 2
 
 
