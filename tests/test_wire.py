@@ -645,13 +645,15 @@ def test_error_info_survives_the_wire() -> None:
 def test_a_small_body_rides_in_the_header_frame() -> None:
     from undertow.wire import INLINE_BODY, pack, payload_of
 
-    header = Header(Kind.RESULT, 9, codec="msgpack")
-    small = pack(header, [b"\x01\x02"])
+    def result(payload: list[Any]) -> list[Any]:
+        return pack(Kind.RESULT, 9, payload, codec="msgpack")
+
+    small = result([b"\x01\x02"])
     assert len(small) == 1
     decoded = decode_header(small[0])
     assert payload_of(decoded, []) == [b"\x01\x02"]
-    big = pack(header, [b"x" * (INLINE_BODY + 1)])
+    big = result([b"x" * (INLINE_BODY + 1)])
     assert len(big) == 2
     assert payload_of(decode_header(big[0]), big[1:]) == [b"x" * (INLINE_BODY + 1)]
-    with_buffers = pack(header, [b"body", memoryview(b"buffer")])
+    with_buffers = result([b"body", memoryview(b"buffer")])
     assert len(with_buffers) == 3

@@ -34,6 +34,7 @@ __all__ = ["Call", "FunctionInfo", "Protocol", "write_output"]
 OutputCallback = Callable[[str, str], None]
 
 _NO_OUTPUT = int(Flags.NO_OUTPUT)
+_CALL = Kind.CALL
 _MSGPACK = MsgpackCodec()
 
 
@@ -189,17 +190,16 @@ class Protocol:
         output: bool = True,
     ) -> list[Any]:
         """Frames of a CALL whose payload is already encoded."""
-        header = Header(
-            Kind.CALL,
+        return pack(
+            _CALL,
             call_id,
-            name,
-            codec,
-            len(payload) - 1 if payload else 0,
-            timeout,
-            0 if output else _NO_OUTPUT,
-            self.token,
+            payload,
+            name=name,
+            codec=codec,
+            timeout=timeout,
+            flags=0 if output else _NO_OUTPUT,
+            token=self.token,
         )
-        return pack(header, payload)
 
     @staticmethod
     def cancel_frames(call_id: int) -> list[Any]:
@@ -211,7 +211,7 @@ class Protocol:
         """Frames of a CREDIT after ``consumed`` items of a stream, when one is due."""
         if consumed % (STREAM_WINDOW // 2):
             return None
-        return pack(Header(Kind.CREDIT, call_id, codec="msgpack"), _MSGPACK.encode(consumed))
+        return pack(Kind.CREDIT, call_id, _MSGPACK.encode(consumed), codec="msgpack")
 
     def decode_value(self, header: Header, frames: list[Any]) -> Any:
         """Decode the payload of a RESULT or ITEM."""

@@ -97,8 +97,7 @@ class Incoming:
         return not self._once
 
     def _send(self, kind: Kind, payload: Sequence[Any], *, name: str = "", codec: str = "") -> None:
-        nbuf = len(payload) - 1 if payload else 0
-        frames = pack(Header(kind, self.header.call_id, name, codec, nbuf), payload)
+        frames = pack(kind, self.header.call_id, payload, name=name, codec=codec)
         self._server._socket_send([self.peer, *frames])
 
     def _finish(self) -> bool:

@@ -21,7 +21,14 @@ import threading
 from collections.abc import Callable
 from typing import Any, TextIO
 
-__all__ = ["OutputSink", "RoutedStream", "capture", "install"]
+__all__ = [
+    "OutputSink",
+    "RoutedStream",
+    "capture",
+    "end_capture",
+    "install",
+    "start_capture",
+]
 
 _current: contextvars.ContextVar[OutputSink | None] = contextvars.ContextVar(
     "undertow_output", default=None
@@ -56,8 +63,9 @@ class OutputSink:
 
     def flush(self) -> None:
         """Send whatever is still pending (called when the call ends)."""
-        for stream in list(self._pending):
-            self._flush(stream)
+        if self._pending:
+            for stream in list(self._pending):
+                self._flush(stream)
 
 
 class RoutedStream(io.TextIOBase):
@@ -138,3 +146,20 @@ class capture:
         _current.reset(self._token)
         if self._sink is not None:
             self._sink.flush()
+
+
+def start_capture(sink: OutputSink | None) -> contextvars.Token[OutputSink | None]:
+    """Send the current context's output to ``sink`` (None: not captured) until
+    :func:`end_capture`; the same as :class:`capture` in two plain calls, for hot paths."""
+    if sink is not None and not (
+        type(sys.stdout) is RoutedStream and type(sys.stderr) is RoutedStream
+    ):
+        install()
+    return _current.set(sink)
+
+
+def end_capture(token: contextvars.Token[OutputSink | None], sink: OutputSink | None) -> None:
+    """End what :func:`start_capture` began and send any partial line still pending."""
+    _current.reset(token)
+    if sink is not None:
+        sink.flush()

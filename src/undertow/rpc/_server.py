@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import inspect
 import logging
@@ -17,7 +18,7 @@ from undertow.rpc._calls import FunctionInfo
 from undertow.rpc._core import HandlerServer, Incoming, RawHandler
 from undertow.rpc._flow import StreamCredit
 from undertow.rpc._options import FunctionOptions, GlobTable
-from undertow.rpc._output import capture
+from undertow.rpc._output import OutputSink, capture, end_capture, start_capture
 from undertow.rpc._receivers import Job
 from undertow.rpc._signature import describe_params
 from undertow.wire import ErrorInfo, MsgpackCodec, error_info
@@ -44,7 +45,20 @@ def _mode(fn: Callable[..., Any]) -> str:
 class _Entry:
     """A registered function with the options its glob gave it."""
 
-    __slots__ = ("fn", "glob", "info", "mode", "name", "options")
+    __slots__ = (
+        "checked",
+        "decode",
+        "encode",
+        "fn",
+        "glob",
+        "info",
+        "input_name",
+        "mode",
+        "name",
+        "options",
+        "output_name",
+        "plain",
+    )
 
     def __init__(
         self,
@@ -58,6 +72,15 @@ class _Entry:
         self.mode = _mode(fn)
         self.glob = glob
         self.options = options
+        # looked up on every call, so resolved once here
+        self.input_name = options.input_serialization.name
+        self.output_name = options.output_serialization.name
+        self.decode = options.input_serialization.decode
+        self.encode = options.output_serialization.encode
+        #: a plain function with no deadline: the receiving thread may run it at once
+        self.plain = self.mode == "function" and options.timeout is None
+        #: calls need more than a codec check (a token)
+        self.checked = options.input_serialization.unsafe
         params, returns = describe_params(fn)
         self.info = FunctionInfo(
             name=name,
@@ -288,14 +311,18 @@ class Server:
 
     def _handle(self, incoming: Incoming) -> Job | None:
         """Runs in the receiving thread: check the call, then start it where it belongs."""
-        entry = self._entries.get(incoming.name)
+        header = incoming.header
+        entry = self._entries.get(header.name)
         if entry is None:  # replaced between dispatch and now
-            incoming.fail(self._core.not_found(incoming.name))
+            incoming.fail(self._core.not_found(header.name))
             return None
-        problem = self._check(entry, incoming)
-        if problem is not None:
-            incoming.fail(problem)
-            return None
+        if entry.checked or header.codec != entry.input_name:
+            problem = self._check(entry, incoming)
+            if problem is not None:
+                incoming.fail(problem)
+                return None
+        if entry.plain:  # the common case, kept short
+            return entry.name, functools.partial(self._run_function, entry, incoming)
         if entry.mode in ("generator", "asyncgen"):
             # made here, before any CREDIT for this call can arrive
             incoming.credit = StreamCredit(self._loop if entry.mode == "asyncgen" else None)
@@ -363,6 +390,33 @@ class Server:
     def _sender(self, entry: _Entry, incoming: Incoming) -> Callable[[str, str], None] | None:
         return incoming.output if entry.options.output and incoming.wants_output else None
 
+    def _run_function(self, entry: _Entry, incoming: Incoming) -> None:
+        """Run a plain function and reply: :meth:`_run_sync` with fewer steps, as it runs
+        on every call (each Python call saved is a microsecond or more per round trip)."""
+        if incoming.finished:
+            return
+        try:
+            args, kwargs = entry.decode(incoming.frames)
+            if not isinstance(args, list | tuple) or not isinstance(kwargs, dict):
+                raise TypeError("expected [args, kwargs]")
+        except Exception as exc:  # whatever the payload was, the caller hears why it failed
+            incoming.fail(error_info(exc, code="serialization"))
+            return
+        wanted = entry.options.output and incoming.wants_output
+        sink = OutputSink(incoming.output) if wanted else None
+        token = start_capture(sink)
+        try:
+            result = entry.fn(*args, **kwargs)
+        except Exception as exc:  # the function's failure is the caller's error
+            end_capture(token, sink)
+            incoming.fail(error_info(exc, skip_frames=1))
+            return
+        except BaseException:
+            end_capture(token, sink)
+            raise
+        end_capture(token, sink)
+        _send_result(entry, incoming, result)
+
     def _run_sync(self, entry: _Entry, incoming: Incoming) -> None:
         if incoming.finished:
             return
@@ -422,21 +476,24 @@ class Server:
     def _finish(self, entry: _Entry, incoming: Incoming, result: Any) -> None:
         if entry.mode in ("generator", "asyncgen"):
             incoming.end()
-            return
-        codec = entry.options.output_serialization
-        try:
-            payload = codec.encode(result)
-        except UndertowError as exc:
-            incoming.fail(
-                ErrorInfo(
-                    "SerializationError",
-                    f"the result of {entry.name}() cannot be sent: {exc}; return another type or "
-                    "configure output_serialization (e.g. 'pickle') for it",
-                    code="serialization",
-                )
+        else:
+            _send_result(entry, incoming, result)
+
+
+def _send_result(entry: _Entry, incoming: Incoming, result: Any) -> None:
+    try:
+        payload = entry.encode(result)
+    except UndertowError as exc:
+        incoming.fail(
+            ErrorInfo(
+                "SerializationError",
+                f"the result of {entry.name}() cannot be sent: {exc}; return another type or "
+                "configure output_serialization (e.g. 'pickle') for it",
+                code="serialization",
             )
-            return
-        incoming.reply(payload, codec.name)
+        )
+        return
+    incoming.reply(payload, entry.output_name)
 
 
 def _credit_wait(incoming: Incoming) -> float:

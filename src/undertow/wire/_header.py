@@ -111,12 +111,28 @@ def encode_header(header: Header) -> bytes:
 INLINE_BODY = 16384
 
 
-def pack(header: Header, payload: Sequence[Any]) -> list[Any]:
-    """The frames of a message: a lone small body goes inside the header frame."""
+def pack(
+    kind: Kind,
+    call_id: int,
+    payload: Sequence[Any] = (),
+    *,
+    name: str = "",
+    codec: str = "",
+    timeout: float | None = None,
+    flags: int = 0,
+    token: str = "",
+) -> list[Any]:
+    """The frames of a message; a lone small body goes inside the header frame.
+
+    Built in one go (no intermediate header): this runs for every call and every reply.
+    """
     if len(payload) == 1:
         body = payload[0]
-        if isinstance(body, bytes) and len(body) <= INLINE_BODY:
-            return [_PREFIX + _encoder.encode(msgspec.structs.replace(header, body=body))]
+        if type(body) is bytes and len(body) <= INLINE_BODY:
+            header = Header(kind, call_id, name, codec, 0, timeout, flags, token, body)
+            return [_PREFIX + _encoder.encode(header)]
+    nbuffers = len(payload) - 1 if payload else 0
+    header = Header(kind, call_id, name, codec, nbuffers, timeout, flags, token)
     return [_PREFIX + _encoder.encode(header), *payload]
 
 
