@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
+import os
 import pydoc
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -193,6 +196,94 @@ def test_deadlines_name_the_function_and_address(served):
     assert client.add(1, 1) == 2
 
 
+def test_a_late_reply_is_never_taken_for_a_later_call(served):
+    server, client = served
+    with pytest.raises(undertow.RPCTimeout):
+        client.wait_gate.options(timeout=0.2)()
+    server.gate.set()  # the abandoned call now finishes and its reply comes back late
+    assert [client.add(i, 1) for i in range(20)] == [i + 1 for i in range(20)]
+    assert client.wait_gate() == "opened"
+
+
+def forever_server() -> tuple[undertow.Server, threading.Event, threading.Event]:
+    """A server whose ``forever()`` waits until cancelled; events say it started and stopped."""
+    server = undertow.Server(name="forever")
+    started, stopped = threading.Event(), threading.Event()
+
+    @server.register
+    async def forever() -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            stopped.set()
+
+    return server, started, stopped
+
+
+def test_a_call_past_its_deadline_is_stopped_on_the_server(serve):
+    server, started, stopped = forever_server()
+    with undertow.connect(serve(server), timeout=WAIT) as client:
+        with pytest.raises(undertow.RPCTimeout):
+            client.forever.options(timeout=0.3)()
+        assert started.is_set()
+        assert stopped.wait(WAIT), "the server did not cancel the call whose deadline passed"
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _until(condition: Callable[[], bool], timeout: float = WAIT) -> bool:
+    """Poll ``condition`` until it holds or ``timeout`` passes (ZeroMQ closes in the background)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc")
+def test_threads_that_call_leave_no_connection_behind(served):
+    server, _ = served
+    with undertow.connect(server.address, timeout=WAIT) as warm:  # the context's own descriptors
+        warm.add(1)
+    baseline = _open_fds()
+
+    # each calling thread has a connection of its own; closing the client closes them all,
+    # including those of threads still alive
+    client = undertow.connect(server.address, timeout=WAIT)
+    release = threading.Event()
+    called = threading.Barrier(5)
+
+    def work(i: int) -> None:
+        assert client.add(i) == i + 1
+        called.wait(WAIT)
+        release.wait(WAIT)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    called.wait(WAIT)
+    assert _open_fds() > baseline
+    client.close()
+    assert _until(lambda: _open_fds() <= baseline), f"{_open_fds() - baseline} descriptors left"
+    release.set()
+    for thread in threads:
+        thread.join(WAIT)
+    with pytest.raises(undertow.ConnectionClosed):
+        client.add(1)
+
+    # a thread that ends takes its connection with it, while the client stays open
+    with undertow.connect(server.address, timeout=WAIT) as client:
+        client.add(1)
+        with_client = _open_fds()
+        run_in_threads(lambda i: client.add(i), range(3), timeout=WAIT)
+        gc.collect()
+        assert _until(lambda: _open_fds() <= with_client), "a finished thread kept its socket"
+
+
 def test_default_deadline_applies_to_futures(serve):
     server = make_server()
     address = serve(server)
@@ -326,18 +417,7 @@ def test_sync_and_async_clients_offer_the_same_methods():
 
 
 def test_cancelling_a_future_stops_the_remote_call(serve):
-    server = undertow.Server(name="cancel")
-    started = threading.Event()
-    stopped = threading.Event()
-
-    @server.register
-    async def forever() -> None:
-        started.set()
-        try:
-            await asyncio.Event().wait()
-        finally:
-            stopped.set()
-
+    server, started, stopped = forever_server()
     address = serve(server)
     with undertow.connect(address, timeout=WAIT) as client:
         future = client.forever.submit()

@@ -283,18 +283,12 @@ class Client(_ClientBase):
         self, info: FunctionInfo, args: tuple[Any, ...], kwargs: dict[str, Any], opts: CallOptions
     ) -> Any:
         call, frames, deadline, timeout = self._prepare(info, args, kwargs, opts)
-        self._conn.start(call, frames, then_drain=info.streams)
         if info.streams:
+            self._conn.start(call, frames, then_drain=True)
             self._conn.drain_nowait()
             return _Stream(self, call, timeout)
-        try:
-            done = self._conn.wait(call, lambda: call.done, deadline, fresh=True)
-        except BaseException:
-            # Ctrl-C in a notebook, say: stop the remote call too, then let it propagate
-            self._abandon(call)
-            raise
-        if not done:
-            self._abandon(call)
+        # Ctrl-C in a notebook or the deadline: the connection stops the remote call too
+        if not self._conn.call(call, frames, deadline):
             raise _timeout_error(self._proto, info.name, timeout)
         return self._proto.outcome(call)
 

@@ -2,10 +2,18 @@
 
 from undertow.transport._zmq import (
     LockedSocket,
+    OwnedSocket,
     bind_router,
     connect_dealer,
     context,
     parse_address,
 )
 
-__all__ = ["LockedSocket", "bind_router", "connect_dealer", "context", "parse_address"]
+__all__ = [
+    "LockedSocket",
+    "OwnedSocket",
+    "bind_router",
+    "connect_dealer",
+    "context",
+    "parse_address",
+]
