@@ -34,7 +34,7 @@ __all__ = ["Call", "FunctionInfo", "Protocol", "write_output"]
 OutputCallback = Callable[[str, str], None]
 
 _NO_OUTPUT = int(Flags.NO_OUTPUT)
-_CALL = Kind.CALL
+_CALL, _RESULT, _ERROR = Kind.CALL, Kind.RESULT, Kind.ERROR
 _MSGPACK = MsgpackCodec()
 
 
@@ -132,7 +132,8 @@ class Protocol:
             name: resolve_codec(spec) for name, spec in (codecs or {}).items()
         }
         self.safe_exceptions = tuple(safe_exceptions)
-        self._ids = itertools.count(1)
+        #: call ids; ``next()`` on a count is atomic under the GIL
+        self.ids = itertools.count(1)
         self._codec_cache: dict[str, Codec] = {}
 
     def codec(self, name: str) -> Codec:
@@ -143,8 +144,8 @@ class Protocol:
         return codec
 
     def next_id(self) -> int:
-        """A new call id (``next`` on a count is atomic under the GIL)."""
-        return next(self._ids)
+        """A new call id."""
+        return next(self.ids)
 
     def where(self, name: str) -> str:
         """How errors name a function on this server."""
@@ -166,17 +167,29 @@ class Protocol:
                 f"{self.where(info.name)} takes {info.input} input, which the server accepts only "
                 "from authenticated clients; pass token=... to connect()"
             )
+        codec = self._codec_cache.get(info.input)
+        if codec is None:
+            try:
+                codec = self.codec(info.input)
+            except ConfigError as exc:
+                raise ConfigError(
+                    f"{self.where(info.name)} takes {info.input!r} input, a serialization this "
+                    f"client does not know; pass codecs={{{info.input!r}: <object with "
+                    "dumps/loads>}} to connect()"
+                ) from exc
         try:
-            codec = self.codec(info.input)
-        except ConfigError as exc:
-            raise ConfigError(
-                f"{self.where(info.name)} takes {info.input!r} input, a serialization this client "
-                f"does not know; pass codecs={{{info.input!r}: <object with dumps/loads>}} to "
-                "connect()"
-            ) from exc
-        payload = encode_arguments(codec, info.name, args, kwargs)
-        return self.call_frames(
-            call_id, info.name, payload, codec.name, timeout=timeout, output=output
+            payload = codec.encode((args, kwargs))
+        except UndertowError:
+            payload = encode_arguments(codec, info.name, args, kwargs)  # raises, naming the culprit
+        return pack(
+            _CALL,
+            call_id,
+            payload,
+            name=info.name,
+            codec=codec.name,
+            timeout=timeout,
+            flags=0 if output else _NO_OUTPUT,
+            token=self.token,
         )
 
     def call_frames(
@@ -223,12 +236,18 @@ class Protocol:
         """The value of a finished call, or raise what the server reported."""
         assert call.outcome is not None
         header, frames = call.outcome
-        if header.kind == Kind.ERROR:
+        return self.value_of(call.name, header, frames)
+
+    def value_of(self, name: str, header: Header, frames: list[Any]) -> Any:
+        """The value of the message that ended a call to ``name``, or raise its error."""
+        kind = header.kind
+        if kind is _RESULT and header.codec:
+            codec = self._codec_cache.get(header.codec) or self.codec(header.codec)
+            return codec.decode(frames)
+        if kind is _ERROR:
             info = decode_error(frames[0] if frames else b"")
-            raise rebuild(info, where=self.where(call.name), safe_types=self.safe_exceptions)
-        if header.kind == Kind.END:
-            return None
-        return self.decode_value(header, frames)
+            raise rebuild(info, where=self.where(name), safe_types=self.safe_exceptions)
+        return None  # END, or a result without a body
 
 
 def encode_arguments(

@@ -48,7 +48,7 @@ _PUMP_SLICE = 0.05
 _PUMP_DEFER = 0.001
 #: A thread waiting on its own socket looks at its deadline and at close() this often (ms).
 _SLICE_MS = 100
-_CANCEL = _Kind.CANCEL
+_CANCEL, _OUTPUT, _RESULT, _ERROR = _Kind.CANCEL, _Kind.OUTPUT, _Kind.RESULT, _Kind.ERROR
 
 
 class SyncConnection:
@@ -84,12 +84,19 @@ class SyncConnection:
 
     # -- blocking calls, each thread on its own socket ---------------------------------------
 
-    def call(self, call: Call, frames: list[Any], deadline: float | None) -> bool:
-        """Send ``call`` and wait in this thread until it is done; False if the deadline passed.
+    def call(
+        self,
+        call_id: int,
+        frames: list[Any],
+        deadline: float | None,
+        on_output: Callable[[str, str], None] | None,
+    ) -> tuple[Header, list[Any]] | None:
+        """Send a call and wait in this thread for the message that ends it.
 
-        The call goes out on this thread's own socket and its messages (output, then the
-        result) come back on it. If the wait ends without the result (deadline, Ctrl-C, a
-        closed client), the server is asked to stop the call.
+        Returns that message (RESULT or ERROR) as header and payload, or None if the deadline
+        passed first. The call goes out on this thread's own socket and its messages come back
+        on it; output is handed to ``on_output`` as it arrives. If the wait ends without an
+        answer (deadline, Ctrl-C, a closed client), the server is asked to stop the call.
         """
         sock: OwnedSocket | None = getattr(self._local, "sock", None)
         if sock is None:
@@ -98,38 +105,40 @@ class SyncConnection:
             if sock.closed:
                 raise ConnectionClosed(f"the client for {self.endpoint} is closed")
             sock.send(frames)
-            return self._await_call(sock, call, deadline)
-
-    def _await_call(self, sock: OwnedSocket, call: Call, deadline: float | None) -> bool:
-        call_id = call.call_id
-        try:
-            while True:
-                if deadline is None:
-                    wait_ms = _SLICE_MS
-                else:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        return False
-                    wait_ms = _SLICE_MS if left * 1000 >= _SLICE_MS else int(left * 1000) + 1
-                msg = sock.recv(wait_ms)
-                if msg is None:
-                    if self.closed:
-                        raise ConnectionClosed(f"the client for {self.endpoint} was closed")
-                    continue
-                try:
-                    header = decode_header(msg[0].buffer)
-                except UndertowError as exc:
-                    log.warning("dropped a malformed message from %s: %s", self.endpoint, exc)
-                    continue
-                if header.call_id == call_id:  # else: late news of a call given up on
-                    call.feed(header, payload_of(header, [f.buffer for f in msg[1:]]))
-                    if call.done:
-                        return True
-        finally:
-            if self.closed:
-                sock.close()
-            elif not call.done:  # deadline, Ctrl-C: ask the server to stop the call
-                sock.send([encode_header(Header(_CANCEL, call_id))])
+            answered = False
+            try:
+                while True:
+                    if deadline is None:
+                        wait_ms = _SLICE_MS
+                    else:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            return None
+                        wait_ms = _SLICE_MS if left * 1000 >= _SLICE_MS else int(left * 1000) + 1
+                    msg = sock.recv(wait_ms)
+                    if msg is None:
+                        if self.closed:
+                            raise ConnectionClosed(f"the client for {self.endpoint} was closed")
+                        continue
+                    try:
+                        header = decode_header(msg[0].buffer)
+                    except UndertowError as exc:
+                        log.warning("dropped a malformed message from %s: %s", self.endpoint, exc)
+                        continue
+                    if header.call_id != call_id:
+                        continue  # late news of a call given up on
+                    payload = [header.body] if header.body else [f.buffer for f in msg[1:]]
+                    if header.kind is _OUTPUT:
+                        if on_output is not None and payload:
+                            on_output(header.name, bytes(payload[0]).decode("utf-8", "replace"))
+                    elif header.kind is _RESULT or header.kind is _ERROR:
+                        answered = True
+                        return header, payload
+            finally:
+                if self.closed:
+                    sock.close()
+                elif not answered:  # deadline, Ctrl-C: ask the server to stop the call
+                    sock.send([encode_header(Header(_CANCEL, call_id))])
 
     def _own_socket(self) -> OwnedSocket:
         """This thread's socket, made now."""
