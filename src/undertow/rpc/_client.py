@@ -293,7 +293,7 @@ class Client(_ClientBase):
         self, info: FunctionInfo, args: tuple[Any, ...], kwargs: dict[str, Any], opts: CallOptions
     ) -> Any:
         if info.mode in _STREAMING:
-            call, frames, deadline, timeout = self._prepare(info, args, kwargs, opts)
+            call, frames, _, timeout = self._prepare(info, args, kwargs, opts)
             self._conn.start(call, frames, then_drain=True)
             self._conn.drain_nowait()
             return _Stream(self, call, timeout)

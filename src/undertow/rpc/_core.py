@@ -43,7 +43,6 @@ from undertow.wire import (
     encode_error,
     error_info,
     pack,
-    payload_of,
 )
 
 __all__ = ["HandlerServer", "Incoming", "RawHandler"]
@@ -52,6 +51,7 @@ log = logging.getLogger(__name__)
 
 _MSGPACK = MsgpackCodec()
 _NO_OUTPUT = int(Flags.NO_OUTPUT)
+_CALL, _RESULT, _CANCEL, _CREDIT = Kind.CALL, Kind.RESULT, Kind.CANCEL, Kind.CREDIT
 
 
 class Incoming:
@@ -111,9 +111,16 @@ class Incoming:
 
     def reply(self, payload: Sequence[Any], codec: str) -> bool:
         """Send the result, already encoded by ``codec``; False if the call was answered already."""
-        if not self._finish():
+        # _finish and _send written out: this runs for every call
+        try:
+            self._once.pop()
+        except IndexError:
             return False
-        self._send(Kind.RESULT, payload, codec=codec)
+        server, call_id = self._server, self.header.call_id
+        server._active.pop((self.peer, call_id), None)
+        sock = server._sock
+        if sock is not None:
+            sock.send([self.peer, *pack(_RESULT, call_id, payload, codec=codec)])
         return True
 
     def fail(self, info: ErrorInfo) -> bool:
@@ -293,14 +300,15 @@ class HandlerServer:
         except UndertowError as exc:
             log.debug("dropped a message from a peer: %s", exc)
             return None
-        payload = payload_of(header, [f.buffer for f in frames[2:]])
-        if header.kind in (Kind.CANCEL, Kind.CREDIT):
-            incoming = self._active.get((peer, header.call_id))
-            if incoming is not None:
-                self._control(incoming, header, payload)
-            return None
-        if header.kind != Kind.CALL:
-            log.debug("dropped a %s message: servers take only CALL and CANCEL", header.kind.name)
+        payload = [header.body] if header.body else [f.buffer for f in frames[2:]]
+        kind = header.kind
+        if kind != _CALL:
+            if kind in (_CANCEL, _CREDIT):
+                incoming = self._active.get((peer, header.call_id))
+                if incoming is not None:
+                    self._control(incoming, header, payload)
+            else:
+                log.debug("dropped a %s message: servers take only CALL and CANCEL", kind.name)
             return None
         incoming = Incoming(self, peer, header, payload)
         self._active[(peer, header.call_id)] = incoming

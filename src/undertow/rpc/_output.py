@@ -21,18 +21,13 @@ import threading
 from collections.abc import Callable
 from typing import Any, TextIO
 
-__all__ = [
-    "OutputSink",
-    "RoutedStream",
-    "capture",
-    "end_capture",
-    "install",
-    "start_capture",
-]
+__all__ = ["OutputSink", "RoutedStream", "capture", "current_output", "install"]
 
-_current: contextvars.ContextVar[OutputSink | None] = contextvars.ContextVar(
+#: The sink of the call running in this context (None: output goes to the real stream).
+current_output: contextvars.ContextVar[OutputSink | None] = contextvars.ContextVar(
     "undertow_output", default=None
 )
+_current = current_output
 _install_lock = threading.Lock()
 
 #: A partial line is sent once it grows past this many characters.
@@ -42,20 +37,21 @@ _MAX_PENDING = 8192
 class OutputSink:
     """Collects one call's output and sends it line by line through ``send(stream, text)``."""
 
-    __slots__ = ("_pending", "_send")
+    __slots__ = ("_send", "pending")
 
     def __init__(self, send: Callable[[str, str], None]) -> None:
         self._send = send
-        self._pending: dict[str, list[str]] = {}
+        #: text not sent yet, by stream (a partial line)
+        self.pending: dict[str, list[str]] = {}
 
     def write(self, stream: str, text: str) -> None:
-        pending = self._pending.setdefault(stream, [])
+        pending = self.pending.setdefault(stream, [])
         pending.append(text)
         if "\n" in text or "\r" in text or sum(map(len, pending)) > _MAX_PENDING:
             self._flush(stream)
 
     def _flush(self, stream: str) -> None:
-        pending = self._pending.get(stream)
+        pending = self.pending.get(stream)
         if pending:
             text = "".join(pending)
             pending.clear()
@@ -63,9 +59,8 @@ class OutputSink:
 
     def flush(self) -> None:
         """Send whatever is still pending (called when the call ends)."""
-        if self._pending:
-            for stream in list(self._pending):
-                self._flush(stream)
+        for stream in list(self.pending):
+            self._flush(stream)
 
 
 class RoutedStream(io.TextIOBase):
@@ -146,20 +141,3 @@ class capture:
         _current.reset(self._token)
         if self._sink is not None:
             self._sink.flush()
-
-
-def start_capture(sink: OutputSink | None) -> contextvars.Token[OutputSink | None]:
-    """Send the current context's output to ``sink`` (None: not captured) until
-    :func:`end_capture`; the same as :class:`capture` in two plain calls, for hot paths."""
-    if sink is not None and not (
-        type(sys.stdout) is RoutedStream and type(sys.stderr) is RoutedStream
-    ):
-        install()
-    return _current.set(sink)
-
-
-def end_capture(token: contextvars.Token[OutputSink | None], sink: OutputSink | None) -> None:
-    """End what :func:`start_capture` began and send any partial line still pending."""
-    _current.reset(token)
-    if sink is not None:
-        sink.flush()

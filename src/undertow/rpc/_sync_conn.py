@@ -84,7 +84,7 @@ class SyncConnection:
 
     # -- blocking calls, each thread on its own socket ---------------------------------------
 
-    def call(
+    def call(  # noqa: C901 - the hot path of every blocking call, written flat on purpose
         self,
         call_id: int,
         frames: list[Any],
