@@ -156,7 +156,9 @@ class ReceiverPool:
             while not st.stopping:
                 if st.backlog:
                     return st.backlog.popleft()
-                if not st.receiving:
+                if not st.receiving and st.inline_since is None:
+                    # the role is free; while a quick call runs inline it is not: that
+                    # thread takes it back, unless the sentinel finds the call overdue
                     self._take_role()
                     return ("", _RECEIVE)
                 st.idle += 1
