@@ -32,7 +32,7 @@ import zmq
 from undertow.errors import UndertowError
 from undertow.rpc._flow import StreamCredit
 from undertow.rpc._receivers import Job, ReceiverPool
-from undertow.transport import LockedSocket, bind_router
+from undertow.transport import ServerSocket, bind_router
 from undertow.wire import (
     ErrorInfo,
     Flags,
@@ -173,7 +173,7 @@ class HandlerServer:
         self._on_cancel = on_cancel
         self.handlers: dict[str, Callable[..., Any]] = dict(handlers or {})
         self.raw_handlers: dict[str, RawHandler] = {}
-        self._sock: LockedSocket | None = None
+        self._sock: ServerSocket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._address = ""
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -209,13 +209,16 @@ class HandlerServer:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         sock, self._address = bind_router(address)
-        self._sock = LockedSocket(sock, on_input=self._wake)
         if threads:
+            self._sock = ServerSocket(sock)
             self._pool = ReceiverPool(
                 self._sock, self._dispatch, threads=threads, slow_after=slow_after, name=self.name
             )
             self._pool.start()
         else:
+            # the loop owns the socket and waits on its descriptor
+            self._sock = ServerSocket(sock, on_input=self._wake)
+            self._sock.own()
             self._loop.add_reader(self._sock.fd, self._drain)
             self._drain()
         log.info("server %r listening on %s", self.name, self._address)

@@ -22,17 +22,14 @@ threaded shell around it.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import select
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from undertow.transport import LockedSocket
+from undertow.transport import ServerSocket
 
 __all__ = ["Job", "ReceiverPool"]
 
@@ -78,7 +75,7 @@ class ReceiverPool:
 
     def __init__(
         self,
-        sock: LockedSocket,
+        sock: ServerSocket,
         dispatch: Dispatch,
         *,
         threads: int,
@@ -95,10 +92,6 @@ class ReceiverPool:
         # the condition shares that lock, so notify() and wait() work under either.
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
-        sock.on_input = self.poke
         self._busy: set[int] = set()
         self._threads = [
             threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
@@ -116,33 +109,21 @@ class ReceiverPool:
         with self._lock:
             self._state.stopping = True
             self._cond.notify_all()
-        self.poke()
+        self._sock.wake()  # the receiving thread waits inside the socket
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             if thread.ident not in self._busy:
                 thread.join(max(0.0, deadline - time.monotonic()))
-        if not any(t.is_alive() for t in self._threads):
-            os.close(self._wake_r)
-            os.close(self._wake_w)
-        # else: a thread still in a job may poke the pipe; it is closed when the process ends
-
-    def poke(self) -> None:
-        """Wake the receiving thread (input arrived that its descriptor may not show)."""
-        with contextlib.suppress(BlockingIOError, OSError):
-            os.write(self._wake_w, b"\0")
 
     # -- the threads ------------------------------------------------------------------------
 
     def _work(self) -> None:
-        poller = select.poll()
-        poller.register(self._sock.fd, select.POLLIN)
-        poller.register(self._wake_r, select.POLLIN)
         while True:
             job = self._next_turn()
             if job is None:
                 return
             if job[1] is _RECEIVE:
-                self._receive(poller)
+                self._receive()
             else:
                 self._run(job)
             # Drop the job before waiting again: it holds the call's arguments, which may be
@@ -196,21 +177,13 @@ class ReceiverPool:
             st.inline_since = None
         st.receiving = True
 
-    def _receive(self, poller: select.poll) -> None:
+    def _receive(self) -> None:
         """Receive until this thread hands the role over to run a job."""
         sock, st = self._sock, self._state
-        likely = False  # the descriptor said input is there
+        sock.own()  # from now on the previous receiver's sends go through the relay
         while not st.stopping:
-            # After our own reply the socket is usually armed (see LockedSocket.armed): sleep
-            # on the descriptor without another look at EVENTS, a system call each.
-            frames = None if sock.armed and not likely else sock.recv_nowait(likely=likely)
-            likely = False
+            frames = sock.recv(1000)  # blocks inside ZeroMQ; stop() wakes it
             if frames is None:
-                for fd, _ in poller.poll(1000):
-                    if fd == self._wake_r:
-                        self._drain_pipe()
-                    else:
-                        likely = True
                 continue
             try:
                 job = self._dispatch(frames)
@@ -266,11 +239,6 @@ class ReceiverPool:
             log.exception("a job for %r failed outside its own error handling", job[0])
         finally:
             self._busy.discard(me)
-
-    def _drain_pipe(self) -> None:
-        with contextlib.suppress(BlockingIOError, OSError):
-            while os.read(self._wake_r, 4096):
-                pass
 
 
 def _receive_marker() -> None:

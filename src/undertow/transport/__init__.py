@@ -3,6 +3,7 @@
 from undertow.transport._zmq import (
     LockedSocket,
     OwnedSocket,
+    ServerSocket,
     bind_router,
     connect_dealer,
     context,
@@ -12,6 +13,7 @@ from undertow.transport._zmq import (
 __all__ = [
     "LockedSocket",
     "OwnedSocket",
+    "ServerSocket",
     "bind_router",
     "connect_dealer",
     "context",
