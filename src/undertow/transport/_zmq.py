@@ -217,11 +217,7 @@ class OwnedSocket:
             frame = sock.recv(copy=False)
         except zmq.Again:
             return None
-        frames = [frame]
-        while frame.more:
-            frame = sock.recv(copy=False)
-            frames.append(frame)
-        return frames
+        return _whole(sock, frame, 0)
 
     def close(self) -> None:
         """Close the socket, dropping anything unsent."""
@@ -327,10 +323,7 @@ class ServerSocket:
 
     def _finish_recv(self, frame: zmq.Frame, flags: int) -> list[zmq.Frame] | None:
         sock = self.sock
-        frames = [frame]
-        while frame.more:
-            frame = sock.recv(flags, copy=False)
-            frames.append(frame)
+        frames = _whole(sock, frame, flags)
         peer = frames[0].bytes
         if len(peer) == 16 and hmac.compare_digest(peer, self.relay_id):
             if len(frames) > 2:  # [relay id, peer, *frames]; a bare wake-up has only one more
@@ -345,6 +338,15 @@ class ServerSocket:
                 self.closed = True
                 self._relay.close(linger=0)
                 self.sock.close(linger=0)
+
+
+def _whole(sock: zmq.Socket[Any], frame: zmq.Frame, flags: int) -> list[zmq.Frame]:
+    """The frames of the message whose first frame is ``frame``."""
+    frames = [frame]
+    while frame.more:  # cheaper than asking RCVMORE (an enum lookup in pyzmq)
+        frame = sock.recv(flags, copy=False)
+        frames.append(frame)
+    return frames
 
 
 def _send_frames(sock: zmq.Socket[Any], frames: Sequence[Any]) -> None:
