@@ -50,7 +50,9 @@ class _Entry:
     __slots__ = (
         "checked",
         "decode",
+        "decode_body",
         "encode",
+        "encode_body",
         "fn",
         "glob",
         "info",
@@ -79,6 +81,9 @@ class _Entry:
         self.output_name = options.output_serialization.name
         self.decode = options.input_serialization.decode
         self.encode = options.output_serialization.encode
+        # msgspec's own functions when the codec has them (one body frame, no wrapper)
+        self.decode_body = getattr(options.input_serialization, "decode_body", None)
+        self.encode_body = getattr(options.output_serialization, "encode_body", None)
         #: a plain function with no deadline: the receiving thread may run it at once
         self.plain = self.mode == "function" and options.timeout is None
         #: calls need more than a codec check (a token)
@@ -397,12 +402,15 @@ class Server:
         every call (each Python call saved is a microsecond or more of every round trip)."""
         if not incoming._once:  # answered already (cancelled by a deadline, say)
             return
+        frames = incoming.frames
         try:
-            args, kwargs = entry.decode(incoming.frames)
+            body = entry.decode_body
+            decoded = body(frames[0]) if body is not None else entry.decode(frames)
+            args, kwargs = decoded
             if not isinstance(args, list | tuple) or not isinstance(kwargs, dict):
                 raise TypeError("expected [args, kwargs]")
         except Exception as exc:  # whatever the payload was, the caller hears why it failed
-            incoming.fail(error_info(exc, code="serialization"))
+            incoming.fail(error_info(_decode_failure(entry, frames, exc), code="serialization"))
             return
         if entry.options.output and not incoming.header.flags & _NO_OUTPUT:
             sink: OutputSink | None = OutputSink(incoming.output)
@@ -424,10 +432,14 @@ class Server:
             incoming.fail(error_info(error, skip_frames=1))
             return
         try:
-            payload = entry.encode(result)
-        except UndertowError as exc:
-            incoming.fail(_unsendable(entry, exc))
-            return
+            encode = entry.encode_body
+            payload = [encode(result)] if encode is not None else entry.encode(result)
+        except Exception:
+            try:
+                payload = entry.encode(result)  # the codec's own error names the type
+            except UndertowError as exc:
+                incoming.fail(_unsendable(entry, exc))
+                return
         incoming.reply(payload, entry.output_name)
 
     def _run_sync(self, entry: _Entry, incoming: Incoming) -> None:
@@ -500,6 +512,16 @@ def _send_result(entry: _Entry, incoming: Incoming, result: Any) -> None:
         incoming.fail(_unsendable(entry, exc))
         return
     incoming.reply(payload, entry.output_name)
+
+
+def _decode_failure(entry: _Entry, frames: list[Any], exc: Exception) -> Exception:
+    """The error to report for arguments that did not decode: the codec's own, if it has one."""
+    if entry.decode_body is not None:
+        try:
+            entry.decode(frames)
+        except UndertowError as own:
+            return own
+    return exc
 
 
 def _unsendable(entry: _Entry, exc: UndertowError) -> ErrorInfo:

@@ -13,7 +13,7 @@ such as the stdlib :mod:`json` module, can be given where a codec is expected.
 from __future__ import annotations
 
 import pickle
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import msgspec
@@ -57,12 +57,24 @@ def _type_error(value: Any, exc: Exception, codec: str) -> SerializationError:
 
 
 class _MsgspecCodec:
-    """A msgspec encoder/decoder pair: fast, and safe to decode from anyone."""
+    """A msgspec encoder/decoder pair: fast, and safe to decode from anyone.
+
+    ``encode_body`` and ``decode_body`` are msgspec's own functions, for hot paths that handle
+    one body frame and fall back to :meth:`encode`/:meth:`decode` to report a failure.
+    """
 
     name = ""
     unsafe = False
     _enc: msgspec.msgpack.Encoder | msgspec.json.Encoder
     _dec: msgspec.msgpack.Decoder[Any] | msgspec.json.Decoder[Any]
+
+    @property
+    def encode_body(self) -> Callable[[Any], bytes]:
+        return self._enc.encode
+
+    @property
+    def decode_body(self) -> Callable[[Buffer], Any]:
+        return self._dec.decode
 
     def encode(self, value: Any) -> list[Buffer]:
         try:
