@@ -28,6 +28,12 @@ __all__ = ["CallFuture", "Client", "connect", "functions"]
 DESCRIBE = "_describe"
 DEFAULT_TIMEOUT = 30.0
 _STREAMING = ("generator", "asyncgen")
+_PENDING = concurrent.futures._base.PENDING
+_DONE = (
+    concurrent.futures._base.CANCELLED,
+    concurrent.futures._base.CANCELLED_AND_NOTIFIED,
+    concurrent.futures._base.FINISHED,
+)
 
 
 class CallFuture(concurrent.futures.Future[Any]):
@@ -89,12 +95,20 @@ class CallFuture(concurrent.futures.Future[Any]):
             limits = [t for t in (mine, self._deadline) if t is not None]
             until = min(limits) if limits else None
             with contextlib.suppress(ConnectionClosed):  # reported by the future itself
-                client._conn.wait(call, lambda: call.done or self.done(), until)
+                client._conn.wait(call, lambda: call.done or self._state != _PENDING, until)
             if self._deadline is not None and time.monotonic() >= self._deadline:
                 self._on_deadline(TimeoutError())
             if mine is not None:
                 timeout = max(0.0, mine - time.monotonic())
         return super().result(timeout)
+
+    def done(self) -> bool:
+        """True once the call has finished, failed or been cancelled.
+
+        Reads the state without the future's lock (a single attribute read is atomic):
+        ``result()`` and the receive loop ask this often.
+        """
+        return self._state in _DONE
 
     def cancel(self) -> bool:
         """Cancel the call if it has not finished; the server is asked to stop it."""

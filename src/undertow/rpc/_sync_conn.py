@@ -72,7 +72,7 @@ class SyncConnection:
         self._pump_poller.register(self._pump_r, select.POLLIN)
         self._pump_waiting = False
         self._pump_polling = False
-        self._last_delivery = 0.0  # when a submitting thread last delivered replies itself
+        self._last_delivery = 0.0  # when a thread other than the pump last delivered replies
         self._next_expiry_scan = 0.0
         self._orphans: dict[int, tuple[Call, float | None, Callable[[BaseException], None]]] = {}
         self._pump_cond = threading.Condition()
@@ -201,6 +201,7 @@ class SyncConnection:
             try:
                 self._receive(ready, deadline, poll_first=fresh)
             finally:
+                self._last_delivery = time.monotonic()  # the pump stands back a moment
                 self._release_role()
             if ready():
                 return True
