@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import gc
 import inspect
 import os
@@ -10,6 +11,7 @@ import pydoc
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -161,6 +163,32 @@ def test_futures_are_concurrent_and_awaitable(served):
 
     assert asyncio.run(main()) == [1, 2, 3, 4, 5]
     assert client.submit("add", 1, 2).result(WAIT) == 3
+
+
+def test_futures_work_with_the_concurrent_futures_helpers(served):
+    server, client = served
+    # a thread blocked in wait() on a future that is not done yet is woken when it is
+    blocked = client.wait_gate.submit()
+    quick = [client.add.submit(i, 1) for i in range(10)]
+    seen: list[set[concurrent.futures.Future[Any]]] = []
+    waiter = threading.Thread(
+        target=lambda: seen.append(concurrent.futures.wait([blocked], timeout=WAIT).done)
+    )
+    waiter.start()
+    assert sorted(f.result(WAIT) for f in concurrent.futures.as_completed(quick, WAIT)) == list(
+        range(1, 11)
+    )
+    server.gate.set()
+    waiter.join(WAIT)
+    assert seen == [{blocked}]
+    assert blocked.result(0) == "opened"
+    # callbacks added before and after completion both run, once
+    calls: list[object] = []
+    future = client.add.submit(1, 2)
+    future.add_done_callback(lambda f: calls.append(f.result()))
+    assert future.result(WAIT) == 3
+    future.add_done_callback(lambda f: calls.append(f.exception()))
+    assert calls == [3, None]
 
 
 def test_failed_future_carries_the_remote_exception(served):

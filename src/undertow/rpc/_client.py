@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from typing import Any
@@ -29,6 +30,9 @@ DESCRIBE = "_describe"
 DEFAULT_TIMEOUT = 30.0
 _STREAMING = ("generator", "asyncgen")
 _PENDING = concurrent.futures._base.PENDING
+_FINISHED = concurrent.futures._base.FINISHED
+#: guards making a future's condition against settling the future without it
+_CONDITIONS = threading.Lock()
 _DONE = (
     concurrent.futures._base.CANCELLED,
     concurrent.futures._base.CANCELLED_AND_NOTIFIED,
@@ -49,7 +53,13 @@ class CallFuture(concurrent.futures.Future[Any]):
         deadline: float | None = None,
         on_deadline: Callable[[BaseException], None] | None = None,
     ) -> None:
-        super().__init__()
+        # Future.__init__ without its Condition, which most futures never need: it is made
+        # on first use (see __getattr__); until then set_result takes a shorter path.
+        self._state = _PENDING
+        self._result = None
+        self._exception = None
+        self._waiters: list[Any] = []
+        self._done_callbacks: list[Callable[[concurrent.futures.Future[Any]], object]] = []
         self._client = client
         self._call = call
         self._deadline = deadline
@@ -58,6 +68,40 @@ class CallFuture(concurrent.futures.Future[Any]):
 
     def __await__(self) -> Generator[Any, None, Any]:
         return asyncio.wrap_future(self).__await__()
+
+    def __getattr__(self, name: str) -> Any:
+        if name != "_condition":
+            raise AttributeError(name)
+        with _CONDITIONS:
+            cond = self.__dict__.get("_condition")
+            if cond is None:
+                cond = self.__dict__["_condition"] = threading.Condition()
+        return cond
+
+    def _settle_unwatched(self, result: Any, exception: BaseException | None) -> bool:
+        """Finish the future if no thread ever used its condition (so none waits on it)."""
+        with _CONDITIONS:
+            if "_condition" in self.__dict__:
+                return False
+            if self._state in _DONE:
+                raise concurrent.futures.InvalidStateError(f"{self._state}: {self!r}")
+            self._result, self._exception = result, exception
+            self._state = _FINISHED
+        self._invoke_callbacks()
+        return True
+
+    def set_result(self, result: Any) -> None:
+        if not self._settle_unwatched(result, None):
+            super().set_result(result)
+
+    def set_exception(self, exception: BaseException | None) -> None:
+        if not self._settle_unwatched(None, exception):
+            super().set_exception(exception)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        if self._state == _FINISHED:
+            return self._exception
+        return super().exception(timeout)
 
     def _claim(self) -> bool:
         try:
@@ -73,9 +117,11 @@ class CallFuture(concurrent.futures.Future[Any]):
             return
         client._conn.forget(call)
         try:
-            self.set_result(client._proto.outcome(call))
+            result = client._proto.outcome(call)
         except BaseException as exc:  # the remote error becomes the future's exception
             self.set_exception(exc)
+        else:
+            self.set_result(result)
 
     def _expire(self, reason: BaseException) -> None:
         """The deadline passed, or the client closed."""
@@ -100,6 +146,8 @@ class CallFuture(concurrent.futures.Future[Any]):
                 self._on_deadline(TimeoutError())
             if mine is not None:
                 timeout = max(0.0, mine - time.monotonic())
+        if self._state == _FINISHED and self._exception is None:
+            return self._result
         return super().result(timeout)
 
     def done(self) -> bool:
