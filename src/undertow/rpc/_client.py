@@ -87,7 +87,8 @@ class CallFuture(concurrent.futures.Future[Any]):
                 raise concurrent.futures.InvalidStateError(f"{self._state}: {self!r}")
             self._result, self._exception = result, exception
             self._state = _FINISHED
-        self._invoke_callbacks()
+        if self._done_callbacks:
+            self._invoke_callbacks()
         return True
 
     def set_result(self, result: Any) -> None:
@@ -113,15 +114,22 @@ class CallFuture(concurrent.futures.Future[Any]):
     def _settle(self) -> None:
         """The call's outcome arrived (runs in the receiving thread)."""
         call, client = self._call, self._client
-        if call is None or client is None or not call.done or not self._claim():
+        if call is None or client is None or not call.done:
+            return
+        try:
+            self._once.pop()  # _claim, written out: this runs for every future
+        except IndexError:
             return
         client._conn.forget(call)
+        header, frames = call.outcome  # type: ignore[misc]  # set when call.done
         try:
-            result = client._proto.outcome(call)
+            result = client._proto.value_of(call.name, header, frames)
         except BaseException as exc:  # the remote error becomes the future's exception
-            self.set_exception(exc)
+            if not self._settle_unwatched(None, exc):
+                super().set_exception(exc)
         else:
-            self.set_result(result)
+            if not self._settle_unwatched(result, None):
+                super().set_result(result)
 
     def _expire(self, reason: BaseException) -> None:
         """The deadline passed, or the client closed."""
@@ -135,8 +143,10 @@ class CallFuture(concurrent.futures.Future[Any]):
         The waiting thread receives for the connection itself when no other thread does,
         so waiting on a future costs no more than a blocking call.
         """
+        if self._state == _FINISHED and self._exception is None:
+            return self._result  # the common case once the call is done: no lock
         call, client = self._call, self._client
-        if call is not None and client is not None and not self.done():
+        if call is not None and client is not None and self._state not in _DONE:
             mine = None if timeout is None else time.monotonic() + timeout
             limits = [t for t in (mine, self._deadline) if t is not None]
             until = min(limits) if limits else None
@@ -248,7 +258,7 @@ class _ClientBase:
         timeout = self.timeout if opts.timeout is None else opts.timeout
         output = (self._sink is not None) if opts.output is None else opts.output
         sink = (self._sink or write_output) if output else None
-        call = Call(self._proto.next_id(), info.name, sink)
+        call = Call(next(self._proto.ids), info.name, sink)
         frames = self._proto.request(
             call.call_id, info, args, kwargs, timeout=timeout, output=output
         )
@@ -380,12 +390,12 @@ class Client(_ClientBase):
     def _submit(
         self, info: FunctionInfo, args: tuple[Any, ...], kwargs: dict[str, Any], opts: CallOptions
     ) -> CallFuture:
-        if info.streams:
+        if info.mode in _STREAMING:
             raise TypeError(
                 f"{info.name}() is a generator function; iterate over {info.name}(...) instead"
             )
         call, frames, deadline, timeout = self._prepare(info, args, kwargs, opts)
-        proto, conn = self._proto, self._conn
+        proto = self._proto
 
         def expire(reason: BaseException) -> None:
             if not isinstance(reason, ConnectionClosed):
@@ -395,9 +405,7 @@ class Client(_ClientBase):
         future = CallFuture(self, call, deadline, expire)
 
         call.notify = future._settle
-        conn.start(call, frames, then_drain=True)
-        conn.watch(call, deadline, expire)
-        conn.drain_nowait()  # settle whatever else has completed, here and now
+        self._conn.submit(call, frames, deadline, expire)
         return future
 
     def _abandon(self, call: Call) -> None:

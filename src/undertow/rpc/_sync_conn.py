@@ -34,7 +34,7 @@ from typing import Any
 from undertow.errors import ConnectionClosed, UndertowError
 from undertow.rpc._calls import Call
 from undertow.transport import LockedSocket, OwnedSocket, connect_dealer
-from undertow.wire import Header, decode_header, encode_header, payload_of
+from undertow.wire import Header, decode_header, encode_header
 from undertow.wire import Kind as _Kind
 
 __all__ = ["SyncConnection"]
@@ -168,6 +168,19 @@ class SyncConnection:
             raise ConnectionClosed(f"the client for {self.endpoint} is closed")
         self._calls[call.call_id] = call
         self._sock.send(frames, report=not then_drain)
+
+    def submit(
+        self,
+        call: Call,
+        frames: list[Any],
+        deadline: float | None,
+        expire: Callable[[BaseException], None],
+    ) -> None:
+        """Send a call no thread waits on: :meth:`start`, :meth:`watch` and
+        :meth:`drain_nowait` in one, as a thread that keeps submitting runs it for each call."""
+        self.start(call, frames, then_drain=True)
+        self.watch(call, deadline, expire)
+        self.drain_nowait()  # settle whatever else has completed, here and now
 
     def send(self, frames: list[Any]) -> None:
         """Send a message that expects no reply (a CANCEL)."""
@@ -309,7 +322,7 @@ class SyncConnection:
         call = self._calls.get(header.call_id)
         if call is None:
             return  # a late message for a call that was cancelled or timed out
-        call.feed(header, payload_of(header, [f.buffer for f in frames[1:]]))
+        call.feed(header, [header.body] if header.body else [f.buffer for f in frames[1:]])
         if call.done:
             self._calls.pop(header.call_id, None)
 

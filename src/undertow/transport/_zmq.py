@@ -121,7 +121,11 @@ class LockedSocket:
         with self.lock:
             if self.closed:
                 return
-            _send_frames(self.sock, frames)
+            sock = self.sock
+            last = len(frames) - 1
+            for i, frame in enumerate(frames):  # _send_frames, written out
+                small = len(frame) < _COPY_BELOW if isinstance(frame, bytes) else False
+                _send(sock, frame, _SNDMORE if i < last else 0, copy=small)
             if report:
                 pending = self._getopt(_EVENTS) & _POLLIN
                 self.armed = not pending
