@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Callable
 
 import pytest
 
@@ -64,3 +66,32 @@ def test_public_objects_have_informative_reprs(serve):
         assert future.result(10) == "pong"
         assert "finished" in repr(future)
     assert repr(rpc(address)) == f"<rpc {address}>"
+
+
+async def test_jobs_answer_from_worker_threads_when_the_loop_reads_the_socket():
+    """With ``listen(threads=0)`` the loop owns the socket; a job's reply from an executor
+    thread is relayed to the loop, which forwards it."""
+    from undertow.rpc import Incoming
+    from undertow.wire import MsgpackCodec
+
+    codec = MsgpackCodec()
+    repliers: set[int] = set()
+
+    def square(incoming: Incoming) -> tuple[str, Callable[[], None]]:
+        def job() -> None:
+            repliers.add(threading.get_ident())
+            x = codec.decode(incoming.frames)["x"]
+            incoming.reply(codec.encode(x * x), codec.name)
+
+        return "square", job
+
+    server = HandlerServer(name="jobs")
+    server.raw_handlers["square"] = square
+    address = await server.listen("tcp://127.0.0.1:0", threads=0)
+    try:
+        async with rpc(address, timeout=10) as remote:
+            results = await asyncio.gather(*(remote.square(x=i) for i in range(30)))
+        assert results == [i * i for i in range(30)]
+        assert threading.get_ident() not in repliers  # answered from other threads
+    finally:
+        await server.close()
