@@ -1,14 +1,21 @@
-"""ZeroMQ sockets that any thread may use, and address parsing.
+"""ZeroMQ sockets shared between threads, and address parsing.
 
 pyzmq is imported only here. A ZeroMQ socket is not thread-safe, but it may be used from
-several threads if every operation is serialised with a full memory barrier; :class:`LockedSocket`
-does that with a lock, so a worker thread can send its reply without handing it to the event
-loop first (a thread hop costs tens of microseconds, a third of a loopback round trip).
+several threads if every operation is serialised with a full memory barrier. Three ways of
+sharing, for three uses:
+
+* :class:`OwnedSocket`: one thread's own DEALER, which it sends on and then waits in
+  ZeroMQ's blocking receive (a blocking client call).
+* :class:`ServerSocket`: a server's ROUTER, owned by the thread that receives on it; other
+  threads send through an in-process relay that the owner forwards.
+* :class:`LockedSocket`: every operation under a lock, waited on through the descriptor (the
+  client's socket for futures and streams, the async client).
 
 ZeroMQ signals readiness through an edge-like file descriptor: it becomes readable when the
 socket's state changes and is reset by *any* operation on the socket, including a send. The
-rule here: whoever operates on the socket without draining it (:meth:`LockedSocket.send`,
-:meth:`LockedSocket.has_input`) checks ``EVENTS`` afterwards and reports waiting input through
+rule for sockets waited on through it: whoever operates on the socket without draining it
+(:meth:`LockedSocket.send`, :meth:`LockedSocket.has_input`, an event loop's own send on a
+:class:`ServerSocket`) checks ``EVENTS`` afterwards and reports waiting input through
 ``on_input``, so whoever sleeps on the descriptor does not sleep on a message already queued.
 """
 
@@ -350,7 +357,9 @@ class ServerSocket:
         return frames
 
     def close(self) -> None:
-        """Close the socket and the relay, dropping anything unsent."""
+        """Close the socket and the relay, dropping anything unsent. The owner must not be
+        inside :meth:`recv` (wake it and let it return first); other threads' later sends
+        are dropped."""
         with self._own_lock, self._relay_lock:
             if not self.closed:
                 self.closed = True
