@@ -22,6 +22,7 @@ from undertow.wire import (
     decode_header,
     encode_header,
     payload_of,
+    unbatch,
 )
 
 #: Bounded wait used only to assert that *no* answer comes (never to wait for readiness).
@@ -99,6 +100,7 @@ def raw(address: str) -> Iterator[zmq.Socket[Any]]:
         sock.connect(address)
         yield sock
     finally:
+        _unread.pop(id(sock), None)
         sock.close()
 
 
@@ -110,11 +112,21 @@ def args_body(*args: Any, **kwargs: Any) -> bytes:
     return msgspec.msgpack.encode([list(args), kwargs])
 
 
+_unread: dict[int, list[Header]] = {}  # per socket: messages of a BATCH not returned yet
+
+
 def receive(sock: zmq.Socket[Any], timeout_ms: int = ANSWER_MS) -> tuple[Header, list[bytes]]:
-    assert sock.poll(timeout_ms, zmq.POLLIN), "the server did not answer"
-    frames = sock.recv_multipart()
-    header = decode_header(frames[0])
-    return header, payload_of(header, frames[1:])  # a small body rides in the header frame
+    """The next message, as a client sees it: a BATCH of answers is taken apart."""
+    unread = _unread.setdefault(id(sock), [])
+    if not unread:
+        assert sock.poll(timeout_ms, zmq.POLLIN), "the server did not answer"
+        frames = sock.recv_multipart()
+        header = decode_header(frames[0])
+        if header.kind != Kind.BATCH:
+            return header, payload_of(header, frames[1:])  # a small body rides in the header
+        unread.extend(unbatch(header))
+    header = unread.pop(0)
+    return header, payload_of(header, [])
 
 
 def receive_error(sock: zmq.Socket[Any], call_id: int) -> ErrorInfo:
@@ -126,6 +138,7 @@ def receive_error(sock: zmq.Socket[Any], call_id: int) -> ErrorInfo:
 
 
 def assert_silent(sock: zmq.Socket[Any]) -> None:
+    assert not _unread.get(id(sock)), f"unexpected answers: {_unread[id(sock)]!r}"
     if sock.poll(QUIET_MS, zmq.POLLIN):
         frames = sock.recv_multipart()
         raise AssertionError(f"unexpected answer: {frames!r}")

@@ -9,9 +9,9 @@ from collections.abc import Callable
 from typing import Any
 
 from undertow.errors import ConnectionClosed, UndertowError
-from undertow.rpc._calls import Call
+from undertow.rpc._calls import Call, deliver
 from undertow.transport import LockedSocket, connect_dealer
-from undertow.wire import decode_header, payload_of
+from undertow.wire import Kind, decode_header, payload_of, unbatch
 
 __all__ = ["AsyncConnection"]
 
@@ -73,15 +73,14 @@ class AsyncConnection:
         while (frames := self._sock.recv_nowait()) is not None:
             try:
                 header = decode_header(frames[0].buffer)
+                if header.kind == Kind.BATCH:
+                    for item in unbatch(header):
+                        deliver(self._calls, item, [item.body] if item.body else [])
+                    continue
             except UndertowError as exc:
                 log.warning("dropped a malformed message from %s: %s", self.endpoint, exc)
                 continue
-            call = self._calls.get(header.call_id)
-            if call is None:
-                continue
-            call.feed(header, payload_of(header, [f.buffer for f in frames[1:]]))
-            if call.done:
-                self._calls.pop(header.call_id, None)
+            deliver(self._calls, header, payload_of(header, [f.buffer for f in frames[1:]]))
 
     def close(self) -> None:
         """Close the socket; calls still waiting raise :class:`ConnectionClosed`."""

@@ -29,7 +29,7 @@ from undertow.wire import (
     resolve_codec,
 )
 
-__all__ = ["Call", "FunctionInfo", "Protocol", "write_output"]
+__all__ = ["Call", "FunctionInfo", "Protocol", "deliver", "write_output"]
 
 OutputCallback = Callable[[str, str], None]
 
@@ -106,6 +106,17 @@ class Call:
 
 def _nothing() -> None:
     pass
+
+
+def deliver(calls: dict[int, Call], header: Header, payload: list[Any]) -> None:
+    """Feed one message to its call in ``calls``, and forget the call once it is done.
+    A message for a call not there (given up on) is dropped."""
+    call = calls.get(header.call_id)
+    if call is None:
+        return
+    call.feed(header, payload)
+    if call.done:
+        calls.pop(header.call_id, None)
 
 
 class Protocol:

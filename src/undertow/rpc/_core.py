@@ -43,6 +43,7 @@ from undertow.wire import (
     encode_error,
     error_info,
     pack,
+    pack_batch,
 )
 
 __all__ = ["HandlerServer", "Incoming", "RawHandler"]
@@ -210,7 +211,7 @@ class HandlerServer:
         self._loop_thread = threading.get_ident()
         sock, self._address = bind_router(address)
         if threads:
-            self._sock = ServerSocket(sock)
+            self._sock = ServerSocket(sock, coalesce=pack_batch)
             self._pool = ReceiverPool(
                 self._sock, self._dispatch, threads=threads, slow_after=slow_after, name=self.name
             )

@@ -32,9 +32,9 @@ from collections.abc import Callable
 from typing import Any
 
 from undertow.errors import ConnectionClosed, UndertowError
-from undertow.rpc._calls import Call
+from undertow.rpc._calls import Call, deliver
 from undertow.transport import LockedSocket, OwnedSocket, connect_dealer
-from undertow.wire import Header, decode_header, encode_header
+from undertow.wire import Header, decode_header, encode_header, unbatch
 from undertow.wire import Kind as _Kind
 
 __all__ = ["SyncConnection"]
@@ -49,6 +49,7 @@ _PUMP_DEFER = 0.001
 #: A thread waiting on its own socket looks at its deadline and at close() this often (ms).
 _SLICE_MS = 100
 _CANCEL, _OUTPUT, _RESULT, _ERROR = _Kind.CANCEL, _Kind.OUTPUT, _Kind.RESULT, _Kind.ERROR
+_BATCH = _Kind.BATCH
 
 
 class SyncConnection:
@@ -124,6 +125,12 @@ class SyncConnection:
                         header = decode_header(msg[0].buffer)
                     except UndertowError as exc:
                         log.warning("dropped a malformed message from %s: %s", self.endpoint, exc)
+                        continue
+                    if header.kind is _BATCH:
+                        found = _answer_in_batch(header, call_id, on_output, self.endpoint)
+                        if found is not None:
+                            answered = True
+                            return found
                         continue
                     if header.call_id != call_id:
                         continue  # late news of a call given up on
@@ -316,6 +323,10 @@ class SyncConnection:
     def _deliver(self, frames: list[Any]) -> None:
         try:
             header = decode_header(frames[0].buffer)
+            if header.kind is _BATCH:
+                for item in unbatch(header):
+                    deliver(self._calls, item, [item.body] if item.body else [])
+                return
         except UndertowError as exc:
             log.warning("dropped a malformed message from %s: %s", self.endpoint, exc)
             return
@@ -454,6 +465,28 @@ class SyncConnection:
             self._role.release()
         for fd in (self._wake_r, self._wake_w, self._pump_r, self._pump_w):
             os.close(fd)
+
+
+def _answer_in_batch(
+    batch: Header, call_id: int, on_output: Callable[[str, str], None] | None, endpoint: str
+) -> tuple[Header, list[Any]] | None:
+    """Handle a BATCH on a thread's own socket: output for ``call_id`` goes to ``on_output``;
+    returns the message that ends the call, if the batch holds it."""
+    try:
+        items = unbatch(batch)
+    except UndertowError as exc:
+        log.warning("dropped a malformed message from %s: %s", endpoint, exc)
+        return None
+    for header in items:
+        if header.call_id != call_id:
+            continue
+        payload = [header.body] if header.body else []
+        if header.kind is _OUTPUT:
+            if on_output is not None and payload:
+                on_output(header.name, bytes(payload[0]).decode("utf-8", "replace"))
+        elif header.kind is _RESULT or header.kind is _ERROR:
+            return header, payload
+    return None
 
 
 def _pipe() -> tuple[int, int]:

@@ -21,7 +21,9 @@ from undertow.wire._header import (
     decode_header,
     encode_header,
     pack,
+    pack_batch,
     payload_of,
+    unbatch,
 )
 
 __all__ = [
@@ -45,7 +47,9 @@ __all__ = [
     "encode_header",
     "error_info",
     "pack",
+    "pack_batch",
     "payload_of",
     "rebuild",
     "resolve_codec",
+    "unbatch",
 ]

@@ -23,6 +23,10 @@ Header fields, in order (msgpack array, so unknown trailing fields can be added 
     token        CALL: the caller's credential, if any (never logged)
     body         a body of at most INLINE_BODY bytes, carried here instead of in frame 1
     ===========  =====================================================================
+
+A server answering calls that arrive back to back may put several one-frame messages for the
+same client into one BATCH message: its body is a msgpack array of their header frames, in
+order. A batch never holds another batch.
 """
 
 from __future__ import annotations
@@ -46,14 +50,16 @@ __all__ = [
     "decode_header",
     "encode_header",
     "pack",
+    "pack_batch",
     "payload_of",
+    "unbatch",
 ]
 
 MAGIC = b"UT"
 #: A stream may run this many items ahead of what its caller has consumed; the caller
 #: grants more with CREDIT messages (every half window), so a fast generator cannot flood it.
 STREAM_WINDOW = 64
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: BATCH
 _PREFIX = MAGIC + bytes([PROTOCOL_VERSION])
 
 
@@ -68,6 +74,7 @@ class Kind(enum.IntEnum):
     END = 6  # server -> client: the generator is exhausted; ends the call
     CANCEL = 7  # client -> server: the caller gave up on call_id
     CREDIT = 8  # client -> server: body = msgpack int, items of a stream consumed so far
+    BATCH = 9  # server -> client: several one-frame messages, in order (see pack_batch)
 
 
 class Flags(enum.IntFlag):
@@ -134,6 +141,27 @@ def pack(
     nbuffers = len(payload) - 1 if payload else 0
     header = Header(kind, call_id, name, codec, nbuffers, timeout, flags, token)
     return [_PREFIX + _encoder.encode(header), *payload]
+
+
+_frames_encoder = msgspec.msgpack.Encoder()
+_frames_decoder = msgspec.msgpack.Decoder(list[bytes])
+
+
+def pack_batch(frames: Sequence[bytes]) -> bytes:
+    """One BATCH header frame carrying these one-frame messages, in order."""
+    return _PREFIX + _encoder.encode(Header(Kind.BATCH, 0, body=_frames_encoder.encode(frames)))
+
+
+def unbatch(header: Header) -> list[Header]:
+    """The messages inside a BATCH, decoded; raises :class:`WireError` if it is malformed."""
+    try:
+        frames = _frames_decoder.decode(header.body)
+    except (msgspec.DecodeError, ValueError) as exc:
+        raise WireError(f"malformed batch: {exc}") from exc
+    headers = [decode_header(frame) for frame in frames]
+    if any(h.kind == Kind.BATCH for h in headers):
+        raise WireError("malformed batch: a batch inside a batch")
+    return headers
 
 
 def payload_of(header: Header, frames: list[Any]) -> list[Any]:

@@ -1,0 +1,223 @@
+"""Batches: a server answering calls that arrive back to back sends its small answers to one
+client as one BATCH message, and every client takes it apart in order."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import msgspec
+import pytest
+import zmq
+
+import undertow
+from undertow.errors import WireError
+from undertow.rpc._calls import Description, FunctionInfo
+from undertow.transport import ServerSocket, bind_router
+from undertow.wire import Kind, decode_header, pack, pack_batch, unbatch
+
+WAIT = 10.0
+
+
+def test_a_batch_keeps_its_messages_in_order() -> None:
+    messages = [
+        pack(Kind.OUTPUT, 3, [b"hello\n"], name="stdout", codec="text")[0],
+        pack(Kind.RESULT, 3, [msgspec.msgpack.encode(42)], codec="msgpack")[0],
+        pack(Kind.RESULT, 4, [], codec="")[0],
+    ]
+    items = unbatch(decode_header(pack_batch(messages)))
+    assert [(h.kind, h.call_id, h.body) for h in items] == [
+        (Kind.OUTPUT, 3, b"hello\n"),
+        (Kind.RESULT, 3, msgspec.msgpack.encode(42)),
+        (Kind.RESULT, 4, b""),
+    ]
+
+
+def test_malformed_batches_are_refused() -> None:
+    nested = pack_batch([pack_batch([pack(Kind.END, 1)[0]])])
+    with pytest.raises(WireError, match="inside a batch"):
+        unbatch(decode_header(nested))
+    not_a_list = pack(Kind.BATCH, 0, [b"\xc1"])[0]
+    with pytest.raises(WireError, match="malformed batch"):
+        unbatch(decode_header(not_a_list))
+    not_headers = pack_batch([b"no magic here"])
+    with pytest.raises(WireError):
+        unbatch(decode_header(not_headers))
+
+
+# -- the server side: holding answers during a burst -------------------------------------------
+
+
+@pytest.fixture
+def inproc_server() -> Iterator[tuple[ServerSocket, zmq.Socket[Any]]]:
+    """A coalescing server socket, always in a burst, and an in-process peer: sends on inproc
+    are queued before send() returns, so what the owner finds waiting is deterministic."""
+    sock, _ = bind_router("tcp://127.0.0.1:0")
+    endpoint = "inproc://test-batch-" + str(id(sock))
+    sock.bind(endpoint)
+    served = ServerSocket(sock, coalesce=pack_batch, burst_gap=60.0, max_batch=3)
+    served.own()
+    peer: zmq.Socket[Any] = zmq.Context.instance().socket(zmq.DEALER)
+    peer.setsockopt(zmq.LINGER, 0)
+    peer.setsockopt(zmq.RCVTIMEO, int(WAIT * 1000))
+    peer.connect(endpoint)
+    yield served, peer
+    peer.close()
+    served.close()
+
+
+def answers(peer: zmq.Socket[Any]) -> list[list[int]]:
+    """Call ids of each message the peer has received, a batch giving several."""
+    got = []
+    while peer.poll(0):
+        header = decode_header(peer.recv())
+        items = unbatch(header) if header.kind == Kind.BATCH else [header]
+        got.append([h.call_id for h in items])
+    return got
+
+
+def handle(served: ServerSocket, call_id: int, answer: list[bytes] | None = None) -> None:
+    """Receive the next call, which must be ``call_id``, and answer it."""
+    frames = served.recv(int(WAIT * 1000))
+    assert frames is not None
+    assert decode_header(frames[1].buffer).call_id == call_id
+    served.send([frames[0].bytes, *(answer or pack(Kind.RESULT, call_id))])
+
+
+def test_answers_to_calls_that_wait_together_go_out_together(inproc_server):
+    served, peer = inproc_server
+    for i in range(5):
+        peer.send(pack(Kind.CALL, i, name="f")[0])
+    for i in range(5):
+        handle(served, i)
+    assert served.recv(0) is None  # what is held goes out before the owner waits
+    # The first answer after a wait goes out at once (a lone call is never held back); the
+    # next ones, received back to back, go out together, at most max_batch=3 at a time.
+    assert answers(peer) == [[0], [1, 2, 3], [4]]
+
+
+def test_a_large_answer_goes_out_at_once_after_what_was_held(inproc_server):
+    served, peer = inproc_server
+    for i in range(3):
+        peer.send(pack(Kind.CALL, i, name="f")[0])
+    handle(served, 0)  # sent at once
+    handle(served, 1)  # held
+    handle(served, 2, pack(Kind.RESULT, 2, [b"x" * 100_000], codec="raw"))  # two frames
+    assert [decode_header(peer.recv()).call_id for _ in range(3)] == [0, 1, 2]
+
+
+def test_closing_sends_what_is_held(inproc_server):
+    served, peer = inproc_server
+    for i in range(2):
+        peer.send(pack(Kind.CALL, i, name="f")[0])
+    handle(served, 0)
+    handle(served, 1)  # held
+    served.close()
+    assert [decode_header(peer.recv()).call_id for _ in range(2)] == [0, 1]
+
+
+# -- the client side: every receive path takes batches apart -----------------------------------
+
+
+class BatchingServer:
+    """A scripted server on a real socket: it answers ``_describe``, then waits for ``n``
+    calls to ``echo`` and answers them all in one BATCH, each with a line of output first."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.sock, self.address = bind_router("tcp://127.0.0.1:0")
+        self.sock.setsockopt(zmq.RCVTIMEO, 50)  # to look at `stopping` (only this thread
+        self.stopping = threading.Event()  # may touch the socket, close it included)
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        try:
+            self._loop()
+        finally:
+            self.sock.close(linger=0)
+
+    def _loop(self) -> None:
+        held: list[bytes] = []
+        while not self.stopping.is_set():
+            try:
+                peer, frame = self.sock.recv_multipart()
+            except zmq.Again:
+                continue
+            header = decode_header(frame)
+            if header.name == "_describe":
+                info = FunctionInfo("echo", params=[("x", 1, None, None)])
+                body = msgspec.msgpack.encode(Description("batching", [info]))
+                self.sock.send_multipart(
+                    [peer, *pack(Kind.RESULT, header.call_id, [body], codec="msgpack")]
+                )
+                continue
+            (x,), _ = msgspec.msgpack.decode(header.body)
+            line = f"echo {x}\n".encode()
+            held.append(pack(Kind.OUTPUT, header.call_id, [line], name="stdout", codec="text")[0])
+            held.append(
+                pack(Kind.RESULT, header.call_id, [msgspec.msgpack.encode(x)], codec="msgpack")[0]
+            )
+            if len(held) == 2 * self.n:
+                self.sock.send_multipart([peer, pack_batch(held)])
+                held.clear()
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.thread.join(WAIT)
+
+
+@pytest.fixture
+def batching() -> Iterator[BatchingServer]:
+    server = BatchingServer(n=5)
+    yield server
+    server.close()
+
+
+def test_futures_take_a_batch_apart(batching):
+    lines: list[tuple[str, str]] = []
+    with undertow.connect(batching.address, timeout=WAIT, output=lambda *o: lines.append(o)) as c:
+        futures = [c.echo.submit(i) for i in range(5)]
+        assert [f.result(WAIT) for f in futures] == list(range(5))
+    assert lines == [("stdout", f"echo {i}\n") for i in range(5)]
+
+
+def test_blocking_calls_take_a_batch_apart():
+    server = BatchingServer(n=1)  # a blocking call's output and result in one batch
+    try:
+        lines: list[tuple[str, str]] = []
+        with undertow.connect(server.address, timeout=WAIT, output=lambda *o: lines.append(o)) as c:
+            assert [c.echo(i) for i in range(3)] == [0, 1, 2]
+        assert lines == [("stdout", f"echo {i}\n") for i in range(3)]
+    finally:
+        server.close()
+
+
+def test_the_async_client_takes_a_batch_apart(batching):
+    lines: list[tuple[str, str]] = []
+
+    async def main() -> list[int]:
+        async with undertow.AsyncClient(
+            batching.address, timeout=WAIT, output=lambda *o: lines.append(o)
+        ) as client:
+            return list(await asyncio.gather(*(client.echo(i) for i in range(5))))
+
+    assert asyncio.run(main()) == list(range(5))
+    assert sorted(lines) == [("stdout", f"echo {i}\n") for i in range(5)]
+
+
+def test_pipelined_calls_to_a_real_server_keep_their_output_and_results(serve):
+    server = undertow.Server(name="pipelined")
+
+    @server.register
+    def shout(i: int) -> int:
+        print(f"call {i}")
+        return i * 10
+
+    lines: list[str] = []
+    with undertow.connect(serve(server), timeout=WAIT, output=lambda s, t: lines.append(t)) as c:
+        futures = [c.shout.submit(i) for i in range(300)]
+        assert [f.result(WAIT) for f in futures] == [i * 10 for i in range(300)]
+    assert sorted(lines) == sorted(f"call {i}\n" for i in range(300))
