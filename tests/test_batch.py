@@ -83,7 +83,7 @@ def handle(served: ServerSocket, call_id: int, answer: list[bytes] | None = None
     frames = served.recv(int(WAIT * 1000))
     assert frames is not None
     assert decode_header(frames[1].buffer).call_id == call_id
-    served.send([frames[0].bytes, *(answer or pack(Kind.RESULT, call_id))])
+    served.send([frames[0].bytes, *(answer or pack(Kind.RESULT, call_id))], hold=True)
 
 
 def test_answers_to_calls_that_wait_together_go_out_together(inproc_server):
@@ -96,6 +96,23 @@ def test_answers_to_calls_that_wait_together_go_out_together(inproc_server):
     # The first answer after a wait goes out at once (a lone call is never held back); the
     # next ones, received back to back, go out together, at most max_batch=3 at a time.
     assert answers(peer) == [[0], [1, 2, 3], [4]]
+
+
+def test_output_goes_out_at_once_during_a_burst(inproc_server):
+    served, peer = inproc_server
+    for i in range(2):
+        peer.send(pack(Kind.CALL, i, name="f")[0])
+    handle(served, 0)
+    frames = served.recv(int(WAIT * 1000))  # call 1, received back to back: a burst
+    assert frames is not None
+    who = frames[0].bytes
+    served.send([who, pack(Kind.OUTPUT, 1, [b"working\n"], name="stdout", codec="text")[0]])
+    served.send([who, pack(Kind.RESULT, 1)[0]], hold=True)
+    got = [decode_header(peer.recv()) for _ in range(2)]
+    assert [(h.kind, h.call_id) for h in got] == [(Kind.RESULT, 0), (Kind.OUTPUT, 1)]
+    assert peer.poll(0) == 0  # the result of call 1 is held ...
+    assert served.recv(0) is None
+    assert decode_header(peer.recv()).call_id == 1  # ... until the owner would wait
 
 
 def test_a_large_answer_goes_out_at_once_after_what_was_held(inproc_server):

@@ -97,9 +97,17 @@ class Incoming:
         """True once the call has been answered."""
         return not self._once
 
-    def _send(self, kind: Kind, payload: Sequence[Any], *, name: str = "", codec: str = "") -> None:
+    def _send(
+        self,
+        kind: Kind,
+        payload: Sequence[Any],
+        *,
+        name: str = "",
+        codec: str = "",
+        ends: bool = False,
+    ) -> None:
         frames = pack(kind, self.header.call_id, payload, name=name, codec=codec)
-        self._server._socket_send([self.peer, *frames])
+        self._server._socket_send([self.peer, *frames], hold=ends)
 
     def _finish(self) -> bool:
         # list.pop() is atomic under the GIL: exactly one caller gets the token.
@@ -121,21 +129,21 @@ class Incoming:
         server._active.pop((self.peer, call_id), None)
         sock = server._sock
         if sock is not None:
-            sock.send([self.peer, *pack(_RESULT, call_id, payload, codec=codec)])
+            sock.send([self.peer, *pack(_RESULT, call_id, payload, codec=codec)], hold=True)
         return True
 
     def fail(self, info: ErrorInfo) -> bool:
         """Send an error; False if the call was answered already."""
         if not self._finish():
             return False
-        self._send(Kind.ERROR, [encode_error(info)])
+        self._send(Kind.ERROR, [encode_error(info)], ends=True)
         return True
 
     def end(self) -> bool:
         """Close a stream of items; False if the call was answered already."""
         if not self._finish():
             return False
-        self._send(Kind.END, ())
+        self._send(Kind.END, (), ends=True)
         return True
 
     def item(self, payload: Sequence[Any], codec: str) -> None:
@@ -257,10 +265,10 @@ class HandlerServer:
 
     # -- plumbing -------------------------------------------------------------------------
 
-    def _socket_send(self, frames: list[Any]) -> None:
+    def _socket_send(self, frames: list[Any], *, hold: bool = False) -> None:
         sock = self._sock
         if sock is not None:
-            sock.send(frames)
+            sock.send(frames, hold=hold)
 
     def _wake(self) -> None:
         loop = self._loop
