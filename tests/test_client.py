@@ -10,6 +10,7 @@ import os
 import pydoc
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -105,6 +106,24 @@ def test_discovery_shows_remote_signatures_and_docstrings(served):
 # IPython's Completer.complete() is the documented way to ask for matches in 8.x; it warns
 # that a provisional API will replace it some day.
 @pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
+def test_functions_named_like_the_clients_own_attributes_do_not_replace_them(serve):
+    server = undertow.Server(name="clash")
+    server.register("address", lambda: "remote address()")
+    server.register("timeout", lambda: "remote timeout()")
+    server.register("close", lambda: "remote close()")
+    server.register("add", lambda x, y: x + y)
+    address = serve(server)
+    with undertow.connect(address, timeout=WAIT) as client:
+        for _ in range(2):  # after a refresh too
+            assert client.address == address
+            assert client.timeout == WAIT
+            assert client["address"]() == "remote address()"
+            assert client["timeout"]() == "remote timeout()"
+            assert client["close"]() == "remote close()"
+            assert client.add(1, 2) == 3
+            client.refresh()
+
+
 def test_ipython_completion_and_inspection(served):
     import jedi  # type: ignore[import-untyped]
     from IPython.core.interactiveshell import InteractiveShell
@@ -114,7 +133,9 @@ def test_ipython_completion_and_inspection(served):
     try:
         shell.user_ns["remote"] = client
         shell.Completer.use_jedi = False
-        assert ".add" in shell.complete("remote.")[1]
+        with warnings.catch_warnings():  # IPython's own notice about its complete() API
+            warnings.simplefilter("ignore", PendingDeprecationWarning)
+            assert ".add" in shell.complete("remote.")[1]
         assert "add" in [c.name for c in jedi.Interpreter("remote.", [shell.user_ns]).complete()]
         info = shell.object_inspect("remote.add")
         assert info["definition"] == "remote.add(x: int, y: int = 1) -> int"

@@ -217,23 +217,26 @@ class _ClientBase:
         self._server = ""
         self._functions = {}
         self._bound = {}
+        self._as_attributes: set[str] = set()  # functions also set as instance attributes
 
     def _install(self, body: Any, invoke: Any, submit: Any) -> None:
         desc = msgspec.convert(body, Description)
         self._server = desc.server
         self._functions = {f.name: f for f in desc.functions}
-        for name in self._bound:  # functions the server no longer has
+        for name in self._as_attributes:  # set by the last description; set again below
             self.__dict__.pop(name, None)
+        self._as_attributes = set()
         self._bound = {
             f.name: make_function(f, desc.server, invoke, submit) for f in desc.functions
         }
         # Kept as instance attributes too, so that ``client.f`` is found without going
-        # through __getattr__ (two Python calls on every call); names that a method of the
-        # client already uses stay reachable only as ``client["name"]``.
-        methods = dir(type(self))
+        # through __getattr__ (two Python calls on every call). Names the client itself uses
+        # (a method, or an attribute such as ``address``) stay reachable as ``client["name"]``.
+        taken = {*dir(type(self)), *self.__dict__}
         for name, fn in self._bound.items():
-            if name.isidentifier() and not name.startswith("_") and name not in methods:
+            if name.isidentifier() and not name.startswith("_") and name not in taken:
                 self.__dict__[name] = fn
+                self._as_attributes.add(name)
 
     def _lookup(self, name: str) -> Callable[..., Any]:
         fn = self._bound.get(name)
