@@ -44,6 +44,7 @@ from undertow.wire import (
     error_info,
     pack,
     pack_batch,
+    payload_of,
 )
 
 __all__ = ["HandlerServer", "Incoming", "RawHandler"]
@@ -52,7 +53,7 @@ log = logging.getLogger(__name__)
 
 _MSGPACK = MsgpackCodec()
 _NO_OUTPUT = int(Flags.NO_OUTPUT)
-_CALL, _RESULT, _CANCEL, _CREDIT = Kind.CALL, Kind.RESULT, Kind.CANCEL, Kind.CREDIT
+_CALL, _CANCEL, _CREDIT = Kind.CALL, Kind.CANCEL, Kind.CREDIT
 
 
 class Incoming:
@@ -120,16 +121,9 @@ class Incoming:
 
     def reply(self, payload: Sequence[Any], codec: str) -> bool:
         """Send the result, already encoded by ``codec``; False if the call was answered already."""
-        # _finish and _send written out: this runs for every call
-        try:
-            self._once.pop()
-        except IndexError:
+        if not self._finish():
             return False
-        server, call_id = self._server, self.header.call_id
-        server._active.pop((self.peer, call_id), None)
-        sock = server._sock
-        if sock is not None:
-            sock.send([self.peer, *pack(_RESULT, call_id, payload, codec=codec)], hold=True)
+        self._send(Kind.RESULT, payload, codec=codec, ends=True)
         return True
 
     def fail(self, info: ErrorInfo) -> bool:
@@ -312,7 +306,7 @@ class HandlerServer:
         except UndertowError as exc:
             log.debug("dropped a message from a peer: %s", exc)
             return None
-        payload = [header.body] if header.body else [f.buffer for f in frames[2:]]
+        payload = payload_of(header, [f.buffer for f in frames[2:]])
         kind = header.kind
         if kind != _CALL:
             if kind in (_CANCEL, _CREDIT):

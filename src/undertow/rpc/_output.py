@@ -21,13 +21,11 @@ import threading
 from collections.abc import Callable
 from typing import Any, TextIO
 
-__all__ = ["OutputSink", "RoutedStream", "capture", "current_output", "install"]
+__all__ = ["OutputSink", "RoutedStream", "capture", "install"]
 
-#: The sink of the call running in this context (None: output goes to the real stream).
-current_output: contextvars.ContextVar[OutputSink | None] = contextvars.ContextVar(
+_current: contextvars.ContextVar[OutputSink | None] = contextvars.ContextVar(
     "undertow_output", default=None
 )
-_current = current_output
 _install_lock = threading.Lock()
 
 #: A partial line is sent once it grows past this many characters.
@@ -37,21 +35,20 @@ _MAX_PENDING = 8192
 class OutputSink:
     """Collects one call's output and sends it line by line through ``send(stream, text)``."""
 
-    __slots__ = ("_send", "pending")
+    __slots__ = ("_pending", "_send")
 
     def __init__(self, send: Callable[[str, str], None]) -> None:
         self._send = send
-        #: text not sent yet, by stream (a partial line)
-        self.pending: dict[str, list[str]] = {}
+        self._pending: dict[str, list[str]] = {}
 
     def write(self, stream: str, text: str) -> None:
-        pending = self.pending.setdefault(stream, [])
+        pending = self._pending.setdefault(stream, [])
         pending.append(text)
         if "\n" in text or "\r" in text or sum(map(len, pending)) > _MAX_PENDING:
             self._flush(stream)
 
     def _flush(self, stream: str) -> None:
-        pending = self.pending.get(stream)
+        pending = self._pending.get(stream)
         if pending:
             text = "".join(pending)
             pending.clear()
@@ -59,7 +56,7 @@ class OutputSink:
 
     def flush(self) -> None:
         """Send whatever is still pending (called when the call ends)."""
-        for stream in list(self.pending):
+        for stream in list(self._pending):
             self._flush(stream)
 
 

@@ -218,14 +218,7 @@ class ReceiverPool:
             # role, or becomes the sentinel (the post is empty after a sentinel took the role).
             if not inline or st.sentinel_deep or not st.sentinel:
                 self._cond.notify()
-        # what _run does, written out: this is every inline call's path
-        self._busy.add(me)
-        try:
-            job[1]()
-        except Exception:  # jobs report their own errors; this is the last line of defence
-            log.exception("a job for %r failed outside its own error handling", key)
-        finally:
-            self._busy.discard(me)
+        self._run(job)
         with self._lock:
             if inline and st.inline_since is not None and st.inline_owner == me:
                 # nobody took over: the call was quick; carry on receiving

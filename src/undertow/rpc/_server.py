@@ -9,9 +9,8 @@ import inspect
 import logging
 import os
 import signal
-import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar, overload
 
 from undertow.errors import ConfigError, DeserializationError, UndertowError
@@ -19,10 +18,10 @@ from undertow.rpc._calls import FunctionInfo
 from undertow.rpc._core import HandlerServer, Incoming, RawHandler
 from undertow.rpc._flow import StreamCredit
 from undertow.rpc._options import FunctionOptions, GlobTable
-from undertow.rpc._output import OutputSink, RoutedStream, capture, current_output, install
+from undertow.rpc._output import capture
 from undertow.rpc._receivers import Job
 from undertow.rpc._signature import describe_params
-from undertow.wire import ErrorInfo, Flags, MsgpackCodec, error_info
+from undertow.wire import ErrorInfo, MsgpackCodec, error_info
 
 __all__ = ["Server"]
 
@@ -31,7 +30,6 @@ log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 
 _MSGPACK = MsgpackCodec()
-_NO_OUTPUT = int(Flags.NO_OUTPUT)
 
 
 def _mode(fn: Callable[..., Any]) -> str:
@@ -61,7 +59,6 @@ class _Entry:
         "name",
         "options",
         "output_name",
-        "plain",
     )
 
     def __init__(
@@ -84,8 +81,6 @@ class _Entry:
         # msgspec's own functions when the codec has them (one body frame, no wrapper)
         self.decode_body = getattr(options.input_serialization, "decode_body", None)
         self.encode_body = getattr(options.output_serialization, "encode_body", None)
-        #: a plain function with no deadline: the receiving thread may run it at once
-        self.plain = self.mode == "function" and options.timeout is None
         #: calls need more than a codec check (a token)
         self.checked = options.input_serialization.unsafe
         params, returns = describe_params(fn)
@@ -328,8 +323,6 @@ class Server:
             if problem is not None:
                 incoming.fail(problem)
                 return None
-        if entry.plain:  # the common case, kept short
-            return entry.name, functools.partial(self._run_function, entry, incoming)
         if entry.mode in ("generator", "asyncgen"):
             # made here, before any CREDIT for this call can arrive
             incoming.credit = StreamCredit(self._loop if entry.mode == "asyncgen" else None)
@@ -339,7 +332,7 @@ class Server:
         timeout = entry.options.timeout
         if timeout is not None:
             self._core.on_loop(self._schedule_expiry, timeout, entry, incoming)
-        return entry.name, lambda: self._run_sync(entry, incoming)
+        return entry.name, functools.partial(self._run_sync, entry, incoming)
 
     def _start_async(self, entry: _Entry, incoming: Incoming) -> None:
         self._tasks[incoming] = self._core.spawn(self._run_async(entry, incoming))
@@ -381,66 +374,22 @@ class Server:
 
     def _decode_args(
         self, entry: _Entry, incoming: Incoming
-    ) -> tuple[list[Any], dict[str, Any]] | None:
-        try:
-            if not incoming.frames:
-                raise DeserializationError(f"the call to {entry.name}() carried no arguments frame")
-            decoded = entry.options.input_serialization.decode(incoming.frames)
-            args, kwargs = decoded
-            if not isinstance(args, list | tuple) or not isinstance(kwargs, dict):
-                raise TypeError("expected [args, kwargs]")
-        except Exception as exc:  # whatever the payload was, the caller hears why it failed
-            incoming.fail(error_info(exc, code="serialization"))
-            return None
-        return list(args), kwargs
-
-    def _sender(self, entry: _Entry, incoming: Incoming) -> Callable[[str, str], None] | None:
-        return incoming.output if entry.options.output and incoming.wants_output else None
-
-    def _run_function(self, entry: _Entry, incoming: Incoming) -> None:
-        """Run a plain function and reply: :meth:`_run_sync` written out flat, as it runs on
-        every call (each Python call saved is a microsecond or more of every round trip)."""
-        if not incoming._once:  # answered already (cancelled by a deadline, say)
-            return
+    ) -> tuple[Sequence[Any], dict[str, Any]] | None:
         frames = incoming.frames
         try:
-            body = entry.decode_body
-            decoded = body(frames[0]) if body is not None else entry.decode(frames)
-            args, kwargs = decoded
+            if not frames:
+                raise DeserializationError(f"the call to {entry.name}() carried no arguments frame")
+            body = entry.decode_body  # msgspec's own decoder when the codec has one
+            args, kwargs = body(frames[0]) if body is not None else entry.decode(frames)
             if not isinstance(args, list | tuple) or not isinstance(kwargs, dict):
                 raise TypeError("expected [args, kwargs]")
         except Exception as exc:  # whatever the payload was, the caller hears why it failed
             incoming.fail(error_info(_decode_failure(entry, frames, exc), code="serialization"))
-            return
-        if entry.options.output and not incoming.header.flags & _NO_OUTPUT:
-            sink: OutputSink | None = OutputSink(incoming.output)
-            if type(sys.stdout) is not RoutedStream or type(sys.stderr) is not RoutedStream:
-                install()
-        else:
-            sink = None
-        token = current_output.set(sink)
-        error: Exception | None = None
-        try:
-            result = entry.fn(*args, **kwargs)
-        except Exception as exc:  # the function's failure is the caller's error
-            result, error = None, exc
-        finally:
-            current_output.reset(token)
-            if sink is not None and sink.pending:
-                sink.flush()
-        if error is not None:
-            incoming.fail(error_info(error, skip_frames=1))
-            return
-        try:
-            encode = entry.encode_body
-            payload = [encode(result)] if encode is not None else entry.encode(result)
-        except Exception:
-            try:
-                payload = entry.encode(result)  # the codec's own error names the type
-            except UndertowError as exc:
-                incoming.fail(_unsendable(entry, exc))
-                return
-        incoming.reply(payload, entry.output_name)
+            return None
+        return args, kwargs
+
+    def _sender(self, entry: _Entry, incoming: Incoming) -> Callable[[str, str], None] | None:
+        return incoming.output if entry.options.output and incoming.wants_output else None
 
     def _run_sync(self, entry: _Entry, incoming: Incoming) -> None:
         if incoming.finished:
@@ -506,11 +455,15 @@ class Server:
 
 
 def _send_result(entry: _Entry, incoming: Incoming, result: Any) -> None:
+    encode = entry.encode_body  # msgspec's own encoder when the codec has one
     try:
-        payload = entry.encode(result)
-    except UndertowError as exc:
-        incoming.fail(_unsendable(entry, exc))
-        return
+        payload = [encode(result)] if encode is not None else entry.encode(result)
+    except Exception:
+        try:
+            payload = entry.encode(result)  # the codec's own error names the type
+        except UndertowError as exc:
+            incoming.fail(_unsendable(entry, exc))
+            return
     incoming.reply(payload, entry.output_name)
 
 

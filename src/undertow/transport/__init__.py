@@ -1,21 +1,4 @@
 """Transports: frames over connections. ZeroMQ (tcp, ipc, inproc) for now."""
 
-from undertow.transport._zmq import (
-    LockedSocket,
-    OwnedSocket,
-    ServerSocket,
-    bind_router,
-    connect_dealer,
-    context,
-    parse_address,
-)
-
-__all__ = [
-    "LockedSocket",
-    "OwnedSocket",
-    "ServerSocket",
-    "bind_router",
-    "connect_dealer",
-    "context",
-    "parse_address",
-]
+from undertow.transport._zmq import *  # noqa: F403 - the ZeroMQ transport's public names
+from undertow.transport._zmq import __all__ as __all__

@@ -131,11 +131,7 @@ class LockedSocket:
         with self.lock:
             if self.closed:
                 return
-            sock = self.sock
-            last = len(frames) - 1
-            for i, frame in enumerate(frames):  # _send_frames, written out
-                small = len(frame) < _COPY_BELOW if isinstance(frame, bytes) else False
-                _send(sock, frame, _SNDMORE if i < last else 0, copy=small)
+            _send_frames(self.sock, frames)
             if report:
                 pending = self._getopt(_EVENTS) & _POLLIN
                 self.armed = not pending
@@ -194,7 +190,26 @@ class LockedSocket:
                 self.sock.close(linger=0)
 
 
-class OwnedSocket:
+class _Waiter:
+    """A socket whose owner waits in ZeroMQ's blocking receive, with a deadline."""
+
+    __slots__ = ("_timeout_ms", "sock")
+    sock: zmq.Socket[Any]
+    _timeout_ms: int
+
+    def _wait(self, timeout_ms: int) -> zmq.Frame | None:
+        """The first frame of the next message, or None after ``timeout_ms``."""
+        sock = self.sock
+        if timeout_ms != self._timeout_ms:
+            sock.setsockopt(_RCVTIMEO, timeout_ms)
+            self._timeout_ms = timeout_ms
+        try:
+            return sock.recv(copy=False)
+        except zmq.Again:
+            return None
+
+
+class OwnedSocket(_Waiter):
     """A DEALER socket that one thread owns: it sends and then blocks in ZeroMQ's own receive.
 
     No lock, no descriptor polling: a blocking receive inside libzmq is the cheapest way to
@@ -203,7 +218,7 @@ class OwnedSocket:
     :meth:`close` may come from any thread once the owner is not inside either.
     """
 
-    __slots__ = ("__weakref__", "_timeout_ms", "closed", "endpoint", "lock", "sock")
+    __slots__ = ("__weakref__", "closed", "endpoint", "lock")
 
     def __init__(self, address: str) -> None:
         self.sock, self.endpoint = connect_dealer(address)
@@ -223,14 +238,8 @@ class OwnedSocket:
         A signal (Ctrl-C) interrupts the wait: pyzmq runs Python's signal handlers, so a
         ``KeyboardInterrupt`` is raised here.
         """
-        sock = self.sock
-        if timeout_ms != self._timeout_ms:
-            self._timeout_ms = _set_timeout(sock, timeout_ms)
-        try:
-            frame = sock.recv(copy=False)
-        except zmq.Again:
-            return None
-        return _whole(sock, frame, 0)
+        frame = self._wait(timeout_ms)
+        return None if frame is None else _whole(self.sock, frame, 0)
 
     def close(self) -> None:
         """Close the socket, dropping anything unsent."""
@@ -239,7 +248,7 @@ class OwnedSocket:
             self.sock.close(linger=0)
 
 
-class ServerSocket:
+class ServerSocket(_Waiter):
     """A server's ROUTER socket: one thread owns it and blocks in ZeroMQ's receive; the others
     send through a relay.
 
@@ -338,11 +347,7 @@ class ServerSocket:
                             return
                         if self._held:
                             self._release()
-                        sock = self.sock
-                        last = len(frames) - 1
-                        for i, frame in enumerate(frames):  # _send_frames, written out
-                            small = len(frame) < _COPY_BELOW if isinstance(frame, bytes) else False
-                            _send(sock, frame, _SNDMORE if i < last else 0, copy=small)
+                        _send_frames(self.sock, frames)
                         if self.on_input is not None and self._getopt(_EVENTS) & _POLLIN:
                             self.on_input()
                     return
@@ -387,29 +392,14 @@ class ServerSocket:
                     self._release()
                 self._burst = False
         if frame is None:
-            if timeout_ms != self._timeout_ms:
-                self._timeout_ms = _set_timeout(sock, timeout_ms)
-            try:
-                frame = sock.recv(copy=False)
-            except zmq.Again:
+            frame = self._wait(timeout_ms)
+            if frame is None:
                 return None
             if self._coalesce is not None:
                 now = time.monotonic()
                 self._burst = now - self._last_recv < self._burst_gap
                 self._last_recv = now
-        # _finish_recv written out: this is every call's path
-        frames = [frame]
-        while frame.more:
-            frame = sock.recv(copy=False)
-            frames.append(frame)
-        peer = frames[0].bytes
-        if len(peer) == 16 and hmac.compare_digest(peer, self.relay_id):
-            if len(frames) > 2:  # [relay id, peer, *frames]; a bare wake-up has only one more
-                with self._own_lock:
-                    self._release()  # keep each peer's messages in the order they were sent
-                _send_frames(sock, frames[1:])
-            return None
-        return frames
+        return self._finish_recv(frame, 0)
 
     def recv_nowait(self) -> list[zmq.Frame] | None:
         """Owner only: a message from a peer if one is waiting, else None. Relayed messages
@@ -427,6 +417,8 @@ class ServerSocket:
         peer = frames[0].bytes
         if len(peer) == 16 and hmac.compare_digest(peer, self.relay_id):
             if len(frames) > 2:  # [relay id, peer, *frames]; a bare wake-up has only one more
+                with self._own_lock:
+                    self._release()  # keep each peer's messages in the order they were sent
                 _send_frames(sock, frames[1:])
             return None
         return frames
@@ -441,12 +433,6 @@ class ServerSocket:
                 self.closed = True
                 self._relay.close(linger=0)
                 self.sock.close(linger=0)
-
-
-def _set_timeout(sock: zmq.Socket[Any], timeout_ms: int) -> int:
-    """Make blocking receives on ``sock`` give up after ``timeout_ms``; returns it."""
-    sock.setsockopt(_RCVTIMEO, timeout_ms)
-    return timeout_ms
 
 
 def _whole(sock: zmq.Socket[Any], frame: zmq.Frame, flags: int) -> list[zmq.Frame]:
