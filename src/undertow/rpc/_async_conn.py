@@ -8,10 +8,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from undertow.errors import ConnectionClosed, UndertowError
-from undertow.rpc._calls import Call, deliver
+from undertow.errors import ConnectionClosed
+from undertow.rpc._calls import Call, deliver_all
 from undertow.transport import LockedSocket, connect_dealer
-from undertow.wire import Kind, decode_header, payload_of, unbatch
 
 __all__ = ["AsyncConnection"]
 
@@ -71,16 +70,7 @@ class AsyncConnection:
     def _drain(self) -> None:
         self._scheduled = False
         while (frames := self._sock.recv_nowait()) is not None:
-            try:
-                header = decode_header(frames[0].buffer)
-                if header.kind == Kind.BATCH:
-                    for item in unbatch(header):
-                        deliver(self._calls, item, [item.body] if item.body else [])
-                    continue
-            except UndertowError as exc:
-                log.warning("dropped a malformed message from %s: %s", self.endpoint, exc)
-                continue
-            deliver(self._calls, header, payload_of(header, [f.buffer for f in frames[1:]]))
+            deliver_all(self._calls, frames, self.endpoint)
 
     def close(self) -> None:
         """Close the socket; calls still waiting raise :class:`ConnectionClosed`."""

@@ -7,6 +7,7 @@ they wait; everything a message means is decided here, once.
 from __future__ import annotations
 
 import itertools
+import logging
 import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -23,15 +24,20 @@ from undertow.wire import (
     Kind,
     MsgpackCodec,
     decode_error,
+    decode_header,
     encode_header,
     pack,
+    payload_of,
     rebuild,
     resolve_codec,
+    unbatch,
 )
 
-__all__ = ["Call", "FunctionInfo", "Protocol", "deliver", "write_output"]
+__all__ = ["Call", "FunctionInfo", "Protocol", "deliver", "deliver_all", "messages", "write_output"]
 
 OutputCallback = Callable[[str, str], None]
+
+log = logging.getLogger(__name__)
 
 _NO_OUTPUT = int(Flags.NO_OUTPUT)
 _CALL, _RESULT, _ERROR = Kind.CALL, Kind.RESULT, Kind.ERROR
@@ -108,6 +114,27 @@ def _nothing() -> None:
     pass
 
 
+def messages(frames: Sequence[Any]) -> list[tuple[Header, list[Any]]]:
+    """The messages in what a client received (ZeroMQ frames): the one it is, or those of a
+    BATCH, as header and payload each. Raises :class:`UndertowError` if it is malformed."""
+    header = decode_header(frames[0].buffer)
+    if header.kind == Kind.BATCH:
+        return [(item, payload_of(item, [])) for item in unbatch(header)]
+    return [(header, payload_of(header, [f.buffer for f in frames[1:]]))]
+
+
+def deliver_all(calls: dict[int, Call], frames: Sequence[Any], source: str) -> None:
+    """Feed every message in what a client received to its call in ``calls``; a malformed
+    one is logged (naming ``source``) and dropped."""
+    try:
+        received = messages(frames)
+    except UndertowError as exc:
+        log.warning("dropped a malformed message from %s: %s", source, exc)
+        return
+    for header, payload in received:
+        deliver(calls, header, payload)
+
+
 def deliver(calls: dict[int, Call], header: Header, payload: list[Any]) -> None:
     """Feed one message to its call in ``calls``, and forget the call once it is done.
     A message for a call not there (given up on) is dropped."""
@@ -143,8 +170,7 @@ class Protocol:
             name: resolve_codec(spec) for name, spec in (codecs or {}).items()
         }
         self.safe_exceptions = tuple(safe_exceptions)
-        #: call ids; ``next()`` on a count is atomic under the GIL
-        self.ids = itertools.count(1)
+        self._ids = itertools.count(1)
         self._codec_cache: dict[str, Codec] = {}
 
     def codec(self, name: str) -> Codec:
@@ -155,8 +181,8 @@ class Protocol:
         return codec
 
     def next_id(self) -> int:
-        """A new call id."""
-        return next(self.ids)
+        """A new call id (``next`` on a count is atomic under the GIL)."""
+        return next(self._ids)
 
     def where(self, name: str) -> str:
         """How errors name a function on this server."""
@@ -247,17 +273,13 @@ class Protocol:
         """The value of a finished call, or raise what the server reported."""
         assert call.outcome is not None
         header, frames = call.outcome
-        return self.value_of(call.name, header, frames)
-
-    def value_of(self, name: str, header: Header, frames: list[Any]) -> Any:
-        """The value of the message that ended a call to ``name``, or raise its error."""
         kind = header.kind
         if kind is _RESULT and header.codec:
             codec = self._codec_cache.get(header.codec) or self.codec(header.codec)
             return codec.decode(frames)
         if kind is _ERROR:
             info = decode_error(frames[0] if frames else b"")
-            raise rebuild(info, where=self.where(name), safe_types=self.safe_exceptions)
+            raise rebuild(info, where=self.where(call.name), safe_types=self.safe_exceptions)
         return None  # END, or a result without a body
 
 

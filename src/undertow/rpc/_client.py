@@ -114,22 +114,15 @@ class CallFuture(concurrent.futures.Future[Any]):
     def _settle(self) -> None:
         """The call's outcome arrived (runs in the receiving thread)."""
         call, client = self._call, self._client
-        if call is None or client is None or not call.done:
-            return
-        try:
-            self._once.pop()  # _claim, written out: this runs for every future
-        except IndexError:
+        if call is None or client is None or not call.done or not self._claim():
             return
         client._conn.forget(call)
-        header, frames = call.outcome  # type: ignore[misc]  # set when call.done
         try:
-            result = client._proto.value_of(call.name, header, frames)
+            result = client._proto.outcome(call)
         except BaseException as exc:  # the remote error becomes the future's exception
-            if not self._settle_unwatched(None, exc):
-                super().set_exception(exc)
+            self.set_exception(exc)
         else:
-            if not self._settle_unwatched(result, None):
-                super().set_result(result)
+            self.set_result(result)
 
     def _expire(self, reason: BaseException) -> None:
         """The deadline passed, or the client closed."""
@@ -261,7 +254,7 @@ class _ClientBase:
         timeout = self.timeout if opts.timeout is None else opts.timeout
         output = (self._sink is not None) if opts.output is None else opts.output
         sink = (self._sink or write_output) if output else None
-        call = Call(next(self._proto.ids), info.name, sink)
+        call = Call(self._proto.next_id(), info.name, sink)
         frames = self._proto.request(
             call.call_id, info, args, kwargs, timeout=timeout, output=output
         )
@@ -367,28 +360,15 @@ class Client(_ClientBase):
     def _invoke(
         self, info: FunctionInfo, args: tuple[Any, ...], kwargs: dict[str, Any], opts: CallOptions
     ) -> Any:
+        call, frames, deadline, timeout = self._prepare(info, args, kwargs, opts)
         if info.mode in _STREAMING:
-            call, frames, _, timeout = self._prepare(info, args, kwargs, opts)
             self._conn.start(call, frames, then_drain=True)
             self._conn.drain_nowait()
             return _Stream(self, call, timeout)
-        # The common case, written out flat: each Python call saved here is worth a
-        # microsecond or more of every round trip.
-        proto = self._proto
-        timeout = self.timeout if opts.timeout is None else opts.timeout
-        output = (self._sink is not None) if opts.output is None else opts.output
-        frames = proto.request(
-            call_id := next(proto.ids), info, args, kwargs, timeout=timeout, output=output
-        )
-        outcome = self._conn.call(
-            call_id,
-            frames,
-            None if timeout is None else time.monotonic() + timeout,
-            (self._sink or write_output) if output else None,
-        )
-        if outcome is None:
-            raise _timeout_error(proto, info.name, timeout)
-        return proto.value_of(info.name, *outcome)
+        # Ctrl-C in a notebook or the deadline: the connection stops the remote call too
+        if not self._conn.call(call, frames, deadline):
+            raise _timeout_error(self._proto, info.name, timeout)
+        return self._proto.outcome(call)
 
     def _submit(
         self, info: FunctionInfo, args: tuple[Any, ...], kwargs: dict[str, Any], opts: CallOptions

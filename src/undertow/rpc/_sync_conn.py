@@ -31,11 +31,9 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from undertow.errors import ConnectionClosed, UndertowError
-from undertow.rpc._calls import Call, deliver
+from undertow.errors import ConnectionClosed
+from undertow.rpc._calls import Call, Protocol, deliver_all
 from undertow.transport import LockedSocket, OwnedSocket, connect_dealer
-from undertow.wire import Header, decode_header, encode_header, unbatch
-from undertow.wire import Kind as _Kind
 
 __all__ = ["SyncConnection"]
 
@@ -48,8 +46,6 @@ _PUMP_SLICE = 0.05
 _PUMP_DEFER = 0.001
 #: A thread waiting on its own socket looks at its deadline and at close() this often (ms).
 _SLICE_MS = 100
-_CANCEL, _OUTPUT, _RESULT, _ERROR = _Kind.CANCEL, _Kind.OUTPUT, _Kind.RESULT, _Kind.ERROR
-_BATCH = _Kind.BATCH
 
 
 class SyncConnection:
@@ -85,19 +81,13 @@ class SyncConnection:
 
     # -- blocking calls, each thread on its own socket ---------------------------------------
 
-    def call(  # noqa: C901 - the hot path of every blocking call, written flat on purpose
-        self,
-        call_id: int,
-        frames: list[Any],
-        deadline: float | None,
-        on_output: Callable[[str, str], None] | None,
-    ) -> tuple[Header, list[Any]] | None:
-        """Send a call and wait in this thread for the message that ends it.
+    def call(self, call: Call, frames: list[Any], deadline: float | None) -> bool:
+        """Send ``call`` and receive in this thread until it is done; False if the deadline
+        passed first.
 
-        Returns that message (RESULT or ERROR) as header and payload, or None if the deadline
-        passed first. The call goes out on this thread's own socket and its messages come back
-        on it; output is handed to ``on_output`` as it arrives. If the wait ends without an
-        answer (deadline, Ctrl-C, a closed client), the server is asked to stop the call.
+        The call goes out on this thread's own socket and its messages (output, then the
+        result) come back on it. If the wait ends without the result (deadline, Ctrl-C, a
+        closed client), the server is asked to stop the call.
         """
         sock: OwnedSocket | None = getattr(self._local, "sock", None)
         if sock is None:
@@ -106,46 +96,24 @@ class SyncConnection:
             if sock.closed:
                 raise ConnectionClosed(f"the client for {self.endpoint} is closed")
             sock.send(frames)
-            answered = False
+            mine = {call.call_id: call}  # messages of calls given up on before are dropped
             try:
-                while True:
-                    if deadline is None:
-                        wait_ms = _SLICE_MS
-                    else:
-                        left = deadline - time.monotonic()
-                        if left <= 0:
-                            return None
-                        wait_ms = _SLICE_MS if left * 1000 >= _SLICE_MS else int(left * 1000) + 1
+                while not call.done:
+                    wait_ms = _slice_ms(deadline)
+                    if wait_ms is None:
+                        return False
                     msg = sock.recv(wait_ms)
                     if msg is None:
                         if self.closed:
                             raise ConnectionClosed(f"the client for {self.endpoint} was closed")
                         continue
-                    try:
-                        header = decode_header(msg[0].buffer)
-                    except UndertowError as exc:
-                        log.warning("dropped a malformed message from %s: %s", self.endpoint, exc)
-                        continue
-                    if header.kind is _BATCH:
-                        found = _answer_in_batch(header, call_id, on_output, self.endpoint)
-                        if found is not None:
-                            answered = True
-                            return found
-                        continue
-                    if header.call_id != call_id:
-                        continue  # late news of a call given up on
-                    payload = [header.body] if header.body else [f.buffer for f in msg[1:]]
-                    if header.kind is _OUTPUT:
-                        if on_output is not None and payload:
-                            on_output(header.name, bytes(payload[0]).decode("utf-8", "replace"))
-                    elif header.kind is _RESULT or header.kind is _ERROR:
-                        answered = True
-                        return header, payload
+                    deliver_all(mine, msg, self.endpoint)
+                return True
             finally:
                 if self.closed:
                     sock.close()
-                elif not answered:  # deadline, Ctrl-C: ask the server to stop the call
-                    sock.send([encode_header(Header(_CANCEL, call_id))])
+                elif not call.done:  # deadline, Ctrl-C: ask the server to stop the call
+                    sock.send(Protocol.cancel_frames(call.call_id))
 
     def _own_socket(self) -> OwnedSocket:
         """This thread's socket, made now."""
@@ -208,18 +176,12 @@ class SyncConnection:
 
     # -- receiving --------------------------------------------------------------------------
 
-    def wait(
-        self, call: Call, ready: Callable[[], bool], deadline: float | None, *, fresh: bool = False
-    ) -> bool:
-        """Block until ``ready()`` or the deadline; True if ready.
-
-        ``fresh``: this thread has just sent the call with :meth:`start` (which checked for
-        input), so the first look at the socket can be skipped.
-        """
+    def wait(self, call: Call, ready: Callable[[], bool], deadline: float | None) -> bool:
+        """Block until ``ready()`` or the deadline; True if ready."""
         # Fast path, the common one: nobody else is receiving, so receive for ourselves.
         if self._role.acquire(blocking=False):
             try:
-                self._receive(ready, deadline, poll_first=fresh)
+                self._receive(ready, deadline)
             finally:
                 self._last_delivery = time.monotonic()  # the pump stands back a moment
                 self._release_role()
@@ -275,32 +237,25 @@ class SyncConnection:
             for event in waiters:
                 event.set()
 
-    def _receive(
-        self, ready: Callable[[], bool], deadline: float | None, *, poll_first: bool = False
-    ) -> None:
+    def _receive(self, ready: Callable[[], bool], deadline: float | None) -> None:
         """Deliver messages until ``ready()`` or the deadline.
 
-        ``poll_first`` skips the first look at the socket: right after our own send nothing
-        can be there yet that the descriptor (or the send's own EVENTS check) would not show.
         Each look at ``EVENTS`` costs a system call inside ZeroMQ, so this path takes as few
         as it safely can.
         """
         sock = self._sock
         likely = False  # the socket's descriptor said input is there
         while not self.closed:
-            if poll_first:
-                poll_first = False
-            else:
-                while (frames := sock.recv_nowait(likely=likely)) is not None:
-                    likely = False
-                    self._deliver(frames)
-                    if not self._calls and not self._orphans and ready():
-                        # Nothing else is outstanding, so no need to look for more; whoever
-                        # waits next checks the socket before sleeping (start(), drain_nowait,
-                        # the pump), which re-arms ZeroMQ's signal.
-                        return
-                if ready():
+            while (frames := sock.recv_nowait(likely=likely)) is not None:
+                likely = False
+                self._deliver(frames)
+                if not self._calls and not self._orphans and ready():
+                    # Nothing else is outstanding, so no need to look for more; whoever
+                    # waits next checks the socket before sleeping (start(), drain_nowait,
+                    # the pump), which re-arms ZeroMQ's signal.
                     return
+            if ready():
+                return
             if deadline is None:
                 timeout_ms = None
             else:
@@ -321,21 +276,7 @@ class SyncConnection:
                 pass
 
     def _deliver(self, frames: list[Any]) -> None:
-        try:
-            header = decode_header(frames[0].buffer)
-            if header.kind is _BATCH:
-                for item in unbatch(header):
-                    deliver(self._calls, item, [item.body] if item.body else [])
-                return
-        except UndertowError as exc:
-            log.warning("dropped a malformed message from %s: %s", self.endpoint, exc)
-            return
-        call = self._calls.get(header.call_id)
-        if call is None:
-            return  # a late message for a call that was cancelled or timed out
-        call.feed(header, [header.body] if header.body else [f.buffer for f in frames[1:]])
-        if call.done:
-            self._calls.pop(header.call_id, None)
+        deliver_all(self._calls, frames, self.endpoint)
 
     # -- futures ------------------------------------------------------------------------------
 
@@ -467,26 +408,14 @@ class SyncConnection:
             os.close(fd)
 
 
-def _answer_in_batch(
-    batch: Header, call_id: int, on_output: Callable[[str, str], None] | None, endpoint: str
-) -> tuple[Header, list[Any]] | None:
-    """Handle a BATCH on a thread's own socket: output for ``call_id`` goes to ``on_output``;
-    returns the message that ends the call, if the batch holds it."""
-    try:
-        items = unbatch(batch)
-    except UndertowError as exc:
-        log.warning("dropped a malformed message from %s: %s", endpoint, exc)
+def _slice_ms(deadline: float | None) -> int | None:
+    """How long to wait in one slice, in ms, given the deadline; None once it has passed."""
+    if deadline is None:
+        return _SLICE_MS
+    left = (deadline - time.monotonic()) * 1000
+    if left <= 0:
         return None
-    for header in items:
-        if header.call_id != call_id:
-            continue
-        payload = [header.body] if header.body else []
-        if header.kind is _OUTPUT:
-            if on_output is not None and payload:
-                on_output(header.name, bytes(payload[0]).decode("utf-8", "replace"))
-        elif header.kind is _RESULT or header.kind is _ERROR:
-            return header, payload
-    return None
+    return _SLICE_MS if left >= _SLICE_MS else int(left) + 1
 
 
 def _pipe() -> tuple[int, int]:
