@@ -11,10 +11,12 @@ import pytest
 import undertow
 from undertow.core import HandlerServer, rpc
 
+from ._waiting import suspend
+
 
 async def test_handlers_and_rpc():
     async def slow_add(x: int, y: int) -> int:
-        await asyncio.sleep(0)  # suspend once, as real coroutines do (a yield, not a wait)
+        await suspend()  # as real coroutines do
         return x + y
 
     server = HandlerServer({"add": slow_add, "ping": lambda: "pong"}, name="low")

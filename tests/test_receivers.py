@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 
 import undertow
 
 from ._threads import run_in_threads
+from ._waiting import suspend
 
 WAIT = 20.0
 
@@ -39,7 +39,7 @@ def test_mixed_fast_slow_and_async_calls_from_many_clients(serve):
 
     @server.register
     async def later(i: int) -> int:
-        await asyncio.sleep(0)  # suspend once (a yield, not a wait)
+        await suspend()  # as real coroutines do
         return i * 10
 
     address = serve(server)
