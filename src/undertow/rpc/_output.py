@@ -130,11 +130,13 @@ class capture:
         self._sink = None if send is None else OutputSink(send)
 
     def __enter__(self) -> None:
-        if self._sink is not None:
-            install()
+        if self._sink is not None and not (
+            type(sys.stdout) is RoutedStream and type(sys.stderr) is RoutedStream
+        ):
+            install()  # first call, or something replaced the streams since
         self._token = _current.set(self._sink)
 
     def __exit__(self, *exc: object) -> None:
         _current.reset(self._token)
-        if self._sink is not None:
+        if self._sink is not None and self._sink._pending:
             self._sink.flush()
