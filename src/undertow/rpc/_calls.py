@@ -33,7 +33,7 @@ from undertow.wire import (
     unbatch,
 )
 
-__all__ = ["Call", "FunctionInfo", "Protocol", "deliver", "deliver_all", "messages", "write_output"]
+__all__ = ["Call", "FunctionInfo", "Protocol", "deliver", "deliver_all", "write_output"]
 
 OutputCallback = Callable[[str, str], None]
 
@@ -114,25 +114,20 @@ def _nothing() -> None:
     pass
 
 
-def messages(frames: Sequence[Any]) -> list[tuple[Header, list[Any]]]:
-    """The messages in what a client received (ZeroMQ frames): the one it is, or those of a
-    BATCH, as header and payload each. Raises :class:`UndertowError` if it is malformed."""
-    header = decode_header(frames[0].buffer)
-    if header.kind == Kind.BATCH:
-        return [(item, payload_of(item, [])) for item in unbatch(header)]
-    return [(header, payload_of(header, [f.buffer for f in frames[1:]]))]
-
-
 def deliver_all(calls: dict[int, Call], frames: Sequence[Any], source: str) -> None:
-    """Feed every message in what a client received to its call in ``calls``; a malformed
-    one is logged (naming ``source``) and dropped."""
+    """Feed what a client received (ZeroMQ frames: one message, or a BATCH of them) to the
+    calls in ``calls``; a malformed message is logged (naming ``source``) and dropped."""
     try:
-        received = messages(frames)
+        header = decode_header(frames[0].buffer)
+        if header.kind != Kind.BATCH:  # the common case: one message, its body inline
+            deliver(calls, header, payload_of(header, [f.buffer for f in frames[1:]]))
+            return
+        items = unbatch(header)
     except UndertowError as exc:
         log.warning("dropped a malformed message from %s: %s", source, exc)
         return
-    for header, payload in received:
-        deliver(calls, header, payload)
+    for item in items:
+        deliver(calls, item, payload_of(item, []))
 
 
 def deliver(calls: dict[int, Call], header: Header, payload: list[Any]) -> None:

@@ -107,8 +107,10 @@ class Incoming:
         codec: str = "",
         ends: bool = False,
     ) -> None:
-        frames = pack(kind, self.header.call_id, payload, name=name, codec=codec)
-        self._server._socket_send([self.peer, *frames], hold=ends)
+        sock = self._server._sock
+        if sock is not None:  # None once the server closed
+            frames = pack(kind, self.header.call_id, payload, name=name, codec=codec)
+            sock.send([self.peer, *frames], hold=ends)
 
     def _finish(self) -> bool:
         # list.pop() is atomic under the GIL: exactly one caller gets the token.
@@ -258,11 +260,6 @@ class HandlerServer:
                 loop.call_soon_threadsafe(fn, *args)
 
     # -- plumbing -------------------------------------------------------------------------
-
-    def _socket_send(self, frames: list[Any], *, hold: bool = False) -> None:
-        sock = self._sock
-        if sock is not None:
-            sock.send(frames, hold=hold)
 
     def _wake(self) -> None:
         loop = self._loop
