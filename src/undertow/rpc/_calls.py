@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import operator
 import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -33,7 +34,7 @@ from undertow.wire import (
     unbatch,
 )
 
-__all__ = ["Call", "FunctionInfo", "Protocol", "deliver", "deliver_all", "write_output"]
+__all__ = ["Call", "FunctionInfo", "Protocol", "deliver_all", "write_output"]
 
 OutputCallback = Callable[[str, str], None]
 
@@ -116,29 +117,26 @@ def _nothing() -> None:
 
 def deliver_all(calls: dict[int, Call], frames: Sequence[Any], source: str) -> None:
     """Feed what a client received (ZeroMQ frames: one message, or a BATCH of them) to the
-    calls in ``calls``; a malformed message is logged (naming ``source``) and dropped."""
+    calls in ``calls``, forgetting each call once it is done. A message for a call not in
+    ``calls`` (given up on) is dropped; a malformed one is logged (naming ``source``)."""
     try:
         header = decode_header(frames[0].buffer)
-        if header.kind != Kind.BATCH:  # the common case: one message, its body inline
-            deliver(calls, header, payload_of(header, [f.buffer for f in frames[1:]]))
-            return
-        items = unbatch(header)
+        if header.kind == Kind.BATCH:
+            received = [(item, payload_of(item, [])) for item in unbatch(header)]
+        else:  # the common case: one message
+            received = [(header, payload_of(header, list(map(_buffer, frames[1:]))))]
     except UndertowError as exc:
         log.warning("dropped a malformed message from %s: %s", source, exc)
         return
-    for item in items:
-        deliver(calls, item, payload_of(item, []))
+    for header, payload in received:
+        call = calls.get(header.call_id)
+        if call is not None:
+            call.feed(header, payload)
+            if call.done:
+                calls.pop(header.call_id, None)
 
 
-def deliver(calls: dict[int, Call], header: Header, payload: list[Any]) -> None:
-    """Feed one message to its call in ``calls``, and forget the call once it is done.
-    A message for a call not there (given up on) is dropped."""
-    call = calls.get(header.call_id)
-    if call is None:
-        return
-    call.feed(header, payload)
-    if call.done:
-        calls.pop(header.call_id, None)
+_buffer = operator.attrgetter("buffer")  # a ZeroMQ frame's memoryview, without a Python call
 
 
 class Protocol:

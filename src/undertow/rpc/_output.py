@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TextIO
 
-__all__ = ["OutputSink", "RoutedStream", "capture", "install"]
+__all__ = ["OutputSink", "RoutedStream", "install", "uncaptured"]
 
 _current: contextvars.ContextVar[OutputSink | None] = contextvars.ContextVar(
     "undertow_output", default=None
@@ -33,13 +33,26 @@ _MAX_PENDING = 8192
 
 
 class OutputSink:
-    """Collects one call's output and sends it line by line through ``send(stream, text)``."""
+    """Collects one call's output and sends it line by line through ``send(stream, text)``.
 
-    __slots__ = ("_pending", "_send")
+    As a context manager it is where the current context's output goes within the block.
+    """
+
+    __slots__ = ("_pending", "_send", "_token")
 
     def __init__(self, send: Callable[[str, str], None]) -> None:
         self._send = send
         self._pending: dict[str, list[str]] = {}
+
+    def __enter__(self) -> None:
+        if not (type(sys.stdout) is RoutedStream and type(sys.stderr) is RoutedStream):
+            install()  # first call, or something replaced the streams since
+        self._token = _current.set(self)
+
+    def __exit__(self, *exc: object) -> None:
+        _current.reset(self._token)
+        if self._pending:
+            self.flush()
 
     def write(self, stream: str, text: str) -> None:
         pending = self._pending.setdefault(stream, [])
@@ -118,25 +131,14 @@ def _repoint_logging(original: TextIO, routed: RoutedStream) -> None:
             handler.setStream(routed)
 
 
-class capture:
-    """Within this block, the current context's output goes to ``send`` (None: not captured).
+class uncaptured:
+    """Within this block the current context's output goes to the real streams, even inside
+    a call whose output is captured."""
 
-    A small class rather than a generator-based context manager: it runs on every call.
-    """
-
-    __slots__ = ("_sink", "_token")
-
-    def __init__(self, send: Callable[[str, str], None] | None) -> None:
-        self._sink = None if send is None else OutputSink(send)
+    __slots__ = ("_token",)
 
     def __enter__(self) -> None:
-        if self._sink is not None and not (
-            type(sys.stdout) is RoutedStream and type(sys.stderr) is RoutedStream
-        ):
-            install()  # first call, or something replaced the streams since
-        self._token = _current.set(self._sink)
+        self._token = _current.set(None)
 
     def __exit__(self, *exc: object) -> None:
         _current.reset(self._token)
-        if self._sink is not None and self._sink._pending:
-            self._sink.flush()

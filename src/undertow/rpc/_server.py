@@ -18,10 +18,10 @@ from undertow.rpc._calls import FunctionInfo
 from undertow.rpc._core import HandlerServer, Incoming, RawHandler
 from undertow.rpc._flow import StreamCredit
 from undertow.rpc._options import FunctionOptions, GlobTable
-from undertow.rpc._output import capture
+from undertow.rpc._output import OutputSink, uncaptured
 from undertow.rpc._receivers import Job
 from undertow.rpc._signature import describe_params
-from undertow.wire import ErrorInfo, MsgpackCodec, error_info
+from undertow.wire import ErrorInfo, Flags, MsgpackCodec, error_info
 
 __all__ = ["Server"]
 
@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 
 _MSGPACK = MsgpackCodec()
+_NO_OUTPUT = int(Flags.NO_OUTPUT)
 
 
 def _mode(fn: Callable[..., Any]) -> str:
@@ -388,8 +389,11 @@ class Server:
             return None
         return args, kwargs
 
-    def _sender(self, entry: _Entry, incoming: Incoming) -> Callable[[str, str], None] | None:
-        return incoming.output if entry.options.output and incoming.wants_output else None
+    def _capture(self, entry: _Entry, incoming: Incoming) -> OutputSink | uncaptured:
+        """Where the call's output goes while it runs: to its caller, unless switched off."""
+        if entry.options.output and not incoming.header.flags & _NO_OUTPUT:
+            return OutputSink(incoming.output)
+        return uncaptured()
 
     def _run_sync(self, entry: _Entry, incoming: Incoming) -> None:
         if incoming.finished:
@@ -399,7 +403,7 @@ class Server:
             return
         args, kwargs = decoded
         try:
-            with capture(self._sender(entry, incoming)):
+            with self._capture(entry, incoming):
                 if entry.mode == "generator":
                     assert incoming.credit is not None
                     for item in entry.fn(*args, **kwargs):
@@ -423,7 +427,7 @@ class Server:
             limit = asyncio.timeout(entry.options.timeout)
             try:
                 async with limit:
-                    with capture(self._sender(entry, incoming)):
+                    with self._capture(entry, incoming):
                         if entry.mode == "asyncgen":
                             assert incoming.credit is not None
                             async for item in entry.fn(*args, **kwargs):

@@ -99,10 +99,10 @@ class SyncConnection:
             mine = {call.call_id: call}  # messages of calls given up on before are dropped
             try:
                 while not call.done:
-                    wait_ms = _slice_ms(deadline)
-                    if wait_ms is None:
+                    left = _SLICE_MS if deadline is None else (deadline - time.monotonic()) * 1000
+                    if left <= 0:
                         return False
-                    msg = sock.recv(wait_ms)
+                    msg = sock.recv(_SLICE_MS if left >= _SLICE_MS else int(left) + 1)
                     if msg is None:
                         if self.closed:
                             raise ConnectionClosed(f"the client for {self.endpoint} was closed")
@@ -406,16 +406,6 @@ class SyncConnection:
             self._role.release()
         for fd in (self._wake_r, self._wake_w, self._pump_r, self._pump_w):
             os.close(fd)
-
-
-def _slice_ms(deadline: float | None) -> int | None:
-    """How long to wait in one slice, in ms, given the deadline; None once it has passed."""
-    if deadline is None:
-        return _SLICE_MS
-    left = (deadline - time.monotonic()) * 1000
-    if left <= 0:
-        return None
-    return _SLICE_MS if left >= _SLICE_MS else int(left) + 1
 
 
 def _pipe() -> tuple[int, int]:
