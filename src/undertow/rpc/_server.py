@@ -459,6 +459,7 @@ class Server:
 
 
 def _send_result(entry: _Entry, incoming: Incoming, result: Any) -> None:
+    """Encode ``result`` and send it as the call's answer, or say why it cannot be sent."""
     encode = entry.encode_body  # msgspec's own encoder when the codec has one
     try:
         payload = [encode(result)] if encode is not None else entry.encode(result)
