@@ -4,6 +4,7 @@ client as one BATCH message, and every client takes it apart in order."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -17,6 +18,8 @@ from undertow.errors import WireError
 from undertow.rpc._calls import Description, FunctionInfo
 from undertow.transport import ServerSocket, bind_router
 from undertow.wire import Kind, decode_header, pack, pack_batch, unbatch
+
+from ._waiting import wait_until
 
 WAIT = 10.0
 
@@ -80,10 +83,11 @@ def answers(peer: zmq.Socket[Any]) -> list[list[int]]:
 
 def handle(served: ServerSocket, call_id: int, answer: list[bytes] | None = None) -> None:
     """Receive the next call, which must be ``call_id``, and answer it."""
-    frames = served.recv(int(WAIT * 1000))
-    assert frames is not None
-    assert decode_header(frames[1].buffer).call_id == call_id
-    served.send([frames[0].bytes, *(answer or pack(Kind.RESULT, call_id))], hold=True)
+    received = served.recv(int(WAIT * 1000))
+    assert received is not None
+    who, frames = received
+    assert decode_header(frames[0].buffer).call_id == call_id
+    served.send(who, answer or pack(Kind.RESULT, call_id), hold=True)
 
 
 def test_answers_to_calls_that_wait_together_go_out_together(inproc_server):
@@ -93,9 +97,53 @@ def test_answers_to_calls_that_wait_together_go_out_together(inproc_server):
     for i in range(5):
         handle(served, i)
     assert served.recv(0) is None  # what is held goes out before the owner waits
-    # The first answer after a wait goes out at once (a lone call is never held back); the
-    # next ones, received back to back, go out together, at most max_batch=3 at a time.
-    assert answers(peer) == [[0], [1, 2, 3], [4]]
+    # Every call was waiting when the owner asked for it: the answers go out together, at
+    # most max_batch=3 at a time.
+    assert answers(peer) == [[0, 1, 2], [3, 4]]
+
+
+def _polling(thread: threading.Thread) -> bool:
+    """True once ``thread`` sleeps in poll(), as ZeroMQ's blocking receive does (Linux, where
+    the kernel shows it); elsewhere, after a short pause."""
+    try:
+        with open(f"/proc/self/task/{thread.native_id}/wchan") as wchan:
+            where = wchan.read()
+    except OSError:
+        where = "0"
+    if where in ("", "0"):  # not shown
+        return not threading.Event().wait(0.05)
+    return "poll" in where
+
+
+def test_an_answer_to_a_call_the_owner_waited_for_goes_out_at_once():
+    sock, _ = bind_router("tcp://127.0.0.1:0")
+    endpoint = "inproc://test-batch-waited-" + str(id(sock))
+    sock.bind(endpoint)
+    # a receive that had to sleep lasts far longer than this
+    served = ServerSocket(sock, coalesce=pack_batch, burst_gap=1e-6)
+    peer: zmq.Socket[Any] = zmq.Context.instance().socket(zmq.DEALER)
+    peer.setsockopt(zmq.LINGER, 0)
+    peer.setsockopt(zmq.RCVTIMEO, int(WAIT * 1000))
+    peer.connect(endpoint)
+    try:
+        for i in range(3):
+
+            def own_and_handle(call_id: int = i) -> None:
+                served.own()
+                handle(served, call_id)
+
+            owner = threading.Thread(target=own_and_handle)
+            owner.start()
+            in_receive = functools.partial(_polling, owner)
+            assert wait_until(in_receive, WAIT, interval=0.001)
+            peer.send(pack(Kind.CALL, i, name="f")[0])
+            owner.join(WAIT)
+            # not held for a batch: it went out although the owner has not received again
+            assert answers(peer) == [[i]]
+    finally:
+        served.own()
+        peer.close()
+        served.close()
 
 
 def test_output_goes_out_at_once_during_a_burst(inproc_server):
@@ -103,11 +151,11 @@ def test_output_goes_out_at_once_during_a_burst(inproc_server):
     for i in range(2):
         peer.send(pack(Kind.CALL, i, name="f")[0])
     handle(served, 0)
-    frames = served.recv(int(WAIT * 1000))  # call 1, received back to back: a burst
-    assert frames is not None
-    who = frames[0].bytes
-    served.send([who, pack(Kind.OUTPUT, 1, [b"working\n"], name="stdout", codec="text")[0]])
-    served.send([who, pack(Kind.RESULT, 1)[0]], hold=True)
+    received = served.recv(int(WAIT * 1000))  # call 1, found waiting: a burst
+    assert received is not None
+    who = received[0]
+    served.send(who, pack(Kind.OUTPUT, 1, [b"working\n"], name="stdout", codec="text"))
+    served.send(who, pack(Kind.RESULT, 1), hold=True)
     got = [decode_header(peer.recv()) for _ in range(2)]
     assert [(h.kind, h.call_id) for h in got] == [(Kind.RESULT, 0), (Kind.OUTPUT, 1)]
     assert peer.poll(0) == 0  # the result of call 1 is held ...
@@ -119,20 +167,21 @@ def test_a_large_answer_goes_out_at_once_after_what_was_held(inproc_server):
     served, peer = inproc_server
     for i in range(3):
         peer.send(pack(Kind.CALL, i, name="f")[0])
-    handle(served, 0)  # sent at once
+    handle(served, 0)  # held
     handle(served, 1)  # held
     handle(served, 2, pack(Kind.RESULT, 2, [b"x" * 100_000], codec="raw"))  # two frames
-    assert [decode_header(peer.recv()).call_id for _ in range(3)] == [0, 1, 2]
+    assert [h.call_id for h in unbatch(decode_header(peer.recv()))] == [0, 1]
+    assert decode_header(peer.recv()).call_id == 2
 
 
 def test_closing_sends_what_is_held(inproc_server):
     served, peer = inproc_server
     for i in range(2):
         peer.send(pack(Kind.CALL, i, name="f")[0])
-    handle(served, 0)
+    handle(served, 0)  # held
     handle(served, 1)  # held
     served.close()
-    assert [decode_header(peer.recv()).call_id for _ in range(2)] == [0, 1]
+    assert [h.call_id for h in unbatch(decode_header(peer.recv()))] == [0, 1]
 
 
 # -- the client side: every receive path takes batches apart -----------------------------------

@@ -35,9 +35,10 @@ def dealer(address: str, routing_id: bytes) -> zmq.Socket[Any]:
 
 def recv_from_peer(served: ServerSocket) -> list[bytes]:
     """The next message, which must come from a peer (not be relayed and forwarded)."""
-    frames = served.recv(WAIT_MS)
-    assert frames is not None, "the message was taken for a relayed one, or none came"
-    return [f.bytes for f in frames]
+    received = served.recv(WAIT_MS)
+    assert received is not None, "the message was taken for a relayed one, or none came"
+    peer, frames = received
+    return [peer, *(f.bytes for f in frames)]
 
 
 def test_a_send_from_another_thread_is_relayed_by_the_owner(server):
@@ -46,7 +47,7 @@ def test_a_send_from_another_thread_is_relayed_by_the_owner(server):
     victim.send(b"hello")
     assert recv_from_peer(served) == [b"client-1", b"hello"]
 
-    sender = threading.Thread(target=served.send, args=([b"client-1", b"reply", b"more"],))
+    sender = threading.Thread(target=served.send, args=(b"client-1", [b"reply", b"more"]))
     sender.start()
     sender.join(WAIT_MS / 1000)
     assert served.recv(WAIT_MS) is None  # the relayed message was forwarded, not returned
@@ -93,12 +94,12 @@ def test_a_new_owner_sends_directly_and_the_old_one_through_the_relay(server):
         assert release.wait(WAIT_MS / 1000)
         # the message the old owner sent after losing the socket arrives relayed
         assert served.recv(WAIT_MS) is None
-        served.send([b"peer", b"from the new owner"])
+        served.send(b"peer", [b"from the new owner"])
 
     thread = threading.Thread(target=new_owner)
     thread.start()
     assert took_over.wait(WAIT_MS / 1000)
-    served.send([b"peer", b"from the old owner"])  # no longer the owner: relayed
+    served.send(b"peer", [b"from the old owner"])  # no longer the owner: relayed
     release.set()
     thread.join(WAIT_MS / 1000)
     assert peer.recv() == b"from the old owner"

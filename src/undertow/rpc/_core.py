@@ -112,7 +112,7 @@ class Incoming:
         sock = self._server._sock
         if sock is not None:  # None once the server closed
             frames = pack(kind, self.header.call_id, payload, name=name, codec=codec)
-            sock.send([self.peer, *frames], hold=ends)
+            sock.send(self.peer, frames, hold=ends)
 
     def _finish(self) -> bool:
         # list.pop() is atomic under the GIL: exactly one caller gets the token.
@@ -283,29 +283,26 @@ class HandlerServer:
         if sock is None:
             return
         while True:
-            frames = sock.recv_nowait()
-            if frames is None:
+            received = sock.recv_nowait()
+            if received is None:
                 return
             try:
-                job = self._dispatch(frames)
+                job = self._dispatch(*received)
             except Exception:  # one bad message must never stop the server
                 log.exception("server %r: error while dispatching a message", self.name)
                 continue
             if job is not None and self._loop is not None:
                 self._loop.run_in_executor(None, job[1])
 
-    def _dispatch(self, frames: list[zmq.Frame]) -> Job | None:
-        """Handle one message in whichever thread received it; may return a job to run."""
-        if len(frames) < 2:
-            log.debug("dropped a message with %d frames", len(frames))
-            return None
-        peer = frames[0].bytes
+    def _dispatch(self, peer: bytes, frames: list[zmq.Frame]) -> Job | None:
+        """Handle one message from ``peer`` in whichever thread received it; may return a job
+        to run."""
         try:
-            header = decode_header(frames[1].buffer)
+            header = decode_header(frames[0].buffer)
         except UndertowError as exc:
             log.debug("dropped a message from a peer: %s", exc)
             return None
-        payload = payload_of(header, list(map(_buffer, frames[2:])))
+        payload = payload_of(header, list(map(_buffer, frames[1:])))
         kind = header.kind
         if kind != _CALL:
             if kind in (_CANCEL, _CREDIT):

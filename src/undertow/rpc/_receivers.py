@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 #: What a dispatcher returns for work to run in a pool thread: (key, function). The key
 #: (a function name) is what the pool learns "slow" about.
 Job = tuple[str, Callable[[], None]]
-Dispatch = Callable[[list[Any]], Job | None]
+Dispatch = Callable[[bytes, list[Any]], Job | None]
 
 
 class _State:
@@ -66,8 +66,9 @@ class ReceiverPool:
 
     Args:
         sock: the server's socket.
-        dispatch: called in the receiving thread with each message; returns a job to run
-            in a pool thread, or None when it handled (or forwarded) the message itself.
+        dispatch: called in the receiving thread with each message (peer id, frames);
+            returns a job to run in a pool thread, or None when it handled (or forwarded) the
+            message itself.
         threads: how many threads (at least 2).
         slow_after: seconds after which an inline call counts as slow.
         name: prefix of the threads' names.
@@ -182,17 +183,17 @@ class ReceiverPool:
         sock, st = self._sock, self._state
         sock.own()  # from now on the previous receiver's sends go through the relay
         while not st.stopping:
-            frames = sock.recv(1000)  # blocks inside ZeroMQ; stop() wakes it
-            if frames is None:
+            received = sock.recv(1000)  # blocks inside ZeroMQ; stop() wakes it
+            if received is None:
                 continue
             try:
-                job = self._dispatch(frames)
+                job = self._dispatch(*received)
             except Exception:
                 log.exception("error while dispatching a message; it was dropped")
                 continue
             if job is not None:
                 handed_over = self._run_received(job)
-                job = frames = None  # see _work: nothing of a finished call stays referenced
+                job = received = None  # see _work: nothing of a finished call stays referenced
                 if handed_over:
                     return
 
