@@ -90,3 +90,22 @@ def child(tmp_path: Path) -> Iterator[Callable[..., ChildServer]]:
     yield start
     for c in children:
         c.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real redis-server of the test session's own, on a free port."""
+    from ._redis import redis_server
+
+    with redis_server() as url:
+        yield url
+
+
+@pytest.fixture(autouse=True)
+def undertow_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets an undertow home of its own (child processes inherit it) and the
+    embedded backend, whatever the environment says."""
+    home = tmp_path_factory.mktemp("undertow-home")
+    monkeypatch.setenv("UNDERTOW_HOME", str(home))
+    monkeypatch.delenv("UNDERTOW_BACKEND", raising=False)
+    return home

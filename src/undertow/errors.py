@@ -12,7 +12,9 @@ UndertowError
 │   └── RPCTimeout              (also a builtin TimeoutError) a call missed its deadline
 ├── RemoteError                 the remote function raised a type we do not rebuild
 ├── FunctionNotFound            (also an AttributeError) no such function on the server
-└── AuthenticationError         the call needs credentials the client did not give
+├── AuthenticationError         the call needs credentials the client did not give
+├── BackendError                the cluster backend (SQLite file, Redis) cannot be used
+└── ServiceNotFound             (also a LookupError) no live instance of a service
 ```
 
 A remote exception whose type is a builtin (``ValueError``, ``KeyError``...) or a type
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 __all__ = [
     "AuthenticationError",
+    "BackendError",
     "ConfigError",
     "ConnectError",
     "ConnectionClosed",
@@ -33,6 +36,7 @@ __all__ = [
     "RemoteError",
     "RemoteTraceback",
     "SerializationError",
+    "ServiceNotFound",
     "TransportError",
     "UndertowError",
     "WireError",
@@ -69,6 +73,14 @@ class ConnectError(TransportError):
 
 class ConnectionClosed(TransportError):
     """The client or server closed while a call was waiting on it."""
+
+
+class BackendError(UndertowError):
+    """The cluster backend (SQLite file or Redis server) cannot be used."""
+
+
+class ServiceNotFound(UndertowError, LookupError):
+    """No live instance of a service is registered (within the deadline)."""
 
 
 class RPCTimeout(TransportError, TimeoutError):

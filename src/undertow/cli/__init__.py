@@ -25,3 +25,83 @@ def demo(timeout: float) -> None:
     from undertow.cli._demo import run_demo
 
     raise SystemExit(run_demo(timeout=timeout))
+
+
+@main.command()
+@click.argument("targets", nargs=-1, required=True, metavar="FILE_OR_MODULE...")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
+@click.option("--port", default=0, show_default=True, help="Port (0: a free one).")
+@click.option(
+    "--backend",
+    default=None,
+    help="Registry URL (default: $UNDERTOW_BACKEND, else ~/.undertow/cluster.db).",
+)
+@click.option("--name", default=None, help="Register the one service under this name.")
+@click.option("--advertise", default=None, help="Host name clients should use to reach it.")
+@click.option(
+    "--ttl",
+    default=None,
+    type=float,
+    help="Seconds the registry keeps an instance without a heartbeat.",
+)
+def serve(targets: tuple[str, ...], **options: object) -> None:
+    """Serve every class marked with @Expose() in the given files or modules.
+
+    Each service gets a port of its own and a record in the cluster registry, removed when
+    the command stops (Ctrl-C or SIGTERM). The same as `python -m undertow.service`.
+    """
+    from undertow.service._launch import launch
+
+    raise SystemExit(launch(list(targets), **options))
+
+
+@main.command()
+@click.option(
+    "--backend",
+    default=None,
+    help="Registry URL (default: $UNDERTOW_BACKEND, else ~/.undertow/cluster.db).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def status(backend: str | None, as_json: bool) -> None:
+    """Show the live services: addresses, instances and health."""
+    from undertow.cli._cluster import show_status
+    from undertow.errors import UndertowError
+
+    try:
+        show_status(backend, as_json)
+    except UndertowError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("target", metavar="SERVICE.METHOD")
+@click.argument("arguments", nargs=-1, type=click.UNPROCESSED, metavar="[ARG|KEY=VALUE]...")
+@click.option(
+    "--backend",
+    default=None,
+    help="Registry URL (default: $UNDERTOW_BACKEND, else ~/.undertow/cluster.db).",
+)
+@click.option(
+    "--timeout", default=60.0, show_default=True, help="Deadline of the call, in seconds."
+)
+@click.option(
+    "--wait", default=5.0, show_default=True, help="Seconds to wait for the service to register."
+)
+def call(
+    target: str, arguments: tuple[str, ...], backend: str | None, timeout: float, wait: float
+) -> None:
+    """Call a method of a running service and print its result (JSON when it has a JSON form).
+
+    Arguments are JSON where they parse (3, "text", [1,2], null) and text otherwise;
+    KEY=VALUE passes a keyword argument. Remote output appears as the method runs:
+
+        undertow call MemKeyValue.put key=a value=3
+        undertow call MemKeyValue.get a
+    """
+    from undertow.cli._cluster import call_method, print_result, report_error
+
+    try:
+        result = call_method(target, arguments, backend=backend, timeout=timeout, wait=wait)
+    except Exception as exc:  # undertow's errors and the remote method's own
+        raise SystemExit(report_error(exc)) from None
+    print_result(result)

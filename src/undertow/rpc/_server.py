@@ -197,6 +197,11 @@ class Server:
             for name, e in sorted(self._entries.items())
         }
 
+    def info(self) -> list[FunctionInfo]:
+        """What clients learn about each function on connect: name, signature, docstring,
+        kind and codecs, in registration order."""
+        return [e.info for e in self._entries.values()]
+
     def _rebuild(self, fns: dict[str, Callable[..., Any]], globs: GlobTable) -> None:
         """Work out every function's options; commit only if all of them are valid."""
         entries = {}
@@ -215,7 +220,7 @@ class Server:
         self._core.raw_handlers = handlers
 
     def _describe(self, incoming: Incoming) -> Job | None:
-        body = {"server": self.name, "functions": [e.info for e in self._entries.values()]}
+        body = {"server": self.name, "functions": self.info()}
         incoming.reply(_MSGPACK.encode(body), _MSGPACK.name)
         return None
 

@@ -1,0 +1,151 @@
+"""``undertow status`` and ``undertow call``: the cluster from the shell."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import time
+from typing import Any
+
+import click
+import msgspec
+
+from undertow.cluster import Instance, Registry
+from undertow.errors import ConfigError, RemoteError, RemoteTraceback
+
+__all__ = ["call_method", "parse_value", "print_result", "report_error", "status_rows"]
+
+
+def status_rows(instances: list[Instance], now: float | None = None) -> list[dict[str, Any]]:
+    """One row per live instance, for the table and for ``--json``."""
+    now = time.time() if now is None else now
+    rows = []
+    for i in instances:
+        age = now - i.heartbeat
+        rows.append(
+            {
+                "service": i.service,
+                "address": i.address,
+                "addresses": list(i.addresses),
+                "host": i.host,
+                "pid": i.pid,
+                "instance": i.id,
+                "started": datetime.datetime.fromtimestamp(i.started, datetime.UTC).isoformat(),
+                "uptime_s": round(now - i.started, 1),
+                "last_heartbeat_s": round(age, 1),
+                "ttl_s": i.ttl,
+                "health": "ok" if age < i.ttl / 2 else "late",
+                "methods": [m.name for m in i.methods],
+            }
+        )
+    return rows
+
+
+def render_table(rows: list[dict[str, Any]]) -> str:
+    """The rows as an aligned text table, with the instance count of each service."""
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["service"]] = counts.get(row["service"], 0) + 1
+    columns = ["SERVICE", "INSTANCES", "ADDRESS", "HOST", "PID", "UPTIME", "HEARTBEAT", "HEALTH"]
+    lines = [
+        [
+            row["service"],
+            str(counts[row["service"]]),
+            row["address"],
+            row["host"],
+            str(row["pid"]),
+            _duration(row["uptime_s"]),
+            f"{row['last_heartbeat_s']:.1f}s ago",
+            row["health"],
+        ]
+        for row in rows
+    ]
+    widths = [max(len(c), *(len(line[i]) for line in lines)) for i, c in enumerate(columns)]
+    out = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
+    out += [
+        "  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() for line in lines
+    ]
+    return "\n".join(out)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def show_status(backend: str | None, as_json: bool) -> None:
+    """Print the live services of the registry."""
+    with Registry(backend) as registry:
+        rows = status_rows(registry.all_instances())
+        url = registry.url
+    if as_json:
+        click.echo(json.dumps({"backend": url, "instances": rows}, indent=2))
+    elif rows:
+        click.echo(f"registry {url}")
+        click.echo(render_table(rows))
+    else:
+        click.echo(f"registry {url}: no live services")
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value: JSON if it parses (``3``, ``"a"``, ``[1,2]``, ``null``), else the
+    text itself as a string."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def parse_arguments(words: tuple[str, ...]) -> tuple[list[Any], dict[str, Any]]:
+    """Positional values and ``key=value`` pairs (a key must be an identifier)."""
+    args: list[Any] = []
+    kwargs: dict[str, Any] = {}
+    for word in words:
+        key, eq, value = word.partition("=")
+        if eq and key.isidentifier():
+            kwargs[key] = parse_value(value)
+        elif kwargs:
+            raise ConfigError(f"positional argument {word!r} after keyword arguments")
+        else:
+            args.append(parse_value(word))
+    return args, kwargs
+
+
+def call_method(
+    target: str, words: tuple[str, ...], *, backend: str | None, timeout: float, wait: float
+) -> Any:
+    """Call ``SERVICE.method`` (or ``ADDRESS.function`` is not supported: addresses contain
+    dots) with arguments from the command line; remote output streams to the terminal."""
+    from undertow.service import ServiceModule
+
+    service, dot, method = target.rpartition(".")
+    if not dot or not service or not method:
+        raise ConfigError(f"{target!r} is not SERVICE.method; e.g. undertow call MemKeyValue.size")
+    args, kwargs = parse_arguments(words)
+    client = ServiceModule.discover(service, timeout=wait, backend=backend, call_timeout=timeout)
+    with client:
+        return client.call(method, *args, **kwargs)
+
+
+def print_result(value: Any) -> None:
+    """The result as JSON when it has a JSON form, else its repr."""
+    try:
+        click.echo(msgspec.json.encode(value).decode())
+    except (TypeError, msgspec.EncodeError):
+        click.echo(repr(value))
+
+
+def report_error(exc: BaseException) -> int:
+    """Print a failed call's error (with the remote traceback, when there is one) to stderr;
+    the exit status."""
+    cause = exc.__cause__
+    if isinstance(cause, RemoteTraceback):
+        click.echo(str(cause).strip(), err=True)
+    elif isinstance(exc, RemoteError):
+        click.echo(f"Remote traceback:\n\n{exc.remote_traceback.rstrip()}", err=True)
+    click.echo(f"Error: {type(exc).__name__}: {exc}", err=True)
+    return 1

@@ -1,0 +1,69 @@
+"""The storage interface every cluster backend implements, and how a URL picks one."""
+
+from __future__ import annotations
+
+import abc
+
+from undertow.cluster._records import Instance
+from undertow.config import backend_url
+from undertow.errors import ConfigError
+
+__all__ = ["Backend", "by_age", "open_backend"]
+
+
+class Backend(abc.ABC):
+    """Where the cluster's state lives. Every method is a coroutine; an object is used on the
+    event loop it was first used on.
+
+    A record stays visible while its heartbeats come within its TTL: a process that dies
+    without deregistering disappears on its own.
+    """
+
+    #: the backend's URL, for messages (never holds a password)
+    url: str
+
+    @abc.abstractmethod
+    async def register(self, instance: Instance) -> None:
+        """Add ``instance``, or replace the record with its id."""
+
+    @abc.abstractmethod
+    async def heartbeat(self, instance: Instance) -> bool:
+        """Store ``instance`` (with its new heartbeat) if its record still exists; False if
+        it expired or was removed meanwhile (the caller registers it again)."""
+
+    @abc.abstractmethod
+    async def deregister(self, service: str, instance_id: str) -> None:
+        """Remove an instance at once (a clean stop)."""
+
+    @abc.abstractmethod
+    async def instances(self, service: str) -> list[Instance]:
+        """The live instances of ``service``, oldest first."""
+
+    @abc.abstractmethod
+    async def all_instances(self) -> list[Instance]:
+        """Every live instance of every service, by service name then age."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release connections."""
+
+
+def open_backend(url: str | None = None) -> Backend:
+    """The backend for ``url`` (default: ``$UNDERTOW_BACKEND``, else the embedded SQLite
+    file in the undertow home)."""
+    url = backend_url(url)
+    scheme = url.partition("://")[0]
+    if scheme == "sqlite":
+        from undertow.cluster._sqlite import SqliteBackend
+
+        return SqliteBackend(url)
+    if scheme in ("redis", "rediss"):
+        from undertow.cluster._redis import RedisBackend
+
+        return RedisBackend(url)
+    raise ConfigError(f"backend {url!r} has an unknown scheme")  # backend_url checked it
+
+
+def by_age(instances: list[Instance]) -> list[Instance]:
+    """Sorted by service name, then start time (oldest first), then id."""
+    return sorted(instances, key=lambda i: (i.service, i.started, i.id))

@@ -1,0 +1,223 @@
+"""Serving service instances: one function server each, registered and kept alive."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from undertow.cluster import Backend, Instance, open_backend
+from undertow.config import backend_url
+from undertow.errors import BackendError, ConfigError
+from undertow.rpc import Server
+from undertow.service._expose import exposed_methods, service_spec
+
+__all__ = ["DEFAULT_TTL", "ServiceHost", "build_server"]
+
+log = logging.getLogger(__name__)
+
+#: seconds the registry keeps an instance without a heartbeat, unless the service says
+DEFAULT_TTL = 10.0
+#: heartbeats per TTL: one lost or late heartbeat does not make an instance disappear
+_BEATS_PER_TTL = 3
+
+
+def build_server(obj: Any, *, name: str | None = None, token: str | None = None) -> Server:
+    """A function server for the exposed methods of ``obj`` (an instance of a service)."""
+    cls = type(obj)
+    spec = service_spec(cls)
+    if spec is None:
+        raise ConfigError(f"{cls.__name__} is not a service: decorate the class with @Expose()")
+    methods = exposed_methods(cls)
+    if not methods:
+        raise ConfigError(
+            f"service {spec.name!r} exposes no methods: mark the ones clients may call with "
+            "@Expose()"
+        )
+    server = Server(name=name or spec.name, token=token)
+    table: dict[str, dict[str, Any]] = {}
+    for remote, (attr, method) in methods.items():
+        server.register(remote, getattr(obj, attr))
+        if method.options:
+            table[remote] = method.options  # a method's own options come before any glob
+    for pattern, options in spec.config.items():
+        table.setdefault(pattern, options)
+    server.config(table)
+    return server
+
+
+class ServiceHost:
+    """Serves instances of service classes on one event loop, each on its own port, and keeps
+    their records in the cluster registry until it stops.
+
+    Args:
+        objects: service instances (of classes marked with ``@Expose()``).
+        host: interface to bind (127.0.0.1 unless told otherwise).
+        port: port of the first service (0: a free one; the next services take free ones).
+        backend: cluster backend URL (default: ``$UNDERTOW_BACKEND``, else the embedded file).
+        name: registered name of the service (only when serving one).
+        advertise: host name clients should use, when ``host`` is a wildcard address.
+        token: secret a client must give to call methods that take pickle input.
+        ttl: registry TTL in seconds, for services that do not set their own.
+        quiet: do not print where each service listens.
+    """
+
+    def __init__(
+        self,
+        objects: Sequence[Any],
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        backend: str | None = None,
+        name: str | None = None,
+        advertise: str | None = None,
+        token: str | None = None,
+        ttl: float | None = None,
+        quiet: bool = False,
+    ) -> None:
+        if not objects:
+            raise ConfigError("nothing to serve: no exposed classes were found")
+        if name is not None and len(objects) > 1:
+            raise ConfigError(f"name={name!r} can rename one service, not {len(objects)}")
+        if port and len(objects) > 1:
+            raise ConfigError(f"port {port} can serve one service, not {len(objects)}; use 0")
+        self.backend_url = backend_url(backend)
+        self._servers = [build_server(obj, name=name, token=token) for obj in objects]
+        self._ttls = [ttl or service_spec(type(obj)).ttl or DEFAULT_TTL for obj in objects]  # type: ignore[union-attr]
+        self.host, self.port, self.advertise, self.quiet = host, port, advertise, quiet
+        self.instances: list[Instance] = []
+        self._stop: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- running ------------------------------------------------------------------------------
+
+    def serve_forever(self) -> None:
+        """Serve until SIGINT or SIGTERM, then deregister and stop cleanly."""
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            if threading.current_thread() is threading.main_thread():
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.add_signal_handler(sig, self.stop)
+            await self.serve()
+
+        asyncio.run(main())
+
+    def stop(self) -> None:
+        """Stop serving (from any thread); the instances are deregistered first."""
+        loop, stop = self._loop, self._stop
+        if loop is not None and stop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(stop.set)
+
+    async def serve(self, ready: Callable[[list[Instance]], None] | None = None) -> None:
+        """Serve on the running loop until :meth:`stop`."""
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        backend = open_backend(self.backend_url)
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            addresses = await self._listen(tasks)
+            self.instances = [
+                self._record(server, address, ttl)
+                for server, address, ttl in zip(self._servers, addresses, self._ttls, strict=True)
+            ]
+            for instance in self.instances:
+                await backend.register(instance)
+            self._announce(backend)
+            if ready is not None:
+                ready(self.instances)
+            beats = asyncio.create_task(self._heartbeats(backend))
+            await self._stop.wait()
+            beats.cancel()
+            await asyncio.gather(beats, return_exceptions=True)
+        finally:
+            await self._deregister(backend)
+            for server in self._servers:
+                server.stop()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await backend.close()
+
+    async def _listen(self, tasks: list[asyncio.Task[None]]) -> list[str]:
+        addresses: list[str] = []
+        for i, server in enumerate(self._servers):
+            bound: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+            port = self.port if i == 0 else 0
+            task = asyncio.create_task(
+                server.serve(f"tcp://{self.host}:{port}", ready=bound.set_result)
+            )
+            tasks.append(task)
+            waiting: list[asyncio.Future[Any]] = [bound, task]
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if not bound.done():  # the server ended before it listened: raise its error
+                bound.cancel()
+                await task
+            addresses.append(bound.result())
+        return addresses
+
+    def _record(self, server: Server, address: str, ttl: float) -> Instance:
+        now = time.time()
+        return Instance(
+            service=server.name,
+            id=uuid.uuid4().hex,
+            addresses=[self._public(address)],
+            methods=server.info(),
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            started=now,
+            heartbeat=now,
+            ttl=ttl,
+        )
+
+    def _public(self, address: str) -> str:
+        """The bound address as clients elsewhere can use it."""
+        scheme, _, rest = address.partition("://")
+        host, _, port = rest.rpartition(":")
+        if host in ("0.0.0.0", "*", "[::]", "::"):  # noqa: S104 - recognising, not binding
+            host = self.advertise or socket.getfqdn()
+        elif self.advertise:
+            host = self.advertise
+        return f"{scheme}://{host}:{port}"
+
+    def _announce(self, backend: Backend) -> None:
+        if self.quiet:
+            return
+        for instance in self.instances:
+            print(  # noqa: T201 - the launcher's report; the last word is the address
+                f"undertow: service {instance.service!r} ({len(instance.methods)} methods, "
+                f"registry {backend.url}) serving on {instance.address}",
+                flush=True,
+            )
+
+    async def _heartbeats(self, backend: Backend) -> None:
+        interval = min(self._ttls) / _BEATS_PER_TTL
+        while True:
+            await asyncio.sleep(interval)
+            for i, instance in enumerate(self.instances):
+                fresh = instance.beat()
+                try:
+                    if not await backend.heartbeat(fresh):
+                        # expired (a long pause, the registry was wiped): register again
+                        log.warning(
+                            "service %r was missing from %s; registering it again",
+                            instance.service,
+                            backend.url,
+                        )
+                        await backend.register(fresh)
+                except BackendError as exc:  # keep serving; the registry may come back
+                    log.warning("heartbeat of service %r failed: %s", instance.service, exc)
+                    continue
+                self.instances[i] = fresh
+
+    async def _deregister(self, backend: Backend) -> None:
+        for instance in self.instances:
+            try:
+                await backend.deregister(instance.service, instance.id)
+            except BackendError as exc:
+                log.warning("could not deregister service %r: %s", instance.service, exc)

@@ -1,0 +1,141 @@
+"""Launching services from a file or module: ``python -m undertow.service memkv.py``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+import traceback
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from undertow.errors import UndertowError
+from undertow.service._expose import service_spec
+
+__all__ = ["LaunchError", "load", "main", "services_in"]
+
+
+class LaunchError(UndertowError):
+    """A service file or module cannot be imported or gives nothing to serve."""
+
+
+def load(target: str) -> ModuleType:
+    """Import ``target``, a ``.py`` file or a module name, as a module (never as
+    ``__main__``, so its ``if __name__ == "__main__":`` block does not run).
+
+    A file is imported under its stem (``memkv.py`` as ``memkv``), with its directory first
+    on ``sys.path`` so that it can import its neighbours. Errors raised while importing are
+    reported with the user's traceback.
+    """
+    path = Path(target)
+    is_file = target.endswith(".py") or path.is_file()
+    try:
+        if is_file:
+            if not path.is_file():
+                raise LaunchError(f"no such file: {target}")
+            return _load_file(path.resolve())
+        return importlib.import_module(target)
+    except LaunchError:
+        raise
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        what = "import" if not is_file else "run"
+        text = "".join(traceback.format_exception(exc))
+        raise LaunchError(f"cannot {what} {target}:\n{text.rstrip()}") from None
+
+
+def _load_file(path: Path) -> ModuleType:
+    name = path.stem
+    if not name.isidentifier():
+        raise LaunchError(f"{path.name}: a service file's name must be a Python identifier")
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise LaunchError(f"cannot load {path} as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    directory = str(path.parent)
+    if directory not in sys.path:
+        sys.path.insert(0, directory)
+    sys.modules[name] = module  # so pickle and the module's own imports find it by name
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return module
+
+
+def services_in(module: ModuleType) -> list[type]:
+    """The classes ``module`` defines and marks with ``@Expose()``, in definition order."""
+    return [
+        value
+        for value in vars(module).values()
+        if isinstance(value, type)
+        and value.__module__ == module.__name__
+        and service_spec(value) is not None
+    ]
+
+
+def instantiate(classes: list[type]) -> list[Any]:
+    """One instance of each class, made with no arguments."""
+    objects = []
+    for cls in classes:
+        try:
+            objects.append(cls())
+        except Exception as exc:
+            text = "".join(traceback.format_exception(exc)).rstrip()
+            raise LaunchError(
+                f"cannot create the service {cls.__name__}: its class must be callable with no "
+                f"arguments (give every field a default)\n{text}"
+            ) from None
+    return objects
+
+
+def collect(targets: list[str]) -> list[Any]:
+    """Import every target and make one instance of each service found."""
+    classes: list[type] = []
+    for target in targets:
+        found = services_in(load(target))
+        if not found:
+            raise LaunchError(
+                f"{target} defines no service: mark a class with @Expose() (from "
+                "undertow.service import Expose)"
+            )
+        classes += found
+    return instantiate(classes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m undertow.service FILE_OR_MODULE ...``: serve every exposed class."""
+    parser = argparse.ArgumentParser(
+        prog="python -m undertow.service",
+        description="Serve every class marked with @Expose() in the given files or modules, "
+        "and register them in the cluster registry until stopped (Ctrl-C or SIGTERM).",
+    )
+    parser.add_argument("targets", nargs="+", metavar="FILE_OR_MODULE")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (127.0.0.1)")
+    parser.add_argument("--port", type=int, default=0, help="port (0: a free one)")
+    parser.add_argument("--backend", default=None, help="registry URL ($UNDERTOW_BACKEND)")
+    parser.add_argument("--name", default=None, help="register the one service under this name")
+    args = parser.parse_args(argv)
+    options = {"host": args.host, "port": args.port, "backend": args.backend, "name": args.name}
+    return launch(args.targets, **options)
+
+
+def launch(targets: list[str], **options: Any) -> int:
+    """Serve the services of ``targets`` until stopped; the process's exit status."""
+    from undertow.service._host import ServiceHost
+
+    try:
+        host = ServiceHost(collect(targets), **options)
+    except UndertowError as exc:
+        print(f"undertow: {exc}", file=sys.stderr, flush=True)  # noqa: T201
+        return 2
+    try:
+        host.serve_forever()
+    except UndertowError as exc:
+        print(f"undertow: {exc}", file=sys.stderr, flush=True)  # noqa: T201
+        return 1
+    return 0

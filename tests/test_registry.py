@@ -1,0 +1,210 @@
+"""The cluster registry: the same cases on a SQLite file and on a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from undertow.cluster import Backend, Instance, Registry, open_backend
+from undertow.config import backend_url
+from undertow.errors import BackendError, ConfigError
+from undertow.rpc._calls import FunctionInfo
+
+WAIT = 10.0
+
+
+def make(service: str = "Svc", *, ttl: float = 10.0, started: float | None = None) -> Instance:
+    now = time.time()
+    return Instance(
+        service=service,
+        id=uuid.uuid4().hex,
+        addresses=["tcp://127.0.0.1:5555", "tcp://10.0.0.2:5555"],
+        methods=[FunctionInfo("put", doc="Store a value.", params=[("key", 1, None, "str")])],
+        host="node-1",
+        pid=os.getpid(),
+        started=now if started is None else started,
+        heartbeat=now,
+        ttl=ttl,
+    )
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite://{tmp_path / 'cluster.db'}"
+    redis_url: str = request.getfixturevalue("redis_url")
+    db = 1 + abs(hash(request.node.nodeid)) % 15  # a database per test, emptied first
+    import redis
+
+    client = redis.Redis.from_url(f"{redis_url}/{db}")
+    client.flushdb()
+    client.close()
+    return f"{redis_url}/{db}"
+
+
+@pytest.fixture
+async def backend(url: str) -> AsyncIterator[Backend]:
+    b = open_backend(url)
+    yield b
+    await b.close()
+
+
+async def test_a_registered_instance_is_found_with_its_whole_record(backend):
+    instance = make()
+    await backend.register(instance)
+    assert await backend.instances("Svc") == [instance]
+    assert await backend.all_instances() == [instance]
+    found = (await backend.instances("Svc"))[0]
+    assert found.address == "tcp://127.0.0.1:5555"
+    assert found.methods[0].doc == "Store a value."
+    assert await backend.instances("Other") == []
+
+
+async def test_instances_of_one_name_come_oldest_first_and_services_by_name(backend):
+    late, early = make(started=2000.0), make(started=1000.0)
+    other = make("Another")
+    for instance in (late, other, early):
+        await backend.register(instance)
+    assert await backend.instances("Svc") == [early, late]
+    assert [i.service for i in await backend.all_instances()] == ["Another", "Svc", "Svc"]
+
+
+async def test_a_clean_stop_deregisters_at_once(backend):
+    kept, stopped = make(), make()
+    await backend.register(kept)
+    await backend.register(stopped)
+    await backend.deregister("Svc", stopped.id)
+    assert await backend.instances("Svc") == [kept]
+
+
+async def test_an_instance_without_heartbeats_disappears_within_its_ttl(backend):
+    instance = make(ttl=0.5)
+    await backend.register(instance)
+    started = time.monotonic()
+    while await backend.instances("Svc"):
+        assert time.monotonic() - started < 0.5 + WAIT
+        await asyncio.sleep(0.02)  # the interval between looks, not a guess at readiness
+    assert time.monotonic() - started < 0.5 + 1.0  # gone within its TTL (plus slack)
+    assert await backend.all_instances() == []
+    # a late heartbeat finds it gone, so its owner knows to register again
+    assert await backend.heartbeat(instance.beat()) is False
+
+
+async def test_heartbeats_keep_an_instance_alive_past_its_ttl(backend):
+    instance = make(ttl=0.6)
+    await backend.register(instance)
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        instance = instance.beat()
+        assert await backend.heartbeat(instance) is True
+        assert await backend.instances("Svc") == [instance]
+
+
+def test_the_sync_registry_sees_what_was_registered(url):
+    with Registry(url) as registry:
+        instance = make()
+        registry.register(instance)
+        assert registry.instances("Svc") == [instance]
+        assert registry.all_instances() == [instance]
+        registry.deregister("Svc", instance.id)
+        assert registry.instances("Svc") == []
+
+
+# -- the embedded default -----------------------------------------------------------------------
+
+
+def test_the_default_backend_is_a_file_in_the_undertow_home(undertow_home, monkeypatch):
+    assert backend_url() == f"sqlite://{undertow_home / 'cluster.db'}"  # sqlite:///abs/path
+    monkeypatch.setenv("UNDERTOW_BACKEND", "redis://somewhere:6379/0")
+    assert backend_url() == "redis://somewhere:6379/0"
+    assert backend_url("sqlite:///tmp/x.db") == "sqlite:///tmp/x.db"  # an explicit one wins
+
+
+def test_bad_backend_urls_say_what_to_use(monkeypatch):
+    with pytest.raises(ConfigError, match="sqlite:///path"):
+        backend_url("postgres://db/x")
+    monkeypatch.setenv("UNDERTOW_BACKEND", "nonsense")
+    with pytest.raises(ConfigError, match="UNDERTOW_BACKEND 'nonsense'"):
+        backend_url()
+    with pytest.raises(ConfigError, match="absolute path"):
+        open_backend("sqlite://relative.db")
+
+
+def test_an_unreachable_redis_is_reported_without_its_password():
+    with socket_closed_port() as port:
+        registry = Registry(f"redis://user:hunter2@127.0.0.1:{port}/0", timeout=WAIT)
+        with pytest.raises(BackendError) as failure:
+            registry.all_instances()
+    assert f"redis://user:***@127.0.0.1:{port}/0" in str(failure.value)
+    assert "hunter2" not in str(failure.value)
+    assert "hunter2" not in repr(registry)
+
+
+def socket_closed_port():  # a port nothing listens on, held by us so nothing will
+    import contextlib
+    import socket
+
+    @contextlib.contextmanager
+    def held():
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+            yield sock.getsockname()[1]
+
+    return held()
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys, time, uuid
+    from undertow.cluster import Instance, Registry
+
+    url, worker, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    with Registry(url, timeout=60) as registry:
+        mine = []
+        for i in range(n):
+            now = time.time()
+            instance = Instance(service=f"S{i % 3}", id=uuid.uuid4().hex,
+                                addresses=[f"tcp://h:{i}"], host=worker, started=now,
+                                heartbeat=now, ttl=60)
+            registry.register(instance)
+            mine.append(instance)
+            registry.instances(instance.service)
+        for instance in mine[::2]:
+            registry.deregister(instance.service, instance.id)
+    print("done", flush=True)
+    """
+)
+
+
+@pytest.mark.multiproc
+def test_sqlite_takes_several_processes_writing_at_once(tmp_path):
+    url = f"sqlite://{tmp_path / 'shared.db'}"
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    workers, n = 4, 40
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), url, f"w{w}", str(n)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for w in range(workers)
+    ]
+    for proc in procs:
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert out.strip() == "done"
+    with Registry(url) as registry:
+        left = registry.all_instances()
+    assert len(left) == workers * n // 2  # every write landed; every other one was removed
+    assert {i.host for i in left} == {f"w{w}" for w in range(workers)}
