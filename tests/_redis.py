@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import selectors
 import shutil
 import socket
@@ -21,24 +22,24 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _wait_ready(proc: subprocess.Popen[str], deadline: float) -> list[str]:
-    """Read the server's log until it is ready (returns []) or exits (returns the log)."""
+def _wait_ready(proc: subprocess.Popen[bytes], deadline: float) -> str:
+    """Read the server's log until it is ready (returns "") or exits (returns the log)."""
     assert proc.stdout is not None
-    log: list[str] = []
+    fd = proc.stdout.fileno()
+    log = b""
     with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        while True:
+        sel.register(fd, selectors.EVENT_READ)
+        while READY.encode() not in log:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise RuntimeError("redis-server did not get ready:\n" + "".join(log))
+                raise RuntimeError("redis-server did not get ready:\n" + log.decode())
             if not sel.select(left):
                 continue
-            line = proc.stdout.readline()
-            if not line:  # exited, e.g. the port was taken meanwhile
-                return log or ["(no output)\n"]
-            log.append(line)
-            if READY in line:
-                return []
+            chunk = os.read(fd, 65536)  # unbuffered: select() sees every byte not yet read
+            if not chunk:  # exited, e.g. the port was taken meanwhile
+                return log.decode() or "(no output)"
+            log += chunk
+    return ""
 
 
 @contextlib.contextmanager
@@ -51,13 +52,11 @@ def redis_server() -> Iterator[str]:
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is not installed; run .ci/system-deps")
-    log: list[str] = []
+    log = ""
     for _ in range(5):
         port = _free_port()
         args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        proc = subprocess.Popen(
-            [binary, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
+        proc = subprocess.Popen([binary, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         out = proc.stdout
         assert out is not None
         drain = threading.Thread(target=out.read, daemon=True)
@@ -78,4 +77,4 @@ def redis_server() -> Iterator[str]:
             if drain.is_alive():
                 drain.join(START_TIMEOUT)  # it reads to the end of the log, then returns
             out.close()
-    raise RuntimeError("redis-server did not start:\n" + "".join(log))
+    raise RuntimeError("redis-server did not start:\n" + log)

@@ -102,7 +102,9 @@ def redis_url() -> Iterator[str]:
 
 
 @pytest.fixture(autouse=True)
-def undertow_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+def undertow_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
     """Every test gets an undertow home of its own (child processes inherit it) and the
     embedded backend, whatever the environment says."""
     home = tmp_path_factory.mktemp("undertow-home")
