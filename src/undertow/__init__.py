@@ -13,12 +13,15 @@
     address = server.start()                  # or server.serve_forever(port=5555)
     client = undertow.connect(address)
     client.add(1, 2)                          # 3
+
+    undertow.connect("MemKeyValue")           # a service, found through the cluster registry
 """
 
 import contextlib
 
 from undertow.errors import (
     AuthenticationError,
+    BackendError,
     ConfigError,
     ConnectError,
     ConnectionClosed,
@@ -27,6 +30,7 @@ from undertow.errors import (
     RemoteError,
     RPCTimeout,
     SerializationError,
+    ServiceNotFound,
     TransportError,
     UndertowError,
     WireError,
@@ -37,16 +41,17 @@ from undertow.rpc import (
     Client,
     FunctionOptions,
     Server,
-    connect,
     connect_async,
     functions,
 )
+from undertow.service import connect
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AsyncClient",
     "AuthenticationError",
+    "BackendError",
     "CallFuture",
     "Client",
     "ConfigError",
@@ -59,6 +64,7 @@ __all__ = [
     "RemoteError",
     "SerializationError",
     "Server",
+    "ServiceNotFound",
     "TransportError",
     "UndertowError",
     "WireError",

@@ -86,9 +86,10 @@ def instantiate(classes: list[type]) -> list[Any]:
             objects.append(cls())
         except Exception as exc:
             text = "".join(traceback.format_exception(exc)).rstrip()
+            where = getattr(sys.modules.get(cls.__module__), "__file__", None) or cls.__module__
             raise LaunchError(
-                f"cannot create the service {cls.__name__}: its class must be callable with no "
-                f"arguments (give every field a default)\n{text}"
+                f"cannot create the service {cls.__name__} ({where}): its class must be "
+                f"callable with no arguments (give every field a default)\n{text}"
             ) from None
     return objects
 
@@ -119,8 +120,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="port (0: a free one)")
     parser.add_argument("--backend", default=None, help="registry URL ($UNDERTOW_BACKEND)")
     parser.add_argument("--name", default=None, help="register the one service under this name")
+    parser.add_argument("--advertise", default=None, help="host name clients should use")
+    parser.add_argument(
+        "--ttl", type=float, default=None, help="seconds the registry keeps it without heartbeats"
+    )
     args = parser.parse_args(argv)
-    options = {"host": args.host, "port": args.port, "backend": args.backend, "name": args.name}
+    options = {
+        "host": args.host,
+        "port": args.port,
+        "backend": args.backend,
+        "name": args.name,
+        "advertise": args.advertise,
+        "ttl": args.ttl,
+    }
     return launch(args.targets, **options)
 
 

@@ -1,0 +1,282 @@
+"""Services as users run them: ``python -m undertow.service FILE`` and ``undertow serve`` in
+processes of their own, clients in others, the registry in a SQLite file or a redis-server."""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from undertow.cluster import Registry
+from undertow.service import ServiceModule
+
+from ._waiting import wait_until
+
+pytestmark = pytest.mark.multiproc
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+READY_TIMEOUT = 30.0
+STOP_TIMEOUT = 10.0
+CLIENT_TIMEOUT = 60.0
+
+
+class Launched:
+    """A service process, ready once it printed one ``serving on ADDRESS`` line per service."""
+
+    def __init__(self, args: list[str], cwd: Path, services: int = 1) -> None:
+        self.proc = subprocess.Popen(args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.addresses = [line.rsplit(" ", 1)[-1] for line in self._ready_lines(services)]
+
+    def _ready_lines(self, n: int) -> list[str]:
+        """The first ``n`` lines of stdout, read unbuffered (a buffered reader may hold a
+        second line that select() then never reports), each naming an address."""
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        out = b""
+        deadline = time.monotonic() + READY_TIMEOUT
+        with selectors.DefaultSelector() as sel:
+            sel.register(fd, selectors.EVENT_READ)
+            while out.count(b"\n") < n:
+                left = deadline - time.monotonic()
+                if left <= 0 or not sel.select(left):
+                    self.stop(signal.SIGKILL)
+                    pytest.fail(f"the service did not report ready within {READY_TIMEOUT:g} s")
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    err = self.proc.stderr.read() if self.proc.stderr else b""
+                    self.stop(signal.SIGKILL)
+                    pytest.fail(f"the service did not start: {out!r}\n{err.decode()}")
+                out += chunk
+        lines = out.decode().splitlines()[:n]
+        assert all("serving on" in line for line in lines), lines
+        return lines
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        """Send ``sig`` and wait for the process; SIGTERM must end it cleanly."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError("the service ignored SIGTERM") from None
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def launch(tmp_path: Path) -> Iterator[Callable[..., Launched]]:
+    """Start service processes (``python -m undertow.service ...``); stop them afterwards."""
+    started: list[Launched] = []
+
+    def start(*args: str, services: int = 1, cli: bool = False) -> Launched:
+        command = (
+            [sys.executable, "-m", "undertow.cli", "serve"]
+            if cli
+            else [sys.executable, "-m", "undertow.service"]
+        )
+        launched = Launched([*command, *args], tmp_path, services)
+        started.append(launched)
+        return launched
+
+    yield start
+    for launched in started:
+        launched.stop()
+
+
+def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        args, cwd=cwd, capture_output=True, text=True, timeout=CLIENT_TIMEOUT, check=False
+    )
+
+
+# -- the seed example ---------------------------------------------------------------------------
+
+
+def test_the_memkv_example_runs_unchanged_and_keeps_its_state_between_clients(tmp_path, launch):
+    shutil.copy(EXAMPLES / "memkv" / "memkv.py", tmp_path / "memkv.py")
+    launch("memkv.py")
+    # the file as a script: its __main__ block discovers the service and makes 10,000 puts
+    puts = run([sys.executable, "memkv.py"], tmp_path)
+    assert puts.returncode == 0, puts.stderr
+    # a second, separate client process sees them all
+    check = textwrap.dedent(
+        """
+        from undertow.service import ServiceModule
+        kv = ServiceModule.discover("MemKeyValue", timeout=30)
+        print(kv.size(), kv.get(key=9999), kv.get(key=10000, default="none"))
+        """
+    )
+    seen = run([sys.executable, "-c", check], tmp_path)
+    assert seen.returncode == 0, seen.stderr
+    assert seen.stdout.split() == ["10000", str(9999 * 9999), "none"]
+
+
+# -- launching ----------------------------------------------------------------------------------
+
+SERVICES = '''
+from pathlib import Path
+from undertow.service import Expose
+
+import helper  # a neighbour of this file: its directory is on sys.path
+
+@Expose()
+class Echo:
+    @Expose()
+    def echo(self, x):
+        """Give x back."""
+        print("echoing", x)
+        return helper.same(x)
+
+@Expose(name="Adder")
+class Add:
+    @Expose()
+    def add(self, a, b=1):
+        return a + b
+
+if __name__ == "__main__":
+    Path("main-block-ran").write_text("the launcher must import, not run, this file")
+'''
+
+
+@pytest.fixture
+def services_file(tmp_path: Path) -> Path:
+    (tmp_path / "helper.py").write_text("def same(x):\n    return x\n")
+    path = tmp_path / "services.py"
+    path.write_text(SERVICES)
+    return path
+
+
+def test_the_launcher_imports_the_file_and_serves_every_exposed_class(
+    tmp_path, services_file, launch
+):
+    launched = launch(services_file.name, services=2)
+    assert not (tmp_path / "main-block-ran").exists()
+    with ServiceModule.discover("Echo", timeout=READY_TIMEOUT) as echo:
+        assert echo.echo(5) == 5
+        assert echo.echo.__doc__ == "Give x back."
+    with ServiceModule.discover("Adder", timeout=READY_TIMEOUT) as adder:
+        assert adder.add(2) == 3
+        assert adder.address in launched.addresses
+    assert launched.stop() == 0
+    with Registry() as registry:
+        assert registry.all_instances() == []  # a clean stop deregisters at once
+
+
+def test_undertow_serve_takes_options(tmp_path, services_file, launch):
+    (tmp_path / "one.py").write_text(SERVICES.replace('@Expose(name="Adder")', ""))
+    launch("one.py", "--name", "Renamed", "--ttl", "4", cli=True)
+    with Registry() as registry:
+        (record,) = registry.all_instances()
+    assert (record.service, record.ttl) == ("Renamed", 4.0)
+    done = run([sys.executable, "-m", "undertow.cli", "call", "Renamed.echo", '"hi"'], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["echoing hi", '"hi"']  # remote output, then the result
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("import no_such_module_here\n", "ModuleNotFoundError: No module named"),
+        ("def broken(:\n", "SyntaxError"),
+        ("x = 1\n", "defines no service"),
+        (
+            "from undertow.service import Expose\n"
+            "@Expose()\nclass Needs:\n    def __init__(self, arg): pass\n"
+            "    @Expose()\n    def f(self): pass\n",
+            "callable with no arguments",
+        ),
+    ],
+)
+def test_a_file_that_cannot_be_served_is_reported_with_a_non_zero_exit(tmp_path, source, expected):
+    (tmp_path / "bad.py").write_text(source)
+    done = run([sys.executable, "-m", "undertow.service", "bad.py"], tmp_path)
+    assert done.returncode == 2
+    assert expected in done.stderr
+    assert "bad.py" in done.stderr
+
+
+def test_a_killed_service_disappears_within_its_ttl(tmp_path, services_file, launch):
+    launched = launch(services_file.name, "--ttl", "1", services=2)
+    with Registry() as registry:
+        assert len(registry.all_instances()) == 2
+        launched.stop(signal.SIGKILL)  # no chance to deregister
+        killed = time.monotonic()
+        assert wait_until(lambda: registry.all_instances() == [], 1.0 + 5.0)
+        assert time.monotonic() - killed < 1.0 + 1.0  # its TTL, plus a look's slack
+
+
+# -- ops from the shell -----------------------------------------------------------------------
+
+
+def test_status_shows_services_in_a_table_and_as_json(tmp_path, services_file, launch):
+    launched = launch(services_file.name, services=2)
+    table = run([sys.executable, "-m", "undertow.cli", "status"], tmp_path)
+    assert table.returncode == 0, table.stderr
+    header, *rows = table.stdout.splitlines()[1:]
+    assert header.split() == [
+        "SERVICE",
+        "INSTANCES",
+        "ADDRESS",
+        "HOST",
+        "PID",
+        "UPTIME",
+        "HEARTBEAT",
+        "HEALTH",
+    ]
+    assert sorted(row.split()[0] for row in rows) == ["Adder", "Echo"]
+    as_json = run([sys.executable, "-m", "undertow.cli", "status", "--json"], tmp_path)
+    listed = json.loads(as_json.stdout)
+    assert listed["backend"].startswith("sqlite:///")
+    assert sorted(i["address"] for i in listed["instances"]) == sorted(launched.addresses)
+    assert {i["pid"] for i in listed["instances"]} == {launched.proc.pid}
+    assert all(i["health"] == "ok" for i in listed["instances"])
+
+
+def test_call_passes_arguments_and_shows_remote_errors(tmp_path, services_file, launch):
+    launch(services_file.name, services=2)
+    cli = [sys.executable, "-m", "undertow.cli", "call"]
+    done = run([*cli, "Adder.add", "2", "b=40"], tmp_path)
+    assert (done.returncode, done.stdout.strip()) == (0, "42")
+    done = run([*cli, "Adder.add", "[1]", "b=[2, 3]"], tmp_path)
+    assert done.stdout.strip() == "[1,2,3]"
+    failed = run([*cli, "Adder.add", '"text"'], tmp_path)  # "text" + 1 fails remotely
+    assert failed.returncode == 1
+    assert "TypeError" in failed.stderr
+    assert "Traceback" in failed.stderr  # the remote traceback
+    missing = run([*cli, "Nobody.add", "--wait", "0.2"], tmp_path)
+    assert missing.returncode == 1
+    assert "no live instance of service 'Nobody'" in missing.stderr
+
+
+# -- Redis ---------------------------------------------------------------------------------------
+
+
+def test_services_register_in_redis_for_several_machines(
+    tmp_path, services_file, launch, redis_url, monkeypatch
+):
+    url = f"{redis_url}/14"
+    launch(services_file.name, "--backend", url, services=2)
+    with ServiceModule.discover("Adder", backend=url, timeout=READY_TIMEOUT) as adder:
+        assert adder.add(1, 2) == 3
+    with Registry() as local:
+        assert local.all_instances() == []  # nothing went to the embedded file
+    monkeypatch.setenv("UNDERTOW_BACKEND", url)  # the environment chooses it too
+    as_json = run([sys.executable, "-m", "undertow.cli", "status", "--json"], tmp_path)
+    listed = json.loads(as_json.stdout)
+    assert listed["backend"] == url
+    assert sorted(i["service"] for i in listed["instances"]) == ["Adder", "Echo"]
+    assert os.environ["UNDERTOW_BACKEND"] == url
