@@ -11,6 +11,9 @@ Kinds:
     undertow    undertow.Server with echo, total, make and rss.
     pyro5       Pyro5 daemon exposing an object with an ``echo`` method (optional peer).
     rpyc        RPyC ThreadedServer with ``exposed_echo`` (optional peer).
+    memkv       the MemKeyValue service of examples/memkv/memkv.py (the design document's
+                example, unchanged), served and registered as ``python -m undertow.service``
+                does, in the registry of ``$UNDERTOW_HOME``.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from typing import Any
 #: Shared secret of the undertow server; pickle input needs it.
 TOKEN = "secret-token"  # noqa: S105 - a loopback benchmark's fixed secret
 #: Kinds this module can serve.
-KINDS = ("raw-rep", "raw-router", "undertow", "pyro5", "rpyc")
+KINDS = ("raw-rep", "raw-router", "undertow", "pyro5", "rpyc", "memkv")
 #: Commands of the raw ROUTER server, first frame after the peer id.
 CMD_ECHO, CMD_UP, CMD_DOWN = b"echo", b"up", b"down"
 
@@ -208,12 +211,31 @@ def serve_rpyc() -> None:
     server.start()
 
 
+def serve_memkv() -> None:
+    """Serve the memkv example's service until SIGTERM, deregistering it on the way out."""
+    import asyncio
+    import signal
+    from pathlib import Path
+
+    from undertow.service import ServiceHost, load, services_in
+
+    example = Path(__file__).resolve().parent.parent / "examples" / "memkv" / "memkv.py"
+    host = ServiceHost([cls() for cls in services_in(load(str(example)))], quiet=True)
+
+    async def main() -> None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, host.stop)
+        await host.serve(ready=lambda instances: announce("memkv", instances[0].address))
+
+    asyncio.run(main())
+
+
 SERVERS: dict[str, Callable[[], None]] = {
     "raw-rep": serve_raw_rep,
     "raw-router": serve_raw_router,
     "undertow": serve_undertow,
     "pyro5": serve_pyro5,
     "rpyc": serve_rpyc,
+    "memkv": serve_memkv,
 }
 
 
