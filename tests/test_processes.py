@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.multiproc
 WAIT = 15.0
 
 SERVER = """
-import os, sys, warnings
+import os, sys, threading, warnings
 import undertow
 
 server = undertow.Server(name="child")
@@ -26,6 +27,11 @@ server = undertow.Server(name="child")
 @server.register
 def pid() -> int:
     return os.getpid()
+
+@server.register
+def hang(seconds: float) -> None:
+    print("started", flush=True)
+    threading.Event().wait(seconds)
 
 @server.register
 def warn() -> str:
@@ -152,3 +158,63 @@ def test_ctrl_c_during_a_call_cancels_the_remote_call(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == ["interrupted", "remote call cancelled"]
+
+
+# -- connect_wait: clients that must know at once when the server is gone ------------------------
+
+
+def _dead_address() -> str:
+    import socket
+
+    with socket.socket() as sock:  # a port that was free a moment ago; nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def test_with_connect_wait_a_call_to_no_server_fails_at_once_unsent():
+    started = time.monotonic()
+    with pytest.raises(undertow.NotConnected, match="not sent"):
+        undertow.connect(_dead_address(), timeout=WAIT, connect_wait=0.3)
+    assert time.monotonic() - started < 0.3 + 2.0  # its connect_wait, not the call's deadline
+
+
+def test_with_connect_wait_a_call_whose_server_dies_fails_at_once(child):
+    server = child(SERVER)
+
+    def kill_when_started(stream: str, text: str) -> None:
+        if "started" in text:
+            server.proc.kill()  # the call is running on the server now
+
+    with undertow.connect(
+        server.address, timeout=WAIT, connect_wait=0.3, output=kill_when_started
+    ) as client:
+        started = time.monotonic()
+        with pytest.raises(undertow.ConnectionLost, match=r"hang.*may or may not"):
+            client.hang(60)
+        assert time.monotonic() - started < WAIT  # not the deadline: the dropped connection
+        with pytest.raises(undertow.NotConnected):  # and the next call is not sent at all
+            client.pid()
+
+
+def test_the_async_client_takes_connect_wait_too(child):
+    import asyncio
+
+    server = child(SERVER)
+
+    def kill_when_started(stream: str, text: str) -> None:
+        if "started" in text:
+            server.proc.kill()
+
+    async def main() -> None:
+        with pytest.raises(undertow.NotConnected):
+            await undertow.connect_async(_dead_address(), timeout=WAIT, connect_wait=0.3)
+        async with undertow.AsyncClient(
+            server.address, timeout=WAIT, connect_wait=0.3, output=kill_when_started
+        ) as client:
+            assert await client.pid() == server.proc.pid
+            with pytest.raises(undertow.ConnectionLost):
+                await client.hang(60)
+            with pytest.raises(undertow.NotConnected):
+                await client.pid()
+
+    asyncio.run(main())

@@ -8,6 +8,8 @@ UndertowError
 │   └── DeserializationError    a payload that its codec cannot decode
 ├── TransportError
 │   ├── ConnectError            the address is malformed or cannot be bound
+│   │   └── NotConnected        no connection came up in time; the call was not sent
+│   ├── ConnectionLost          the connection dropped while a call ran (it may have run)
 │   ├── ConnectionClosed        the client or server was closed while a call waited
 │   └── RPCTimeout              (also a builtin TimeoutError) a call missed its deadline
 ├── RemoteError                 the remote function raised a type we do not rebuild
@@ -30,8 +32,10 @@ __all__ = [
     "ConfigError",
     "ConnectError",
     "ConnectionClosed",
+    "ConnectionLost",
     "DeserializationError",
     "FunctionNotFound",
+    "NotConnected",
     "RPCTimeout",
     "RemoteError",
     "RemoteTraceback",
@@ -69,6 +73,16 @@ class TransportError(UndertowError):
 
 class ConnectError(TransportError):
     """An address cannot be parsed, bound or connected to."""
+
+
+class NotConnected(ConnectError):
+    """No connection to the server was up in time, so the call was not sent (a client that
+    fails over, such as a service proxy, then tries another instance)."""
+
+
+class ConnectionLost(TransportError):
+    """The connection to the server dropped while a call was running: the call may or may
+    not have completed on the server."""
 
 
 class ConnectionClosed(TransportError):

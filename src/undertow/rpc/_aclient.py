@@ -39,6 +39,7 @@ class AsyncClient(_ClientBase):
         codecs: Mapping[str, Any] | None = None,
         safe_exceptions: Iterable[type[BaseException]] = (),
         output: bool | OutputCallback = True,
+        connect_wait: float | None = None,
     ) -> None:
         super().__init__(
             address,
@@ -49,6 +50,11 @@ class AsyncClient(_ClientBase):
             output=output,
         )
         self._connect_timeout = connect_timeout
+        if connect_wait is not None and connect_wait <= 0:
+            raise ValueError(
+                f"connect_wait must be a positive number of seconds or None, not {connect_wait!r}"
+            )
+        self._connect_wait = connect_wait
         self._conn: AsyncConnection | None = None
 
     def __getattr__(self, name: str) -> Any:
@@ -59,7 +65,7 @@ class AsyncClient(_ClientBase):
     async def open(self) -> AsyncClient:
         """Connect and learn the server's functions (``async with`` does this for you)."""
         if self._conn is None:
-            self._conn = AsyncConnection(self.address)
+            self._conn = AsyncConnection(self.address, connect_wait=self._connect_wait)
         try:
             await self.refresh(timeout=self._connect_timeout or self.timeout)
         except BaseException:
@@ -108,10 +114,23 @@ class AsyncClient(_ClientBase):
     ) -> Any:
         conn = self._connection()
         call, frames, deadline, timeout = self._prepare(info, args, kwargs, opts)
+        if conn.connect_wait is not None and not info.streams:
+            return self._start_and_finish(conn, call, frames, deadline, timeout)
         conn.start(call, frames)
         if info.streams:
             return _AsyncStream(self, call, timeout)
         return self._finish(conn, call, deadline, timeout)
+
+    async def _start_and_finish(
+        self,
+        conn: AsyncConnection,
+        call: Call,
+        frames: list[Any],
+        deadline: float | None,
+        timeout: float | None,
+    ) -> Any:
+        await conn.start_connected(call, frames)
+        return await self._finish(conn, call, deadline, timeout)
 
     async def _finish(
         self, conn: AsyncConnection, call: Call, deadline: float | None, timeout: float | None

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
-from undertow.errors import ConnectionClosed
+from undertow.errors import ConnectionClosed, ConnectionLost, NotConnected
 from undertow.rpc._calls import Call, deliver_all
 from undertow.transport import LockedSocket, connect_dealer
 
@@ -16,14 +17,25 @@ __all__ = ["AsyncConnection"]
 
 log = logging.getLogger(__name__)
 
+#: seconds between looks for a connection (``start_connected``) and at one (``wait``)
+_CONNECT_LOOK, _LOST_LOOK = 0.01, 0.1
+
 
 class AsyncConnection:
     """One DEALER socket whose input is read on the loop that created it."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, *, connect_wait: float | None = None) -> None:
         self._loop = asyncio.get_running_loop()
-        sock, self.endpoint = connect_dealer(address)
-        self._sock = LockedSocket(sock, on_input=self._wake)
+        sock, self.endpoint = connect_dealer(address, immediate=connect_wait is not None)
+        #: see the sync client's connection; here a send never blocks the loop: it is
+        #: retried until a connection is up (:meth:`start_connected`)
+        self.connect_wait = connect_wait
+        self._sock = LockedSocket(
+            sock,
+            on_input=self._wake,
+            connect_wait=None if connect_wait is None else 0.0,
+            endpoint=self.endpoint,
+        )
         self._calls: dict[int, Call] = {}
         self._scheduled = False
         self.closed = False
@@ -36,9 +48,28 @@ class AsyncConnection:
         self._calls[call.call_id] = call
         self._sock.send(frames)
 
+    async def start_connected(self, call: Call, frames: list[Any]) -> None:
+        """:meth:`start` over an established connection, waiting up to ``connect_wait`` for
+        one; :class:`NotConnected` (nothing sent) if none comes."""
+        assert self.connect_wait is not None
+        deadline = time.monotonic() + self.connect_wait
+        while True:
+            try:
+                self.start(call, frames)
+                return
+            except NotConnected:
+                self._calls.pop(call.call_id, None)
+                if time.monotonic() >= deadline:
+                    raise NotConnected(
+                        f"no connection to {self.endpoint} within {self.connect_wait:g} s; "
+                        "the call was not sent"
+                    ) from None
+            await asyncio.sleep(_CONNECT_LOOK)
+
     def send(self, frames: list[Any]) -> None:
         """Send a message that expects no reply (a CANCEL)."""
-        self._sock.send(frames)
+        with contextlib.suppress(NotConnected):  # with nobody to tell, there is nothing to do
+            self._sock.send(frames)
 
     def forget(self, call: Call) -> None:
         """Stop delivering messages for ``call``."""
@@ -55,11 +86,21 @@ class AsyncConnection:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return False
+            if self.connect_wait is not None:  # look at the connection now and then
+                if self._sock.lost():
+                    raise ConnectionLost(
+                        f"the connection to {self.endpoint} dropped while {call.name}() was "
+                        "running; it may or may not have completed"
+                    )
+                remaining = _LOST_LOOK if remaining is None else min(remaining, _LOST_LOOK)
             try:
                 async with asyncio.timeout(remaining):
                     await event.wait()
             except TimeoutError:
-                return ready()
+                if self.connect_wait is None or (
+                    deadline is not None and time.monotonic() >= deadline
+                ):
+                    return ready()
         return True
 
     def _wake(self) -> None:

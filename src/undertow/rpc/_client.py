@@ -292,6 +292,12 @@ class Client(_ClientBase):
         safe_exceptions: exception types raised as themselves when the server raises them.
         output: True prints remote output locally, False drops it (and asks the server not
             to send it), or a callable ``(stream, text)`` that receives it.
+        connect_wait: None (default): a call made while the server is away waits for it
+            within its deadline. A number of seconds: calls are sent only over an
+            established connection; one waits at most this long for it and then raises
+            :class:`~undertow.errors.NotConnected` (nothing was sent), and a blocking call
+            whose connection drops raises :class:`~undertow.errors.ConnectionLost` at once.
+            For clients that can go elsewhere, such as a service's several instances.
     """
 
     def __init__(
@@ -304,6 +310,7 @@ class Client(_ClientBase):
         codecs: Mapping[str, Any] | None = None,
         safe_exceptions: Iterable[type[BaseException]] = (),
         output: bool | OutputCallback = True,
+        connect_wait: float | None = None,
     ) -> None:
         super().__init__(
             address,
@@ -313,7 +320,11 @@ class Client(_ClientBase):
             safe_exceptions=safe_exceptions,
             output=output,
         )
-        self._conn = SyncConnection(address)
+        if connect_wait is not None and connect_wait <= 0:
+            raise ValueError(
+                f"connect_wait must be a positive number of seconds or None, not {connect_wait!r}"
+            )
+        self._conn = SyncConnection(address, connect_wait=connect_wait)
         try:
             self.refresh(timeout=connect_timeout if connect_timeout is not None else timeout)
         except BaseException:

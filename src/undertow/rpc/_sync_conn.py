@@ -31,7 +31,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from undertow.errors import ConnectionClosed
+from undertow.errors import ConnectionClosed, ConnectionLost, NotConnected
 from undertow.rpc._calls import Call, Protocol, deliver_all
 from undertow.transport import LockedSocket, OwnedSocket, connect_dealer
 
@@ -51,9 +51,16 @@ _SLICE_MS = 100
 class SyncConnection:
     """One DEALER socket shared by every thread of a sync client."""
 
-    def __init__(self, address: str) -> None:
-        sock, self.endpoint = connect_dealer(address)
-        self._sock = LockedSocket(sock, on_input=self._poke)
+    def __init__(self, address: str, *, connect_wait: float | None = None) -> None:
+        sock, self.endpoint = connect_dealer(address, immediate=connect_wait is not None)
+        #: None: calls queue until a connection comes (within their deadline). A number:
+        #: calls go only over an established connection, waiting this long for one, and a
+        #: blocking call whose connection drops fails at once (see ``NotConnected``,
+        #: ``ConnectionLost``).
+        self.connect_wait = connect_wait
+        self._sock = LockedSocket(
+            sock, on_input=self._poke, connect_wait=connect_wait, endpoint=self.endpoint
+        )
         self._calls: dict[int, Call] = {}
         self._role = threading.Lock()
         self._waiters: set[threading.Event] = set()
@@ -106,6 +113,11 @@ class SyncConnection:
                     if msg is None:
                         if self.closed:
                             raise ConnectionClosed(f"the client for {self.endpoint} was closed")
+                        if sock.lost():
+                            raise ConnectionLost(
+                                f"the connection to {self.endpoint} dropped while "
+                                f"{call.name}() was running; it may or may not have completed"
+                            )
                         continue
                     deliver_all(mine, msg, self.endpoint)
                 return True
@@ -113,13 +125,14 @@ class SyncConnection:
                 if self.closed:
                     sock.close()
                 elif not call.done:  # deadline, Ctrl-C: ask the server to stop the call
-                    sock.send(Protocol.cancel_frames(call.call_id))
+                    with contextlib.suppress(NotConnected):  # no server to ask
+                        sock.send(Protocol.cancel_frames(call.call_id))
 
     def _own_socket(self) -> OwnedSocket:
         """This thread's socket, made now."""
         if self.closed:
             raise ConnectionClosed(f"the client for {self.endpoint} is closed")
-        sock = OwnedSocket(self.endpoint)
+        sock = OwnedSocket(self.endpoint, connect_wait=self.connect_wait)
         # The thread-local slot holds the only strong reference: when the thread ends, the
         # socket is collected, and its finalizer closes it.
         weakref.finalize(sock, sock.sock.close, 0)

@@ -32,7 +32,7 @@ from typing import Any
 import zmq
 from zmq.backend import Socket as _CSocket
 
-from undertow.errors import ConnectError
+from undertow.errors import ConnectError, NotConnected
 
 __all__ = [
     "LockedSocket",
@@ -52,6 +52,7 @@ _POLLIN = int(zmq.POLLIN)
 _NOBLOCK = int(zmq.NOBLOCK)
 _SNDMORE = int(zmq.SNDMORE)
 _RCVTIMEO = int(zmq.RCVTIMEO)
+_POLLOUT = int(zmq.POLLOUT)
 #: pyzmq's compiled send. ``zmq.Socket.send`` wraps it in a Python method that only handles
 #: routing ids and groups of draft socket types; skipping that layer saves a Python call per
 #: frame on every message.
@@ -108,8 +109,18 @@ class LockedSocket:
         on_input: called, outside the lock, when a send finds input waiting.
     """
 
-    def __init__(self, sock: zmq.Socket[Any], on_input: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        sock: zmq.Socket[Any],
+        on_input: Callable[[], None] | None = None,
+        *,
+        connect_wait: float | None = None,
+        endpoint: str = "",
+    ) -> None:
         self.sock = sock
+        #: for a socket made with ``immediate``: seconds a send waits for a connection
+        self.connect_wait = connect_wait
+        self.endpoint = endpoint
         self.fd: int = sock.FD
         # getsockopt(EVENTS) always returns an int; bound once, it is also a little faster
         self._getopt: Callable[[int], int] = sock.getsockopt  # type: ignore[assignment]
@@ -122,24 +133,41 @@ class LockedSocket:
         self.armed = False
 
     def send(self, frames: Sequence[Any], *, report: bool = True) -> None:
-        """Send one multipart message from any thread; never blocks (queues are unbounded).
+        """Send one multipart message from any thread; never blocks (queues are unbounded),
+        except with ``connect_wait``, when it waits that long for a connection and then raises
+        :class:`NotConnected`.
 
         Small frames are copied (cheaper than tracking them); large ones are sent without a
         copy, so the caller must not change them afterwards. ``report=False`` skips the
         check for waiting input: only for a caller that drains the socket right after.
         """
+        failed = False
         with self.lock:
             if self.closed:
                 return
-            _send_frames(self.sock, frames)
-            if report:
+            if self.connect_wait is None:
+                _send_frames(self.sock, frames)
+            else:
+                try:
+                    _send_connected(self.sock, frames, self.connect_wait, self.endpoint)
+                except NotConnected:
+                    self.armed = False  # waiting may have taken the descriptor's signal
+                    failed = True
+            if failed:
+                pending = 1
+            elif report:
                 pending = self._getopt(_EVENTS) & _POLLIN
                 self.armed = not pending
             else:
                 pending = 0
                 self.armed = False  # the send may have consumed a signal: unknown now
         if pending and self.on_input is not None:
-            self.on_input()
+            self.on_input()  # a receiver looks again (after a failure: just in case)
+        if failed:
+            raise NotConnected(
+                f"no connection to {self.endpoint} within {self.connect_wait:g} s; "
+                "the call was not sent"
+            )
 
     def recv_nowait(self, *, likely: bool = False) -> list[zmq.Frame] | None:
         """Receive one whole message, or ``None`` if nothing is waiting.
@@ -168,6 +196,21 @@ class LockedSocket:
                 frame = sock.recv(_NOBLOCK, copy=False)
                 frames.append(frame)
             return frames
+
+    def lost(self) -> bool:
+        """With ``connect_wait``: True when the socket has no connection (the peer went away
+        or never came). Always False without it. Reports waiting input like :meth:`has_input`."""
+        if self.connect_wait is None:
+            return False
+        with self.lock:
+            if self.closed:
+                return False
+            events = self._getopt(_EVENTS)
+            pending = events & _POLLIN
+            self.armed = not pending
+        if pending and self.on_input is not None:
+            self.on_input()
+        return not events & _POLLOUT
 
     def has_input(self) -> bool:
         """True if a message is waiting to be received.
@@ -219,10 +262,12 @@ class OwnedSocket(_Waiter):
     :meth:`close` may come from any thread once the owner is not inside either.
     """
 
-    __slots__ = ("__weakref__", "closed", "endpoint", "lock")
+    __slots__ = ("__weakref__", "closed", "connect_wait", "endpoint", "lock")
 
-    def __init__(self, address: str) -> None:
-        self.sock, self.endpoint = connect_dealer(address)
+    def __init__(self, address: str, *, connect_wait: float | None = None) -> None:
+        self.sock, self.endpoint = connect_dealer(address, immediate=connect_wait is not None)
+        #: see :func:`connect_dealer`: None, or seconds a send waits for a connection
+        self.connect_wait = connect_wait
         self._timeout_ms = -1  # ZeroMQ's default: wait forever
         #: held by the owner while it uses the socket, so that another thread may close it
         #: only in between
@@ -230,8 +275,20 @@ class OwnedSocket(_Waiter):
         self.closed = False
 
     def send(self, frames: Sequence[Any]) -> None:
-        """Send one multipart message; small frames are copied, large ones are not."""
-        _send_frames(self.sock, frames)
+        """Send one multipart message; small frames are copied, large ones are not.
+
+        With ``connect_wait``, raises :class:`NotConnected` (nothing sent) if no connection
+        is up within that many seconds.
+        """
+        if self.connect_wait is None:
+            _send_frames(self.sock, frames)
+        else:
+            _send_connected(self.sock, frames, self.connect_wait, self.endpoint)
+
+    def lost(self) -> bool:
+        """With ``connect_wait``: True when the socket has no connection (the peer went away
+        or never came). Always False without it."""
+        return self.connect_wait is not None and not self.sock.poll(0, _POLLOUT)
 
     def recv(self, timeout_ms: int) -> list[zmq.Frame] | None:
         """Receive one whole message, waiting at most ``timeout_ms``; None if none came.
@@ -455,6 +512,25 @@ def _send_to(sock: zmq.Socket[Any], peer: bytes, frames: Sequence[Any]) -> None:
     _send_frames(sock, frames)
 
 
+def _send_connected(
+    sock: zmq.Socket[Any], frames: Sequence[Any], wait: float, endpoint: str
+) -> None:
+    """Send over an established connection, waiting up to ``wait`` seconds for one (a socket
+    made with ``immediate``); :class:`NotConnected` if none comes."""
+    more = _SNDMORE if len(frames) > 1 else 0
+    try:  # the usual case: connected, so the first frame goes at once
+        _send(sock, frames[0], _NOBLOCK | more, copy=True)
+    except zmq.Again:
+        if not sock.poll(int(wait * 1000), _POLLOUT):
+            raise NotConnected(
+                f"no connection to {endpoint} within {wait:g} s; the call was not sent"
+            ) from None
+        _send_frames(sock, frames)
+        return
+    if more:  # the rest of a message follows its first frame into the same connection
+        _send_frames(sock, frames[1:])
+
+
 def _send_frames(sock: zmq.Socket[Any], frames: Sequence[Any]) -> None:
     last = len(frames) - 1
     for i, frame in enumerate(frames):
@@ -484,11 +560,19 @@ def bind_router(address: str) -> tuple[zmq.Socket[Any], str]:
     return sock, real
 
 
-def connect_dealer(address: str) -> tuple[zmq.Socket[Any], str]:
-    """Connect a DEALER socket; ZeroMQ connects (and reconnects) in the background."""
+def connect_dealer(address: str, *, immediate: bool = False) -> tuple[zmq.Socket[Any], str]:
+    """Connect a DEALER socket; ZeroMQ connects (and reconnects) in the background.
+
+    By default messages sent while no connection is up wait in a queue for one. With
+    ``immediate`` they are accepted only over an established connection, so a send can tell
+    that the peer is not there (and that nothing was sent), and a socket whose peer went away
+    stops being writable: what a client that can fail over to another server needs.
+    """
     endpoint = parse_address(address)
     sock = context().socket(zmq.DEALER)
     _configure(sock)
+    if immediate:
+        sock.setsockopt(zmq.IMMEDIATE, 1)
     sock.setsockopt(zmq.RECONNECT_IVL, 50)
     sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
     try:
