@@ -187,7 +187,7 @@ def test_a_discovered_service_has_the_clients_features(hosted):
         with pytest.raises(RPCTimeout, match="stall"):
             kitchen.stall.options(timeout=0.2)(5)
         assert "Kitchen" in repr(kitchen)
-        assert kitchen.instance.service == "Kitchen"
+        assert [i.service for i in kitchen.instances] == ["Kitchen"]
 
 
 def test_state_is_kept_between_clients(hosted):
@@ -205,7 +205,7 @@ def test_class_and_method_options_apply(hosted):
         assert lines == []  # output=False from the class config
     with ServiceModule.discover(AttrsInner, timeout=WAIT) as inner:
         assert inner.put_item("k", [1, 2]) is None
-        assert inner.instance.ttl == 3.0
+        assert inner.instances[0].ttl == 3.0
     with Registry() as registry:
         (record,) = registry.instances("AttrsInner")
     (put,) = record.methods

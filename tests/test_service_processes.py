@@ -128,6 +128,7 @@ def test_the_memkv_example_runs_unchanged_and_keeps_its_state_between_clients(tm
 # -- launching ----------------------------------------------------------------------------------
 
 SERVICES = '''
+import os
 from pathlib import Path
 from undertow.service import Expose
 
@@ -135,6 +136,10 @@ import helper  # a neighbour of this file: its directory is on sys.path
 
 @Expose()
 class Echo:
+    @Expose()
+    def pid(self):
+        return os.getpid()
+
     @Expose()
     def echo(self, x):
         """Give x back."""
@@ -170,7 +175,7 @@ def test_the_launcher_imports_the_file_and_serves_every_exposed_class(
         assert echo.echo.__doc__ == "Give x back."
     with ServiceModule.discover("Adder", timeout=READY_TIMEOUT) as adder:
         assert adder.add(2) == 3
-        assert adder.address in launched.addresses
+        assert adder.instances[0].address in launched.addresses
     assert launched.stop() == 0
     with Registry() as registry:
         assert registry.all_instances() == []  # a clean stop deregisters at once
@@ -217,6 +222,27 @@ def test_a_killed_service_disappears_within_its_ttl(tmp_path, services_file, lau
         killed = time.monotonic()
         assert wait_until(lambda: registry.all_instances() == [], 1.0 + 5.0)
         assert time.monotonic() - killed < 1.0 + 1.0  # its TTL, plus a look's slack
+
+
+def test_calls_spread_over_instances_and_fail_over_when_one_dies(services_file, launch):
+    first = launch(services_file.name, services=2)
+    second = launch(services_file.name, services=2)
+    with ServiceModule.discover("Echo", timeout=READY_TIMEOUT, refresh=0.2) as echo:
+        assert len(echo.instances) == 2
+        assert {echo.pid() for _ in range(6)} == {first.proc.pid, second.proc.pid}
+        first.stop(signal.SIGKILL)  # dies without deregistering: still listed for its TTL
+        slow = 0
+        until = time.monotonic() + 1.5  # several refreshes, while the registry still lists it
+        while time.monotonic() < until:
+            started = time.monotonic()
+            assert echo.pid() == second.proc.pid  # no error, no action needed
+            slow += time.monotonic() - started > 0.25
+        assert slow == 1  # one call waited its connect_wait (0.5 s) for the dead one, once
+        assert [i.address for i in echo.instances] == second.addresses[:1]
+        third = launch(services_file.name, services=2)  # a new instance is picked up
+        assert wait_until(lambda: echo.pid() == third.proc.pid, READY_TIMEOUT)
+        futures = [echo.pid.submit() for _ in range(6)]  # futures are spread too
+        assert {f.result(READY_TIMEOUT) for f in futures} == {second.proc.pid, third.proc.pid}
 
 
 # -- ops from the shell -----------------------------------------------------------------------

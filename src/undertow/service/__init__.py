@@ -27,7 +27,7 @@ a module, makes one instance of each exposed class, serves each on a port of its
 registers it in the cluster registry; ``python memkv.py`` then finds it by name.
 """
 
-from undertow.service._discover import ServiceClient, ServiceModule, connect
+from undertow.service._discover import ServiceClient, ServiceModule, ServiceProxy, connect
 from undertow.service._expose import Expose
 from undertow.service._host import ServiceHost, build_server
 from undertow.service._launch import LaunchError, load, services_in
@@ -38,6 +38,7 @@ __all__ = [
     "ServiceClient",
     "ServiceHost",
     "ServiceModule",
+    "ServiceProxy",
     "build_server",
     "connect",
     "load",

@@ -2,27 +2,35 @@
 
 from __future__ import annotations
 
+import itertools
 import re
+import threading
 import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from undertow.cluster import Instance, Registry
-from undertow.errors import ServiceNotFound
+from undertow.errors import FunctionNotFound, NotConnected, ServiceNotFound
 from undertow.rpc import Client
 from undertow.rpc import connect as connect_address
+from undertow.rpc._calls import FunctionInfo
+from undertow.rpc._functions import CallOptions, make_function
 from undertow.service._expose import service_name
 
-__all__ = ["ServiceClient", "ServiceModule", "connect", "find_instances"]
+__all__ = ["ServiceClient", "ServiceModule", "ServiceProxy", "connect", "find_instances"]
 
 #: seconds between looks at the registry while waiting for a service to come up
 _FIRST_LOOK, _MAX_LOOK = 0.05, 0.5
 _ADDRESS = re.compile(r"^[a-z]+://|^[^:/]+:\d+$")
+#: how long a call waits for a connection to an instance before trying the next one
+DEFAULT_CONNECT_WAIT = 0.5
+#: how often a proxy looks for new instances (seconds), when it is being used
+DEFAULT_REFRESH = 5.0
 
 
 class ServiceClient(Client):
-    """A client of a service instance found through the registry: the core client (remote
-    methods as attributes with their signatures and docstrings, futures, deadlines, live
-    output) plus what the registry said about the instance."""
+    """A client of one service instance found through the registry: the core client plus
+    the instance's registry record."""
 
     def __init__(self, instance: Instance, **options: Any) -> None:
         #: the registry record of the instance this client calls
@@ -36,31 +44,207 @@ class ServiceClient(Client):
         )
 
 
-def find_instances(
-    name: str, *, timeout: float, backend: str | None = None
-) -> tuple[list[Instance], Registry]:
+def find_instances(name: str, registry: Registry, *, timeout: float) -> list[Instance]:
     """The live instances of service ``name``, waiting up to ``timeout`` seconds for one to
     appear; raises :class:`ServiceNotFound` naming the backend and what it holds."""
-    registry = Registry(backend, timeout=max(timeout, 1.0))
     deadline = time.monotonic() + timeout
     pause = _FIRST_LOOK
     while True:
         found = registry.instances(name)
         if found:
-            return found, registry
+            return found
         left = deadline - time.monotonic()
         if left <= 0:
             break
         time.sleep(min(pause, left))  # the registry has nothing to wait on: look again
         pause = min(pause * 2, _MAX_LOOK)
     held = sorted({i.service for i in registry.all_instances()})
-    registry.close()
     holds = f"it holds {held}" if held else "it holds no live service"
     raise ServiceNotFound(
         f"no live instance of service {name!r} in registry {registry.url} after waiting "
         f"{timeout:g} s ({holds}); start it with `python -m undertow.service FILE` or "
         "`undertow serve FILE`, or point UNDERTOW_BACKEND at the registry it uses"
     )
+
+
+class ServiceProxy:
+    """A running service, found through the registry: its methods are attributes, with their
+    signatures and docstrings, ``.submit()`` for futures and ``.options()`` for deadlines.
+
+    Calls are spread over the service's live instances in turn. A call that cannot reach its
+    instance (no connection within ``connect_wait``: nothing was sent) goes to the next one,
+    and that instance is left out from then on; a call whose instance dies while it runs
+    raises :class:`~undertow.errors.ConnectionLost` (it may have run). New instances are
+    picked up from the registry every ``refresh`` seconds while the proxy is used, and at
+    once when none is left. Safe to use from many threads.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        registry: Registry,
+        instances: list[Instance],
+        *,
+        connect_wait: float = DEFAULT_CONNECT_WAIT,
+        refresh: float = DEFAULT_REFRESH,
+        client_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.service = name
+        self._registry = registry
+        self._connect_wait = connect_wait
+        self._refresh_every = refresh
+        self._options = dict(client_options or {})
+        self._lock = threading.Lock()
+        self._clients: dict[str, ServiceClient] = {}
+        self._live: list[Instance] = list(instances)
+        #: instances that could not be reached: still listed by the registry until their TTL
+        #: runs out, but not tried again (an id belongs to one process run)
+        self._unreachable: set[str] = set()
+        self._turn = itertools.count()  # next() is atomic under the GIL
+        self._refresh_at = time.monotonic() + refresh
+        self._closed = False
+        self._functions: dict[str, Callable[..., Any]] = {}
+        self._install(instances[0].methods)
+
+    def _install(self, methods: Iterable[FunctionInfo]) -> None:
+        self._functions = {
+            info.name: make_function(info, self.service, self._invoke, self._submit)
+            for info in methods
+        }
+        taken = {*dir(type(self)), *self.__dict__}
+        for name, fn in self._functions.items():
+            if name not in taken:  # found without __getattr__, as on the core client
+                self.__dict__[name] = fn
+
+    # -- what users see ------------------------------------------------------------------------
+
+    @property
+    def instances(self) -> list[Instance]:
+        """The live instances calls are spread over, oldest first."""
+        return list(self._live)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self[name]
+
+    def __getitem__(self, name: str) -> Callable[..., Any]:
+        fn = self._functions.get(name)
+        if fn is None:
+            raise FunctionNotFound(
+                f"service {self.service!r} has no method {name!r}; "
+                f"available: {sorted(self._functions)}",
+                name=name,
+                available=tuple(sorted(self._functions)),
+            )
+        return fn
+
+    def __dir__(self) -> Iterable[str]:
+        return sorted({*super().__dir__(), *self._functions})
+
+    def __repr__(self) -> str:
+        where = ", ".join(i.address for i in self._live) or "no live instance"
+        return f"<ServiceProxy {self.service!r} [{where}]>"
+
+    def connect(self) -> None:
+        """Connect to an instance now rather than on the first call (bad client options and
+        unreachable instances show up here); :class:`NotConnected` if none can be reached."""
+        self._route(lambda client: None)
+
+    def call(self, name: str, /, *args: Any, **kwargs: Any) -> Any:
+        """Call method ``name``; the same as ``proxy.name(*args, **kwargs)``."""
+        return self[name](*args, **kwargs)
+
+    def close(self) -> None:
+        """Close the connections to every instance."""
+        with self._lock:
+            self._closed = True
+            clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            client.close()
+        self._registry.close()
+
+    def __enter__(self) -> ServiceProxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- spreading and failing over ------------------------------------------------------------
+
+    def _invoke(
+        self, info: FunctionInfo, args: tuple[Any, ...], kwargs: dict[str, Any], opts: CallOptions
+    ) -> Any:
+        return self._route(lambda client: client._invoke(info, args, kwargs, opts))
+
+    def _submit(
+        self, info: FunctionInfo, args: tuple[Any, ...], kwargs: dict[str, Any], opts: CallOptions
+    ) -> Any:
+        return self._route(lambda client: client._submit(info, args, kwargs, opts))
+
+    def _route(self, send: Callable[[ServiceClient], Any]) -> Any:
+        if time.monotonic() >= self._refresh_at:
+            self._refresh()
+        live = self._live
+        if len(live) == 1:  # the common case, kept short
+            client = self._clients.get(live[0].id)
+            if client is not None:
+                try:
+                    return send(client)
+                except NotConnected:
+                    self._drop(live[0])
+        tried: list[str] = []
+        for _ in range(2):  # the instances known now, then those the registry adds
+            for instance in self._in_turn():
+                try:
+                    return send(self._client(instance))
+                except NotConnected:
+                    tried.append(instance.address)
+                    self._drop(instance)
+            self._refresh()
+        raise NotConnected(
+            f"no instance of service {self.service!r} could be reached (tried {tried}, "
+            f"waiting {self._connect_wait:g} s for each); the registry {self._registry.url} "
+            f"lists {[i.address for i in self._live]}: the call was not sent"
+        )
+
+    def _in_turn(self) -> list[Instance]:
+        live = self._live
+        if not live:
+            return []
+        start = next(self._turn) % len(live)
+        return live[start:] + live[:start]
+
+    def _client(self, instance: Instance) -> ServiceClient:
+        client = self._clients.get(instance.id)
+        if client is None:
+            options = {**self._options, "connect_wait": self._connect_wait}
+            client = ServiceClient(instance, **options)  # raises NotConnected if it is gone
+            with self._lock:
+                if self._closed:
+                    client.close()
+                    raise NotConnected(f"the proxy of service {self.service!r} is closed")
+                other = self._clients.setdefault(instance.id, client)
+            if other is not client:  # another thread made one meanwhile
+                client.close()
+                client = other
+        return client
+
+    def _drop(self, instance: Instance) -> None:
+        """Stop sending to ``instance`` (it could not be reached)."""
+        with self._lock:
+            self._unreachable.add(instance.id)
+            self._live = [i for i in self._live if i.id != instance.id]
+            client = self._clients.pop(instance.id, None)
+        if client is not None:
+            client.close()
+
+    def _refresh(self) -> None:
+        """Take the registry's current list of live instances."""
+        self._refresh_at = time.monotonic() + self._refresh_every
+        found = self._registry.instances(self.service)
+        with self._lock:
+            self._live = [i for i in found if i.id not in self._unreachable]
 
 
 class ServiceModule:
@@ -72,26 +256,40 @@ class ServiceModule:
         *,
         timeout: float = 30.0,
         backend: str | None = None,
+        connect_wait: float = DEFAULT_CONNECT_WAIT,
+        refresh: float = DEFAULT_REFRESH,
         **options: Any,
-    ) -> ServiceClient:
-        """A client of the running service ``service`` (its class or its name).
+    ) -> ServiceProxy:
+        """A proxy to the running service ``service`` (its class or its name).
 
         Waits up to ``timeout`` seconds for the service to register. ``backend`` is the
-        registry URL (default ``$UNDERTOW_BACKEND``, else the embedded file); other keyword
-        arguments go to the client as in :func:`undertow.connect` (``timeout`` there is
-        the calls' default deadline: pass ``call_timeout=``).
+        registry URL (default ``$UNDERTOW_BACKEND``, else the embedded file); ``connect_wait``
+        and ``refresh`` tune failing over (see :class:`ServiceProxy`). Other keyword
+        arguments go to each instance's client as in :func:`undertow.connect`, except that
+        the calls' default deadline is ``call_timeout=``.
         """
         name = service_name(service)
-        instances, registry = find_instances(name, timeout=timeout, backend=backend)
-        registry.close()
-        instance = instances[0]  # the oldest: the one most likely to keep running
-        call_timeout = options.pop("call_timeout", None)
-        if call_timeout is not None:
-            options["timeout"] = call_timeout
-        return ServiceClient(instance, **options)
+        registry = Registry(backend, timeout=max(timeout, 1.0))
+        try:
+            instances = find_instances(name, registry, timeout=timeout)
+            if "call_timeout" in options:
+                options["timeout"] = options.pop("call_timeout")
+            proxy = ServiceProxy(
+                name,
+                registry,
+                instances,
+                connect_wait=connect_wait,
+                refresh=refresh,
+                client_options=options,
+            )
+            proxy.connect()
+        except BaseException:
+            registry.close()
+            raise
+        return proxy
 
 
-def connect(target: str, **options: Any) -> Client:
+def connect(target: str, **options: Any) -> Any:
     """A client of ``target``: an address (``tcp://host:port``, ``host:port``) or the name of
     a service in the cluster registry (``undertow.connect("MemKeyValue")``).
 
@@ -102,7 +300,6 @@ def connect(target: str, **options: Any) -> Client:
     if _ADDRESS.match(target):
         return connect_address(target, **options)
     discover_timeout = options.pop("discover_timeout", 30.0)
-    backend = options.pop("backend", None)
     if "timeout" in options:
         options["call_timeout"] = options.pop("timeout")
-    return ServiceModule.discover(target, timeout=discover_timeout, backend=backend, **options)
+    return ServiceModule.discover(target, timeout=discover_timeout, **options)
