@@ -97,6 +97,14 @@ def launch(tmp_path: Path) -> Iterator[Callable[..., Launched]]:
         launched.stop()
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         args, cwd=cwd, capture_output=True, text=True, timeout=CLIENT_TIMEOUT, check=False
@@ -183,7 +191,20 @@ def test_the_launcher_imports_the_file_and_serves_every_exposed_class(
 
 def test_undertow_serve_takes_options(tmp_path, services_file, launch):
     (tmp_path / "one.py").write_text(SERVICES.replace('@Expose(name="Adder")', ""))
-    launch("one.py", "--name", "Renamed", "--ttl", "4", cli=True)
+    port = _free_port()
+    launched = launch(
+        "one",  # a module name this time, found on the path like any import
+        "--name",
+        "Renamed",
+        "--ttl",
+        "4",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        cli=True,
+    )
+    assert launched.addresses == [f"tcp://127.0.0.1:{port}"]
     with Registry() as registry:
         (record,) = registry.all_instances()
     assert (record.service, record.ttl) == ("Renamed", 4.0)
