@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -93,12 +94,29 @@ def child(tmp_path: Path) -> Iterator[Callable[..., ChildServer]]:
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
+def redis_server_url() -> Iterator[str]:
     """A real redis-server of the test session's own, on a free port."""
     from ._redis import redis_server
 
     with redis_server() as url:
         yield url
+
+
+_redis_dbs = itertools.cycle(range(1, 16))
+
+
+@pytest.fixture
+def redis_url(redis_server_url: str) -> str:
+    """A database of the session's redis-server for this test alone, emptied first."""
+    import redis
+
+    url = f"{redis_server_url}/{next(_redis_dbs)}"
+    client = redis.Redis.from_url(url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+    return url
 
 
 @pytest.fixture(autouse=True)

@@ -34,6 +34,10 @@ def hang(seconds: float) -> None:
     threading.Event().wait(seconds)
 
 @server.register
+def count(n: int):
+    yield from range(n)
+
+@server.register
 def warn() -> str:
     warnings.warn("careful now", UserWarning)
     print("after the warning")
@@ -185,15 +189,36 @@ def test_with_connect_wait_a_call_whose_server_dies_fails_at_once(child):
         if "started" in text:
             server.proc.kill()  # the call is running on the server now
 
+    # a long connect_wait: the loss must be told at once, not after waiting for a connection
     with undertow.connect(
-        server.address, timeout=WAIT, connect_wait=0.3, output=kill_when_started
+        server.address, timeout=WAIT, connect_wait=5.0, output=kill_when_started
     ) as client:
         started = time.monotonic()
         with pytest.raises(undertow.ConnectionLost, match=r"hang.*may or may not"):
             client.hang(60)
-        assert time.monotonic() - started < WAIT  # not the deadline: the dropped connection
+        assert time.monotonic() - started < 2.0  # within a slice or so of the drop
         with pytest.raises(undertow.NotConnected):  # and the next call is not sent at all
             client.pid()
+
+
+def test_with_connect_wait_a_future_whose_server_dies_fails_at_once(child):
+    server = child(SERVER)
+    killed = threading.Event()
+
+    def kill_when_started(stream: str, text: str) -> None:
+        if "started" in text:
+            server.proc.kill()
+            killed.set()
+
+    with undertow.connect(
+        server.address, timeout=WAIT, connect_wait=5.0, output=kill_when_started
+    ) as client:
+        future = client.hang.submit(60)
+        assert killed.wait(WAIT)  # the call runs on the server, which is then killed
+        started = time.monotonic()
+        with pytest.raises(undertow.ConnectionLost):
+            future.result(WAIT)
+        assert time.monotonic() - started < 2.0
 
 
 def test_the_async_client_takes_connect_wait_too(child):
@@ -212,6 +237,7 @@ def test_the_async_client_takes_connect_wait_too(child):
             server.address, timeout=WAIT, connect_wait=0.3, output=kill_when_started
         ) as client:
             assert await client.pid() == server.proc.pid
+            assert [i async for i in client.count(3)] == [0, 1, 2]  # a stream, sent when read
             with pytest.raises(undertow.ConnectionLost):
                 await client.hang(60)
             with pytest.raises(undertow.NotConnected):

@@ -15,7 +15,14 @@ import pytest
 
 import undertow
 from undertow.cluster import Instance, Registry
-from undertow.errors import ConfigError, FunctionNotFound, RPCTimeout, ServiceNotFound
+from undertow.errors import (
+    BackendError,
+    ConfigError,
+    ConnectionClosed,
+    FunctionNotFound,
+    RPCTimeout,
+    ServiceNotFound,
+)
 from undertow.service import Expose, ServiceHost, ServiceModule
 from undertow.service._expose import exposed_methods, service_spec
 
@@ -220,8 +227,9 @@ def test_stopping_the_host_deregisters_at_once(hosted):
             "AttrsInner",
         }
         hosted.stop()
-        # stop() only asks: the records go just before the servers close
-        assert _wait_for(lambda: registry.all_instances() == [], WAIT)
+        # stop() only asks: the records go just before the servers close, long before the
+        # TTL (10 s) would have removed them
+        assert _wait_for(lambda: registry.all_instances() == [], 2.0)
 
 
 def test_discovery_waits_for_a_service_then_says_what_the_registry_holds(hosted):
@@ -233,21 +241,34 @@ def test_discovery_waits_for_a_service_then_says_what_the_registry_holds(hosted)
     assert "'Kitchen'" in message  # and what it holds
 
 
-def test_discovery_waits_for_a_service_that_comes_up_later():
+def test_discovery_waits_for_a_service_that_comes_up_later(monkeypatch):
+    looked_in_vain = threading.Event()
+    lookup = Registry.instances
+
+    def spied(self: Registry, service: str) -> list[Instance]:
+        found = lookup(self, service)
+        if not found:
+            looked_in_vain.set()
+        return found
+
+    monkeypatch.setattr(Registry, "instances", spied)
     found: list[Any] = []
     seeker = threading.Thread(
         target=lambda: found.append(ServiceModule.discover("Plain", timeout=WAIT))
     )
     seeker.start()
+    assert looked_in_vain.wait(WAIT)  # discovery found nothing at first ...
     host = ServiceHost([Plain()], quiet=True)
     thread = threading.Thread(target=lambda: asyncio.run(host.serve()), daemon=True)
     thread.start()
-    seeker.join(WAIT)
-    assert found, "discovery gave up although the service came up within its deadline"
-    with found[0] as plain:
-        assert plain.add("x") == 1
-    host.stop()
-    thread.join(WAIT)
+    try:
+        seeker.join(WAIT)
+        assert found, "discovery gave up although the service came up within its deadline"
+        with found[0] as plain:  # ... and kept looking until it came up
+            assert plain.add("x") == 1
+    finally:
+        host.stop()
+        thread.join(WAIT)
 
 
 def _wait_for(condition: Any, timeout: float) -> bool:
@@ -289,3 +310,37 @@ def test_instance_records_say_where_and_what(hosted):
     assert kitchen.pid > 0
     assert kitchen.host
     assert kitchen.alive()
+
+
+def test_a_closed_proxy_says_so(hosted):
+    kitchen = ServiceModule.discover("Kitchen", timeout=WAIT)
+    kitchen.close()
+    with pytest.raises(ConnectionClosed, match="closed"):
+        kitchen.total_calls()
+
+
+def test_calls_go_on_while_the_registry_cannot_be_read(hosted, monkeypatch):
+    with ServiceModule.discover("Kitchen", timeout=WAIT, refresh=0.0) as kitchen:
+
+        def unreadable(self: Registry, service: str) -> list[Instance]:
+            raise BackendError("registry down (simulated)")
+
+        monkeypatch.setattr(Registry, "instances", unreadable)
+        assert kitchen.greet("x") == "hello x!"  # each call tries to refresh, and may not
+
+
+def test_bad_ttls_and_names_are_refused_at_once():
+    with pytest.raises(ConfigError, match="ttl must be a positive number"):
+        ServiceHost([Plain()], ttl=-1)
+    with pytest.raises(ConfigError, match="ttl must be a positive number"):
+        ServiceHost([Plain()], ttl=0)
+    with pytest.raises(ConfigError, match="neither an address"):
+        undertow.connect("127.0.0.1")
+
+
+def test_a_host_stopped_before_it_serves_does_not_serve():
+    host = ServiceHost([Plain()], quiet=True)
+    host.stop()
+    asyncio.run(asyncio.wait_for(host.serve(), WAIT))  # returns at once
+    with Registry() as registry:
+        assert registry.all_instances() == []

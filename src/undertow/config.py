@@ -15,20 +15,22 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from undertow.errors import ConfigError
 
-__all__ = ["BACKEND_ENV", "HOME_ENV", "backend_url", "home"]
+__all__ = ["BACKEND_ENV", "HOME_ENV", "backend_url", "home", "redact_url"]
 
 HOME_ENV = "UNDERTOW_HOME"
 BACKEND_ENV = "UNDERTOW_BACKEND"
 _SCHEMES = ("sqlite", "redis", "rediss")
+_SECRET_PARAMS = ("password", "pass", "passwd", "secret", "token")
 
 
 def home() -> Path:
     """The per-user undertow directory, made (mode 0700) if it does not exist yet."""
     configured = os.environ.get(HOME_ENV)
-    path = Path(configured).expanduser() if configured else Path.home() / ".undertow"
+    path = Path(configured).expanduser().resolve() if configured else Path.home() / ".undertow"
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
@@ -47,7 +49,28 @@ def backend_url(explicit: str | None = None) -> str:
     if "://" not in url or scheme not in _SCHEMES:
         origin = "backend" if explicit else BACKEND_ENV
         raise ConfigError(
-            f"{origin} {url!r} is not a backend URL; use 'sqlite:///path/to/file.db' or "
-            "'redis://host:port/db'"
+            f"{origin} {redact_url(url)!r} is not a backend URL; use "
+            "'sqlite:///path/to/file.db' or 'redis://host:port/db'"
         )
     return url
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password masked (in the user part or a ``password=`` query
+    parameter), for messages and logs. Never raises."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            user, _, host = netloc.rpartition("@")
+            name = user.partition(":")[0]
+            netloc = f"{name}:***@{host}" if ":" in user or not name else f"{name}@{host}"
+        query = "&".join(
+            f"{key}=***" if key.lower() in _SECRET_PARAMS else f"{key}={value}" if eq else key
+            for key, eq, value in (item.partition("=") for item in parts.query.split("&") if item)
+        )
+        if netloc == parts.netloc and query == parts.query:
+            return url  # nothing to hide (and sqlite:///path keeps its empty host)
+        return urlunsplit(parts._replace(netloc=netloc, query=query))
+    except ValueError:
+        return "<a URL that cannot be parsed>"

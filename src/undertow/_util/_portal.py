@@ -45,6 +45,15 @@ class Portal:
             raise
 
 
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()  # another thread may have held it when the process forked
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def portal() -> Portal:
     """The process's portal, started if needed."""
     global _portal

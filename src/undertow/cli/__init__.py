@@ -44,6 +44,13 @@ def demo(timeout: float) -> None:
     type=float,
     help="Seconds the registry keeps an instance without a heartbeat.",
 )
+@click.option(
+    "--token",
+    envvar="UNDERTOW_TOKEN",
+    default=None,
+    help="Secret for methods that take pickle input (better: set UNDERTOW_TOKEN, which other "
+    "users cannot see).",
+)
 def serve(targets: tuple[str, ...], **options: object) -> None:
     """Serve every class marked with @Expose() in the given files or modules.
 

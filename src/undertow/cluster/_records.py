@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import msgspec
 
 from undertow.rpc._calls import FunctionInfo
 
-__all__ = ["Instance", "decode_instance", "encode_instance"]
+__all__ = ["Instance", "decode_instance", "encode_instance", "readable"]
+
+log = logging.getLogger(__name__)
 
 
 class Instance(msgspec.Struct, frozen=True, kw_only=True):
@@ -57,3 +60,15 @@ def encode_instance(instance: Instance) -> bytes:
 def decode_instance(data: bytes | str) -> Instance:
     """The record encoded by :func:`encode_instance`."""
     return _decoder.decode(data)
+
+
+def readable(data: bytes | str, instance_id: str, where: str) -> Instance | None:
+    """The record, or None (logged) if it cannot be read: one bad record (written by another
+    version, say) must not hide every other service."""
+    try:
+        return decode_instance(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        log.warning(
+            "registry %s: skipped the unreadable record of instance %s: %s", where, instance_id, exc
+        )
+        return None

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import math
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from undertow.cluster import _keys as keys
 from undertow.cluster._backend import Backend, by_age
-from undertow.cluster._records import Instance, decode_instance, encode_instance
+from undertow.cluster._records import Instance, encode_instance, readable
+from undertow.config import redact_url
 from undertow.errors import BackendError
 
 __all__ = ["RedisBackend", "public_url"]
@@ -26,13 +26,7 @@ except ImportError:  # pragma: no cover - exercised only without the extra insta
 
 def public_url(url: str) -> str:
     """``url`` without its password, for messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname}"
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
+    return redact_url(url)
 
 
 class RedisBackend(Backend):
@@ -78,8 +72,11 @@ class RedisBackend(Backend):
                 # XX: only while the record exists; an expired one is registered again
                 record = encode_instance(instance)
                 pipe.set(keys.instance(instance.id), record, px=_ttl_ms(instance), xx=True)
-                pipe.sadd(keys.SERVICES, instance.service)  # in case a lookup pruned the name
-                renewed, _ = await pipe.execute()
+                # both sets again: a lookup that saw the record just expire may have removed
+                # the id meanwhile (an id without its record is removed by the next lookup)
+                pipe.sadd(keys.service_instances(instance.service), instance.id)
+                pipe.sadd(keys.SERVICES, instance.service)
+                renewed, _, _ = await pipe.execute()
         except RedisError as exc:
             raise self._failed(exc) from exc
         return bool(renewed)
@@ -119,7 +116,11 @@ class RedisBackend(Backend):
         dead = [i for i, record in zip(ids, records, strict=True) if record is None]
         if dead:  # expired without deregistering: forget them
             await self._redis.srem(keys.service_instances(service), *dead)
-        return [decode_instance(record) for record in records if record is not None]
+        return [
+            found
+            for i, record in zip(ids, records, strict=True)
+            if record is not None and (found := readable(record, i, self.url)) is not None
+        ]
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from undertow._util._portal import portal
 from undertow.cluster._backend import Backend, open_backend
 from undertow.cluster._records import Instance
-from undertow.config import backend_url
+from undertow.config import backend_url, redact_url
 from undertow.errors import BackendError
 
 __all__ = ["Registry"]
@@ -33,6 +34,8 @@ class Registry:
         self._url = backend_url(url)
         self.timeout = timeout
         self._backend: Backend | None = None
+        self._pid = os.getpid()  # a backend belongs to this process's portal loop
+        self._closed = False
 
     @property
     def url(self) -> str:
@@ -43,6 +46,11 @@ class Registry:
         return f"<Registry {self.url}>"
 
     def _run(self, op: Callable[[Backend], Coroutine[Any, Any, T]]) -> T:
+        if self._closed:
+            raise BackendError(f"registry {self.url} was closed; make a new Registry")
+        if self._pid != os.getpid():  # forked: the parent's connections are not ours
+            self._backend, self._pid = None, os.getpid()
+
         async def run() -> T:
             if self._backend is None:  # made on the portal's loop, which it is bound to
                 self._backend = open_backend(self._url)
@@ -73,9 +81,15 @@ class Registry:
 
     def close(self) -> None:
         """Release the backend's connections."""
+        self._closed = True
         backend, self._backend = self._backend, None
-        if backend is not None:
-            portal().run(backend.close(), self.timeout)
+        if backend is not None and self._pid == os.getpid():
+            try:
+                portal().run(backend.close(), self.timeout)
+            except TimeoutError:
+                raise BackendError(
+                    f"registry {self.url} did not close within {self.timeout:g} s"
+                ) from None
 
     def __enter__(self) -> Registry:
         return self
@@ -85,8 +99,4 @@ class Registry:
 
 
 def _public(url: str) -> str:
-    if url.startswith(("redis", "rediss")):
-        from undertow.cluster._redis import public_url
-
-        return public_url(url)
-    return url
+    return redact_url(url)

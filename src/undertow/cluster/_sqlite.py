@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from undertow.cluster._backend import Backend, by_age
-from undertow.cluster._records import Instance, decode_instance, encode_instance
+from undertow.cluster._records import Instance, encode_instance, readable
 from undertow.errors import BackendError, ConfigError
 
 __all__ = ["SqliteBackend", "sqlite_path"]
@@ -59,7 +59,6 @@ class SqliteBackend(Backend):
         self.url = url
         self.path = sqlite_path(url)
         self.busy_timeout = busy_timeout
-        self._ready = False
 
     def __repr__(self) -> str:
         return f"<SqliteBackend {self.path}>"
@@ -67,16 +66,15 @@ class SqliteBackend(Backend):
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         try:
-            if not self._ready:
-                self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
         except (OSError, sqlite3.Error) as exc:
             raise BackendError(f"cannot open the registry {self.url}: {exc}") from exc
         try:
-            if not self._ready:
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.executescript(_SCHEMA)
-                self._ready = True
+            # Every time (both cost microseconds): a file deleted to reset the registry is
+            # made again by the next heartbeat, and services register themselves again.
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(_SCHEMA)
             yield conn
         except sqlite3.Error as exc:
             raise BackendError(f"registry {self.url}: {exc}") from exc
@@ -127,10 +125,11 @@ class SqliteBackend(Backend):
     def _select(self, where: str, args: tuple[str, ...]) -> list[Instance]:
         with self._connect() as conn:
             rows = conn.execute(
-                f"SELECT record FROM instances WHERE {where} expires > ?",  # noqa: S608 - fixed text
+                f"SELECT id, record FROM instances WHERE {where} expires > ?",  # noqa: S608 - fixed text
                 (*args, time.time()),
             ).fetchall()
-        return by_age([decode_instance(row[0]) for row in rows])
+        found = [readable(record, instance_id, self.url) for instance_id, record in rows]
+        return by_age([instance for instance in found if instance is not None])
 
     async def close(self) -> None:
         """Nothing to release: connections live for one operation."""

@@ -114,11 +114,14 @@ class AsyncClient(_ClientBase):
     ) -> Any:
         conn = self._connection()
         call, frames, deadline, timeout = self._prepare(info, args, kwargs, opts)
-        if conn.connect_wait is not None and not info.streams:
+        if info.streams:
+            if conn.connect_wait is None:
+                conn.start(call, frames)
+                return _AsyncStream(self, call, timeout)
+            return _AsyncStream(self, call, timeout, unsent=frames)  # sent on the first item
+        if conn.connect_wait is not None:
             return self._start_and_finish(conn, call, frames, deadline, timeout)
         conn.start(call, frames)
-        if info.streams:
-            return _AsyncStream(self, call, timeout)
         return self._finish(conn, call, deadline, timeout)
 
     async def _start_and_finish(
@@ -137,7 +140,7 @@ class AsyncClient(_ClientBase):
     ) -> Any:
         try:
             done = await conn.wait(call, lambda: call.done, deadline)
-        except asyncio.CancelledError:
+        except BaseException:  # cancelled, the connection lost: stop the call, forget it
             self._abandon(call)
             raise
         if not done:
@@ -162,9 +165,17 @@ class AsyncClient(_ClientBase):
 
 
 class _AsyncStream(AsyncIterator[Any]):
-    def __init__(self, client: AsyncClient, call: Call, timeout: float | None) -> None:
+    def __init__(
+        self,
+        client: AsyncClient,
+        call: Call,
+        timeout: float | None,
+        unsent: list[Any] | None = None,
+    ) -> None:
         self._client = client
         self._call = call
+        #: the request, when it goes out with the first item (a connection to wait for)
+        self._unsent = unsent
         self._timeout = timeout
         self._finished = False
         self._consumed = 0
@@ -173,6 +184,13 @@ class _AsyncStream(AsyncIterator[Any]):
         call, proto = self._call, self._client._proto
         if self._finished:
             raise StopAsyncIteration
+        if self._unsent is not None:
+            frames, self._unsent = self._unsent, None
+            try:
+                await self._client._connection().start_connected(call, frames)
+            except BaseException:
+                self._finished = True
+                raise
         if not call.items and not call.done:
             deadline = None if self._timeout is None else time.monotonic() + self._timeout
             try:

@@ -31,10 +31,7 @@ class AsyncConnection:
         #: retried until a connection is up (:meth:`start_connected`)
         self.connect_wait = connect_wait
         self._sock = LockedSocket(
-            sock,
-            on_input=self._wake,
-            connect_wait=None if connect_wait is None else 0.0,
-            endpoint=self.endpoint,
+            sock, on_input=self._wake, connect_wait=connect_wait, endpoint=self.endpoint
         )
         self._calls: dict[int, Call] = {}
         self._scheduled = False
@@ -46,7 +43,11 @@ class AsyncConnection:
         if self.closed:
             raise ConnectionClosed(f"the client for {self.endpoint} is closed")
         self._calls[call.call_id] = call
-        self._sock.send(frames)
+        try:
+            self._sock.send(frames, wait=False)
+        except NotConnected:
+            self._calls.pop(call.call_id, None)
+            raise
 
     async def start_connected(self, call: Call, frames: list[Any]) -> None:
         """:meth:`start` over an established connection, waiting up to ``connect_wait`` for
@@ -58,7 +59,6 @@ class AsyncConnection:
                 self.start(call, frames)
                 return
             except NotConnected:
-                self._calls.pop(call.call_id, None)
                 if time.monotonic() >= deadline:
                     raise NotConnected(
                         f"no connection to {self.endpoint} within {self.connect_wait:g} s; "
@@ -69,7 +69,7 @@ class AsyncConnection:
     def send(self, frames: list[Any]) -> None:
         """Send a message that expects no reply (a CANCEL)."""
         with contextlib.suppress(NotConnected):  # with nobody to tell, there is nothing to do
-            self._sock.send(frames)
+            self._sock.send(frames, wait=False)
 
     def forget(self, call: Call) -> None:
         """Stop delivering messages for ``call``."""

@@ -392,7 +392,7 @@ class Client(_ClientBase):
         proto = self._proto
 
         def expire(reason: BaseException) -> None:
-            if not isinstance(reason, ConnectionClosed):
+            if type(reason) is TimeoutError:  # the deadline, not a closed or lost connection
                 reason = _timeout_error(proto, info.name, timeout)
             future._expire(reason)
 

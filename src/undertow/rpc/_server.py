@@ -211,7 +211,8 @@ class Server:
                 raise ConfigError(
                     f"function {name!r} takes {options.input_serialization.name} input (glob "
                     f"{glob!r}), which runs code when decoded; give the server a token "
-                    "(Server(token=...)) so only clients holding it may call it"
+                    "(Server(token=...), or UNDERTOW_TOKEN / --token for undertow serve) so "
+                    "only clients holding it may call it"
                 )
             entries[name] = _Entry(name, fn, glob, options)
         self._fns, self._globs, self._entries = dict(fns), globs, entries

@@ -126,7 +126,7 @@ class SyncConnection:
                     sock.close()
                 elif not call.done:  # deadline, Ctrl-C: ask the server to stop the call
                     with contextlib.suppress(NotConnected):  # no server to ask
-                        sock.send(Protocol.cancel_frames(call.call_id))
+                        sock.send(Protocol.cancel_frames(call.call_id), wait=False)
 
     def _own_socket(self) -> OwnedSocket:
         """This thread's socket, made now."""
@@ -155,7 +155,11 @@ class SyncConnection:
         if self.closed:
             raise ConnectionClosed(f"the client for {self.endpoint} is closed")
         self._calls[call.call_id] = call
-        self._sock.send(frames, report=not then_drain)
+        try:
+            self._sock.send(frames, report=not then_drain)
+        except NotConnected:
+            self._calls.pop(call.call_id, None)
+            raise
 
     def submit(
         self,
@@ -171,8 +175,10 @@ class SyncConnection:
         self.drain_nowait()  # settle whatever else has completed, here and now
 
     def send(self, frames: list[Any]) -> None:
-        """Send a message that expects no reply (a CANCEL)."""
-        self._sock.send(frames)
+        """Send a message that expects no reply (a CANCEL, a CREDIT); with no connection up
+        (``connect_wait``) there is nobody to tell, and it is dropped."""
+        with contextlib.suppress(NotConnected):
+            self._sock.send(frames, wait=False)
 
     def forget(self, call: Call) -> None:
         """Stop delivering messages for ``call``."""
@@ -275,6 +281,15 @@ class SyncConnection:
                 timeout_ms = (deadline - time.monotonic()) * 1000
                 if timeout_ms <= 0:
                     return
+            if self.connect_wait is not None:  # look at the connection now and then
+                if self._lose_calls():
+                    if ready():
+                        return
+                    raise ConnectionLost(
+                        f"the connection to {self.endpoint} dropped while calls were running; "
+                        "they may or may not have completed"
+                    )
+                timeout_ms = _SLICE_MS if timeout_ms is None else min(timeout_ms, _SLICE_MS)
             likely = False
             for fd, _ in self._poller.poll(timeout_ms):
                 if fd == self._wake_r:
@@ -373,11 +388,27 @@ class SyncConnection:
                     self._release_role()
             self._expire_orphans()
 
+    def _lose_calls(self) -> bool:
+        """With ``connect_wait``: if the connection is gone, fail every future with
+        :class:`ConnectionLost` and return True."""
+        if not self._sock.lost():
+            return False
+        lost = ConnectionLost(
+            f"the connection to {self.endpoint} dropped while the call was running; "
+            "it may or may not have completed"
+        )
+        for call_id, (_, _, expire) in self._orphans.copy().items():
+            self._orphans.pop(call_id, None)
+            expire(lost)
+        return True
+
     def _expire_orphans(self) -> None:
         now = time.monotonic()
         if now < self._next_expiry_scan:
             return
         self._next_expiry_scan = now + _PUMP_SLICE
+        if self.connect_wait is not None and self._orphans and self._lose_calls():
+            return
         for call_id, (call, deadline, expire) in self._orphans.copy().items():
             if call.done:
                 self._orphans.pop(call_id, None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import re
 import threading
 import time
@@ -10,7 +11,14 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from undertow.cluster import Instance, Registry
-from undertow.errors import FunctionNotFound, NotConnected, ServiceNotFound
+from undertow.errors import (
+    BackendError,
+    ConfigError,
+    ConnectionClosed,
+    FunctionNotFound,
+    NotConnected,
+    ServiceNotFound,
+)
 from undertow.rpc import Client
 from undertow.rpc import connect as connect_address
 from undertow.rpc._calls import FunctionInfo
@@ -19,6 +27,8 @@ from undertow.service._expose import service_name
 
 __all__ = ["ServiceClient", "ServiceModule", "ServiceProxy", "connect", "find_instances"]
 
+log = logging.getLogger(__name__)
+
 #: seconds between looks at the registry while waiting for a service to come up
 _FIRST_LOOK, _MAX_LOOK = 0.05, 0.5
 _ADDRESS = re.compile(r"^[a-z]+://|^[^:/]+:\d+$")
@@ -26,6 +36,8 @@ _ADDRESS = re.compile(r"^[a-z]+://|^[^:/]+:\d+$")
 DEFAULT_CONNECT_WAIT = 0.5
 #: how often a proxy looks for new instances (seconds), when it is being used
 DEFAULT_REFRESH = 5.0
+#: longest one registry operation of a proxy may take, in seconds
+_REGISTRY_TIMEOUT = 5.0
 
 
 class ServiceClient(Client):
@@ -97,9 +109,9 @@ class ServiceProxy:
         self._lock = threading.Lock()
         self._clients: dict[str, ServiceClient] = {}
         self._live: list[Instance] = list(instances)
-        #: instances that could not be reached: still listed by the registry until their TTL
-        #: runs out, but not tried again (an id belongs to one process run)
-        self._unreachable: set[str] = set()
+        #: id -> when it could not be reached: the registry lists a dead instance until its
+        #: TTL runs out, so it is tried again only after a heartbeat newer than that
+        self._unreachable: dict[str, float] = {}
         self._turn = itertools.count()  # next() is atomic under the GIL
         self._refresh_at = time.monotonic() + refresh
         self._closed = False
@@ -183,8 +195,10 @@ class ServiceProxy:
         return self._route(lambda client: client._submit(info, args, kwargs, opts))
 
     def _route(self, send: Callable[[ServiceClient], Any]) -> Any:
+        if self._closed:
+            raise ConnectionClosed(f"the proxy of service {self.service!r} is closed")
         if time.monotonic() >= self._refresh_at:
-            self._refresh()
+            self._refresh(quiet=True)
         live = self._live
         if len(live) == 1:  # the common case, kept short
             client = self._clients.get(live[0].id)
@@ -194,18 +208,19 @@ class ServiceProxy:
                 except NotConnected:
                     self._drop(live[0])
         tried: list[str] = []
-        for _ in range(2):  # the instances known now, then those the registry adds
+        for attempt in range(2):  # the instances known now, then those the registry lists
             for instance in self._in_turn():
                 try:
                     return send(self._client(instance))
                 except NotConnected:
                     tried.append(instance.address)
                     self._drop(instance)
-            self._refresh()
+            if attempt == 0:
+                self._refresh(quiet=False)
         raise NotConnected(
-            f"no instance of service {self.service!r} could be reached (tried {tried}, "
-            f"waiting {self._connect_wait:g} s for each); the registry {self._registry.url} "
-            f"lists {[i.address for i in self._live]}: the call was not sent"
+            f"no instance of service {self.service!r} could be reached within "
+            f"{self._connect_wait:g} s each (tried {sorted(set(tried)) or 'none'}; the registry "
+            f"{self._registry.url} lists no other live one); the call was not sent"
         )
 
     def _in_turn(self) -> list[Instance]:
@@ -221,30 +236,43 @@ class ServiceProxy:
             options = {**self._options, "connect_wait": self._connect_wait}
             client = ServiceClient(instance, **options)  # raises NotConnected if it is gone
             with self._lock:
-                if self._closed:
-                    client.close()
-                    raise NotConnected(f"the proxy of service {self.service!r} is closed")
-                other = self._clients.setdefault(instance.id, client)
+                closed = self._closed
+                other = client if closed else self._clients.setdefault(instance.id, client)
+            if closed:
+                client.close()
+                raise ConnectionClosed(f"the proxy of service {self.service!r} is closed")
             if other is not client:  # another thread made one meanwhile
                 client.close()
                 client = other
         return client
 
     def _drop(self, instance: Instance) -> None:
-        """Stop sending to ``instance`` (it could not be reached)."""
+        """Stop sending to ``instance``, which could not be reached. Its client stays open:
+        other threads may have calls running on it, and it reconnects by itself if the
+        instance comes back (heartbeats newer than the drop)."""
         with self._lock:
-            self._unreachable.add(instance.id)
+            self._unreachable[instance.id] = time.time()
             self._live = [i for i in self._live if i.id != instance.id]
-            client = self._clients.pop(instance.id, None)
-        if client is not None:
-            client.close()
 
-    def _refresh(self) -> None:
-        """Take the registry's current list of live instances."""
+    def _refresh(self, *, quiet: bool) -> None:
+        """Take the registry's list of live instances, leaving out those found unreachable
+        since their last heartbeat. ``quiet``: a registry that cannot be read is logged and
+        the current list kept (calls to live instances need no registry)."""
         self._refresh_at = time.monotonic() + self._refresh_every
-        found = self._registry.instances(self.service)
+        try:
+            found = self._registry.instances(self.service)
+        except BackendError as exc:
+            if not quiet:
+                raise
+            log.warning("service %r: could not refresh its instances: %s", self.service, exc)
+            return
         with self._lock:
-            self._live = [i for i in found if i.id not in self._unreachable]
+            unreachable = self._unreachable
+            for instance in found:
+                dropped = unreachable.get(instance.id)
+                if dropped is not None and instance.heartbeat > dropped:
+                    del unreachable[instance.id]  # it has beaten since: worth trying again
+            self._live = [i for i in found if i.id not in unreachable]
 
 
 class ServiceModule:
@@ -269,7 +297,7 @@ class ServiceModule:
         the calls' default deadline is ``call_timeout=``.
         """
         name = service_name(service)
-        registry = Registry(backend, timeout=max(timeout, 1.0))
+        registry = Registry(backend, timeout=_REGISTRY_TIMEOUT)
         try:
             instances = find_instances(name, registry, timeout=timeout)
             if "call_timeout" in options:
@@ -297,8 +325,13 @@ def connect(target: str, **options: Any) -> Any:
     ``discover_timeout`` (default 30 s) bounds the wait for it to register and ``backend``
     names the registry.
     """
-    if _ADDRESS.match(target):
+    if _ADDRESS.match(target.lower()) or target.startswith("["):
         return connect_address(target, **options)
+    if not target.isidentifier():
+        raise ConfigError(
+            f"{target!r} is neither an address (use tcp://host:port or host:port) nor a "
+            "service name (a Python identifier, such as 'MemKeyValue')"
+        )
     discover_timeout = options.pop("discover_timeout", 30.0)
     if "timeout" in options:
         options["call_timeout"] = options.pop("timeout")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -14,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from undertow.cluster import Backend, Instance, open_backend
-from undertow.config import backend_url
+from undertow.config import backend_url, redact_url
 from undertow.errors import BackendError, ConfigError
 from undertow.rpc import Server
 from undertow.service._expose import exposed_methods, service_spec
@@ -27,6 +28,24 @@ log = logging.getLogger(__name__)
 DEFAULT_TTL = 10.0
 #: heartbeats per TTL: one lost or late heartbeat does not make an instance disappear
 _BEATS_PER_TTL = 3
+
+
+def check_ttl(ttl: Any) -> float | None:
+    """``ttl`` if it is None or a positive number of seconds; else a :class:`ConfigError`."""
+    if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0):
+        raise ConfigError(f"ttl must be a positive number of seconds, not {ttl!r}")
+    return ttl
+
+
+def _ttl_of(obj: Any, ttl: float | None) -> float:
+    if ttl is not None:
+        return float(ttl)
+    spec = service_spec(type(obj))
+    return spec.ttl if spec is not None and spec.ttl is not None else DEFAULT_TTL
+
+
+def _loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 def build_server(obj: Any, *, name: str | None = None, token: str | None = None) -> Server:
@@ -90,11 +109,20 @@ class ServiceHost:
             raise ConfigError(f"port {port} can serve one service, not {len(objects)}; use 0")
         self.backend_url = backend_url(backend)
         self._servers = [build_server(obj, name=name, token=token) for obj in objects]
-        self._ttls = [ttl or service_spec(type(obj)).ttl or DEFAULT_TTL for obj in objects]  # type: ignore[union-attr]
+        self._ttls = [_ttl_of(obj, check_ttl(ttl)) for obj in objects]
         self.host, self.port, self.advertise, self.quiet = host, port, advertise, quiet
         self.instances: list[Instance] = []
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_requested = threading.Event()  # stop() may come before serve() starts
+        if self.backend_url.startswith("redis") and _loopback(host) and not advertise:
+            log.warning(
+                "serving on %s and registering in %s: clients on other machines cannot reach "
+                "a loopback address; serve on another interface (--host) or --advertise a "
+                "host name",
+                host,
+                redact_url(self.backend_url),
+            )
 
     # -- running ------------------------------------------------------------------------------
 
@@ -112,14 +140,18 @@ class ServiceHost:
 
     def stop(self) -> None:
         """Stop serving (from any thread); the instances are deregistered first."""
+        self._stop_requested.set()
         loop, stop = self._loop, self._stop
         if loop is not None and stop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(stop.set)
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(stop.set)
 
     async def serve(self, ready: Callable[[list[Instance]], None] | None = None) -> None:
         """Serve on the running loop until :meth:`stop`."""
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        if self._stop_requested.is_set():
+            return
         backend = open_backend(self.backend_url)
         tasks: list[asyncio.Task[None]] = []
         try:
@@ -134,7 +166,8 @@ class ServiceHost:
             if ready is not None:
                 ready(self.instances)
             beats = asyncio.create_task(self._heartbeats(backend))
-            await self._stop.wait()
+            if not self._stop_requested.is_set():  # asked before the loop could be told
+                await self._stop.wait()
             beats.cancel()
             await asyncio.gather(beats, return_exceptions=True)
         finally:
@@ -199,21 +232,34 @@ class ServiceHost:
         interval = min(self._ttls) / _BEATS_PER_TTL
         while True:
             await asyncio.sleep(interval)
-            for i, instance in enumerate(self.instances):
-                fresh = instance.beat()
-                try:
-                    if not await backend.heartbeat(fresh):
-                        # expired (a long pause, the registry was wiped): register again
-                        log.warning(
-                            "service %r was missing from %s; registering it again",
-                            instance.service,
-                            backend.url,
-                        )
-                        await backend.register(fresh)
-                except BackendError as exc:  # keep serving; the registry may come back
-                    log.warning("heartbeat of service %r failed: %s", instance.service, exc)
-                    continue
-                self.instances[i] = fresh
+            # all at once, each within one interval: a slow registry delays no other beat
+            await asyncio.gather(
+                *(self._beat(backend, i, interval) for i in range(len(self.instances)))
+            )
+
+    async def _beat(self, backend: Backend, i: int, limit: float) -> None:
+        instance = self.instances[i]
+        fresh = instance.beat()
+        try:
+            async with asyncio.timeout(limit):
+                if not await backend.heartbeat(fresh):
+                    # expired (a long pause, the registry was wiped): register again
+                    log.warning(
+                        "service %r was missing from %s; registering it again",
+                        instance.service,
+                        backend.url,
+                    )
+                    await backend.register(fresh)
+        except TimeoutError:
+            log.warning("heartbeat of service %r took over %.1f s", instance.service, limit)
+            return
+        except BackendError as exc:  # keep serving; the registry may come back
+            log.warning("heartbeat of service %r failed: %s", instance.service, exc)
+            return
+        except Exception:  # never let the heartbeats die quietly
+            log.exception("heartbeat of service %r failed", instance.service)
+            return
+        self.instances[i] = fresh
 
     async def _deregister(self, backend: Backend) -> None:
         for instance in self.instances:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -122,6 +123,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default=None, help="register the one service under this name")
     parser.add_argument("--advertise", default=None, help="host name clients should use")
     parser.add_argument(
+        "--token",
+        default=os.environ.get("UNDERTOW_TOKEN"),
+        help="secret for methods that take pickle input (default: $UNDERTOW_TOKEN, which, "
+        "unlike the command line, other users cannot see)",
+    )
+    parser.add_argument(
         "--ttl", type=float, default=None, help="seconds the registry keeps it without heartbeats"
     )
     args = parser.parse_args(argv)
@@ -132,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         "name": args.name,
         "advertise": args.advertise,
         "ttl": args.ttl,
+        "token": args.token,
     }
     return launch(args.targets, **options)
 

@@ -59,6 +59,8 @@ _POLLOUT = int(zmq.POLLOUT)
 _send = _CSocket.send
 #: frames smaller than this are copied into ZeroMQ; larger ones are sent zero-copy
 _COPY_BELOW = 65536
+#: seconds between attempts of a send waiting for a connection
+_CONNECT_LOOK = 0.01
 #: one-frame messages up to this size may be held for a batch
 _HOLD_BELOW = 4096
 _HOST_PORT = re.compile(r"^(?P<host>\[[^\]]+\]|[^:/]+):(?P<port>\d+)$")
@@ -132,42 +134,49 @@ class LockedSocket:
         #: sleep on it without looking again.
         self.armed = False
 
-    def send(self, frames: Sequence[Any], *, report: bool = True) -> None:
-        """Send one multipart message from any thread; never blocks (queues are unbounded),
-        except with ``connect_wait``, when it waits that long for a connection and then raises
-        :class:`NotConnected`.
+    def send(self, frames: Sequence[Any], *, report: bool = True, wait: bool = True) -> None:
+        """Send one multipart message from any thread; never blocks (queues are unbounded).
 
-        Small frames are copied (cheaper than tracking them); large ones are sent without a
-        copy, so the caller must not change them afterwards. ``report=False`` skips the
-        check for waiting input: only for a caller that drains the socket right after.
+        With ``connect_wait`` the message goes only over an established connection: the send
+        waits up to ``connect_wait`` for one (``wait=False``: not at all), without holding the
+        lock, then raises :class:`NotConnected`. Small frames are copied (cheaper than
+        tracking them); large ones are sent without a copy, so the caller must not change
+        them afterwards. ``report=False`` skips the check for waiting input: only for a
+        caller that drains the socket right after.
         """
-        failed = False
-        with self.lock:
-            if self.closed:
+        deadline = None
+        while True:
+            with self.lock:
+                if self.closed:
+                    return
+                if self.connect_wait is None:
+                    _send_frames(self.sock, frames)
+                    sent = True
+                else:
+                    sent = _try_send(self.sock, frames)
+                if not sent:
+                    self.armed = False  # the attempt may have taken the descriptor's signal
+                    pending = 1
+                elif report:
+                    pending = self._getopt(_EVENTS) & _POLLIN
+                    self.armed = not pending
+                else:
+                    pending = 0
+                    self.armed = False  # the send may have consumed a signal: unknown now
+            if pending and self.on_input is not None:
+                self.on_input()  # a receiver looks again
+            if sent:
                 return
-            if self.connect_wait is None:
-                _send_frames(self.sock, frames)
-            else:
-                try:
-                    _send_connected(self.sock, frames, self.connect_wait, self.endpoint)
-                except NotConnected:
-                    self.armed = False  # waiting may have taken the descriptor's signal
-                    failed = True
-            if failed:
-                pending = 1
-            elif report:
-                pending = self._getopt(_EVENTS) & _POLLIN
-                self.armed = not pending
-            else:
-                pending = 0
-                self.armed = False  # the send may have consumed a signal: unknown now
-        if pending and self.on_input is not None:
-            self.on_input()  # a receiver looks again (after a failure: just in case)
-        if failed:
-            raise NotConnected(
-                f"no connection to {self.endpoint} within {self.connect_wait:g} s; "
-                "the call was not sent"
-            )
+            assert self.connect_wait is not None
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + (self.connect_wait if wait else 0.0)
+            if now >= deadline:
+                raise NotConnected(
+                    f"no connection to {self.endpoint} within {self.connect_wait:g} s; "
+                    "the call was not sent"
+                )
+            time.sleep(min(_CONNECT_LOOK, deadline - now))  # the lock is free meanwhile
 
     def recv_nowait(self, *, likely: bool = False) -> list[zmq.Frame] | None:
         """Receive one whole message, or ``None`` if nothing is waiting.
@@ -199,7 +208,8 @@ class LockedSocket:
 
     def lost(self) -> bool:
         """With ``connect_wait``: True when the socket has no connection (the peer went away
-        or never came). Always False without it. Reports waiting input like :meth:`has_input`."""
+        or never came) and nothing waits to be received. Always False without it. Reports
+        waiting input like :meth:`has_input`."""
         if self.connect_wait is None:
             return False
         with self.lock:
@@ -210,7 +220,7 @@ class LockedSocket:
             self.armed = not pending
         if pending and self.on_input is not None:
             self.on_input()
-        return not events & _POLLOUT
+        return not events & (_POLLOUT | _POLLIN)
 
     def has_input(self) -> bool:
         """True if a message is waiting to be received.
@@ -274,21 +284,34 @@ class OwnedSocket(_Waiter):
         self.lock = threading.Lock()
         self.closed = False
 
-    def send(self, frames: Sequence[Any]) -> None:
+    def send(self, frames: Sequence[Any], *, wait: bool = True) -> None:
         """Send one multipart message; small frames are copied, large ones are not.
 
         With ``connect_wait``, raises :class:`NotConnected` (nothing sent) if no connection
-        is up within that many seconds.
+        is up within that many seconds (``wait=False``: at once).
         """
         if self.connect_wait is None:
             _send_frames(self.sock, frames)
-        else:
-            _send_connected(self.sock, frames, self.connect_wait, self.endpoint)
+            return
+        if _try_send(self.sock, frames):
+            return
+        deadline = time.monotonic() + (self.connect_wait if wait else 0.0)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self.sock.poll(int(left * 1000) + 1, _POLLOUT):
+                raise NotConnected(
+                    f"no connection to {self.endpoint} within {self.connect_wait:g} s; "
+                    "the call was not sent"
+                )
+            if _try_send(self.sock, frames):  # the connection may drop again meanwhile
+                return
 
     def lost(self) -> bool:
         """With ``connect_wait``: True when the socket has no connection (the peer went away
-        or never came). Always False without it."""
-        return self.connect_wait is not None and not self.sock.poll(0, _POLLOUT)
+        or never came) and nothing waits to be received. Always False without it."""
+        if self.connect_wait is None:
+            return False
+        return not self.sock.poll(0, _POLLOUT | _POLLIN)
 
     def recv(self, timeout_ms: int) -> list[zmq.Frame] | None:
         """Receive one whole message, waiting at most ``timeout_ms``; None if none came.
@@ -512,23 +535,20 @@ def _send_to(sock: zmq.Socket[Any], peer: bytes, frames: Sequence[Any]) -> None:
     _send_frames(sock, frames)
 
 
-def _send_connected(
-    sock: zmq.Socket[Any], frames: Sequence[Any], wait: float, endpoint: str
-) -> None:
-    """Send over an established connection, waiting up to ``wait`` seconds for one (a socket
-    made with ``immediate``); :class:`NotConnected` if none comes."""
+def _try_send(sock: zmq.Socket[Any], frames: Sequence[Any]) -> bool:
+    """Send over an established connection (a socket made with ``immediate``); False, with
+    nothing sent, when there is none. Once ZeroMQ takes the first frame, the rest of the
+    message follows it into the same connection and unbounded queues never block."""
     more = _SNDMORE if len(frames) > 1 else 0
-    try:  # the usual case: connected, so the first frame goes at once
-        _send(sock, frames[0], _NOBLOCK | more, copy=True)
+    first = frames[0]
+    small = len(first) < _COPY_BELOW if isinstance(first, bytes) else False
+    try:
+        _send(sock, first, _NOBLOCK | more, copy=small)
     except zmq.Again:
-        if not sock.poll(int(wait * 1000), _POLLOUT):
-            raise NotConnected(
-                f"no connection to {endpoint} within {wait:g} s; the call was not sent"
-            ) from None
-        _send_frames(sock, frames)
-        return
-    if more:  # the rest of a message follows its first frame into the same connection
+        return False
+    if more:
         _send_frames(sock, frames[1:])
+    return True
 
 
 def _send_frames(sock: zmq.Socket[Any], frames: Sequence[Any]) -> None:
