@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import inspect
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -344,3 +345,20 @@ def test_a_host_stopped_before_it_serves_does_not_serve():
     asyncio.run(asyncio.wait_for(host.serve(), WAIT))  # returns at once
     with Registry() as registry:
         assert registry.all_instances() == []
+
+
+def test_loopback_addresses_of_other_hosts_are_not_used():
+    now = time.time()
+    far = Instance(
+        service="Far",
+        id="far-1",
+        addresses=["tcp://127.0.0.1:1"],  # that host's own loopback
+        host="another-host.example",
+        started=now,
+        heartbeat=now,
+        ttl=30,
+    )
+    with Registry() as registry:
+        registry.register(far)
+    with pytest.raises(ServiceNotFound, match="loopback addresses of other hosts"):
+        ServiceModule.discover("Far", timeout=0.2)

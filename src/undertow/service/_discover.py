@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import logging
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -61,15 +62,24 @@ def find_instances(name: str, registry: Registry, *, timeout: float) -> list[Ins
     appear; raises :class:`ServiceNotFound` naming the backend and what it holds."""
     deadline = time.monotonic() + timeout
     pause = _FIRST_LOOK
+    elsewhere: list[Instance] = []
     while True:
-        found = registry.instances(name)
+        listed = registry.instances(name)
+        found = reachable(listed)
         if found:
             return found
+        elsewhere = listed
         left = deadline - time.monotonic()
         if left <= 0:
             break
         time.sleep(min(pause, left))  # the registry has nothing to wait on: look again
         pause = min(pause * 2, _MAX_LOOK)
+    if elsewhere:
+        raise ServiceNotFound(
+            f"service {name!r} is registered in {registry.url} only at loopback addresses of "
+            f"other hosts ({[(i.host, i.address) for i in elsewhere]}), which this machine "
+            "cannot reach; serve it on another interface or with --advertise HOST"
+        )
     held = sorted({i.service for i in registry.all_instances()})
     holds = f"it holds {held}" if held else "it holds no live service"
     raise ServiceNotFound(
@@ -77,6 +87,18 @@ def find_instances(name: str, registry: Registry, *, timeout: float) -> list[Ins
         f"{timeout:g} s ({holds}); start it with `python -m undertow.service FILE` or "
         "`undertow serve FILE`, or point UNDERTOW_BACKEND at the registry it uses"
     )
+
+
+def reachable(instances: list[Instance]) -> list[Instance]:
+    """The instances this machine can reach: a loopback address registered by another host
+    names that host's own loopback, not ours."""
+    here = socket.gethostname()
+    return [i for i in instances if i.host == here or not _loopback_address(i.address)]
+
+
+def _loopback_address(address: str) -> bool:
+    host = address.partition("://")[2].rpartition(":")[0].strip("[]")
+    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 class ServiceProxy:
@@ -266,6 +288,7 @@ class ServiceProxy:
                 raise
             log.warning("service %r: could not refresh its instances: %s", self.service, exc)
             return
+        found = reachable(found)
         with self._lock:
             unreachable = self._unreachable
             for instance in found:
