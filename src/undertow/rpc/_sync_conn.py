@@ -54,9 +54,9 @@ class SyncConnection:
     def __init__(self, address: str, *, connect_wait: float | None = None) -> None:
         sock, self.endpoint = connect_dealer(address, immediate=connect_wait is not None)
         #: None: calls queue until a connection comes (within their deadline). A number:
-        #: calls go only over an established connection, waiting this long for one, and a
-        #: blocking call whose connection drops fails at once (see ``NotConnected``,
-        #: ``ConnectionLost``).
+        #: calls go only over an established connection, waiting this long for one, and
+        #: calls, futures and streams whose connection drops fail at once (see
+        #: ``NotConnected``, ``ConnectionLost``).
         self.connect_wait = connect_wait
         self._sock = LockedSocket(
             sock, on_input=self._poke, connect_wait=connect_wait, endpoint=self.endpoint
