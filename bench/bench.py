@@ -632,7 +632,8 @@ def measure_bulk(servers: dict[str, ServerProcess], plan: Plan) -> dict[str, Any
         result["ratios"][f"{d}_vs_numpy_copy"] = round(mbps / copy, 3)
     result["notes"] = {
         "undertow": "upload: client.total(arr) (pickle 5, out-of-band buffer), server sums it; "
-        "download: client.make(100_000_000), server allocates np.ones and pickles it out of band",
+        "download: client.make(100_000_000), server pickles out of band an array it made on "
+        "the first call (as the raw floor makes its blob once; the best run counts)",
         "raw_zmq": "DEALER -> ROUTER copy=False, 100 MB frame one way and a tiny reply; the "
         "server's download blob is allocated once",
         "server_rss": "peak RSS (VmHWM; ru_maxrss would include the parent's peak inherited "
