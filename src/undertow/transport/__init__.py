@@ -1,4 +1,20 @@
 """Transports: frames over connections. ZeroMQ (tcp, ipc, inproc) for now."""
 
-from undertow.transport._zmq import *  # noqa: F403 - the ZeroMQ transport's public names
-from undertow.transport._zmq import __all__ as __all__
+from undertow.transport._router import ServerSocket, bind_router
+from undertow.transport._zmq import (
+    LockedSocket,
+    OwnedSocket,
+    connect_dealer,
+    context,
+    parse_address,
+)
+
+__all__ = [
+    "LockedSocket",
+    "OwnedSocket",
+    "ServerSocket",
+    "bind_router",
+    "connect_dealer",
+    "context",
+    "parse_address",
+]
