@@ -6,20 +6,15 @@ import contextlib
 import os
 import selectors
 import shutil
-import socket
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
 
+from ._processes import free_port
+
 READY = "Ready to accept connections"
 START_TIMEOUT = 20.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], deadline: float) -> str:
@@ -54,7 +49,7 @@ def redis_server() -> Iterator[str]:
         raise RuntimeError("redis-server is not installed; run .ci/system-deps")
     log = ""
     for _ in range(5):
-        port = _free_port()
+        port = free_port()
         args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
         proc = subprocess.Popen([binary, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         out = proc.stdout

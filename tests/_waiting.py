@@ -13,7 +13,7 @@ def suspend() -> Generator[None, None, None]:
     """Give the event loop one turn, as a coroutine that awaits real work does.
 
     Test functions use it to show that the server runs coroutines that suspend; it waits for
-    nothing (the same bare yield ``asyncio.sleep(0)`` makes).
+    nothing: a bare yield, as asyncio's own zero-second pause is.
     """
     yield
 

@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import os
-import signal
-import subprocess
-import sys
-import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,7 +10,7 @@ import pytest
 
 import undertow
 
-READY_TIMEOUT = 20.0
+from ._processes import ChildServer
 
 
 @pytest.fixture
@@ -30,52 +25,6 @@ def serve() -> Iterator[Callable[[undertow.Server], str]]:
     yield start
     for server in started:
         server.stop()
-
-
-class ChildServer:
-    """A server script running in a child process, ready once it printed its address."""
-
-    def __init__(self, script: str, tmp_path: Path, args: tuple[str, ...] = ()) -> None:
-        path = tmp_path / f"server_{os.getpid()}_{id(self)}.py"
-        path.write_text(textwrap.dedent(script))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-u", str(path), *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.address = self._read_address()
-
-    def _read_address(self) -> str:
-        import selectors
-
-        sel = selectors.DefaultSelector()
-        assert self.proc.stdout is not None
-        sel.register(self.proc.stdout, selectors.EVENT_READ)
-        if not sel.select(READY_TIMEOUT):
-            self.stop()
-            raise TimeoutError("child server did not print its address in time")
-        line = self.proc.stdout.readline()
-        if "serving" not in line:
-            self.stop()
-            err = self.proc.stderr.read() if self.proc.stderr else ""
-            raise RuntimeError(f"child server failed to start: {line!r} {err}")
-        return line.rsplit(" ", 1)[-1].strip()
-
-    def stop(self) -> int:
-        """SIGTERM, then wait; a child that needs SIGKILL fails the test."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                raise AssertionError("child server ignored SIGTERM") from None
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
-        return self.proc.returncode
 
 
 @pytest.fixture

@@ -14,6 +14,8 @@ import pytest
 
 import undertow
 
+from ._processes import free_port
+
 pytestmark = pytest.mark.multiproc
 
 WAIT = 15.0
@@ -168,11 +170,7 @@ def test_ctrl_c_during_a_call_cancels_the_remote_call(tmp_path):
 
 
 def _dead_address() -> str:
-    import socket
-
-    with socket.socket() as sock:  # a port that was free a moment ago; nothing listens there
-        sock.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+    return f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
 
 
 def test_with_connect_wait_a_call_to_no_server_fails_at_once_unsent():

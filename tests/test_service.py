@@ -27,6 +27,8 @@ from undertow.errors import (
 from undertow.service import Expose, ServiceHost, ServiceModule
 from undertow.service._expose import exposed_methods, service_spec
 
+from ._waiting import suspend, wait_until
+
 WAIT = 20.0
 
 
@@ -132,7 +134,7 @@ class Kitchen:
 
     @Expose()
     async def later(self, x: int) -> int:
-        await asyncio.sleep(0)
+        await suspend()  # a coroutine that really suspends
         return x * 2
 
     @Expose()
@@ -230,7 +232,7 @@ def test_stopping_the_host_deregisters_at_once(hosted):
         hosted.stop()
         # stop() only asks: the records go just before the servers close, long before the
         # TTL (10 s) would have removed them
-        assert _wait_for(lambda: registry.all_instances() == [], 2.0)
+        assert wait_until(lambda: registry.all_instances() == [], 2.0)
 
 
 def test_discovery_waits_for_a_service_then_says_what_the_registry_holds(hosted):
@@ -270,12 +272,6 @@ def test_discovery_waits_for_a_service_that_comes_up_later(monkeypatch):
     finally:
         host.stop()
         thread.join(WAIT)
-
-
-def _wait_for(condition: Any, timeout: float) -> bool:
-    from ._waiting import wait_until
-
-    return wait_until(condition, timeout)
 
 
 def test_the_host_refuses_what_it_cannot_serve():

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import selectors
 import shutil
 import signal
 import subprocess
@@ -23,89 +22,33 @@ from undertow.cluster import Registry
 from undertow.errors import ConnectionLost, NotConnected
 from undertow.service import ServiceModule
 
+from ._processes import READY_TIMEOUT, ServedProcess, free_port
 from ._waiting import wait_until
 
 pytestmark = pytest.mark.multiproc
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-READY_TIMEOUT = 30.0
-STOP_TIMEOUT = 10.0
 CLIENT_TIMEOUT = 60.0
 
 
-class Launched:
-    """A service process, ready once it printed one ``serving on ADDRESS`` line per service."""
-
-    def __init__(self, args: list[str], cwd: Path, services: int = 1) -> None:
-        self.proc = subprocess.Popen(args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        self.addresses = [line.rsplit(" ", 1)[-1] for line in self._ready_lines(services)]
-
-    def _ready_lines(self, n: int) -> list[str]:
-        """The first ``n`` lines of stdout, read unbuffered (a buffered reader may hold a
-        second line that select() then never reports), each naming an address."""
-        assert self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        out = b""
-        deadline = time.monotonic() + READY_TIMEOUT
-        with selectors.DefaultSelector() as sel:
-            sel.register(fd, selectors.EVENT_READ)
-            while out.count(b"\n") < n:
-                left = deadline - time.monotonic()
-                if left <= 0 or not sel.select(left):
-                    self.stop(signal.SIGKILL)
-                    pytest.fail(f"the service did not report ready within {READY_TIMEOUT:g} s")
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    err = self.proc.stderr.read() if self.proc.stderr else b""
-                    self.stop(signal.SIGKILL)
-                    pytest.fail(f"the service did not start: {out!r}\n{err.decode()}")
-                out += chunk
-        lines = out.decode().splitlines()[:n]
-        assert all("serving on" in line for line in lines), lines
-        return lines
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        """Send ``sig`` and wait for the process; SIGTERM must end it cleanly."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                raise AssertionError("the service ignored SIGTERM") from None
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
-        return self.proc.returncode
-
-
 @pytest.fixture
-def launch(tmp_path: Path) -> Iterator[Callable[..., Launched]]:
+def launch(tmp_path: Path) -> Iterator[Callable[..., ServedProcess]]:
     """Start service processes (``python -m undertow.service ...``); stop them afterwards."""
-    started: list[Launched] = []
+    started: list[ServedProcess] = []
 
-    def start(*args: str, services: int = 1, cli: bool = False) -> Launched:
+    def start(*args: str, services: int = 1, cli: bool = False) -> ServedProcess:
         command = (
             [sys.executable, "-m", "undertow.cli", "serve"]
             if cli
             else [sys.executable, "-m", "undertow.service"]
         )
-        launched = Launched([*command, *args], tmp_path, services)
+        launched = ServedProcess([*command, *args], cwd=tmp_path, lines=services)
         started.append(launched)
         return launched
 
     yield start
     for launched in started:
         launched.stop()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -140,7 +83,7 @@ def test_the_memkv_example_runs_unchanged_and_keeps_its_state_between_clients(tm
 
 SERVICES = '''
 import os
-import time
+import threading
 from pathlib import Path
 from undertow.service import Expose
 
@@ -155,7 +98,7 @@ class Echo:
     @Expose()
     def stall(self, seconds):
         print("stalling", flush=True)
-        time.sleep(seconds)
+        threading.Event().wait(seconds)  # busy for that long
 
     @Expose()
     def echo(self, x):
@@ -200,7 +143,7 @@ def test_the_launcher_imports_the_file_and_serves_every_exposed_class(
 
 def test_undertow_serve_takes_options(tmp_path, services_file, launch):
     (tmp_path / "one.py").write_text(SERVICES.replace('@Expose(name="Adder")', ""))
-    port = _free_port()
+    port = free_port()
     launched = launch(
         "one",  # a module name this time, found on the path like any import
         "--name",

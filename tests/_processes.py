@@ -1,0 +1,84 @@
+"""Servers in child processes, ready by handshake: each prints a line naming its address."""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+READY_TIMEOUT = 30.0
+STOP_TIMEOUT = 10.0
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that was free a moment ago, for a program that must be told
+    its port (it may be taken meanwhile: callers that can, retry)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServedProcess:
+    """A server in a child process, ready once it printed ``lines`` lines saying
+    ``serving ... ADDRESS`` (the readiness handshake); their last words are its addresses."""
+
+    def __init__(self, args: list[str], *, cwd: Path | None = None, lines: int = 1) -> None:
+        self.proc = subprocess.Popen(args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.addresses = [line.rsplit(" ", 1)[-1] for line in self._ready_lines(lines)]
+        self.address = self.addresses[0]
+
+    def _ready_lines(self, n: int) -> list[str]:
+        """The first ``n`` lines of stdout, read unbuffered: a buffered reader may hold a
+        second line that select() then never reports."""
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        out = b""
+        deadline = time.monotonic() + READY_TIMEOUT
+        with selectors.DefaultSelector() as sel:
+            sel.register(fd, selectors.EVENT_READ)
+            while out.count(b"\n") < n:
+                left = deadline - time.monotonic()
+                if left <= 0 or not sel.select(left):
+                    self.stop(signal.SIGKILL)
+                    pytest.fail(f"the server did not report ready within {READY_TIMEOUT:g} s")
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    err = self.proc.stderr.read() if self.proc.stderr else b""
+                    self.stop(signal.SIGKILL)
+                    pytest.fail(f"the server did not start: {out!r}\n{err.decode()}")
+                out += chunk
+        lines = out.decode().splitlines()[:n]
+        assert all("serving" in line for line in lines), lines
+        return lines
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        """Send ``sig`` and wait for the process; one that ignores SIGTERM fails the test."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError("the server ignored SIGTERM") from None
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+        return self.proc.returncode
+
+
+class ChildServer(ServedProcess):
+    """A server script (its text) running in a child process."""
+
+    def __init__(self, script: str, tmp_path: Path, args: tuple[str, ...] = ()) -> None:
+        path = tmp_path / f"server_{os.getpid()}_{id(self)}.py"
+        path.write_text(textwrap.dedent(script))
+        super().__init__([sys.executable, "-u", str(path), *args])
