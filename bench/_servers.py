@@ -224,10 +224,10 @@ def serve_memkv() -> None:
     import signal
     from pathlib import Path
 
-    from undertow.service import ServiceHost, load, services_in
+    from undertow.service import ServiceHost, collect
 
     example = Path(__file__).resolve().parent.parent / "examples" / "memkv" / "memkv.py"
-    host = ServiceHost([cls() for cls in services_in(load(str(example)))], quiet=True)
+    host = ServiceHost(collect([str(example)]), quiet=True)
 
     async def main() -> None:
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, host.stop)

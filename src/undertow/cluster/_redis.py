@@ -15,18 +15,13 @@ from undertow.cluster._records import Instance, encode_instance, readable
 from undertow.config import redact_url
 from undertow.errors import BackendError
 
-__all__ = ["RedisBackend", "public_url"]
+__all__ = ["RedisBackend"]
 
 try:
     import redis.asyncio as aioredis
     from redis.exceptions import RedisError
 except ImportError:  # pragma: no cover - exercised only without the extra installed
     aioredis = None  # type: ignore[assignment]
-
-
-def public_url(url: str) -> str:
-    """``url`` without its password, for messages."""
-    return redact_url(url)
 
 
 class RedisBackend(Backend):
@@ -40,10 +35,10 @@ class RedisBackend(Backend):
     def __init__(self, url: str, *, timeout: float = 5.0) -> None:
         if aioredis is None:
             raise BackendError(
-                f"backend {public_url(url)} needs the Redis client; "
+                f"backend {redact_url(url)} needs the Redis client; "
                 "install it with: pip install 'undertow[redis]'"
             )
-        self.url = public_url(url)
+        self.url = redact_url(url)
         self._redis: Any = aioredis.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout
         )

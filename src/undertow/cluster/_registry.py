@@ -40,7 +40,7 @@ class Registry:
     @property
     def url(self) -> str:
         """The backend's URL, without any password."""
-        return self._backend.url if self._backend is not None else _public(self._url)
+        return self._backend.url if self._backend is not None else redact_url(self._url)
 
     def __repr__(self) -> str:
         return f"<Registry {self.url}>"
@@ -96,7 +96,3 @@ class Registry:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _public(url: str) -> str:
-    return redact_url(url)

@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from undertow.errors import ConnectionClosed, FunctionNotFound, RPCTimeout
+from undertow.errors import ConnectionClosed, RPCTimeout
 from undertow.rpc._calls import (
     Call,
     Description,
@@ -21,7 +21,7 @@ from undertow.rpc._calls import (
     Protocol,
     write_output,
 )
-from undertow.rpc._functions import CallOptions, make_function
+from undertow.rpc._functions import CallOptions, as_attributes, make_function, not_found
 from undertow.rpc._sync_conn import SyncConnection
 
 __all__ = ["CallFuture", "Client", "connect", "functions"]
@@ -216,30 +216,15 @@ class _ClientBase:
         desc = msgspec.convert(body, Description)
         self._server = desc.server
         self._functions = {f.name: f for f in desc.functions}
-        for name in self._as_attributes:  # set by the last description; set again below
-            self.__dict__.pop(name, None)
-        self._as_attributes = set()
         self._bound = {
             f.name: make_function(f, desc.server, invoke, submit) for f in desc.functions
         }
-        # Kept as instance attributes too, so that ``client.f`` is found without going
-        # through __getattr__ (two Python calls on every call). Names the client itself uses
-        # (a method, or an attribute such as ``address``) stay reachable as ``client["name"]``.
-        taken = {*dir(type(self)), *self.__dict__}
-        for name, fn in self._bound.items():
-            if name.isidentifier() and not name.startswith("_") and name not in taken:
-                self.__dict__[name] = fn
-                self._as_attributes.add(name)
+        self._as_attributes = as_attributes(self, self._bound, self._as_attributes)
 
     def _lookup(self, name: str) -> Callable[..., Any]:
         fn = self._bound.get(name)
         if fn is None:
-            raise FunctionNotFound(
-                f"server {self._server!r} at {self.address} has no function {name!r}; "
-                f"available: {sorted(self._bound)}",
-                name=name,
-                available=tuple(sorted(self._bound)),
-            )
+            raise not_found(name, f"server {self._server!r} at {self.address}", self._bound)
         return fn
 
     def __getitem__(self, name: str) -> Any:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from undertow.errors import FunctionNotFound
 from undertow.rpc._calls import FunctionInfo
 from undertow.rpc._signature import rebuild_signature
 
-__all__ = ["CallOptions", "make_function"]
+__all__ = ["CallOptions", "as_attributes", "make_function", "not_found"]
 
 
 class CallOptions:
@@ -66,3 +67,34 @@ def make_function(
     remote.options = with_options  # type: ignore[attr-defined]
     remote.info = info  # type: ignore[attr-defined]
     return remote
+
+
+def as_attributes(
+    owner: Any, functions: Mapping[str, Any], previous: Iterable[str] = ()
+) -> set[str]:
+    """Set each of ``functions`` as an attribute of ``owner``, so that ``owner.f`` is found
+    without ``__getattr__`` (two Python calls on every call); returns the names set.
+
+    The names set before (``previous``) are removed first. A name the owner itself uses (a
+    method, or an attribute such as ``address``) is left alone: that function stays
+    reachable as ``owner["name"]``.
+    """
+    for name in previous:
+        owner.__dict__.pop(name, None)
+    taken = {*dir(type(owner)), *owner.__dict__}
+    names = set()
+    for name, fn in functions.items():
+        if name.isidentifier() and not name.startswith("_") and name not in taken:
+            owner.__dict__[name] = fn
+            names.add(name)
+    return names
+
+
+def not_found(name: str, where: str, functions: Iterable[str]) -> FunctionNotFound:
+    """The error for a function ``where`` (``"server 'lab' at tcp://..."``) does not have."""
+    available = tuple(sorted(functions))
+    return FunctionNotFound(
+        f"{where} has no function {name!r}; available: {list(available)}",
+        name=name,
+        available=available,
+    )

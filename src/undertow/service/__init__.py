@@ -30,7 +30,7 @@ registers it in the cluster registry; ``python memkv.py`` then finds it by name.
 from undertow.service._discover import ServiceClient, ServiceModule, ServiceProxy, connect
 from undertow.service._expose import Expose
 from undertow.service._host import ServiceHost, build_server
-from undertow.service._launch import LaunchError, load, services_in
+from undertow.service._launch import LaunchError, collect, load, services_in
 
 __all__ = [
     "Expose",
@@ -40,6 +40,7 @@ __all__ = [
     "ServiceModule",
     "ServiceProxy",
     "build_server",
+    "collect",
     "connect",
     "load",
     "services_in",

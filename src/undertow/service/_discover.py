@@ -11,19 +11,19 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from undertow._util._net import address_host, is_loopback
 from undertow.cluster import Instance, Registry
 from undertow.errors import (
     BackendError,
     ConfigError,
     ConnectionClosed,
-    FunctionNotFound,
     NotConnected,
     ServiceNotFound,
 )
 from undertow.rpc import Client
 from undertow.rpc import connect as connect_address
 from undertow.rpc._calls import FunctionInfo
-from undertow.rpc._functions import CallOptions, make_function
+from undertow.rpc._functions import CallOptions, as_attributes, make_function, not_found
 from undertow.service._expose import service_name
 
 __all__ = ["ServiceClient", "ServiceModule", "ServiceProxy", "connect", "find_instances"]
@@ -93,12 +93,7 @@ def reachable(instances: list[Instance]) -> list[Instance]:
     """The instances this machine can reach: a loopback address registered by another host
     names that host's own loopback, not ours."""
     here = socket.gethostname()
-    return [i for i in instances if i.host == here or not _loopback_address(i.address)]
-
-
-def _loopback_address(address: str) -> bool:
-    host = address.partition("://")[2].rpartition(":")[0].strip("[]")
-    return host in ("localhost", "::1") or host.startswith("127.")
+    return [i for i in instances if i.host == here or not is_loopback(address_host(i.address))]
 
 
 class ServiceProxy:
@@ -145,10 +140,7 @@ class ServiceProxy:
             info.name: make_function(info, self.service, self._invoke, self._submit)
             for info in methods
         }
-        taken = {*dir(type(self)), *self.__dict__}
-        for name, fn in self._functions.items():
-            if name not in taken:  # found without __getattr__, as on the core client
-                self.__dict__[name] = fn
+        as_attributes(self, self._functions)
 
     # -- what users see ------------------------------------------------------------------------
 
@@ -165,12 +157,7 @@ class ServiceProxy:
     def __getitem__(self, name: str) -> Callable[..., Any]:
         fn = self._functions.get(name)
         if fn is None:
-            raise FunctionNotFound(
-                f"service {self.service!r} has no method {name!r}; "
-                f"available: {sorted(self._functions)}",
-                name=name,
-                available=tuple(sorted(self._functions)),
-            )
+            raise not_found(name, f"service {self.service!r}", self._functions)
         return fn
 
     def __dir__(self) -> Iterable[str]:

@@ -9,7 +9,15 @@ from typing import Any, TypeVar
 from undertow.errors import ConfigError
 from undertow.rpc._options import FunctionOptions, GlobTable
 
-__all__ = ["Expose", "MethodSpec", "ServiceSpec", "exposed_methods", "service_name", "service_spec"]
+__all__ = [
+    "Expose",
+    "MethodSpec",
+    "ServiceSpec",
+    "check_ttl",
+    "exposed_methods",
+    "service_name",
+    "service_spec",
+]
 
 T = TypeVar("T")
 
@@ -82,7 +90,13 @@ def Expose(  # the seed's spelling: a decorator factory named like a class
             raw = config if config is not None else {}
             GlobTable().replace(raw)  # validated now, where the mistake is
             table = {pattern: dict(opts) for pattern, opts in raw.items()}
-            setattr(obj, _SERVICE, ServiceSpec(name or obj.__name__, table, _ttl(options)))
+            setattr(
+                obj,
+                _SERVICE,
+                ServiceSpec(
+                    name or obj.__name__, table, check_ttl(options.get("ttl"), "@Expose(ttl=...)")
+                ),
+            )
             return obj
         if config is not None:
             raise ConfigError("@Expose on a method takes options directly, not config=")
@@ -97,10 +111,10 @@ def Expose(  # the seed's spelling: a decorator factory named like a class
     return mark
 
 
-def _ttl(options: Mapping[str, Any]) -> float | None:
-    ttl = options.get("ttl")
+def check_ttl(ttl: Any, where: str = "ttl") -> float | None:
+    """``ttl`` as seconds, or None; a :class:`ConfigError` unless it is a positive number."""
     if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0):
-        raise ConfigError(f"ttl must be a positive number of seconds, not {ttl!r}")
+        raise ConfigError(f"{where} must be a positive number of seconds, not {ttl!r}")
     return None if ttl is None else float(ttl)
 
 

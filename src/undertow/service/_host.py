@@ -14,11 +14,12 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from undertow._util._net import is_loopback
 from undertow.cluster import Backend, Instance, open_backend
 from undertow.config import backend_url, redact_url
 from undertow.errors import BackendError, ConfigError
 from undertow.rpc import Server
-from undertow.service._expose import exposed_methods, service_spec
+from undertow.service._expose import check_ttl, exposed_methods, service_spec
 
 __all__ = ["DEFAULT_TTL", "ServiceHost", "build_server"]
 
@@ -30,22 +31,11 @@ DEFAULT_TTL = 10.0
 _BEATS_PER_TTL = 3
 
 
-def check_ttl(ttl: Any) -> float | None:
-    """``ttl`` if it is None or a positive number of seconds; else a :class:`ConfigError`."""
-    if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0):
-        raise ConfigError(f"ttl must be a positive number of seconds, not {ttl!r}")
-    return ttl
-
-
 def _ttl_of(obj: Any, ttl: float | None) -> float:
     if ttl is not None:
         return float(ttl)
     spec = service_spec(type(obj))
     return spec.ttl if spec is not None and spec.ttl is not None else DEFAULT_TTL
-
-
-def _loopback(host: str) -> bool:
-    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 def build_server(obj: Any, *, name: str | None = None, token: str | None = None) -> Server:
@@ -115,7 +105,7 @@ class ServiceHost:
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_requested = threading.Event()  # stop() may come before serve() starts
-        if self.backend_url.startswith("redis") and _loopback(host) and not advertise:
+        if self.backend_url.startswith("redis") and is_loopback(host) and not advertise:
             log.warning(
                 "serving on %s and registering in %s: clients on other machines cannot reach "
                 "a loopback address; serve on another interface (--host) or --advertise a "
