@@ -118,8 +118,8 @@ def parse_arguments(words: tuple[str, ...]) -> tuple[list[Any], dict[str, Any]]:
 def call_method(
     target: str, words: tuple[str, ...], *, backend: str | None, timeout: float, wait: float
 ) -> Any:
-    """Call ``SERVICE.method`` (or ``ADDRESS.function`` is not supported: addresses contain
-    dots) with arguments from the command line; remote output streams to the terminal."""
+    """Call ``SERVICE.method`` with arguments from the command line; remote output streams
+    to the terminal."""
     from undertow.service import ServiceModule
 
     service, dot, method = target.rpartition(".")

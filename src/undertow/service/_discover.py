@@ -306,25 +306,35 @@ class ServiceModule:
         arguments go to each instance's client as in :func:`undertow.connect`, except that
         the calls' default deadline is ``call_timeout=``.
         """
-        name = service_name(service)
-        registry = Registry(backend, timeout=_REGISTRY_TIMEOUT)
-        try:
-            instances = find_instances(name, registry, timeout=timeout)
-            if "call_timeout" in options:
-                options["timeout"] = options.pop("call_timeout")
-            proxy = ServiceProxy(
-                name,
-                registry,
-                instances,
-                connect_wait=connect_wait,
-                refresh=refresh,
-                client_options=options,
-            )
-            proxy.connect()
-        except BaseException:
-            registry.close()
-            raise
-        return proxy
+        if "call_timeout" in options:
+            options["timeout"] = options.pop("call_timeout")
+        return _discover(service_name(service), timeout, backend, connect_wait, refresh, options)
+
+
+def _discover(
+    name: str,
+    timeout: float,
+    backend: str | None,
+    connect_wait: float,
+    refresh: float,
+    client_options: dict[str, Any],
+) -> ServiceProxy:
+    registry = Registry(backend, timeout=_REGISTRY_TIMEOUT)
+    try:
+        instances = find_instances(name, registry, timeout=timeout)
+        proxy = ServiceProxy(
+            name,
+            registry,
+            instances,
+            connect_wait=connect_wait,
+            refresh=refresh,
+            client_options=client_options,
+        )
+        proxy.connect()
+    except BaseException:
+        registry.close()
+        raise
+    return proxy
 
 
 def connect(target: str, **options: Any) -> Any:
@@ -332,8 +342,8 @@ def connect(target: str, **options: Any) -> Any:
     a service in the cluster registry (``undertow.connect("MemKeyValue")``).
 
     Keyword arguments are those of :class:`undertow.Client`; for a service name,
-    ``discover_timeout`` (default 30 s) bounds the wait for it to register and ``backend``
-    names the registry.
+    ``discover_timeout`` (default 30 s) bounds the wait for it to register, ``backend``
+    names the registry, and ``connect_wait`` and ``refresh`` are those of the proxy.
     """
     if _ADDRESS.match(target.lower()) or target.startswith("["):
         return connect_address(target, **options)
@@ -342,7 +352,11 @@ def connect(target: str, **options: Any) -> Any:
             f"{target!r} is neither an address (use tcp://host:port or host:port) nor a "
             "service name (a Python identifier, such as 'MemKeyValue')"
         )
-    discover_timeout = options.pop("discover_timeout", 30.0)
-    if "timeout" in options:
-        options["call_timeout"] = options.pop("timeout")
-    return ServiceModule.discover(target, timeout=discover_timeout, **options)
+    return _discover(
+        target,
+        options.pop("discover_timeout", 30.0),
+        options.pop("backend", None),
+        options.pop("connect_wait", DEFAULT_CONNECT_WAIT),
+        options.pop("refresh", DEFAULT_REFRESH),
+        options,
+    )

@@ -156,8 +156,7 @@ class ServiceHost:
             if ready is not None:
                 ready(self.instances)
             beats = asyncio.create_task(self._heartbeats(backend))
-            if not self._stop_requested.is_set():  # asked before the loop could be told
-                await self._stop.wait()
+            await self._stop.wait()
             beats.cancel()
             await asyncio.gather(beats, return_exceptions=True)
         finally:
