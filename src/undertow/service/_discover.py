@@ -102,10 +102,10 @@ class ServiceProxy:
 
     Calls are spread over the service's live instances in turn. A call that cannot reach its
     instance (no connection within ``connect_wait``: nothing was sent) goes to the next one,
-    and that instance is left out from then on; a call whose instance dies while it runs
-    raises :class:`~undertow.errors.ConnectionLost` (it may have run). New instances are
-    picked up from the registry every ``refresh`` seconds while the proxy is used, and at
-    once when none is left. Safe to use from many threads.
+    and that instance is left out until it heartbeats again; a call whose instance dies
+    while it runs raises :class:`~undertow.errors.ConnectionLost` (it may have run). New
+    instances are picked up from the registry every ``refresh`` seconds while the proxy is
+    used, and at once when none is left. Safe to use from many threads.
     """
 
     def __init__(
