@@ -73,8 +73,9 @@ def undertow_home(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> Path:
     """Every test gets an undertow home of its own (child processes inherit it) and the
-    embedded backend, whatever the environment says."""
+    embedded backend, and no token, whatever the environment says."""
     home = tmp_path_factory.mktemp("undertow-home")
     monkeypatch.setenv("UNDERTOW_HOME", str(home))
-    monkeypatch.delenv("UNDERTOW_BACKEND", raising=False)
+    for name in ("UNDERTOW_BACKEND", "UNDERTOW_TOKEN", "UNDERTOW_TOKENS"):
+        monkeypatch.delenv(name, raising=False)
     return home

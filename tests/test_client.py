@@ -21,10 +21,17 @@ from ._threads import run_in_threads
 from ._waiting import suspend, wait_until
 
 WAIT = 10.0
+TOKEN = "t.Zx8cV2bN6mQ4wE9rT1yU5iO3pA7s"
 
 
-def make_server() -> undertow.Server:
-    server = undertow.Server(name="t", token="tok")
+@pytest.fixture(autouse=True)
+def client_token(undertow_home: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Clients here find their token in the environment, as users' clients do."""
+    monkeypatch.setenv("UNDERTOW_TOKEN", TOKEN)
+
+
+def make_server(**options: Any) -> undertow.Server:
+    server = undertow.Server(name="t", token=TOKEN, **options)
     gate = threading.Event()
     server.gate = gate  # type: ignore[attr-defined]
 
@@ -86,7 +93,7 @@ def make_server() -> undertow.Server:
 def served(serve):
     server = make_server()
     address = serve(server)
-    with undertow.connect(address, timeout=WAIT, token="tok") as client:
+    with undertow.connect(address, timeout=WAIT, token=TOKEN) as client:
         yield server, client
     server.gate.set()  # type: ignore[attr-defined]
 
@@ -383,15 +390,20 @@ def test_lambdas_travel_with_pickle(served):
     assert client.apply(lambda v: v + offset, 5) == 15
 
 
-def test_pickle_input_needs_the_token(serve):
-    address = serve(make_server())
-    with undertow.connect(address, timeout=WAIT) as client:
+def test_pickle_needs_an_authenticated_caller(serve):
+    address = serve(make_server(allow_anonymous=True))
+    with undertow.connect(address, timeout=WAIT, token=False) as client:  # anonymous
         with pytest.raises(undertow.AuthenticationError, match="token"):
             client.total_np([1, 2])
-    with undertow.connect(address, timeout=WAIT, token="wrong") as client:
-        with pytest.raises(undertow.AuthenticationError, match="token"):
-            client.apply(len, [1])
-        assert client.add(1, 2) == 3
+        assert client.add(1, 2) == 3  # msgpack functions still serve anonymous callers
+    with pytest.raises(undertow.AuthenticationError, match="authentication failed"):
+        undertow.connect(address, timeout=WAIT, token="t.wrongwrongwrongwrongwrongwrong")
+
+
+def test_a_server_with_auth_refuses_a_client_without_a_token(serve):
+    address = serve(make_server())
+    with pytest.raises(undertow.AuthenticationError, match="requires authentication"):
+        undertow.connect(address, timeout=WAIT, token=False)
 
 
 def test_unknown_function_lists_the_available_ones(served):
@@ -442,7 +454,7 @@ def test_closing_the_client_wakes_waiting_calls(served):
 async def test_async_client_has_the_same_functions(serve):
     server = make_server()
     address = serve(server)
-    async with undertow.AsyncClient(address, timeout=WAIT, token="tok") as client:
+    async with undertow.AsyncClient(address, timeout=WAIT, token=TOKEN) as client:
         assert await client.add(2, 3) == 5
         assert await client.aadd(1, 2) == 3
         assert [i async for i in client.count(3)] == [0, 1, 2]

@@ -12,17 +12,18 @@ import pytest
 import zmq
 
 import undertow
+from undertow.security import ENVELOPE_MAGIC, ClientSeal, TokenAuth, client_key, strip_envelope
 from undertow.wire import (
     MAGIC,
     PROTOCOL_VERSION,
     ErrorInfo,
     Header,
     Kind,
+    batch_frames,
     decode_error,
     decode_header,
     encode_header,
     payload_of,
-    unbatch,
 )
 
 #: Bounded wait used only to assert that *no* answer comes (never to wait for readiness).
@@ -31,7 +32,7 @@ QUIET_MS = 200
 ANSWER_MS = 5_000
 
 PREFIX = MAGIC + bytes([PROTOCOL_VERSION])
-TOKEN = "hostile-test-token"
+TOKEN = "hostile.WmQ2v8kPzR4tYx7nB1cD5fG9hJ3"
 
 #: Side effects of unpickling the hostile payload, were the server ever to unpickle it.
 PWNED: list[str] = []
@@ -78,7 +79,8 @@ def give_unsendable() -> Unsendable:
 
 
 def make_server() -> undertow.Server:
-    server = undertow.Server(name="hostile", token=TOKEN)
+    # anonymous callers are served too, so that unsigned garbage reaches the decoders
+    server = undertow.Server(name="hostile", auth=TokenAuth([TOKEN]), allow_anonymous=True)
     for fn in (echo, add, aecho, count, give_unsendable):
         server.register(fn.__name__, fn)
     server.register("np_loads", loads)
@@ -108,6 +110,18 @@ def call_header(call_id: int, name: str = "echo", codec: str = "msgpack", **kw: 
     return encode_header(Header(Kind.CALL, call_id, name, codec, 0, **kw))
 
 
+def signed(frames: list[bytes], token: str = TOKEN) -> list[bytes]:
+    """``frames`` signed as a client holding ``token`` signs them."""
+    return ClientSeal(client_key(token)).seal(frames)
+
+
+def unsealed(frame: bytes) -> bytes:
+    """Frame 0 without its signature envelope, if it has one."""
+    if frame[:2] == ENVELOPE_MAGIC:
+        return bytes(strip_envelope(memoryview(frame)))
+    return frame
+
+
 def args_body(*args: Any, **kwargs: Any) -> bytes:
     return msgspec.msgpack.encode([list(args), kwargs])
 
@@ -121,10 +135,10 @@ def receive(sock: zmq.Socket[Any], timeout_ms: int = ANSWER_MS) -> tuple[Header,
     if not unread:
         assert sock.poll(timeout_ms, zmq.POLLIN), "the server did not answer"
         frames = sock.recv_multipart()
-        header = decode_header(frames[0])
+        header = decode_header(unsealed(frames[0]))
         if header.kind != Kind.BATCH:
             return header, payload_of(header, frames[1:])  # a small body rides in the header
-        unread.extend(unbatch(header))
+        unread.extend(decode_header(unsealed(inner)) for inner in batch_frames(header))
     header = unread.pop(0)
     return header, payload_of(header, [])
 
@@ -271,8 +285,11 @@ def test_pickle_codec_to_a_msgpack_function_is_refused_unread(
     raw: zmq.Socket[Any], address: str
 ) -> None:
     payload = pickle.dumps([[Exploit()], {}], protocol=5)
-    for token in ("", TOKEN):
-        raw.send_multipart([call_header(6, "echo", "pickle", token=token), payload])
+    for frames in ([call_header(6, "echo", "pickle"), payload],) * 2:
+        raw.send_multipart(frames)
+        info = receive_error(raw, 6)
+        assert info.code == "serialization"
+        raw.send_multipart(signed(frames))  # an authenticated caller does not change that
         info = receive_error(raw, 6)
         assert info.code == "serialization"
         assert "msgpack" in info.message
@@ -281,22 +298,60 @@ def test_pickle_codec_to_a_msgpack_function_is_refused_unread(
     assert_serves(address)
 
 
-@pytest.mark.parametrize("token", ["", "wrong-token", TOKEN[:-1], TOKEN + "x"])
-def test_pickle_payload_without_the_token_is_never_unpickled(
-    raw: zmq.Socket[Any], address: str, token: str
-) -> None:
+def test_an_unsigned_pickle_payload_is_never_unpickled(raw: zmq.Socket[Any], address: str) -> None:
     payload = pickle.dumps([[Exploit()], {}], protocol=5)
-    raw.send_multipart([call_header(7, "np_loads", "pickle", token=token), payload])
+    raw.send_multipart([call_header(7, "np_loads", "pickle"), payload])
     info = receive_error(raw, 7)
     assert info.code == "auth"
+    assert "authenticated" in info.message
     assert PWNED == []
     assert_serves(address)
 
 
+@pytest.mark.parametrize(
+    "token",
+    [
+        "hostile.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",  # the right name, another secret
+        "mallory.WmQ2v8kPzR4tYx7nB1cD5fG9hJ3",  # a name the server does not know
+        TOKEN[:-1],
+        TOKEN + "x",
+    ],
+)
+def test_a_pickle_payload_signed_with_a_wrong_token_is_refused_unread(
+    raw: zmq.Socket[Any], address: str, token: str
+) -> None:
+    payload = pickle.dumps([[Exploit()], {}], protocol=5)
+    raw.send_multipart(signed([call_header(7, "np_loads", "pickle"), payload], token))
+    info = receive_error(raw, 0)  # refused before the header was read: no call id known
+    assert info.code == "auth"
+    assert "authentication failed" in info.message
+    assert PWNED == []
+    assert_serves(address)
+
+
+def test_a_tampered_message_is_refused(raw: zmq.Socket[Any], address: str) -> None:
+    frames = signed([call_header(7, "np_loads", "pickle"), pickle.dumps([["a"], {}])])
+    frames[1] = pickle.dumps([[Exploit()], {}], protocol=5)  # changed on the way
+    raw.send_multipart(frames)
+    assert "bad signature" in receive_error(raw, 0).message
+    assert PWNED == []
+    assert_serves(address)
+
+
+def test_a_replayed_message_is_refused(raw: zmq.Socket[Any], address: str) -> None:
+    frames = signed([call_header(8, "np_loads", "pickle"), pickle.dumps([["a"], {}])])
+    raw.send_multipart(frames)
+    header, _ = receive(raw)
+    assert (header.kind, header.call_id) == (Kind.RESULT, 8)
+    raw.send_multipart(frames)  # the same bytes again
+    assert "replayed" in receive_error(raw, 0).message
+    assert_serves(address)
+
+
 def test_pickle_payload_with_the_token_is_accepted(raw: zmq.Socket[Any]) -> None:
-    # the control for the test above: the same message with the token does run
+    # the control for the tests above: the same message, signed with the token, does run
     payload = pickle.dumps([["data"], {}], protocol=5)
-    raw.send_multipart([call_header(8, "np_loads", "pickle", token=TOKEN), payload])
+    raw.send_multipart(signed([call_header(8, "np_loads", "pickle"), payload]))
     header, frames = receive(raw)
     assert (header.kind, header.call_id, header.codec) == (Kind.RESULT, 8, "msgpack")
     assert msgspec.msgpack.decode(frames[0]) == "data"

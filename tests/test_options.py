@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 import undertow
+from undertow.security import allow
 
 DEFAULTS = {
     "input_serialization": "msgpack",
@@ -40,7 +41,7 @@ def add(x: int, y: int) -> int:
     return x + y
 
 
-TOKEN = "options-test-token"
+TOKEN = "opts.Vq3nX8rT1yU6iO0pA4sD7fG2hJ5k"
 
 
 def make_server(token: str | None = TOKEN) -> undertow.Server:
@@ -261,10 +262,10 @@ def test_registering_into_a_pickle_glob_without_a_token_is_a_config_error() -> N
         server.register("np_load", add)
 
 
-def test_pickle_output_needs_no_token() -> None:
+def test_pickle_output_without_a_token_is_a_config_error_too() -> None:
     server = make_server(token=None)
-    server.config({"big_*": {"output_serialization": "pickle"}})
-    assert server.describe()["big_json"]["output_serialization"] == "pickle"
+    with pytest.raises(undertow.ConfigError, match="pickle output"):
+        server.config({"big_*": {"output_serialization": "pickle"}})
 
 
 def test_rejected_config_leaves_the_server_as_it_was() -> None:
@@ -302,16 +303,22 @@ def test_invalid_option_does_not_replace_the_table() -> None:
     assert described["add"]["glob"] is None
 
 
-@pytest.mark.parametrize("key", ["return_pointer", "auth"])
-def test_reserved_option_warns_when_truthy(key: str) -> None:
+def test_reserved_option_warns_when_truthy() -> None:
     server = make_server()
-    value: Any = True if key == "return_pointer" else (lambda *_: True)
-    with pytest.warns(FutureWarning, match=key) as record:
-        server.config({"big_*": {key: value}})
+    with pytest.warns(FutureWarning, match="return_pointer") as record:
+        server.config({"big_*": {"return_pointer": True}})
     assert len(record) == 1
     # the warning points at the caller of config(), not inside undertow
     assert record[0].filename == __file__
-    assert server.describe()["big_json"][key] is value
+    assert server.describe()["big_json"]["return_pointer"] is True
+
+
+def test_an_auth_rule_is_described_by_name_and_must_be_callable() -> None:
+    server = make_server()
+    server.config({"big_*": {"auth": allow("alice")}})
+    assert server.describe()["big_json"]["auth"] == "allow(alice)"
+    with pytest.raises(undertow.ConfigError, match="allow"):
+        server.config({"big_*": {"auth": "alice"}})
 
 
 @pytest.mark.parametrize("key", ["return_pointer", "auth"])

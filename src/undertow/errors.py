@@ -5,7 +5,8 @@ UndertowError
 ├── ConfigError                 a bad option, glob or codec name; names the value and the fix
 ├── WireError                   a frame or header that cannot be read
 │   ├── SerializationError      an argument or result that its codec cannot encode
-│   └── DeserializationError    a payload that its codec cannot decode
+│   ├── DeserializationError    a payload that its codec cannot decode
+│   └── MessageTooLarge         a call over the server's max_message_size (nothing was sent)
 ├── TransportError
 │   ├── ConnectError            the address is malformed or cannot be bound
 │   │   └── NotConnected        no connection came up in time; the call was not sent
@@ -14,7 +15,10 @@ UndertowError
 │   └── RPCTimeout              (also a builtin TimeoutError) a call missed its deadline
 ├── RemoteError                 the remote function raised a type we do not rebuild
 ├── FunctionNotFound            (also an AttributeError) no such function on the server
-├── AuthenticationError         the call needs credentials the client did not give
+├── AuthenticationError         (also a PermissionError) credentials missing, wrong or
+│                               refused, or an unsigned pickle payload
+├── PermissionDenied            (also a PermissionError) the server's rule for the function
+│                               does not allow this caller
 ├── BackendError                the cluster backend (SQLite file, Redis) cannot be used
 └── ServiceNotFound             (also a LookupError) no live instance of a service
 ```
@@ -35,7 +39,9 @@ __all__ = [
     "ConnectionLost",
     "DeserializationError",
     "FunctionNotFound",
+    "MessageTooLarge",
     "NotConnected",
+    "PermissionDenied",
     "RPCTimeout",
     "RemoteError",
     "RemoteTraceback",
@@ -65,6 +71,10 @@ class SerializationError(WireError):
 
 class DeserializationError(WireError):
     """A payload cannot be decoded by the codec it claims."""
+
+
+class MessageTooLarge(WireError):
+    """A message is larger than the receiving server accepts (``max_message_size``)."""
 
 
 class TransportError(UndertowError):
@@ -119,7 +129,12 @@ class FunctionNotFound(UndertowError, AttributeError):
 
 
 class AuthenticationError(UndertowError, PermissionError):
-    """The call needs credentials that were missing or wrong."""
+    """The call needs credentials that were missing or wrong, the server refused the
+    client's messages, or a payload that only an authenticated peer may send came unsigned."""
+
+
+class PermissionDenied(UndertowError, PermissionError):
+    """The server's authorization rule for the function does not allow this caller."""
 
 
 class RemoteTraceback(Exception):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import os
-import secrets
 import selectors
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import time
 import click
 
 from undertow.rpc import Client, connect, functions
+from undertow.security import new_token
 
 __all__ = ["run_demo"]
 
@@ -81,7 +81,7 @@ def _show(client: Client) -> None:
 
 def run_demo(timeout: float = 60.0) -> int:
     """Run the demo; returns the exit code."""
-    token = secrets.token_hex(16)
+    token = new_token("demo")
     proc, address = _start_server(token, timeout=min(timeout, 30.0))
     try:
         click.echo(f"undertow demo: server started in child process {proc.pid} at {address}")

@@ -51,7 +51,7 @@ def scale_np(array: Any, factor: float) -> Any:
     return array * factor
 
 
-if server._token:
+if server.authenticates:
     server.config({"*_np": {"input_serialization": "pickle", "output_serialization": "pickle"}})
 
 

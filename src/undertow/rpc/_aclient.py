@@ -35,11 +35,12 @@ class AsyncClient(_ClientBase):
         *,
         timeout: float | None = DEFAULT_TIMEOUT,
         connect_timeout: float | None = None,
-        token: str | None = None,
+        token: str | bool | None = None,
         codecs: Mapping[str, Any] | None = None,
         safe_exceptions: Iterable[type[BaseException]] = (),
         output: bool | OutputCallback = True,
         connect_wait: float | None = None,
+        curve_server_key: Any = None,
     ) -> None:
         super().__init__(
             address,
@@ -48,6 +49,7 @@ class AsyncClient(_ClientBase):
             codecs=codecs,
             safe_exceptions=safe_exceptions,
             output=output,
+            curve_server_key=curve_server_key,
         )
         self._connect_timeout = connect_timeout
         if connect_wait is not None and connect_wait <= 0:
@@ -65,7 +67,12 @@ class AsyncClient(_ClientBase):
     async def open(self) -> AsyncClient:
         """Connect and learn the server's functions (``async with`` does this for you)."""
         if self._conn is None:
-            self._conn = AsyncConnection(self.address, connect_wait=self._connect_wait)
+            self._conn = AsyncConnection(
+                self.address,
+                connect_wait=self._connect_wait,
+                key=self._proto.key,
+                curve_server_key=self._curve,
+            )
         try:
             await self.refresh(timeout=self._connect_timeout or self.timeout)
         except BaseException:
@@ -209,7 +216,7 @@ class _AsyncStream(AsyncIterator[Any]):
             credit = proto.credit_frames(call.call_id, self._consumed)
             if credit is not None and not call.done:
                 self._client._connection().send(credit)
-            return proto.decode_value(header, frames)
+            return proto.decode_value(call, header, frames)
         self._finished = True
         proto.outcome(call)
         raise StopAsyncIteration
@@ -246,7 +253,7 @@ class rpc:
     def __init__(self, address: str, *, timeout: float | None = DEFAULT_TIMEOUT) -> None:
         self.address = address
         self.timeout = timeout
-        self._proto = Protocol(address, token=None, codecs=None, safe_exceptions=())
+        self._proto = Protocol(address, key=None, codecs=None, safe_exceptions=())
         self._conn: AsyncConnection | None = None
 
     def __repr__(self) -> str:

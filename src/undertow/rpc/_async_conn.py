@@ -11,6 +11,7 @@ from typing import Any
 
 from undertow.errors import ConnectionClosed, ConnectionLost, NotConnected
 from undertow.rpc._calls import Call, deliver_all
+from undertow.security import ClientSeal, SigningKey
 from undertow.transport import LockedSocket, connect_dealer
 
 __all__ = ["AsyncConnection"]
@@ -24,9 +25,19 @@ _CONNECT_LOOK, _LOST_LOOK = 0.01, 0.1
 class AsyncConnection:
     """One DEALER socket whose input is read on the loop that created it."""
 
-    def __init__(self, address: str, *, connect_wait: float | None = None) -> None:
+    def __init__(
+        self,
+        address: str,
+        *,
+        connect_wait: float | None = None,
+        key: SigningKey | None = None,
+        curve_server_key: str | None = None,
+    ) -> None:
         self._loop = asyncio.get_running_loop()
-        sock, self.endpoint = connect_dealer(address, immediate=connect_wait is not None)
+        sock, self.endpoint = connect_dealer(
+            address, immediate=connect_wait is not None, curve_server_key=curve_server_key
+        )
+        self._seal = ClientSeal(key) if key is not None else None
         #: see the sync client's connection; here a send never blocks the loop: it is
         #: retried until a connection is up (:meth:`start_connected`)
         self.connect_wait = connect_wait
@@ -44,7 +55,7 @@ class AsyncConnection:
             raise ConnectionClosed(f"the client for {self.endpoint} is closed")
         self._calls[call.call_id] = call
         try:
-            self._sock.send(frames, wait=False)
+            self._sock.send(self._sealed(frames), wait=False)
         except NotConnected:
             self._calls.pop(call.call_id, None)
             raise
@@ -69,7 +80,10 @@ class AsyncConnection:
     def send(self, frames: list[Any]) -> None:
         """Send a message that expects no reply (a CANCEL)."""
         with contextlib.suppress(NotConnected):  # with nobody to tell, there is nothing to do
-            self._sock.send(frames, wait=False)
+            self._sock.send(self._sealed(frames), wait=False)
+
+    def _sealed(self, frames: list[Any]) -> list[Any]:
+        return frames if self._seal is None else self._seal.seal(frames)
 
     def forget(self, call: Call) -> None:
         """Stop delivering messages for ``call``."""
@@ -111,7 +125,7 @@ class AsyncConnection:
     def _drain(self) -> None:
         self._scheduled = False
         while (frames := self._sock.recv_nowait()) is not None:
-            deliver_all(self._calls, frames, self.endpoint)
+            deliver_all(self._calls, frames, self.endpoint, self._seal)
 
     def close(self) -> None:
         """Close the socket; calls still waiting raise :class:`ConnectionClosed`."""

@@ -16,7 +16,14 @@ from typing import Any
 
 import msgspec
 
-from undertow.errors import AuthenticationError, ConfigError, SerializationError, UndertowError
+from undertow.errors import (
+    AuthenticationError,
+    ConfigError,
+    MessageTooLarge,
+    SerializationError,
+    UndertowError,
+)
+from undertow.security import ENVELOPE_MAGIC, ClientSeal, SigningKey
 from undertow.wire import (
     STREAM_WINDOW,
     Codec,
@@ -24,6 +31,7 @@ from undertow.wire import (
     Header,
     Kind,
     MsgpackCodec,
+    batch_frames,
     decode_error,
     decode_header,
     encode_header,
@@ -31,7 +39,6 @@ from undertow.wire import (
     payload_of,
     rebuild,
     resolve_codec,
-    unbatch,
 )
 
 __all__ = ["Call", "FunctionInfo", "Protocol", "deliver_all", "write_output"]
@@ -63,7 +70,8 @@ class FunctionInfo(msgspec.Struct, frozen=True):
     mode: str = "function"  # "function" | "async" | "generator" | "asyncgen"
     input: str = "msgpack"
     output: str = "msgpack"
-    needs_token: bool = False
+    #: takes or returns pickle: only an authenticated caller may call it
+    needs_auth: bool = False
     forwards_output: bool = True
     timeout: float | None = None
 
@@ -78,12 +86,25 @@ class Description(msgspec.Struct, frozen=True):
 
     server: str
     functions: list[FunctionInfo]
+    #: the server checks signatures (it has an authenticator)
+    authenticates: bool = False
+    #: the largest message the server accepts, in bytes (None: no limit)
+    max_message_size: int | None = None
 
 
 class Call:
     """One outstanding call, fed by whichever thread or task receives its messages."""
 
-    __slots__ = ("call_id", "done", "items", "name", "notify", "on_output", "outcome")
+    __slots__ = (
+        "call_id",
+        "done",
+        "items",
+        "name",
+        "notify",
+        "on_output",
+        "outcome",
+        "unsigned",
+    )
 
     def __init__(self, call_id: int, name: str, on_output: OutputCallback | None) -> None:
         self.call_id = call_id
@@ -93,6 +114,8 @@ class Call:
         self.outcome: tuple[Header, list[Any]] | None = None
         self.done = False
         self.notify: Callable[[], None] = _nothing
+        #: a message of this call came unsigned, so a pickle payload in it is not decoded
+        self.unsigned = False
 
     def feed(self, header: Header, frames: list[Any]) -> None:
         """Apply one message addressed to this call."""
@@ -115,28 +138,72 @@ def _nothing() -> None:
     pass
 
 
-def deliver_all(calls: dict[int, Call], frames: Sequence[Any], source: str) -> None:
+def deliver_all(
+    calls: dict[int, Call], frames: Sequence[Any], source: str, seal: ClientSeal | None = None
+) -> None:
     """Feed what a client received (ZeroMQ frames: one message, or a BATCH of them) to the
     calls in ``calls``, forgetting each call once it is done. A message for a call not in
-    ``calls`` (given up on) is dropped; a malformed one is logged (naming ``source``)."""
+    ``calls`` (given up on) is dropped; a malformed one, or one whose signature ``seal``
+    does not accept, is logged (naming ``source``) and dropped. An error for call 0 is the
+    server refusing the socket's messages: every call waiting on it gets it."""
     try:
-        header = decode_header(frames[0].buffer)
+        view = frames[0].buffer
+        rest = list(map(_buffer, frames[1:]))
+        signed = view[:2] == ENVELOPE_MAGIC
+        if signed:
+            view = _open(seal, view, rest)
+        header = decode_header(view)
         if header.kind == Kind.BATCH:
-            received = [(item, payload_of(item, [])) for item in unbatch(header)]
+            received = []
+            for inner in batch_frames(header):
+                try:
+                    received.append(_one(seal, memoryview(inner)))
+                except UndertowError as exc:  # only this message is lost
+                    log.warning("dropped a message from %s: %s", source, exc)
         else:  # the common case: one message
-            received = [(header, payload_of(header, list(map(_buffer, frames[1:]))))]
+            received = [(header, payload_of(header, rest), signed)]
     except UndertowError as exc:
-        log.warning("dropped a malformed message from %s: %s", source, exc)
+        log.warning("dropped a message from %s: %s", source, exc)
         return
-    for header, payload in received:
+    for header, payload, signed in received:
+        if header.call_id == 0 and header.kind == _ERROR:  # refused: fail them all
+            for refused in list(calls.values()):
+                refused.feed(header, payload)
+            calls.clear()
+            continue
         call = calls.get(header.call_id)
         if call is not None:
+            if not signed:
+                call.unsigned = True
             call.feed(header, payload)
             if call.done:
                 calls.pop(header.call_id, None)
 
 
+def _open(seal: ClientSeal | None, view: memoryview, rest: list[Any]) -> memoryview:
+    if seal is None:
+        raise AuthenticationError("a signed message, but this client holds no token")
+    return seal.open(view, rest)
+
+
+def _one(seal: ClientSeal | None, view: memoryview) -> tuple[Header, list[Any], bool]:
+    """A one-frame message from a batch: header, payload and whether it was signed."""
+    signed = view[:2] == ENVELOPE_MAGIC
+    if signed:
+        view = _open(seal, view, [])
+    header = decode_header(view)
+    if header.kind == Kind.BATCH:
+        raise UndertowError("malformed batch: a batch inside a batch")
+    return header, payload_of(header, []), signed
+
+
 _buffer = operator.attrgetter("buffer")  # a ZeroMQ frame's memoryview, without a Python call
+#: bytes kept free under a server's limit for the header and the signature
+_HEADROOM = 4096
+
+
+def _nbytes(buffer: Any) -> int:
+    return memoryview(buffer).nbytes
 
 
 class Protocol:
@@ -144,7 +211,7 @@ class Protocol:
 
     Args:
         address: the server's address, used in error messages.
-        token: the credential sent with calls that need one.
+        key: the key that signs this client's messages (None: they go unsigned).
         codecs: extra codecs by name, for functions configured with a custom serialization.
         safe_exceptions: exception types rebuilt as themselves when raised remotely.
     """
@@ -153,12 +220,14 @@ class Protocol:
         self,
         address: str,
         *,
-        token: str | None,
+        key: SigningKey | None,
         codecs: Mapping[str, Any] | None,
         safe_exceptions: Iterable[type[BaseException]],
     ) -> None:
         self.address = address
-        self.token = token or ""
+        self.key = key
+        #: the server's limit, learnt when it describes itself
+        self.max_message_size: int | None = None
         self.codecs: dict[str, Codec] = {
             name: resolve_codec(spec) for name, spec in (codecs or {}).items()
         }
@@ -192,10 +261,10 @@ class Protocol:
         output: bool,
     ) -> list[Any]:
         """Frames of a CALL to ``info`` with these arguments."""
-        if info.needs_token and not self.token:
+        if info.needs_auth and self.key is None:
             raise AuthenticationError(
-                f"{self.where(info.name)} takes {info.input} input, which the server accepts only "
-                "from authenticated clients; pass token=... to connect()"
+                f"{self.where(info.name)} takes or returns pickle, which travels only between "
+                "authenticated peers; pass token=... to connect() (or set UNDERTOW_TOKEN)"
             )
         codec = self._codec_cache.get(info.input)
         if codec is None:
@@ -211,6 +280,8 @@ class Protocol:
             payload = codec.encode((args, kwargs))
         except UndertowError:
             payload = encode_arguments(codec, info.name, args, kwargs)  # raises, naming the culprit
+        if self.max_message_size is not None:
+            self.check_size(info.name, sum(map(_nbytes, payload)))
         return pack(
             _CALL,
             call_id,
@@ -219,8 +290,17 @@ class Protocol:
             codec=codec.name,
             timeout=timeout,
             flags=0 if output else _NO_OUTPUT,
-            token=self.token,
         )
+
+    def check_size(self, name: str, size: int) -> None:
+        """Raise :class:`MessageTooLarge` if a call of ``size`` bytes is over the server's
+        limit, before anything is sent."""
+        limit = self.max_message_size
+        if limit is not None and size > limit - _HEADROOM:
+            raise MessageTooLarge(
+                f"the arguments of {self.where(name)} come to {size:,} bytes, over the "
+                f"server's limit of {limit:,} (Server(max_message_size=...)); nothing was sent"
+            )
 
     def call_frames(
         self,
@@ -241,7 +321,6 @@ class Protocol:
             codec=codec,
             timeout=timeout,
             flags=0 if output else _NO_OUTPUT,
-            token=self.token,
         )
 
     @staticmethod
@@ -256,11 +335,18 @@ class Protocol:
             return None
         return pack(Kind.CREDIT, call_id, _MSGPACK.encode(consumed), codec="msgpack")
 
-    def decode_value(self, header: Header, frames: list[Any]) -> Any:
-        """Decode the payload of a RESULT or ITEM."""
+    def decode_value(self, call: Call, header: Header, frames: list[Any]) -> Any:
+        """Decode the payload of a RESULT or ITEM of ``call``."""
         if not header.codec:
             return None
-        return self.codec(header.codec).decode(frames)
+        codec = self._codec_cache.get(header.codec) or self.codec(header.codec)
+        if codec.unsafe and call.unsigned:
+            raise AuthenticationError(
+                f"{self.where(call.name)} sent an unsigned {codec.name} payload; it was not "
+                "decoded, as decoding it could run code: pickle is accepted only from a "
+                "server that signs its replies with your token"
+            )
+        return codec.decode(frames)
 
     def outcome(self, call: Call) -> Any:
         """The value of a finished call, or raise what the server reported."""
@@ -268,8 +354,7 @@ class Protocol:
         header, frames = call.outcome
         kind = header.kind
         if kind is _RESULT and header.codec:
-            codec = self._codec_cache.get(header.codec) or self.codec(header.codec)
-            return codec.decode(frames)
+            return self.decode_value(call, header, frames)
         if kind is _ERROR:
             info = decode_error(frames[0] if frames else b"")
             raise rebuild(info, where=self.where(call.name), safe_types=self.safe_exceptions)

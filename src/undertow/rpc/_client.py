@@ -23,6 +23,8 @@ from undertow.rpc._calls import (
 )
 from undertow.rpc._functions import CallOptions, as_attributes, make_function, not_found
 from undertow.rpc._sync_conn import SyncConnection
+from undertow.security import client_key, find_client_token
+from undertow.transport import load_public
 
 __all__ = ["CallFuture", "Client", "connect", "functions"]
 
@@ -194,16 +196,20 @@ class _ClientBase:
         address: str,
         *,
         timeout: float | None,
-        token: str | None,
+        token: str | bool | None,
         codecs: Mapping[str, Any] | None,
         safe_exceptions: Iterable[type[BaseException]],
         output: bool | OutputCallback,
+        curve_server_key: Any = None,
     ) -> None:
         if timeout is not None and timeout <= 0:
             raise ValueError(
                 f"timeout must be a positive number of seconds or None, not {timeout!r}"
             )
-        self._proto = Protocol(address, token=token, codecs=codecs, safe_exceptions=safe_exceptions)
+        found = find_client_token(token)
+        key = client_key(found) if found else None
+        self._proto = Protocol(address, key=key, codecs=codecs, safe_exceptions=safe_exceptions)
+        self._curve = None if curve_server_key is None else load_public(curve_server_key)
         self.address = address
         self.timeout = timeout
         self._sink = _sink(output)
@@ -215,6 +221,7 @@ class _ClientBase:
     def _install(self, body: Any, invoke: Any, submit: Any) -> None:
         desc = msgspec.convert(body, Description)
         self._server = desc.server
+        self._proto.max_message_size = desc.max_message_size
         self._functions = {f.name: f for f in desc.functions}
         self._bound = {
             f.name: make_function(f, desc.server, invoke, submit) for f in desc.functions
@@ -272,7 +279,9 @@ class Client(_ClientBase):
         address: ``tcp://host:port``, ``host:port``, ``ipc://path`` or ``inproc://name``.
         timeout: default deadline of each call in seconds (None waits forever).
         connect_timeout: how long to wait for the server on creation (default: ``timeout``).
-        token: credential for functions that take pickle input.
+        token: this client's token (``NAME.SECRET``): every message is signed with it and
+            the server's replies must be signed with it too. Default: ``$UNDERTOW_TOKEN``,
+            else ``token`` in ``~/.undertow/config.toml``; False: no token at all.
         codecs: extra codecs by name, for functions with a custom serialization.
         safe_exceptions: exception types raised as themselves when the server raises them.
         output: True prints remote output locally, False drops it (and asks the server not
@@ -283,6 +292,8 @@ class Client(_ClientBase):
             :class:`~undertow.errors.NotConnected` (nothing was sent), and a blocking call
             whose connection drops raises :class:`~undertow.errors.ConnectionLost` at once.
             For clients that can go elsewhere, such as a service's several instances.
+        curve_server_key: the server's CURVE public key (Z85 text, or its ``.key`` file):
+            the connection is encrypted, and only that server can answer.
     """
 
     def __init__(
@@ -291,11 +302,12 @@ class Client(_ClientBase):
         *,
         timeout: float | None = DEFAULT_TIMEOUT,
         connect_timeout: float | None = None,
-        token: str | None = None,
+        token: str | bool | None = None,
         codecs: Mapping[str, Any] | None = None,
         safe_exceptions: Iterable[type[BaseException]] = (),
         output: bool | OutputCallback = True,
         connect_wait: float | None = None,
+        curve_server_key: Any = None,
     ) -> None:
         super().__init__(
             address,
@@ -304,12 +316,15 @@ class Client(_ClientBase):
             codecs=codecs,
             safe_exceptions=safe_exceptions,
             output=output,
+            curve_server_key=curve_server_key,
         )
         if connect_wait is not None and connect_wait <= 0:
             raise ValueError(
                 f"connect_wait must be a positive number of seconds or None, not {connect_wait!r}"
             )
-        self._conn = SyncConnection(address, connect_wait=connect_wait)
+        self._conn = SyncConnection(
+            address, connect_wait=connect_wait, key=self._proto.key, curve_server_key=self._curve
+        )
         try:
             self.refresh(timeout=connect_timeout if connect_timeout is not None else timeout)
         except BaseException:
@@ -428,7 +443,7 @@ class _Stream(Iterator[Any]):
             credit = proto.credit_frames(call.call_id, self._consumed)
             if credit is not None and not call.done:
                 self._client._conn.send(credit)
-            return proto.decode_value(header, frames)
+            return proto.decode_value(call, header, frames)
         self._finished = True
         proto.outcome(call)  # raises the remote error, if any
         raise StopIteration

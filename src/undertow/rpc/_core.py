@@ -25,14 +25,17 @@ import inspect
 import logging
 import operator
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import zmq
 
-from undertow.errors import UndertowError
+from undertow._util._net import address_host, is_loopback
+from undertow.errors import AuthenticationError, ConfigError, UndertowError
 from undertow.rpc._flow import StreamCredit
 from undertow.rpc._receivers import Job, ReceiverPool
+from undertow.security import ENVELOPE_MAGIC, ServerSeal, strip_envelope
 from undertow.transport import ServerSocket, bind_router
 from undertow.wire import (
     ErrorInfo,
@@ -65,16 +68,36 @@ class Incoming:
     answers are dropped, so a deadline and a late result cannot both reach the caller.
     """
 
-    __slots__ = ("_once", "_server", "cancelled", "credit", "frames", "header", "peer")
+    __slots__ = (
+        "_once",
+        "_server",
+        "cancelled",
+        "credit",
+        "frames",
+        "header",
+        "identity",
+        "peer",
+        "seal",
+    )
 
     def __init__(
-        self, server: HandlerServer, peer: bytes, header: Header, frames: list[Any]
+        self,
+        server: HandlerServer,
+        peer: bytes,
+        header: Header,
+        frames: list[Any],
+        identity: str | None = None,
+        seal: Callable[[list[Any]], list[Any]] | None = None,
     ) -> None:
         self._server = server
         self.peer = peer
         self.header = header
         #: payload frames: the body, then any out-of-band buffers
         self.frames = frames
+        #: who signed the call (None: an anonymous caller)
+        self.identity = identity
+        #: signs each answer with the caller's key (None: answers go unsigned)
+        self.seal = seal
         self._once = [True]  # popped by whoever answers first
         #: set when the caller sent CANCEL; long-running handlers may poll it
         self.cancelled = False
@@ -112,6 +135,8 @@ class Incoming:
         sock = self._server._sock
         if sock is not None:  # None once the server closed
             frames = pack(kind, self.header.call_id, payload, name=name, codec=codec)
+            if self.seal is not None:
+                frames = self.seal(frames)
             sock.send(self.peer, frames, hold=ends)
 
     def _finish(self) -> bool:
@@ -188,6 +213,14 @@ class HandlerServer:
         self._drain_scheduled = False
         self._pool: ReceiverPool | None = None
         self._loop_thread = 0
+        #: checks signed messages and signs answers (None: nobody is authenticated)
+        self.seal: ServerSeal | None = None
+        #: with a seal: also serve callers that sign nothing (as identity None)
+        self.allow_anonymous = False
+        #: refuse messages larger than this many bytes (None: no limit)
+        self.max_message_size: int | None = None
+        self._refusals = 0
+        self._next_refusal_log = 0.0
 
     def __repr__(self) -> str:
         state = self._address or "not listening"
@@ -203,19 +236,32 @@ class HandlerServer:
         return sorted(n for n in {*self.handlers, *self.raw_handlers} if not n.startswith("_"))
 
     async def listen(
-        self, address: str = "tcp://127.0.0.1:0", *, threads: int = 0, slow_after: float = 0.005
+        self,
+        address: str = "tcp://127.0.0.1:0",
+        *,
+        threads: int = 0,
+        slow_after: float = 0.005,
+        insecure: bool = False,
+        curve_secret: str | None = None,
     ) -> str:
         """Bind ``address`` and start serving; returns the real address (port 0 is resolved).
 
         With ``threads=0`` the event loop reads the socket and jobs returned by raw handlers
         run in the loop's default executor. With ``threads >= 2`` a :class:`ReceiverPool`
         of that many threads reads it and runs jobs inline (see ``_receivers.py``).
+
+        An address other than this machine's loopback is refused unless the server
+        authenticates its callers (:attr:`seal`) or ``insecure`` says to serve anyone who
+        can reach it. ``curve_secret`` (a Z85 secret key) encrypts every connection.
         """
         if self._sock is not None:
             raise UndertowError(f"server {self.name!r} already listens on {self._address}")
+        _check_exposure(address, authenticated=self.seal is not None, insecure=insecure)
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
-        sock, self._address = bind_router(address)
+        sock, self._address = bind_router(
+            address, max_message_size=self.max_message_size, curve_secret=curve_secret
+        )
         if threads:
             self._sock = ServerSocket(sock, coalesce=pack_batch)
             self._pool = ReceiverPool(
@@ -296,13 +342,49 @@ class HandlerServer:
 
     def _dispatch(self, peer: bytes, frames: list[zmq.Frame]) -> Job | None:
         """Handle one message from ``peer`` in whichever thread received it; may return a job
-        to run."""
+        to run.
+
+        Its size and signature are checked before anything in it is decoded.
+        """
+        view = frames[0].buffer
+        rest = list(map(_buffer, frames[1:]))
+        limit = self.max_message_size
+        # ZeroMQ itself drops a peer that sends one frame over the limit; several frames
+        # under it may still add up to more
+        if limit is not None and rest and len(view) + sum(map(len, rest)) > limit:
+            size = len(view) + sum(map(len, rest))
+            self._refuse(
+                peer,
+                frames,
+                f"a message of {size:,} bytes is over this server's limit of {limit:,} "
+                "(max_message_size)",
+                code="too_large",
+            )
+            return None
+        identity = seal = None
+        if view[:2] == ENVELOPE_MAGIC:
+            try:
+                if self.seal is None:  # nobody is authenticated here: serve it as anonymous
+                    view = strip_envelope(view)
+                else:
+                    identity, seal, view = self.seal.open(view, rest)
+            except AuthenticationError as exc:
+                self._refuse(peer, frames, f"authentication failed: {exc}")
+                return None
+        elif self.seal is not None and not self.allow_anonymous:
+            self._refuse(
+                peer,
+                frames,
+                f"server {self.name!r} requires authentication: connect with token=... "
+                "(or set UNDERTOW_TOKEN)",
+            )
+            return None
         try:
-            header = decode_header(frames[0].buffer)
+            header = decode_header(view)
         except UndertowError as exc:
             log.debug("dropped a message from a peer: %s", exc)
             return None
-        payload = payload_of(header, list(map(_buffer, frames[1:])))
+        payload = payload_of(header, rest)
         kind = header.kind
         if kind != _CALL:
             if kind in (_CANCEL, _CREDIT):
@@ -312,7 +394,7 @@ class HandlerServer:
             else:
                 log.debug("dropped a %s message: servers take only CALL and CANCEL", kind.name)
             return None
-        incoming = Incoming(self, peer, header, payload)
+        incoming = Incoming(self, peer, header, payload, identity, seal)
         self._active[(peer, header.call_id)] = incoming
         raw = self.raw_handlers.get(header.name)
         if raw is not None:
@@ -323,6 +405,31 @@ class HandlerServer:
         else:
             incoming.fail(self.not_found(header.name))
         return None
+
+    def _refuse(
+        self, peer: bytes, frames: list[zmq.Frame], reason: str, code: str = "auth"
+    ) -> None:
+        """Answer a message that is not served, without decoding it: an error for call 0,
+        which the client applies to every call waiting on that socket."""
+        sock = self._sock
+        if sock is not None:
+            error = ErrorInfo("AuthenticationError", reason, code=code)
+            sock.send(peer, pack(Kind.ERROR, 0, [encode_error(error)]))
+        self._refusals += 1
+        now = time.monotonic()
+        if now >= self._next_refusal_log:  # at most one line per interval, however many come
+            self._next_refusal_log = now + _REFUSAL_LOG_EVERY
+            try:
+                source = frames[0].get("Peer-Address")
+            except (zmq.ZMQError, AttributeError):
+                source = "a local peer"
+            log.warning(
+                "server %r refused a message from %s (%d refused so far): %s",
+                self.name,
+                source,
+                self._refusals,
+                reason,
+            )
 
     def _control(self, incoming: Incoming, header: Header, payload: list[Any]) -> None:
         credit = incoming.credit
@@ -374,6 +481,31 @@ class HandlerServer:
             incoming.fail(error_info(exc))
             return
         _reply_msgpack(incoming, result)
+
+
+#: seconds between two log lines about refused messages
+_REFUSAL_LOG_EVERY = 10.0
+
+
+def _check_exposure(address: str, *, authenticated: bool, insecure: bool) -> None:
+    """Refuse to serve beyond this machine without authentication, unless told to."""
+    if not address.startswith("tcp://") and "://" in address:
+        return  # ipc and inproc stay on this machine
+    host = address_host(address if "://" in address else f"tcp://{address}")
+    if is_loopback(host) or authenticated:
+        return
+    if not insecure:
+        raise ConfigError(
+            f"refusing to serve on {address} without authentication: anyone who can reach "
+            f"{host or 'it'} could call every function. Give the server tokens "
+            "(Server(auth=TokenAuth(...)) or token=..., --tokens/--token for undertow serve), "
+            "or pass insecure=True (--insecure) on a network you trust"
+        )
+    log.warning(
+        "serving on %s WITHOUT authentication (insecure): anyone who can reach it can call "
+        "every function",
+        address,
+    )
 
 
 def _reply_msgpack(incoming: Incoming, value: Any) -> None:

@@ -16,7 +16,7 @@ from undertow.wire import Codec, resolve_codec
 __all__ = ["FunctionOptions", "GlobTable"]
 
 #: Options that are accepted now and take effect in a later release.
-COMING = {"return_pointer": "remote data pointers", "auth": "per-function authorization"}
+COMING = {"return_pointer": "remote data pointers"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,14 +25,16 @@ class FunctionOptions:
 
     Attributes:
         input_serialization: codec of the arguments: "msgpack" (default), "json", "pickle" or
-            an object with dumps/loads. Pickle input is accepted only from clients that give
-            the server's token.
+            an object with dumps/loads. Pickle, in or out, travels only between
+            authenticated peers (the server needs an authenticator).
         output_serialization: codec of the result and of streamed items.
         timeout: longest the function may run, in seconds; the caller then gets a timeout
             error (an async function is cancelled; a thread cannot be, its result is dropped).
         output: forward stdout/stderr to the caller.
         return_pointer: reserved: leave the result on the server (coming with remote data).
-        auth: reserved: a per-function authorization check (coming with security).
+        auth: an authorization rule ``rule(identity, name, args, kwargs) -> bool``, asked
+            before each call runs (identity None: an anonymous caller); False denies it and
+            the caller gets ``PermissionDenied``. None: anyone the server let in.
     """
 
     input_serialization: Codec = dataclasses.field(default_factory=lambda: resolve_codec("msgpack"))
@@ -70,6 +72,12 @@ class FunctionOptions:
             raise ConfigError(
                 f"timeout for {where} must be a positive number of seconds, not {timeout!r}"
             )
+        rule = values.get("auth")
+        if rule is not None and not callable(rule):
+            raise ConfigError(
+                f"auth for {where} must be a function (identity, name, args, kwargs) -> bool, "
+                f"such as undertow.security.allow('alice'), not {rule!r}"
+            )
         if "output" in values and not isinstance(values["output"], bool):
             raise ConfigError(f"output for {where} must be True or False, not {values['output']!r}")
         for key, feature in COMING.items():
@@ -90,7 +98,7 @@ class FunctionOptions:
             "timeout": self.timeout,
             "output": self.output,
             "return_pointer": self.return_pointer,
-            "auth": self.auth,
+            "auth": None if self.auth is None else getattr(self.auth, "__name__", repr(self.auth)),
         }
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hmac
 import inspect
 import logging
 import os
@@ -21,6 +20,8 @@ from undertow.rpc._options import FunctionOptions, GlobTable
 from undertow.rpc._output import OutputSink, uncaptured
 from undertow.rpc._receivers import Job
 from undertow.rpc._signature import describe_params
+from undertow.security import DEFAULT_WINDOW, Authenticator, ServerSeal, TokenAuth
+from undertow.transport import load_secret
 from undertow.wire import ErrorInfo, Flags, MsgpackCodec, error_info
 
 __all__ = ["Server"]
@@ -31,6 +32,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _MSGPACK = MsgpackCodec()
 _NO_OUTPUT = int(Flags.NO_OUTPUT)
+#: the default largest message a server accepts: 1 GiB
+DEFAULT_MAX_MESSAGE = 2**30
 
 
 def _mode(fn: Callable[..., Any]) -> str:
@@ -47,6 +50,7 @@ class _Entry:
     """A registered function with the options its glob gave it."""
 
     __slots__ = (
+        "auth",
         "checked",
         "decode",
         "decode_body",
@@ -82,8 +86,10 @@ class _Entry:
         # msgspec's own functions when the codec has them (one body frame, no wrapper)
         self.decode_body = getattr(options.input_serialization, "decode_body", None)
         self.encode_body = getattr(options.output_serialization, "encode_body", None)
-        #: calls need more than a codec check (a token)
-        self.checked = options.input_serialization.unsafe
+        #: pickle in or out: only an authenticated caller may call it
+        self.checked = options.input_serialization.unsafe or options.output_serialization.unsafe
+        #: the authorization rule (None: whoever got through authentication)
+        self.auth = options.auth
         params, returns = describe_params(fn)
         self.info = FunctionInfo(
             name=name,
@@ -93,7 +99,7 @@ class _Entry:
             mode=self.mode,
             input=options.input_serialization.name,
             output=options.output_serialization.name,
-            needs_token=options.input_serialization.unsafe,
+            needs_auth=self.checked,
             forwards_output=options.output,
             timeout=options.timeout,
         )
@@ -123,21 +129,65 @@ class Server:
         name: the server's name, shown to clients.
         max_workers: how many plain functions may run at once (default: ``min(32, cpus + 4)``);
             the pool has one thread more, which always stays free to receive.
-        token: shared secret a client must present to call functions with pickle input.
+        auth: an :class:`~undertow.security.Authenticator` (such as ``TokenAuth``): every
+            message must then be signed by a key it knows, replies are signed back, and
+            functions that take or return pickle may be served.
+        token: shorthand for ``auth=TokenAuth([token])``: one user.
+        allow_anonymous: with ``auth``, still serve callers that sign nothing (identity
+            None), but never functions that take or return pickle.
+        insecure: allow serving on an interface other than loopback without ``auth``.
+        max_message_size: the largest message accepted, in bytes (None: no limit). A client
+            learns it and refuses to send a larger call; a peer that sends one anyway is
+            refused (or, for one frame over it, disconnected by ZeroMQ).
+        curve_secret: a CURVE secret key (Z85 text, or the ``.key_secret`` file from
+            ``undertow keygen``): every connection is encrypted.
+        replay_window: seconds a signed message's timestamp may differ from this clock.
     """
 
     def __init__(
-        self, name: str = "undertow", *, max_workers: int | None = None, token: str | None = None
+        self,
+        name: str = "undertow",
+        *,
+        max_workers: int | None = None,
+        auth: Authenticator | None = None,
+        token: str | None = None,
+        allow_anonymous: bool = False,
+        insecure: bool = False,
+        max_message_size: int | None = DEFAULT_MAX_MESSAGE,
+        curve_secret: Any = None,
+        replay_window: float = DEFAULT_WINDOW,
     ) -> None:
         if max_workers is not None and max_workers < 1:
             raise ConfigError(f"max_workers must be at least 1, not {max_workers!r}")
+        if auth is not None and token is not None:
+            raise ConfigError("give the server auth=... or token=..., not both")
+        if token is not None:
+            auth = TokenAuth([token])
+        if auth is not None and not isinstance(auth, Authenticator):
+            raise ConfigError(
+                f"auth must be an Authenticator (such as TokenAuth), not {type(auth).__name__}"
+            )
+        if max_message_size is not None and (
+            isinstance(max_message_size, bool)
+            or not isinstance(max_message_size, int)  # type: ignore[redundant-expr]
+            or max_message_size < 65536
+        ):
+            raise ConfigError(
+                f"max_message_size must be a number of bytes of at least 65536, or None, not "
+                f"{max_message_size!r}"
+            )
         self.name = name
         self._max_workers = max_workers or min(32, (os.cpu_count() or 1) + 4)
-        self._token = token
+        self._auth = auth
+        self._insecure = insecure
+        self._curve = None if curve_secret is None else load_secret(curve_secret)
         self._fns: dict[str, Callable[..., Any]] = {}
         self._globs = GlobTable()
         self._entries: dict[str, _Entry] = {}
         self._core = HandlerServer(name=name, on_cancel=self._on_cancel)
+        self._core.seal = None if auth is None else ServerSeal(auth, replay_window)
+        self._core.allow_anonymous = allow_anonymous
+        self._core.max_message_size = max_message_size
         self._rebuild({}, self._globs)
         self._tasks: dict[Incoming, asyncio.Task[Any]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -152,6 +202,16 @@ class Server:
     def address(self) -> str:
         """Where the server listens (empty until it serves)."""
         return self._core.address
+
+    @property
+    def authenticates(self) -> bool:
+        """True when callers must (or, with ``allow_anonymous``, may) sign their messages."""
+        return self._auth is not None
+
+    @property
+    def curve_public_key(self) -> str | None:
+        """The public half of the CURVE key (Z85), which clients need; None without CURVE."""
+        return None if self._curve is None else self._curve[0]
 
     # -- registration and options ------------------------------------------------------------
 
@@ -186,7 +246,9 @@ class Server:
 
         Options: ``input_serialization``, ``output_serialization`` (``"msgpack"``,
         ``"json"``, ``"pickle"`` or an object with dumps/loads), ``timeout`` (seconds),
-        ``output`` (forward stdout/stderr), and the reserved ``return_pointer`` and ``auth``.
+        ``output`` (forward stdout/stderr), ``auth`` (a rule
+        ``(identity, name, args, kwargs) -> bool`` that allows or denies each call, such as
+        ``undertow.security.allow("alice")``), and the reserved ``return_pointer``.
         """
         self._rebuild(self._fns, self._globs.replaced(table))
 
@@ -207,12 +269,17 @@ class Server:
         entries = {}
         for name, fn in fns.items():
             glob, options = globs.lookup(name)
-            if options.input_serialization.unsafe and not self._token:
+            unsafe = []
+            if options.input_serialization.unsafe:
+                unsafe.append(f"{options.input_serialization.name} input")
+            if options.output_serialization.unsafe:
+                unsafe.append(f"{options.output_serialization.name} output")
+            if unsafe and self._auth is None:
                 raise ConfigError(
-                    f"function {name!r} takes {options.input_serialization.name} input (glob "
-                    f"{glob!r}), which runs code when decoded; give the server a token "
-                    "(Server(token=...), or UNDERTOW_TOKEN / --token for undertow serve) so "
-                    "only clients holding it may call it"
+                    f"function {name!r} has {' and '.join(unsafe)} (glob {glob!r}), which runs "
+                    "code when decoded; give the server tokens (Server(auth=TokenAuth(...)) or "
+                    "token=..., --tokens/--token for undertow serve) so that only "
+                    "authenticated peers exchange it"
                 )
             entries[name] = _Entry(name, fn, glob, options)
         self._fns, self._globs, self._entries = dict(fns), globs, entries
@@ -221,7 +288,12 @@ class Server:
         self._core.raw_handlers = handlers
 
     def _describe(self, incoming: Incoming) -> Job | None:
-        body = {"server": self.name, "functions": self.info()}
+        body = {
+            "server": self.name,
+            "functions": self.info(),
+            "authenticates": self._auth is not None,
+            "max_message_size": self._core.max_message_size,
+        }
         incoming.reply(_MSGPACK.encode(body), _MSGPACK.name)
         return None
 
@@ -235,7 +307,12 @@ class Server:
         self._stop = asyncio.Event()
         try:
             # one thread more than max_workers: one always stays free to receive
-            real = await self._core.listen(address, threads=self._max_workers + 1)
+            real = await self._core.listen(
+                address,
+                threads=self._max_workers + 1,
+                insecure=self._insecure,
+                curve_secret=None if self._curve is None else self._curve[1],
+            )
             if ready is not None:
                 ready(real)
             await self._stop.wait()
@@ -350,17 +427,13 @@ class Server:
 
     def _check(self, entry: _Entry, incoming: Incoming) -> ErrorInfo | None:
         codec = entry.options.input_serialization
-        if codec.unsafe:
-            given = incoming.header.token
-            if not (
-                self._token and given and hmac.compare_digest(given.encode(), self._token.encode())
-            ):
-                return ErrorInfo(
-                    "AuthenticationError",
-                    f"{entry.name}() takes {codec.name} input, which needs the server's token; "
-                    "the call gave none or a wrong one",
-                    code="auth",
-                )
+        if entry.checked and incoming.identity is None:  # checked before anything is decoded
+            return ErrorInfo(
+                "AuthenticationError",
+                f"{entry.name}() takes or returns pickle, which server {self.name!r} exchanges "
+                "only with authenticated callers; connect with token=...",
+                code="auth",
+            )
         if incoming.header.codec != codec.name:
             return ErrorInfo(
                 "SerializationError",
@@ -395,6 +468,35 @@ class Server:
             return None
         return args, kwargs
 
+    def _allowed(
+        self, entry: _Entry, incoming: Incoming, args: Sequence[Any], kwargs: dict[str, Any]
+    ) -> bool:
+        """Ask the function's rule; a denial answers the call (logged without arguments)."""
+        who = incoming.identity
+        try:
+            allowed = bool(entry.auth(who, entry.name, args, kwargs))
+        except Exception as exc:  # a broken rule denies; its message may quote arguments
+            log.warning(
+                "server %r: the auth rule of %s() raised %s; call by %s denied",
+                self.name,
+                entry.name,
+                type(exc).__name__,
+                _who(who),
+            )
+            allowed = False
+        else:
+            if not allowed:
+                log.warning("server %r: denied %s() to %s", self.name, entry.name, _who(who))
+        if not allowed:
+            incoming.fail(
+                ErrorInfo(
+                    "PermissionDenied",
+                    f"{_who(who)} may not call {entry.name}() on server {self.name!r}",
+                    code="denied",
+                )
+            )
+        return allowed
+
     def _capture(self, entry: _Entry, incoming: Incoming) -> OutputSink | uncaptured:
         """Where the call's output goes while it runs: to its caller, unless switched off."""
         if entry.options.output and not incoming.header.flags & _NO_OUTPUT:
@@ -408,6 +510,8 @@ class Server:
         if decoded is None:
             return
         args, kwargs = decoded
+        if entry.auth is not None and not self._allowed(entry, incoming, args, kwargs):
+            return
         try:
             with self._capture(entry, incoming):
                 if entry.mode == "generator":
@@ -430,6 +534,8 @@ class Server:
             if decoded is None:
                 return
             args, kwargs = decoded
+            if entry.auth is not None and not self._allowed(entry, incoming, args, kwargs):
+                return
             limit = asyncio.timeout(entry.options.timeout)
             try:
                 async with limit:
@@ -476,6 +582,10 @@ def _send_result(entry: _Entry, incoming: Incoming, result: Any) -> None:
             incoming.fail(_unsendable(entry, exc))
             return
     incoming.reply(payload, entry.output_name)
+
+
+def _who(identity: str | None) -> str:
+    return "an anonymous caller" if identity is None else repr(identity)
 
 
 def _decode_failure(entry: _Entry, frames: list[Any], exc: Exception) -> Exception:

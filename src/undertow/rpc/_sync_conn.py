@@ -33,6 +33,7 @@ from typing import Any
 
 from undertow.errors import ConnectionClosed, ConnectionLost, NotConnected
 from undertow.rpc._calls import Call, Protocol, deliver_all
+from undertow.security import ClientSeal, SigningKey
 from undertow.transport import LockedSocket, OwnedSocket, connect_dealer
 
 __all__ = ["SyncConnection"]
@@ -51,8 +52,21 @@ _SLICE_MS = 100
 class SyncConnection:
     """One DEALER socket shared by every thread of a sync client."""
 
-    def __init__(self, address: str, *, connect_wait: float | None = None) -> None:
-        sock, self.endpoint = connect_dealer(address, immediate=connect_wait is not None)
+    def __init__(
+        self,
+        address: str,
+        *,
+        connect_wait: float | None = None,
+        key: SigningKey | None = None,
+        curve_server_key: str | None = None,
+    ) -> None:
+        sock, self.endpoint = connect_dealer(
+            address, immediate=connect_wait is not None, curve_server_key=curve_server_key
+        )
+        #: signs messages (one session per socket), None: they go unsigned
+        self._key = key
+        self._curve = curve_server_key
+        self._seal = ClientSeal(key) if key is not None else None
         #: None: calls queue until a connection comes (within their deadline). A number:
         #: calls go only over an established connection, waiting this long for one, and
         #: calls, futures and streams whose connection drops fail at once (see
@@ -99,10 +113,11 @@ class SyncConnection:
         sock: OwnedSocket | None = getattr(self._local, "sock", None)
         if sock is None:
             sock = self._own_socket()
+        seal: ClientSeal | None = self._local.seal
         with sock.lock:  # close() from another thread waits for this call to end
             if sock.closed:
                 raise ConnectionClosed(f"the client for {self.endpoint} is closed")
-            sock.send(frames)
+            sock.send(frames if seal is None else seal.seal(frames))
             mine = {call.call_id: call}  # messages of calls given up on before are dropped
             try:
                 while not call.done:
@@ -119,24 +134,28 @@ class SyncConnection:
                                 f"{call.name}() was running; it may or may not have completed"
                             )
                         continue
-                    deliver_all(mine, msg, self.endpoint)
+                    deliver_all(mine, msg, self.endpoint, seal)
                 return True
             finally:
                 if self.closed:
                     sock.close()
                 elif not call.done:  # deadline, Ctrl-C: ask the server to stop the call
+                    cancel = Protocol.cancel_frames(call.call_id)
                     with contextlib.suppress(NotConnected):  # no server to ask
-                        sock.send(Protocol.cancel_frames(call.call_id), wait=False)
+                        sock.send(cancel if seal is None else seal.seal(cancel), wait=False)
 
     def _own_socket(self) -> OwnedSocket:
         """This thread's socket, made now."""
         if self.closed:
             raise ConnectionClosed(f"the client for {self.endpoint} is closed")
-        sock = OwnedSocket(self.endpoint, connect_wait=self.connect_wait)
+        sock = OwnedSocket(
+            self.endpoint, connect_wait=self.connect_wait, curve_server_key=self._curve
+        )
         # The thread-local slot holds the only strong reference: when the thread ends, the
         # socket is collected, and its finalizer closes it.
         weakref.finalize(sock, sock.sock.close, 0)
         self._local.sock = sock
+        self._local.seal = ClientSeal(self._key) if self._key is not None else None
         with self._owned_lock:
             self._owned.add(sock)
         return sock
@@ -155,6 +174,8 @@ class SyncConnection:
         if self.closed:
             raise ConnectionClosed(f"the client for {self.endpoint} is closed")
         self._calls[call.call_id] = call
+        if self._seal is not None:
+            frames = self._seal.seal(frames)
         try:
             self._sock.send(frames, report=not then_drain)
         except NotConnected:
@@ -177,6 +198,8 @@ class SyncConnection:
     def send(self, frames: list[Any]) -> None:
         """Send a message that expects no reply (a CANCEL, a CREDIT); with no connection up
         (``connect_wait``) there is nobody to tell, and it is dropped."""
+        if self._seal is not None:
+            frames = self._seal.seal(frames)
         with contextlib.suppress(NotConnected):
             self._sock.send(frames, wait=False)
 
@@ -304,7 +327,7 @@ class SyncConnection:
                 pass
 
     def _deliver(self, frames: list[Any]) -> None:
-        deliver_all(self._calls, frames, self.endpoint)
+        deliver_all(self._calls, frames, self.endpoint, self._seal)
 
     # -- futures ------------------------------------------------------------------------------
 

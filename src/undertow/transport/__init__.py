@@ -1,5 +1,6 @@
 """Transports: frames over connections. ZeroMQ (tcp, ipc, inproc) for now."""
 
+from undertow.transport._curve import curve_available, keygen, load_public, load_secret
 from undertow.transport._router import ServerSocket, bind_router
 from undertow.transport._zmq import (
     LockedSocket,
@@ -16,5 +17,9 @@ __all__ = [
     "bind_router",
     "connect_dealer",
     "context",
+    "curve_available",
+    "keygen",
+    "load_public",
+    "load_secret",
     "parse_address",
 ]

@@ -230,11 +230,31 @@ def _send_to(sock: zmq.Socket[Any], peer: bytes, frames: Sequence[Any]) -> None:
     _send_frames(sock, frames)
 
 
-def bind_router(address: str) -> tuple[zmq.Socket[Any], str]:
-    """Bind a ROUTER socket and return it with the address it really listens on."""
+#: a peer may have this many messages waiting to be read before ZeroMQ stops reading from
+#: its connection (TCP then holds it back): one flooding peer cannot fill the server's memory
+_SERVER_RCVHWM = 10_000
+
+
+def bind_router(
+    address: str,
+    *,
+    max_message_size: int | None = None,
+    curve_secret: str | None = None,
+) -> tuple[zmq.Socket[Any], str]:
+    """Bind a ROUTER socket and return it with the address it really listens on.
+
+    ``max_message_size``: ZeroMQ drops a peer that sends a larger frame. ``curve_secret``
+    (Z85): every connection is CURVE-encrypted, and peers must know the public key.
+    """
     endpoint = parse_address(address, bind=True)
     sock = context().socket(zmq.ROUTER)
     _configure(sock)
+    sock.setsockopt(zmq.RCVHWM, _SERVER_RCVHWM)
+    if max_message_size is not None:
+        sock.setsockopt(zmq.MAXMSGSIZE, max_message_size)
+    if curve_secret is not None:
+        sock.curve_server = True
+        sock.curve_secretkey = curve_secret.encode("ascii")
     try:
         sock.bind(endpoint)
     except zmq.ZMQError as exc:

@@ -263,8 +263,16 @@ class OwnedSocket(_Waiter):
 
     __slots__ = ("__weakref__", "closed", "connect_wait", "endpoint", "lock")
 
-    def __init__(self, address: str, *, connect_wait: float | None = None) -> None:
-        self.sock, self.endpoint = connect_dealer(address, immediate=connect_wait is not None)
+    def __init__(
+        self,
+        address: str,
+        *,
+        connect_wait: float | None = None,
+        curve_server_key: str | None = None,
+    ) -> None:
+        self.sock, self.endpoint = connect_dealer(
+            address, immediate=connect_wait is not None, curve_server_key=curve_server_key
+        )
         #: see :func:`connect_dealer`: None, or seconds a send waits for a connection
         self.connect_wait = connect_wait
         self._timeout_ms = -1  # ZeroMQ's default: wait forever
@@ -358,17 +366,25 @@ def _configure(sock: zmq.Socket[Any]) -> None:
     sock.setsockopt(zmq.LINGER, 0)
 
 
-def connect_dealer(address: str, *, immediate: bool = False) -> tuple[zmq.Socket[Any], str]:
+def connect_dealer(
+    address: str, *, immediate: bool = False, curve_server_key: str | None = None
+) -> tuple[zmq.Socket[Any], str]:
     """Connect a DEALER socket; ZeroMQ connects (and reconnects) in the background.
 
     By default messages sent while no connection is up wait in a queue for one. With
     ``immediate`` they are accepted only over an established connection, so a send can tell
     that the peer is not there (and that nothing was sent), and a socket whose peer went away
     stops being writable: what a client that can fail over to another server needs.
+    ``curve_server_key`` (Z85): encrypt with CURVE, under a key pair made for this socket.
     """
     endpoint = parse_address(address)
     sock = context().socket(zmq.DEALER)
     _configure(sock)
+    if curve_server_key is not None:
+        public, secret = zmq.curve_keypair()
+        sock.curve_serverkey = curve_server_key.encode("ascii")
+        sock.curve_publickey = public
+        sock.curve_secretkey = secret
     if immediate:
         sock.setsockopt(zmq.IMMEDIATE, 1)
     sock.setsockopt(zmq.RECONNECT_IVL, 50)

@@ -12,6 +12,8 @@ import msgspec
 from undertow.errors import (
     AuthenticationError,
     FunctionNotFound,
+    MessageTooLarge,
+    PermissionDenied,
     RemoteError,
     RemoteTraceback,
     RPCTimeout,
@@ -32,7 +34,8 @@ class ErrorInfo(msgspec.Struct, frozen=True):
     message: str
     traceback: str = ""
     args: list[Any] = []
-    code: str = "remote"  # "remote" | "not_found" | "serialization" | "timeout" | "auth"
+    #: "remote" | "not_found" | "serialization" | "timeout" | "auth" | "denied" | "too_large"
+    code: str = "remote"
     available: list[str] = []
 
 
@@ -44,6 +47,8 @@ _BY_CODE: dict[str, type[Exception]] = {
     "serialization": SerializationError,
     "timeout": RPCTimeout,
     "auth": AuthenticationError,
+    "denied": PermissionDenied,
+    "too_large": MessageTooLarge,
 }
 
 

@@ -20,9 +20,11 @@ Header fields, in order (msgpack array, so unknown trailing fields can be added 
     nbuffers     how many out-of-band buffer frames follow frame 1
     timeout      CALL: seconds the caller will wait (``None``: no deadline)
     flags        CALL: :class:`Flags`
-    token        CALL: the caller's credential, if any (never logged)
     body         a body of at most INLINE_BODY bytes, carried here instead of in frame 1
     ===========  =====================================================================
+
+On an authenticated connection frame 0 starts with a signature envelope (``b"UA"``, see
+``undertow.security``) and the header follows it in the same frame.
 
 A server answering calls that arrive back to back may put several one-frame messages for the
 same client into one BATCH message: its body is a msgpack array of their header frames, in
@@ -47,6 +49,7 @@ __all__ = [
     "Flags",
     "Header",
     "Kind",
+    "batch_frames",
     "decode_header",
     "encode_header",
     "pack",
@@ -59,7 +62,7 @@ MAGIC = b"UT"
 #: A stream may run this many items ahead of what its caller has consumed; the caller
 #: grants more with CREDIT messages (every half window), so a fast generator cannot flood it.
 STREAM_WINDOW = 64
-PROTOCOL_VERSION = 2  # 2: BATCH
+PROTOCOL_VERSION = 3  # 2: BATCH; 3: no token in the header (messages are signed instead)
 _PREFIX = MAGIC + bytes([PROTOCOL_VERSION])
 
 
@@ -94,11 +97,10 @@ class Header(msgspec.Struct, array_like=True, frozen=True):
     nbuffers: int = 0
     timeout: float | None = None
     flags: int = 0
-    token: str = ""
     #: a small body travels inside the header frame: one ZeroMQ frame fewer to send and receive
     body: bytes = b""
 
-    def __repr__(self) -> str:  # never show the token
+    def __repr__(self) -> str:  # the body may be large
         return (
             f"Header({self.kind.name}, call_id={self.call_id}, name={self.name!r}, "
             f"codec={self.codec!r}, nbuffers={self.nbuffers})"
@@ -127,7 +129,6 @@ def pack(
     codec: str = "",
     timeout: float | None = None,
     flags: int = 0,
-    token: str = "",
 ) -> list[Any]:
     """The frames of a message; a lone small body goes inside the header frame.
 
@@ -136,10 +137,10 @@ def pack(
     if len(payload) == 1:
         body = payload[0]
         if type(body) is bytes and len(body) <= INLINE_BODY:
-            header = Header(kind, call_id, name, codec, 0, timeout, flags, token, body)
+            header = Header(kind, call_id, name, codec, 0, timeout, flags, body)
             return [_PREFIX + _encoder.encode(header)]
     nbuffers = len(payload) - 1 if payload else 0
-    header = Header(kind, call_id, name, codec, nbuffers, timeout, flags, token)
+    header = Header(kind, call_id, name, codec, nbuffers, timeout, flags)
     return [_PREFIX + _encoder.encode(header), *payload]
 
 
@@ -152,13 +153,17 @@ def pack_batch(frames: Sequence[bytes]) -> bytes:
     return _PREFIX + _encoder.encode(Header(Kind.BATCH, 0, body=_frames_encoder.encode(frames)))
 
 
-def unbatch(header: Header) -> list[Header]:
-    """The messages inside a BATCH, decoded; raises :class:`WireError` if it is malformed."""
+def batch_frames(header: Header) -> list[bytes]:
+    """The one-frame messages inside a BATCH, undecoded (each may carry a signature)."""
     try:
-        frames = _frames_decoder.decode(header.body)
+        return _frames_decoder.decode(header.body)
     except (msgspec.DecodeError, ValueError) as exc:
         raise WireError(f"malformed batch: {exc}") from exc
-    headers = [decode_header(frame) for frame in frames]
+
+
+def unbatch(header: Header) -> list[Header]:
+    """The messages inside a BATCH, decoded; raises :class:`WireError` if it is malformed."""
+    headers = [decode_header(frame) for frame in batch_frames(header)]
     if any(h.kind == Kind.BATCH for h in headers):
         raise WireError("malformed batch: a batch inside a batch")
     return headers

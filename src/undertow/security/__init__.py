@@ -1,0 +1,52 @@
+"""Authentication, signed messages and authorization rules. Pure: no sockets.
+
+See docs/security.md for the model: who is protected from whom, and how to deploy.
+"""
+
+from undertow.security._rules import AuthRule, allow, authenticated
+from undertow.security._seal import (
+    DEFAULT_WINDOW,
+    ENVELOPE_MAGIC,
+    ClientSeal,
+    ReplayWindow,
+    ServerSeal,
+    envelope_size,
+    strip_envelope,
+)
+from undertow.security._tokens import (
+    CONFIG_FILE,
+    TOKEN_ENV,
+    TOKENS_ENV,
+    Authenticator,
+    SigningKey,
+    TokenAuth,
+    client_key,
+    config_path,
+    find_client_token,
+    new_token,
+    parse_token,
+)
+
+__all__ = [
+    "CONFIG_FILE",
+    "DEFAULT_WINDOW",
+    "ENVELOPE_MAGIC",
+    "TOKENS_ENV",
+    "TOKEN_ENV",
+    "AuthRule",
+    "Authenticator",
+    "ClientSeal",
+    "ReplayWindow",
+    "ServerSeal",
+    "SigningKey",
+    "TokenAuth",
+    "allow",
+    "authenticated",
+    "client_key",
+    "config_path",
+    "envelope_size",
+    "find_client_token",
+    "new_token",
+    "parse_token",
+    "strip_envelope",
+]

@@ -1,0 +1,277 @@
+"""Signed messages: an HMAC-SHA256 envelope in front of frame 0, and replay protection.
+
+On an authenticated connection every message carries, before its header, an envelope of
+fixed layout (read with :mod:`struct`, so nothing is deserialised before it is checked)::
+
+    b"UA"        2 bytes   magic
+    version      1 byte    ENVELOPE_VERSION
+    n            1 byte    length of the key id (1-64)
+    key id       n bytes   UTF-8: which secret signed the message (a token's name)
+    timestamp    8 bytes   nanoseconds since the epoch, big-endian
+    session      8 bytes   random, one per sending socket (requests) or server (replies)
+    counter      8 bytes   big-endian, counts up from 1 within the session
+    mac         32 bytes   HMAC-SHA256
+
+The MAC covers a direction byte (requests and replies cannot be swapped), the envelope up to
+the MAC, then each frame, frame 0's rest included, preceded by its length (8 bytes). A reply
+is bound to the request's socket: its MAC also covers that socket's session, so a reply
+cannot be replayed to another client. The receiver checks, in this order: the layout, the key
+id, the timestamp (within ``window`` seconds of its own clock), the MAC (in constant time),
+then the counter (never seen before in that session, and not too far behind the newest).
+"""
+
+from __future__ import annotations
+
+import hmac
+import itertools
+import os
+import struct
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from undertow.errors import AuthenticationError
+from undertow.security._tokens import Authenticator, SigningKey
+
+__all__ = [
+    "DEFAULT_WINDOW",
+    "ENVELOPE_MAGIC",
+    "ClientSeal",
+    "ReplayWindow",
+    "ServerSeal",
+    "envelope_size",
+    "strip_envelope",
+]
+
+ENVELOPE_MAGIC = b"UA"
+ENVELOPE_VERSION = 1
+MAC_SIZE = 32
+#: seconds a message's timestamp may differ from the receiver's clock
+DEFAULT_WINDOW = 60.0
+#: how far behind the newest counter of a session a message may still arrive
+REPLAY_SPAN = 4096
+_TAIL = struct.Struct(">Q8sQ")  # timestamp, session, counter
+_LENGTH = struct.Struct(">Q")
+_REQUEST, _REPLY = b"Q", b"R"
+_FIXED = 4 + _TAIL.size + MAC_SIZE  # everything but the key id
+
+
+def envelope_size(frame0: bytes | memoryview) -> int:
+    """The length of the envelope at the start of ``frame0``; raises if it is malformed."""
+    if len(frame0) < _FIXED + 1 or frame0[:2] != ENVELOPE_MAGIC:
+        raise AuthenticationError("malformed signature envelope")
+    if frame0[2] != ENVELOPE_VERSION:
+        raise AuthenticationError(f"signature envelope version {frame0[2]} is not supported")
+    n = frame0[3]
+    if not 1 <= n <= 64 or len(frame0) < _FIXED + n:
+        raise AuthenticationError("malformed signature envelope")
+    return _FIXED + n
+
+
+def strip_envelope(frame0: memoryview) -> memoryview:
+    """Frame 0 without its envelope, unchecked: for a server that authenticates nobody."""
+    return frame0[envelope_size(frame0) :]
+
+
+def _mac(
+    secret: bytes, direction: bytes, head: bytes | memoryview, rest0: Any, frames: Sequence[Any]
+) -> bytes:
+    if not frames:  # one frame: one C call
+        data = b"".join((direction, head, _LENGTH.pack(len(rest0)), rest0))
+        return hmac.digest(secret, data, "sha256")
+    mac = hmac.new(secret, direction, "sha256")
+    mac.update(head)
+    mac.update(_LENGTH.pack(len(rest0)))
+    mac.update(rest0)
+    for frame in frames:
+        mac.update(_LENGTH.pack(len(frame)))
+        mac.update(frame)
+    return mac.digest()
+
+
+def _head(key_id: bytes, session: bytes, counter: int) -> bytes:
+    return b"".join(
+        (
+            ENVELOPE_MAGIC,
+            bytes((ENVELOPE_VERSION, len(key_id))),
+            key_id,
+            _TAIL.pack(time.time_ns(), session, counter),
+        )
+    )
+
+
+class _Envelope:
+    """A parsed envelope (not yet verified)."""
+
+    __slots__ = ("counter", "head", "key_id", "mac", "rest0", "session", "timestamp")
+
+    def __init__(self, frame0: memoryview) -> None:
+        size = envelope_size(frame0)
+        n = frame0[3]
+        self.key_id = bytes(frame0[4 : 4 + n])
+        self.timestamp, self.session, self.counter = _TAIL.unpack_from(frame0, 4 + n)
+        self.head = frame0[: size - MAC_SIZE]
+        self.mac = frame0[size - MAC_SIZE : size]
+        self.rest0 = frame0[size:]
+
+    def check_time(self, window_ns: int) -> None:
+        skew = abs(time.time_ns() - self.timestamp)
+        if skew > window_ns:
+            raise AuthenticationError(
+                f"message timestamp is {skew / 1e9:.0f} s away from this clock (limit "
+                f"{window_ns / 1e9:g} s): a replayed message, or clocks that need syncing"
+            )
+
+    def verify(self, secret: bytes, direction: bytes, frames: Sequence[Any], bind: bytes) -> None:
+        head = bytes(self.head) + bind if bind else self.head
+        expected = _mac(secret, direction, head, self.rest0, frames)
+        if not hmac.compare_digest(expected, self.mac):
+            raise AuthenticationError(
+                f"bad signature from key {self.key_id.decode(errors='replace')!r}: a wrong "
+                "token, or a message changed on the way"
+            )
+
+
+class ReplayWindow:
+    """Which counters of one session were seen: the newest, and a bitmap of the
+    :data:`REPLAY_SPAN` before it. Not thread-safe; callers lock."""
+
+    __slots__ = ("bits", "top")
+
+    def __init__(self) -> None:
+        self.top = 0
+        self.bits = 0  # bit i: counter top - i was seen
+
+    def accept(self, counter: int) -> bool:
+        """True the first time ``counter`` is seen; False for a repeat or one too old."""
+        if counter > self.top:
+            shift = counter - self.top
+            self.bits = ((self.bits << shift) | 1) & ((1 << REPLAY_SPAN) - 1)
+            self.top = counter
+            return True
+        offset = self.top - counter
+        if offset >= REPLAY_SPAN or (self.bits >> offset) & 1:
+            return False
+        self.bits |= 1 << offset
+        return True
+
+
+class ClientSeal:
+    """Signs one socket's messages with a client's key and checks the replies it gets.
+
+    Every socket has a session of its own, so its counter and the server's replies to it stay
+    in order.
+    """
+
+    __slots__ = ("_count", "_key", "_key_id", "_lock", "_replies", "_window_ns", "session")
+
+    def __init__(self, key: SigningKey, window: float = DEFAULT_WINDOW) -> None:
+        self._key = key
+        self._key_id = key.key_id.encode()
+        self.session = os.urandom(8)
+        self._count = itertools.count(1)
+        self._window_ns = int(window * 1e9)
+        self._replies: dict[bytes, ReplayWindow] = {}  # by the server's session
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<ClientSeal {self._key.identity!r}>"
+
+    def seal(self, frames: Sequence[Any]) -> list[Any]:
+        """``frames`` with the envelope put in front of frame 0."""
+        head = _head(self._key_id, self.session, next(self._count))
+        first, rest = frames[0], frames[1:]
+        mac = _mac(self._key.secret, _REQUEST, head, first, rest)
+        return [b"".join((head, mac, first)), *rest]
+
+    def open(self, frame0: memoryview, frames: Sequence[Any]) -> memoryview:
+        """Check a signed reply; returns frame 0 without its envelope, or raises
+        :class:`AuthenticationError`."""
+        env = _Envelope(frame0)
+        if env.key_id != self._key_id:
+            raise AuthenticationError("a reply signed for another key")
+        env.check_time(self._window_ns)
+        env.verify(self._key.secret, _REPLY, frames, self.session)
+        with self._lock:
+            window = self._replies.get(env.session)
+            if window is None:
+                if len(self._replies) >= 8:  # a server restarted many times: forget the oldest
+                    self._replies.pop(next(iter(self._replies)))
+                window = self._replies[env.session] = ReplayWindow()
+            if not window.accept(env.counter):
+                raise AuthenticationError("a replayed reply")
+        return env.rest0
+
+
+class _Peer:
+    """What a server keeps about one signing session of a client."""
+
+    __slots__ = ("count", "key", "seen", "session", "window")
+
+    def __init__(self, key: SigningKey, session: bytes) -> None:
+        self.key = key
+        self.session = session
+        self.window = ReplayWindow()
+        self.count = itertools.count(1)  # counters of the replies to this session
+        self.seen = 0.0
+
+
+class ServerSeal:
+    """Checks signed requests against an :class:`Authenticator` and signs the replies.
+
+    Sessions not heard from for twice the window are forgotten: any message of theirs that
+    could still be replayed would be refused for its timestamp anyway.
+    """
+
+    def __init__(self, auth: Authenticator, window: float = DEFAULT_WINDOW) -> None:
+        self.auth = auth
+        self.window = window
+        self._window_ns = int(window * 1e9)
+        self.session = os.urandom(8)
+        self._peers: dict[tuple[bytes, bytes], _Peer] = {}
+        self._lock = threading.Lock()
+        self._next_sweep = 0.0
+
+    def open(
+        self, frame0: memoryview, frames: Sequence[Any]
+    ) -> tuple[str, Callable[[list[Any]], list[Any]], memoryview]:
+        """Check a signed request: its identity, a function that signs replies to it, and
+        frame 0 without the envelope. Raises :class:`AuthenticationError` (nothing decoded)."""
+        env = _Envelope(frame0)
+        key_id = env.key_id.decode(errors="replace")
+        key = self.auth.signing_key(key_id)
+        if key is None:
+            raise AuthenticationError(f"unknown key {key_id!r}")
+        env.check_time(self._window_ns)
+        env.verify(key.secret, _REQUEST, frames, b"")
+        now = time.monotonic()
+        with self._lock:
+            slot = (env.key_id, env.session)
+            peer = self._peers.get(slot)
+            if peer is None:
+                peer = self._peers[slot] = _Peer(key, env.session)
+            if not peer.window.accept(env.counter):
+                raise AuthenticationError(f"a replayed message signed by {key_id!r}")
+            peer.seen = now
+            if now >= self._next_sweep:
+                self._sweep(now)
+        return key.identity, self._replier(peer), env.rest0
+
+    def _sweep(self, now: float) -> None:
+        self._next_sweep = now + self.window
+        stale = [slot for slot, peer in self._peers.items() if now - peer.seen > 2 * self.window]
+        for slot in stale:
+            del self._peers[slot]
+
+    def _replier(self, peer: _Peer) -> Callable[[list[Any]], list[Any]]:
+        key_id = peer.key.key_id.encode()
+        secret, bind, session, count = peer.key.secret, peer.session, self.session, peer.count
+
+        def seal(frames: list[Any]) -> list[Any]:
+            head = _head(key_id, session, next(count))
+            first, rest = frames[0], frames[1:]
+            mac = _mac(secret, _REPLY, head + bind, first, rest)
+            return [b"".join((head, mac, first)), *rest]
+
+        return seal
