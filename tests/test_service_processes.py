@@ -283,14 +283,17 @@ def test_status_shows_services_in_a_table_and_as_json(tmp_path, services_file, l
         "UPTIME",
         "HEARTBEAT",
         "HEALTH",
+        "SECURITY",
     ]
     assert sorted(row.split()[0] for row in rows) == ["Adder", "Echo"]
+    assert all(row.split()[-1] == "none" for row in rows)
     as_json = run([sys.executable, "-m", "undertow.cli", "status", "--json"], tmp_path)
     listed = json.loads(as_json.stdout)
     assert listed["backend"].startswith("sqlite:///")
     assert sorted(i["address"] for i in listed["instances"]) == sorted(launched.addresses)
     assert {i["pid"] for i in listed["instances"]} == {launched.proc.pid}
     assert all(i["health"] == "ok" for i in listed["instances"])
+    assert all(i["security"] == "none" for i in listed["instances"])
 
 
 def test_call_passes_arguments_and_shows_remote_errors(tmp_path, services_file, launch):

@@ -48,8 +48,29 @@ def demo(timeout: float) -> None:
     "--token",
     envvar="UNDERTOW_TOKEN",
     default=None,
-    help="Secret for methods that take pickle input (better: set UNDERTOW_TOKEN, which other "
-    "users cannot see).",
+    help="A token callers must sign with (better: set UNDERTOW_TOKEN, which other users "
+    "cannot see).",
+)
+@click.option(
+    "--tokens",
+    envvar="UNDERTOW_TOKENS",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="A file of tokens callers may sign with, one per line ($UNDERTOW_TOKENS).",
+)
+@click.option(
+    "--allow-anonymous", is_flag=True, help="With tokens, also serve callers without one."
+)
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="Serve on a non-loopback interface without tokens (prints a warning).",
+)
+@click.option(
+    "--curve-secret",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="CURVE secret key file (from `undertow keygen`): encrypt every connection.",
 )
 def serve(targets: tuple[str, ...], **options: object) -> None:
     """Serve every class marked with @Expose() in the given files or modules.
@@ -60,6 +81,48 @@ def serve(targets: tuple[str, ...], **options: object) -> None:
     from undertow.service._launch import launch
 
     raise SystemExit(launch(list(targets), **options))
+
+
+@main.group()
+def token() -> None:
+    """Make tokens: the shared secrets that authenticate callers."""
+
+
+@token.command("new")
+@click.argument("name")
+@click.option(
+    "--append",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also add it to this tokens file (made readable by its owner only).",
+)
+def token_new(name: str, append: str | None) -> None:
+    """Print a new token for user NAME (256 random bits).
+
+    Give it to the user (UNDERTOW_TOKEN, or token = "..." in ~/.undertow/config.toml) and to
+    the server (a line of its --tokens file).
+    """
+    from undertow.cli._security import new_token_command
+
+    new_token_command(name, append)
+
+
+@main.command()
+@click.argument("name")
+@click.option(
+    "--dir",
+    "directory",
+    default=".",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where to write the key files.",
+)
+def keygen(name: str, directory: str) -> None:
+    """Make a CURVE key pair: NAME.key (public, for clients) and NAME.key_secret (the
+    server's, readable by its owner only)."""
+    from undertow.cli._security import keygen_command
+
+    keygen_command(name, directory)
 
 
 @main.command()

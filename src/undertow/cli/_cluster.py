@@ -35,6 +35,7 @@ def status_rows(instances: list[Instance], now: float | None = None) -> list[dic
                 "last_heartbeat_s": round(age, 1),
                 "ttl_s": i.ttl,
                 "health": "ok" if age < i.ttl / 2 else "late",
+                "security": _security(i),
                 "methods": [m.name for m in i.methods],
             }
         )
@@ -46,7 +47,17 @@ def render_table(rows: list[dict[str, Any]]) -> str:
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["service"]] = counts.get(row["service"], 0) + 1
-    columns = ["SERVICE", "INSTANCES", "ADDRESS", "HOST", "PID", "UPTIME", "HEARTBEAT", "HEALTH"]
+    columns = [
+        "SERVICE",
+        "INSTANCES",
+        "ADDRESS",
+        "HOST",
+        "PID",
+        "UPTIME",
+        "HEARTBEAT",
+        "HEALTH",
+        "SECURITY",
+    ]
     lines = [
         [
             row["service"],
@@ -57,6 +68,7 @@ def render_table(rows: list[dict[str, Any]]) -> str:
             _duration(row["uptime_s"]),
             f"{row['last_heartbeat_s']:.1f}s ago",
             row["health"],
+            row["security"],
         ]
         for row in rows
     ]
@@ -66,6 +78,16 @@ def render_table(rows: list[dict[str, Any]]) -> str:
         "  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() for line in lines
     ]
     return "\n".join(out)
+
+
+def _security(instance: Instance) -> str:
+    """What protects the instance: ``tokens``, ``curve``, both, or ``none``."""
+    parts = [
+        name
+        for name, on in (("tokens", instance.authenticates), ("curve", bool(instance.curve_key)))
+        if on
+    ]
+    return "+".join(parts) or "none"
 
 
 def _duration(seconds: float) -> str:

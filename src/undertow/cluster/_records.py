@@ -33,6 +33,10 @@ class Instance(msgspec.Struct, frozen=True, kw_only=True):
     heartbeat: float = 0.0
     #: seconds without a heartbeat after which it counts as dead
     ttl: float = 10.0
+    #: callers must sign their messages with a token the service knows
+    authenticates: bool = False
+    #: the CURVE public key (Z85) connections are encrypted to; empty: no encryption
+    curve_key: str = ""
 
     @property
     def address(self) -> str:

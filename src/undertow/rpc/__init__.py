@@ -2,7 +2,7 @@
 
 from undertow.rpc._aclient import AsyncClient, connect_async, rpc
 from undertow.rpc._client import CallFuture, Client, connect, functions
-from undertow.rpc._core import HandlerServer, Incoming
+from undertow.rpc._core import HandlerServer, Incoming, check_exposure
 from undertow.rpc._options import FunctionOptions
 from undertow.rpc._server import Server
 
@@ -14,6 +14,7 @@ __all__ = [
     "HandlerServer",
     "Incoming",
     "Server",
+    "check_exposure",
     "connect",
     "connect_async",
     "functions",

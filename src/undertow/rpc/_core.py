@@ -51,7 +51,7 @@ from undertow.wire import (
     payload_of,
 )
 
-__all__ = ["HandlerServer", "Incoming", "RawHandler"]
+__all__ = ["HandlerServer", "Incoming", "RawHandler", "check_exposure"]
 
 log = logging.getLogger(__name__)
 
@@ -256,7 +256,7 @@ class HandlerServer:
         """
         if self._sock is not None:
             raise UndertowError(f"server {self.name!r} already listens on {self._address}")
-        _check_exposure(address, authenticated=self.seal is not None, insecure=insecure)
+        check_exposure(address, authenticated=self.seal is not None, insecure=insecure)
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         sock, self._address = bind_router(
@@ -487,7 +487,7 @@ class HandlerServer:
 _REFUSAL_LOG_EVERY = 10.0
 
 
-def _check_exposure(address: str, *, authenticated: bool, insecure: bool) -> None:
+def check_exposure(address: str, *, authenticated: bool, insecure: bool) -> None:
     """Refuse to serve beyond this machine without authentication, unless told to."""
     if not address.startswith("tcp://") and "://" in address:
         return  # ipc and inproc stay on this machine

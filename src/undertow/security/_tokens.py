@@ -124,8 +124,10 @@ class TokenAuth:
         if isinstance(tokens, str):
             tokens = [tokens]
         self._keys: dict[str, SigningKey] = {}
+        self._tokens: list[str] = []
         for raw in tokens:
             token = raw.strip()
+            self._tokens.append(token)
             name, secret = parse_token(token)
             if len(secret) < MIN_SECRET:
                 raise ConfigError(
@@ -164,6 +166,16 @@ class TokenAuth:
         if not path:
             raise ConfigError(f"${name} is not set; set it to a tokens file")
         return cls.from_file(path)
+
+    @classmethod
+    def from_sources(
+        cls, *, token: str | None = None, file: str | os.PathLike[str] | None = None
+    ) -> TokenAuth | None:
+        """The tokens of ``file`` and the one ``token``, whichever are given; None if neither."""
+        tokens = [] if file is None else cls.from_file(file)._tokens
+        if token:
+            tokens.append(token)
+        return cls(tokens) if tokens else None
 
     @property
     def identities(self) -> list[str]:

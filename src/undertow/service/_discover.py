@@ -48,6 +48,8 @@ class ServiceClient(Client):
     def __init__(self, instance: Instance, **options: Any) -> None:
         #: the registry record of the instance this client calls
         self.instance = instance
+        if instance.curve_key:  # the key the service registered, unless the caller gave one
+            options.setdefault("curve_server_key", instance.curve_key)
         super().__init__(instance.address, **options)
 
     def __repr__(self) -> str:

@@ -18,7 +18,8 @@ from undertow._util._net import is_loopback
 from undertow.cluster import Backend, Instance, open_backend
 from undertow.config import backend_url, redact_url
 from undertow.errors import BackendError, ConfigError
-from undertow.rpc import Server
+from undertow.rpc import Server, check_exposure
+from undertow.security import TokenAuth
 from undertow.service._expose import check_ttl, exposed_methods, service_spec
 
 __all__ = ["DEFAULT_TTL", "ServiceHost", "build_server"]
@@ -38,8 +39,9 @@ def _ttl_of(obj: Any, ttl: float | None) -> float:
     return spec.ttl if spec is not None and spec.ttl is not None else DEFAULT_TTL
 
 
-def build_server(obj: Any, *, name: str | None = None, token: str | None = None) -> Server:
-    """A function server for the exposed methods of ``obj`` (an instance of a service)."""
+def build_server(obj: Any, *, name: str | None = None, **server_options: Any) -> Server:
+    """A function server for the exposed methods of ``obj`` (an instance of a service);
+    ``server_options`` are those of :class:`~undertow.Server` (auth, curve_secret...)."""
     cls = type(obj)
     spec = service_spec(cls)
     if spec is None:
@@ -50,7 +52,7 @@ def build_server(obj: Any, *, name: str | None = None, token: str | None = None)
             f"service {spec.name!r} exposes no methods: mark the ones clients may call with "
             "@Expose()"
         )
-    server = Server(name=name or spec.name, token=token)
+    server = Server(name=name or spec.name, **server_options)
     table: dict[str, dict[str, Any]] = {}
     for remote, (attr, method) in methods.items():
         server.register(remote, getattr(obj, attr))
@@ -73,7 +75,13 @@ class ServiceHost:
         backend: cluster backend URL (default: ``$UNDERTOW_BACKEND``, else the embedded file).
         name: registered name of the service (only when serving one).
         advertise: host name clients should use, when ``host`` is a wildcard address.
-        token: secret a client must give to call methods that take pickle input.
+        token: a token the services accept (``NAME.SECRET``); with ``tokens``, one more.
+        tokens: a file of tokens the services accept, one per line. With either, every
+            caller must sign its messages (see ``undertow.Server``'s ``auth``).
+        allow_anonymous: with tokens, still serve callers without one (never pickle).
+        insecure: serve on an interface other than loopback without tokens.
+        curve_secret: a CURVE secret key file (``undertow keygen``): connections are
+            encrypted, and the public key is registered for clients to use.
         ttl: registry TTL in seconds, for services that do not set their own.
         quiet: do not print where each service listens.
     """
@@ -88,6 +96,10 @@ class ServiceHost:
         name: str | None = None,
         advertise: str | None = None,
         token: str | None = None,
+        tokens: str | None = None,
+        allow_anonymous: bool = False,
+        insecure: bool = False,
+        curve_secret: Any = None,
         ttl: float | None = None,
         quiet: bool = False,
     ) -> None:
@@ -98,7 +110,16 @@ class ServiceHost:
         if port and len(objects) > 1:
             raise ConfigError(f"port {port} can serve one service, not {len(objects)}; use 0")
         self.backend_url = backend_url(backend)
-        self._servers = [build_server(obj, name=name, token=token) for obj in objects]
+        auth = TokenAuth.from_sources(token=token, file=tokens)
+        if not insecure:  # refused now rather than once the registry is open
+            check_exposure(f"tcp://{host}:{port}", authenticated=auth is not None, insecure=False)
+        security = {
+            "auth": auth,
+            "allow_anonymous": allow_anonymous,
+            "insecure": insecure,
+            "curve_secret": curve_secret,
+        }
+        self._servers = [build_server(obj, name=name, **security) for obj in objects]
         self._ttls = [_ttl_of(obj, check_ttl(ttl)) for obj in objects]
         self.host, self.port, self.advertise, self.quiet = host, port, advertise, quiet
         self.instances: list[Instance] = []
@@ -195,6 +216,8 @@ class ServiceHost:
             started=now,
             heartbeat=now,
             ttl=ttl,
+            authenticates=server.authenticates,
+            curve_key=server.curve_public_key or "",
         )
 
     def _public(self, address: str) -> str:

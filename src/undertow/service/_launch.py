@@ -125,8 +125,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--token",
         default=os.environ.get("UNDERTOW_TOKEN"),
-        help="secret for methods that take pickle input (default: $UNDERTOW_TOKEN, which, "
-        "unlike the command line, other users cannot see)",
+        help="a token callers must sign with (default: $UNDERTOW_TOKEN, which, unlike the "
+        "command line, other users cannot see)",
+    )
+    parser.add_argument(
+        "--tokens",
+        default=os.environ.get("UNDERTOW_TOKENS"),
+        help="a file of tokens callers may sign with, one per line (default: $UNDERTOW_TOKENS)",
+    )
+    parser.add_argument(
+        "--allow-anonymous",
+        action="store_true",
+        help="with tokens, also serve callers without one (never pickle)",
+    )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="serve on a non-loopback interface without tokens (prints a warning)",
+    )
+    parser.add_argument(
+        "--curve-secret",
+        default=None,
+        help="CURVE secret key file (undertow keygen): encrypt every connection",
     )
     parser.add_argument(
         "--ttl", type=float, default=None, help="seconds the registry keeps it without heartbeats"
@@ -140,6 +160,10 @@ def main(argv: list[str] | None = None) -> int:
         "advertise": args.advertise,
         "ttl": args.ttl,
         "token": args.token,
+        "tokens": args.tokens,
+        "allow_anonymous": args.allow_anonymous,
+        "insecure": args.insecure,
+        "curve_secret": args.curve_secret,
     }
     return launch(args.targets, **options)
 

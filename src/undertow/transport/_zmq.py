@@ -138,11 +138,9 @@ class LockedSocket:
             with self.lock:
                 if self.closed:
                     return
-                if self.connect_wait is None:
-                    _send_frames(self.sock, frames)
-                    sent = True
-                else:
-                    sent = _try_send(self.sock, frames)
+                sent = _try_send(self.sock, frames)
+                if not sent and self.connect_wait is None:
+                    raise _no_route(self.endpoint)
                 if not sent:
                     self.armed = False  # the attempt may have taken the descriptor's signal
                     pending = 1
@@ -287,11 +285,10 @@ class OwnedSocket(_Waiter):
         With ``connect_wait``, raises :class:`NotConnected` (nothing sent) if no connection
         is up within that many seconds (``wait=False``: at once).
         """
-        if self.connect_wait is None:
-            _send_frames(self.sock, frames)
-            return
         if _try_send(self.sock, frames):
             return
+        if self.connect_wait is None:
+            raise _no_route(self.endpoint)
         deadline = time.monotonic() + (self.connect_wait if wait else 0.0)
         while True:
             left = deadline - time.monotonic()
@@ -335,10 +332,19 @@ def _whole(sock: zmq.Socket[Any], frame: zmq.Frame, flags: int) -> list[zmq.Fram
     return frames
 
 
+def _no_route(endpoint: str) -> NotConnected:
+    """A socket without ``immediate`` queues messages for a connection to come, but after
+    a failed handshake ZeroMQ drops the queue and has nowhere to put them."""
+    return NotConnected(
+        f"ZeroMQ has no route to {endpoint}: the connection failed its handshake (does the "
+        "server use CURVE, and is its public key the one given?); the call was not sent"
+    )
+
+
 def _try_send(sock: zmq.Socket[Any], frames: Sequence[Any]) -> bool:
-    """Send over an established connection (a socket made with ``immediate``); False, with
-    nothing sent, when there is none. Once ZeroMQ takes the first frame, the rest of the
-    message follows it into the same connection and unbounded queues never block."""
+    """Send without blocking; False, with nothing sent, when ZeroMQ has no connection (or,
+    without ``immediate``, no queue for one) to put it in. Once ZeroMQ takes the first
+    frame, the rest of the message follows it and unbounded queues never block."""
     more = _SNDMORE if len(frames) > 1 else 0
     first = frames[0]
     small = len(first) < _COPY_BELOW if isinstance(first, bytes) else False
