@@ -32,6 +32,7 @@ class ServedProcess:
 
     def __init__(self, args: list[str], *, cwd: Path | None = None, lines: int = 1) -> None:
         self.proc = subprocess.Popen(args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.stderr = b""
         self.addresses = [line.rsplit(" ", 1)[-1] for line in self._ready_lines(lines)]
         self.address = self.addresses[0]
 
@@ -69,6 +70,9 @@ class ServedProcess:
                 self.proc.kill()
                 self.proc.wait()
                 raise AssertionError("the server ignored SIGTERM") from None
+        if self.proc.stderr is not None and not self.proc.stderr.closed:
+            #: what the process wrote to stderr, once it has stopped
+            self.stderr = self.proc.stderr.read()
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 stream.close()

@@ -20,13 +20,17 @@ import pytest
 
 from undertow.cluster import Registry
 from undertow.errors import ConnectionLost, NotConnected
+from undertow.security import new_token
 from undertow.service import ServiceModule
+from undertow.transport import curve_available, keygen, load_public
 
 from ._processes import READY_TIMEOUT, ServedProcess, free_port
 from ._waiting import wait_until
 
 pytestmark = pytest.mark.multiproc
 
+#: every interface: what the tests of the insecure flag serve on
+ALL_INTERFACES = "0.0.0.0"  # noqa: S104 - the point of those tests
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 CLIENT_TIMEOUT = 60.0
 
@@ -58,6 +62,29 @@ def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 # -- the seed example ---------------------------------------------------------------------------
+
+
+def test_the_memkv_example_runs_unchanged_with_a_token_and_refuses_callers_without(
+    tmp_path, launch, monkeypatch
+):
+    # the service and its clients find the token in the environment, so the file is unchanged
+    monkeypatch.setenv("UNDERTOW_TOKEN", new_token("researcher"))
+    shutil.copy(EXAMPLES / "memkv" / "memkv.py", tmp_path / "memkv.py")
+    launch("memkv.py")
+    puts = run([sys.executable, "memkv.py"], tmp_path)
+    assert puts.returncode == 0, puts.stderr
+    status = run([sys.executable, "-m", "undertow.cli", "status", "--json"], tmp_path)
+    assert [i["security"] for i in json.loads(status.stdout)["instances"]] == ["tokens"]
+    anonymous = textwrap.dedent(
+        """
+        from undertow.service import ServiceModule
+        ServiceModule.discover("MemKeyValue", timeout=30, token=False).size()
+        """
+    )
+    refused = run([sys.executable, "-c", anonymous], tmp_path)
+    assert refused.returncode == 1
+    assert "AuthenticationError" in refused.stderr
+    assert "requires authentication" in refused.stderr
 
 
 def test_the_memkv_example_runs_unchanged_and_keeps_its_state_between_clients(tmp_path, launch):
@@ -163,6 +190,44 @@ def test_undertow_serve_takes_options(tmp_path, services_file, launch):
     done = run([sys.executable, "-m", "undertow.cli", "call", "Renamed.echo", '"hi"'], tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["echoing hi", '"hi"']  # remote output, then the result
+
+
+def test_serving_beyond_loopback_without_tokens_takes_insecure_and_warns(
+    tmp_path, services_file, launch
+):
+    refused = run(
+        [sys.executable, "-m", "undertow.service", "services.py", "--host", ALL_INTERFACES],
+        tmp_path,
+    )
+    assert refused.returncode == 2
+    assert "without authentication" in refused.stderr
+    assert "--insecure" in refused.stderr
+    launched = launch(
+        services_file.name,
+        "--host",
+        ALL_INTERFACES,
+        "--advertise",
+        "127.0.0.1",
+        "--insecure",
+        services=2,
+    )
+    with ServiceModule.discover("Echo", timeout=READY_TIMEOUT) as echo:
+        assert echo.echo(3) == 3
+    assert launched.stop() == 0
+    assert b"WITHOUT authentication" in launched.stderr
+
+
+@pytest.mark.skipif(not curve_available(), reason="libzmq without CURVE")
+def test_a_curve_service_registers_its_public_key_and_discovery_uses_it(
+    tmp_path, services_file, launch
+):
+    public, secret = keygen(tmp_path / "keys", "services")
+    launch(services_file.name, "--curve-secret", str(secret), services=2)
+    with ServiceModule.discover("Echo", timeout=READY_TIMEOUT) as echo:
+        assert echo.echo(7) == 7
+        assert echo.instances[0].curve_key == load_public(public)
+    status = run([sys.executable, "-m", "undertow.cli", "status", "--json"], tmp_path)
+    assert {i["security"] for i in json.loads(status.stdout)["instances"]} == {"curve"}
 
 
 @pytest.mark.parametrize(
