@@ -445,12 +445,13 @@ def test_a_silent_or_slow_peer_does_not_hold_up_other_clients(serve) -> None:
     port = int(address.rsplit(":", 1)[1])
     silent = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
     slow = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+    # a valid ZeroMQ 3.1 greeting (64 bytes), of which the slow peer sends a byte per call
+    greeting = b"\xff" + bytes(8) + b"\x7f\x03\x01" + b"NULL".ljust(20, b"\x00") + bytes(32)
     try:
-        slow.sendall(b"\xff")  # the first byte of a ZeroMQ greeting, and no more yet
         with undertow.connect(address, timeout=WAIT, token=ALICE) as client:
             started = time.monotonic()
             for i in range(50):
-                slow.sendall(b"\x00")  # dribbles on, a byte per call
+                slow.sendall(greeting[i : i + 1])
                 assert client.add(i, 1) == i + 1
             assert time.monotonic() - started < WAIT / 2
     finally:
