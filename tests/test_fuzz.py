@@ -72,16 +72,18 @@ prefix = st.sampled_from(
 raw_frames = st.lists(st.binary(max_size=200), min_size=1, max_size=4)
 names = st.sampled_from(["echo", "echo_np", "gen", "_describe", "missing", ""])
 codecs = st.sampled_from(["msgpack", "json", "pickle", "", "nope"])
-plain_values = st.recursive(
+scalars = (
     st.none()
     | st.booleans()
     | st.integers(min_value=-(2**63), max_value=2**64 - 1)
     | st.text(max_size=20)
-    | st.binary(max_size=20),
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4)
-    ),
-    max_leaves=10,
+    | st.binary(max_size=20)
+)
+plain_values = (
+    scalars
+    | st.lists(scalars, max_size=4)
+    | st.dictionaries(st.text(max_size=5), scalars, max_size=4)
+    | st.tuples(st.lists(scalars, max_size=3), st.dictionaries(st.text(max_size=5), scalars))
 )
 headers = st.builds(
     Header,
