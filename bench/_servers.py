@@ -8,7 +8,8 @@ goes away, so an interrupted benchmark never leaves a server behind.
 Kinds:
     raw-rep     ZeroMQ REP socket that echoes each message (latency floor).
     raw-router  ZeroMQ ROUTER socket: ``echo``, ``up`` (tiny reply) and ``down`` (big reply).
-    undertow    undertow.Server with echo, total, make and rss.
+    undertow    undertow.Server with echo, total, make, total_signed and rss; callers
+                without the token are served (all but total_signed, which takes pickle).
     pyro5       Pyro5 daemon exposing an object with an ``echo`` method (optional peer).
     rpyc        RPyC ThreadedServer with ``exposed_echo`` (optional peer).
     memkv       the MemKeyValue service of examples/memkv/memkv.py (the design document's
@@ -27,8 +28,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-#: Shared secret of the undertow server; pickle input needs it.
-TOKEN = "secret-token"  # noqa: S105 - a loopback benchmark's fixed secret
+#: The undertow server's one user: signed calls and pickle need it.
+TOKEN = "bench.Kb2xV9mQ2rT7yU1iO5pL8sD4fG6hJ0zCwE3rT5y"  # noqa: S105 - a loopback bench's secret
 #: Kinds this module can serve.
 KINDS = ("raw-rep", "raw-router", "undertow", "pyro5", "rpyc", "memkv")
 #: Commands of the raw ROUTER server, first frame after the peer id.
@@ -138,7 +139,8 @@ def serve_raw_router() -> None:
 
 
 def serve_undertow() -> None:
-    """Serve echo, total (pickle in), make (pickle out, one array per size) and rss.
+    """Serve echo, total (numpy in), make (numpy out, one array per size), total_signed
+    (pickle in, for signed callers) and rss.
 
     ``rss()`` returns the peak RSS (KiB) recorded once the server is set up, before it serves
     any call, and the peak RSS now.
@@ -166,13 +168,18 @@ def serve_undertow() -> None:
     def rss() -> tuple[int, int]:
         return baseline, peak_rss_kib()
 
-    server = undertow.Server(name="bench", token=TOKEN)
+    server = undertow.Server(name="bench", token=TOKEN, allow_anonymous=True)
     server.register("echo", echo)
     server.register("total", total)
+    server.register("total_signed", total)
     server.register("make", make)
     server.register("rss", rss)
     server.config(
-        {"total": {"input_serialization": "pickle"}, "make": {"output_serialization": "pickle"}}
+        {
+            "total": {"input_serialization": "numpy"},
+            "make": {"output_serialization": "numpy"},
+            "total_signed": {"input_serialization": "pickle"},
+        }
     )
     baseline = peak_rss_kib()
     server.serve_forever("127.0.0.1", 0)

@@ -240,6 +240,8 @@ class Clients:
     rep: zmq.Socket[Any]
     dealer: zmq.Socket[Any]
     ut: undertow.Client
+    #: the same server, every message signed with the token
+    ut_signed: undertow.Client
     pyro5: Any = None
     rpyc: Any = None
     closers: list[Callable[[], None]] = field(default_factory=list)
@@ -270,9 +272,15 @@ def connect_all(servers: dict[str, ServerProcess]) -> Clients:
     clients = Clients(
         rep=rep,
         dealer=_zmq_socket(zmq.DEALER, servers["raw-router"].address),
-        ut=undertow.connect(servers["undertow"].address, token=TOKEN, timeout=60),
+        ut=undertow.connect(servers["undertow"].address, token=False, timeout=60),
+        ut_signed=undertow.connect(servers["undertow"].address, token=TOKEN, timeout=60),
     )
-    clients.closers += [clients.rep.close, clients.dealer.close, clients.ut.close]
+    clients.closers += [
+        clients.rep.close,
+        clients.dealer.close,
+        clients.ut.close,
+        clients.ut_signed.close,
+    ]
     if "pyro5" in servers:
         api = importlib.import_module("Pyro5.api")
         clients.pyro5 = api.Proxy(servers["pyro5"].address)
@@ -311,7 +319,9 @@ def latency_calls(clients: Clients) -> dict[str, Callable[[], object]]:
         # shows what the socket pattern itself costs over REQ/REP, before any undertow code
         "raw_dealer_router": _raw_dealer_echo(clients.dealer),
         "undertow": lambda: client.echo(42),
+        "undertow_signed": lambda: signed.echo(42),
     }
+    signed = clients.ut_signed
     if clients.pyro5 is not None:
         proxy = clients.pyro5
         calls["pyro5"] = lambda: proxy.echo(42)
@@ -361,7 +371,8 @@ def measure_latency(clients: Clients, plan: Plan) -> dict[str, Any]:
         "raw_zmq": f"pyzmq REQ/REP, {len(RAW_PAYLOAD)}-byte payload echoed",
         "raw_dealer_router": "pyzmq DEALER -> ROUTER echo, 2 frames, sent and received frame "
         "by frame (pyzmq's multipart helpers cost ~25% more)",
-        "undertow": "client.echo(42), sync client, default options",
+        "undertow": "client.echo(42), sync client, default options, no token",
+        "undertow_signed": "the same with a token: request and reply signed (HMAC-SHA256)",
         "pyro5": "Proxy.echo(42), default serpent serializer, thread-pool daemon",
         "rpyc": "remote_echo = conn.root.echo bound once, then remote_echo(42)",
     }
@@ -547,19 +558,27 @@ def raw_bulk_steps(
 
 
 def undertow_bulk_steps(
-    up: undertow.Client, down: undertow.Client, arr: np.ndarray[Any, Any]
+    up: undertow.Client, down: undertow.Client, signed: undertow.Client, arr: np.ndarray[Any, Any]
 ) -> dict[str, Callable[[], None]]:
-    """``up.total(arr)`` and ``down.make(100_000_000)``, each on a server of its own."""
+    """``up.total(arr)`` and ``down.make(100_000_000)``, each on a server of its own (the
+    numpy codec, no token); ``signed.total_signed(arr)``: pickle, every frame signed."""
     expected = float(arr.sum())
 
     def upload() -> None:
         check(up.total(arr), expected)
 
+    def upload_signed() -> None:
+        check(signed.total_signed(arr), expected)
+
     def download() -> None:
         got = down.make(BULK_BYTES)
         check((got.nbytes, float(got[-1])), (BULK_BYTES, 1.0))
 
-    return {"undertow_upload": upload, "undertow_download": download}
+    return {
+        "undertow_upload": upload,
+        "undertow_download": download,
+        "undertow_upload_signed": upload_signed,
+    }
 
 
 MEMORY_STEPS = ("numpy_copy", "numpy_copyto_preallocated", "numpy_ones")
@@ -604,12 +623,15 @@ def measure_bulk(servers: dict[str, ServerProcess], plan: Plan) -> dict[str, Any
         sock = _zmq_socket(zmq.DEALER, servers["raw-router"].address)
         stack.callback(sock.close)
         up, down = (
-            stack.enter_context(undertow.connect(servers[n].address, token=TOKEN, timeout=60))
+            stack.enter_context(undertow.connect(servers[n].address, token=False, timeout=60))
             for n in ("undertow#up", "undertow#down")
+        )
+        signed = stack.enter_context(
+            undertow.connect(servers["undertow#signed"].address, token=TOKEN, timeout=60)
         )
         steps = raw_bulk_steps(sock, arr)
         steps["raw_zmq_download"]()  # the server makes its blob once, before any timing
-        steps |= undertow_bulk_steps(up, down, arr) | memory_steps(arr)
+        steps |= undertow_bulk_steps(up, down, signed, arr) | memory_steps(arr)
         before = {"upload": up.rss(), "download": down.rss()}
         times = _run_interleaved(steps, plan.bulk_runs)
         after = {"upload": up.rss(), "download": down.rss()}
@@ -623,6 +645,7 @@ def measure_bulk(servers: dict[str, ServerProcess], plan: Plan) -> dict[str, Any
             d: {**entries[f"undertow_{d}"], "server_rss": _rss_growth(before[d], after[d])}
             for d in ("upload", "download")
         },
+        "undertow_signed": {"upload": entries["undertow_upload_signed"]},
     }
     copy = result["memcpy"]["numpy_copy"]["mb_per_s"]
     result["ratios"] = {}
@@ -631,9 +654,13 @@ def measure_bulk(servers: dict[str, ServerProcess], plan: Plan) -> dict[str, Any
         result["ratios"][f"{d}_vs_raw"] = round(mbps / result["raw_zmq"][d]["mb_per_s"], 3)
         result["ratios"][f"{d}_vs_numpy_copy"] = round(mbps / copy, 3)
     result["notes"] = {
-        "undertow": "upload: client.total(arr) (pickle 5, out-of-band buffer), server sums it; "
-        "download: client.make(100_000_000), server pickles out of band an array it made on "
-        "the first call (as the raw floor makes its blob once; the best run counts)",
+        "undertow": "upload: client.total(arr) (the numpy codec: the array is an out-of-band "
+        "frame), server sums it; download: client.make(100_000_000), server sends out of band "
+        "an array it made on the first call (as the raw floor makes its blob once; the best "
+        "run counts); no token, so nothing is signed",
+        "undertow_signed": "upload: client.total_signed(arr) with a token, pickle 5 with an "
+        "out-of-band buffer, every frame covered by the HMAC-SHA256 signature (a server of its "
+        "own)",
         "raw_zmq": "DEALER -> ROUTER copy=False, 100 MB frame one way and a tiny reply; the "
         "server's download blob is allocated once",
         "server_rss": "peak RSS (VmHWM; ru_maxrss would include the parent's peak inherited "
@@ -810,6 +837,9 @@ def summary(results: dict[str, Any]) -> str:
         f"| echo latency p50, raw DEALER/ROUTER | {lat['raw_zmq']['p50_us']:.0f} µs "
         f"| {lat['raw_dealer_router']['p50_us']:.0f} µs (no undertow code) "
         f"| {lat['ratios_p50_vs_raw']['raw_dealer_router']:.2f}x | | | context only |",
+        f"| echo latency p50, signed (a token) | {lat['raw_zmq']['p50_us']:.0f} µs "
+        f"| {lat['undertow_signed']['p50_us']:.0f} µs "
+        f"| {lat['ratios_p50_vs_raw']['undertow_signed']:.2f}x | | | context only |",
         f"| echo throughput, {WINDOW} in flight | {thr['raw_zmq']['calls_per_s']:,} calls/s "
         f"(zmq DEALER/ROUTER) | {thr['undertow']['calls_per_s']:,} calls/s "
         f"| {thr['ratios_vs_raw']['undertow']:.2f}x "
@@ -831,6 +861,12 @@ def summary(results: dict[str, Any]) -> str:
             f"({rss['growth_kib'] / 1024:,.0f} MiB) | | | "
             f"| {goal(f'server RSS growth / payload, {d}', f'<= {TARGET_RSS_GROWTH:.0f}x')} |",
         ]
+    signed_up = bulk["undertow_signed"]["upload"]["mb_per_s"]
+    rows.append(
+        f"| 100 MB upload, pickle, signed (a token) | {raw_b['upload']['mb_per_s']:,.0f} MB/s "
+        f"| {signed_up:,.0f} MB/s | {signed_up / raw_b['upload']['mb_per_s']:.2f}x "
+        "| | | context only |"
+    )
     kv = results["memkv"]
     rows.append(
         f"| memkv example: {kv['puts']:,} sync puts | {kv['raw_zmq_s']:.2f} s "
@@ -873,7 +909,15 @@ def _server_exits(servers: dict[str, ServerProcess]) -> dict[str, Any]:
 def run(plan: Plan, quick: bool) -> dict[str, Any]:
     """Run every measurement and return the results (without the summary)."""
     peers = peers_available()
-    kinds = ["raw-rep", "raw-router", "undertow", "undertow#up", "undertow#down", "memkv"]
+    kinds = [
+        "raw-rep",
+        "raw-router",
+        "undertow",
+        "undertow#up",
+        "undertow#down",
+        "undertow#signed",
+        "memkv",
+    ]
     kinds += [name for name, ok in peers.items() if ok]
     started = time.perf_counter()
     results: dict[str, Any] = {

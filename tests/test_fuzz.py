@@ -71,7 +71,7 @@ prefix = st.sampled_from(
 )
 raw_frames = st.lists(st.binary(max_size=200), min_size=1, max_size=4)
 names = st.sampled_from(["echo", "echo_np", "gen", "_describe", "missing", ""])
-codecs = st.sampled_from(["msgpack", "json", "pickle", "", "nope"])
+codecs = st.sampled_from(["msgpack", "json", "numpy", "pickle", "", "nope"])
 scalars = (
     st.none()
     | st.booleans()

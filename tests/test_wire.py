@@ -196,7 +196,7 @@ NESTED = {
 }
 
 
-@pytest.mark.parametrize("name", ["msgpack", "json"])
+@pytest.mark.parametrize("name", ["msgpack", "json", "numpy"])
 def test_safe_codecs_round_trip_nested_values(name: str) -> None:
     codec = resolve_codec(name)
     frames = codec.encode(NESTED)
@@ -337,6 +337,75 @@ def test_non_contiguous_numpy_array_round_trips() -> None:
     np.testing.assert_array_equal(codec.decode(codec.encode(array)), array)
 
 
+# -- the numpy codec: arrays out of band, safe to decode ----------------------------------------
+
+
+def test_numpy_codec_sends_each_large_array_as_a_frame_without_copying() -> None:
+    codec = resolve_codec("numpy")
+    big = np.arange(100_000, dtype=np.float64).reshape(1000, 100)
+    value = {"big": big, "small": np.arange(3, dtype=np.int16), "n": np.float32(1.5), "xs": [1]}
+    frames = codec.encode(value)
+    assert len(frames) == 3  # the body, then one frame per array
+    sent: Any = frames[1]
+    assert np.shares_memory(np.frombuffer(sent, dtype=np.uint8), big)  # not copied
+    back = codec.decode(frames)
+    assert back["big"].shape == (1000, 100)
+    assert (back["big"] == big).all()
+    assert back["small"].dtype == np.int16
+    assert back["small"].tolist() == [0, 1, 2]
+    assert (back["n"], back["xs"]) == (1.5, [1])
+    assert codec.unsafe is False
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.zeros((0, 3)),
+        np.array(7),
+        np.arange(20)[::3],  # not contiguous
+        np.asfortranarray(np.arange(6.0).reshape(2, 3)),
+        np.zeros(4, dtype=[("x", "<i4"), ("y", "<f8")]),
+        np.array([True, False]),
+        np.arange(4, dtype=">u2"),
+        np.array(["ab", "c"]),
+    ],
+    ids=["empty", "0-d", "strided", "fortran", "structured", "bool", "big-endian", "unicode"],
+)
+def test_numpy_codec_round_trips_shapes_and_dtypes(array: Any) -> None:
+    codec = resolve_codec("numpy")
+    back = codec.decode(codec.encode(array))
+    assert back.dtype == array.dtype
+    assert back.shape == array.shape
+    assert (back == array).all()
+
+
+def test_numpy_codec_refuses_object_arrays_both_ways() -> None:
+    codec = resolve_codec("numpy")
+    with pytest.raises(undertow.SerializationError, match="pickle"):
+        codec.encode(np.array([object()]))
+    for descr in ("O", [["x", "O"]]):
+        meta = msgspec.msgpack.encode((1, descr, [1]))
+        body = msgspec.msgpack.encode(msgspec.msgpack.Ext(1, meta))
+        with pytest.raises(undertow.DeserializationError, match="Python objects"):
+            codec.decode([body, b"\0" * 8])
+
+
+@pytest.mark.parametrize(
+    ("meta", "match"),
+    [
+        ((2, "<f8", [1]), "missing"),
+        ((1, "<f8", [2]), "does not fit"),
+        ((1, "<f8", [-1, -8]), "does not fit"),
+        ((1, "V99999999999", [1]), "not understood"),
+        ((1, "no such dtype", [1]), "numpy payload"),
+    ],
+)
+def test_numpy_codec_refuses_lying_array_descriptions(meta: Any, match: str) -> None:
+    body = msgspec.msgpack.encode(msgspec.msgpack.Ext(1, msgspec.msgpack.encode(meta)))
+    with pytest.raises(undertow.DeserializationError, match=match):
+        resolve_codec("numpy").decode([body, b"\0" * 8])
+
+
 def test_unknown_codec_name_lists_the_known_ones() -> None:
     with pytest.raises(undertow.ConfigError) as info:
         resolve_codec("yaml")
@@ -361,7 +430,7 @@ class Widget:
     """Something no safe codec can encode."""
 
 
-@pytest.mark.parametrize("name", ["msgpack", "json"])
+@pytest.mark.parametrize("name", ["msgpack", "json", "numpy"])
 def test_unencodable_value_names_its_type(name: str) -> None:
     codec = resolve_codec(name)
     with pytest.raises(undertow.SerializationError) as info:
@@ -388,7 +457,7 @@ def test_unpicklable_value_is_a_serialization_error() -> None:
         resolve_codec("pickle").encode(threading.Lock())
 
 
-@pytest.mark.parametrize("name", ["msgpack", "json", "pickle"])
+@pytest.mark.parametrize("name", ["msgpack", "json", "numpy", "pickle"])
 def test_garbage_payload_is_a_deserialization_error(name: str) -> None:
     with pytest.raises(undertow.DeserializationError):
         resolve_codec(name).decode([b"\xc1\x00garbage{"])

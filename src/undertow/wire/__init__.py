@@ -6,6 +6,7 @@ from undertow.wire._codec import (
     DumpsLoadsCodec,
     JsonCodec,
     MsgpackCodec,
+    NumpyCodec,
     PickleCodec,
     resolve_codec,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "JsonCodec",
     "Kind",
     "MsgpackCodec",
+    "NumpyCodec",
     "PickleCodec",
     "batch_frames",
     "decode_error",
