@@ -488,3 +488,19 @@ def test_a_flood_of_bad_messages_neither_crashes_the_server_nor_grows_its_memory
     before = _rss()
     flood(4000)
     assert _rss() - before < 16 * 2**20
+
+
+# -- 4. safe deserialization: arrays without pickle ---------------------------------------------
+
+
+def test_arrays_travel_to_callers_without_a_token_through_the_numpy_codec(serve) -> None:
+    np = pytest.importorskip("numpy")
+    server = make_server(auth=TokenAuth([ALICE]), allow_anonymous=True)
+    server.register("scale", lambda a, k: a * k)
+    server.config({"scale": {"input_serialization": "numpy", "output_serialization": "numpy"}})
+    address = serve(server)
+    array = np.arange(1_000_000, dtype=np.float64).reshape(1000, 1000)
+    with undertow.connect(address, timeout=WAIT, token=False) as anonymous:
+        doubled = anonymous.scale(array, 2)
+    assert doubled.shape == (1000, 1000)
+    assert (doubled == array * 2).all()
