@@ -55,6 +55,7 @@ _TAIL = struct.Struct(">Q8sQ")  # timestamp, session, counter
 _LENGTH = struct.Struct(">Q")
 _REQUEST, _REPLY = b"Q", b"R"
 _FIXED = 4 + _TAIL.size + MAC_SIZE  # everything but the key id
+_SPAN_MASK = (1 << REPLAY_SPAN) - 1
 
 
 def envelope_size(frame0: bytes | memoryview) -> int:
@@ -74,63 +75,45 @@ def strip_envelope(frame0: memoryview) -> memoryview:
     return frame0[envelope_size(frame0) :]
 
 
-def _mac(
-    secret: bytes, direction: bytes, head: bytes | memoryview, rest0: Any, frames: Sequence[Any]
-) -> bytes:
-    if not frames:  # one frame: one C call
-        data = b"".join((direction, head, _LENGTH.pack(len(rest0)), rest0))
-        return hmac.digest(secret, data, "sha256")
-    mac = hmac.new(secret, direction, "sha256")
-    mac.update(head)
-    mac.update(_LENGTH.pack(len(rest0)))
-    mac.update(rest0)
+def _mac(base: Any, direction: bytes, head: Any, rest0: Any, frames: Sequence[Any]) -> bytes:
+    """HMAC-SHA256 of a message; ``base`` is an HMAC object already keyed (copying it skips
+    deriving the key's pads again for every message)."""
+    mac = base.copy()
+    mac.update(b"".join((direction, head, _LENGTH.pack(len(rest0)), rest0)))
     for frame in frames:
         mac.update(_LENGTH.pack(len(frame)))
         mac.update(frame)
-    return mac.digest()
+    digest: bytes = mac.digest()
+    return digest
 
 
-def _head(key_id: bytes, session: bytes, counter: int) -> bytes:
-    return b"".join(
-        (
-            ENVELOPE_MAGIC,
-            bytes((ENVELOPE_VERSION, len(key_id))),
-            key_id,
-            _TAIL.pack(time.time_ns(), session, counter),
+def _prefix(key_id: bytes) -> bytes:
+    """The envelope's fixed start for ``key_id``: magic, version, key id."""
+    return ENVELOPE_MAGIC + bytes((ENVELOPE_VERSION, len(key_id))) + key_id
+
+
+def _parse(frame0: memoryview) -> tuple[int, bytes, int, bytes, int]:
+    """``(size, key id, timestamp, session, counter)`` of an envelope, unchecked."""
+    size = envelope_size(frame0)
+    n = frame0[3]
+    timestamp, session, counter = _TAIL.unpack_from(frame0, 4 + n)
+    return size, bytes(frame0[4 : 4 + n]), timestamp, session, counter
+
+
+def _check_time(timestamp: int, window_ns: int) -> None:
+    skew = abs(time.time_ns() - timestamp)
+    if skew > window_ns:
+        raise AuthenticationError(
+            f"message timestamp is {skew / 1e9:.0f} s away from this clock (limit "
+            f"{window_ns / 1e9:g} s): a replayed message, or clocks that need syncing"
         )
+
+
+def _bad_signature(key_id: bytes) -> AuthenticationError:
+    return AuthenticationError(
+        f"bad signature from key {key_id.decode(errors='replace')!r}: a wrong token, or a "
+        "message changed on the way"
     )
-
-
-class _Envelope:
-    """A parsed envelope (not yet verified)."""
-
-    __slots__ = ("counter", "head", "key_id", "mac", "rest0", "session", "timestamp")
-
-    def __init__(self, frame0: memoryview) -> None:
-        size = envelope_size(frame0)
-        n = frame0[3]
-        self.key_id = bytes(frame0[4 : 4 + n])
-        self.timestamp, self.session, self.counter = _TAIL.unpack_from(frame0, 4 + n)
-        self.head = frame0[: size - MAC_SIZE]
-        self.mac = frame0[size - MAC_SIZE : size]
-        self.rest0 = frame0[size:]
-
-    def check_time(self, window_ns: int) -> None:
-        skew = abs(time.time_ns() - self.timestamp)
-        if skew > window_ns:
-            raise AuthenticationError(
-                f"message timestamp is {skew / 1e9:.0f} s away from this clock (limit "
-                f"{window_ns / 1e9:g} s): a replayed message, or clocks that need syncing"
-            )
-
-    def verify(self, secret: bytes, direction: bytes, frames: Sequence[Any], bind: bytes) -> None:
-        head = bytes(self.head) + bind if bind else self.head
-        expected = _mac(secret, direction, head, self.rest0, frames)
-        if not hmac.compare_digest(expected, self.mac):
-            raise AuthenticationError(
-                f"bad signature from key {self.key_id.decode(errors='replace')!r}: a wrong "
-                "token, or a message changed on the way"
-            )
 
 
 class ReplayWindow:
@@ -147,7 +130,7 @@ class ReplayWindow:
         """True the first time ``counter`` is seen; False for a repeat or one too old."""
         if counter > self.top:
             shift = counter - self.top
-            self.bits = ((self.bits << shift) | 1) & ((1 << REPLAY_SPAN) - 1)
+            self.bits = ((self.bits << shift) | 1) & _SPAN_MASK
             self.top = counter
             return True
         offset = self.top - counter
@@ -164,11 +147,12 @@ class ClientSeal:
     in order.
     """
 
-    __slots__ = ("_count", "_key", "_key_id", "_lock", "_replies", "_window_ns", "session")
+    __slots__ = ("_base", "_count", "_key", "_lock", "_prefix", "_replies", "_window_ns", "session")
 
     def __init__(self, key: SigningKey, window: float = DEFAULT_WINDOW) -> None:
         self._key = key
-        self._key_id = key.key_id.encode()
+        self._base = hmac.new(key.secret, digestmod="sha256")
+        self._prefix = _prefix(key.key_id.encode())
         self.session = os.urandom(8)
         self._count = itertools.count(1)
         self._window_ns = int(window * 1e9)
@@ -180,41 +164,54 @@ class ClientSeal:
 
     def seal(self, frames: Sequence[Any]) -> list[Any]:
         """``frames`` with the envelope put in front of frame 0."""
-        head = _head(self._key_id, self.session, next(self._count))
+        head = self._prefix + _TAIL.pack(time.time_ns(), self.session, next(self._count))
         first, rest = frames[0], frames[1:]
-        mac = _mac(self._key.secret, _REQUEST, head, first, rest)
+        mac = _mac(self._base, _REQUEST, head, first, rest)
         return [b"".join((head, mac, first)), *rest]
 
     def open(self, frame0: memoryview, frames: Sequence[Any]) -> memoryview:
         """Check a signed reply; returns frame 0 without its envelope, or raises
         :class:`AuthenticationError`."""
-        env = _Envelope(frame0)
-        if env.key_id != self._key_id:
+        size, key_id, timestamp, session, counter = _parse(frame0)
+        if key_id != self._key.key_id.encode():
             raise AuthenticationError("a reply signed for another key")
-        env.check_time(self._window_ns)
-        env.verify(self._key.secret, _REPLY, frames, self.session)
+        _check_time(timestamp, self._window_ns)
+        cut = size - MAC_SIZE
+        rest0 = frame0[size:]
+        head = b"".join((frame0[:cut], self.session))  # a reply is bound to this session
+        if not hmac.compare_digest(_mac(self._base, _REPLY, head, rest0, frames), frame0[cut:size]):
+            raise _bad_signature(key_id)
         with self._lock:
-            window = self._replies.get(env.session)
+            window = self._replies.get(session)
             if window is None:
                 if len(self._replies) >= 8:  # a server restarted many times: forget the oldest
                     self._replies.pop(next(iter(self._replies)))
-                window = self._replies[env.session] = ReplayWindow()
-            if not window.accept(env.counter):
+                window = self._replies[session] = ReplayWindow()
+            if not window.accept(counter):
                 raise AuthenticationError("a replayed reply")
-        return env.rest0
+        return rest0
 
 
 class _Peer:
     """What a server keeps about one signing session of a client."""
 
-    __slots__ = ("count", "key", "seen", "session", "window")
+    __slots__ = ("key", "seal", "seen", "window")
 
-    def __init__(self, key: SigningKey, session: bytes) -> None:
+    def __init__(self, key: SigningKey, base: Any, session: bytes, server_session: bytes) -> None:
         self.key = key
-        self.session = session
         self.window = ReplayWindow()
-        self.count = itertools.count(1)  # counters of the replies to this session
         self.seen = 0.0
+        prefix = _prefix(key.key_id.encode())
+        count = itertools.count(1)  # counters of the replies to this session
+
+        def seal(frames: list[Any]) -> list[Any]:
+            head = prefix + _TAIL.pack(time.time_ns(), server_session, next(count))
+            first, rest = frames[0], frames[1:]
+            mac = _mac(base, _REPLY, head + session, first, rest)
+            return [b"".join((head, mac, first)), *rest]
+
+        #: signs a reply to this session
+        self.seal = seal
 
 
 class ServerSeal:
@@ -230,6 +227,8 @@ class ServerSeal:
         self._window_ns = int(window * 1e9)
         self.session = os.urandom(8)
         self._peers: dict[tuple[bytes, bytes], _Peer] = {}
+        #: a keyed HMAC per secret, copied for each message
+        self._bases: dict[bytes, Any] = {}
         self._lock = threading.Lock()
         self._next_sweep = 0.0
 
@@ -238,40 +237,37 @@ class ServerSeal:
     ) -> tuple[str, Callable[[list[Any]], list[Any]], memoryview]:
         """Check a signed request: its identity, a function that signs replies to it, and
         frame 0 without the envelope. Raises :class:`AuthenticationError` (nothing decoded)."""
-        env = _Envelope(frame0)
-        key_id = env.key_id.decode(errors="replace")
-        key = self.auth.signing_key(key_id)
+        size, key_id, timestamp, session, counter = _parse(frame0)
+        key = self.auth.signing_key(key_id.decode(errors="replace"))
         if key is None:
-            raise AuthenticationError(f"unknown key {key_id!r}")
-        env.check_time(self._window_ns)
-        env.verify(key.secret, _REQUEST, frames, b"")
+            raise AuthenticationError(f"unknown key {key_id.decode(errors='replace')!r}")
+        _check_time(timestamp, self._window_ns)
+        base = self._bases.get(key.secret)
+        if base is None:
+            base = self._bases[key.secret] = hmac.new(key.secret, digestmod="sha256")
+        cut = size - MAC_SIZE
+        rest0 = frame0[size:]
+        if not hmac.compare_digest(
+            _mac(base, _REQUEST, frame0[:cut], rest0, frames), frame0[cut:size]
+        ):
+            raise _bad_signature(key_id)
         now = time.monotonic()
         with self._lock:
-            slot = (env.key_id, env.session)
+            slot = (key_id, session)
             peer = self._peers.get(slot)
             if peer is None:
-                peer = self._peers[slot] = _Peer(key, env.session)
-            if not peer.window.accept(env.counter):
-                raise AuthenticationError(f"a replayed message signed by {key_id!r}")
+                peer = self._peers[slot] = _Peer(key, base, session, self.session)
+            if not peer.window.accept(counter):
+                raise AuthenticationError(
+                    f"a replayed message signed by {key_id.decode(errors='replace')!r}"
+                )
             peer.seen = now
             if now >= self._next_sweep:
                 self._sweep(now)
-        return key.identity, self._replier(peer), env.rest0
+        return key.identity, peer.seal, rest0
 
     def _sweep(self, now: float) -> None:
         self._next_sweep = now + self.window
         stale = [slot for slot, peer in self._peers.items() if now - peer.seen > 2 * self.window]
         for slot in stale:
             del self._peers[slot]
-
-    def _replier(self, peer: _Peer) -> Callable[[list[Any]], list[Any]]:
-        key_id = peer.key.key_id.encode()
-        secret, bind, session, count = peer.key.secret, peer.session, self.session, peer.count
-
-        def seal(frames: list[Any]) -> list[Any]:
-            head = _head(key_id, session, next(count))
-            first, rest = frames[0], frames[1:]
-            mac = _mac(secret, _REPLY, head + bind, first, rest)
-            return [b"".join((head, mac, first)), *rest]
-
-        return seal
