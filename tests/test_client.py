@@ -24,9 +24,9 @@ WAIT = 10.0
 TOKEN = "t.Zx8cV2bN6mQ4wE9rT1yU5iO3pA7s"
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def client_token(undertow_home: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Clients here find their token in the environment, as users' clients do."""
+    """Clients find their token in the environment, as users' clients do."""
     monkeypatch.setenv("UNDERTOW_TOKEN", TOKEN)
 
 
@@ -300,6 +300,7 @@ def _open_fds() -> int:
     return count
 
 
+@pytest.mark.usefixtures("client_token")
 def test_threads_that_call_leave_no_connection_behind(served):
     server, _ = served
     with undertow.connect(server.address, timeout=WAIT) as warm:  # the context's own descriptors
@@ -343,6 +344,7 @@ def test_threads_that_call_leave_no_connection_behind(served):
         )
 
 
+@pytest.mark.usefixtures("client_token")
 def test_default_deadline_applies_to_futures(serve):
     server = make_server()
     address = serve(server)
@@ -354,6 +356,7 @@ def test_default_deadline_applies_to_futures(serve):
         server.gate.set()  # type: ignore[attr-defined]
 
 
+@pytest.mark.usefixtures("client_token")
 def test_server_side_timeout_option(serve):
     server = make_server()
     release = threading.Event()
@@ -415,6 +418,7 @@ def test_unknown_function_lists_the_available_ones(served):
     assert not hasattr(client, "_private")
 
 
+@pytest.mark.usefixtures("client_token")
 def test_client_started_before_its_server_waits_for_it():
     import socket
 
@@ -442,6 +446,7 @@ def test_client_started_before_its_server_waits_for_it():
     assert outcome == [42]
 
 
+@pytest.mark.usefixtures("client_token")
 def test_closing_the_client_wakes_waiting_calls(served):
     server, _ = served
     client = undertow.connect(server.address, timeout=WAIT)

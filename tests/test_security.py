@@ -303,7 +303,7 @@ def _envelope(token: str, frames: list[bytes], timestamp_ns: int, counter: int) 
     return [head + mac.digest() + frames[0], *frames[1:]]
 
 
-def test_the_documented_envelope_is_accepted_and_an_old_one_refused(serve, raw) -> None:
+def test_the_documented_envelope_is_accepted_and_an_old_one_refused(serve, raw, caplog) -> None:
     address = serve(make_server(auth=TokenAuth([ALICE])))
     sock = raw(address)
     body = msgspec.msgpack.encode([[2, 3], {}])
@@ -318,21 +318,25 @@ def test_the_documented_envelope_is_accepted_and_an_old_one_refused(serve, raw) 
     sock.send_multipart(stale)
     header, frames = answer(sock)
     assert (header.kind, header.call_id) == (Kind.ERROR, 0)
-    assert "timestamp" in decode_error(frames[0]).message
+    assert "authentication failed" in decode_error(frames[0]).message
+    assert "timestamp is 120 s away" in caplog.text
 
 
-def test_a_client_with_a_token_refuses_an_unsigned_pickle_reply(raw, tmp_path) -> None:
-    """A rogue server (say, one a poisoned registry points to) answers with a pickle."""
+def test_clients_refuse_what_a_rogue_server_cannot_sign(tmp_path) -> None:
+    """A rogue server (say, one a poisoned registry points to) answers without the token:
+    a client holding one refuses every unsigned answer; a client without one refuses to
+    unpickle."""
     router: zmq.Socket[Any] = zmq.Context.instance().socket(zmq.ROUTER)
     router.setsockopt(zmq.LINGER, 0)
     port = router.bind_to_random_port("tcp://127.0.0.1")
     target = tmp_path / "pwned"
-    functions = [{"name": "f", "output": "pickle", "needs_auth": True}]
+    functions = [{"name": "f", "output": "pickle"}]  # it does not even say it needs auth
+    stop = threading.Event()
 
     def rogue() -> None:
-        for _ in range(2):
-            if not router.poll(int(WAIT * 1000)):
-                return
+        while not stop.is_set():
+            if not router.poll(50):
+                continue
             peer, first, *_ = router.recv_multipart()
             header = decode_header(first[first.index(b"UT\x03") :])
             if header.name == "_describe":
@@ -348,11 +352,15 @@ def test_a_client_with_a_token_refuses_an_unsigned_pickle_reply(raw, tmp_path) -
 
     thread = threading.Thread(target=rogue, daemon=True)
     thread.start()
+    address = f"tcp://127.0.0.1:{port}"
     try:
-        with undertow.connect(f"tcp://127.0.0.1:{port}", timeout=WAIT, token=ALICE) as client:
+        with pytest.raises(undertow.AuthenticationError, match="without a signature"):
+            undertow.connect(address, timeout=WAIT, token=ALICE)
+        with undertow.connect(address, timeout=WAIT, token=False) as client:
             with pytest.raises(undertow.AuthenticationError, match="unsigned pickle"):
                 client.f()
     finally:
+        stop.set()
         thread.join(WAIT)
         router.close()
     assert not target.exists()
@@ -504,3 +512,61 @@ def test_arrays_travel_to_callers_without_a_token_through_the_numpy_codec(serve)
         doubled = anonymous.scale(array, 2)
     assert doubled.shape == (1000, 1000)
     assert (doubled == array * 2).all()
+
+
+def test_a_rule_on_a_pickle_function_is_asked_before_anything_is_unpickled(serve, raw, tmp_path):
+    server = make_server(auth=TokenAuth([ALICE, BOB]))
+    server.register("admin_np", keep)
+    server.config({"admin_np": {"input_serialization": "pickle", "auth": allow("alice")}})
+    address = serve(server)
+    target = tmp_path / "pwned"
+    sock = raw(address)
+    exploit = pickle.dumps([[Touch(target)], {}])
+    sock.send_multipart(
+        ClientSeal(client_key(BOB)).seal(call_frames(1, "admin_np", "pickle", exploit))
+    )
+    header, frames = answer(sock)
+    assert (header.kind, header.call_id) == (Kind.ERROR, 1)
+    assert decode_error(frames[0]).code == "denied"
+    assert not target.exists()
+    with undertow.connect(address, timeout=WAIT, token=ALICE) as alice:
+        assert alice.admin_np([1, 2]) == [1, 2]
+
+
+def test_replies_still_verify_after_the_server_forgot_an_idle_session() -> None:
+    from undertow.security import ServerSeal
+
+    server, client = ServerSeal(TokenAuth([ALICE])), ClientSeal(client_key(ALICE))
+    frames = [encode_header(Header(Kind.CALL, 1, "f", "msgpack", 0))]
+    for _ in range(2):
+        _, reply, _ = server.open(memoryview(client.seal(frames)[0]), [])
+        for _ in range(3):
+            answer = reply([encode_header(Header(Kind.RESULT, 1))])
+            client.open(memoryview(answer[0]), [])  # raises if taken for a replay
+        server._peers.clear()  # what the sweep does to a session idle for twice the window
+
+
+def test_the_replay_window_takes_a_huge_jump_in_constant_space() -> None:
+    from undertow.security import ReplayWindow
+
+    window = ReplayWindow()
+    assert window.accept(5)
+    started = time.monotonic()
+    assert window.accept(2**62)
+    assert time.monotonic() - started < 0.1
+    assert window.bits == 1
+    assert not window.accept(2**62)
+    assert not window.accept(5)  # far behind the newest: refused
+
+
+def test_a_message_of_too_many_frames_is_refused(serve, raw) -> None:
+    from undertow.rpc import MAX_FRAMES
+
+    address = serve(make_server(auth=TokenAuth([ALICE]), allow_anonymous=True))
+    sock = raw(address)
+    sock.send_multipart([*call_frames(1, "add", "msgpack", b"\x90"), *[b""] * MAX_FRAMES])
+    header, frames = answer(sock)
+    assert (header.kind, header.call_id) == (Kind.ERROR, 0)
+    assert decode_error(frames[0]).code == "too_large"
+    with undertow.connect(address, timeout=WAIT, token=ALICE) as client:
+        assert client.add(1, 1) == 2

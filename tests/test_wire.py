@@ -269,6 +269,32 @@ def test_stdlib_json_module_resolves_to_the_json_codec() -> None:
     assert codec.decode(codec.encode({"a": [1, 2]})) == {"a": [1, 2]}
 
 
+def test_modules_that_run_code_when_loading_are_unsafe_codecs() -> None:
+    import pickle
+    import types
+
+    assert resolve_codec(pickle).name == "pickle"  # the built-in codec, buffers and all
+    assert resolve_codec(pickle).unsafe
+    for name in ("dill", "jsonpickle", "marshal"):
+        module = types.ModuleType(name)
+        module.dumps, module.loads = pickle.dumps, pickle.loads  # type: ignore[attr-defined]
+        assert resolve_codec(module).unsafe, name
+    assert DumpsLoadsCodec(json, unsafe=True).unsafe
+    assert not resolve_codec(json).unsafe
+    server = undertow.Server()
+    server.register("f", lambda x: x)
+    with pytest.raises(undertow.ConfigError, match="dill input"):
+        server.config(
+            {
+                "f": {
+                    "input_serialization": types.SimpleNamespace(
+                        dumps=pickle.dumps, loads=pickle.loads, unsafe=True, name="dill"
+                    )
+                }
+            }
+        )
+
+
 def test_object_with_dumps_and_loads_becomes_a_codec() -> None:
     class Reverse:
         name = "reverse"

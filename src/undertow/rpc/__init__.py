@@ -2,11 +2,12 @@
 
 from undertow.rpc._aclient import AsyncClient, connect_async, rpc
 from undertow.rpc._client import CallFuture, Client, connect, functions
-from undertow.rpc._core import HandlerServer, Incoming, check_exposure
+from undertow.rpc._core import MAX_FRAMES, HandlerServer, Incoming, check_exposure
 from undertow.rpc._options import FunctionOptions
 from undertow.rpc._server import Server
 
 __all__ = [
+    "MAX_FRAMES",
     "AsyncClient",
     "CallFuture",
     "Client",

@@ -27,6 +27,7 @@ from undertow.security import ENVELOPE_MAGIC, ClientSeal, SigningKey
 from undertow.wire import (
     STREAM_WINDOW,
     Codec,
+    ErrorInfo,
     Flags,
     Header,
     Kind,
@@ -34,6 +35,7 @@ from undertow.wire import (
     batch_frames,
     decode_error,
     decode_header,
+    encode_error,
     encode_header,
     pack,
     payload_of,
@@ -166,18 +168,44 @@ def deliver_all(
         log.warning("dropped a message from %s: %s", source, exc)
         return
     for header, payload, signed in received:
-        if header.call_id == 0 and header.kind == _ERROR:  # refused: fail them all
-            for refused in list(calls.values()):
-                refused.feed(header, payload)
-            calls.clear()
-            continue
-        call = calls.get(header.call_id)
-        if call is not None:
-            if not signed:
-                call.unsigned = True
-            call.feed(header, payload)
-            if call.done:
-                calls.pop(header.call_id, None)
+        _feed(calls, header, payload, signed, seal is not None, source)
+
+
+def _feed(
+    calls: dict[int, Call],
+    header: Header,
+    payload: list[Any],
+    signed: bool,
+    strict: bool,
+    source: str,
+) -> None:
+    """Give one message to its call; ``strict``: only signed answers are taken."""
+    if header.call_id == 0 and header.kind == _ERROR:  # the server refused: fail them all
+        for refused in list(calls.values()):
+            refused.feed(header, payload)
+        calls.clear()
+        return
+    call = calls.get(header.call_id)
+    if call is None:
+        return
+    if not signed:
+        call.unsigned = True
+        if strict:  # a client with a token takes signed answers only
+            header, payload = _unsigned_answer(header.call_id, source)
+    call.feed(header, payload)
+    if call.done:
+        calls.pop(header.call_id, None)
+
+
+def _unsigned_answer(call_id: int, source: str) -> tuple[Header, list[Any]]:
+    """The error a call gets when a client holding a token receives an unsigned answer."""
+    info = ErrorInfo(
+        "AuthenticationError",
+        f"{source} answered without a signature: it has no tokens (connect with token=False "
+        "to use it unauthenticated), or it is not the server you meant",
+        code="auth",
+    )
+    return Header(Kind.ERROR, call_id), [encode_error(info)]
 
 
 def _open(seal: ClientSeal | None, view: memoryview, rest: list[Any]) -> memoryview:

@@ -51,7 +51,7 @@ from undertow.wire import (
     payload_of,
 )
 
-__all__ = ["HandlerServer", "Incoming", "RawHandler", "check_exposure"]
+__all__ = ["MAX_FRAMES", "HandlerServer", "Incoming", "RawHandler", "check_exposure"]
 
 log = logging.getLogger(__name__)
 
@@ -348,18 +348,9 @@ class HandlerServer:
         """
         view = frames[0].buffer
         rest = list(map(_buffer, frames[1:]))
-        limit = self.max_message_size
-        # ZeroMQ itself drops a peer that sends one frame over the limit; several frames
-        # under it may still add up to more
-        if limit is not None and rest and len(view) + sum(map(len, rest)) > limit:
-            size = len(view) + sum(map(len, rest))
-            self._refuse(
-                peer,
-                frames,
-                f"a message of {size:,} bytes is over this server's limit of {limit:,} "
-                "(max_message_size)",
-                code="too_large",
-            )
+        too_large = self._too_large(frames, view, rest)
+        if too_large is not None:
+            self._refuse(peer, frames, too_large, code="too_large")
             return None
         identity = seal = None
         if view[:2] == ENVELOPE_MAGIC:
@@ -368,8 +359,8 @@ class HandlerServer:
                     view = strip_envelope(view)
                 else:
                     identity, seal, view = self.seal.open(view, rest)
-            except AuthenticationError as exc:
-                self._refuse(peer, frames, f"authentication failed: {exc}")
+            except AuthenticationError as exc:  # the peer is told little; the log says why
+                self._refuse(peer, frames, _AUTH_FAILED, detail=str(exc))
                 return None
         elif self.seal is not None and not self.allow_anonymous:
             self._refuse(
@@ -406,11 +397,32 @@ class HandlerServer:
             incoming.fail(self.not_found(header.name))
         return None
 
+    def _too_large(self, frames: list[zmq.Frame], view: memoryview, rest: list[Any]) -> str | None:
+        """Why a message is over the limits, or None. ZeroMQ itself drops a peer that sends
+        one frame over ``max_message_size``; several frames under it may still add up to more."""
+        if len(frames) > MAX_FRAMES:
+            return f"a message of {len(frames):,} frames is over the limit of {MAX_FRAMES:,}"
+        limit = self.max_message_size
+        if limit is not None and rest:
+            size = len(view) + sum(map(len, rest))
+            if size > limit:
+                return (
+                    f"a message of {size:,} bytes is over this server's limit of {limit:,} "
+                    "(max_message_size)"
+                )
+        return None
+
     def _refuse(
-        self, peer: bytes, frames: list[zmq.Frame], reason: str, code: str = "auth"
+        self,
+        peer: bytes,
+        frames: list[zmq.Frame],
+        reason: str,
+        code: str = "auth",
+        detail: str | None = None,
     ) -> None:
         """Answer a message that is not served, without decoding it: an error for call 0,
-        which the client applies to every call waiting on that socket."""
+        which the client applies to every call waiting on that socket. ``detail`` goes to
+        the log only."""
         sock = self._sock
         if sock is not None:
             error = ErrorInfo("AuthenticationError", reason, code=code)
@@ -428,7 +440,7 @@ class HandlerServer:
                 self.name,
                 source,
                 self._refusals,
-                reason,
+                detail or reason,
             )
 
     def _control(self, incoming: Incoming, header: Header, payload: list[Any]) -> None:
@@ -483,6 +495,14 @@ class HandlerServer:
         _reply_msgpack(incoming, result)
 
 
+#: the most frames a message may have (a pickle's out-of-band buffers each take one)
+MAX_FRAMES = 65536
+#: what a peer whose signature was refused is told (the log says which check failed, and a
+#: stranger learns nothing, such as which user names exist)
+_AUTH_FAILED = (
+    "authentication failed: an unknown or wrong token, a replayed message, or a clock more "
+    "than the replay window (60 s by default) away from the server's; the server's log says which"
+)
 #: seconds between two log lines about refused messages
 _REFUSAL_LOG_EVERY = 10.0
 

@@ -34,7 +34,8 @@ class FunctionOptions:
         return_pointer: reserved: leave the result on the server (coming with remote data).
         auth: an authorization rule ``rule(identity, name, args, kwargs) -> bool``, asked
             before each call runs (identity None: an anonymous caller); False denies it and
-            the caller gets ``PermissionDenied``. None: anyone the server let in.
+            the caller gets ``PermissionDenied``. None: anyone the server let in. For a
+            function with pickle input it is asked before unpickling, with ``()`` and ``{}``.
     """
 
     input_serialization: Codec = dataclasses.field(default_factory=lambda: resolve_codec("msgpack"))

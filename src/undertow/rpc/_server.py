@@ -51,6 +51,7 @@ class _Entry:
 
     __slots__ = (
         "auth",
+        "auth_first",
         "checked",
         "decode",
         "decode_body",
@@ -90,6 +91,9 @@ class _Entry:
         self.checked = options.input_serialization.unsafe or options.output_serialization.unsafe
         #: the authorization rule (None: whoever got through authentication)
         self.auth = options.auth
+        #: pickle input: the rule is asked before the arguments are decoded (decoding could
+        #: run the caller's code), so it sees no arguments
+        self.auth_first = options.auth is not None and options.input_serialization.unsafe
         params, returns = describe_params(fn)
         self.info = FunctionInfo(
             name=name,
@@ -468,6 +472,14 @@ class Server:
             return None
         return args, kwargs
 
+    def _denied_after_decoding(
+        self, entry: _Entry, incoming: Incoming, args: Sequence[Any], kwargs: dict[str, Any]
+    ) -> bool:
+        """True if the function's rule, asked with the decoded arguments, denied the call."""
+        if entry.auth is None or entry.auth_first:
+            return False
+        return not self._allowed(entry, incoming, args, kwargs)
+
     def _allowed(
         self, entry: _Entry, incoming: Incoming, args: Sequence[Any], kwargs: dict[str, Any]
     ) -> bool:
@@ -506,11 +518,13 @@ class Server:
     def _run_sync(self, entry: _Entry, incoming: Incoming) -> None:
         if incoming.finished:
             return
+        if entry.auth_first and not self._allowed(entry, incoming, (), {}):
+            return
         decoded = self._decode_args(entry, incoming)
         if decoded is None:
             return
         args, kwargs = decoded
-        if entry.auth is not None and not self._allowed(entry, incoming, args, kwargs):
+        if self._denied_after_decoding(entry, incoming, args, kwargs):
             return
         try:
             with self._capture(entry, incoming):
@@ -530,11 +544,13 @@ class Server:
 
     async def _run_async(self, entry: _Entry, incoming: Incoming) -> None:
         try:
+            if entry.auth_first and not self._allowed(entry, incoming, (), {}):
+                return
             decoded = self._decode_args(entry, incoming)
             if decoded is None:
                 return
             args, kwargs = decoded
-            if entry.auth is not None and not self._allowed(entry, incoming, args, kwargs):
+            if self._denied_after_decoding(entry, incoming, args, kwargs):
                 return
             limit = asyncio.timeout(entry.options.timeout)
             try:

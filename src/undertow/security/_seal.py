@@ -105,7 +105,8 @@ def _check_time(timestamp: int, window_ns: int) -> None:
     if skew > window_ns:
         raise AuthenticationError(
             f"message timestamp is {skew / 1e9:.0f} s away from this clock (limit "
-            f"{window_ns / 1e9:g} s): a replayed message, or clocks that need syncing"
+            f"{window_ns / 1e9:g} s): a replayed message, a call that waited that long to be "
+            "delivered, or clocks that need syncing"
         )
 
 
@@ -130,7 +131,8 @@ class ReplayWindow:
         """True the first time ``counter`` is seen; False for a repeat or one too old."""
         if counter > self.top:
             shift = counter - self.top
-            self.bits = ((self.bits << shift) | 1) & _SPAN_MASK
+            # a jump past the span forgets everything (and never builds a giant integer)
+            self.bits = 1 if shift >= REPLAY_SPAN else ((self.bits << shift) | 1) & _SPAN_MASK
             self.top = counter
             return True
         offset = self.top - counter
@@ -197,12 +199,15 @@ class _Peer:
 
     __slots__ = ("key", "seal", "seen", "window")
 
-    def __init__(self, key: SigningKey, base: Any, session: bytes, server_session: bytes) -> None:
+    def __init__(self, key: SigningKey, base: Any, session: bytes) -> None:
         self.key = key
         self.window = ReplayWindow()
         self.seen = 0.0
         prefix = _prefix(key.key_id.encode())
-        count = itertools.count(1)  # counters of the replies to this session
+        # the replies to this session count from 1 in a session of their own: if this entry
+        # is forgotten and made again, its replies cannot look like replays of earlier ones
+        server_session = os.urandom(8)
+        count = itertools.count(1)
 
         def seal(frames: list[Any]) -> list[Any]:
             head = prefix + _TAIL.pack(time.time_ns(), server_session, next(count))
@@ -225,7 +230,6 @@ class ServerSeal:
         self.auth = auth
         self.window = window
         self._window_ns = int(window * 1e9)
-        self.session = os.urandom(8)
         self._peers: dict[tuple[bytes, bytes], _Peer] = {}
         #: a keyed HMAC per secret, copied for each message
         self._bases: dict[bytes, Any] = {}
@@ -256,7 +260,7 @@ class ServerSeal:
             slot = (key_id, session)
             peer = self._peers.get(slot)
             if peer is None:
-                peer = self._peers[slot] = _Peer(key, base, session, self.session)
+                peer = self._peers[slot] = _Peer(key, base, session)
             if not peer.window.accept(counter):
                 raise AuthenticationError(
                     f"a replayed message signed by {key_id.decode(errors='replace')!r}"

@@ -17,6 +17,7 @@ import importlib
 import math
 import pickle
 from collections.abc import Callable, Sequence
+from types import ModuleType
 from typing import Any, Protocol, runtime_checkable
 
 import msgspec
@@ -248,14 +249,28 @@ class PickleCodec:
             raise DeserializationError(f"cannot unpickle payload: {exc!r}") from exc
 
 
+#: modules whose ``loads`` runs code: as codecs they need authenticated peers, like pickle
+_UNSAFE_MODULES = frozenset({"pickle", "_pickle", "cloudpickle", "dill", "jsonpickle", "marshal"})
+
+
 class DumpsLoadsCodec:
-    """Adapts any object with ``dumps``/``loads`` (the :mod:`json` module, say) into a codec."""
+    """Adapts any object with ``dumps``/``loads`` (the :mod:`json` module, say) into a codec.
 
-    unsafe = False
+    ``unsafe``: True when decoding untrusted input can run code, so that only authenticated
+    peers may send it. By default the object's own ``unsafe`` attribute says, else whether
+    it is (or comes from) a module known to run code when loading (dill, jsonpickle, ...).
+    """
 
-    def __init__(self, obj: Any, name: str | None = None) -> None:
+    def __init__(self, obj: Any, name: str | None = None, *, unsafe: bool | None = None) -> None:
         self._obj = obj
         self.name = name or _name_of(obj)
+        if unsafe is None:
+            unsafe = getattr(obj, "unsafe", None)
+        if unsafe is None:
+            module = getattr(obj, "__name__", None) if isinstance(obj, ModuleType) else None
+            module = module or getattr(type(obj), "__module__", "")
+            unsafe = str(module).partition(".")[0] in _UNSAFE_MODULES
+        self.unsafe = bool(unsafe)
 
     def encode(self, value: Any) -> list[Buffer]:
         try:
@@ -294,7 +309,8 @@ _INSTANCES: dict[str, Codec] = {}
 def resolve_codec(spec: Any, extra: dict[str, Codec] | None = None) -> Codec:
     """Turn a codec spec (a name, a codec, or an object with dumps/loads) into a codec.
 
-    The stdlib ``json`` module maps to the built-in JSON codec, so peers agree on the name.
+    The stdlib ``json`` module maps to the built-in JSON codec, and the ``pickle`` and
+    ``cloudpickle`` modules to the pickle codec, so peers agree on the name.
     """
     if isinstance(spec, str):
         if extra and spec in extra:
@@ -312,6 +328,8 @@ def resolve_codec(spec: Any, extra: dict[str, Codec] | None = None) -> Codec:
         return spec
     if getattr(spec, "__name__", None) == "json" and hasattr(spec, "JSONDecoder"):
         return resolve_codec("json")
+    if isinstance(spec, ModuleType) and spec.__name__ in ("pickle", "cloudpickle"):
+        return resolve_codec("pickle")  # the same thing, with out-of-band buffers
     if callable(getattr(spec, "dumps", None)) and callable(getattr(spec, "loads", None)):
         return DumpsLoadsCodec(spec)
     raise ConfigError(
