@@ -121,3 +121,29 @@ def test_lowlevel() -> None:
         "caught TypeError: add() missing 1 required positional argument: 'y'",
         "closed",
     ]
+
+
+def test_security(tmp_path, monkeypatch) -> None:
+    tokens = tmp_path / "tokens"
+    for name in ("alice", "bob"):
+        made = subprocess.run(
+            [sys.executable, "-m", "undertow.cli", "token", "new", name, "--append", str(tokens)],
+            capture_output=True,
+            text=True,
+            timeout=CLIENT_TIMEOUT,
+            check=True,
+        )
+        assert made.stdout.startswith(f"{name}.")
+    assert oct(tokens.stat().st_mode)[-3:] == "600"
+    monkeypatch.setenv("UNDERTOW_TOKENS", str(tokens))
+    out = _run_with_server("security")
+    assert out[:2] == ["bob sees lab: 100", "bob moves 5: 95"]
+    assert out[2].startswith("bob moves 50: denied: 'bob' may not call transfer()")
+    assert out[3:] == [
+        "bob resets: denied",
+        "bob runs python: denied",
+        "alice moves 50: 45",
+        "alice resets: reset",
+        "alice runs python: 12",
+        "a stranger: refused",
+    ]

@@ -570,3 +570,24 @@ def test_a_message_of_too_many_frames_is_refused(serve, raw) -> None:
     assert decode_error(frames[0]).code == "too_large"
     with undertow.connect(address, timeout=WAIT, token=ALICE) as client:
         assert client.add(1, 1) == 2
+
+
+@pytest.mark.skipif(not zmq.has("curve"), reason="libzmq without CURVE")
+def test_undertow_keygen_writes_a_pair_with_a_private_secret(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from undertow.transport import load_public, load_secret
+
+    done = subprocess.run(
+        [sys.executable, "-m", "undertow.cli", "keygen", "svc", "--dir", str(tmp_path / "keys")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    public, secret = tmp_path / "keys" / "svc.key", tmp_path / "keys" / "svc.key_secret"
+    assert oct(secret.stat().st_mode)[-3:] == "600"
+    assert load_secret(secret)[0] == load_public(public)  # the halves of one pair
+    assert f"public key: {load_public(public)}" in done.stdout
