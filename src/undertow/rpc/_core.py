@@ -423,10 +423,6 @@ class HandlerServer:
         """Answer a message that is not served, without decoding it: an error for call 0,
         which the client applies to every call waiting on that socket. ``detail`` goes to
         the log only."""
-        sock = self._sock
-        if sock is not None:
-            error = ErrorInfo("AuthenticationError", reason, code=code)
-            sock.send(peer, pack(Kind.ERROR, 0, [encode_error(error)]))
         self._refusals += 1
         now = time.monotonic()
         if now >= self._next_refusal_log:  # at most one line per interval, however many come
@@ -442,6 +438,10 @@ class HandlerServer:
                 self._refusals,
                 detail or reason,
             )
+        sock = self._sock
+        if sock is not None:  # answered after the log line, so that the line is there first
+            error = ErrorInfo("AuthenticationError", reason, code=code)
+            sock.send(peer, pack(Kind.ERROR, 0, [encode_error(error)]))
 
     def _control(self, incoming: Incoming, header: Header, payload: list[Any]) -> None:
         credit = incoming.credit

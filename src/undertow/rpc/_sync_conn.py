@@ -117,9 +117,10 @@ class SyncConnection:
         with sock.lock:  # close() from another thread waits for this call to end
             if sock.closed:
                 raise ConnectionClosed(f"the client for {self.endpoint} is closed")
-            sock.send(frames if seal is None else seal.seal(frames))
             mine = {call.call_id: call}  # messages of calls given up on before are dropped
             try:
+                # inside the try: a Ctrl-C that lands right after the send still cancels
+                sock.send(frames if seal is None else seal.seal(frames))
                 while not call.done:
                     left = _SLICE_MS if deadline is None else (deadline - time.monotonic()) * 1000
                     if left <= 0:
