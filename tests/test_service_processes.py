@@ -288,7 +288,10 @@ def test_calls_spread_over_instances_and_fail_over_when_one_dies(services_file, 
 
 
 def test_an_instance_that_stalls_is_used_again_once_it_beats(services_file, launch):
-    launched = launch(services_file.name, "--ttl", "1", services=2)
+    # a TTL long enough that the stalled instance is still listed when the new connection is
+    # refused (connect_wait 0.5 s), even on a loaded machine; else the proxy, seeing no
+    # instance at all, would wait for one to come back
+    launched = launch(services_file.name, "--ttl", "4", services=2)
     stalling = threading.Event()
 
     def watch(stream: str, text: str) -> None:
