@@ -79,6 +79,16 @@ class ServedProcess:
         return self.proc.returncode
 
 
+def is_stopped(pid: int) -> bool:
+    """True once every thread of process ``pid`` is stopped (by SIGSTOP): the signal is only
+    pending until each thread is next scheduled, which a loaded machine can delay."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/stat") as stat:
+            if stat.read().rpartition(")")[2].split()[0] != "T":
+                return False
+    return True
+
+
 class ChildServer(ServedProcess):
     """A server script (its text) running in a child process."""
 

@@ -24,7 +24,7 @@ from undertow.security import new_token
 from undertow.service import ServiceModule
 from undertow.transport import curve_available, keygen, load_public
 
-from ._processes import READY_TIMEOUT, ServedProcess, free_port
+from ._processes import READY_TIMEOUT, ServedProcess, free_port, is_stopped
 from ._waiting import wait_until
 
 pytestmark = pytest.mark.multiproc
@@ -305,6 +305,7 @@ def test_an_instance_that_stalls_is_used_again_once_it_beats(services_file, laun
         assert stalling.wait(READY_TIMEOUT)
         launched.proc.send_signal(signal.SIGSTOP)
         try:
+            assert wait_until(lambda: is_stopped(launched.proc.pid), READY_TIMEOUT)
             # a new thread needs a new connection, which a stopped process cannot complete
             refused: list[BaseException] = []
             caller = threading.Thread(target=lambda: _call_into(echo.pid, refused))
