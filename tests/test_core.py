@@ -36,6 +36,22 @@ async def test_handlers_and_rpc():
         await server.close()
 
 
+async def test_the_low_level_layer_signs_and_checks_too():
+    from undertow.security import TokenAuth
+
+    token = "low.Lw3xV9mQ2rT7yU1iO5pL8sD4fG6hJ0zC"
+    server = HandlerServer({"ping": lambda: "pong"}, name="low", auth=TokenAuth([token]))
+    address = await server.listen("tcp://127.0.0.1:0")
+    try:
+        async with rpc(address, timeout=10, token=token) as remote:
+            assert await remote.ping() == "pong"
+        async with rpc(address, timeout=10) as stranger:
+            with pytest.raises(undertow.AuthenticationError, match="requires authentication"):
+                await stranger.ping()
+    finally:
+        await server.close()
+
+
 async def test_listen_twice_is_an_error():
     server = HandlerServer({}, name="twice")
     await server.listen()

@@ -11,6 +11,7 @@ from undertow.rpc._async_conn import AsyncConnection
 from undertow.rpc._calls import Call, FunctionInfo, OutputCallback, Protocol
 from undertow.rpc._client import DEFAULT_TIMEOUT, DESCRIBE, _ClientBase, _timeout_error
 from undertow.rpc._functions import CallOptions
+from undertow.security import client_key
 from undertow.wire import MsgpackCodec
 
 __all__ = ["AsyncClient", "connect_async", "rpc"]
@@ -248,12 +249,17 @@ class rpc:
     Args:
         address: the server's address.
         timeout: deadline of each call in seconds (None waits forever).
+        token: sign every message with this token (``NAME.SECRET``), for a server with an
+            authenticator; answers must then be signed too. None: unsigned.
     """
 
-    def __init__(self, address: str, *, timeout: float | None = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self, address: str, *, timeout: float | None = DEFAULT_TIMEOUT, token: str | None = None
+    ) -> None:
         self.address = address
         self.timeout = timeout
-        self._proto = Protocol(address, key=None, codecs=None, safe_exceptions=())
+        key = client_key(token) if token else None
+        self._proto = Protocol(address, key=key, codecs=None, safe_exceptions=())
         self._conn: AsyncConnection | None = None
 
     def __repr__(self) -> str:
@@ -271,7 +277,7 @@ class rpc:
 
     async def _call(self, name: str, kwargs: dict[str, Any]) -> Any:
         if self._conn is None:
-            self._conn = AsyncConnection(self.address)
+            self._conn = AsyncConnection(self.address, key=self._proto.key)
         conn = self._conn
         call = Call(self._proto.next_id(), name, None)
         payload = _MSGPACK.encode(kwargs)

@@ -35,7 +35,7 @@ from undertow._util._net import address_host, is_loopback
 from undertow.errors import AuthenticationError, ConfigError, UndertowError
 from undertow.rpc._flow import StreamCredit
 from undertow.rpc._receivers import Job, ReceiverPool
-from undertow.security import ENVELOPE_MAGIC, ServerSeal, strip_envelope
+from undertow.security import ENVELOPE_MAGIC, Authenticator, ServerSeal, strip_envelope
 from undertow.transport import ServerSocket, bind_router
 from undertow.wire import (
     ErrorInfo,
@@ -192,6 +192,8 @@ class HandlerServer:
         handlers: name -> function taking keyword arguments (sync or ``async def``).
         name: shown in errors and reprs.
         on_cancel: called on the loop with the :class:`Incoming` a caller cancelled.
+        auth: an authenticator (``undertow.security.TokenAuth``, say): every message must
+            be signed by a key it knows, and answers are signed back (see :attr:`seal`).
     """
 
     def __init__(
@@ -200,6 +202,7 @@ class HandlerServer:
         *,
         name: str = "core",
         on_cancel: Callable[[Incoming], None] | None = None,
+        auth: Authenticator | None = None,
     ) -> None:
         self.name = name
         self._on_cancel = on_cancel
@@ -214,7 +217,7 @@ class HandlerServer:
         self._pool: ReceiverPool | None = None
         self._loop_thread = 0
         #: checks signed messages and signs answers (None: nobody is authenticated)
-        self.seal: ServerSeal | None = None
+        self.seal: ServerSeal | None = None if auth is None else ServerSeal(auth)
         #: with a seal: also serve callers that sign nothing (as identity None)
         self.allow_anonymous = False
         #: refuse messages larger than this many bytes (None: no limit)
