@@ -399,3 +399,29 @@ def test_services_register_in_redis_for_several_machines(
     assert listed["backend"] == url
     assert sorted(i["service"] for i in listed["instances"]) == ["Adder", "Echo"]
     assert os.environ["UNDERTOW_BACKEND"] == url
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="the curl binary is not installed")
+def test_undertow_serve_http_registers_an_http_address_that_curl_can_call(
+    tmp_path, services_file, launch
+):
+    pytest.importorskip("uvicorn")
+    launch(services_file.name, "--http", "0", services=2, cli=True)
+    with Registry() as registry:
+        (echo,) = [i for i in registry.all_instances() if i.service == "Echo"]
+    zmq_address, http_address = echo.addresses
+    assert zmq_address.startswith("tcp://127.0.0.1:")
+    assert http_address.startswith("http://127.0.0.1:")
+    done = run(
+        [
+            "curl",
+            "-sS",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            '{"args": ["hi"]}',
+            f"{http_address}/call/echo",
+        ],
+        tmp_path,
+    )
+    assert (done.returncode, done.stdout) == (0, '"hi"')

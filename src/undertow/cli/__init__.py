@@ -72,6 +72,14 @@ def demo(timeout: float) -> None:
     type=click.Path(dir_okay=False),
     help="CURVE secret key file (from `undertow keygen`): encrypt every connection.",
 )
+@click.option(
+    "--http",
+    "http_port",
+    type=int,
+    default=None,
+    metavar="PORT",
+    help="Also serve over HTTP on this port (0: a free one); needs undertow[http].",
+)
 def serve(targets: tuple[str, ...], **options: object) -> None:
     """Serve every class marked with @Expose() in the given files or modules.
 

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar, overload
 
+from undertow._util._net import address_host
 from undertow.errors import ConfigError, DeserializationError, UndertowError
 from undertow.rpc._calls import FunctionInfo
 from undertow.rpc._core import HandlerServer, Incoming, RawHandler
@@ -194,6 +195,7 @@ class Server:
         self._core.max_message_size = max_message_size
         self._rebuild({}, self._globs)
         self._tasks: dict[Incoming, asyncio.Task[Any]] = {}
+        self._http: Any = None  # the HTTP server, while one serves
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stop: asyncio.Event | None = None
@@ -206,6 +208,11 @@ class Server:
     def address(self) -> str:
         """Where the server listens (empty until it serves)."""
         return self._core.address
+
+    @property
+    def http_address(self) -> str:
+        """Where the server listens for HTTP (``http://host:port``; empty if it does not)."""
+        return "" if self._http is None else str(self._http.address)
 
     @property
     def authenticates(self) -> bool:
@@ -304,9 +311,17 @@ class Server:
     # -- serving -----------------------------------------------------------------------------
 
     async def serve(
-        self, address: str = "tcp://127.0.0.1:0", *, ready: Callable[[str], None] | None = None
+        self,
+        address: str = "tcp://127.0.0.1:0",
+        *,
+        ready: Callable[[str], None] | None = None,
+        http_port: int | None = None,
     ) -> None:
-        """Serve on the running loop until :meth:`stop` (or cancellation)."""
+        """Serve on the running loop until :meth:`stop` (or cancellation).
+
+        ``http_port``: also serve the functions over HTTP on this port (0: a free one) of
+        the same interface (see :attr:`http_address`; needs ``pip install 'undertow[http]'``).
+        """
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         try:
@@ -317,11 +332,28 @@ class Server:
                 insecure=self._insecure,
                 curve_secret=None if self._curve is None else self._curve[1],
             )
+            if http_port is not None:
+                self._http = await self._serve_http(real, http_port)
             if ready is not None:
                 ready(real)
             await self._stop.wait()
         finally:
+            if self._http is not None:
+                await self._http.close()
+                self._http = None
             await self._core.close()
+
+    async def _serve_http(self, address: str, port: int) -> Any:
+        try:
+            from undertow.rpc._gateway import ServerGateway
+            from undertow.transport._http import http_app, serve_http
+        except ImportError as exc:
+            raise ConfigError(
+                f"serving HTTP needs starlette and uvicorn ({exc.name} is missing): "
+                "pip install 'undertow[http]'"
+            ) from exc
+        host = address_host(address) if address.startswith("tcp://") else "127.0.0.1"
+        return await serve_http(http_app(ServerGateway(self)), host, port)
 
     def serve_forever(
         self,
@@ -330,28 +362,42 @@ class Server:
         *,
         address: str | None = None,
         quiet: bool = False,
+        http_port: int | None = None,
     ) -> None:
         """Serve until SIGINT or SIGTERM, then stop cleanly. Binds 127.0.0.1 unless told otherwise.
 
-        Prints ``undertow: serving NAME on ADDRESS`` once listening (unless ``quiet``).
+        Prints ``undertow: serving NAME on ADDRESS`` once listening (unless ``quiet``), and
+        ``undertow: serving NAME over HTTP on URL`` with ``http_port``.
         """
         target = address or f"tcp://{host}:{port}"
 
         def announce(real: str) -> None:
             if not quiet:
                 print(f"undertow: serving {self.name!r} on {real}", flush=True)  # noqa: T201
+                if self._http is not None:
+                    print(  # noqa: T201
+                        f"undertow: serving {self.name!r} over HTTP on {self.http_address}",
+                        flush=True,
+                    )
 
         async def main() -> None:
             loop = asyncio.get_running_loop()
             if threading.current_thread() is threading.main_thread():
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.add_signal_handler(sig, self.stop)
-            await self.serve(target, ready=announce)
+            await self.serve(target, ready=announce, http_port=http_port)
 
         asyncio.run(main())
 
-    def start(self, address: str = "tcp://127.0.0.1:0", *, timeout: float = 10.0) -> str:
-        """Serve from a background thread (for notebooks and tests); returns the real address."""
+    def start(
+        self,
+        address: str = "tcp://127.0.0.1:0",
+        *,
+        timeout: float = 10.0,
+        http_port: int | None = None,
+    ) -> str:
+        """Serve from a background thread (for notebooks and tests); returns the real address
+        (with ``http_port``, :attr:`http_address` says where HTTP is served)."""
         if self._thread is not None:
             raise UndertowError(f"server {self.name!r} is already serving on {self.address}")
         started = threading.Event()
@@ -359,7 +405,9 @@ class Server:
 
         def run() -> None:
             try:
-                asyncio.run(self.serve(address, ready=lambda _: started.set()))
+                asyncio.run(
+                    self.serve(address, ready=lambda _: started.set(), http_port=http_port)
+                )
             except BaseException as exc:  # reported to the thread that called start()
                 failure.append(exc)
                 started.set()

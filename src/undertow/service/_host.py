@@ -84,6 +84,8 @@ class ServiceHost:
             encrypted, and the public key is registered for clients to use.
         ttl: registry TTL in seconds, for services that do not set their own.
         quiet: do not print where each service listens.
+        http_port: also serve over HTTP, the first service on this port (0: a free one),
+            the others on free ports; the HTTP address is registered after the ZeroMQ one.
     """
 
     def __init__(
@@ -102,6 +104,7 @@ class ServiceHost:
         curve_secret: Any = None,
         ttl: float | None = None,
         quiet: bool = False,
+        http_port: int | None = None,
     ) -> None:
         if not objects:
             raise ConfigError("nothing to serve: no exposed classes were found")
@@ -122,6 +125,7 @@ class ServiceHost:
         self._servers = [build_server(obj, name=name, **security) for obj in objects]
         self._ttls = [_ttl_of(obj, check_ttl(ttl)) for obj in objects]
         self.host, self.port, self.advertise, self.quiet = host, port, advertise, quiet
+        self.http_port = http_port
         self.instances: list[Instance] = []
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -192,8 +196,9 @@ class ServiceHost:
         for i, server in enumerate(self._servers):
             bound: asyncio.Future[str] = asyncio.get_running_loop().create_future()
             port = self.port if i == 0 else 0
+            http = None if self.http_port is None else self.http_port if i == 0 else 0
             task = asyncio.create_task(
-                server.serve(f"tcp://{self.host}:{port}", ready=bound.set_result)
+                server.serve(f"tcp://{self.host}:{port}", ready=bound.set_result, http_port=http)
             )
             tasks.append(task)
             waiting: list[asyncio.Future[Any]] = [bound, task]
@@ -209,7 +214,7 @@ class ServiceHost:
         return Instance(
             service=server.name,
             id=uuid.uuid4().hex,
-            addresses=[self._public(address)],
+            addresses=[self._public(a) for a in (address, server.http_address) if a],
             methods=server.info(),
             host=socket.gethostname(),
             pid=os.getpid(),
@@ -234,9 +239,10 @@ class ServiceHost:
         if self.quiet:
             return
         for instance in self.instances:
+            http = "".join(f", HTTP {a}" for a in instance.addresses[1:])
             print(  # noqa: T201 - the launcher's report; the last word is the address
                 f"undertow: service {instance.service!r} ({len(instance.methods)} methods, "
-                f"registry {backend.url}) serving on {instance.address}",
+                f"registry {backend.url}{http}) serving on {instance.address}",
                 flush=True,
             )
 

@@ -144,6 +144,13 @@ def main(argv: list[str] | None = None) -> int:
         help="serve on a non-loopback interface without tokens (prints a warning)",
     )
     parser.add_argument(
+        "--http",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="also serve over HTTP on this port (0: a free one)",
+    )
+    parser.add_argument(
         "--curve-secret",
         default=None,
         help="CURVE secret key file (undertow keygen): encrypt every connection",
@@ -164,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         "allow_anonymous": args.allow_anonymous,
         "insecure": args.insecure,
         "curve_secret": args.curve_secret,
+        "http_port": args.http,
     }
     return launch(args.targets, **options)
 

@@ -1,0 +1,164 @@
+"""The function server seen from HTTP: what ``transport/_http.py`` calls to run a function.
+
+A call that arrives over HTTP goes through the same checks and the same code as one that
+arrives over ZeroMQ: it becomes an :class:`Incoming` whose answers, instead of going to a
+socket, are handed to the HTTP request waiting for them. Its JSON (or msgpack) arguments are
+encoded with the function's own input codec first, so the function cannot tell the
+difference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from undertow.errors import UndertowError
+from undertow.rpc._core import Incoming
+from undertow.transport._http import CallFailed
+from undertow.wire import Flags, Header, Kind, decode_error, error_info, resolve_codec
+
+if TYPE_CHECKING:
+    from undertow.rpc._server import Server
+
+__all__ = ["ServerGateway"]
+
+_ids = itertools.count(1)
+_STREAMING = ("generator", "asyncgen")
+
+
+class _HttpIncoming(Incoming):
+    """A call from HTTP: its answers go to a queue on the server's loop."""
+
+    __slots__ = ("_loop", "_queue")
+
+    def __init__(self, *args: Any, loop: asyncio.AbstractEventLoop, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._loop = loop
+        self._queue: asyncio.Queue[tuple[Kind, list[Any], str]] = asyncio.Queue()
+
+    def _send(
+        self,
+        kind: Kind,
+        payload: Any,
+        *,
+        name: str = "",
+        codec: str = "",
+        ends: bool = False,
+    ) -> None:
+        message = (kind, list(payload), codec)
+        if self._loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            self._queue.put_nowait(message)
+        else:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, message)
+
+
+class ServerGateway:
+    """Runs a :class:`Server`'s functions for the HTTP transport."""
+
+    def __init__(self, server: Server) -> None:
+        self._server = server
+        self.name = server.name
+        self.max_message_size = server._core.max_message_size
+        self._peer = b"http:" + os.urandom(8)
+
+    def functions(self) -> list[dict[str, Any]]:
+        return [msgspec.structs.asdict(info) for info in self._server.info()]
+
+    def identify(self, bearer: str | None) -> str | None:
+        auth = self._server._auth
+        if auth is None:
+            return None  # nobody is authenticated here: a token changes nothing
+        if bearer is None:
+            if self._server._core.allow_anonymous:
+                return None
+            raise CallFailed(
+                {
+                    "type": "AuthenticationError",
+                    "message": f"server {self.name!r} requires authentication: send "
+                    "'Authorization: Bearer <token>'",
+                    "code": "auth",
+                }
+            )
+        identity = auth.authenticate(bearer)
+        if identity is None:
+            raise CallFailed(
+                {
+                    "type": "AuthenticationError",
+                    "message": "authentication failed: an unknown or wrong token",
+                    "code": "auth",
+                }
+            )
+        return identity
+
+    async def call(
+        self, name: str, args: list[Any], kwargs: dict[str, Any], identity: str | None
+    ) -> Any:
+        server = self._server
+        entry = server._entries.get(name)
+        if entry is None:
+            info = server._core.not_found(name)
+            raise CallFailed(msgspec.structs.asdict(info))
+        codec = entry.options.input_serialization
+        try:
+            payload = codec.encode((args, kwargs))
+        except UndertowError as exc:
+            raise CallFailed(msgspec.structs.asdict(error_info(exc, code="bad_request"))) from None
+        loop = asyncio.get_running_loop()
+        header = Header(
+            Kind.CALL,
+            next(_ids),
+            name,
+            codec.name,
+            len(payload) - 1,
+            None,
+            int(Flags.NO_OUTPUT),  # prints stay on the server's console (no stream here)
+        )
+        incoming = _HttpIncoming(
+            server._core, self._peer, header, list(payload), identity, None, loop=loop
+        )
+        job = server._handle(incoming)
+        if job is not None:
+            loop.run_in_executor(None, job[1])
+        return await self._outcome(incoming, entry.mode in _STREAMING)
+
+    async def _outcome(self, incoming: _HttpIncoming, streams: bool) -> Any:
+        items: list[Any] = []
+        try:
+            while True:
+                kind, payload, codec = await incoming._queue.get()
+                if kind == Kind.ITEM:
+                    items.append(_decode(codec, payload))
+                    if incoming.credit is not None:
+                        incoming.credit.grant(len(items))
+                elif kind == Kind.RESULT:
+                    return _decode(codec, payload)
+                elif kind == Kind.END:
+                    return items
+                elif kind == Kind.ERROR:
+                    info = decode_error(payload[0] if payload else b"")
+                    raise CallFailed(msgspec.structs.asdict(info))
+        except asyncio.CancelledError:  # the HTTP client went away: stop the call
+            incoming.cancelled = True
+            if incoming.credit is not None:
+                incoming.credit.close()
+            self._server._on_cancel(incoming)
+            raise
+        finally:
+            if streams and incoming.credit is not None:
+                incoming.credit.close()
+
+
+def _decode(codec: str, payload: list[Any]) -> Any:
+    if not codec:
+        return None
+    return resolve_codec(codec).decode(payload)

@@ -1,0 +1,173 @@
+"""The same functions over HTTP, called with the real curl binary."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import undertow
+from undertow.security import TokenAuth, allow
+
+pytest.importorskip("uvicorn")
+
+WAIT = 10.0
+ALICE = "alice.Ak3xV9mQ2rT7yU1iO5pL8sD4fG6hJ0zC"
+BOB = "bob.Bq8wE2rT6yU0iO4pA7sD1fG5hJ9kL3zX"
+CURL = shutil.which("curl")
+pytestmark = pytest.mark.skipif(CURL is None, reason="the curl binary is not installed")
+
+
+def add(x: int, y: int = 1) -> int:
+    """Add two numbers."""
+    return x + y
+
+
+def divide(a: float, b: float) -> float:
+    """Divide a by b."""
+    return a / b
+
+
+def rows(n: int) -> Iterator[dict[str, int]]:
+    for i in range(n):
+        yield {"i": i}
+
+
+async def aecho(value: Any) -> Any:
+    return value
+
+
+def make_server(**options: Any) -> undertow.Server:
+    server = undertow.Server(name="web", **options)
+    for fn in (add, divide, rows, aecho):
+        server.register(fn.__name__, fn)
+    server.register("admin_reset", lambda: "reset")
+    return server
+
+
+@pytest.fixture
+def http() -> Iterator[Any]:
+    """Start servers with HTTP on a free port; stop them after the test."""
+    started: list[undertow.Server] = []
+
+    def start(server: undertow.Server) -> str:
+        started.append(server)
+        server.start(http_port=0)
+        return server.http_address
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def curl(*args: str) -> tuple[int, dict[str, Any] | Any, str]:
+    """Run curl; returns (HTTP status, the body as JSON if it is JSON, the raw body)."""
+    assert CURL is not None
+    done = subprocess.run(
+        [CURL, "-sS", "-w", "\n%{http_code}", "--max-time", str(WAIT), *args],
+        capture_output=True,
+        text=True,
+        timeout=WAIT + 5,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    body, _, status = done.stdout.rpartition("\n")
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        parsed = None
+    return int(status), parsed, body
+
+
+def post(url: str, body: Any, *headers: str) -> tuple[int, Any, str]:
+    extra = [arg for header in headers for arg in ("-H", header)]
+    return curl(
+        "-X", "POST", "-H", "Content-Type: application/json", *extra, "-d", json.dumps(body), url
+    )
+
+
+def test_curl_calls_a_function_with_json(http) -> None:
+    base = http(make_server())
+    assert post(f"{base}/call/add", {"args": [2, 3]})[:2] == (200, 5)
+    assert post(f"{base}/call/add", {"kwargs": {"x": 2, "y": 40}})[:2] == (200, 42)
+    assert post(f"{base}/call/add", [7])[:2] == (200, 8)  # a bare list: positional arguments
+    assert post(f"{base}/call/aecho", {"args": [{"k": [1, None]}]})[:2] == (200, {"k": [1, None]})
+    assert post(f"{base}/call/rows", {"args": [3]})[:2] == (200, [{"i": 0}, {"i": 1}, {"i": 2}])
+
+
+def test_errors_map_to_statuses_with_a_json_body(http) -> None:
+    base = http(make_server())
+    status, body, _ = post(f"{base}/call/divide", {"args": [1, 0]})
+    assert status == 500
+    assert body["error"]["type"] == "builtins.ZeroDivisionError"
+    assert "in divide" in body["error"]["traceback"]
+    status, body, _ = post(f"{base}/call/nope", {})
+    assert status == 404
+    assert body["error"]["available"] == ["add", "admin_reset", "aecho", "divide", "rows"]
+    status, body, _ = post(f"{base}/call/add", {"args": [1, 2, 3, 4]})
+    assert (status, body["error"]["type"]) == (500, "builtins.TypeError")
+    status, body, _ = curl(
+        "-X", "POST", "-H", "Content-Type: application/json", "-d", "{oops", f"{base}/call/add"
+    )
+    assert status == 400
+    assert "not application/json" in body["error"]["message"]
+    status, body, _ = curl(
+        "-X", "POST", "-H", "Content-Type: text/csv", "-d", "1,2", f"{base}/call/add"
+    )
+    assert status == 415
+
+
+def test_functions_are_listed_as_json_and_as_a_page(http) -> None:
+    base = http(make_server())
+    status, body, _ = curl(f"{base}/functions")
+    assert status == 200
+    listed = {f["name"]: f for f in body["functions"]}
+    assert listed["add"]["doc"] == "Add two numbers."
+    assert [p[0] for p in listed["add"]["params"]] == ["x", "y"]
+    assert listed["rows"]["mode"] == "generator"
+    status, _, page = curl(f"{base}/")
+    assert status == 200
+    assert "add(x: int, y: int = 1)" in page
+    assert "Add two numbers." in page
+
+
+def test_bearer_tokens_use_the_servers_authenticator_and_rules(http) -> None:
+    server = make_server(auth=TokenAuth([ALICE, BOB]))
+    server.config({"admin_*": {"auth": allow("alice")}})
+    base = http(server)
+    status, body, _ = post(f"{base}/call/add", {"args": [1]})
+    assert status == 401
+    assert "Bearer" in body["error"]["message"]
+    assert post(f"{base}/call/add", {"args": [1]}, f"Authorization: Bearer {BOB}")[:2] == (200, 2)
+    status, body, _ = post(f"{base}/call/admin_reset", {}, f"Authorization: Bearer {BOB}")
+    assert status == 403
+    assert "'bob' may not call admin_reset()" in body["error"]["message"]
+    assert post(f"{base}/call/admin_reset", {}, f"Authorization: Bearer {ALICE}")[:2] == (
+        200,
+        "reset",
+    )
+    status, _, _ = post(
+        f"{base}/call/add", {"args": [1]}, "Authorization: Bearer bob.wrongwrongwrongwrongwrong"
+    )
+    assert status == 401
+    assert curl(f"{base}/functions")[0] == 401
+
+
+def test_a_body_over_the_limit_is_refused_and_cors_stays_closed(http) -> None:
+    base = http(make_server(max_message_size=65536))
+    status, body, _ = post(f"{base}/call/aecho", {"args": ["x" * 70_000]})
+    assert status == 413
+    assert body["error"]["code"] == "too_large"
+    assert post(f"{base}/call/add", {"args": [1]})[:2] == (200, 2)
+    done = subprocess.run(
+        [CURL or "curl", "-sS", "-i", "-H", "Origin: http://evil.example", f"{base}/functions"],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=True,
+    )
+    assert "access-control-allow-origin" not in done.stdout.lower()
