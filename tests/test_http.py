@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -171,3 +172,142 @@ def test_a_body_over_the_limit_is_refused_and_cors_stays_closed(http) -> None:
         check=True,
     )
     assert "access-control-allow-origin" not in done.stdout.lower()
+
+
+def test_curl_sees_prints_and_items_while_the_call_runs(http) -> None:
+    server = make_server()
+    gate = threading.Event()
+
+    @server.register
+    def progress(n: int) -> Iterator[int]:
+        print("started", flush=True)
+        assert gate.wait(WAIT)  # goes on only once the caller has seen the first line
+        for i in range(n):
+            print(f"step {i}", flush=True)
+            yield i * i
+
+    base = http(server)
+    assert CURL is not None
+    with subprocess.Popen(
+        [
+            CURL,
+            "-sS",
+            "-N",
+            "--max-time",
+            str(WAIT),
+            "-H",
+            "Accept: application/x-ndjson",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            '{"args": [3]}',
+            f"{base}/call/progress",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert json.loads(first) == {"stdout": "started\n"}  # live: the call is still waiting
+        gate.set()
+        rest = [json.loads(line) for line in proc.stdout]
+    assert rest == [
+        {"stdout": "step 0\n"},
+        {"item": 0},
+        {"stdout": "step 1\n"},
+        {"item": 1},
+        {"stdout": "step 2\n"},
+        {"item": 4},
+        {"end": True},
+    ]
+
+
+def test_a_stream_ends_with_the_result_or_the_error_and_sse_works_too(http) -> None:
+    server = make_server()
+
+    @server.register
+    def shout(text: str) -> str:
+        print(text.upper())
+        if text == "boom":
+            raise ValueError("no booms")
+        return text + "!"
+
+    base = http(server)
+    ndjson = "Accept: application/x-ndjson"
+    _, _, body = post(f"{base}/call/shout", {"args": ["hi"]}, ndjson)
+    assert [json.loads(line) for line in body.splitlines()] == [
+        {"stdout": "HI\n"},
+        {"result": "hi!"},
+    ]
+    _, _, body = post(f"{base}/call/shout", {"args": ["boom"]}, ndjson)
+    lines = [json.loads(line) for line in body.splitlines()]
+    assert lines[0] == {"stdout": "BOOM\n"}
+    assert lines[1]["error"]["type"] == "builtins.ValueError"
+    status, _, _ = post(f"{base}/call/missing", {}, ndjson)
+    assert status == 404  # a call that cannot start still gets its status
+    _, _, body = post(f"{base}/call/shout", {"args": ["hi"]}, "Accept: text/event-stream")
+    assert body.split("\n\n")[:2] == ['event: stdout\ndata: "HI\\n"', 'event: result\ndata: "hi!"']
+
+
+NODE = shutil.which("node")
+
+
+@pytest.mark.skipif(NODE is None, reason="node is not installed")
+def test_a_node_program_calls_a_function_with_fetch(http) -> None:
+    server = make_server(auth=TokenAuth([ALICE]))
+    base = http(server)
+    script = f"""
+    const response = await fetch("{base}/call/add", {{
+        method: "POST",
+        headers: {{"Content-Type": "application/json", "Authorization": "Bearer {ALICE}"}},
+        body: JSON.stringify({{args: [40], kwargs: {{y: 2}}}}),
+    }});
+    const listed = await (await fetch("{base}/functions", {{
+        headers: {{"Authorization": "Bearer {ALICE}"}},
+    }})).json();
+    console.log(JSON.stringify({{status: response.status, result: await response.json(),
+                                 names: listed.functions.map((f) => f.name)}}));
+    """
+    assert NODE is not None
+    done = subprocess.run(
+        [NODE, "--input-type=module", "-e", script],
+        capture_output=True,
+        text=True,
+        timeout=WAIT + 20,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {
+        "status": 200,
+        "result": 42,
+        "names": ["add", "divide", "rows", "aecho", "admin_reset"],
+    }
+
+
+def test_the_openapi_document_is_valid_and_describes_each_function(http) -> None:
+    validator = pytest.importorskip("openapi_spec_validator")
+    server = make_server(auth=TokenAuth([ALICE]), allow_anonymous=True)
+
+    @server.register
+    def scale(values: list[float], factor: float = 2.0, *, note: str | None = None) -> list[float]:
+        """Multiply every value."""
+        return [v * factor for v in values]
+
+    base = http(server)
+    status, document, _ = curl(f"{base}/openapi.json")
+    assert status == 200
+    validator.validate(document)  # raises if it is not a valid OpenAPI document
+    operation = document["paths"]["/call/scale"]["post"]
+    assert operation["summary"] == "Multiply every value."
+    schema = operation["requestBody"]["content"]["application/json"]["schema"]
+    kwargs = schema["properties"]["kwargs"]["properties"]
+    assert kwargs["values"]["type"] == "array"
+    assert kwargs["factor"]["type"] == "number"
+    assert kwargs["note"]["anyOf"] == [{"type": "string"}, {"type": "null"}]
+    assert len(schema["properties"]["args"]["prefixItems"]) == 2  # note is keyword-only
+    ok = operation["responses"]["200"]["content"]["application/json"]["schema"]
+    assert ok == {"type": "array"}
+    assert document["security"] == [{"bearer": []}]
+    assert set(document["paths"]) == {
+        f"/call/{n}" for n in ("add", "divide", "rows", "aecho", "admin_reset", "scale")
+    }

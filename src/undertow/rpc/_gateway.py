@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -33,12 +34,13 @@ _STREAMING = ("generator", "asyncgen")
 class _HttpIncoming(Incoming):
     """A call from HTTP: its answers go to a queue on the server's loop."""
 
-    __slots__ = ("_loop", "_queue")
+    __slots__ = ("_loop", "_queue", "credit_count")
 
     def __init__(self, *args: Any, loop: asyncio.AbstractEventLoop, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._loop = loop
-        self._queue: asyncio.Queue[tuple[Kind, list[Any], str]] = asyncio.Queue()
+        self.credit_count = 0  # items of a stream handed on so far
+        self._queue: asyncio.Queue[tuple[Kind, list[Any], str, str]] = asyncio.Queue()
 
     def _send(
         self,
@@ -49,7 +51,7 @@ class _HttpIncoming(Incoming):
         codec: str = "",
         ends: bool = False,
     ) -> None:
-        message = (kind, list(payload), codec)
+        message = (kind, list(payload), codec, name)
         if self._loop.is_closed():
             return
         try:
@@ -69,6 +71,7 @@ class ServerGateway:
         self._server = server
         self.name = server.name
         self.max_message_size = server._core.max_message_size
+        self.authenticates = server.authenticates
         self._peer = b"http:" + os.urandom(8)
 
     def functions(self) -> list[dict[str, Any]]:
@@ -103,6 +106,61 @@ class ServerGateway:
     async def call(
         self, name: str, args: list[Any], kwargs: dict[str, Any], identity: str | None
     ) -> Any:
+        final: Any = None
+        async for kind, value in self.events(name, args, kwargs, identity, output=False):
+            if kind in ("result", "items"):
+                final = value
+        return final
+
+    async def events(
+        self,
+        name: str,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        identity: str | None,
+        *,
+        output: bool = True,
+    ) -> AsyncIterator[tuple[str, Any]]:
+        """The call's events as they happen: ``("stdout"|"stderr", text)``, ``("item",
+        value)``, then ``("result", value)`` or, for a generator, ``("items", [...])`` with
+        every item (empty when they were streamed); raises :class:`CallFailed`."""
+        incoming, streams = self._start(name, args, kwargs, identity, output)
+        items: list[Any] = []
+        try:
+            while True:
+                kind, payload, codec, stream = await incoming._queue.get()
+                if kind == Kind.OUTPUT:
+                    text = bytes(payload[0]).decode("utf-8", "replace") if payload else ""
+                    yield stream, text
+                elif kind == Kind.ITEM:
+                    item = _decode(codec, payload)
+                    if output:
+                        yield "item", item
+                    else:
+                        items.append(item)
+                    if incoming.credit is not None:
+                        incoming.credit.grant(incoming.credit_count + 1)
+                        incoming.credit_count += 1
+                elif kind == Kind.RESULT:
+                    yield "result", _decode(codec, payload)
+                    return
+                elif kind == Kind.END:
+                    yield "items", items
+                    return
+                elif kind == Kind.ERROR:
+                    info = decode_error(payload[0] if payload else b"")
+                    raise CallFailed(msgspec.structs.asdict(info))
+        except (asyncio.CancelledError, GeneratorExit):  # the HTTP client went away
+            incoming.cancelled = True
+            self._server._on_cancel(incoming)
+            raise
+        finally:
+            if streams and incoming.credit is not None:
+                incoming.credit.close()
+
+    def _start(
+        self, name: str, args: list[Any], kwargs: dict[str, Any], identity: str | None, output: bool
+    ) -> tuple[_HttpIncoming, bool]:
         server = self._server
         entry = server._entries.get(name)
         if entry is None:
@@ -121,7 +179,7 @@ class ServerGateway:
             codec.name,
             len(payload) - 1,
             None,
-            int(Flags.NO_OUTPUT),  # prints stay on the server's console (no stream here)
+            0 if output else int(Flags.NO_OUTPUT),  # without a stream, prints stay on the server
         )
         incoming = _HttpIncoming(
             server._core, self._peer, header, list(payload), identity, None, loop=loop
@@ -129,33 +187,7 @@ class ServerGateway:
         job = server._handle(incoming)
         if job is not None:
             loop.run_in_executor(None, job[1])
-        return await self._outcome(incoming, entry.mode in _STREAMING)
-
-    async def _outcome(self, incoming: _HttpIncoming, streams: bool) -> Any:
-        items: list[Any] = []
-        try:
-            while True:
-                kind, payload, codec = await incoming._queue.get()
-                if kind == Kind.ITEM:
-                    items.append(_decode(codec, payload))
-                    if incoming.credit is not None:
-                        incoming.credit.grant(len(items))
-                elif kind == Kind.RESULT:
-                    return _decode(codec, payload)
-                elif kind == Kind.END:
-                    return items
-                elif kind == Kind.ERROR:
-                    info = decode_error(payload[0] if payload else b"")
-                    raise CallFailed(msgspec.structs.asdict(info))
-        except asyncio.CancelledError:  # the HTTP client went away: stop the call
-            incoming.cancelled = True
-            if incoming.credit is not None:
-                incoming.credit.close()
-            self._server._on_cancel(incoming)
-            raise
-        finally:
-            if streams and incoming.credit is not None:
-                incoming.credit.close()
+        return incoming, entry.mode in _STREAMING
 
 
 def _decode(codec: str, payload: list[Any]) -> Any:

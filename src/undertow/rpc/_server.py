@@ -405,9 +405,7 @@ class Server:
 
         def run() -> None:
             try:
-                asyncio.run(
-                    self.serve(address, ready=lambda _: started.set(), http_port=http_port)
-                )
+                asyncio.run(self.serve(address, ready=lambda _: started.set(), http_port=http_port))
             except BaseException as exc:  # reported to the thread that called start()
                 failure.append(exc)
                 started.set()

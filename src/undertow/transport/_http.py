@@ -8,8 +8,15 @@ Routes::
 
     GET  /                 a page listing the functions, for people
     GET  /functions        JSON: name, signature, docstring and codecs of every function
+    GET  /openapi.json     an OpenAPI 3.1 document generated from the signatures
     POST /call/{name}      call it: a JSON body {"args": [...], "kwargs": {...}} (or msgpack,
                            by Content-Type); the result as JSON (or msgpack, by Accept)
+
+With ``Accept: application/x-ndjson`` the call streams, one JSON object per line, as it
+happens: ``{"stdout": text}`` / ``{"stderr": text}`` for output, ``{"item": value}`` for each
+item a generator yields, then ``{"result": value}``, ``{"end": true}`` (a generator) or
+``{"error": {...}}``. With ``Accept: text/event-stream`` the same travel as server-sent events
+(``event: stdout``, ``data: <JSON>``), for browsers' ``EventSource``-style readers.
 
 Errors are JSON ``{"error": {"type", "message", "traceback", "code"}}`` with a status that
 says what went wrong (400 bad input, 401 no or bad token, 403 denied, 404 no such function,
@@ -21,15 +28,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
+import importlib.metadata
 import socket
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from typing import Any, Protocol
 
 import msgspec
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from undertow.errors import ConnectError
@@ -38,6 +46,8 @@ __all__ = ["Gateway", "HttpServer", "http_app", "serve_http"]
 
 JSON = "application/json"
 MSGPACK = "application/msgpack"
+NDJSON = "application/x-ndjson"
+SSE = "text/event-stream"
 _json = msgspec.json.Encoder()
 _msgpack = msgspec.msgpack.Encoder()
 
@@ -69,6 +79,8 @@ class Gateway(Protocol):
     name: str
     #: the largest request body accepted, in bytes (None: no limit)
     max_message_size: int | None
+    #: callers must (or, with anonymous callers allowed, may) send a bearer token
+    authenticates: bool
 
     def functions(self) -> list[dict[str, Any]]:
         """Every function: name, doc, params, returns, mode, input, output."""
@@ -83,6 +95,13 @@ class Gateway(Protocol):
         self, name: str, args: list[Any], kwargs: dict[str, Any], identity: str | None
     ) -> Awaitable[Any]:
         """Run ``name`` and return its result; raises :class:`CallFailed`."""
+        ...
+
+    def events(
+        self, name: str, args: list[Any], kwargs: dict[str, Any], identity: str | None
+    ) -> AsyncIterator[tuple[str, Any]]:
+        """Run ``name``, yielding ``("stdout"|"stderr", text)``, ``("item", value)`` and at
+        last ``("result", value)`` or ``("items", [])``; raises :class:`CallFailed`."""
         ...
 
 
@@ -163,10 +182,15 @@ def http_app(gateway: Gateway) -> Starlette:
 
     async def call(request: Request) -> Response:
         name = request.path_params["name"]
+        accept = request.headers.get("accept", "")
         try:
             identity = gateway.identify(_bearer(request))
             body = await _read_body(request, gateway.max_message_size)
             args, kwargs = _arguments(body, request.headers.get("content-type", JSON))
+            if NDJSON in accept or SSE in accept:
+                events = gateway.events(name, args, kwargs, identity)
+                first = await anext(events)  # a call that cannot start gets its status
+                return _streamed(name, first, events, sse=SSE in accept)
             result = await gateway.call(name, args, kwargs, identity)
         except CallFailed as failed:
             return _error(failed.info)
@@ -175,14 +199,7 @@ def http_app(gateway: Gateway) -> Starlette:
         try:
             return Response(_json.encode(result), media_type=JSON)
         except (TypeError, ValueError) as exc:
-            return _error(
-                {
-                    "type": "SerializationError",
-                    "message": f"the result of {name}() has no JSON form ({exc}); ask for "
-                    f"Accept: {MSGPACK}",
-                    "code": "serialization",
-                }
-            )
+            return _error(_unsendable(name, exc))
 
     async def functions(request: Request) -> Response:
         try:
@@ -194,6 +211,9 @@ def http_app(gateway: Gateway) -> Starlette:
             media_type=JSON,
         )
 
+    async def openapi_json(request: Request) -> Response:
+        return Response(_json.encode(openapi(gateway)), media_type=JSON)
+
     async def index(request: Request) -> Response:
         rows = "".join(
             f"<li><code>{html.escape(f['name'])}({html.escape(_signature(f))})</code>"
@@ -203,8 +223,9 @@ def http_app(gateway: Gateway) -> Starlette:
         page = (
             f"<!doctype html><title>{html.escape(gateway.name)}</title>"
             f"<h1>undertow server {html.escape(gateway.name)!s}</h1>"
-            "<p>POST /call/NAME with a JSON body {\"args\": [...], \"kwargs\": {...}}; "
-            "GET /functions for this list as JSON.</p>"
+            '<p>POST /call/NAME with a JSON body {"args": [...], "kwargs": {...}}; '
+            'GET <a href="/functions">/functions</a> for this list as JSON, '
+            '<a href="/openapi.json">/openapi.json</a> for an OpenAPI document.</p>'
             f"<ul>{rows}</ul>"
         )
         return HTMLResponse(page)
@@ -212,9 +233,172 @@ def http_app(gateway: Gateway) -> Starlette:
     routes = [
         Route("/", index, methods=["GET"]),
         Route("/functions", functions, methods=["GET"]),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
         Route("/call/{name}", call, methods=["POST"]),
     ]
     return Starlette(routes=routes)
+
+
+def _streamed(
+    name: str, first: tuple[str, Any], events: AsyncIterator[tuple[str, Any]], *, sse: bool
+) -> StreamingResponse:
+    """The call's events as NDJSON lines or server-sent events, each sent as it happens."""
+
+    def frame(kind: str, value: Any) -> bytes:
+        if kind == "items":
+            kind, value = "end", True
+        try:
+            data = _json.encode(value)
+        except (TypeError, ValueError) as exc:
+            kind, data = "error", _json.encode(_unsendable(name, exc))
+        if sse:
+            return b"event: " + kind.encode() + b"\ndata: " + data + b"\n\n"
+        return b'{"' + kind.encode() + b'": ' + data + b"}\n"
+
+    async def body() -> AsyncIterator[bytes]:
+        yield frame(*first)
+        try:
+            async for event in events:
+                yield frame(*event)
+        except CallFailed as failed:
+            info = {k: failed.info.get(k, "") for k in ("type", "message", "traceback", "code")}
+            yield frame("error", info)
+
+    return StreamingResponse(body(), media_type=SSE if sse else NDJSON)
+
+
+def _unsendable(name: str, exc: Exception) -> dict[str, Any]:
+    return {
+        "type": "SerializationError",
+        "message": f"a value of {name}() has no JSON form ({exc}); ask for Accept: {MSGPACK}",
+        "code": "serialization",
+    }
+
+
+#: JSON Schema of a Python annotation, by the annotation's text (others: any value)
+_SCHEMAS: dict[str, dict[str, Any]] = {
+    "int": {"type": "integer"},
+    "float": {"type": "number"},
+    "str": {"type": "string"},
+    "bool": {"type": "boolean"},
+    "None": {"type": "null"},
+    "list": {"type": "array"},
+    "tuple": {"type": "array"},
+    "dict": {"type": "object"},
+}
+_POSITIONAL_ONLY, _VAR_POSITIONAL, _KEYWORD_ONLY, _VAR_KEYWORD = 0, 2, 3, 4
+
+
+def _schema(annotation: str | None) -> dict[str, Any]:
+    if not annotation:
+        return {}
+    options = [part.strip() for part in annotation.split("|")]
+    schemas = [_SCHEMAS.get(part.partition("[")[0], {}) for part in options]
+    if any(not schema for schema in schemas):
+        return {}
+    return schemas[0] if len(schemas) == 1 else {"anyOf": schemas}
+
+
+def _request_schema(function: dict[str, Any]) -> dict[str, Any]:
+    """``{"args": [...], "kwargs": {...}}`` for this function's parameters."""
+    positional: list[dict[str, Any]] = []
+    named: dict[str, Any] = {}
+    required: list[str] = []
+    open_args = open_kwargs = False
+    for name, kind, default, annotation in function.get("params", []):
+        schema = {**_schema(annotation), "title": name}
+        if kind == _VAR_POSITIONAL:
+            open_args = True
+        elif kind == _VAR_KEYWORD:
+            open_kwargs = True
+        else:
+            if kind != _KEYWORD_ONLY:
+                positional.append(schema)
+            if kind != _POSITIONAL_ONLY:
+                named[name] = schema
+                if default is None:
+                    required.append(name)
+    args: dict[str, Any] = {"type": "array", "prefixItems": positional}
+    if not open_args:
+        args["maxItems"] = len(positional)
+    kwargs: dict[str, Any] = {
+        "type": "object",
+        "properties": named,
+        "additionalProperties": open_kwargs,
+    }
+    return {
+        "type": "object",
+        "properties": {"args": args, "kwargs": kwargs},
+        "additionalProperties": False,
+        "description": "arguments by position (args), by name (kwargs), or both; a required "
+        f"parameter may come either way: {required}",
+    }
+
+
+def openapi(gateway: Gateway) -> dict[str, Any]:
+    """An OpenAPI 3.1 document for the gateway's functions."""
+    try:
+        version = importlib.metadata.version("undertow")
+    except importlib.metadata.PackageNotFoundError:
+        version = "0"
+    error = {"$ref": "#/components/schemas/Error"}
+    paths: dict[str, Any] = {}
+    for function in gateway.functions():
+        name = function["name"]
+        doc = function.get("doc") or ""
+        returns = _schema(function.get("returns"))
+        if function.get("mode") in ("generator", "asyncgen"):
+            returns = {"type": "array", "items": returns}
+        operation: dict[str, Any] = {
+            "operationId": name,
+            "summary": doc.splitlines()[0] if doc else name,
+            "description": doc,
+            "requestBody": {
+                "required": False,
+                "content": {
+                    JSON: {"schema": _request_schema(function)},
+                    MSGPACK: {"schema": _request_schema(function)},
+                },
+            },
+            "responses": {
+                "200": {
+                    "description": f"what {name}() returned (NDJSON or server-sent events "
+                    "as they happen, by Accept)",
+                    "content": {JSON: {"schema": returns}, NDJSON: {}, SSE: {}},
+                },
+                "default": {"description": "an error", "content": {JSON: {"schema": error}}},
+            },
+        }
+        paths[f"/call/{name}"] = {"post": operation}
+    document: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {"title": f"undertow server {gateway.name}", "version": version},
+        "paths": paths,
+        "components": {
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "properties": {
+                        "error": {
+                            "type": "object",
+                            "properties": {
+                                "type": {"type": "string"},
+                                "message": {"type": "string"},
+                                "traceback": {"type": "string"},
+                                "code": {"type": "string"},
+                                "available": {"type": "array", "items": {"type": "string"}},
+                            },
+                            "required": ["type", "message"],
+                        }
+                    },
+                }
+            },
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+    if gateway.authenticates:
+        document["security"] = [{"bearer": []}]
+    return document
 
 
 def _signature(function: dict[str, Any]) -> str:
