@@ -311,3 +311,60 @@ def test_the_openapi_document_is_valid_and_describes_each_function(http) -> None
     assert set(document["paths"]) == {
         f"/call/{n}" for n in ("add", "divide", "rows", "aecho", "admin_reset", "scale")
     }
+
+
+def test_a_slow_client_does_not_hold_up_others(http) -> None:
+    import socket
+    from urllib.parse import urlsplit
+
+    base = http(make_server())
+    where = urlsplit(base)
+    slow = socket.create_connection((where.hostname, where.port), timeout=WAIT)
+    silent = socket.create_connection((where.hostname, where.port), timeout=WAIT)
+    try:
+        request = b"POST /call/add HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        for i in range(10):
+            slow.sendall(request[i * 8 : (i + 1) * 8])  # a few bytes at a time, never finished
+            assert post(f"{base}/call/add", {"args": [i]})[:2] == (200, i + 1)
+    finally:
+        slow.close()
+        silent.close()
+
+
+def test_pickle_travels_over_http_only_for_a_caller_with_a_token(http, tmp_path) -> None:
+    import pickle
+
+    class Touch:
+        def __reduce__(self) -> Any:
+            return (open, (str(tmp_path / "pwned"), "w"))
+
+    server = make_server(auth=TokenAuth([ALICE]), allow_anonymous=True)
+    server.register("total_np", lambda values: sum(values))
+    server.config({"*_np": {"input_serialization": "pickle"}})
+    base = http(server)
+    (tmp_path / "args.pkl").write_bytes(pickle.dumps(([[1, 2, 3]], {})))
+    (tmp_path / "evil.pkl").write_bytes(pickle.dumps(([Touch()], {})))
+    pickled = ["-X", "POST", "-H", "Content-Type: application/python-pickle"]
+    status, body, _ = curl(
+        *pickled, "--data-binary", f"@{tmp_path / 'evil.pkl'}", f"{base}/call/total_np"
+    )
+    assert status == 401  # anonymous: refused before anything is unpickled
+    assert not (tmp_path / "pwned").exists()
+    status, body, _ = curl(
+        *pickled,
+        "-H",
+        f"Authorization: Bearer {ALICE}",
+        "--data-binary",
+        f"@{tmp_path / 'args.pkl'}",
+        f"{base}/call/total_np",
+    )
+    assert (status, body) == (200, 6)
+    status, body, _ = curl(
+        *pickled,
+        "-H",
+        f"Authorization: Bearer {ALICE}",
+        "--data-binary",
+        f"@{tmp_path / 'args.pkl'}",
+        f"{base}/call/add",
+    )
+    assert status == 415  # add() takes msgpack: a pickle is not even looked at

@@ -104,10 +104,16 @@ class ServerGateway:
         return identity
 
     async def call(
-        self, name: str, args: list[Any], kwargs: dict[str, Any], identity: str | None
+        self,
+        name: str,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        identity: str | None,
+        pickled: bytes | None = None,
     ) -> Any:
         final: Any = None
-        async for kind, value in self.events(name, args, kwargs, identity, output=False):
+        events = self.events(name, args, kwargs, identity, pickled, output=False)
+        async for kind, value in events:
             if kind in ("result", "items"):
                 final = value
         return final
@@ -118,13 +124,14 @@ class ServerGateway:
         args: list[Any],
         kwargs: dict[str, Any],
         identity: str | None,
+        pickled: bytes | None = None,
         *,
         output: bool = True,
     ) -> AsyncIterator[tuple[str, Any]]:
         """The call's events as they happen: ``("stdout"|"stderr", text)``, ``("item",
         value)``, then ``("result", value)`` or, for a generator, ``("items", [...])`` with
         every item (empty when they were streamed); raises :class:`CallFailed`."""
-        incoming, streams = self._start(name, args, kwargs, identity, output)
+        incoming, streams = self._start(name, args, kwargs, identity, pickled, output)
         items: list[Any] = []
         try:
             while True:
@@ -159,7 +166,13 @@ class ServerGateway:
                 incoming.credit.close()
 
     def _start(
-        self, name: str, args: list[Any], kwargs: dict[str, Any], identity: str | None, output: bool
+        self,
+        name: str,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        identity: str | None,
+        pickled: bytes | None,
+        output: bool,
     ) -> tuple[_HttpIncoming, bool]:
         server = self._server
         entry = server._entries.get(name)
@@ -167,10 +180,22 @@ class ServerGateway:
             info = server._core.not_found(name)
             raise CallFailed(msgspec.structs.asdict(info))
         codec = entry.options.input_serialization
-        try:
-            payload = codec.encode((args, kwargs))
-        except UndertowError as exc:
-            raise CallFailed(msgspec.structs.asdict(error_info(exc, code="bad_request"))) from None
+        if pickled is not None:
+            if codec.name != "pickle":
+                raise CallFailed(
+                    {
+                        "type": "UnsupportedMediaType",
+                        "message": f"{name}() takes {codec.name}, not pickle: send JSON",
+                        "code": "unsupported",
+                    }
+                )
+            payload: list[Any] = [pickled]  # the server checks the caller before unpickling
+        else:
+            try:
+                payload = codec.encode((args, kwargs))
+            except UndertowError as exc:
+                info = error_info(exc, code="bad_request")
+                raise CallFailed(msgspec.structs.asdict(info)) from None
         loop = asyncio.get_running_loop()
         header = Header(
             Kind.CALL,

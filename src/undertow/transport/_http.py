@@ -10,7 +10,11 @@ Routes::
     GET  /functions        JSON: name, signature, docstring and codecs of every function
     GET  /openapi.json     an OpenAPI 3.1 document generated from the signatures
     POST /call/{name}      call it: a JSON body {"args": [...], "kwargs": {...}} (or msgpack,
-                           by Content-Type); the result as JSON (or msgpack, by Accept)
+                           by Content-Type); the result as JSON (or msgpack, by Accept).
+                           A pickle of (args, kwargs) (Content-Type:
+                           application/python-pickle) is taken only from a caller with a
+                           valid bearer token, for a function that takes pickle; such a
+                           caller may also ask for a pickled result (Accept).
 
 With ``Accept: application/x-ndjson`` the call streams, one JSON object per line, as it
 happens: ``{"stdout": text}`` / ``{"stderr": text}`` for output, ``{"item": value}`` for each
@@ -29,6 +33,7 @@ import asyncio
 import contextlib
 import html
 import importlib.metadata
+import pickle
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from typing import Any, Protocol
@@ -48,6 +53,7 @@ JSON = "application/json"
 MSGPACK = "application/msgpack"
 NDJSON = "application/x-ndjson"
 SSE = "text/event-stream"
+PICKLE = "application/python-pickle"
 _json = msgspec.json.Encoder()
 _msgpack = msgspec.msgpack.Encoder()
 
@@ -92,13 +98,24 @@ class Gateway(Protocol):
         ...
 
     def call(
-        self, name: str, args: list[Any], kwargs: dict[str, Any], identity: str | None
+        self,
+        name: str,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        identity: str | None,
+        pickled: bytes | None = None,
     ) -> Awaitable[Any]:
-        """Run ``name`` and return its result; raises :class:`CallFailed`."""
+        """Run ``name`` and return its result; raises :class:`CallFailed`. ``pickled``: the
+        arguments as a pickle, for a function that takes pickle (authenticated callers)."""
         ...
 
     def events(
-        self, name: str, args: list[Any], kwargs: dict[str, Any], identity: str | None
+        self,
+        name: str,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        identity: str | None,
+        pickled: bytes | None = None,
     ) -> AsyncIterator[tuple[str, Any]]:
         """Run ``name``, yielding ``("stdout"|"stderr", text)``, ``("item", value)`` and at
         last ``("result", value)`` or ``("items", [])``; raises :class:`CallFailed`."""
@@ -186,15 +203,19 @@ def http_app(gateway: Gateway) -> Starlette:
         try:
             identity = gateway.identify(_bearer(request))
             body = await _read_body(request, gateway.max_message_size)
-            args, kwargs = _arguments(body, request.headers.get("content-type", JSON))
+            content_type = request.headers.get("content-type", JSON)
+            pickled = body if content_type.split(";")[0].strip().lower() == PICKLE else None
+            args, kwargs = ([], {}) if pickled is not None else _arguments(body, content_type)
             if NDJSON in accept or SSE in accept:
-                events = gateway.events(name, args, kwargs, identity)
+                events = gateway.events(name, args, kwargs, identity, pickled)
                 first = await anext(events)  # a call that cannot start gets its status
                 return _streamed(name, first, events, sse=SSE in accept)
-            result = await gateway.call(name, args, kwargs, identity)
+            result = await gateway.call(name, args, kwargs, identity, pickled)
         except CallFailed as failed:
             return _error(failed.info)
-        if MSGPACK in request.headers.get("accept", ""):
+        if PICKLE in accept and identity is not None:  # only for an authenticated caller
+            return Response(pickle.dumps(result, protocol=5), media_type=PICKLE)
+        if MSGPACK in accept:
             return Response(_msgpack.encode(result), media_type=MSGPACK)
         try:
             return Response(_json.encode(result), media_type=JSON)
