@@ -12,6 +12,8 @@ Kinds:
                 without the token are served (all but total_signed, which takes pickle).
     pyro5       Pyro5 daemon exposing an object with an ``echo`` method (optional peer).
     rpyc        RPyC ThreadedServer with ``exposed_echo`` (optional peer).
+    undertow-http  undertow.Server with echo, blob_len and blob, also served over HTTP; the
+                address printed is the HTTP one.
     memkv       the MemKeyValue service of examples/memkv/memkv.py (the design document's
                 example, unchanged), served and registered as ``python -m undertow.service``
                 does, in the registry of ``$UNDERTOW_HOME``.
@@ -31,7 +33,7 @@ from typing import Any
 #: The undertow server's one user: signed calls and pickle need it.
 TOKEN = "bench.Kb2xV9mQ2rT7yU1iO5pL8sD4fG6hJ0zCwE3rT5y"  # noqa: S105 - a loopback bench's secret
 #: Kinds this module can serve.
-KINDS = ("raw-rep", "raw-router", "undertow", "pyro5", "rpyc", "memkv")
+KINDS = ("raw-rep", "raw-router", "undertow", "undertow-http", "pyro5", "rpyc", "memkv")
 #: Commands of the raw ROUTER server, first frame after the peer id.
 CMD_ECHO, CMD_UP, CMD_DOWN = b"echo", b"up", b"down"
 
@@ -225,6 +227,36 @@ def serve_rpyc() -> None:
     server.start()
 
 
+def serve_undertow_http() -> None:
+    """Serve echo, blob_len (bytes in) and blob (bytes out, made once per size) over HTTP."""
+    import signal
+
+    import undertow
+
+    blobs: dict[int, bytes] = {}
+
+    def echo(x: Any) -> Any:
+        return x
+
+    def blob_len(data: bytes) -> int:
+        return len(data)
+
+    def blob(n: int) -> bytes:
+        data = blobs.get(n)
+        if data is None:
+            data = blobs[n] = b"\1" * n
+        return data
+
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # for sigwait, in every thread
+    server = undertow.Server(name="bench-http")
+    for fn in (echo, blob_len, blob):
+        server.register(fn.__name__, fn)
+    server.start(http_port=0)
+    announce("undertow-http", server.http_address)
+    signal.sigwait({signal.SIGTERM})  # the server runs in its thread until then
+    server.stop()
+
+
 def serve_memkv() -> None:
     """Serve the memkv example's service until SIGTERM, deregistering it on the way out."""
     import asyncio
@@ -247,6 +279,7 @@ SERVERS: dict[str, Callable[[], None]] = {
     "raw-rep": serve_raw_rep,
     "raw-router": serve_raw_router,
     "undertow": serve_undertow,
+    "undertow-http": serve_undertow_http,
     "pyro5": serve_pyro5,
     "rpyc": serve_rpyc,
     "memkv": serve_memkv,

@@ -20,6 +20,7 @@ import concurrent.futures
 import contextlib
 import datetime
 import gc
+import http.client
 import importlib
 import importlib.metadata
 import json
@@ -33,12 +34,14 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, ModuleType
 from typing import Any
 
+import msgspec
 import numpy as np
 import zmq
 
@@ -242,6 +245,8 @@ class Clients:
     ut: undertow.Client
     #: the same server, every message signed with the token
     ut_signed: undertow.Client
+    #: a kept-alive HTTP/1.1 connection to the server that also serves HTTP
+    http: http.client.HTTPConnection
     pyro5: Any = None
     rpyc: Any = None
     closers: list[Callable[[], None]] = field(default_factory=list)
@@ -270,6 +275,7 @@ def connect_all(servers: dict[str, ServerProcess]) -> Clients:
     """Connect a client to each server and make one call on each (connection warm-up)."""
     rep = _zmq_socket(zmq.REQ, servers["raw-rep"].address)
     clients = Clients(
+        http=_http_connection(servers["undertow-http"].address),
         rep=rep,
         dealer=_zmq_socket(zmq.DEALER, servers["raw-router"].address),
         ut=undertow.connect(servers["undertow"].address, token=False, timeout=60),
@@ -280,6 +286,7 @@ def connect_all(servers: dict[str, ServerProcess]) -> Clients:
         clients.dealer.close,
         clients.ut.close,
         clients.ut_signed.close,
+        clients.http.close,
     ]
     if "pyro5" in servers:
         api = importlib.import_module("Pyro5.api")
@@ -292,6 +299,33 @@ def connect_all(servers: dict[str, ServerProcess]) -> Clients:
         clients.rpyc = rpyc.connect("127.0.0.1", port, config={"sync_request_timeout": 60})
         clients.closers.append(clients.rpyc.close)
     return clients
+
+
+def _http_connection(address: str) -> http.client.HTTPConnection:
+    where = urllib.parse.urlsplit(address)
+    assert where.hostname is not None
+    return http.client.HTTPConnection(where.hostname, where.port, timeout=60)
+
+
+def _http_call(
+    conn: http.client.HTTPConnection, name: str, body: bytes, content_type: str = "application/json"
+) -> bytes:
+    """One POST /call/NAME on a kept-alive connection; the response body."""
+    conn.request(
+        "POST", f"/call/{name}", body, {"Content-Type": content_type, "Accept": content_type}
+    )
+    response = conn.getresponse()
+    data = response.read()
+    if response.status != 200:
+        raise RuntimeError(f"HTTP {response.status}: {data[:200]!r}")
+    return data
+
+
+def _http_echo(conn: http.client.HTTPConnection) -> Callable[[], object]:
+    def call() -> object:
+        return json.loads(_http_call(conn, "echo", b'{"args": [42]}'))
+
+    return call
 
 
 def _raw_rep_echo(sock: zmq.Socket[Any]) -> Callable[[], object]:
@@ -320,6 +354,7 @@ def latency_calls(clients: Clients) -> dict[str, Callable[[], object]]:
         "raw_dealer_router": _raw_dealer_echo(clients.dealer),
         "undertow": lambda: client.echo(42),
         "undertow_signed": lambda: signed.echo(42),
+        "undertow_http": _http_echo(clients.http),
     }
     signed = clients.ut_signed
     if clients.pyro5 is not None:
@@ -373,6 +408,8 @@ def measure_latency(clients: Clients, plan: Plan) -> dict[str, Any]:
         "by frame (pyzmq's multipart helpers cost ~25% more)",
         "undertow": "client.echo(42), sync client, default options, no token",
         "undertow_signed": "the same with a token: request and reply signed (HMAC-SHA256)",
+        "undertow_http": "POST /call/echo with a JSON body on a kept-alive HTTP/1.1 connection "
+        "(http.client), to a server that also serves HTTP",
         "pyro5": "Proxy.echo(42), default serpent serializer, thread-pool daemon",
         "rpyc": "remote_echo = conn.root.echo bound once, then remote_echo(42)",
     }
@@ -581,6 +618,24 @@ def undertow_bulk_steps(
     }
 
 
+def http_bulk_steps(conn: http.client.HTTPConnection) -> dict[str, Callable[[], None]]:
+    """100 MB of bytes up (``blob_len``) and down (``blob``) as msgpack bodies over HTTP;
+    the client's own encoding and decoding are counted, as a user's would be."""
+    payload = b"\1" * BULK_BYTES
+    msgpack = "application/msgpack"
+
+    def upload() -> None:
+        body = msgspec.msgpack.encode({"args": [payload]})
+        check(msgspec.msgpack.decode(_http_call(conn, "blob_len", body, msgpack)), BULK_BYTES)
+
+    def download() -> None:
+        body = msgspec.msgpack.encode({"args": [BULK_BYTES]})
+        got = msgspec.msgpack.decode(_http_call(conn, "blob", body, msgpack))
+        check(len(got), BULK_BYTES)
+
+    return {"http_upload": upload, "http_download": download}
+
+
 MEMORY_STEPS = ("numpy_copy", "numpy_copyto_preallocated", "numpy_ones")
 
 
@@ -629,9 +684,12 @@ def measure_bulk(servers: dict[str, ServerProcess], plan: Plan) -> dict[str, Any
         signed = stack.enter_context(
             undertow.connect(servers["undertow#signed"].address, token=TOKEN, timeout=60)
         )
+        conn = _http_connection(servers["undertow-http"].address)
+        stack.callback(conn.close)
         steps = raw_bulk_steps(sock, arr)
         steps["raw_zmq_download"]()  # the server makes its blob once, before any timing
         steps |= undertow_bulk_steps(up, down, signed, arr) | memory_steps(arr)
+        steps |= http_bulk_steps(conn)
         before = {"upload": up.rss(), "download": down.rss()}
         times = _run_interleaved(steps, plan.bulk_runs)
         after = {"upload": up.rss(), "download": down.rss()}
@@ -646,6 +704,7 @@ def measure_bulk(servers: dict[str, ServerProcess], plan: Plan) -> dict[str, Any
             for d in ("upload", "download")
         },
         "undertow_signed": {"upload": entries["undertow_upload_signed"]},
+        "undertow_http": {d: entries[f"http_{d}"] for d in ("upload", "download")},
     }
     copy = result["memcpy"]["numpy_copy"]["mb_per_s"]
     result["ratios"] = {}
@@ -658,6 +717,9 @@ def measure_bulk(servers: dict[str, ServerProcess], plan: Plan) -> dict[str, Any
         "frame), server sums it; download: client.make(100_000_000), server sends out of band "
         "an array it made on the first call (as the raw floor makes its blob once; the best "
         "run counts); no token, so nothing is signed",
+        "undertow_http": "100 MB of bytes in a msgpack body: POST /call/blob_len up, POST "
+        "/call/blob down (Accept: application/msgpack), kept-alive http.client connection; the "
+        "client's msgpack encoding and decoding included",
         "undertow_signed": "upload: client.total_signed(arr) with a token, pickle 5 with an "
         "out-of-band buffer, every frame covered by the HMAC-SHA256 signature (a server of its "
         "own)",
@@ -840,6 +902,9 @@ def summary(results: dict[str, Any]) -> str:
         f"| echo latency p50, signed (a token) | {lat['raw_zmq']['p50_us']:.0f} µs "
         f"| {lat['undertow_signed']['p50_us']:.0f} µs "
         f"| {lat['ratios_p50_vs_raw']['undertow_signed']:.2f}x | | | context only |",
+        f"| echo latency p50 over HTTP (JSON) | {lat['raw_zmq']['p50_us']:.0f} µs "
+        f"| {lat['undertow_http']['p50_us']:.0f} µs "
+        f"| {lat['ratios_p50_vs_raw']['undertow_http']:.2f}x | | | context only |",
         f"| echo throughput, {WINDOW} in flight | {thr['raw_zmq']['calls_per_s']:,} calls/s "
         f"(zmq DEALER/ROUTER) | {thr['undertow']['calls_per_s']:,} calls/s "
         f"| {thr['ratios_vs_raw']['undertow']:.2f}x "
@@ -861,6 +926,13 @@ def summary(results: dict[str, Any]) -> str:
             f"({rss['growth_kib'] / 1024:,.0f} MiB) | | | "
             f"| {goal(f'server RSS growth / payload, {d}', f'<= {TARGET_RSS_GROWTH:.0f}x')} |",
         ]
+    for d in ("upload", "download"):
+        over_http = bulk["undertow_http"][d]["mb_per_s"]
+        rows.append(
+            f"| 100 MB {d} over HTTP (msgpack body) | {raw_b[d]['mb_per_s']:,.0f} MB/s "
+            f"| {over_http:,.0f} MB/s | {over_http / raw_b[d]['mb_per_s']:.2f}x "
+            "| | | context only |"
+        )
     signed_up = bulk["undertow_signed"]["upload"]["mb_per_s"]
     rows.append(
         f"| 100 MB upload, pickle, signed (a token) | {raw_b['upload']['mb_per_s']:,.0f} MB/s "
@@ -916,6 +988,7 @@ def run(plan: Plan, quick: bool) -> dict[str, Any]:
         "undertow#up",
         "undertow#down",
         "undertow#signed",
+        "undertow-http",
         "memkv",
     ]
     kinds += [name for name, ok in peers.items() if ok]

@@ -458,7 +458,9 @@ class HttpServer:
 async def serve_http(app: Callable[..., Any], host: str, port: int) -> HttpServer:
     """Serve ``app`` on ``host:port`` (0: a free port) from the running loop."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # the protocol said outright: asyncio turns Nagle off (TCP_NODELAY) only on sockets whose
+    # proto is IPPROTO_TCP, and with Nagle on every response waits ~40 ms for a delayed ACK
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
