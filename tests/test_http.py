@@ -368,3 +368,70 @@ def test_pickle_travels_over_http_only_for_a_caller_with_a_token(http, tmp_path)
         f"{base}/call/add",
     )
     assert status == 415  # add() takes msgpack: a pickle is not even looked at
+
+
+# -- the Python client of an HTTP address ---------------------------------------------------
+
+
+def test_connect_to_an_http_address_gives_the_same_client_api(http) -> None:
+    import inspect
+
+    server = make_server()
+    release = threading.Event()
+
+    @server.register
+    def chatty(n: int) -> int:
+        """Print n lines, then return n."""
+        for i in range(n):
+            print(f"line {i}")
+        return n
+
+    @server.register
+    def slow() -> None:
+        assert release.wait(WAIT)
+
+    base = http(server)
+    heard: list[tuple[str, str]] = []
+    with undertow.connect(base, timeout=WAIT, output=lambda s, t: heard.append((s, t))) as client:
+        assert str(inspect.signature(client.add)) == "(x: int, y: int = 1) -> int"
+        assert client.add.__doc__ == "Add two numbers."
+        assert "divide" in dir(client)
+        assert client.add(2, y=40) == 42
+        assert client.chatty(2) == 2
+        assert heard == [("stdout", "line 0\n"), ("stdout", "line 1\n")]
+        assert list(client.rows(3)) == [{"i": 0}, {"i": 1}, {"i": 2}]
+        futures = [client.add.submit(i) for i in range(5)]
+        assert [f.result(WAIT) for f in futures] == [1, 2, 3, 4, 5]
+        with pytest.raises(ZeroDivisionError) as info:
+            client.divide(1, 0)
+        assert "in divide" in str(info.value.__cause__)
+        with pytest.raises(undertow.FunctionNotFound):
+            client.call("missing")
+        with pytest.raises(undertow.RPCTimeout, match="slow"):
+            client.slow.options(timeout=0.3)()
+        release.set()
+
+
+def test_the_http_client_authenticates_with_its_token(http) -> None:
+    server = make_server(auth=TokenAuth([ALICE, BOB]))
+    server.config({"admin_*": {"auth": allow("alice")}})
+    base = http(server)
+    with pytest.raises(undertow.AuthenticationError):
+        undertow.connect(base, timeout=WAIT, token=False)
+    with undertow.connect(base, timeout=WAIT, token=BOB) as bob:
+        assert bob.add(1) == 2
+        with pytest.raises(undertow.PermissionDenied, match="admin_reset"):
+            bob.admin_reset()
+
+
+async def test_the_async_http_client(http) -> None:
+    base = http(make_server())
+    client = await undertow.connect_async(base, timeout=WAIT)
+    try:
+        assert await client.add(2, 3) == 5
+        assert await client.submit("add", 1) == 2
+        assert [row async for row in client.rows(2)] == [{"i": 0}, {"i": 1}]
+        with pytest.raises(ZeroDivisionError):
+            await client.divide(1, 0)
+    finally:
+        await client.aclose()

@@ -230,8 +230,13 @@ class _AsyncStream(AsyncIterator[Any]):
                 self._client._abandon(self._call)
 
 
-async def connect_async(address: str, **options: Any) -> AsyncClient:
-    """Open an :class:`AsyncClient` to ``address``; options are those of ``AsyncClient``."""
+async def connect_async(address: str, **options: Any) -> Any:
+    """Open an :class:`AsyncClient` to ``address``; options are those of ``AsyncClient``.
+    An ``http://`` or ``https://`` address gives an ``AsyncHttpClient``."""
+    if address.startswith(("http://", "https://")):
+        from undertow.rpc._http_client import AsyncHttpClient
+
+        return await AsyncHttpClient(address, **options).open()
     return await AsyncClient(address, **options).open()
 
 

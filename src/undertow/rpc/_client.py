@@ -465,6 +465,14 @@ def functions(client: _ClientBase) -> dict[str, Callable[..., Any]]:
     return dict(client._bound)
 
 
-def connect(address: str, **options: Any) -> Client:
-    """Connect to the server at ``address``; options are those of :class:`Client`."""
+def connect(address: str, **options: Any) -> Any:
+    """Connect to the server at ``address``; options are those of :class:`Client`.
+
+    An ``http://`` or ``https://`` address gives an :class:`~undertow.rpc.HttpClient` (the
+    ``http`` extra), with the same API.
+    """
+    if address.startswith(("http://", "https://")):
+        from undertow.rpc._http_client import HttpClient
+
+        return HttpClient(address, **options)
     return Client(address, **options)
