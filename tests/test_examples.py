@@ -147,3 +147,36 @@ def test_security(tmp_path, monkeypatch) -> None:
         "alice runs python: 12",
         "a stranger: refused",
     ]
+
+
+def test_http() -> None:
+    pytest.importorskip("uvicorn")
+    server = subprocess.Popen(
+        [sys.executable, "-u", str(EXAMPLES / "http" / "server.py")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first = _read_first_line(server, READY_TIMEOUT)
+        assert first.startswith("undertow: serving ")
+        assert server.stdout is not None
+        second = server.stdout.readline()  # printed with the first, so it is buffered already
+        assert "over HTTP on http://127.0.0.1:" in second
+        out = _run(EXAMPLES / "http" / "client.py", second.split()[-1])
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        server.communicate()
+    assert out == [
+        "add(2, 3) = 5",
+        "help: add(x: float, y: float = 1.0) -> float: Add two numbers.",
+        "counting 3",
+        "counting 2",
+        "counting 1",
+        "items: [3, 2, 1]",
+        "future: 42",
+    ]

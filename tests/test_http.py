@@ -435,3 +435,22 @@ async def test_the_async_http_client(http) -> None:
             await client.divide(1, 0)
     finally:
         await client.aclose()
+
+
+async def test_the_async_http_client_keeps_deadlines(http) -> None:
+    server = make_server()
+    release = threading.Event()
+
+    @server.register
+    def slow() -> None:
+        assert release.wait(WAIT)
+
+    base = http(server)
+    client = await undertow.connect_async(base, timeout=WAIT)
+    try:
+        with pytest.raises(undertow.RPCTimeout, match="slow"):
+            await client.slow.options(timeout=0.3)()
+        assert await client.add(1) == 2  # the client is still usable
+    finally:
+        release.set()
+        await client.aclose()

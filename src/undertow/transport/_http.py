@@ -597,18 +597,17 @@ class AsyncHttpCaller:
         timeout = None if deadline is None else max(0.001, deadline - time.monotonic())
         headers = {"Content-Type": MSGPACK, "Accept": NDJSON}
         with _translated(self.base_url, name, timeout):
-            async with (
-                asyncio.timeout(timeout),
-                self._client.stream(
-                    "POST", f"/call/{name}", content=body, headers=headers, timeout=timeout
-                ) as response,
-            ):
+            async with self._client.stream(
+                "POST", f"/call/{name}", content=body, headers=headers, timeout=timeout
+            ) as response:
                 if response.status_code != 200:
                     await response.aread()
                     raise _client_error(response)
                 async for line in response.aiter_lines():
                     if line:
                         yield _event(line)
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise RPCTimeout(f"{name}() at {self.base_url} did not finish in time")
 
     async def aclose(self) -> None:
         await self._client.aclose()
