@@ -454,3 +454,49 @@ async def test_the_async_http_client_keeps_deadlines(http) -> None:
     finally:
         release.set()
         await client.aclose()
+
+
+def test_msgpack_and_pickle_bodies_and_results_are_chosen_by_content_type_and_accept(
+    http, tmp_path
+) -> None:
+    import pickle
+
+    import msgspec
+
+    server = make_server(auth=TokenAuth([ALICE]), allow_anonymous=True)
+    server.register("concat", lambda a, b: a + b)
+    base = http(server)
+    (tmp_path / "body.msgpack").write_bytes(msgspec.msgpack.encode({"args": [b"ab", b"cd"]}))
+    assert CURL is not None
+    done = subprocess.run(
+        [
+            CURL,
+            "-sS",
+            "-H",
+            "Content-Type: application/msgpack",
+            "-H",
+            "Accept: application/msgpack",
+            "--data-binary",
+            f"@{tmp_path / 'body.msgpack'}",
+            f"{base}/call/concat",
+        ],
+        capture_output=True,
+        timeout=WAIT,
+        check=True,
+    )
+    assert msgspec.msgpack.decode(done.stdout) == b"abcd"  # bytes, which JSON cannot carry
+    ask_pickle = ["-H", "Accept: application/python-pickle", "--json", '{"args": [2, 3]}']
+    anonymous = subprocess.run(
+        [CURL, "-sS", *ask_pickle, f"{base}/call/add"],
+        capture_output=True,
+        timeout=WAIT,
+        check=True,
+    )
+    assert anonymous.stdout == b"5"  # no token: JSON, never a pickle
+    signed = subprocess.run(
+        [CURL, "-sS", "-H", f"Authorization: Bearer {ALICE}", *ask_pickle, f"{base}/call/add"],
+        capture_output=True,
+        timeout=WAIT,
+        check=True,
+    )
+    assert pickle.loads(signed.stdout) == 5
