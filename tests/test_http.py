@@ -500,3 +500,123 @@ def test_msgpack_and_pickle_bodies_and_results_are_chosen_by_content_type_and_ac
         check=True,
     )
     assert pickle.loads(signed.stdout) == 5
+
+
+# -- what a hostile web page or client could try --------------------------------------------
+
+
+def test_a_page_from_another_site_cannot_make_a_call(http) -> None:
+    server = make_server()
+    ran: list[int] = []
+    server.register("record", lambda: ran.append(1))
+    base = http(server)
+    assert CURL is not None
+    # a "simple" cross-site POST: no Content-Type a page could not send without asking
+    for content_type in ([], ["-H", "Content-Type: text/plain"]):
+        status, body, _ = curl("-X", "POST", *content_type, "-d", "{}", f"{base}/call/record")
+        assert status == 415
+    # DNS rebinding: a name of the attacker's that points at 127.0.0.1
+    status, body, _ = post(f"{base}/call/record", {}, "Host: evil.example")
+    assert status == 403
+    assert "localhost" in body["error"]["message"]
+    assert ran == []
+    assert post(f"{base}/call/record", {})[0] == 200
+    assert ran == [1]
+
+
+def test_http_beyond_loopback_needs_the_insecure_flag_even_with_tokens() -> None:
+    all_interfaces = "tcp://0.0.0.0:0"
+    server = make_server(auth=TokenAuth([ALICE]))
+    with pytest.raises(undertow.ConfigError, match="TLS proxy"):
+        server.start(all_interfaces, http_port=0)
+    server = make_server(auth=TokenAuth([ALICE]), insecure=True)
+    server.start(all_interfaces, http_port=0)
+    try:
+        assert server.http_address.startswith("http://0.0.0.0:")
+    finally:
+        server.stop()
+
+
+def test_every_page_of_a_server_with_tokens_needs_one(http) -> None:
+    base = http(make_server(auth=TokenAuth([ALICE])))
+    for page in ("/", "/functions", "/openapi.json"):
+        assert curl(f"{base}{page}")[0] == 401, page
+        assert curl("-H", f"Authorization: Bearer {ALICE}", f"{base}{page}")[0] == 200, page
+
+
+def test_a_client_that_hangs_up_stops_its_call(http) -> None:
+    import asyncio
+
+    server = make_server()
+    started, stopped = threading.Event(), threading.Event()
+
+    @server.register
+    async def forever() -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            stopped.set()
+
+    base = http(server)
+    assert CURL is not None
+    with subprocess.Popen(
+        [CURL, "-sS", "--json", "{}", f"{base}/call/forever"], stdout=subprocess.DEVNULL
+    ) as proc:
+        assert started.wait(WAIT)
+        proc.terminate()  # the client goes away mid-call
+    assert stopped.wait(WAIT), "the call went on after its client left"
+
+
+def test_an_endless_generator_asked_for_without_a_stream_is_cut_at_the_limit(http) -> None:
+    server = make_server(max_message_size=65536)
+    stopped = threading.Event()
+
+    @server.register
+    def endless() -> Iterator[str]:
+        try:
+            while True:
+                yield "x" * 1000
+        finally:
+            stopped.set()
+
+    base = http(server)
+    status, body, _ = post(f"{base}/call/endless", {})
+    assert status == 413
+    assert "stream them" in body["error"]["message"]
+    assert stopped.wait(WAIT)
+
+
+def test_statuses_for_timeouts_and_unsendable_results(http) -> None:
+    server = make_server(auth=TokenAuth([ALICE]), allow_anonymous=True)
+    release = threading.Event()
+
+    @server.register
+    def limited() -> None:
+        release.wait(WAIT)
+
+    server.register("huge_np", lambda: 2**70)
+    server.config({"limited": {"timeout": 0.2}, "huge_np": {"output_serialization": "pickle"}})
+    base = http(server)
+    try:
+        status, body, _ = post(f"{base}/call/limited", {})
+        assert (status, body["error"]["code"]) == (504, "timeout")
+    finally:
+        release.set()
+    auth = f"Authorization: Bearer {ALICE}"
+    status, body, _ = post(f"{base}/call/huge_np", {}, auth, "Accept: application/msgpack")
+    assert (status, body["error"]["code"]) == (500, "serialization")
+
+
+def test_the_http_client_gives_each_item_of_a_stream_its_own_deadline(http) -> None:
+    server = make_server()
+
+    @server.register
+    def ticks(n: int) -> Iterator[int]:
+        for i in range(n):
+            threading.Event().wait(0.1)  # an item takes that long to make
+            yield i
+
+    base = http(server)
+    with undertow.connect(base, timeout=0.5) as client:
+        assert list(client.ticks(8)) == list(range(8))  # 0.8 s in all, 0.1 s each

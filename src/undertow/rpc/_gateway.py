@@ -10,9 +10,11 @@ difference.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import itertools
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -34,12 +36,14 @@ _STREAMING = ("generator", "asyncgen")
 class _HttpIncoming(Incoming):
     """A call from HTTP: its answers go to a queue on the server's loop."""
 
-    __slots__ = ("_loop", "_queue", "credit_count")
+    __slots__ = ("_loop", "_queue", "closed", "credit_count")
 
     def __init__(self, *args: Any, loop: asyncio.AbstractEventLoop, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._loop = loop
         self.credit_count = 0  # items of a stream handed on so far
+        #: nobody reads the answers any more (the request ended): they are dropped
+        self.closed = False
         self._queue: asyncio.Queue[tuple[Kind, list[Any], str, str]] = asyncio.Queue()
 
     def _send(
@@ -51,9 +55,9 @@ class _HttpIncoming(Incoming):
         codec: str = "",
         ends: bool = False,
     ) -> None:
-        message = (kind, list(payload), codec, name)
-        if self._loop.is_closed():
+        if self.closed:
             return
+        message = (kind, list(payload), codec, name)
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
@@ -61,7 +65,8 @@ class _HttpIncoming(Incoming):
         if running is self._loop:
             self._queue.put_nowait(message)
         else:
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, message)
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                self._loop.call_soon_threadsafe(self._queue.put_nowait, message)
 
 
 class ServerGateway:
@@ -73,6 +78,15 @@ class ServerGateway:
         self.max_message_size = server._core.max_message_size
         self.authenticates = server.authenticates
         self._peer = b"http:" + os.urandom(8)
+        # plain functions run here, as many at once as the server allows; not in the loop's
+        # default executor, whose shutdown would wait for every running call
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            server._max_workers, thread_name_prefix=f"undertow-http-{server.name}"
+        )
+
+    def close(self) -> None:
+        """Stop taking calls; running ones finish in their threads, unwaited for."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def functions(self) -> list[dict[str, Any]]:
         return [msgspec.structs.asdict(info) for info in self._server.info()]
@@ -127,12 +141,14 @@ class ServerGateway:
         pickled: bytes | None = None,
         *,
         output: bool = True,
-    ) -> AsyncIterator[tuple[str, Any]]:
+    ) -> AsyncGenerator[tuple[str, Any], None]:
         """The call's events as they happen: ``("stdout"|"stderr", text)``, ``("item",
         value)``, then ``("result", value)`` or, for a generator, ``("items", [...])`` with
         every item (empty when they were streamed); raises :class:`CallFailed`."""
         incoming, streams = self._start(name, args, kwargs, identity, pickled, output)
         items: list[Any] = []
+        held = 0  # bytes of the items collected for an answer that does not stream
+        limit = self.max_message_size
         try:
             while True:
                 kind, payload, codec, stream = await incoming._queue.get()
@@ -144,6 +160,16 @@ class ServerGateway:
                     if output:
                         yield "item", item
                     else:
+                        held += sum(memoryview(frame).nbytes for frame in payload)
+                        if limit is not None and held > limit:
+                            raise CallFailed(
+                                {
+                                    "type": "MessageTooLarge",
+                                    "message": f"the items of {name}() come to over {limit:,} "
+                                    "bytes; stream them (Accept: application/x-ndjson)",
+                                    "code": "too_large",
+                                }
+                            )
                         items.append(item)
                     if incoming.credit is not None:
                         incoming.credit.grant(incoming.credit_count + 1)
@@ -157,11 +183,12 @@ class ServerGateway:
                 elif kind == Kind.ERROR:
                     info = decode_error(payload[0] if payload else b"")
                     raise CallFailed(msgspec.structs.asdict(info))
-        except (asyncio.CancelledError, GeneratorExit):  # the HTTP client went away
+        except BaseException:  # the client went away, or the call failed: stop it
             incoming.cancelled = True
             self._server._on_cancel(incoming)
             raise
         finally:
+            incoming.closed = True
             if streams and incoming.credit is not None:
                 incoming.credit.close()
 
@@ -211,11 +238,14 @@ class ServerGateway:
         )
         job = server._handle(incoming)
         if job is not None:
-            loop.run_in_executor(None, job[1])
+            loop.run_in_executor(self._pool, job[1])
         return incoming, entry.mode in _STREAMING
 
 
 def _decode(codec: str, payload: list[Any]) -> Any:
     if not codec:
         return None
-    return resolve_codec(codec).decode(payload)
+    try:
+        return resolve_codec(codec).decode(payload)
+    except UndertowError as exc:
+        raise CallFailed(msgspec.structs.asdict(error_info(exc, code="serialization"))) from None

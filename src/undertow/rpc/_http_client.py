@@ -115,6 +115,13 @@ class _HttpBase:
         )
 
 
+async def _aclose(events: AsyncIterator[Any]) -> None:
+    """Close an event stream early (the connection goes back, the remote call stops)."""
+    close = getattr(events, "aclose", None)
+    if close is not None:
+        await close()
+
+
 def _handle(kind: str, value: Any, sink: OutputCallback | None) -> bool:
     """Apply an output event; True if it was one."""
     if kind in ("stdout", "stderr"):
@@ -202,9 +209,10 @@ class HttpClient(_HttpBase):
         self, info: FunctionInfo, args: tuple[Any, ...], kwargs: dict[str, Any], opts: CallOptions
     ) -> Any:
         body, deadline, timeout, sink = self._plan(info, args, kwargs, opts)
+        if info.streams:  # as over ZeroMQ, the deadline is for each item
+            items = self._caller.events(info.name, body, None, wait=timeout)
+            return self._items(info.name, items, sink, timeout)
         events = self._caller.events(info.name, body, deadline)
-        if info.streams:
-            return self._items(info.name, events, sink, timeout)
         try:
             for kind, value in events:
                 if _handle(kind, value, sink):
@@ -240,6 +248,10 @@ class HttpClient(_HttpBase):
             raise self._error(failed, name)  # noqa: B904 - its cause is the remote traceback
         except RPCTimeout:
             raise self._timeout(name, timeout) from None
+        finally:
+            close = getattr(events, "close", None)
+            if close is not None:
+                close()  # a caller that stops early stops the remote generator
 
     def _submit(
         self, info: FunctionInfo, args: tuple[Any, ...], kwargs: dict[str, Any], opts: CallOptions
@@ -316,10 +328,12 @@ class AsyncHttpClient(_HttpBase):
         self, info: FunctionInfo, args: tuple[Any, ...], kwargs: dict[str, Any], opts: CallOptions
     ) -> Any:
         body, deadline, timeout, sink = self._plan(info, args, kwargs, opts)
-        events = self._caller.events(info.name, body, deadline)
-        if info.streams:
-            return self._items(info.name, events, sink, timeout)
-        return self._finish(info.name, events, sink, timeout)
+        if info.streams:  # as over ZeroMQ, the deadline is for each item
+            items = self._caller.events(info.name, body, None, wait=timeout)
+            return self._items(info.name, items, sink, timeout)
+        return self._finish(
+            info.name, self._caller.events(info.name, body, deadline), sink, timeout
+        )
 
     async def _finish(
         self,
@@ -340,6 +354,8 @@ class AsyncHttpClient(_HttpBase):
             raise self._error(failed, name)  # noqa: B904 - its cause is the remote traceback
         except RPCTimeout:
             raise self._timeout(name, timeout) from None
+        finally:
+            await _aclose(events)
         return None
 
     async def _items(
@@ -361,6 +377,8 @@ class AsyncHttpClient(_HttpBase):
             raise self._error(failed, name)  # noqa: B904 - its cause is the remote traceback
         except RPCTimeout:
             raise self._timeout(name, timeout) from None
+        finally:
+            await _aclose(events)
 
     def _submit(
         self, info: FunctionInfo, args: tuple[Any, ...], kwargs: dict[str, Any], opts: CallOptions

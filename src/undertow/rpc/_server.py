@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar, overload
 
-from undertow._util._net import address_host
+from undertow._util._net import address_host, is_loopback
 from undertow.errors import ConfigError, DeserializationError, UndertowError
 from undertow.rpc._calls import FunctionInfo
 from undertow.rpc._core import HandlerServer, Incoming, RawHandler
@@ -196,6 +196,7 @@ class Server:
         self._rebuild({}, self._globs)
         self._tasks: dict[Incoming, asyncio.Task[Any]] = {}
         self._http: Any = None  # the HTTP server, while one serves
+        self._gateway: Any = None  # what the HTTP server calls
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stop: asyncio.Event | None = None
@@ -341,6 +342,7 @@ class Server:
             if self._http is not None:
                 await self._http.close()
                 self._http = None
+                self._gateway.close()
             await self._core.close()
 
     async def _serve_http(self, address: str, port: int) -> Any:
@@ -353,7 +355,16 @@ class Server:
                 "pip install 'undertow[http]'"
             ) from exc
         host = address_host(address) if address.startswith("tcp://") else "127.0.0.1"
-        return await serve_http(http_app(ServerGateway(self)), host, port)
+        local = is_loopback(host)
+        if not local and not self._insecure:
+            raise ConfigError(
+                f"refusing to serve HTTP on {host}: plain HTTP carries bearer tokens (the same "
+                "secrets that sign ZeroMQ messages) in clear, so anyone who sees one request "
+                "can call as that user. Serve HTTP on 127.0.0.1 behind a TLS proxy, or pass "
+                "insecure=True (--insecure) on a network you trust"
+            )
+        self._gateway = ServerGateway(self)
+        return await serve_http(http_app(self._gateway, local_only=local), host, port)
 
     def serve_forever(
         self,

@@ -24,7 +24,12 @@ item a generator yields, then ``{"result": value}``, ``{"end": true}`` (a genera
 
 Errors are JSON ``{"error": {"type", "message", "traceback", "code"}}`` with a status that
 says what went wrong (400 bad input, 401 no or bad token, 403 denied, 404 no such function,
-408 deadline, 413 too large, 415 unsupported body, 500 the function raised).
+413 too large, 415 unsupported or missing Content-Type, 500 the function raised or its
+result cannot be encoded, 504 the function's timeout).
+
+A body must say what it is (``Content-Type``): a browser page from another site can send a
+"simple" request without one, so such requests are refused, as are requests whose ``Host`` is
+not this machine's when the server listens on loopback only (DNS rebinding).
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ import importlib.metadata
 import pickle
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator
 from typing import Any, Protocol
 
 import httpx
@@ -73,10 +78,10 @@ STATUS = {
     "auth": 401,
     "denied": 403,
     "not_found": 404,
-    "timeout": 408,
+    "timeout": 504,
     "too_large": 413,
     "unsupported": 415,
-    "serialization": 400,
+    "serialization": 500,
     "remote": 500,
 }
 
@@ -126,7 +131,7 @@ class Gateway(Protocol):
         kwargs: dict[str, Any],
         identity: str | None,
         pickled: bytes | None = None,
-    ) -> AsyncIterator[tuple[str, Any]]:
+    ) -> AsyncGenerator[tuple[str, Any], None]:
         """Run ``name``, yielding ``("stdout"|"stderr", text)``, ``("item", value)`` and at
         last ``("result", value)`` or ``("items", [])``; raises :class:`CallFailed`."""
         ...
@@ -160,8 +165,20 @@ async def _read_body(request: Request, limit: int | None) -> bytes:
     return b"".join(chunks)
 
 
-def _arguments(body: bytes, content_type: str) -> tuple[list[Any], dict[str, Any]]:
-    media = content_type.split(";", 1)[0].strip().lower() or JSON
+def _media(request: Request) -> str:
+    """The body's media type; a request without one is refused: it is what a page from
+    another site can send without the browser asking first."""
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media not in (JSON, "text/json", MSGPACK, "application/x-msgpack", PICKLE):
+        raise _failure(
+            "unsupported",
+            "UnsupportedMediaType",
+            f"Content-Type {media or '(none)'!r} is not taken; send {JSON} or {MSGPACK}",
+        )
+    return media
+
+
+def _arguments(body: bytes, media: str) -> tuple[list[Any], dict[str, Any]]:
     if not body.strip():
         return [], {}
     try:
@@ -194,6 +211,48 @@ def _arguments(body: bytes, content_type: str) -> tuple[list[Any], dict[str, Any
     return args, kwargs
 
 
+_LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def _check_host(request: Request, local_only: bool) -> None:
+    """Refuse a request for another host name on a loopback server: a web page whose name
+    was pointed at 127.0.0.1 (DNS rebinding) must not reach it."""
+    if not local_only:
+        return
+    host = request.headers.get("host", "")
+    if host.startswith("["):  # [::1]:8080
+        name = host[: host.index("]") + 1] if "]" in host else host
+    else:
+        name = host.partition(":")[0]
+    if name not in _LOCAL_HOSTS:
+        raise _failure(
+            "denied",
+            "PermissionDenied",
+            f"this server answers requests for 127.0.0.1 or localhost, not {host!r}",
+        )
+
+
+async def _unless_gone(request: Request, work: Awaitable[Any]) -> Any:
+    """Await ``work``, cancelling it if the client hangs up first (the call then stops)."""
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, CallFailed):
+            await task
+        raise _failure("bad_request", "ConnectionClosed", "the client went away")
+    return task.result()
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
 def _bearer(request: Request) -> str | None:
     header = request.headers.get("authorization")
     if header is None:
@@ -204,56 +263,79 @@ def _bearer(request: Request) -> str | None:
     return token.strip()
 
 
-def http_app(gateway: Gateway) -> Starlette:
-    """The ASGI app serving ``gateway``'s functions."""
+def http_app(gateway: Gateway, *, local_only: bool = True) -> Starlette:
+    """The ASGI app serving ``gateway``'s functions. ``local_only``: the server listens on
+    loopback, so a request must name this machine in its ``Host`` header."""
+    endpoints = _Endpoints(gateway, local_only)
+    routes = [
+        Route("/", endpoints.index, methods=["GET"]),
+        Route("/functions", endpoints.functions, methods=["GET"]),
+        Route("/openapi.json", endpoints.openapi_json, methods=["GET"]),
+        Route("/call/{name}", endpoints.call, methods=["POST"]),
+    ]
+    return Starlette(routes=routes)
 
-    async def call(request: Request) -> Response:
-        name = request.path_params["name"]
+
+class _Endpoints:
+    """The app's request handlers."""
+
+    def __init__(self, gateway: Gateway, local_only: bool) -> None:
+        self.gateway = gateway
+        self.local_only = local_only
+
+    def _admit(self, request: Request) -> str | None:
+        """The caller's identity, once its request is one this server takes."""
+        _check_host(request, self.local_only)
+        return self.gateway.identify(_bearer(request))
+
+    async def call(self, request: Request) -> Response:
+        gateway, name = self.gateway, request.path_params["name"]
         accept = request.headers.get("accept", "")
         try:
-            identity = gateway.identify(_bearer(request))
+            identity = self._admit(request)
+            media = _media(request)
             body = await _read_body(request, gateway.max_message_size)
-            content_type = request.headers.get("content-type", JSON)
-            pickled = body if content_type.split(";")[0].strip().lower() == PICKLE else None
-            args, kwargs = ([], {}) if pickled is not None else _arguments(body, content_type)
+            pickled = body if media == PICKLE else None
+            args, kwargs = ([], {}) if pickled is not None else _arguments(body, media)
             if NDJSON in accept or SSE in accept:
                 events = gateway.events(name, args, kwargs, identity, pickled)
-                first = await anext(events)  # a call that cannot start gets its status
+                # a call that cannot start gets its status
+                first = await _unless_gone(request, anext(events))
                 return _streamed(name, first, events, sse=SSE in accept)
-            result = await gateway.call(name, args, kwargs, identity, pickled)
+            call = gateway.call(name, args, kwargs, identity, pickled)
+            result = await _unless_gone(request, call)
         except CallFailed as failed:
             return _error(failed.info)
-        if PICKLE in accept and identity is not None:  # only for an authenticated caller
-            return Response(pickle.dumps(result, protocol=5), media_type=PICKLE)
-        if MSGPACK in accept:
-            return Response(_msgpack.encode(result), media_type=MSGPACK)
-        try:
-            return Response(_json.encode(result), media_type=JSON)
-        except (TypeError, ValueError) as exc:
-            return _error(_unsendable(name, exc))
+        return _answer(name, result, accept, authenticated=identity is not None)
 
-    async def functions(request: Request) -> Response:
+    async def functions(self, request: Request) -> Response:
         try:
-            gateway.identify(_bearer(request))
+            self._admit(request)
         except CallFailed as failed:
             return _error(failed.info)
-        return Response(
-            _json.encode({"server": gateway.name, "functions": gateway.functions()}),
-            media_type=JSON,
-        )
+        described = {"server": self.gateway.name, "functions": self.gateway.functions()}
+        return Response(_json.encode(described), media_type=JSON)
 
-    async def openapi_json(request: Request) -> Response:
-        return Response(_json.encode(openapi(gateway)), media_type=JSON)
+    async def openapi_json(self, request: Request) -> Response:
+        try:
+            self._admit(request)
+        except CallFailed as failed:
+            return _error(failed.info)
+        return Response(_json.encode(openapi(self.gateway)), media_type=JSON)
 
-    async def index(request: Request) -> Response:
+    async def index(self, request: Request) -> Response:
+        try:
+            self._admit(request)
+        except CallFailed as failed:
+            return _error(failed.info)
+        name = html.escape(self.gateway.name)
         rows = "".join(
             f"<li><code>{html.escape(f['name'])}({html.escape(_signature(f))})</code>"
             f"<pre>{html.escape(f['doc'])}</pre></li>"
-            for f in gateway.functions()
+            for f in self.gateway.functions()
         )
         page = (
-            f"<!doctype html><title>{html.escape(gateway.name)}</title>"
-            f"<h1>undertow server {html.escape(gateway.name)!s}</h1>"
+            f"<!doctype html><title>{name}</title><h1>undertow server {name}</h1>"
             '<p>POST /call/NAME with a JSON body {"args": [...], "kwargs": {...}}; '
             'GET <a href="/functions">/functions</a> for this list as JSON, '
             '<a href="/openapi.json">/openapi.json</a> for an OpenAPI document.</p>'
@@ -261,44 +343,57 @@ def http_app(gateway: Gateway) -> Starlette:
         )
         return HTMLResponse(page)
 
-    routes = [
-        Route("/", index, methods=["GET"]),
-        Route("/functions", functions, methods=["GET"]),
-        Route("/openapi.json", openapi_json, methods=["GET"]),
-        Route("/call/{name}", call, methods=["POST"]),
-    ]
-    return Starlette(routes=routes)
+
+def _answer(name: str, result: Any, accept: str, *, authenticated: bool) -> Response:
+    """The result in the form asked for: a pickle only for an authenticated caller."""
+    try:
+        if PICKLE in accept and authenticated:
+            return Response(pickle.dumps(result, protocol=5), media_type=PICKLE)
+        if MSGPACK in accept:
+            return Response(_msgpack.encode(result), media_type=MSGPACK)
+        return Response(_json.encode(result), media_type=JSON)
+    except Exception as exc:  # any encoder's failure: the result has no such form
+        return _error(_unsendable(name, exc))
 
 
 def _streamed(
-    name: str, first: tuple[str, Any], events: AsyncIterator[tuple[str, Any]], *, sse: bool
+    name: str, first: tuple[str, Any], events: AsyncGenerator[tuple[str, Any], None], *, sse: bool
 ) -> StreamingResponse:
     """The call's events as NDJSON lines or server-sent events, each sent as it happens."""
 
-    def frame(kind: str, value: Any) -> bytes:
+    def frame(kind: str, value: Any) -> tuple[bytes, bool]:
+        """The bytes of one event, and whether it is an error that ends the stream."""
         if kind == "items":
             kind, value = "end", True
         try:
             data = _json.encode(value)
-        except (TypeError, ValueError) as exc:
+        except Exception as exc:  # a value with no JSON form
             kind, data = "error", _json.encode(_unsendable(name, exc))
         if sse:
-            return b"event: " + kind.encode() + b"\ndata: " + data + b"\n\n"
-        return b'{"' + kind.encode() + b'": ' + data + b"}\n"
+            return b"event: " + kind.encode() + b"\ndata: " + data + b"\n\n", kind == "error"
+        return b'{"' + kind.encode() + b'": ' + data + b"}\n", kind == "error"
 
     async def body() -> AsyncIterator[bytes]:
-        yield frame(*first)
         try:
+            data, failed = frame(*first)
+            yield data
+            if failed:
+                return
             async for event in events:
-                yield frame(*event)
-        except CallFailed as failed:
-            info = {k: failed.info.get(k, "") for k in ("type", "message", "traceback", "code")}
-            yield frame("error", info)
+                data, failed = frame(*event)
+                yield data
+                if failed:  # a value that cannot be sent ends the stream, and the call
+                    return
+        except CallFailed as failure:
+            info = {k: failure.info.get(k, "") for k in ("type", "message", "traceback", "code")}
+            yield frame("error", info)[0]
+        finally:
+            await events.aclose()  # stops the call if it is still running
 
     return StreamingResponse(body(), media_type=SSE if sse else NDJSON)
 
 
-def _unsendable(name: str, exc: Exception) -> dict[str, Any]:
+def _unsendable(name: str, exc: BaseException) -> dict[str, Any]:
     return {
         "type": "SerializationError",
         "message": f"a value of {name}() has no JSON form ({exc}); ask for Accept: {MSGPACK}",
@@ -550,10 +645,11 @@ class HttpCaller:
         return described
 
     def events(
-        self, name: str, body: bytes, deadline: float | None
+        self, name: str, body: bytes, deadline: float | None, wait: float | None = None
     ) -> Generator[tuple[str, Any], None, None]:
-        """Call ``name`` with a msgpack ``body``; yields its events as they arrive."""
-        timeout = None if deadline is None else max(0.001, deadline - time.monotonic())
+        """Call ``name`` with a msgpack ``body``; yields its events as they arrive, all by
+        ``deadline`` (a stream: each within ``wait`` seconds of the one before)."""
+        timeout = wait if deadline is None else max(0.001, deadline - time.monotonic())
         headers = {"Content-Type": MSGPACK, "Accept": NDJSON}
         with (
             _translated(self.base_url, name, timeout),
@@ -592,9 +688,9 @@ class AsyncHttpCaller:
         return described
 
     async def events(
-        self, name: str, body: bytes, deadline: float | None
+        self, name: str, body: bytes, deadline: float | None, wait: float | None = None
     ) -> AsyncIterator[tuple[str, Any]]:
-        timeout = None if deadline is None else max(0.001, deadline - time.monotonic())
+        timeout = wait if deadline is None else max(0.001, deadline - time.monotonic())
         headers = {"Content-Type": MSGPACK, "Accept": NDJSON}
         with _translated(self.base_url, name, timeout):
             async with self._client.stream(
