@@ -64,7 +64,8 @@ def demo(timeout: float) -> None:
 @click.option(
     "--insecure",
     is_flag=True,
-    help="Serve on a non-loopback interface without tokens (prints a warning).",
+    help="Serve beyond loopback without tokens, or plain HTTP beyond loopback (tokens travel "
+    "in clear); prints a warning.",
 )
 @click.option(
     "--curve-secret",

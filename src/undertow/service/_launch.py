@@ -141,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--insecure",
         action="store_true",
-        help="serve on a non-loopback interface without tokens (prints a warning)",
+        help="serve beyond loopback without tokens, or plain HTTP beyond loopback (tokens "
+        "travel in clear); prints a warning",
     )
     parser.add_argument(
         "--http",
