@@ -20,6 +20,7 @@ UndertowError
 ├── PermissionDenied            (also a PermissionError) the server's rule for the function
 │                               does not allow this caller
 ├── BackendError                the cluster backend (SQLite file, Redis) cannot be used
+├── DataNotFound                (also a LookupError) no object under that key in a data store
 └── ServiceNotFound             (also a LookupError) no live instance of a service
 ```
 
@@ -37,6 +38,7 @@ __all__ = [
     "ConnectError",
     "ConnectionClosed",
     "ConnectionLost",
+    "DataNotFound",
     "DeserializationError",
     "FunctionNotFound",
     "MessageTooLarge",
@@ -101,6 +103,18 @@ class ConnectionClosed(TransportError):
 
 class BackendError(UndertowError):
     """The cluster backend (SQLite file or Redis server) cannot be used."""
+
+
+class DataNotFound(UndertowError, LookupError):
+    """No object under that key: deleted, never put, or lost with a restart.
+
+    Attributes:
+        key: the key that was asked for.
+    """
+
+    def __init__(self, message: str, *, key: str = "") -> None:
+        super().__init__(message)
+        self.key = key
 
 
 class ServiceNotFound(UndertowError, LookupError):
