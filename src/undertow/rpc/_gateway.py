@@ -21,7 +21,7 @@ import msgspec
 
 from undertow.errors import UndertowError
 from undertow.rpc._core import Incoming
-from undertow.transport._http import CallFailed
+from undertow.transport._http_api import CallFailed, failure
 from undertow.wire import Flags, Header, Kind, decode_error, error_info, resolve_codec
 
 if TYPE_CHECKING:
@@ -98,22 +98,16 @@ class ServerGateway:
         if bearer is None:
             if self._server._core.allow_anonymous:
                 return None
-            raise CallFailed(
-                {
-                    "type": "AuthenticationError",
-                    "message": f"server {self.name!r} requires authentication: send "
-                    "'Authorization: Bearer <token>'",
-                    "code": "auth",
-                }
+            raise failure(
+                "auth",
+                "AuthenticationError",
+                f"server {self.name!r} requires authentication: send "
+                "'Authorization: Bearer <token>'",
             )
         identity = auth.authenticate(bearer)
         if identity is None:
-            raise CallFailed(
-                {
-                    "type": "AuthenticationError",
-                    "message": "authentication failed: an unknown or wrong token",
-                    "code": "auth",
-                }
+            raise failure(
+                "auth", "AuthenticationError", "authentication failed: an unknown or wrong token"
             )
         return identity
 
@@ -162,13 +156,11 @@ class ServerGateway:
                     else:
                         held += sum(memoryview(frame).nbytes for frame in payload)
                         if limit is not None and held > limit:
-                            raise CallFailed(
-                                {
-                                    "type": "MessageTooLarge",
-                                    "message": f"the items of {name}() come to over {limit:,} "
-                                    "bytes; stream them (Accept: application/x-ndjson)",
-                                    "code": "too_large",
-                                }
+                            raise failure(
+                                "too_large",
+                                "MessageTooLarge",
+                                f"the items of {name}() come to over {limit:,} bytes; stream "
+                                "them (Accept: application/x-ndjson)",
                             )
                         items.append(item)
                     if incoming.credit is not None:
@@ -209,12 +201,10 @@ class ServerGateway:
         codec = entry.options.input_serialization
         if pickled is not None:
             if codec.name != "pickle":
-                raise CallFailed(
-                    {
-                        "type": "UnsupportedMediaType",
-                        "message": f"{name}() takes {codec.name}, not pickle: send JSON",
-                        "code": "unsupported",
-                    }
+                raise failure(
+                    "unsupported",
+                    "UnsupportedMediaType",
+                    f"{name}() takes {codec.name}, not pickle: send JSON",
                 )
             payload: list[Any] = [pickled]  # the server checks the caller before unpickling
         else:

@@ -20,7 +20,8 @@ from undertow.errors import RPCTimeout
 from undertow.rpc._calls import Description, FunctionInfo, OutputCallback, write_output
 from undertow.rpc._functions import CallOptions, as_attributes, make_function, not_found
 from undertow.security import find_client_token
-from undertow.transport._http import AsyncHttpCaller, CallFailed, HttpCaller
+from undertow.transport._http_api import CallFailed
+from undertow.transport._http_client import AsyncHttpCaller, HttpCaller
 from undertow.wire import ErrorInfo, rebuild
 
 __all__ = ["AsyncHttpClient", "HttpClient"]

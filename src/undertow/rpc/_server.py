@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
 import logging
 import os
 import signal
@@ -16,11 +15,11 @@ from undertow._util._net import address_host, is_loopback
 from undertow.errors import ConfigError, DeserializationError, UndertowError
 from undertow.rpc._calls import FunctionInfo
 from undertow.rpc._core import HandlerServer, Incoming, RawHandler
+from undertow.rpc._entry import Entry, decode_failure, send_result, timeout_info
 from undertow.rpc._flow import StreamCredit
-from undertow.rpc._options import FunctionOptions, GlobTable
+from undertow.rpc._options import GlobTable
 from undertow.rpc._output import OutputSink, uncaptured
 from undertow.rpc._receivers import Job
-from undertow.rpc._signature import describe_params
 from undertow.security import DEFAULT_WINDOW, Authenticator, ServerSeal, TokenAuth
 from undertow.transport import load_secret
 from undertow.wire import ErrorInfo, Flags, MsgpackCodec, error_info
@@ -35,79 +34,6 @@ _MSGPACK = MsgpackCodec()
 _NO_OUTPUT = int(Flags.NO_OUTPUT)
 #: the default largest message a server accepts: 1 GiB
 DEFAULT_MAX_MESSAGE = 2**30
-
-
-def _mode(fn: Callable[..., Any]) -> str:
-    if inspect.isasyncgenfunction(fn):
-        return "asyncgen"
-    if inspect.iscoroutinefunction(fn):
-        return "async"
-    if inspect.isgeneratorfunction(fn):
-        return "generator"
-    return "function"
-
-
-class _Entry:
-    """A registered function with the options its glob gave it."""
-
-    __slots__ = (
-        "auth",
-        "auth_first",
-        "checked",
-        "decode",
-        "decode_body",
-        "encode",
-        "encode_body",
-        "fn",
-        "glob",
-        "info",
-        "input_name",
-        "mode",
-        "name",
-        "options",
-        "output_name",
-    )
-
-    def __init__(
-        self,
-        name: str,
-        fn: Callable[..., Any],
-        glob: str | None,
-        options: FunctionOptions,
-    ) -> None:
-        self.name = name
-        self.fn = fn
-        self.mode = _mode(fn)
-        self.glob = glob
-        self.options = options
-        # looked up on every call, so resolved once here
-        self.input_name = options.input_serialization.name
-        self.output_name = options.output_serialization.name
-        self.decode = options.input_serialization.decode
-        self.encode = options.output_serialization.encode
-        # msgspec's own functions when the codec has them (one body frame, no wrapper)
-        self.decode_body = getattr(options.input_serialization, "decode_body", None)
-        self.encode_body = getattr(options.output_serialization, "encode_body", None)
-        #: pickle in or out: only an authenticated caller may call it
-        self.checked = options.input_serialization.unsafe or options.output_serialization.unsafe
-        #: the authorization rule (None: whoever got through authentication)
-        self.auth = options.auth
-        #: pickle input: the rule is asked before the arguments are decoded (decoding could
-        #: run the caller's code), so it sees no arguments
-        self.auth_first = options.auth is not None and options.input_serialization.unsafe
-        params, returns = describe_params(fn)
-        self.info = FunctionInfo(
-            name=name,
-            doc=inspect.getdoc(fn) or "",
-            params=params,
-            returns=returns,
-            mode=self.mode,
-            input=options.input_serialization.name,
-            output=options.output_serialization.name,
-            needs_auth=self.checked,
-            forwards_output=options.output,
-            timeout=options.timeout,
-        )
 
 
 class Server:
@@ -188,7 +114,7 @@ class Server:
         self._curve = None if curve_secret is None else load_secret(curve_secret)
         self._fns: dict[str, Callable[..., Any]] = {}
         self._globs = GlobTable()
-        self._entries: dict[str, _Entry] = {}
+        self._entries: dict[str, Entry] = {}
         self._core = HandlerServer(name=name, on_cancel=self._on_cancel)
         self._core.seal = None if auth is None else ServerSeal(auth, replay_window)
         self._core.allow_anonymous = allow_anonymous
@@ -293,7 +219,7 @@ class Server:
                     "token=..., --tokens/--token for undertow serve) so that only "
                     "authenticated peers exchange it"
                 )
-            entries[name] = _Entry(name, fn, glob, options)
+            entries[name] = Entry(name, fn, glob, options)
         self._fns, self._globs, self._entries = dict(fns), globs, entries
         handlers: dict[str, RawHandler] = dict.fromkeys(entries, self._handle)
         handlers["_describe"] = self._describe
@@ -479,14 +405,14 @@ class Server:
             self._core.on_loop(self._schedule_expiry, timeout, entry, incoming)
         return entry.name, functools.partial(self._run_sync, entry, incoming)
 
-    def _start_async(self, entry: _Entry, incoming: Incoming) -> None:
+    def _start_async(self, entry: Entry, incoming: Incoming) -> None:
         self._tasks[incoming] = self._core.spawn(self._run_async(entry, incoming))
 
-    def _schedule_expiry(self, timeout: float, entry: _Entry, incoming: Incoming) -> None:
+    def _schedule_expiry(self, timeout: float, entry: Entry, incoming: Incoming) -> None:
         if self._loop is not None and not incoming.finished:
             self._loop.call_later(timeout, self._expire, entry, incoming)
 
-    def _check(self, entry: _Entry, incoming: Incoming) -> ErrorInfo | None:
+    def _check(self, entry: Entry, incoming: Incoming) -> ErrorInfo | None:
         codec = entry.options.input_serialization
         if entry.checked and incoming.identity is None:  # checked before anything is decoded
             return ErrorInfo(
@@ -504,9 +430,9 @@ class Server:
             )
         return None
 
-    def _expire(self, entry: _Entry, incoming: Incoming) -> None:
+    def _expire(self, entry: Entry, incoming: Incoming) -> None:
         incoming.cancelled = True
-        incoming.fail(_timeout_info(entry))
+        incoming.fail(timeout_info(entry))
 
     def _on_cancel(self, incoming: Incoming) -> None:
         task = self._tasks.get(incoming)
@@ -514,7 +440,7 @@ class Server:
             task.cancel()
 
     def _decode_args(
-        self, entry: _Entry, incoming: Incoming
+        self, entry: Entry, incoming: Incoming
     ) -> tuple[Sequence[Any], dict[str, Any]] | None:
         frames = incoming.frames
         try:
@@ -525,12 +451,12 @@ class Server:
             if not isinstance(args, list | tuple) or not isinstance(kwargs, dict):
                 raise TypeError("expected [args, kwargs]")
         except Exception as exc:  # whatever the payload was, the caller hears why it failed
-            incoming.fail(error_info(_decode_failure(entry, frames, exc), code="serialization"))
+            incoming.fail(error_info(decode_failure(entry, frames, exc), code="serialization"))
             return None
         return args, kwargs
 
     def _denied_after_decoding(
-        self, entry: _Entry, incoming: Incoming, args: Sequence[Any], kwargs: dict[str, Any]
+        self, entry: Entry, incoming: Incoming, args: Sequence[Any], kwargs: dict[str, Any]
     ) -> bool:
         """True if the function's rule, asked with the decoded arguments, denied the call."""
         if entry.auth is None or entry.auth_first:
@@ -538,7 +464,7 @@ class Server:
         return not self._allowed(entry, incoming, args, kwargs)
 
     def _allowed(
-        self, entry: _Entry, incoming: Incoming, args: Sequence[Any], kwargs: dict[str, Any]
+        self, entry: Entry, incoming: Incoming, args: Sequence[Any], kwargs: dict[str, Any]
     ) -> bool:
         """Ask the function's rule; a denial answers the call (logged without arguments)."""
         who = incoming.identity
@@ -566,13 +492,13 @@ class Server:
             )
         return allowed
 
-    def _capture(self, entry: _Entry, incoming: Incoming) -> OutputSink | uncaptured:
+    def _capture(self, entry: Entry, incoming: Incoming) -> OutputSink | uncaptured:
         """Where the call's output goes while it runs: to its caller, unless switched off."""
         if entry.options.output and not incoming.header.flags & _NO_OUTPUT:
             return OutputSink(incoming.output)
         return uncaptured()
 
-    def _run_sync(self, entry: _Entry, incoming: Incoming) -> None:
+    def _run_sync(self, entry: Entry, incoming: Incoming) -> None:
         if incoming.finished:
             return
         if entry.auth_first and not self._allowed(entry, incoming, (), {}):
@@ -599,7 +525,7 @@ class Server:
             return
         self._finish(entry, incoming, result)
 
-    async def _run_async(self, entry: _Entry, incoming: Incoming) -> None:
+    async def _run_async(self, entry: Entry, incoming: Incoming) -> None:
         try:
             if entry.auth_first and not self._allowed(entry, incoming, (), {}):
                 return
@@ -624,7 +550,7 @@ class Server:
                             result = await entry.fn(*args, **kwargs)
             except Exception as exc:  # the function's failure is the caller's error
                 if isinstance(exc, TimeoutError) and limit.expired():
-                    incoming.fail(_timeout_info(entry))  # our limit, not the function's own
+                    incoming.fail(timeout_info(entry))  # our limit, not the function's own
                 else:
                     incoming.fail(error_info(exc, skip_frames=1))
                 return
@@ -632,52 +558,19 @@ class Server:
         finally:
             self._tasks.pop(incoming, None)
 
-    def _send_item(self, entry: _Entry, incoming: Incoming, item: Any) -> None:
+    def _send_item(self, entry: Entry, incoming: Incoming, item: Any) -> None:
         codec = entry.options.output_serialization
         incoming.item(codec.encode(item), codec.name)
 
-    def _finish(self, entry: _Entry, incoming: Incoming, result: Any) -> None:
+    def _finish(self, entry: Entry, incoming: Incoming, result: Any) -> None:
         if entry.mode in ("generator", "asyncgen"):
             incoming.end()
         else:
-            _send_result(entry, incoming, result)
-
-
-def _send_result(entry: _Entry, incoming: Incoming, result: Any) -> None:
-    """Encode ``result`` and send it as the call's answer, or say why it cannot be sent."""
-    encode = entry.encode_body  # msgspec's own encoder when the codec has one
-    try:
-        payload = [encode(result)] if encode is not None else entry.encode(result)
-    except Exception:
-        try:
-            payload = entry.encode(result)  # the codec's own error names the type
-        except UndertowError as exc:
-            incoming.fail(_unsendable(entry, exc))
-            return
-    incoming.reply(payload, entry.output_name)
+            send_result(entry, incoming, result)
 
 
 def _who(identity: str | None) -> str:
     return "an anonymous caller" if identity is None else repr(identity)
-
-
-def _decode_failure(entry: _Entry, frames: list[Any], exc: Exception) -> Exception:
-    """The error to report for arguments that did not decode: the codec's own, if it has one."""
-    if entry.decode_body is not None:
-        try:
-            entry.decode(frames)
-        except UndertowError as own:
-            return own
-    return exc
-
-
-def _unsendable(entry: _Entry, exc: UndertowError) -> ErrorInfo:
-    return ErrorInfo(
-        "SerializationError",
-        f"the result of {entry.name}() cannot be sent: {exc}; return another type or "
-        "configure output_serialization (e.g. 'pickle') for it",
-        code="serialization",
-    )
 
 
 def _credit_wait(incoming: Incoming) -> float:
@@ -687,11 +580,3 @@ def _credit_wait(incoming: Incoming) -> float:
 
 #: A stream whose caller set no deadline gives up after this long without asking for more.
 _IDLE_STREAM = 300.0
-
-
-def _timeout_info(entry: _Entry) -> ErrorInfo:
-    return ErrorInfo(
-        "RPCTimeout",
-        f"{entry.name}() ran longer than its timeout of {entry.options.timeout:g} s on the server",
-        code="timeout",
-    )

@@ -1,31 +1,6 @@
-"""The HTTP transport: the same functions over HTTP/JSON, for curl, browsers and other languages.
-
-Built on starlette (routing, requests, responses) and uvicorn (the ASGI server), imported only
-here. The app knows nothing of undertow's servers: it talks to a :class:`Gateway`, which the
-function server provides, and turns its answers into HTTP.
-
-Routes::
-
-    GET  /                 a page listing the functions, for people
-    GET  /functions        JSON: name, signature, docstring and codecs of every function
-    GET  /openapi.json     an OpenAPI 3.1 document generated from the signatures
-    POST /call/{name}      call it: a JSON body {"args": [...], "kwargs": {...}} (or msgpack,
-                           by Content-Type); the result as JSON (or msgpack, by Accept).
-                           A pickle of (args, kwargs) (Content-Type:
-                           application/python-pickle) is taken only from a caller with a
-                           valid bearer token, for a function that takes pickle; such a
-                           caller may also ask for a pickled result (Accept).
-
-With ``Accept: application/x-ndjson`` the call streams, one JSON object per line, as it
-happens: ``{"stdout": text}`` / ``{"stderr": text}`` for output, ``{"item": value}`` for each
-item a generator yields, then ``{"result": value}``, ``{"end": true}`` (a generator) or
-``{"error": {...}}``. With ``Accept: text/event-stream`` the same travel as server-sent events
-(``event: stdout``, ``data: <JSON>``), for browsers' ``EventSource``-style readers.
-
-Errors are JSON ``{"error": {"type", "message", "traceback", "code"}}`` with a status that
-says what went wrong (400 bad input, 401 no or bad token, 403 denied, 404 no such function,
-413 too large, 415 unsupported or missing Content-Type, 500 the function raised or its
-result cannot be encoded, 504 the function's timeout).
+"""The HTTP transport's server side: a starlette app over a :class:`Gateway`, served by an
+embedded uvicorn on the caller's event loop. starlette and uvicorn are imported only here; the
+API's vocabulary (routes, media types, statuses, the error form) is in ``_http_api.py``.
 
 A body must say what it is (``Content-Type``): a browser page from another site can send a
 "simple" request without one, so such requests are refused, as are requests whose ``Host`` is
@@ -37,14 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
-import importlib.metadata
 import pickle
 import socket
-import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator
-from typing import Any, Protocol
+from typing import Any
 
-import httpx
 import msgspec
 import uvicorn
 from starlette.applications import Starlette
@@ -52,89 +24,25 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from undertow.errors import ConnectError, RPCTimeout
+from undertow.errors import ConnectError
+from undertow.transport._http_api import (
+    JSON,
+    MSGPACK,
+    NDJSON,
+    PICKLE,
+    SSE,
+    STATUS,
+    CallFailed,
+    Gateway,
+    failure,
+    openapi,
+    signature_text,
+)
 
-__all__ = [
-    "AsyncHttpCaller",
-    "CallFailed",
-    "Gateway",
-    "HttpCaller",
-    "HttpServer",
-    "http_app",
-    "serve_http",
-]
+__all__ = ["HttpServer", "http_app", "serve_http"]
 
-JSON = "application/json"
-MSGPACK = "application/msgpack"
-NDJSON = "application/x-ndjson"
-SSE = "text/event-stream"
-PICKLE = "application/python-pickle"
 _json = msgspec.json.Encoder()
 _msgpack = msgspec.msgpack.Encoder()
-
-#: HTTP status for each kind of error a call can end with
-STATUS = {
-    "bad_request": 400,
-    "auth": 401,
-    "denied": 403,
-    "not_found": 404,
-    "timeout": 504,
-    "too_large": 413,
-    "unsupported": 415,
-    "serialization": 500,
-    "remote": 500,
-}
-
-
-class CallFailed(Exception):
-    """A call that ended in an error; ``info`` is its description for the HTTP body."""
-
-    def __init__(self, info: dict[str, Any]) -> None:
-        super().__init__(info.get("message", ""))
-        self.info = info
-
-
-class Gateway(Protocol):
-    """What the HTTP app needs from a function server."""
-
-    name: str
-    #: the largest request body accepted, in bytes (None: no limit)
-    max_message_size: int | None
-    #: callers must (or, with anonymous callers allowed, may) send a bearer token
-    authenticates: bool
-
-    def functions(self) -> list[dict[str, Any]]:
-        """Every function: name, doc, params, returns, mode, input, output."""
-        ...
-
-    def identify(self, bearer: str | None) -> str | None:
-        """The caller's identity from its bearer token (None: anonymous); raises
-        :class:`CallFailed` (code ``auth``) for a bad token, or none where one is needed."""
-        ...
-
-    def call(
-        self,
-        name: str,
-        args: list[Any],
-        kwargs: dict[str, Any],
-        identity: str | None,
-        pickled: bytes | None = None,
-    ) -> Awaitable[Any]:
-        """Run ``name`` and return its result; raises :class:`CallFailed`. ``pickled``: the
-        arguments as a pickle, for a function that takes pickle (authenticated callers)."""
-        ...
-
-    def events(
-        self,
-        name: str,
-        args: list[Any],
-        kwargs: dict[str, Any],
-        identity: str | None,
-        pickled: bytes | None = None,
-    ) -> AsyncGenerator[tuple[str, Any], None]:
-        """Run ``name``, yielding ``("stdout"|"stderr", text)``, ``("item", value)`` and at
-        last ``("result", value)`` or ``("items", [])``; raises :class:`CallFailed`."""
-        ...
 
 
 def _error(info: dict[str, Any]) -> Response:
@@ -146,21 +54,17 @@ def _error(info: dict[str, Any]) -> Response:
     return Response(_json.encode(body), status, headers=headers, media_type=JSON)
 
 
-def _failure(code: str, type_: str, message: str) -> CallFailed:
-    return CallFailed({"type": type_, "message": message, "code": code})
-
-
 async def _read_body(request: Request, limit: int | None) -> bytes:
     """The request body, refused (413) past ``limit`` bytes without reading all of it."""
     declared = request.headers.get("content-length")
     if limit is not None and declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _failure("too_large", "MessageTooLarge", f"the body is over {limit:,} bytes")
+        raise failure("too_large", "MessageTooLarge", f"the body is over {limit:,} bytes")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if limit is not None and size > limit:
-            raise _failure("too_large", "MessageTooLarge", f"the body is over {limit:,} bytes")
+            raise failure("too_large", "MessageTooLarge", f"the body is over {limit:,} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -170,7 +74,7 @@ def _media(request: Request) -> str:
     another site can send without the browser asking first."""
     media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media not in (JSON, "text/json", MSGPACK, "application/x-msgpack", PICKLE):
-        raise _failure(
+        raise failure(
             "unsupported",
             "UnsupportedMediaType",
             f"Content-Type {media or '(none)'!r} is not taken; send {JSON} or {MSGPACK}",
@@ -187,19 +91,19 @@ def _arguments(body: bytes, media: str) -> tuple[list[Any], dict[str, Any]]:
         elif media in (MSGPACK, "application/x-msgpack"):
             decoded = msgspec.msgpack.decode(body)
         else:
-            raise _failure(
+            raise failure(
                 "unsupported",
                 "UnsupportedMediaType",
                 f"a body of type {media!r} is not understood; send {JSON} or {MSGPACK}",
             )
     except msgspec.DecodeError as exc:
-        raise _failure(
+        raise failure(
             "bad_request", "DeserializationError", f"the body is not {media}: {exc}"
         ) from None
     if isinstance(decoded, list):  # a bare list: the positional arguments
         return decoded, {}
     if not isinstance(decoded, dict) or not set(decoded) <= {"args", "kwargs"}:
-        raise _failure(
+        raise failure(
             "bad_request",
             "TypeError",
             'the body must be {"args": [...], "kwargs": {...}} (either may be left out) or a '
@@ -207,7 +111,7 @@ def _arguments(body: bytes, media: str) -> tuple[list[Any], dict[str, Any]]:
         )
     args, kwargs = decoded.get("args", []), decoded.get("kwargs", {})
     if not isinstance(args, list) or not isinstance(kwargs, dict):
-        raise _failure("bad_request", "TypeError", '"args" must be a list and "kwargs" an object')
+        raise failure("bad_request", "TypeError", '"args" must be a list and "kwargs" an object')
     return args, kwargs
 
 
@@ -225,7 +129,7 @@ def _check_host(request: Request, local_only: bool) -> None:
     else:
         name = host.partition(":")[0]
     if name not in _LOCAL_HOSTS:
-        raise _failure(
+        raise failure(
             "denied",
             "PermissionDenied",
             f"this server answers requests for 127.0.0.1 or localhost, not {host!r}",
@@ -244,7 +148,7 @@ async def _unless_gone(request: Request, work: Awaitable[Any]) -> Any:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, CallFailed):
             await task
-        raise _failure("bad_request", "ConnectionClosed", "the client went away")
+        raise failure("bad_request", "ConnectionClosed", "the client went away")
     return task.result()
 
 
@@ -259,7 +163,7 @@ def _bearer(request: Request) -> str | None:
         return None
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise _failure("auth", "AuthenticationError", "use 'Authorization: Bearer <token>'")
+        raise failure("auth", "AuthenticationError", "use 'Authorization: Bearer <token>'")
     return token.strip()
 
 
@@ -330,7 +234,7 @@ class _Endpoints:
             return _error(failed.info)
         name = html.escape(self.gateway.name)
         rows = "".join(
-            f"<li><code>{html.escape(f['name'])}({html.escape(_signature(f))})</code>"
+            f"<li><code>{html.escape(f['name'])}({html.escape(signature_text(f))})</code>"
             f"<pre>{html.escape(f['doc'])}</pre></li>"
             for f in self.gateway.functions()
         )
@@ -401,140 +305,6 @@ def _unsendable(name: str, exc: BaseException) -> dict[str, Any]:
     }
 
 
-#: JSON Schema of a Python annotation, by the annotation's text (others: any value)
-_SCHEMAS: dict[str, dict[str, Any]] = {
-    "int": {"type": "integer"},
-    "float": {"type": "number"},
-    "str": {"type": "string"},
-    "bool": {"type": "boolean"},
-    "None": {"type": "null"},
-    "list": {"type": "array"},
-    "tuple": {"type": "array"},
-    "dict": {"type": "object"},
-}
-_POSITIONAL_ONLY, _VAR_POSITIONAL, _KEYWORD_ONLY, _VAR_KEYWORD = 0, 2, 3, 4
-
-
-def _schema(annotation: str | None) -> dict[str, Any]:
-    if not annotation:
-        return {}
-    options = [part.strip() for part in annotation.split("|")]
-    schemas = [_SCHEMAS.get(part.partition("[")[0], {}) for part in options]
-    if any(not schema for schema in schemas):
-        return {}
-    return schemas[0] if len(schemas) == 1 else {"anyOf": schemas}
-
-
-def _request_schema(function: dict[str, Any]) -> dict[str, Any]:
-    """``{"args": [...], "kwargs": {...}}`` for this function's parameters."""
-    positional: list[dict[str, Any]] = []
-    named: dict[str, Any] = {}
-    required: list[str] = []
-    open_args = open_kwargs = False
-    for name, kind, default, annotation in function.get("params", []):
-        schema = {**_schema(annotation), "title": name}
-        if kind == _VAR_POSITIONAL:
-            open_args = True
-        elif kind == _VAR_KEYWORD:
-            open_kwargs = True
-        else:
-            if kind != _KEYWORD_ONLY:
-                positional.append(schema)
-            if kind != _POSITIONAL_ONLY:
-                named[name] = schema
-                if default is None:
-                    required.append(name)
-    args: dict[str, Any] = {"type": "array", "prefixItems": positional}
-    if not open_args:
-        args["maxItems"] = len(positional)
-    kwargs: dict[str, Any] = {
-        "type": "object",
-        "properties": named,
-        "additionalProperties": open_kwargs,
-    }
-    return {
-        "type": "object",
-        "properties": {"args": args, "kwargs": kwargs},
-        "additionalProperties": False,
-        "description": "arguments by position (args), by name (kwargs), or both; a required "
-        f"parameter may come either way: {required}",
-    }
-
-
-def openapi(gateway: Gateway) -> dict[str, Any]:
-    """An OpenAPI 3.1 document for the gateway's functions."""
-    try:
-        version = importlib.metadata.version("undertow")
-    except importlib.metadata.PackageNotFoundError:
-        version = "0"
-    error = {"$ref": "#/components/schemas/Error"}
-    paths: dict[str, Any] = {}
-    for function in gateway.functions():
-        name = function["name"]
-        doc = function.get("doc") or ""
-        returns = _schema(function.get("returns"))
-        if function.get("mode") in ("generator", "asyncgen"):
-            returns = {"type": "array", "items": returns}
-        operation: dict[str, Any] = {
-            "operationId": name,
-            "summary": doc.splitlines()[0] if doc else name,
-            "description": doc,
-            "requestBody": {
-                "required": False,
-                "content": {
-                    JSON: {"schema": _request_schema(function)},
-                    MSGPACK: {"schema": _request_schema(function)},
-                },
-            },
-            "responses": {
-                "200": {
-                    "description": f"what {name}() returned (NDJSON or server-sent events "
-                    "as they happen, by Accept)",
-                    "content": {JSON: {"schema": returns}, NDJSON: {}, SSE: {}},
-                },
-                "default": {"description": "an error", "content": {JSON: {"schema": error}}},
-            },
-        }
-        paths[f"/call/{name}"] = {"post": operation}
-    document: dict[str, Any] = {
-        "openapi": "3.1.0",
-        "info": {"title": f"undertow server {gateway.name}", "version": version},
-        "paths": paths,
-        "components": {
-            "schemas": {
-                "Error": {
-                    "type": "object",
-                    "properties": {
-                        "error": {
-                            "type": "object",
-                            "properties": {
-                                "type": {"type": "string"},
-                                "message": {"type": "string"},
-                                "traceback": {"type": "string"},
-                                "code": {"type": "string"},
-                                "available": {"type": "array", "items": {"type": "string"}},
-                            },
-                            "required": ["type", "message"],
-                        }
-                    },
-                }
-            },
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-        },
-    }
-    if gateway.authenticates:
-        document["security"] = [{"bearer": []}]
-    return document
-
-
-def _signature(function: dict[str, Any]) -> str:
-    parts = []
-    for name, _kind, default, annotation in function.get("params", []):
-        text = name + (f": {annotation}" if annotation else "")
-        parts.append(text + (f" = {default}" if default is not None else ""))
-    return ", ".join(parts)
-
-
 class _Embedded(uvicorn.Server):
     """uvicorn inside a process that handles its own signals (SIGINT stops the server that
     owns this one, which then stops it)."""
@@ -591,132 +361,3 @@ async def serve_http(app: Callable[..., Any], host: str, port: int) -> HttpServe
     real_host, real_port = sock.getsockname()[:2]
     shown = f"[{real_host}]" if ":" in real_host else real_host
     return HttpServer(server, task, f"http://{shown}:{real_port}")
-
-
-# -- the client side -------------------------------------------------------------------------
-
-
-def _client_error(response: httpx.Response) -> CallFailed:
-    """The error an HTTP server answered with, as a :class:`CallFailed`."""
-    try:
-        info = msgspec.json.decode(response.content).get("error", {})
-    except (msgspec.DecodeError, AttributeError):
-        info = {}
-    if not isinstance(info, dict) or "message" not in info:
-        info = {
-            "type": "HTTPError",
-            "message": f"HTTP {response.status_code}: {response.content[:200]!r}",
-            "code": "remote",
-        }
-    return CallFailed(info)
-
-
-def _event(line: str) -> tuple[str, Any]:
-    try:
-        decoded = msgspec.json.decode(line)
-        ((kind, value),) = decoded.items()
-    except (msgspec.DecodeError, AttributeError, ValueError) as exc:
-        raise CallFailed(
-            {"type": "WireError", "message": f"a malformed stream line {line[:80]!r}: {exc}"}
-        ) from None
-    return str(kind), value
-
-
-class HttpCaller:
-    """A client's kept-alive connection to an undertow HTTP server (httpx); thread-safe.
-
-    Calls go out with a msgpack body and come back as an NDJSON stream, so output and items
-    arrive while the call runs. Transport failures become undertow's own errors.
-    """
-
-    def __init__(self, base_url: str, token: str | None) -> None:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.base_url = base_url.rstrip("/")
-        # every request gives its own timeout, from the call's deadline
-        self._client = httpx.Client(base_url=self.base_url, headers=headers, timeout=None)  # noqa: S113
-
-    def functions(self, timeout: float | None) -> dict[str, Any]:
-        """The server's description (``GET /functions``)."""
-        with _translated(self.base_url, "/functions", timeout):
-            response = self._client.get("/functions", timeout=timeout)
-        if response.status_code != 200:
-            raise _client_error(response)
-        described: dict[str, Any] = msgspec.json.decode(response.content)
-        return described
-
-    def events(
-        self, name: str, body: bytes, deadline: float | None, wait: float | None = None
-    ) -> Generator[tuple[str, Any], None, None]:
-        """Call ``name`` with a msgpack ``body``; yields its events as they arrive, all by
-        ``deadline`` (a stream: each within ``wait`` seconds of the one before)."""
-        timeout = wait if deadline is None else max(0.001, deadline - time.monotonic())
-        headers = {"Content-Type": MSGPACK, "Accept": NDJSON}
-        with (
-            _translated(self.base_url, name, timeout),
-            self._client.stream(
-                "POST", f"/call/{name}", content=body, headers=headers, timeout=timeout
-            ) as response,
-        ):
-            if response.status_code != 200:
-                response.read()
-                raise _client_error(response)
-            for line in response.iter_lines():
-                if line:
-                    yield _event(line)
-                if deadline is not None and time.monotonic() > deadline:
-                    raise RPCTimeout(f"{name}() at {self.base_url} did not finish in time")
-
-    def close(self) -> None:
-        self._client.close()
-
-
-class AsyncHttpCaller:
-    """The asyncio twin of :class:`HttpCaller`."""
-
-    def __init__(self, base_url: str, token: str | None) -> None:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.base_url = base_url.rstrip("/")
-        # every request gives its own timeout, from the call's deadline
-        self._client = httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=None)  # noqa: S113
-
-    async def functions(self, timeout: float | None) -> dict[str, Any]:
-        with _translated(self.base_url, "/functions", timeout):
-            response = await self._client.get("/functions", timeout=timeout)
-        if response.status_code != 200:
-            raise _client_error(response)
-        described: dict[str, Any] = msgspec.json.decode(response.content)
-        return described
-
-    async def events(
-        self, name: str, body: bytes, deadline: float | None, wait: float | None = None
-    ) -> AsyncIterator[tuple[str, Any]]:
-        timeout = wait if deadline is None else max(0.001, deadline - time.monotonic())
-        headers = {"Content-Type": MSGPACK, "Accept": NDJSON}
-        with _translated(self.base_url, name, timeout):
-            async with self._client.stream(
-                "POST", f"/call/{name}", content=body, headers=headers, timeout=timeout
-            ) as response:
-                if response.status_code != 200:
-                    await response.aread()
-                    raise _client_error(response)
-                async for line in response.aiter_lines():
-                    if line:
-                        yield _event(line)
-                    if deadline is not None and time.monotonic() > deadline:
-                        raise RPCTimeout(f"{name}() at {self.base_url} did not finish in time")
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
-
-
-@contextlib.contextmanager
-def _translated(base_url: str, what: str, timeout: float | None) -> Generator[None, None, None]:
-    """httpx's failures as undertow's errors."""
-    try:
-        yield
-    except (httpx.TimeoutException, TimeoutError) as exc:
-        raise RPCTimeout(
-            f"{what} at {base_url} did not answer within {timeout:g} s" if timeout else str(exc)
-        ) from exc
-    except httpx.TransportError as exc:
-        raise ConnectError(f"cannot reach {base_url}: {exc}") from exc

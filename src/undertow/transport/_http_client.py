@@ -1,0 +1,143 @@
+"""The HTTP transport's client side: calls over a kept-alive httpx connection, a msgpack body
+out and an NDJSON stream of events back (see ``_http_api.py``). httpx is imported only here."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Generator
+from typing import Any
+
+import httpx
+import msgspec
+
+from undertow.errors import ConnectError, RPCTimeout
+from undertow.transport._http_api import MSGPACK, NDJSON, CallFailed
+
+__all__ = ["AsyncHttpCaller", "HttpCaller"]
+
+
+def _client_error(response: httpx.Response) -> CallFailed:
+    """The error an HTTP server answered with, as a :class:`CallFailed`."""
+    try:
+        info = msgspec.json.decode(response.content).get("error", {})
+    except (msgspec.DecodeError, AttributeError):
+        info = {}
+    if not isinstance(info, dict) or "message" not in info:
+        info = {
+            "type": "HTTPError",
+            "message": f"HTTP {response.status_code}: {response.content[:200]!r}",
+            "code": "remote",
+        }
+    return CallFailed(info)
+
+
+def _event(line: str) -> tuple[str, Any]:
+    try:
+        decoded = msgspec.json.decode(line)
+        ((kind, value),) = decoded.items()
+    except (msgspec.DecodeError, AttributeError, ValueError) as exc:
+        raise CallFailed(
+            {"type": "WireError", "message": f"a malformed stream line {line[:80]!r}: {exc}"}
+        ) from None
+    return str(kind), value
+
+
+class HttpCaller:
+    """A client's kept-alive connection to an undertow HTTP server (httpx); thread-safe.
+
+    Calls go out with a msgpack body and come back as an NDJSON stream, so output and items
+    arrive while the call runs. Transport failures become undertow's own errors.
+    """
+
+    def __init__(self, base_url: str, token: str | None) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.base_url = base_url.rstrip("/")
+        # every request gives its own timeout, from the call's deadline
+        self._client = httpx.Client(base_url=self.base_url, headers=headers, timeout=None)  # noqa: S113
+
+    def functions(self, timeout: float | None) -> dict[str, Any]:
+        """The server's description (``GET /functions``)."""
+        with _translated(self.base_url, "/functions", timeout):
+            response = self._client.get("/functions", timeout=timeout)
+        if response.status_code != 200:
+            raise _client_error(response)
+        described: dict[str, Any] = msgspec.json.decode(response.content)
+        return described
+
+    def events(
+        self, name: str, body: bytes, deadline: float | None, wait: float | None = None
+    ) -> Generator[tuple[str, Any], None, None]:
+        """Call ``name`` with a msgpack ``body``; yields its events as they arrive, all by
+        ``deadline`` (a stream: each within ``wait`` seconds of the one before)."""
+        timeout = wait if deadline is None else max(0.001, deadline - time.monotonic())
+        headers = {"Content-Type": MSGPACK, "Accept": NDJSON}
+        with (
+            _translated(self.base_url, name, timeout),
+            self._client.stream(
+                "POST", f"/call/{name}", content=body, headers=headers, timeout=timeout
+            ) as response,
+        ):
+            if response.status_code != 200:
+                response.read()
+                raise _client_error(response)
+            for line in response.iter_lines():
+                if line:
+                    yield _event(line)
+                if deadline is not None and time.monotonic() > deadline:
+                    raise RPCTimeout(f"{name}() at {self.base_url} did not finish in time")
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class AsyncHttpCaller:
+    """The asyncio twin of :class:`HttpCaller`."""
+
+    def __init__(self, base_url: str, token: str | None) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.base_url = base_url.rstrip("/")
+        # every request gives its own timeout, from the call's deadline
+        self._client = httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=None)  # noqa: S113
+
+    async def functions(self, timeout: float | None) -> dict[str, Any]:
+        with _translated(self.base_url, "/functions", timeout):
+            response = await self._client.get("/functions", timeout=timeout)
+        if response.status_code != 200:
+            raise _client_error(response)
+        described: dict[str, Any] = msgspec.json.decode(response.content)
+        return described
+
+    async def events(
+        self, name: str, body: bytes, deadline: float | None, wait: float | None = None
+    ) -> AsyncIterator[tuple[str, Any]]:
+        timeout = wait if deadline is None else max(0.001, deadline - time.monotonic())
+        headers = {"Content-Type": MSGPACK, "Accept": NDJSON}
+        with _translated(self.base_url, name, timeout):
+            async with self._client.stream(
+                "POST", f"/call/{name}", content=body, headers=headers, timeout=timeout
+            ) as response:
+                if response.status_code != 200:
+                    await response.aread()
+                    raise _client_error(response)
+                async for line in response.aiter_lines():
+                    if line:
+                        yield _event(line)
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise RPCTimeout(f"{name}() at {self.base_url} did not finish in time")
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+@contextlib.contextmanager
+def _translated(base_url: str, what: str, timeout: float | None) -> Generator[None, None, None]:
+    """httpx's failures as undertow's errors."""
+    try:
+        yield
+    except (httpx.TimeoutException, TimeoutError) as exc:
+        raise RPCTimeout(
+            f"{what} at {base_url} did not answer within {timeout:g} s" if timeout else str(exc)
+        ) from exc
+    except httpx.TransportError as exc:
+        raise ConnectError(f"cannot reach {base_url}: {exc}") from exc
