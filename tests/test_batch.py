@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -58,7 +59,7 @@ def inproc_server() -> Iterator[tuple[ServerSocket, zmq.Socket[Any]]]:
     """A coalescing server socket, always in a burst, and an in-process peer: sends on inproc
     are queued before send() returns, so what the owner finds waiting is deterministic."""
     sock, _ = bind_router("tcp://127.0.0.1:0")
-    endpoint = "inproc://test-batch-" + str(id(sock))
+    endpoint = f"inproc://test-batch-{uuid.uuid4().hex}"  # id() of a closed socket recurs
     sock.bind(endpoint)
     served = ServerSocket(sock, coalesce=pack_batch, burst_gap=60.0, max_batch=3)
     served.own()
@@ -117,7 +118,7 @@ def _polling(thread: threading.Thread) -> bool:
 
 def test_an_answer_to_a_call_the_owner_waited_for_goes_out_at_once():
     sock, _ = bind_router("tcp://127.0.0.1:0")
-    endpoint = "inproc://test-batch-waited-" + str(id(sock))
+    endpoint = f"inproc://test-batch-waited-{uuid.uuid4().hex}"
     sock.bind(endpoint)
     # a receive that had to sleep lasts far longer than this
     served = ServerSocket(sock, coalesce=pack_batch, burst_gap=1e-6)

@@ -19,9 +19,8 @@ from undertow.rpc._calls import (
     FunctionInfo,
     OutputCallback,
     Protocol,
-    write_output,
 )
-from undertow.rpc._functions import CallOptions, as_attributes, make_function, not_found
+from undertow.rpc._functions import CallOptions, RemoteFunctions
 from undertow.rpc._sync_conn import SyncConnection
 from undertow.security import client_key, find_client_token
 from undertow.transport import load_public
@@ -177,19 +176,9 @@ def _timeout_error(proto: Protocol, name: str, timeout: float | None) -> RPCTime
     )
 
 
-def _sink(output: bool | OutputCallback) -> OutputCallback | None:
-    if output is True:
-        return write_output
-    if output is False:
-        return None
-    return output
-
-
-class _ClientBase:
-    """Settings and the function table; shared by :class:`Client` and ``AsyncClient``."""
-
-    _functions: dict[str, FunctionInfo]
-    _bound: dict[str, Callable[..., Any]]
+class _ClientBase(RemoteFunctions):
+    """Settings, the function table and the protocol; shared by :class:`Client` and
+    ``AsyncClient``."""
 
     def __init__(
         self,
@@ -202,62 +191,27 @@ class _ClientBase:
         output: bool | OutputCallback,
         curve_server_key: Any = None,
     ) -> None:
-        if timeout is not None and timeout <= 0:
-            raise ValueError(
-                f"timeout must be a positive number of seconds or None, not {timeout!r}"
-            )
+        super().__init__(address, timeout=timeout, output=output)
         found = find_client_token(token)
         key = client_key(found) if found else None
         self._proto = Protocol(address, key=key, codecs=codecs, safe_exceptions=safe_exceptions)
         self._curve = None if curve_server_key is None else load_public(curve_server_key)
-        self.address = address
-        self.timeout = timeout
-        self._sink = _sink(output)
-        self._server = ""
-        self._functions = {}
-        self._bound = {}
-        self._as_attributes: set[str] = set()  # functions also set as instance attributes
 
     def _install(self, body: Any, invoke: Any, submit: Any) -> None:
         desc = msgspec.convert(body, Description)
-        self._server = desc.server
         self._proto.max_message_size = desc.max_message_size
-        self._functions = {f.name: f for f in desc.functions}
-        self._bound = {
-            f.name: make_function(f, desc.server, invoke, submit) for f in desc.functions
-        }
-        self._as_attributes = as_attributes(self, self._bound, self._as_attributes)
-
-    def _lookup(self, name: str) -> Callable[..., Any]:
-        fn = self._bound.get(name)
-        if fn is None:
-            raise not_found(name, f"server {self._server!r} at {self.address}", self._bound)
-        return fn
-
-    def __getitem__(self, name: str) -> Any:
-        return self._lookup(name)
-
-    def __dir__(self) -> Iterable[str]:
-        return sorted({*super().__dir__(), *self._bound})
+        self._install_functions(desc, invoke, submit)
 
     def _prepare(
         self, info: FunctionInfo, args: tuple[Any, ...], kwargs: dict[str, Any], opts: CallOptions
     ) -> tuple[Call, list[Any], float | None, float | None]:
-        timeout = self.timeout if opts.timeout is None else opts.timeout
-        output = (self._sink is not None) if opts.output is None else opts.output
-        sink = (self._sink or write_output) if output else None
+        timeout, output, sink = self._settings(opts)
         call = Call(self._proto.next_id(), info.name, sink)
         frames = self._proto.request(
             call.call_id, info, args, kwargs, timeout=timeout, output=output
         )
         deadline = None if timeout is None else time.monotonic() + timeout
         return call, frames, deadline, timeout
-
-    def __repr__(self) -> str:
-        return (
-            f"<{type(self).__name__} {self.address} server={self._server!r} "
-            f"[{len(self._bound)} functions]>"
-        )
 
 
 class Client(_ClientBase):

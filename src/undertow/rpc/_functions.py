@@ -6,10 +6,10 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from undertow.errors import FunctionNotFound
-from undertow.rpc._calls import FunctionInfo
+from undertow.rpc._calls import Description, FunctionInfo, OutputCallback, write_output
 from undertow.rpc._signature import rebuild_signature
 
-__all__ = ["CallOptions", "as_attributes", "make_function", "not_found"]
+__all__ = ["CallOptions", "RemoteFunctions", "as_attributes", "make_function", "not_found"]
 
 
 class CallOptions:
@@ -98,3 +98,54 @@ def not_found(name: str, where: str, functions: Iterable[str]) -> FunctionNotFou
         name=name,
         available=available,
     )
+
+
+class RemoteFunctions:
+    """What every client shares (ZeroMQ or HTTP, sync or async): its default deadline and
+    output, and the server's functions, as attributes and by name."""
+
+    def __init__(
+        self, address: str, *, timeout: float | None, output: bool | OutputCallback
+    ) -> None:
+        if timeout is not None and timeout <= 0:
+            raise ValueError(
+                f"timeout must be a positive number of seconds or None, not {timeout!r}"
+            )
+        self.address = address
+        self.timeout = timeout
+        #: where remote output goes by default (None: nowhere, and the server is told so)
+        self._sink = write_output if output is True else None if output is False else output
+        self._server = ""
+        self._bound: dict[str, Callable[..., Any]] = {}
+        self._as_attributes: set[str] = set()  # functions also set as instance attributes
+
+    def _install_functions(self, desc: Description, invoke: Invoke, submit: Invoke) -> None:
+        self._server = desc.server
+        self._bound = {
+            f.name: make_function(f, desc.server, invoke, submit) for f in desc.functions
+        }
+        self._as_attributes = as_attributes(self, self._bound, self._as_attributes)
+
+    def _settings(self, opts: CallOptions) -> tuple[float | None, bool, OutputCallback | None]:
+        """A call's deadline in seconds, whether it wants output, and where output goes."""
+        timeout = self.timeout if opts.timeout is None else opts.timeout
+        output = (self._sink is not None) if opts.output is None else opts.output
+        return timeout, output, (self._sink or write_output) if output else None
+
+    def _lookup(self, name: str) -> Callable[..., Any]:
+        fn = self._bound.get(name)
+        if fn is None:
+            raise not_found(name, f"server {self._server!r} at {self.address}", self._bound)
+        return fn
+
+    def __getitem__(self, name: str) -> Any:
+        return self._lookup(name)
+
+    def __dir__(self) -> Iterable[str]:
+        return sorted({*super().__dir__(), *self._bound})
+
+    def __repr__(self) -> str:
+        return (
+            f"<{type(self).__name__} {self.address} server={self._server!r} "
+            f"[{len(self._bound)} functions]>"
+        )

@@ -3,22 +3,23 @@
 The same API as the ZeroMQ clients: remote functions as attributes with their signatures
 and docstrings, ``.submit()`` futures, ``.options()``, live remote output, remote errors
 raised as their own types, deadlines, generators streamed. Calls go out as msgpack and come
-back as an NDJSON stream (``transport/_http.py``), so output appears while a call runs.
+back as an NDJSON stream (``transport/_http_client.py``), so output appears while a call runs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
 import msgspec
 
 from undertow.errors import RPCTimeout
-from undertow.rpc._calls import Description, FunctionInfo, OutputCallback, write_output
-from undertow.rpc._functions import CallOptions, as_attributes, make_function, not_found
+from undertow.rpc._calls import Description, FunctionInfo, OutputCallback
+from undertow.rpc._functions import CallOptions, RemoteFunctions
 from undertow.security import find_client_token
 from undertow.transport._http_api import CallFailed
 from undertow.transport._http_client import AsyncHttpCaller, HttpCaller
@@ -28,16 +29,13 @@ __all__ = ["AsyncHttpClient", "HttpClient"]
 
 DEFAULT_TIMEOUT = 30.0
 _encode = msgspec.msgpack.Encoder().encode
+#: what :meth:`_HttpBase._event` returns for an event that does not end the call
+_MORE = object()
 
 
-def _sink(output: bool | OutputCallback) -> OutputCallback | None:
-    if output is True:
-        return write_output
-    return None if output is False else output
-
-
-class _HttpBase:
-    """Settings and the function table of both HTTP clients."""
+class _HttpBase(RemoteFunctions):
+    """What both HTTP clients share: settings, the function table, and what each event of a
+    call's stream means."""
 
     def __init__(
         self,
@@ -48,53 +46,30 @@ class _HttpBase:
         safe_exceptions: Iterable[type[BaseException]],
         output: bool | OutputCallback,
     ) -> None:
-        if timeout is not None and timeout <= 0:
-            raise ValueError(
-                f"timeout must be a positive number of seconds or None, not {timeout!r}"
-            )
-        self.address = address.rstrip("/")
-        self.timeout = timeout
+        super().__init__(address.rstrip("/"), timeout=timeout, output=output)
         self._token = find_client_token(token)
-        self._sink = _sink(output)
         self._safe = tuple(safe_exceptions)
-        self._server = ""
-        self._bound: dict[str, Callable[..., Any]] = {}
-        self._as_attributes: set[str] = set()
 
     def _install(self, described: dict[str, Any], invoke: Any, submit: Any) -> None:
-        desc = msgspec.convert(described, Description)
-        self._server = desc.server
-        self._bound = {
-            f.name: make_function(f, desc.server, invoke, submit) for f in desc.functions
-        }
-        self._as_attributes = as_attributes(self, self._bound, self._as_attributes)
-
-    def _lookup(self, name: str) -> Callable[..., Any]:
-        fn = self._bound.get(name)
-        if fn is None:
-            raise not_found(name, f"server {self._server!r} at {self.address}", self._bound)
-        return fn
-
-    def __getitem__(self, name: str) -> Any:
-        return self._lookup(name)
-
-    def __dir__(self) -> Iterable[str]:
-        return sorted({*super().__dir__(), *self._bound})
-
-    def __repr__(self) -> str:
-        return (
-            f"<{type(self).__name__} {self.address} server={self._server!r} "
-            f"[{len(self._bound)} functions]>"
-        )
+        self._install_functions(msgspec.convert(described, Description), invoke, submit)
 
     def _plan(
-        self, info: FunctionInfo, args: tuple[Any, ...], kwargs: dict[str, Any], opts: CallOptions
-    ) -> tuple[bytes, float | None, float | None, OutputCallback | None]:
-        timeout = self.timeout if opts.timeout is None else opts.timeout
-        output = (self._sink is not None) if opts.output is None else opts.output
-        sink = (self._sink or write_output) if output else None
-        deadline = None if timeout is None else time.monotonic() + timeout
-        return _encode({"args": list(args), "kwargs": kwargs}), deadline, timeout, sink
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], opts: CallOptions
+    ) -> tuple[bytes, float | None, OutputCallback | None]:
+        """The request body, the call's timeout and where its output goes."""
+        timeout, _, sink = self._settings(opts)
+        return _encode({"args": list(args), "kwargs": kwargs}), timeout, sink
+
+    def _event(self, kind: str, value: Any, sink: OutputCallback | None, name: str) -> Any:
+        """Apply one event: output goes to ``sink``, an error is raised; the call's result,
+        or :data:`_MORE` while the call goes on."""
+        if kind in ("stdout", "stderr"):
+            if sink is not None:
+                sink(kind, value)
+            return _MORE
+        if kind == "error":
+            raise self._error(CallFailed(value), name)
+        return value if kind == "result" else _MORE
 
     def _error(self, failed: CallFailed, name: str) -> BaseException:
         info = failed.info
@@ -109,27 +84,22 @@ class _HttpBase:
         exc.__suppress_context__ = True  # the remote traceback is its cause, if it has one
         return exc
 
-    def _timeout(self, name: str, timeout: float | None) -> RPCTimeout:
-        return RPCTimeout(
-            f"{name}() at {self.address} did not answer within {timeout:g} s "
-            "(raise the deadline with .options(timeout=...))"
-        )
+    @contextlib.contextmanager
+    def _translated(self, name: str, timeout: float | None) -> Iterator[None]:
+        """The transport's failures as the errors a caller gets."""
+        try:
+            yield
+        except CallFailed as failed:
+            raise self._error(failed, name)  # noqa: B904 - its cause is the remote traceback
+        except RPCTimeout:
+            raise RPCTimeout(
+                f"{name}() at {self.address} did not answer within {timeout:g} s "
+                "(raise the deadline with .options(timeout=...))"
+            ) from None
 
 
-async def _aclose(events: AsyncIterator[Any]) -> None:
-    """Close an event stream early (the connection goes back, the remote call stops)."""
-    close = getattr(events, "aclose", None)
-    if close is not None:
-        await close()
-
-
-def _handle(kind: str, value: Any, sink: OutputCallback | None) -> bool:
-    """Apply an output event; True if it was one."""
-    if kind in ("stdout", "stderr"):
-        if sink is not None:
-            sink(kind, value)
-        return True
-    return False
+def _deadline(timeout: float | None) -> float | None:
+    return None if timeout is None else time.monotonic() + timeout
 
 
 class HttpClient(_HttpBase):
@@ -209,25 +179,15 @@ class HttpClient(_HttpBase):
     def _invoke(
         self, info: FunctionInfo, args: tuple[Any, ...], kwargs: dict[str, Any], opts: CallOptions
     ) -> Any:
-        body, deadline, timeout, sink = self._plan(info, args, kwargs, opts)
+        body, timeout, sink = self._plan(args, kwargs, opts)
         if info.streams:  # as over ZeroMQ, the deadline is for each item
             items = self._caller.events(info.name, body, None, wait=timeout)
             return self._items(info.name, items, sink, timeout)
-        events = self._caller.events(info.name, body, deadline)
-        try:
+        events = self._caller.events(info.name, body, _deadline(timeout))
+        with self._translated(info.name, timeout), contextlib.closing(events):
             for kind, value in events:
-                if _handle(kind, value, sink):
-                    continue
-                if kind == "result":
-                    return value
-                if kind == "error":
-                    raise self._error(CallFailed(value), info.name)
-        except CallFailed as failed:
-            raise self._error(failed, info.name)  # noqa: B904 - its cause is the remote traceback
-        except RPCTimeout:
-            raise self._timeout(info.name, timeout) from None
-        finally:
-            events.close()
+                if (result := self._event(kind, value, sink, info.name)) is not _MORE:
+                    return result
         return None
 
     def _items(
@@ -237,22 +197,13 @@ class HttpClient(_HttpBase):
         sink: OutputCallback | None,
         timeout: float | None,
     ) -> Iterator[Any]:
-        try:
+        # closing: a caller that stops early stops the remote generator
+        with self._translated(name, timeout), contextlib.closing(events):  # type: ignore[type-var]
             for kind, value in events:
-                if _handle(kind, value, sink):
-                    continue
                 if kind == "item":
                     yield value
-                elif kind == "error":
-                    raise self._error(CallFailed(value), name)
-        except CallFailed as failed:
-            raise self._error(failed, name)  # noqa: B904 - its cause is the remote traceback
-        except RPCTimeout:
-            raise self._timeout(name, timeout) from None
-        finally:
-            close = getattr(events, "close", None)
-            if close is not None:
-                close()  # a caller that stops early stops the remote generator
+                else:
+                    self._event(kind, value, sink, name)
 
     def _submit(
         self, info: FunctionInfo, args: tuple[Any, ...], kwargs: dict[str, Any], opts: CallOptions
@@ -328,13 +279,12 @@ class AsyncHttpClient(_HttpBase):
     def _invoke(
         self, info: FunctionInfo, args: tuple[Any, ...], kwargs: dict[str, Any], opts: CallOptions
     ) -> Any:
-        body, deadline, timeout, sink = self._plan(info, args, kwargs, opts)
+        body, timeout, sink = self._plan(args, kwargs, opts)
         if info.streams:  # as over ZeroMQ, the deadline is for each item
             items = self._caller.events(info.name, body, None, wait=timeout)
             return self._items(info.name, items, sink, timeout)
-        return self._finish(
-            info.name, self._caller.events(info.name, body, deadline), sink, timeout
-        )
+        events = self._caller.events(info.name, body, _deadline(timeout))
+        return self._finish(info.name, events, sink, timeout)
 
     async def _finish(
         self,
@@ -343,20 +293,11 @@ class AsyncHttpClient(_HttpBase):
         sink: OutputCallback | None,
         timeout: float | None,
     ) -> Any:
-        try:
-            async for kind, value in events:
-                if _handle(kind, value, sink):
-                    continue
-                if kind == "result":
-                    return value
-                if kind == "error":
-                    raise self._error(CallFailed(value), name)
-        except CallFailed as failed:
-            raise self._error(failed, name)  # noqa: B904 - its cause is the remote traceback
-        except RPCTimeout:
-            raise self._timeout(name, timeout) from None
-        finally:
-            await _aclose(events)
+        with self._translated(name, timeout):
+            async with contextlib.aclosing(events):  # type: ignore[type-var]
+                async for kind, value in events:
+                    if (result := self._event(kind, value, sink, name)) is not _MORE:
+                        return result
         return None
 
     async def _items(
@@ -366,20 +307,13 @@ class AsyncHttpClient(_HttpBase):
         sink: OutputCallback | None,
         timeout: float | None,
     ) -> AsyncIterator[Any]:
-        try:
-            async for kind, value in events:
-                if _handle(kind, value, sink):
-                    continue
-                if kind == "item":
-                    yield value
-                elif kind == "error":
-                    raise self._error(CallFailed(value), name)
-        except CallFailed as failed:
-            raise self._error(failed, name)  # noqa: B904 - its cause is the remote traceback
-        except RPCTimeout:
-            raise self._timeout(name, timeout) from None
-        finally:
-            await _aclose(events)
+        with self._translated(name, timeout):
+            async with contextlib.aclosing(events):  # type: ignore[type-var]
+                async for kind, value in events:
+                    if kind == "item":
+                        yield value
+                    else:
+                        self._event(kind, value, sink, name)
 
     def _submit(
         self, info: FunctionInfo, args: tuple[Any, ...], kwargs: dict[str, Any], opts: CallOptions
