@@ -149,11 +149,10 @@ class ClientSeal:
     in order.
     """
 
-    __slots__ = ("_base", "_count", "_key", "_lock", "_prefix", "_replies", "_window_ns", "session")
+    __slots__ = ("_count", "_key", "_lock", "_prefix", "_replies", "_window_ns", "session")
 
     def __init__(self, key: SigningKey, window: float = DEFAULT_WINDOW) -> None:
         self._key = key
-        self._base = hmac.new(key.secret, digestmod="sha256")
         self._prefix = _prefix(key.key_id.encode())
         self.session = os.urandom(8)
         self._count = itertools.count(1)
@@ -168,7 +167,7 @@ class ClientSeal:
         """``frames`` with the envelope put in front of frame 0."""
         head = self._prefix + _TAIL.pack(time.time_ns(), self.session, next(self._count))
         first, rest = frames[0], frames[1:]
-        mac = _mac(self._base, _REQUEST, head, first, rest)
+        mac = _mac(self._key.mac, _REQUEST, head, first, rest)
         return [b"".join((head, mac, first)), *rest]
 
     def open(self, frame0: memoryview, frames: Sequence[Any]) -> memoryview:
@@ -181,7 +180,8 @@ class ClientSeal:
         cut = size - MAC_SIZE
         rest0 = frame0[size:]
         head = b"".join((frame0[:cut], self.session))  # a reply is bound to this session
-        if not hmac.compare_digest(_mac(self._base, _REPLY, head, rest0, frames), frame0[cut:size]):
+        expected = _mac(self._key.mac, _REPLY, head, rest0, frames)
+        if not hmac.compare_digest(expected, frame0[cut:size]):
             raise _bad_signature(key_id)
         with self._lock:
             window = self._replies.get(session)
@@ -199,7 +199,7 @@ class _Peer:
 
     __slots__ = ("key", "seal", "seen", "window")
 
-    def __init__(self, key: SigningKey, base: Any, session: bytes) -> None:
+    def __init__(self, key: SigningKey, session: bytes) -> None:
         self.key = key
         self.window = ReplayWindow()
         self.seen = 0.0
@@ -212,7 +212,7 @@ class _Peer:
         def seal(frames: list[Any]) -> list[Any]:
             head = prefix + _TAIL.pack(time.time_ns(), server_session, next(count))
             first, rest = frames[0], frames[1:]
-            mac = _mac(base, _REPLY, head + session, first, rest)
+            mac = _mac(key.mac, _REPLY, head + session, first, rest)
             return [b"".join((head, mac, first)), *rest]
 
         #: signs a reply to this session
@@ -231,8 +231,6 @@ class ServerSeal:
         self.window = window
         self._window_ns = int(window * 1e9)
         self._peers: dict[tuple[bytes, bytes], _Peer] = {}
-        #: a keyed HMAC per secret, copied for each message
-        self._bases: dict[bytes, Any] = {}
         self._lock = threading.Lock()
         self._next_sweep = 0.0
 
@@ -246,13 +244,10 @@ class ServerSeal:
         if key is None:
             raise AuthenticationError(f"unknown key {key_id.decode(errors='replace')!r}")
         _check_time(timestamp, self._window_ns)
-        base = self._bases.get(key.secret)
-        if base is None:
-            base = self._bases[key.secret] = hmac.new(key.secret, digestmod="sha256")
         cut = size - MAC_SIZE
         rest0 = frame0[size:]
         if not hmac.compare_digest(
-            _mac(base, _REQUEST, frame0[:cut], rest0, frames), frame0[cut:size]
+            _mac(key.mac, _REQUEST, frame0[:cut], rest0, frames), frame0[cut:size]
         ):
             raise _bad_signature(key_id)
         now = time.monotonic()
@@ -260,7 +255,7 @@ class ServerSeal:
             slot = (key_id, session)
             peer = self._peers.get(slot)
             if peer is None:
-                peer = self._peers[slot] = _Peer(key, base, session)
+                peer = self._peers[slot] = _Peer(key, session)
             if not peer.window.accept(counter):
                 raise AuthenticationError(
                     f"a replayed message signed by {key_id.decode(errors='replace')!r}"

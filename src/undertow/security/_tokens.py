@@ -8,6 +8,7 @@ up by name and checks the signature. ``undertow token new NAME`` makes one.
 
 from __future__ import annotations
 
+import hmac
 import os
 import re
 import secrets
@@ -51,13 +52,16 @@ DEFAULT_NAME = "default"
 class SigningKey:
     """An identity and the secret its messages are signed with. The repr hides the secret."""
 
-    __slots__ = ("identity", "key_id", "secret")
+    __slots__ = ("identity", "key_id", "mac", "secret")
 
     def __init__(self, identity: str, key_id: str, secret: bytes) -> None:
         self.identity = identity
         #: what a signed message names, so that the other side can find the secret
         self.key_id = key_id
         self.secret = secret
+        #: HMAC-SHA256 keyed with the secret, copied for each message (which saves deriving
+        #: the key's pads again every time)
+        self.mac = hmac.new(secret, digestmod="sha256")
 
     def __repr__(self) -> str:
         return f"<SigningKey {self.identity!r}>"
