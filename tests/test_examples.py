@@ -150,7 +150,6 @@ def test_security(tmp_path, monkeypatch) -> None:
 
 
 def test_http() -> None:
-    pytest.importorskip("uvicorn")
     server = subprocess.Popen(
         [sys.executable, "-u", str(EXAMPLES / "http" / "server.py")],
         stdout=subprocess.PIPE,

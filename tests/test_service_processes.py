@@ -22,7 +22,7 @@ from undertow.cluster import Registry
 from undertow.errors import ConnectionLost, NotConnected
 from undertow.security import new_token
 from undertow.service import ServiceModule
-from undertow.transport import curve_available, keygen, load_public
+from undertow.transport import keygen, load_public
 
 from ._processes import READY_TIMEOUT, ServedProcess, free_port, is_stopped
 from ._waiting import wait_until
@@ -217,7 +217,6 @@ def test_serving_beyond_loopback_without_tokens_takes_insecure_and_warns(
     assert b"WITHOUT authentication" in launched.stderr
 
 
-@pytest.mark.skipif(not curve_available(), reason="libzmq without CURVE")
 def test_a_curve_service_registers_its_public_key_and_discovery_uses_it(
     tmp_path, services_file, launch
 ):
@@ -401,11 +400,9 @@ def test_services_register_in_redis_for_several_machines(
     assert os.environ["UNDERTOW_BACKEND"] == url
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="the curl binary is not installed")
 def test_undertow_serve_http_registers_an_http_address_that_curl_can_call(
     tmp_path, services_file, launch
 ):
-    pytest.importorskip("uvicorn")
     launch(services_file.name, "--http", "0", services=2, cli=True)
     with Registry() as registry:
         (echo,) = [i for i in registry.all_instances() if i.service == "Echo"]
