@@ -22,7 +22,7 @@ import msgspec
 from undertow.errors import UndertowError
 from undertow.rpc._core import Incoming
 from undertow.transport._http_api import CallFailed, failure
-from undertow.wire import Flags, Header, Kind, decode_error, error_info, resolve_codec
+from undertow.wire import ErrorInfo, Flags, Header, Kind, decode_error, error_info, resolve_codec
 
 if TYPE_CHECKING:
     from undertow.rpc._server import Server
@@ -30,18 +30,16 @@ if TYPE_CHECKING:
 __all__ = ["ServerGateway"]
 
 _ids = itertools.count(1)
-_STREAMING = ("generator", "asyncgen")
 
 
 class _HttpIncoming(Incoming):
     """A call from HTTP: its answers go to a queue on the server's loop."""
 
-    __slots__ = ("_loop", "_queue", "closed", "credit_count")
+    __slots__ = ("_loop", "_queue", "closed")
 
     def __init__(self, *args: Any, loop: asyncio.AbstractEventLoop, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._loop = loop
-        self.credit_count = 0  # items of a stream handed on so far
         #: nobody reads the answers any more (the request ended): they are dropped
         self.closed = False
         self._queue: asyncio.Queue[tuple[Kind, list[Any], str, str]] = asyncio.Queue()
@@ -139,8 +137,9 @@ class ServerGateway:
         """The call's events as they happen: ``("stdout"|"stderr", text)``, ``("item",
         value)``, then ``("result", value)`` or, for a generator, ``("items", [...])`` with
         every item (empty when they were streamed); raises :class:`CallFailed`."""
-        incoming, streams = self._start(name, args, kwargs, identity, pickled, output)
+        incoming = self._start(name, args, kwargs, identity, pickled, output)
         items: list[Any] = []
+        consumed = 0  # items handed on: the generator may run a window ahead of them
         held = 0  # bytes of the items collected for an answer that does not stream
         limit = self.max_message_size
         try:
@@ -163,9 +162,9 @@ class ServerGateway:
                                 "them (Accept: application/x-ndjson)",
                             )
                         items.append(item)
+                    consumed += 1
                     if incoming.credit is not None:
-                        incoming.credit.grant(incoming.credit_count + 1)
-                        incoming.credit_count += 1
+                        incoming.credit.grant(consumed)
                 elif kind == Kind.RESULT:
                     yield "result", _decode(codec, payload)
                     return
@@ -173,15 +172,14 @@ class ServerGateway:
                     yield "items", items
                     return
                 elif kind == Kind.ERROR:
-                    info = decode_error(payload[0] if payload else b"")
-                    raise CallFailed(msgspec.structs.asdict(info))
+                    raise _failed(decode_error(payload[0] if payload else b""))
         except BaseException:  # the client went away, or the call failed: stop it
             incoming.cancelled = True
             self._server._on_cancel(incoming)
             raise
         finally:
             incoming.closed = True
-            if streams and incoming.credit is not None:
+            if incoming.credit is not None:  # a generator's: it stops waiting for credit
                 incoming.credit.close()
 
     def _start(
@@ -192,12 +190,11 @@ class ServerGateway:
         identity: str | None,
         pickled: bytes | None,
         output: bool,
-    ) -> tuple[_HttpIncoming, bool]:
+    ) -> _HttpIncoming:
         server = self._server
         entry = server._entries.get(name)
         if entry is None:
-            info = server._core.not_found(name)
-            raise CallFailed(msgspec.structs.asdict(info))
+            raise _failed(server._core.not_found(name))
         codec = entry.options.input_serialization
         if pickled is not None:
             if codec.name != "pickle":
@@ -211,8 +208,7 @@ class ServerGateway:
             try:
                 payload = codec.encode((args, kwargs))
             except UndertowError as exc:
-                info = error_info(exc, code="bad_request")
-                raise CallFailed(msgspec.structs.asdict(info)) from None
+                raise _failed(error_info(exc, code="bad_request")) from None
         loop = asyncio.get_running_loop()
         header = Header(
             Kind.CALL,
@@ -229,7 +225,7 @@ class ServerGateway:
         job = server._handle(incoming)
         if job is not None:
             loop.run_in_executor(self._pool, job[1])
-        return incoming, entry.mode in _STREAMING
+        return incoming
 
 
 def _decode(codec: str, payload: list[Any]) -> Any:
@@ -238,4 +234,9 @@ def _decode(codec: str, payload: list[Any]) -> Any:
     try:
         return resolve_codec(codec).decode(payload)
     except UndertowError as exc:
-        raise CallFailed(msgspec.structs.asdict(error_info(exc, code="serialization"))) from None
+        raise _failed(error_info(exc, code="serialization")) from None
+
+
+def _failed(info: ErrorInfo) -> CallFailed:
+    """A server's error description as the HTTP transport's failure."""
+    return CallFailed(msgspec.structs.asdict(info))
