@@ -149,21 +149,18 @@ def deliver_all(
     does not accept, is logged (naming ``source``) and dropped. An error for call 0 is the
     server refusing the socket's messages: every call waiting on it gets it."""
     try:
-        view = frames[0].buffer
-        rest = list(map(_buffer, frames[1:]))
-        signed = view[:2] == ENVELOPE_MAGIC
-        if signed:
-            view = _open(seal, view, rest)
-        header = decode_header(view)
+        received = [_read(seal, frames[0].buffer, list(map(_buffer, frames[1:])))]
+        header = received[0][0]
         if header.kind == Kind.BATCH:
             received = []
             for inner in batch_frames(header):
                 try:
-                    received.append(_one(seal, memoryview(inner)))
+                    one = _read(seal, memoryview(inner), [])
+                    if one[0].kind == Kind.BATCH:
+                        raise UndertowError("malformed batch: a batch inside a batch")
+                    received.append(one)
                 except UndertowError as exc:  # only this message is lost
                     log.warning("dropped a message from %s: %s", source, exc)
-        else:  # the common case: one message
-            received = [(header, payload_of(header, rest), signed)]
     except UndertowError as exc:
         log.warning("dropped a message from %s: %s", source, exc)
         return
@@ -208,21 +205,17 @@ def _unsigned_answer(call_id: int, source: str) -> tuple[Header, list[Any]]:
     return Header(Kind.ERROR, call_id), [encode_error(info)]
 
 
-def _open(seal: ClientSeal | None, view: memoryview, rest: list[Any]) -> memoryview:
-    if seal is None:
-        raise AuthenticationError("a signed message, but this client holds no token")
-    return seal.open(view, rest)
-
-
-def _one(seal: ClientSeal | None, view: memoryview) -> tuple[Header, list[Any], bool]:
-    """A one-frame message from a batch: header, payload and whether it was signed."""
+def _read(
+    seal: ClientSeal | None, view: memoryview, rest: list[Any]
+) -> tuple[Header, list[Any], bool]:
+    """One message: its header, its payload, and whether it was signed (and checked)."""
     signed = view[:2] == ENVELOPE_MAGIC
     if signed:
-        view = _open(seal, view, [])
+        if seal is None:
+            raise AuthenticationError("a signed message, but this client holds no token")
+        view = seal.open(view, rest)
     header = decode_header(view)
-    if header.kind == Kind.BATCH:
-        raise UndertowError("malformed batch: a batch inside a batch")
-    return header, payload_of(header, []), signed
+    return header, payload_of(header, rest), signed
 
 
 _buffer = operator.attrgetter("buffer")  # a ZeroMQ frame's memoryview, without a Python call

@@ -43,6 +43,9 @@ __all__ = ["HttpServer", "http_app", "serve_http"]
 
 _json = msgspec.json.Encoder()
 _msgpack = msgspec.msgpack.Encoder()
+#: the body types taken for arguments, with the names some clients use
+_JSON_TYPES = (JSON, "text/json")
+_MSGPACK_TYPES = (MSGPACK, "application/x-msgpack")
 
 
 def _error(info: dict[str, Any]) -> Response:
@@ -73,7 +76,7 @@ def _media(request: Request) -> str:
     """The body's media type; a request without one is refused: it is what a page from
     another site can send without the browser asking first."""
     media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media not in (JSON, "text/json", MSGPACK, "application/x-msgpack", PICKLE):
+    if media not in _JSON_TYPES and media not in _MSGPACK_TYPES and media != PICKLE:
         raise failure(
             "unsupported",
             "UnsupportedMediaType",
@@ -83,19 +86,12 @@ def _media(request: Request) -> str:
 
 
 def _arguments(body: bytes, media: str) -> tuple[list[Any], dict[str, Any]]:
+    """Positional and keyword arguments from a JSON or msgpack body (``media``, checked)."""
     if not body.strip():
         return [], {}
+    decode = msgspec.json.decode if media in _JSON_TYPES else msgspec.msgpack.decode
     try:
-        if media in (JSON, "text/json"):
-            decoded = msgspec.json.decode(body)
-        elif media in (MSGPACK, "application/x-msgpack"):
-            decoded = msgspec.msgpack.decode(body)
-        else:
-            raise failure(
-                "unsupported",
-                "UnsupportedMediaType",
-                f"a body of type {media!r} is not understood; send {JSON} or {MSGPACK}",
-            )
+        decoded = decode(body)
     except msgspec.DecodeError as exc:
         raise failure(
             "bad_request", "DeserializationError", f"the body is not {media}: {exc}"
