@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 import undertow
+from undertow.cluster import Backend, open_backend
+from undertow.rpc._pointer import close_clients
 
 from ._processes import ChildServer
 
@@ -71,11 +73,30 @@ def redis_url(redis_server_url: str) -> str:
 @pytest.fixture(autouse=True)
 def undertow_home(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
-) -> Path:
+) -> Iterator[Path]:
     """Every test gets an undertow home of its own (child processes inherit it) and the
-    embedded backend, and no token, whatever the environment says."""
+    embedded backend, and no token, whatever the environment says; the clients pointers
+    made are closed after it."""
     home = tmp_path_factory.mktemp("undertow-home")
     monkeypatch.setenv("UNDERTOW_HOME", str(home))
     for name in ("UNDERTOW_BACKEND", "UNDERTOW_TOKEN", "UNDERTOW_TOKENS"):
         monkeypatch.delenv(name, raising=False)
-    return home
+    yield home
+    close_clients()
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A registry URL: a SQLite file, then a database of the session's redis-server."""
+    if request.param == "sqlite":
+        return f"sqlite://{tmp_path / 'cluster.db'}"
+    redis_url: str = request.getfixturevalue("redis_url")
+    return redis_url
+
+
+@pytest.fixture
+async def backend(url: str) -> AsyncIterator[Backend]:
+    """An open backend of ``url``, closed after the test."""
+    b = open_backend(url)
+    yield b
+    await b.close()

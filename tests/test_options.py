@@ -303,14 +303,14 @@ def test_invalid_option_does_not_replace_the_table() -> None:
     assert described["add"]["glob"] is None
 
 
-def test_reserved_option_warns_when_truthy() -> None:
+def test_return_pointer_is_a_flag_shown_by_describe() -> None:
     server = make_server()
-    with pytest.warns(FutureWarning, match="return_pointer") as record:
-        server.config({"big_*": {"return_pointer": True}})
-    assert len(record) == 1
-    # the warning points at the caller of config(), not inside undertow
-    assert record[0].filename == __file__
+    server.config({"big_*": {"return_pointer": True}})
     assert server.describe()["big_json"]["return_pointer"] is True
+    with pytest.raises(
+        undertow.ConfigError, match="return_pointer for glob 'big_\\*' must be True"
+    ):
+        server.config({"big_*": {"return_pointer": "yes"}})
 
 
 def test_an_auth_rule_is_described_by_name_and_must_be_callable() -> None:

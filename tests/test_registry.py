@@ -9,12 +9,10 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
-from undertow.cluster import Backend, Instance, Registry, open_backend
+from undertow.cluster import Instance, Registry, open_backend
 from undertow.config import backend_url
 from undertow.errors import BackendError, ConfigError
 from undertow.rpc._calls import FunctionInfo
@@ -37,21 +35,6 @@ def make(service: str = "Svc", *, ttl: float = 10.0, started: float | None = Non
         heartbeat=now,
         ttl=ttl,
     )
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite://{tmp_path / 'cluster.db'}"
-    redis_url: str = request.getfixturevalue("redis_url")
-    return redis_url
-
-
-@pytest.fixture
-async def backend(url: str) -> AsyncIterator[Backend]:
-    b = open_backend(url)
-    yield b
-    await b.close()
 
 
 async def test_a_registered_instance_is_found_with_its_whole_record(backend):

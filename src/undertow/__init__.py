@@ -19,6 +19,7 @@
 
 import contextlib
 
+from undertow import catalog
 from undertow.errors import (
     AuthenticationError,
     BackendError,
@@ -49,7 +50,9 @@ from undertow.rpc import (
     connect_async,
     functions,
 )
+from undertow.rpc._pointer import Pointer
 from undertow.service import connect
+from undertow.service._put import put
 
 __version__ = "0.1.0"
 
@@ -70,6 +73,7 @@ __all__ = [
     "MessageTooLarge",
     "NotConnected",
     "PermissionDenied",
+    "Pointer",
     "RPCTimeout",
     "RemoteError",
     "SerializationError",
@@ -79,9 +83,11 @@ __all__ = [
     "UndertowError",
     "WireError",
     "__version__",
+    "catalog",
     "connect",
     "connect_async",
     "functions",
+    "put",
 ]
 
 for _name in __all__:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import click
 
@@ -27,60 +28,85 @@ def demo(timeout: float) -> None:
     raise SystemExit(run_demo(timeout=timeout))
 
 
+def _serving(fn: Any) -> Any:
+    """The options of every command that serves: where, how it registers, its security."""
+    for option in reversed(_SERVING_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
+_SERVING_OPTIONS = [
+    click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind."),
+    click.option("--port", default=0, show_default=True, help="Port (0: a free one)."),
+    click.option(
+        "--backend",
+        default=None,
+        help="Registry URL (default: $UNDERTOW_BACKEND, else ~/.undertow/cluster.db).",
+    ),
+    click.option("--name", default=None, help="Register the one service under this name."),
+    click.option("--advertise", default=None, help="Host name clients should use to reach it."),
+    click.option(
+        "--ttl",
+        default=None,
+        type=float,
+        help="Seconds the registry keeps an instance without a heartbeat.",
+    ),
+    click.option(
+        "--token",
+        envvar="UNDERTOW_TOKEN",
+        default=None,
+        help="A token callers must sign with (better: set UNDERTOW_TOKEN, which other users "
+        "cannot see).",
+    ),
+    click.option(
+        "--tokens",
+        envvar="UNDERTOW_TOKENS",
+        default=None,
+        type=click.Path(dir_okay=False),
+        help="A file of tokens callers may sign with, one per line ($UNDERTOW_TOKENS).",
+    ),
+    click.option(
+        "--allow-anonymous", is_flag=True, help="With tokens, also serve callers without one."
+    ),
+    click.option(
+        "--insecure",
+        is_flag=True,
+        help="Serve beyond loopback without tokens, or plain HTTP beyond loopback (tokens travel "
+        "in clear); prints a warning.",
+    ),
+    click.option(
+        "--curve-secret",
+        default=None,
+        type=click.Path(dir_okay=False),
+        help="CURVE secret key file (from `undertow keygen`): encrypt every connection.",
+    ),
+    click.option(
+        "--http",
+        "http_port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="Also serve over HTTP on this port (0: a free one); needs undertow[http].",
+    ),
+    click.option(
+        "--data-dir",
+        default=None,
+        type=click.Path(file_okay=False),
+        help="Where data servers spill values, a directory per service "
+        "(default: ~/.undertow/data/SERVICE).",
+    ),
+    click.option(
+        "--memory-limit",
+        default=None,
+        type=int,
+        help="Bytes of values each data server keeps in memory before it spills (1 GiB).",
+    ),
+]
+
+
 @main.command()
 @click.argument("targets", nargs=-1, required=True, metavar="FILE_OR_MODULE...")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
-@click.option("--port", default=0, show_default=True, help="Port (0: a free one).")
-@click.option(
-    "--backend",
-    default=None,
-    help="Registry URL (default: $UNDERTOW_BACKEND, else ~/.undertow/cluster.db).",
-)
-@click.option("--name", default=None, help="Register the one service under this name.")
-@click.option("--advertise", default=None, help="Host name clients should use to reach it.")
-@click.option(
-    "--ttl",
-    default=None,
-    type=float,
-    help="Seconds the registry keeps an instance without a heartbeat.",
-)
-@click.option(
-    "--token",
-    envvar="UNDERTOW_TOKEN",
-    default=None,
-    help="A token callers must sign with (better: set UNDERTOW_TOKEN, which other users "
-    "cannot see).",
-)
-@click.option(
-    "--tokens",
-    envvar="UNDERTOW_TOKENS",
-    default=None,
-    type=click.Path(dir_okay=False),
-    help="A file of tokens callers may sign with, one per line ($UNDERTOW_TOKENS).",
-)
-@click.option(
-    "--allow-anonymous", is_flag=True, help="With tokens, also serve callers without one."
-)
-@click.option(
-    "--insecure",
-    is_flag=True,
-    help="Serve beyond loopback without tokens, or plain HTTP beyond loopback (tokens travel "
-    "in clear); prints a warning.",
-)
-@click.option(
-    "--curve-secret",
-    default=None,
-    type=click.Path(dir_okay=False),
-    help="CURVE secret key file (from `undertow keygen`): encrypt every connection.",
-)
-@click.option(
-    "--http",
-    "http_port",
-    type=int,
-    default=None,
-    metavar="PORT",
-    help="Also serve over HTTP on this port (0: a free one); needs undertow[http].",
-)
+@_serving
 def serve(targets: tuple[str, ...], **options: object) -> None:
     """Serve every class marked with @Expose() in the given files or modules.
 
@@ -90,6 +116,44 @@ def serve(targets: tuple[str, ...], **options: object) -> None:
     from undertow.service._launch import launch
 
     raise SystemExit(launch(list(targets), **options))
+
+
+@main.group()
+def data() -> None:
+    """Remote data: a data server of its own, and the catalog of what the cluster keeps."""
+
+
+@data.command("serve")
+@_serving
+def data_serve(**options: Any) -> None:
+    """Serve a data server on its own, registered as the service "data" (where
+    undertow.put() sends values by default), until Ctrl-C or SIGTERM."""
+    from undertow.service._launch import launch
+
+    raise SystemExit(launch(["undertow.service._datanode"], **options))
+
+
+@data.command("ls")
+@click.option("--tag", "tags", multiple=True, help="Only values with this tag (repeatable).")
+@click.option("--owner", default=None, help="Only values of this owner.")
+@click.option("--type", "type_name", default=None, help="Only values of this type name.")
+@click.option(
+    "--backend",
+    default=None,
+    help="Registry URL (default: $UNDERTOW_BACKEND, else ~/.undertow/cluster.db).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def data_ls(
+    tags: tuple[str, ...],
+    owner: str | None,
+    type_name: str | None,
+    backend: str | None,
+    as_json: bool,
+) -> None:
+    """List the values the cluster's data servers keep (never their secrets)."""
+    from undertow.cli._data import list_data
+
+    list_data(list(tags), owner, type_name, backend, as_json)
 
 
 @main.group()

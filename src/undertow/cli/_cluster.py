@@ -13,7 +13,14 @@ import msgspec
 from undertow.cluster import Instance, Registry
 from undertow.errors import ConfigError, RemoteError, RemoteTraceback
 
-__all__ = ["call_method", "parse_value", "print_result", "report_error", "status_rows"]
+__all__ = [
+    "call_method",
+    "parse_value",
+    "print_result",
+    "render_rows",
+    "report_error",
+    "status_rows",
+]
 
 
 def status_rows(instances: list[Instance], now: float | None = None) -> list[dict[str, Any]]:
@@ -72,6 +79,11 @@ def render_table(rows: list[dict[str, Any]]) -> str:
         ]
         for row in rows
     ]
+    return render_rows(columns, lines)
+
+
+def render_rows(columns: list[str], lines: list[list[str]]) -> str:
+    """Columns and lines of text as an aligned table."""
     widths = [max(len(c), *(len(line[i]) for line in lines)) for i, c in enumerate(columns)]
     out = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
     out += [

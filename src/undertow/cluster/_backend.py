@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 
-from undertow.cluster._records import Instance
+from undertow.cluster._records import DataRecord, Instance, Location
 from undertow.config import backend_url
 from undertow.errors import ConfigError
 
-__all__ = ["Backend", "by_age", "open_backend"]
+__all__ = ["Backend", "by_age", "by_creation", "open_backend"]
 
 
 class Backend(abc.ABC):
     """Where the cluster's state lives. Every method is a coroutine; an object is used on the
     event loop it was first used on.
 
-    A record stays visible while its heartbeats come within its TTL: a process that dies
-    without deregistering disappears on its own.
+    An instance's record stays visible while its heartbeats come within its TTL: a process
+    that dies without deregistering disappears on its own. The data catalog's records never
+    expire: whoever keeps an object removes its location when the object goes.
     """
 
     #: the backend's URL, for messages (never holds a password)
@@ -44,6 +46,32 @@ class Backend(abc.ABC):
         """Every live instance of every service, by service name then age."""
 
     @abc.abstractmethod
+    async def record_data(self, record: DataRecord) -> None:
+        """Add ``record`` to the data catalog, or merge it into the record with its key: its
+        locations and tags are added to those recorded (each once); the existing record's
+        other fields are kept."""
+
+    @abc.abstractmethod
+    async def forget_data(self, key: str, location: Location | None = None) -> None:
+        """Remove one location of a record; the record goes with its last location, or at
+        once if ``location`` is None. Unknown keys and locations are ignored."""
+
+    @abc.abstractmethod
+    async def data_record(self, key: str) -> DataRecord | None:
+        """The catalog's record under ``key`` (tags sorted), or None."""
+
+    @abc.abstractmethod
+    async def find_data(
+        self,
+        *,
+        tags: Sequence[str] = (),
+        owner: str | None = None,
+        type_name: str | None = None,
+    ) -> list[DataRecord]:
+        """The records carrying every one of ``tags`` (every record if none are given), of
+        ``owner`` and ``type_name`` if given; oldest first."""
+
+    @abc.abstractmethod
     async def close(self) -> None:
         """Release connections."""
 
@@ -67,3 +95,8 @@ def open_backend(url: str | None = None) -> Backend:
 def by_age(instances: list[Instance]) -> list[Instance]:
     """Sorted by service name, then start time (oldest first), then id."""
     return sorted(instances, key=lambda i: (i.service, i.started, i.id))
+
+
+def by_creation(records: list[DataRecord]) -> list[DataRecord]:
+    """Sorted by creation time (oldest first), then key."""
+    return sorted(records, key=lambda r: (r.created, r.key))

@@ -2,16 +2,32 @@
 
 Records expire in Redis itself (``PX`` on every write), so a dead instance disappears on the
 server's clock and no client clock matters. Key names are in :mod:`undertow.cluster._keys`.
+
+A data record is several keys (its fields, its locations, its tags, the tag index). Writes to
+them are optimistic transactions: WATCH the record's keys, read them, then MULTI/EXEC the
+writes; EXEC fails, and the whole step is tried again, if another client changed the record in
+between. So concurrent merges into one record never lose a location.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import msgspec
+
 from undertow.cluster import _keys as keys
-from undertow.cluster._backend import Backend, by_age
-from undertow.cluster._records import Instance, encode_instance, readable
+from undertow.cluster._backend import Backend, by_age, by_creation
+from undertow.cluster._records import (
+    DataRecord,
+    Instance,
+    Location,
+    encode_instance,
+    is_data_key,
+    readable,
+)
 from undertow.config import redact_url
 from undertow.errors import BackendError
 
@@ -19,9 +35,37 @@ __all__ = ["RedisBackend"]
 
 try:
     import redis.asyncio as aioredis
-    from redis.exceptions import RedisError
+    from redis.exceptions import RedisError, WatchError
 except ImportError:  # pragma: no cover - exercised only without the extra installed
     aioredis = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
+
+#: times an optimistic transaction is tried while other clients keep changing its keys
+_TRIES = 100
+
+
+class _Fields(msgspec.Struct, frozen=True, kw_only=True):
+    """What ``undertow:data:{key}`` holds: a record without its tags and locations."""
+
+    key: str
+    secret: str
+    type_name: str
+    size: int
+    created: float
+    owner: str
+
+
+class _Listed(Location, frozen=True, kw_only=True):
+    """A location as ``undertow:data:{key}:locations`` lists it: with the object's size, so
+    that whoever reads a location knows how much it would fetch."""
+
+    size: int
+
+
+_encoder = msgspec.json.Encoder()
+_fields_decoder = msgspec.json.Decoder(_Fields)
+_listed_decoder = msgspec.json.Decoder(_Listed)
 
 
 class RedisBackend(Backend):
@@ -117,9 +161,192 @@ class RedisBackend(Backend):
             if record is not None and (found := readable(record, i, self.url)) is not None
         ]
 
+    # -- the data catalog --------------------------------------------------------------------
+
+    async def record_data(self, record: DataRecord) -> None:
+        async def merge(pipe: Any) -> bool:
+            key = record.key
+            head = await pipe.get(keys.data(key))
+            listed = await pipe.lrange(keys.data_locations(key), 0, -1)
+            kept = None if head is None else self._fields(key, head)
+            size = record.size if kept is None else kept.size
+            known = {self._location(key, raw) for raw in listed}
+            new = [loc for loc in dict.fromkeys(record.locations) if loc not in known]
+            pipe.multi()
+            if kept is None:  # new (or unreadable, and replaced)
+                pipe.set(keys.data(key), _encoder.encode(_fields_of(record)))
+            if new:
+                pipe.rpush(keys.data_locations(key), *[_listed(loc, size) for loc in new])
+            if record.tags:
+                pipe.sadd(keys.data_tags(key), *record.tags)
+            for tag in set(record.tags):
+                pipe.sadd(keys.tag(tag), key)
+            pipe.sadd(keys.DATA, key)
+            return True
+
+        await self._optimistic(record.key, merge)
+
+    async def forget_data(self, key: str, location: Location | None = None) -> None:
+        if not is_data_key(key):  # unknown, and it must not name other keys
+            return
+
+        async def forget(pipe: Any) -> bool:
+            listed = await pipe.lrange(keys.data_locations(key), 0, -1)
+            if location is not None:
+                gone = {raw for raw in listed if self._location(key, raw) == location}
+                if not gone and listed:
+                    return False  # an unknown location: the record stays as it is
+                if len(gone) < len(listed):
+                    pipe.multi()
+                    for raw in gone:
+                        pipe.lrem(keys.data_locations(key), 0, raw)
+                    return True
+            tags = await pipe.smembers(keys.data_tags(key))
+            pipe.multi()
+            pipe.delete(keys.data(key), keys.data_locations(key), keys.data_tags(key))
+            pipe.srem(keys.DATA, key)
+            for tag in tags:
+                pipe.srem(keys.tag(tag.decode()), key)
+            return True
+
+        await self._optimistic(key, forget)
+
+    async def _optimistic(self, key: str, step: Callable[[Any], Awaitable[bool]]) -> None:
+        """Run ``step`` as an optimistic transaction over the keys of record ``key``.
+
+        ``step`` reads (the pipeline executes at once while watching), then calls ``multi()``,
+        queues its writes and returns True; or returns False to write nothing.
+        """
+        watched = (keys.data(key), keys.data_locations(key), keys.data_tags(key))
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                for _ in range(_TRIES):
+                    try:
+                        await pipe.watch(*watched)
+                        if await step(pipe):
+                            await pipe.execute()
+                        return
+                    except WatchError:  # changed meanwhile: read it again
+                        continue
+        except RedisError as exc:
+            raise self._failed(exc) from exc
+        raise BackendError(
+            f"registry {self.url}: data record {key!r} changed under every one of {_TRIES} "
+            "tries to write it; too many clients write it at once"
+        )
+
+    async def data_record(self, key: str) -> DataRecord | None:
+        if not is_data_key(key):
+            return None
+        try:
+            found = await self._data([key])
+        except RedisError as exc:
+            raise self._failed(exc) from exc
+        return found[0] if found else None
+
+    async def find_data(
+        self,
+        *,
+        tags: Sequence[str] = (),
+        owner: str | None = None,
+        type_name: str | None = None,
+    ) -> list[DataRecord]:
+        wanted = sorted(set(tags))
+        try:
+            if wanted:
+                raw = await self._redis.sinter([keys.tag(tag) for tag in wanted])
+            else:
+                raw = await self._redis.smembers(keys.DATA)
+            found = await self._data(sorted(k.decode() for k in raw))
+        except RedisError as exc:
+            raise self._failed(exc) from exc
+        return by_creation(
+            [
+                record
+                for record in found
+                if (owner is None or record.owner == owner)
+                and (type_name is None or record.type_name == type_name)
+            ]
+        )
+
+    async def _data(self, ids: list[str]) -> list[DataRecord]:
+        """The records of ``ids``, read in one transaction; missing ones are left out."""
+        ids = [key for key in ids if is_data_key(key)]
+        if not ids:
+            return []
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for key in ids:
+                pipe.get(keys.data(key))
+                pipe.lrange(keys.data_locations(key), 0, -1)
+                pipe.smembers(keys.data_tags(key))
+            replies = await pipe.execute()
+        found: list[DataRecord] = []
+        for key, head, listed, tags in zip(
+            ids, replies[0::3], replies[1::3], replies[2::3], strict=True
+        ):
+            fields = None if head is None else self._fields(key, head)
+            if fields is None:  # forgotten meanwhile, or unreadable (logged)
+                continue
+            locations = [self._location(key, raw) for raw in listed]
+            found.append(
+                DataRecord(
+                    key=key,  # the one looked up, whatever the JSON says
+                    secret=fields.secret,
+                    type_name=fields.type_name,
+                    size=fields.size,
+                    created=fields.created,
+                    owner=fields.owner,
+                    tags=sorted(tag.decode() for tag in tags),
+                    locations=[loc for loc in locations if loc is not None],  # readable ones
+                )
+            )
+        return found
+
+    def _fields(self, key: str, raw: bytes) -> _Fields | None:
+        try:
+            return _fields_decoder.decode(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            log.warning("registry %s: data record %s is unreadable: %s", self.url, key, exc)
+            return None
+
+    def _location(self, key: str, raw: bytes) -> Location | None:
+        try:
+            listed = _listed_decoder.decode(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            log.warning(
+                "registry %s: a location of data record %s is unreadable: %s", self.url, key, exc
+            )
+            return None
+        return Location(
+            protocol=listed.protocol, host=listed.host, port=listed.port, path=listed.path
+        )
+
     async def close(self) -> None:
         await self._redis.aclose()
 
 
 def _ttl_ms(instance: Instance) -> int:
     return max(1, math.ceil(instance.ttl * 1000))
+
+
+def _fields_of(record: DataRecord) -> _Fields:
+    return _Fields(
+        key=record.key,
+        secret=record.secret,
+        type_name=record.type_name,
+        size=record.size,
+        created=record.created,
+        owner=record.owner,
+    )
+
+
+def _listed(location: Location, size: int) -> bytes:
+    return _encoder.encode(
+        _Listed(
+            protocol=location.protocol,
+            host=location.host,
+            port=location.port,
+            path=location.path,
+            size=size,
+        )
+    )

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from undertow._util._portal import portal
 from undertow.cluster._backend import Backend, open_backend
-from undertow.cluster._records import Instance
+from undertow.cluster._records import DataRecord, Instance, Location
 from undertow.config import backend_url, redact_url
 from undertow.errors import BackendError
 
@@ -78,6 +78,31 @@ class Registry:
     def deregister(self, service: str, instance_id: str) -> None:
         """Remove an instance's record."""
         self._run(lambda b: b.deregister(service, instance_id))
+
+    def record_data(self, record: DataRecord) -> None:
+        """Add ``record`` to the data catalog, or add its locations and tags to the record
+        with its key."""
+        self._run(lambda b: b.record_data(record))
+
+    def forget_data(self, key: str, location: Location | None = None) -> None:
+        """Remove one location of a data record; the record goes with its last location, or
+        at once if ``location`` is None."""
+        self._run(lambda b: b.forget_data(key, location))
+
+    def data_record(self, key: str) -> DataRecord | None:
+        """The data record under ``key``, or None."""
+        return self._run(lambda b: b.data_record(key))
+
+    def find_data(
+        self,
+        *,
+        tags: Sequence[str] = (),
+        owner: str | None = None,
+        type_name: str | None = None,
+    ) -> list[DataRecord]:
+        """The data records carrying all of ``tags``, of ``owner`` and ``type_name`` if given;
+        oldest first."""
+        return self._run(lambda b: b.find_data(tags=tags, owner=owner, type_name=type_name))
 
     def close(self) -> None:
         """Release the backend's connections."""

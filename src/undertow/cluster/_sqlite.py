@@ -5,6 +5,10 @@ every connection waits up to ``busy_timeout`` for another process's write to fin
 of failing. A connection is opened per operation, in a worker thread: registry operations
 are rare (start, stop, a heartbeat every few seconds, a lookup per discovery), and a fresh
 connection is safe across threads and forks.
+
+The data catalog is three tables: ``data`` (one row per record), ``data_tags`` and
+``data_locations`` (rows per tag and location, keyed by the record's key). Every write is one
+``BEGIN IMMEDIATE`` transaction, so concurrent merges into one record never lose a location.
 """
 
 from __future__ import annotations
@@ -12,12 +16,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from undertow.cluster._backend import Backend, by_age
-from undertow.cluster._records import Instance, encode_instance, readable
+from undertow.cluster._records import DataRecord, Instance, Location, encode_instance, readable
 from undertow.errors import BackendError, ConfigError
 
 __all__ = ["SqliteBackend", "sqlite_path"]
@@ -30,7 +36,41 @@ CREATE TABLE IF NOT EXISTS instances (
     record  TEXT NOT NULL    -- the Instance as JSON
 );
 CREATE INDEX IF NOT EXISTS instances_by_service ON instances (service, expires);
+
+CREATE TABLE IF NOT EXISTS data (
+    key       TEXT PRIMARY KEY,
+    secret    TEXT NOT NULL,
+    type_name TEXT NOT NULL,
+    size      INTEGER NOT NULL,
+    created   REAL NOT NULL,   -- Unix time
+    owner     TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS data_tags (
+    key TEXT NOT NULL,
+    tag TEXT NOT NULL,
+    PRIMARY KEY (key, tag)
+);
+CREATE INDEX IF NOT EXISTS data_tags_by_tag ON data_tags (tag);
+CREATE TABLE IF NOT EXISTS data_locations (   -- rowid order: the order they were recorded
+    key      TEXT NOT NULL,
+    protocol TEXT NOT NULL,
+    host     TEXT NOT NULL,
+    port     INTEGER NOT NULL,
+    path     TEXT NOT NULL,
+    PRIMARY KEY (key, protocol, host, port, path)
+);
 """
+
+# each follows a "WITH found AS (SELECT key ...)" naming the records to read
+_SELECT_DATA = (
+    "SELECT key, secret, type_name, size, created, owner FROM data JOIN found USING (key) "
+    "ORDER BY created, key"
+)
+_SELECT_TAGS = "SELECT key, tag FROM data_tags JOIN found USING (key) ORDER BY tag"
+_SELECT_LOCATIONS = (
+    "SELECT key, protocol, host, port, path FROM data_locations JOIN found USING (key) "
+    "ORDER BY data_locations.rowid"
+)
 
 #: rows dead for longer than this are deleted when a new instance registers
 _KEEP_DEAD = 3600.0
@@ -73,13 +113,30 @@ class SqliteBackend(Backend):
         try:
             # Every time (both cost microseconds): a file deleted to reset the registry is
             # made again by the next heartbeat, and services register themselves again.
-            conn.execute("PRAGMA journal_mode=WAL")
+            self._use_wal(conn)
             conn.executescript(_SCHEMA)
             yield conn
         except sqlite3.Error as exc:
             raise BackendError(f"registry {self.url}: {exc}") from exc
         finally:
             conn.close()
+
+    def _use_wal(self, conn: sqlite3.Connection) -> None:
+        """Switch the file to write-ahead logging (it stays so). The switch needs the file to
+        itself and SQLite does not wait for that, so a busy file is tried again until the
+        busy timeout."""
+        if conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+            return
+        deadline = time.monotonic() + self.busy_timeout
+        pause = threading.Event()  # never set: its wait() is the pause between tries
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            pause.wait(0.005)
 
     # Each public coroutine runs its blocking part in a worker thread.
 
@@ -131,6 +188,87 @@ class SqliteBackend(Backend):
         found = [readable(record, instance_id, self.url) for instance_id, record in rows]
         return by_age([instance for instance in found if instance is not None])
 
+    # -- the data catalog --------------------------------------------------------------------
+
+    async def record_data(self, record: DataRecord) -> None:
+        await asyncio.to_thread(self._record_data, record)
+
+    def _record_data(self, record: DataRecord) -> None:
+        key = record.key
+        with self._connect() as conn, _transaction(conn):
+            # OR IGNORE: an existing record keeps its fields; new tags and locations are added
+            conn.execute(
+                "INSERT OR IGNORE INTO data (key, secret, type_name, size, created, owner) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (key, record.secret, record.type_name, record.size, record.created, record.owner),
+            )
+            conn.executemany(
+                "INSERT OR IGNORE INTO data_tags (key, tag) VALUES (?, ?)",
+                [(key, tag) for tag in record.tags],
+            )
+            conn.executemany(
+                "INSERT OR IGNORE INTO data_locations (key, protocol, host, port, path) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(key, at.protocol, at.host, at.port, at.path) for at in record.locations],
+            )
+
+    async def forget_data(self, key: str, location: Location | None = None) -> None:
+        await asyncio.to_thread(self._forget_data, key, location)
+
+    def _forget_data(self, key: str, location: Location | None) -> None:
+        with self._connect() as conn, _transaction(conn):
+            if location is not None:
+                conn.execute(
+                    "DELETE FROM data_locations "
+                    "WHERE key = ? AND protocol = ? AND host = ? AND port = ? AND path = ?",
+                    (key, location.protocol, location.host, location.port, location.path),
+                )
+                left = conn.execute("SELECT 1 FROM data_locations WHERE key = ? LIMIT 1", (key,))
+                if left.fetchone() is not None:
+                    return
+            conn.execute("DELETE FROM data WHERE key = ?", (key,))
+            conn.execute("DELETE FROM data_tags WHERE key = ?", (key,))
+            conn.execute("DELETE FROM data_locations WHERE key = ?", (key,))
+
+    async def data_record(self, key: str) -> DataRecord | None:
+        found = await asyncio.to_thread(self._select_data, "key = ?", [key])
+        return found[0] if found else None
+
+    async def find_data(
+        self,
+        *,
+        tags: Sequence[str] = (),
+        owner: str | None = None,
+        type_name: str | None = None,
+    ) -> list[DataRecord]:
+        where: list[str] = ["1"]
+        args: list[str | int] = []
+        if owner is not None:
+            where.append("owner = ?")
+            args.append(owner)
+        if type_name is not None:
+            where.append("type_name = ?")
+            args.append(type_name)
+        wanted = sorted(set(tags))
+        if wanted:  # the keys with every wanted tag have as many matching rows as there are tags
+            marks = ", ".join("?" * len(wanted))
+            where.append(
+                f"key IN (SELECT key FROM data_tags WHERE tag IN ({marks}) "  # noqa: S608 - fixed text
+                "GROUP BY key HAVING COUNT(*) = ?)"
+            )
+            args += [*wanted, len(wanted)]
+        return await asyncio.to_thread(self._select_data, " AND ".join(where), args)
+
+    def _select_data(self, where: str, args: list[str | int]) -> list[DataRecord]:
+        """The records whose row in ``data`` matches ``where``, read in one transaction."""
+        found = f"WITH found AS (SELECT key FROM data WHERE {where}) "  # noqa: S608 - fixed text
+        with self._connect() as conn, _transaction(conn, "BEGIN"):
+            rows, tags, locations = (
+                conn.execute(found + query, args).fetchall()
+                for query in (_SELECT_DATA, _SELECT_TAGS, _SELECT_LOCATIONS)
+            )
+        return _assemble(rows, tags, locations)
+
     async def close(self) -> None:
         """Nothing to release: connections live for one operation."""
 
@@ -141,3 +279,39 @@ def _expires(instance: Instance) -> float:
 
 def _text(instance: Instance) -> str:
     return encode_instance(instance).decode()
+
+
+def _assemble(rows: list[Any], tags: list[Any], locations: list[Any]) -> list[DataRecord]:
+    """Records from the rows of ``data`` and those of their tags and locations."""
+    tags_of: dict[str, list[str]] = {}
+    for key, tag in tags:
+        tags_of.setdefault(key, []).append(tag)
+    at: dict[str, list[Location]] = {}
+    for key, protocol, host, port, path in locations:
+        at.setdefault(key, []).append(Location(protocol=protocol, host=host, port=port, path=path))
+    return [
+        DataRecord(
+            key=key,
+            secret=secret,
+            type_name=type_name,
+            size=size,
+            created=created,
+            owner=owner,
+            tags=tags_of.get(key, []),
+            locations=at.get(key, []),
+        )
+        for key, secret, type_name, size, created, owner in rows
+    ]
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection, begin: str = "BEGIN IMMEDIATE") -> Iterator[None]:
+    """One transaction; IMMEDIATE (the default) takes the write lock at once, so that what it
+    reads cannot change before it writes."""
+    conn.execute(begin)
+    try:
+        yield
+    except BaseException:  # re-raised: a failed or cancelled write leaves nothing behind
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")

@@ -1,15 +1,15 @@
 """Where a node keeps the data its servers leave behind: in memory, spilled to disk past a limit.
 
 Objects are immutable once put; each has a key (a UUID), a secret (the capability a pointer
-to it carries), a size, a type name, tags, an owner and a creation time. While memory lasts
-they stay as they are; past ``memory_limit`` bytes the least recently used ones are written
-to ``<directory>/<user>/<key>`` (a numpy array as ``.npy``, read back memory-mapped, so a
-slice of a 10 GB array reads only its own pages; anything else as a pickle) with their
-description beside them in ``<key>.json``. Spilled objects survive a restart of the store;
-objects only in memory do not. Deletion is explicit.
+to it carries), a size, a type name, tags, an owner, the identities it is shared with and a
+creation time. While memory lasts they stay as they are; past ``memory_limit`` bytes the
+least recently used ones are written to ``<directory>/<owner>/<key>`` (a numpy array as
+``.npy``, read back memory-mapped, so a slice of a 10 GB array reads only its own pages;
+anything else as a pickle) with their description beside them in ``<key>.json``. Spilled
+objects survive a restart of the store; objects only in memory do not. Deletion is explicit.
 
-The directory is the user's own (mode 0700, files 0600): the pickles in it are undertow's
-own writing, never a peer's.
+The directories are the server's own (mode 0700, files 0600): the pickles in them are
+undertow's own writing, never a peer's.
 """
 
 from __future__ import annotations
@@ -52,6 +52,8 @@ class Entry:
     tags: tuple[str, ...] = ()
     #: where it is now: "memory" or "disk"
     where: str = "memory"
+    #: identities besides the owner that may use it (when the server authenticates)
+    shared: tuple[str, ...] = ()
 
     def public(self) -> dict[str, Any]:
         """The description without the secret (for listings and logs)."""
@@ -95,7 +97,8 @@ def _type_name(obj: Any) -> str:
 class DataStore:
     """Immutable objects by key, in memory up to ``memory_limit`` bytes, spilled beyond.
 
-    Thread-safe. ``directory``/``user`` is where spilled objects go (made 0700).
+    Thread-safe. Spilled objects go to ``directory/<owner>`` (made 0700); ``user`` is the
+    owner of objects put without one (default: the account running the process).
     """
 
     def __init__(
@@ -110,14 +113,10 @@ class DataStore:
             raise ConfigError(
                 f"memory_limit must be a number of bytes (0 or more), not {memory_limit!r}"
             )
-        self.user = user or _current_user()
-        if not self.user or "/" in self.user or self.user in (".", ".."):
-            raise ConfigError(f"user {self.user!r} cannot name a directory")
-        self.directory = Path(directory).expanduser() / self.user
-        try:
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"cannot use {self.directory} for data: {exc.strerror}") from exc
+        self.user = _owner_name(user or _current_user())
+        self.directory = Path(directory).expanduser()
+        self._made: set[str] = set()  # owners whose directory exists
+        self._home(self.user)  # fails now, not at the first spill, if it cannot be made
         self.memory_limit = memory_limit
         self._lock = threading.RLock()
         self._entries: dict[str, Entry] = {}
@@ -132,6 +131,12 @@ class DataStore:
             f"{self.memory_used:,} of {self.memory_limit:,} bytes in memory]>"
         )
 
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
     # -- the objects ------------------------------------------------------------------------
 
     def put(self, obj: Any, *, tags: Iterable[str] = (), owner: str | None = None) -> Entry:
@@ -139,13 +144,14 @@ class DataStore:
         tags = tuple(tags)
         if not all(isinstance(t, str) and t for t in tags):  # type: ignore[redundant-expr]
             raise ConfigError(f"tags must be non-empty strings, not {tags!r}")
+        owner = _owner_name(owner or self.user)
         entry = Entry(
             key=uuid.uuid4().hex,
             secret=secrets.token_urlsafe(16),
             size=_size(obj),
             type_name=_type_name(obj),
             created=time.time(),
-            owner=owner or self.user,
+            owner=owner,
             tags=tags,
         )
         with self._lock:
@@ -178,6 +184,17 @@ class DataStore:
             )
         return found
 
+    def share(self, key: str, identities: Iterable[str]) -> Entry:
+        """Let ``identities`` use ``key`` too; its updated entry."""
+        names = tuple(_owner_name(i) for i in identities)
+        with self._lock:
+            entry = self.entry(key)
+            entry = dataclasses.replace(entry, shared=tuple(dict.fromkeys(entry.shared + names)))
+            if entry.where == "disk":
+                self._describe(entry)
+            self._entries[key] = entry
+        return entry
+
     def entries(self) -> list[Entry]:
         """Every entry, oldest first."""
         with self._lock:
@@ -192,7 +209,7 @@ class DataStore:
             if key in self._memory:
                 del self._memory[key]
                 self.memory_used -= entry.size
-        for path in self._files(key):
+        for path in self._files(entry):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
         return True
@@ -209,49 +226,72 @@ class DataStore:
             self.memory_used -= self._entries[key].size
             self._entries[key] = self._write(self._entries[key], obj)
 
-    def _files(self, key: str) -> list[Path]:
-        return [self.directory / f"{key}{suffix}" for suffix in (".npy", ".pickle", ".json")]
+    def _home(self, owner: str) -> Path:
+        """The owner's directory, made (0700) on first use."""
+        home = self.directory / owner
+        if owner not in self._made:
+            try:
+                home.mkdir(mode=0o700, parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(f"cannot use {home} for data: {exc.strerror}") from exc
+            self._made.add(owner)
+        return home
+
+    def _files(self, entry: Entry) -> list[Path]:
+        home = self.directory / entry.owner
+        return [home / f"{entry.key}{suffix}" for suffix in (".npy", ".pickle", ".json")]
 
     def _write(self, entry: Entry, obj: Any) -> Entry:
         """Write ``obj`` and its description; the description last, so that a crash between
         the two leaves no entry that points at a missing file."""
         np = _numpy(obj)
-        data = self.directory / f"{entry.key}{'.npy' if np is not None else '.pickle'}"
+        data = self._home(entry.owner) / f"{entry.key}{'.npy' if np is not None else '.pickle'}"
         with _atomic(data) as file:
             if np is not None:
                 np.save(file, obj, allow_pickle=False)
             else:
                 pickle.dump(obj, file, protocol=5)
         spilled = dataclasses.replace(entry, where="disk")
-        with _atomic(self.directory / f"{entry.key}.json") as file:
-            file.write(json.dumps(dataclasses.asdict(spilled)).encode())
+        self._describe(spilled)
         return spilled
 
+    def _describe(self, entry: Entry) -> None:
+        with _atomic(self._home(entry.owner) / f"{entry.key}.json") as file:
+            file.write(json.dumps(dataclasses.asdict(entry)).encode())
+
     def _read(self, entry: Entry) -> Any:
-        npy = self.directory / f"{entry.key}.npy"
+        npy, pickled, _ = self._files(entry)
         try:
             if npy.exists():
                 np = importlib.import_module("numpy")
                 return np.load(npy, mmap_mode="r", allow_pickle=False)
-            with open(self.directory / f"{entry.key}.pickle", "rb") as file:
+            with open(pickled, "rb") as file:
                 return pickle.load(file)  # noqa: S301 - the store's own file, in a 0700 directory
         except FileNotFoundError:
             raise DataNotFound(
-                f"object {entry.key!r} was spilled to {self.directory}, but its file is gone",
+                f"object {entry.key!r} was spilled to {npy.parent}, but its file is gone",
                 key=entry.key,
             ) from None
 
     def _recover(self) -> None:
         """Find the objects spilled before a restart."""
-        for meta in self.directory.glob("*.json"):
+        for meta in self.directory.glob("*/*.json"):
             try:
                 described = json.loads(meta.read_text())
-                described["tags"] = tuple(described.get("tags", ()))
+                for field in ("tags", "shared"):
+                    described[field] = tuple(described.get(field, ()))
                 entry = Entry(**described)
             except (OSError, ValueError, TypeError):
                 continue  # a description that cannot be read is skipped, not fatal
-            if any(p.exists() for p in self._files(entry.key)[:2]):
+            if meta.parent.name == entry.owner and any(p.exists() for p in self._files(entry)[:2]):
                 self._entries[entry.key] = entry
+
+
+def _owner_name(name: str) -> str:
+    """``name``, checked to be usable as a directory name."""
+    if not isinstance(name, str) or not name or "/" in name or "\\" in name or name in (".", ".."):  # type: ignore[redundant-expr]
+        raise ConfigError(f"owner {name!r} cannot name a directory")
+    return name
 
 
 def _current_user() -> str:

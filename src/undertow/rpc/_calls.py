@@ -50,6 +50,9 @@ OutputCallback = Callable[[str, str], None]
 log = logging.getLogger(__name__)
 
 _NO_OUTPUT = int(Flags.NO_OUTPUT)
+_POINTER = int(Flags.POINTER)
+#: the ``type`` of a pointer's JSON form (see ``_pointer.py``)
+_POINTER_TYPE = "undertow.pointer"
 _CALL, _RESULT, _ERROR = Kind.CALL, Kind.RESULT, Kind.ERROR
 _MSGPACK = MsgpackCodec()
 
@@ -255,6 +258,8 @@ class Protocol:
         self.safe_exceptions = tuple(safe_exceptions)
         self._ids = itertools.count(1)
         self._codec_cache: dict[str, Codec] = {}
+        #: makes a :class:`~undertow.Pointer` of a pointer's JSON form in an answer
+        self.pointer: Callable[[dict[str, Any]], Any] | None = None
 
     def codec(self, name: str) -> Codec:
         """The codec called ``name``."""
@@ -280,8 +285,10 @@ class Protocol:
         *,
         timeout: float | None,
         output: bool,
+        pointer: bool = False,
     ) -> list[Any]:
-        """Frames of a CALL to ``info`` with these arguments."""
+        """Frames of a CALL to ``info`` with these arguments (``pointer``: the result is to
+        stay on the server)."""
         if info.needs_auth and self.key is None:
             raise AuthenticationError(
                 f"{self.where(info.name)} takes or returns pickle, which travels only between "
@@ -310,7 +317,7 @@ class Protocol:
             name=info.name,
             codec=codec.name,
             timeout=timeout,
-            flags=0 if output else _NO_OUTPUT,
+            flags=(0 if output else _NO_OUTPUT) | (_POINTER if pointer else 0),
         )
 
     def check_size(self, name: str, size: int) -> None:
@@ -367,7 +374,10 @@ class Protocol:
                 "decoded, as decoding it could run code: pickle is accepted only from a "
                 "server that signs its replies with your token"
             )
-        return codec.decode(frames)
+        value = codec.decode(frames)
+        if type(value) is dict and value.get("type") == _POINTER_TYPE and self.pointer:
+            return self.pointer(value)
+        return value
 
     def outcome(self, call: Call) -> Any:
         """The value of a finished call, or raise what the server reported."""

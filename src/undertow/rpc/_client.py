@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
@@ -21,6 +22,7 @@ from undertow.rpc._calls import (
     Protocol,
 )
 from undertow.rpc._functions import CallOptions, RemoteFunctions
+from undertow.rpc._pointer import Pointer
 from undertow.rpc._sync_conn import SyncConnection
 from undertow.security import client_key, find_client_token
 from undertow.transport import load_public
@@ -195,6 +197,7 @@ class _ClientBase(RemoteFunctions):
         found = find_client_token(token)
         key = client_key(found) if found else None
         self._proto = Protocol(address, key=key, codecs=codecs, safe_exceptions=safe_exceptions)
+        self._proto.pointer = functools.partial(Pointer, via=self)
         self._curve = None if curve_server_key is None else load_public(curve_server_key)
 
     def _install(self, body: Any, invoke: Any, submit: Any) -> None:
@@ -208,7 +211,13 @@ class _ClientBase(RemoteFunctions):
         timeout, output, sink = self._settings(opts)
         call = Call(self._proto.next_id(), info.name, sink)
         frames = self._proto.request(
-            call.call_id, info, args, kwargs, timeout=timeout, output=output
+            call.call_id,
+            info,
+            args,
+            kwargs,
+            timeout=timeout,
+            output=output,
+            pointer=opts.return_pointer,
         )
         deadline = None if timeout is None else time.monotonic() + timeout
         return call, frames, deadline, timeout
@@ -313,6 +322,11 @@ class Client(_ClientBase):
     def close(self) -> None:
         """Close the connection; calls still waiting raise :class:`ConnectionClosed`."""
         self._conn.close()
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return bool(self._conn.closed)
 
     def __enter__(self) -> Client:
         return self

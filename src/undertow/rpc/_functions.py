@@ -13,16 +13,26 @@ __all__ = ["CallOptions", "RemoteFunctions", "as_attributes", "make_function", "
 
 
 class CallOptions:
-    """Per-call settings: ``timeout`` in seconds (None: the client's default), ``output``."""
+    """Per-call settings: ``timeout`` in seconds (None: the client's default), ``output``,
+    and ``return_pointer`` (leave the result on the server and get a pointer to it)."""
 
-    __slots__ = ("output", "timeout")
+    __slots__ = ("output", "return_pointer", "timeout")
 
-    def __init__(self, timeout: float | None = None, output: bool | None = None) -> None:
+    def __init__(
+        self,
+        timeout: float | None = None,
+        output: bool | None = None,
+        return_pointer: bool = False,
+    ) -> None:
         self.timeout = timeout
         self.output = output
+        self.return_pointer = return_pointer
 
     def __repr__(self) -> str:
-        return f"CallOptions(timeout={self.timeout!r}, output={self.output!r})"
+        return (
+            f"CallOptions(timeout={self.timeout!r}, output={self.output!r}, "
+            f"return_pointer={self.return_pointer!r})"
+        )
 
 
 Invoke = Callable[[FunctionInfo, tuple[Any, ...], dict[str, Any], CallOptions], Any]
@@ -38,8 +48,8 @@ def make_function(
     """A function that calls ``info`` remotely through ``invoke``.
 
     It carries the remote signature and docstring, and two helpers: ``f.submit(...)`` starts
-    the call and returns a future, and ``f.options(timeout=..., output=...)`` returns the same
-    function with other per-call settings.
+    the call and returns a future, and ``f.options(timeout=..., output=...,
+    return_pointer=...)`` returns the same function with other per-call settings.
     """
     opts = options or CallOptions()
 
@@ -50,10 +60,15 @@ def make_function(
         return submit(info, args, kwargs, opts)
 
     def with_options(
-        *, timeout: float | None = None, output: bool | None = None
+        *,
+        timeout: float | None = None,
+        output: bool | None = None,
+        return_pointer: bool | None = None,
     ) -> Callable[..., Any]:
         merged = CallOptions(
-            opts.timeout if timeout is None else timeout, opts.output if output is None else output
+            opts.timeout if timeout is None else timeout,
+            opts.output if output is None else output,
+            opts.return_pointer if return_pointer is None else return_pointer,
         )
         return make_function(info, server, invoke, submit, merged)
 

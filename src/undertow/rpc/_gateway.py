@@ -36,6 +36,8 @@ class _HttpIncoming(Incoming):
     """A call from HTTP: its answers go to a queue on the server's loop."""
 
     __slots__ = ("_loop", "_queue", "closed")
+    #: pointers to what such a call keeps point at the server's HTTP address
+    protocol = "http"
 
     def __init__(self, *args: Any, loop: asyncio.AbstractEventLoop, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -6,7 +6,6 @@ import dataclasses
 import difflib
 import fnmatch
 import math
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,9 +13,6 @@ from undertow.errors import ConfigError
 from undertow.wire import Codec, resolve_codec
 
 __all__ = ["FunctionOptions", "GlobTable"]
-
-#: Options that are accepted now and take effect in a later release.
-COMING = {"return_pointer": "remote data pointers"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,7 +27,8 @@ class FunctionOptions:
         timeout: longest the function may run, in seconds; the caller then gets a timeout
             error (an async function is cancelled; a thread cannot be, its result is dropped).
         output: forward stdout/stderr to the caller.
-        return_pointer: reserved: leave the result on the server (coming with remote data).
+        return_pointer: leave the result on the server, in its data store, and answer with
+            an :class:`~undertow.Pointer` to it (a generator's items each become one).
         auth: an authorization rule ``rule(identity, name, args, kwargs) -> bool``, asked
             before each call runs (identity None: an anonymous caller); False denies it and
             the caller gets ``PermissionDenied``. None: anyone the server let in. For a
@@ -79,16 +76,9 @@ class FunctionOptions:
                 f"auth for {where} must be a function (identity, name, args, kwargs) -> bool, "
                 f"such as undertow.security.allow('alice'), not {rule!r}"
             )
-        if "output" in values and not isinstance(values["output"], bool):
-            raise ConfigError(f"output for {where} must be True or False, not {values['output']!r}")
-        for key, feature in COMING.items():
-            if values.get(key):
-                warnings.warn(
-                    f"option {key!r} for {where} is accepted but has no effect yet: {feature} "
-                    "arrive in a later release",
-                    FutureWarning,
-                    stacklevel=5,  # parse <- replace <- replaced <- Server.config <- the user
-                )
+        for flag in ("output", "return_pointer"):
+            if flag in values and not isinstance(values[flag], bool):
+                raise ConfigError(f"{flag} for {where} must be True or False, not {values[flag]!r}")
         return cls(**values)
 
     def summary(self) -> dict[str, Any]:

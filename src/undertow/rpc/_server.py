@@ -9,12 +9,15 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, TypeVar, overload
 
 from undertow._util._net import address_host, is_loopback
+from undertow.data import DEFAULT_MEMORY_LIMIT
 from undertow.errors import ConfigError, DeserializationError, UndertowError
 from undertow.rpc._calls import FunctionInfo
 from undertow.rpc._core import HandlerServer, Incoming, RawHandler
+from undertow.rpc._dataserver import DataService, failure
 from undertow.rpc._entry import Entry, decode_failure, send_result, timeout_info
 from undertow.rpc._flow import StreamCredit
 from undertow.rpc._options import GlobTable
@@ -32,6 +35,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _MSGPACK = MsgpackCodec()
 _NO_OUTPUT = int(Flags.NO_OUTPUT)
+_POINTER = int(Flags.POINTER)
 #: the default largest message a server accepts: 1 GiB
 DEFAULT_MAX_MESSAGE = 2**30
 
@@ -73,6 +77,12 @@ class Server:
         curve_secret: a CURVE secret key (Z85 text, or the ``.key_secret`` file from
             ``undertow keygen``): every connection is encrypted.
         replay_window: seconds a signed message's timestamp may differ from this clock.
+        data_dir: where the server's data store spills values past ``memory_limit``
+            (default: ``~/.undertow/data/<name>``); spilled values survive a restart.
+        memory_limit: bytes of values (results kept with ``return_pointer``, uploads with
+            :func:`undertow.put`) held in memory before the least recently used spill.
+        data_calls: let pointer holders call public methods of the values
+            (``ptr.call("sum")``); False allows items, attributes and lengths only.
     """
 
     def __init__(
@@ -87,6 +97,9 @@ class Server:
         max_message_size: int | None = DEFAULT_MAX_MESSAGE,
         curve_secret: Any = None,
         replay_window: float = DEFAULT_WINDOW,
+        data_dir: str | Path | None = None,
+        memory_limit: int = DEFAULT_MEMORY_LIMIT,
+        data_calls: bool = True,
     ) -> None:
         if max_workers is not None and max_workers < 1:
             raise ConfigError(f"max_workers must be at least 1, not {max_workers!r}")
@@ -108,6 +121,13 @@ class Server:
                 f"{max_message_size!r}"
             )
         self.name = name
+        #: the host name pointers carry when the server listens on every interface
+        self.advertise: str | None = None
+        self._own_token = token  # shown to other data servers this one fetches from
+        #: the data server: values kept here, served to pointer holders
+        self.data = DataService(
+            self, directory=data_dir, memory_limit=memory_limit, calls=data_calls
+        )
         self._max_workers = max_workers or min(32, (os.cpu_count() or 1) + 4)
         self._auth = auth
         self._insecure = insecure
@@ -223,6 +243,7 @@ class Server:
         self._fns, self._globs, self._entries = dict(fns), globs, entries
         handlers: dict[str, RawHandler] = dict.fromkeys(entries, self._handle)
         handlers["_describe"] = self._describe
+        handlers.update(self.data.handlers())
         self._core.raw_handlers = handlers
 
     def _describe(self, incoming: Incoming) -> Job | None:
@@ -510,6 +531,12 @@ class Server:
         if self._denied_after_decoding(entry, incoming, args, kwargs):
             return
         try:
+            if self.data.mentions_pointers(incoming.frames):
+                args, kwargs = self._resolve(incoming, args, kwargs)
+        except UndertowError as exc:
+            incoming.fail(failure(exc))
+            return
+        try:
             with self._capture(entry, incoming):
                 if entry.mode == "generator":
                     assert incoming.credit is not None
@@ -535,6 +562,12 @@ class Server:
             args, kwargs = decoded
             if self._denied_after_decoding(entry, incoming, args, kwargs):
                 return
+            if self.data.mentions_pointers(incoming.frames):
+                try:  # in a thread: a value held elsewhere is fetched
+                    args, kwargs = await asyncio.to_thread(self._resolve, incoming, args, kwargs)
+                except UndertowError as exc:
+                    incoming.fail(failure(exc))
+                    return
             limit = asyncio.timeout(entry.options.timeout)
             try:
                 async with limit:
@@ -558,15 +591,32 @@ class Server:
         finally:
             self._tasks.pop(incoming, None)
 
+    def _resolve(
+        self, incoming: Incoming, args: Sequence[Any], kwargs: dict[str, Any]
+    ) -> tuple[Sequence[Any], dict[str, Any]]:
+        """The arguments with their pointers replaced by the values."""
+        return self.data.resolve(args, kwargs, incoming.identity, incoming.header.timeout)
+
+    def _kept(self, entry: Entry, incoming: Incoming, value: Any) -> Any:
+        """``value``, or a pointer to it left here when the function or the call says so."""
+        if entry.options.return_pointer or incoming.header.flags & _POINTER:
+            return self.data.keep(value, incoming)
+        return value
+
     def _send_item(self, entry: Entry, incoming: Incoming, item: Any) -> None:
         codec = entry.options.output_serialization
-        incoming.item(codec.encode(item), codec.name)
+        incoming.item(codec.encode(self._kept(entry, incoming, item)), codec.name)
 
     def _finish(self, entry: Entry, incoming: Incoming, result: Any) -> None:
         if entry.mode in ("generator", "asyncgen"):
             incoming.end()
-        else:
-            send_result(entry, incoming, result)
+            return
+        try:
+            result = self._kept(entry, incoming, result)
+        except UndertowError as exc:  # the data store could not take it
+            incoming.fail(error_info(exc))
+            return
+        send_result(entry, incoming, result)
 
 
 def _who(identity: str | None) -> str:

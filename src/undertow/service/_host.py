@@ -12,10 +12,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from undertow._util._net import is_loopback
-from undertow.cluster import Backend, Instance, open_backend
+from undertow.cluster import Backend, Instance, catalog_listener, open_backend
+from undertow.cluster._catalog import location_of
 from undertow.config import backend_url, redact_url
 from undertow.errors import BackendError, ConfigError
 from undertow.rpc import Server, check_exposure
@@ -86,6 +88,12 @@ class ServiceHost:
         quiet: do not print where each service listens.
         http_port: also serve over HTTP, the first service on this port (0: a free one),
             the others on free ports; the HTTP address is registered after the ZeroMQ one.
+        data_dir: where each service's data server spills values, in a directory per
+            service (default: ``~/.undertow/data/<service>``).
+        memory_limit: bytes each data server keeps in memory before it spills.
+
+    What the servers keep is recorded in the registry's data catalog. An object with a
+    ``bind_server(server)`` method is told the server that serves it.
     """
 
     def __init__(
@@ -105,6 +113,8 @@ class ServiceHost:
         ttl: float | None = None,
         quiet: bool = False,
         http_port: int | None = None,
+        data_dir: str | None = None,
+        memory_limit: int | None = None,
     ) -> None:
         if not objects:
             raise ConfigError("nothing to serve: no exposed classes were found")
@@ -122,7 +132,17 @@ class ServiceHost:
             "insecure": insecure,
             "curve_secret": curve_secret,
         }
-        self._servers = [build_server(obj, name=name, **security) for obj in objects]
+        self._servers = []
+        for obj in objects:
+            data: dict[str, Any] = {} if memory_limit is None else {"memory_limit": memory_limit}
+            if data_dir is not None:
+                service = name or service_spec(type(obj)).name  # type: ignore[union-attr]
+                data["data_dir"] = Path(data_dir).expanduser() / service
+            server = build_server(obj, name=name, **security, **data)
+            server.advertise = advertise
+            if callable(getattr(obj, "bind_server", None)):
+                obj.bind_server(server)
+            self._servers.append(server)
         self._ttls = [_ttl_of(obj, check_ttl(ttl)) for obj in objects]
         self.host, self.port, self.advertise, self.quiet = host, port, advertise, quiet
         self.http_port = http_port
@@ -169,6 +189,7 @@ class ServiceHost:
             return
         backend = open_backend(self.backend_url)
         tasks: list[asyncio.Task[None]] = []
+        catalog: asyncio.Task[None] | None = None
         try:
             addresses = await self._listen(tasks)
             self.instances = [
@@ -177,6 +198,7 @@ class ServiceHost:
             ]
             for instance in self.instances:
                 await backend.register(instance)
+            catalog = asyncio.create_task(self._catalog(backend))
             self._announce(backend)
             if ready is not None:
                 ready(self.instances)
@@ -185,6 +207,9 @@ class ServiceHost:
             beats.cancel()
             await asyncio.gather(beats, return_exceptions=True)
         finally:
+            if catalog is not None:
+                catalog.cancel()
+            await self._forget_memory(backend)
             await self._deregister(backend)
             for server in self._servers:
                 server.stop()
@@ -278,6 +303,45 @@ class ServiceHost:
             log.exception("heartbeat of service %r failed", instance.service)
             return
         self.instances[i] = fresh
+
+    async def _catalog(self, backend: Backend) -> None:
+        """Record in the catalog what each server keeps and deletes, one change at a time
+        (in order: a value deleted right after it was kept must not stay listed)."""
+        loop = asyncio.get_running_loop()
+        changes: asyncio.Queue[Callable[[], Any]] = asyncio.Queue()
+
+        def later(op: Callable[[], Any]) -> None:  # from whichever thread kept or deleted
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(changes.put_nowait, op)
+
+        for server in self._servers:
+            server.data.listeners.append(
+                catalog_listener(
+                    lambda record: later(lambda: backend.record_data(record)),
+                    lambda key, where: later(lambda: backend.forget_data(key, where)),
+                    server.data.forms,
+                )
+            )
+        while True:
+            op = await changes.get()
+            try:
+                await op()
+            except Exception as exc:  # the catalog may come back; serving goes on
+                log.warning("could not update the data catalog in %s: %s", backend.url, exc)
+
+    async def _forget_memory(self, backend: Backend) -> None:
+        """Take out of the catalog what is lost with this process (values only in memory)."""
+        for server in self._servers:
+            store = server.data.kept
+            for entry in store.entries() if store is not None else ():
+                if entry.where != "memory":
+                    continue  # spilled: it survives a restart
+                for form in server.data.forms(entry):
+                    try:
+                        await backend.forget_data(entry.key, location_of(form))
+                    except BackendError as exc:
+                        log.warning("could not update the data catalog: %s", exc)
+                        return
 
     async def _deregister(self, backend: Backend) -> None:
         for instance in self.instances:

@@ -55,6 +55,14 @@ class Codec(Protocol):
         ...
 
 
+def _wire_form(obj: Any) -> Any:
+    """An object's own plain form, for the msgspec codecs: undertow's pointers have one."""
+    form = getattr(type(obj), "__undertow_wire__", None)
+    if form is None:
+        raise TypeError(f"Encoding objects of type {type(obj).__name__} is unsupported")
+    return form(obj)
+
+
 def _type_error(value: Any, exc: Exception, codec: str) -> SerializationError:
     return SerializationError(
         f"cannot encode a value of type {type(value).__name__!r} with the {codec} codec: {exc}"
@@ -102,7 +110,7 @@ class MsgpackCodec(_MsgspecCodec):
     name = "msgpack"
 
     def __init__(self) -> None:
-        self._enc = msgspec.msgpack.Encoder()
+        self._enc = msgspec.msgpack.Encoder(enc_hook=_wire_form)
         self._dec = msgspec.msgpack.Decoder()
 
 
@@ -112,12 +120,14 @@ class JsonCodec(_MsgspecCodec):
     name = "json"
 
     def __init__(self) -> None:
-        self._enc = msgspec.json.Encoder()
+        self._enc = msgspec.json.Encoder(enc_hook=_wire_form)
         self._dec = msgspec.json.Decoder()
 
 
 #: the msgpack extension type that stands for an out-of-band array
 _ARRAY_EXT = 1
+#: the msgpack extension type that stands for a numpy dtype
+_DTYPE_EXT = 2
 _meta_encoder = msgspec.msgpack.Encoder()
 _meta_decoder = msgspec.msgpack.Decoder(tuple[int, str | list[Any], list[int]])
 _np: Any = None
@@ -157,13 +167,14 @@ class NumpyCodec:
             np = _np if _np is not None else _numpy_if_array(obj)
             if np is not None and isinstance(obj, np.generic) and not obj.dtype.hasobject:
                 return obj.item()  # a numpy scalar: its Python value
+            if np is not None and isinstance(obj, np.dtype) and not obj.hasobject:
+                return msgspec.msgpack.Ext(_DTYPE_EXT, _meta_encoder.encode(_descr(np, obj)))
             if np is None or not isinstance(obj, np.ndarray):
-                raise TypeError(f"objects of type {type(obj).__name__!r} are not supported")
+                return _wire_form(obj)
             if obj.dtype.hasobject:
                 raise TypeError("an array of Python objects can travel only with pickle")
             arr = obj if obj.flags.c_contiguous else np.ascontiguousarray(obj)
-            dtype = arr.dtype
-            descr = dtype.str if dtype.fields is None else np.lib.format.dtype_to_descr(dtype)
+            descr = _descr(np, arr.dtype)
             # a small array is copied (cheaper for ZeroMQ than tracking it), a large one not
             small = arr.nbytes < _INLINE_ARRAY
             buffers.append(arr.tobytes() if small else memoryview(arr.reshape(-1).view(np.uint8)))
@@ -181,18 +192,15 @@ class NumpyCodec:
             raise DeserializationError("no numpy payload: the body frame is missing")
 
         def ext_hook(code: int, data: memoryview) -> Any:
+            if code == _DTYPE_EXT:
+                return _dtype(_numpy(), _dtype_decoder.decode(data))
             if code != _ARRAY_EXT:
                 raise ValueError(f"unknown msgpack extension type {code}")
             index, descr, shape = _meta_decoder.decode(data)
             if not 1 <= index < len(frames):
                 raise ValueError(f"array frame {index} is missing")
             np = _numpy()
-            if isinstance(descr, str):
-                dtype = np.dtype(descr)
-            else:
-                dtype = np.lib.format.descr_to_dtype([tuple(d) for d in descr])
-            if dtype.hasobject:
-                raise ValueError("an array of Python objects is refused")
+            dtype = _dtype(np, descr)
             buffer = memoryview(frames[index])
             if any(n < 0 for n in shape) or math.prod(shape) * dtype.itemsize != buffer.nbytes:
                 raise ValueError(
@@ -209,9 +217,28 @@ class NumpyCodec:
             raise DeserializationError(f"invalid numpy payload: {exc}") from exc
 
 
+_dtype_decoder = msgspec.msgpack.Decoder(str | list[Any])
+
+
+def _descr(np: Any, dtype: Any) -> Any:
+    """A dtype as plain data: its string, or numpy's description of a structured one."""
+    return dtype.str if dtype.fields is None else np.lib.format.dtype_to_descr(dtype)
+
+
+def _dtype(np: Any, descr: str | list[Any]) -> Any:
+    """The dtype :func:`_descr` described; Python objects are refused."""
+    if isinstance(descr, str):
+        dtype = np.dtype(descr)
+    else:
+        dtype = np.lib.format.descr_to_dtype([tuple(d) for d in descr])
+    if dtype.hasobject:
+        raise ValueError("an array of Python objects is refused")
+    return dtype
+
+
 def _numpy_if_array(obj: Any) -> Any:
     """numpy, if ``obj`` comes from it (no import otherwise)."""
-    if type(obj).__module__ == "numpy":
+    if type(obj).__module__.partition(".")[0] == "numpy":
         return _numpy()
     return None
 

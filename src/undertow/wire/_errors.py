@@ -9,8 +9,10 @@ from typing import Any
 
 import msgspec
 
+from undertow import errors as _errors
 from undertow.errors import (
     AuthenticationError,
+    DataNotFound,
     FunctionNotFound,
     MessageTooLarge,
     PermissionDenied,
@@ -49,6 +51,15 @@ _BY_CODE: dict[str, type[Exception]] = {
     "auth": AuthenticationError,
     "denied": PermissionDenied,
     "too_large": MessageTooLarge,
+}
+
+
+#: undertow's own errors, rebuilt as themselves (by both names a type can carry)
+_OWN: dict[str, type[BaseException]] = {
+    name: tp
+    for tp in vars(_errors).values()
+    if isinstance(tp, type) and issubclass(tp, _errors.UndertowError)
+    for name in (f"undertow.{tp.__name__}", f"undertow.errors.{tp.__name__}")
 }
 
 
@@ -116,6 +127,9 @@ def rebuild(
     """Make the exception the client raises for ``info``; ``where`` names function and address."""
     if info.code == "not_found":
         return FunctionNotFound(info.message, name=info.type, available=tuple(info.available))
+    if info.code == "data_not_found":  # the message names the key and the server already
+        key = info.args[0] if info.args and isinstance(info.args[0], str) else ""
+        return DataNotFound(info.message, key=key)
     fixed = _BY_CODE.get(info.code)
     if fixed is not None:
         exc: BaseException = fixed(f"{info.message} ({where})")
@@ -125,7 +139,7 @@ def rebuild(
             if isinstance(safe_types, Mapping)
             else {_qualname(t): t for t in safe_types}
         )
-        tp = registry.get(info.type) or _builtin_exception(info.type)
+        tp = registry.get(info.type) or _OWN.get(info.type) or _builtin_exception(info.type)
         built = _construct(tp, info) if tp is not None else None
         exc = built or RemoteError(info.type, info.message, info.traceback)
     if info.traceback:

@@ -85,6 +85,7 @@ class Flags(enum.IntFlag):
 
     NONE = 0
     NO_OUTPUT = 1  # do not forward stdout/stderr for this call
+    POINTER = 2  # leave the result on the server and answer with a pointer to it
 
 
 class Header(msgspec.Struct, array_like=True, frozen=True):

@@ -1,0 +1,376 @@
+"""Pointers: a value left on the server that computed it, used from anywhere.
+
+A pointer is a small description (its JSON form is the same for every client)::
+
+    {"type": "undertow.pointer", "key": "9f...", "host": "127.0.0.1", "protocol": "zmq",
+     "port": 5555, "path": "", "secret_key": "...", "size": 800000000,
+     "type_name": "numpy.ndarray"}
+
+Given as an argument to a call, the server that runs the call uses the value in its place
+(from its own memory when it holds it, else fetched straight from the owner). ``ptr[0:10]``,
+``len(ptr)``, ``ptr.shape`` and ``ptr.call("sum", axis=0)`` run where the value is and bring
+back only the answer; ``ptr.keep[...]`` and ``call(..., keep=True)`` leave the answer there
+too, as a new pointer. ``ptr.fetch()`` brings the value itself, from the owner directly.
+
+The secret is the capability: whoever holds the pointer may use the value (and, when the
+server authenticates, only its owner and those it was shared with).
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from undertow.errors import ConfigError, SerializationError
+from undertow.rpc._calls import FunctionInfo
+from undertow.rpc._functions import CallOptions, RemoteFunctions
+
+__all__ = [
+    "POINTER_TYPE",
+    "Pointer",
+    "close_clients",
+    "decode_index",
+    "encode_index",
+    "is_pointer",
+    "plain",
+    "put",
+]
+
+#: the ``type`` of a pointer's JSON form
+POINTER_TYPE = "undertow.pointer"
+#: the fields of a pointer's JSON form and their types
+_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "key": str,
+    "host": str,
+    "protocol": str,
+    "port": int,
+    "path": str,
+    "secret_key": str,
+    "size": int,
+    "type_name": str,
+}
+#: a pointer operation's deadline when the caller gives none (seconds)
+DEFAULT_TIMEOUT = 300.0
+
+
+def is_pointer(value: Any) -> bool:
+    """True for a pointer's JSON form (a dict) or a :class:`Pointer`."""
+    if type(value) is dict:
+        return value.get("type") == POINTER_TYPE
+    return isinstance(value, Pointer)
+
+
+class Pointer:
+    """A value that stays on the server that holds it; see the module's docstring.
+
+    Its own attributes are few: :attr:`key`, :attr:`nbytes`, :attr:`type_name`,
+    :attr:`address`, :meth:`fetch`, :meth:`call`, :meth:`attr`, :attr:`keep`,
+    :meth:`share`, :meth:`delete` and :meth:`to_json`; any other public attribute is read
+    from the remote value (``ptr.shape``, ``ptr.dtype``, ``ptr.columns``).
+    """
+
+    __slots__ = ("_form", "_via")
+
+    def __init__(self, form: Mapping[str, Any], *, via: Any = None) -> None:
+        if not isinstance(form, Mapping) or form.get("type") != POINTER_TYPE:  # type: ignore[redundant-expr]
+            raise ConfigError(
+                f'not a pointer: {form!r:.120}; a pointer\'s JSON form has "type": "{POINTER_TYPE}"'
+            )
+        for name, kind in _FIELDS.items():
+            value = form.get(name)
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise ConfigError(
+                    f"pointer field {name!r} must be a {getattr(kind, '__name__', kind)}, not "
+                    f"{type(value).__name__}"
+                )
+        if form["protocol"] not in ("zmq", "http"):
+            raise ConfigError(f"pointer protocol {form['protocol']!r} is not 'zmq' or 'http'")
+        self._form = {"type": POINTER_TYPE, **{name: form[name] for name in _FIELDS}}
+        #: the client it came from, used again when it talks to the same server
+        self._via = via
+
+    # -- what it is -----------------------------------------------------------------------
+
+    @property
+    def key(self) -> str:
+        """The value's key on its data server (a UUID)."""
+        return str(self._form["key"])
+
+    @property
+    def nbytes(self) -> int:
+        """The value's size in bytes, as its server measured it."""
+        return int(self._form["size"])
+
+    @property
+    def type_name(self) -> str:
+        """The value's type, such as ``numpy.ndarray``."""
+        return str(self._form["type_name"])
+
+    @property
+    def address(self) -> str:
+        """Where the value's server listens: ``tcp://host:port`` or ``http://host:port``."""
+        form = self._form
+        path, host, port = form["path"], form["host"], form["port"]
+        if form["protocol"] == "zmq" and path:
+            return str(path)  # ipc:// or inproc://
+        host = f"[{host}]" if ":" in host else host
+        scheme = "tcp" if form["protocol"] == "zmq" else "http"
+        return f"{scheme}://{host}:{port}"
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form, secret included: whoever has it can use the value."""
+        return dict(self._form)
+
+    def __undertow_wire__(self) -> dict[str, Any]:
+        return dict(self._form)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Pointer, (dict(self._form),))
+
+    def __repr__(self) -> str:  # never the secret
+        return f"<Pointer {self.key} {self.type_name} {self.nbytes:,} bytes at {self.address}>"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Pointer):
+            return NotImplemented
+        return self.key == other.key and self.address == other.address
+
+    def __hash__(self) -> int:
+        return hash((self.key, self.address))
+
+    def __bool__(self) -> bool:  # not len(): a pointer is never "empty" without asking
+        return True
+
+    def __iter__(self) -> Any:
+        raise TypeError(
+            f"a pointer to {self.type_name} cannot be iterated over remotely item by item; "
+            "fetch() it, or slice it first: ptr[0:10]"
+        )
+
+    # -- the value, where it is -------------------------------------------------------------
+
+    def fetch(self, *, timeout: float | None = DEFAULT_TIMEOUT) -> Any:
+        """The value itself, straight from its data server (arrays travel without copies)."""
+        return self._ask("_data_fetch", timeout, self.key, self._form["secret_key"])
+
+    def call(self, method: str, /, *args: Any, keep: bool = False, **kwargs: Any) -> Any:
+        """Call ``method`` of the remote value with these arguments where it is; its answer
+        (with ``keep=True``: a pointer to the answer, which stays there)."""
+        return self._look("call", method, None, args, kwargs, keep)
+
+    def attr(self, name: str, *, keep: bool = False) -> Any:
+        """The remote value's attribute ``name`` (also for names a pointer uses itself)."""
+        return self._look("getattr", name, None, (), {}, keep)
+
+    @property
+    def keep(self) -> _Kept:
+        """The same operations, whose answers stay remote: ``ptr.keep[0:10]`` is a pointer."""
+        return _Kept(self)
+
+    def __getitem__(self, item: Any) -> Any:
+        return self._look("getitem", "", encode_index(item), (), {}, False)
+
+    def __len__(self) -> int:
+        return int(self._look("len", "", None, (), {}, False))
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self._look("getattr", name, None, (), {}, False)
+
+    def share(self, *identities: str) -> None:
+        """Let these identities use the value too (the server must authenticate callers)."""
+        if not identities or not all(isinstance(i, str) and i for i in identities):  # type: ignore[redundant-expr]
+            raise ConfigError(f"share() takes identity names, not {identities!r}")
+        self._ask("_data_share", DEFAULT_TIMEOUT, self.key, self._form["secret_key"], identities)
+
+    def delete(self) -> bool:
+        """Delete the value on its server; False if it was gone already."""
+        return bool(self._ask("_data_delete", DEFAULT_TIMEOUT, self.key, self._form["secret_key"]))
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    def _look(
+        self,
+        op: str,
+        name: str,
+        index: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        keep: bool,
+    ) -> Any:
+        answer = self._ask(
+            "_data_look",
+            DEFAULT_TIMEOUT,
+            self.key,
+            self._form["secret_key"],
+            op,
+            name,
+            index,
+            list(args),
+            kwargs,
+            keep,
+        )
+        if keep:
+            return answer
+        value, was_tuple = answer
+        return tuple(value) if was_tuple else value
+
+    def _ask(self, function: str, timeout: float | None, *args: Any) -> Any:
+        client = self._client()
+        return ask(client, function, args, timeout)
+
+    def _client(self) -> Any:
+        via = self._via
+        if via is not None and _sync(via) and via.address == self.address and not _closed(via):
+            return via
+        return client_for(self.address)
+
+
+class _Kept:
+    """``ptr.keep``: pointer operations whose answers stay where the value is."""
+
+    __slots__ = ("_pointer",)
+
+    def __init__(self, pointer: Pointer) -> None:
+        self._pointer = pointer
+
+    def __getitem__(self, item: Any) -> Pointer:
+        result: Pointer = self._pointer._look("getitem", "", encode_index(item), (), {}, True)
+        return result
+
+    def __getattr__(self, name: str) -> Pointer:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        result: Pointer = self._pointer._look("getattr", name, None, (), {}, True)
+        return result
+
+    def call(self, method: str, /, *args: Any, **kwargs: Any) -> Pointer:
+        """``ptr.call(method, ..., keep=True)``."""
+        result: Pointer = self._pointer._look("call", method, None, args, kwargs, True)
+        return result
+
+
+def _sync(client: Any) -> bool:
+    """True for a client whose calls block (a pointer's operations do). Asked of the type:
+    a client's own attributes are its server's functions."""
+    return isinstance(client, RemoteFunctions) and not hasattr(type(client), "aclose")
+
+
+def _closed(client: Any) -> bool:
+    return bool(client.closed) if hasattr(type(client), "closed") else False
+
+
+def ask(client: Any, function: str, args: tuple[Any, ...], timeout: float | None) -> Any:
+    """Call one of a data server's functions through ``client``; arguments travel with the
+    numpy codec (arrays out of band), or pickle when they need it and the client has a token."""
+    codec = "numpy" if plain(args) else "pickle"
+    if codec == "pickle" and not _signs(client):
+        raise SerializationError(
+            f"the arguments of {function.removeprefix('_data_')} include a "
+            f"{_first_unplain(args)}, which only pickle carries, and pickle travels only "
+            "between authenticated peers: connect with token=..., or send numbers, strings, "
+            "bytes, lists, dicts and numpy arrays"
+        )
+    info = FunctionInfo(function, input=codec, output="numpy", needs_auth=codec == "pickle")
+    return client._invoke(info, args, {}, CallOptions(timeout=timeout, output=False))
+
+
+_PLAIN = (type(None), bool, int, float, str, bytes, bytearray, memoryview, Pointer)
+
+
+def plain(value: Any) -> bool:
+    """True when the numpy codec carries ``value`` (checked without encoding anything)."""
+    return _first_unplain(value) is None
+
+
+def _first_unplain(value: Any) -> str | None:
+    """The type name of the first part of ``value`` the numpy codec cannot carry, or None."""
+    if isinstance(value, _PLAIN):
+        return None
+    if isinstance(value, list | tuple):
+        return next((found for v in value if (found := _first_unplain(v)) is not None), None)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _first_unplain(key) or _first_unplain(item)
+            if found is not None:
+                return found
+        return None
+    kind = type(value)
+    numpy = kind.__module__.partition(".")[0] == "numpy"
+    if numpy and not getattr(getattr(value, "dtype", value), "hasobject", True):
+        return None  # an array or a numpy scalar of plain values
+    return kind.__name__
+
+
+def _signs(client: Any) -> bool:
+    """True when ``client`` signs its calls with a token."""
+    proto = getattr(client, "_proto", None)
+    if proto is not None:
+        return proto.key is not None
+    return bool(getattr(client, "_token", None))
+
+
+# -- clients to data servers, shared by every pointer of this process -------------------------
+
+_clients: dict[str, Any] = {}
+_clients_lock = threading.Lock()
+
+
+def client_for(address: str, token: str | bool | None = None) -> Any:
+    """A client to the data server at ``address``, made once per process and address."""
+    with _clients_lock:
+        client = _clients.get(address)
+        if client is None or _closed(client):
+            from undertow.rpc._client import connect  # the client imports this module
+
+            client = _clients[address] = connect(address, token=token, output=False)
+        return client
+
+
+@atexit.register
+def close_clients() -> None:
+    """Close the clients pointers made (they are made again when needed)."""
+    with _clients_lock:
+        clients = list(_clients.values())
+        _clients.clear()
+    for client in clients:
+        client.close()
+
+
+def put(value: Any, *, to: Any, tags: Iterable[str] = (), timeout: float | None = None) -> Pointer:
+    """Leave ``value`` on the server ``to`` (a client, or an address) and return a pointer."""
+    client = to if _sync(to) else client_for(str(to))
+    tags = list(tags)
+    if not all(isinstance(t, str) and t for t in tags):  # type: ignore[redundant-expr]
+        raise ConfigError(f"tags must be non-empty strings, not {tags!r}")
+    result: Pointer = ask(client, "_data_put", (value, tags), timeout or DEFAULT_TIMEOUT)
+    return result
+
+
+# -- indexes travel as plain data -------------------------------------------------------------
+
+
+def encode_index(item: Any) -> Any:
+    """``ptr[item]``'s item as data: slices, Ellipsis and tuples become tagged dicts."""
+    if isinstance(item, slice):
+        return {"slice": [item.start, item.stop, item.step]}
+    if item is Ellipsis:
+        return {"ellipsis": True}
+    if isinstance(item, tuple):
+        return {"tuple": [encode_index(i) for i in item]}
+    return item
+
+
+def decode_index(item: Any) -> Any:
+    """The item :func:`encode_index` described."""
+    if type(item) is dict and len(item) == 1:
+        if "slice" in item and isinstance(item["slice"], list) and len(item["slice"]) == 3:
+            return slice(*item["slice"])
+        if item.get("ellipsis") is True:
+            return Ellipsis
+        if "tuple" in item and isinstance(item["tuple"], list):
+            return tuple(decode_index(i) for i in item["tuple"])
+    return item
