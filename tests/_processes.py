@@ -92,7 +92,9 @@ def is_stopped(pid: int) -> bool:
 class ChildServer(ServedProcess):
     """A server script (its text) running in a child process."""
 
-    def __init__(self, script: str, tmp_path: Path, args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, script: str, tmp_path: Path, args: tuple[str, ...] = (), *, lines: int = 1
+    ) -> None:
         path = tmp_path / f"server_{os.getpid()}_{id(self)}.py"
         path.write_text(textwrap.dedent(script))
-        super().__init__([sys.executable, "-u", str(path), *args])
+        super().__init__([sys.executable, "-u", str(path), *args], lines=lines)

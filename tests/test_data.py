@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,7 +60,7 @@ NODE = """
             yield np.full(3, i * i)
 
     server.config({"make": {"return_pointer": True}})
-    server.serve_forever(port=int(args.get("port", 0)))
+    server.serve_forever(port=int(args.get("port", 0)), http_port=0 if "http" in args else None)
 """
 
 
@@ -193,6 +194,65 @@ def test_looking_at_a_remote_value_moves_only_the_answer(node) -> None:
                 list(ptr)
     finally:
         relay.close()
+
+
+def test_pointers_over_http_for_python_and_curl(tmp_path: Path) -> None:
+    server = ChildServer(NODE, tmp_path, (f"data={tmp_path / 'a'}", "http=1"), lines=2)
+    try:
+        with undertow.connect(server.addresses[1], timeout=WAIT) as client:
+            ptr = client.make(100_000)
+        form = ptr.to_json()
+        assert (form["protocol"], form["path"]) == ("http", f"/data/{ptr.key}")
+        assert ptr.address == server.addresses[1]
+        value = ptr.fetch()  # read from its .npy form into place
+        assert value.shape == (100_000, 4)
+        assert value[-1, -1] == 399_999.0
+        assert ptr.shape == (100_000, 4)
+        assert ptr[1] == [4.0, 5.0, 6.0, 7.0]  # JSON answers: arrays as lists
+        url = server.addresses[1] + form["path"]
+        secret = f"X-Undertow-Secret: {form['secret_key']}"
+        npy = tmp_path / "a.npy"
+        fetched = subprocess.run(["curl", "-sf", "-H", secret, "-o", str(npy), url], timeout=WAIT)
+        assert fetched.returncode == 0
+        assert np.array_equal(np.load(npy), value)
+        wrong = subprocess.run(
+            [
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-H",
+                "X-Undertow-Secret: x",
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=WAIT,
+        )
+        assert wrong.stdout == "403"
+        # curl passes the pointer on, as JSON, to a function of the same server
+        body = json.dumps({"args": [form]})
+        total = subprocess.run(
+            [
+                "curl",
+                "-sf",
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                body,
+                server.addresses[1] + "/call/total",
+            ],
+            capture_output=True,
+            timeout=WAIT,
+        )
+        assert json.loads(total.stdout) == float(np.arange(400_000).sum())
+        # and to a ZeroMQ caller's function: the pointer works whatever brought it
+        with undertow.connect(server.address, timeout=WAIT) as client:
+            assert client.made_here(ptr)
+    finally:
+        server.stop()
 
 
 def test_fetch_brings_the_value_from_the_owner(node) -> None:

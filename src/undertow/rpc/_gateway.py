@@ -196,6 +196,8 @@ class ServerGateway:
         server = self._server
         entry = server._entries.get(name)
         if entry is None:
+            if name.startswith("_data_") and name in server._core.raw_handlers:
+                return self._start_data(name, args, kwargs, identity, pickled)
             raise _failed(server._core.not_found(name))
         codec = entry.options.input_serialization
         if pickled is not None:
@@ -225,6 +227,32 @@ class ServerGateway:
             server._core, self._peer, header, list(payload), identity, None, loop=loop
         )
         job = server._handle(incoming)
+        if job is not None:
+            loop.run_in_executor(self._pool, job[1])
+        return incoming
+
+    def _start_data(
+        self,
+        name: str,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        identity: str | None,
+        pickled: bytes | None,
+    ) -> _HttpIncoming:
+        """One of the data functions every server has (what pointers over HTTP use)."""
+        payload: list[Any] | None
+        codec, payload = ("pickle", [pickled]) if pickled is not None else ("msgpack", None)
+        if payload is None:
+            try:
+                payload = resolve_codec(codec).encode((args, kwargs))
+            except UndertowError as exc:
+                raise _failed(error_info(exc, code="bad_request")) from None
+        loop = asyncio.get_running_loop()
+        header = Header(Kind.CALL, next(_ids), name, codec, len(payload) - 1, None, 0)
+        incoming = _HttpIncoming(
+            self._server._core, self._peer, header, list(payload), identity, None, loop=loop
+        )
+        job = self._server._core.raw_handlers[name](incoming)
         if job is not None:
             loop.run_in_executor(self._pool, job[1])
         return incoming

@@ -20,9 +20,10 @@ import msgspec
 from undertow.errors import RPCTimeout
 from undertow.rpc._calls import Description, FunctionInfo, OutputCallback
 from undertow.rpc._functions import CallOptions, RemoteFunctions
+from undertow.rpc._pointer import POINTER_TYPE, Pointer
 from undertow.security import find_client_token
 from undertow.transport._http_api import CallFailed
-from undertow.transport._http_client import AsyncHttpCaller, HttpCaller
+from undertow.transport._http_client import AsyncHttpCaller, HttpCaller, fetch_data
 from undertow.wire import ErrorInfo, rebuild
 
 __all__ = ["AsyncHttpClient", "HttpClient"]
@@ -69,7 +70,11 @@ class _HttpBase(RemoteFunctions):
             return _MORE
         if kind == "error":
             raise self._error(CallFailed(value), name)
-        return value if kind == "result" else _MORE
+        if kind != "result":
+            return _MORE
+        if type(value) is dict and value.get("type") == POINTER_TYPE:
+            return Pointer(value, via=self)
+        return value
 
     def _error(self, failed: CallFailed, name: str) -> BaseException:
         info = failed.info
@@ -169,6 +174,11 @@ class HttpClient(_HttpBase):
         """Close the connection and the pool that runs futures."""
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._caller.close()
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._caller.closed
 
     def __enter__(self) -> HttpClient:
         return self
@@ -323,3 +333,9 @@ class AsyncHttpClient(_HttpBase):
                 f"{info.name}() is a generator function; use 'async for' over it instead"
             )
         return asyncio.ensure_future(self._invoke(info, args, kwargs, opts))
+
+
+def fetch_pointer(url: str, secret: str, timeout: float | None) -> Any:
+    """The value a pointer over HTTP points at, with this process's token if it has one."""
+    found = find_client_token(None)
+    return fetch_data(url, secret, found or None, timeout)

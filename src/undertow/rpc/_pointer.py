@@ -152,8 +152,14 @@ class Pointer:
     # -- the value, where it is -------------------------------------------------------------
 
     def fetch(self, *, timeout: float | None = DEFAULT_TIMEOUT) -> Any:
-        """The value itself, straight from its data server (arrays travel without copies)."""
-        return self._ask("_data_fetch", timeout, self.key, self._form["secret_key"])
+        """The value itself, straight from its data server: over ZeroMQ, arrays travel as
+        frames of their own, never copied; over HTTP, as ``.npy`` read into place."""
+        form = self._form
+        if form["protocol"] == "http":
+            from undertow.rpc._http_client import fetch_pointer  # the http extra
+
+            return fetch_pointer(self.address + str(form["path"]), str(form["secret_key"]), timeout)
+        return self._ask("_data_fetch", timeout, self.key, form["secret_key"])
 
     def call(self, method: str, /, *args: Any, keep: bool = False, **kwargs: Any) -> Any:
         """Call ``method`` of the remote value with these arguments where it is; its answer

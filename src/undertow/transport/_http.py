@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
+import importlib
+import io
 import pickle
 import socket
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator
@@ -29,7 +31,9 @@ from undertow.transport._http_api import (
     JSON,
     MSGPACK,
     NDJSON,
+    NPY,
     PICKLE,
+    SECRET_HEADER,
     SSE,
     STATUS,
     CallFailed,
@@ -41,8 +45,23 @@ from undertow.transport._http_api import (
 
 __all__ = ["HttpServer", "http_app", "serve_http"]
 
-_json = msgspec.json.Encoder()
-_msgpack = msgspec.msgpack.Encoder()
+
+def _plain_form(obj: Any) -> Any:
+    """A value JSON and msgpack lack as plain data: numpy's arrays as lists, its dtypes as
+    their names, undertow's pointers as their JSON form."""
+    form = getattr(type(obj), "__undertow_wire__", None)
+    if form is not None:
+        return form(obj)
+    if type(obj).__module__.partition(".")[0] == "numpy":
+        np = importlib.import_module("numpy")
+        return str(obj) if isinstance(obj, np.dtype) else obj.tolist()
+    raise TypeError(f"Encoding objects of type {type(obj).__name__} is unsupported")
+
+
+_json = msgspec.json.Encoder(enc_hook=_plain_form)
+_msgpack = msgspec.msgpack.Encoder(enc_hook=_plain_form)
+#: bytes of an array sent per chunk of a response
+_CHUNK = 1 << 22
 #: the body types taken for arguments, with the names some clients use
 _JSON_TYPES = (JSON, "text/json")
 _MSGPACK_TYPES = (MSGPACK, "application/x-msgpack")
@@ -172,6 +191,7 @@ def http_app(gateway: Gateway, *, local_only: bool = True) -> Starlette:
         Route("/functions", endpoints.functions, methods=["GET"]),
         Route("/openapi.json", endpoints.openapi_json, methods=["GET"]),
         Route("/call/{name}", endpoints.call, methods=["POST"]),
+        Route("/data/{key}", endpoints.data, methods=["GET"]),
     ]
     return Starlette(routes=routes)
 
@@ -208,6 +228,24 @@ class _Endpoints:
             return _error(failed.info)
         return _answer(name, result, accept, authenticated=identity is not None)
 
+    async def data(self, request: Request) -> Response:
+        """A kept value, given its secret: an array as ``.npy`` (sent without copies),
+        anything else as JSON (msgpack, or pickle for an authenticated caller, on request)."""
+        accept = request.headers.get("accept", "")
+        secret = request.headers.get(SECRET_HEADER, "")
+        try:
+            identity = self._admit(request)
+            call = self.gateway.call(
+                "_data_fetch", [request.path_params["key"], secret], {}, identity
+            )
+            value = await _unless_gone(request, call)
+        except CallFailed as failed:
+            return _error(failed.info)
+        asked = JSON in accept or MSGPACK in accept or (PICKLE in accept and identity is not None)
+        if _is_array(value) and not asked:
+            return _npy(value)
+        return _answer("fetch", value, accept, authenticated=identity is not None)
+
     async def functions(self, request: Request) -> Response:
         try:
             self._admit(request)
@@ -242,6 +280,29 @@ class _Endpoints:
             f"<ul>{rows}</ul>"
         )
         return HTMLResponse(page)
+
+
+def _is_array(value: Any) -> bool:
+    return type(value).__module__.partition(".")[0] == "numpy" and hasattr(value, "__array__")
+
+
+def _npy(array: Any) -> StreamingResponse:
+    """``array`` in numpy's ``.npy`` format: its header, then its memory, chunk by chunk."""
+    np = importlib.import_module("numpy")  # it made the array, so it is there
+    array = np.ascontiguousarray(array)
+    if array.dtype.hasobject:
+        raise TypeError("an array of Python objects has no .npy form without pickle")
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(array))
+    data = memoryview(array.reshape(-1).view(np.uint8))
+
+    async def body() -> AsyncIterator[bytes | memoryview]:
+        yield header.getvalue()
+        for start in range(0, len(data), _CHUNK):
+            yield data[start : start + _CHUNK]
+
+    length = len(header.getvalue()) + len(data)
+    return StreamingResponse(body(), media_type=NPY, headers={"Content-Length": str(length)})
 
 
 def _answer(name: str, result: Any, accept: str, *, authenticated: bool) -> Response:

@@ -52,6 +52,9 @@ MSGPACK = "application/msgpack"
 NDJSON = "application/x-ndjson"
 SSE = "text/event-stream"
 PICKLE = "application/python-pickle"
+NPY = "application/x-npy"
+#: the request header that carries a pointer's secret to ``GET /data/KEY``
+SECRET_HEADER = "X-Undertow-Secret"  # noqa: S105 - a header's name
 
 #: HTTP status for each kind of error a call can end with
 STATUS = {

@@ -4,15 +4,17 @@ out and an NDJSON stream of events back (see ``_http_api.py``). httpx is importe
 from __future__ import annotations
 
 import contextlib
+import importlib
+import io
 import time
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Generator, Iterator
 from typing import Any
 
 import httpx
 import msgspec
 
-from undertow.errors import ConnectError, RPCTimeout
-from undertow.transport._http_api import MSGPACK, NDJSON, CallFailed
+from undertow.errors import ConnectError, DeserializationError, RPCTimeout
+from undertow.transport._http_api import MSGPACK, NDJSON, NPY, SECRET_HEADER, CallFailed
 
 __all__ = ["AsyncHttpCaller", "HttpCaller"]
 
@@ -90,6 +92,10 @@ class HttpCaller:
     def close(self) -> None:
         self._client.close()
 
+    @property
+    def closed(self) -> bool:
+        return bool(self._client.is_closed)
+
 
 class AsyncHttpCaller:
     """The asyncio twin of :class:`HttpCaller`."""
@@ -141,3 +147,57 @@ def _translated(base_url: str, what: str, timeout: float | None) -> Generator[No
         ) from exc
     except httpx.TransportError as exc:
         raise ConnectError(f"cannot reach {base_url}: {exc}") from exc
+
+
+def fetch_data(url: str, secret: str, token: str | None, timeout: float | None) -> Any:
+    """The value at ``url`` (``http://host:port/data/KEY``) given its secret: an array is
+    read from its ``.npy`` form straight into its own memory, anything else from JSON."""
+    headers = {SECRET_HEADER: secret, "Accept": NPY}  # JSON for anything else
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    with (
+        _translated(url, "fetch", timeout),
+        httpx.stream("GET", url, headers=headers, timeout=timeout) as response,
+    ):
+        if response.status_code != 200:
+            response.read()
+            raise _client_error(response)
+        if response.headers.get("content-type", "").startswith(NPY):
+            return _read_npy(response.iter_raw())
+        return msgspec.json.decode(response.read())
+
+
+def _read_npy(chunks: Iterator[bytes]) -> Any:
+    """An array from the chunks of its ``.npy`` form, each copied once, into place."""
+    np = importlib.import_module("numpy")  # the server sent an array: numpy is wanted here
+    head = b""
+    for chunk in chunks:
+        head += chunk
+        if len(head) >= 10:
+            # magic (6), version (2), header length (2 bytes in version 1, 4 after)
+            size = 4 if head[6] >= 2 else 2
+            end = 8 + size + int.from_bytes(head[8 : 8 + size], "little")
+            if len(head) >= end:
+                break
+    else:
+        raise DeserializationError("the .npy answer ended inside its header")
+    reader = io.BytesIO(head[:end])
+    version = np.lib.format.read_magic(reader)
+    read_header = (
+        np.lib.format.read_array_header_1_0
+        if version == (1, 0)
+        else np.lib.format.read_array_header_2_0
+    )
+    shape, fortran, dtype = read_header(reader)
+    if dtype.hasobject:
+        raise DeserializationError("an array of Python objects is refused")
+    array = np.empty(shape, dtype=dtype, order="F" if fortran else "C")
+    into = memoryview(array.reshape(-1, order="A").view(np.uint8))
+    filled = len(head) - end
+    into[:filled] = head[end:]
+    for chunk in chunks:
+        into[filled : filled + len(chunk)] = chunk
+        filled += len(chunk)
+    if filled != len(into):
+        raise DeserializationError(f"the .npy answer carried {filled:,} of {len(into):,} bytes")
+    return array
