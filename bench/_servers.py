@@ -17,10 +17,14 @@ Kinds:
     memkv       the MemKeyValue service of examples/memkv/memkv.py (the design document's
                 example, unchanged), served and registered as ``python -m undertow.service``
                 does, in the registry of ``$UNDERTOW_HOME``.
+    undertow-data        undertow.Server whose ``make(rows, columns)`` leaves its array on the
+                server (return_pointer); a 4 GiB memory limit, so 1 GB stays in memory.
+    undertow-data-spill  the same with a memory limit of 0: every value spilled to disk.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import resource
@@ -33,7 +37,17 @@ from typing import Any
 #: The undertow server's one user: signed calls and pickle need it.
 TOKEN = "bench.Kb2xV9mQ2rT7yU1iO5pL8sD4fG6hJ0zCwE3rT5y"  # noqa: S105 - a loopback bench's secret
 #: Kinds this module can serve.
-KINDS = ("raw-rep", "raw-router", "undertow", "undertow-http", "pyro5", "rpyc", "memkv")
+KINDS = (
+    "raw-rep",
+    "raw-router",
+    "undertow",
+    "undertow-http",
+    "pyro5",
+    "rpyc",
+    "memkv",
+    "undertow-data",
+    "undertow-data-spill",
+)
 #: Commands of the raw ROUTER server, first frame after the peer id.
 CMD_ECHO, CMD_UP, CMD_DOWN = b"echo", b"up", b"down"
 
@@ -187,6 +201,25 @@ def serve_undertow() -> None:
     server.serve_forever("127.0.0.1", 0)
 
 
+def serve_undertow_data(memory_limit: int) -> None:
+    """Serve make(rows, columns): a float64 array of 0, 1, 2, ... that stays on the server
+    (return_pointer), in a data store of its own whose directory is removed on the way out."""
+    import tempfile
+
+    import numpy as np
+
+    import undertow
+
+    def make(rows: int, columns: int) -> Any:
+        return np.arange(rows * columns, dtype=np.float64).reshape(rows, columns)
+
+    with tempfile.TemporaryDirectory(prefix="undertow-bench-data-") as data_dir:
+        server = undertow.Server("bench-data", data_dir=data_dir, memory_limit=memory_limit)
+        server.register("make", make)
+        server.config({"make": {"return_pointer": True}})
+        server.serve_forever("127.0.0.1", 0)
+
+
 # -- peers ---------------------------------------------------------------------------------------
 
 
@@ -283,6 +316,8 @@ SERVERS: dict[str, Callable[[], None]] = {
     "pyro5": serve_pyro5,
     "rpyc": serve_rpyc,
     "memkv": serve_memkv,
+    "undertow-data": functools.partial(serve_undertow_data, 4 * 2**30),
+    "undertow-data-spill": functools.partial(serve_undertow_data, 0),
 }
 
 

@@ -1,8 +1,9 @@
-"""undertow benchmark: latency, throughput and bulk transfer against raw ZeroMQ and peers.
+"""undertow benchmark: latency, throughput, bulk transfer and remote data against raw ZeroMQ
+and peers.
 
 Run from the repository root::
 
-    python -m bench.bench            # full run, ~1-2 minutes
+    python -m bench.bench            # full run, ~2-3 minutes
     python -m bench.bench --quick    # smoke test, well under a minute
     python -m bench.bench --out /tmp/results.json
 
@@ -46,6 +47,15 @@ import numpy as np
 import zmq
 
 import undertow
+from bench import _remote_data
+from bench._common import (
+    RAW_PAYLOAD,
+    check,
+    interleaved_latency,
+    raw_rep_echo,
+    run_interleaved,
+    zmq_socket,
+)
 from bench._servers import CMD_DOWN, CMD_ECHO, CMD_UP, TOKEN, recv_frames, send_frames
 
 REPO = Path(__file__).resolve().parent.parent
@@ -54,7 +64,6 @@ READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 MB = 1e6  # throughput is in MB/s with MB = 10**6 bytes
 BULK_BYTES = 100_000_000  # 12.5 M float64
-RAW_PAYLOAD = b"0123456789abcdefghij"  # 20 bytes, about an echo(42) request's body
 WINDOW = 64
 
 TARGET_LATENCY_RATIO = 1.3
@@ -76,13 +85,17 @@ class Plan:
     throughput_rounds: int
     bulk_runs: int
     memkv_rounds: int
+    #: ptr[0:10] calls per array, one call at a time in turns, after latency_warmup calls
+    slice_calls: int
+    slice_rounds: int
+    fetch_runs: int
 
     @classmethod
     def make(cls, quick: bool) -> Plan:
         """The full plan, or the short one of ``--quick``."""
         if quick:
-            return cls(1000, 100, 2, 3000, 1, 2, 1)
-        return cls(5000, 300, 10, 20000, 4, 5, 3)
+            return cls(1000, 100, 2, 3000, 1, 2, 1, 600, 3, 2)
+        return cls(5000, 300, 10, 20000, 4, 5, 3, 4000, 10, 5)
 
 
 # -- server processes ----------------------------------------------------------------------------
@@ -190,36 +203,6 @@ def running(kinds: list[str]) -> Iterator[dict[str, ServerProcess]]:
             _reap(server)
 
 
-# -- statistics --------------------------------------------------------------------------------
-
-
-def latency_stats(samples_ns: list[int]) -> dict[str, float]:
-    """p50, p99, mean and min of round trips given in nanoseconds, in microseconds."""
-    arr = np.asarray(samples_ns, dtype=np.float64) / 1000.0
-    p50, p99 = np.percentile(arr, [50, 99])
-    return {
-        "calls": len(samples_ns),
-        "p50_us": round(float(p50), 2),
-        "p99_us": round(float(p99), 2),
-        "mean_us": round(float(arr.mean()), 2),
-        "min_us": round(float(arr.min()), 2),
-    }
-
-
-def _time_calls(call: Callable[[], object], n: int, into: list[int]) -> None:
-    clock = time.perf_counter_ns
-    for _ in range(n):
-        t0 = clock()
-        call()
-        into.append(clock() - t0)
-
-
-def check(value: object, expected: object) -> None:
-    """Fail loudly when a remote call answered something unexpected."""
-    if value != expected:
-        raise RuntimeError(f"expected {expected!r}, got {value!r}")
-
-
 # -- clients ------------------------------------------------------------------------------------
 
 
@@ -258,26 +241,17 @@ class Clients:
                 close()
 
 
-def _zmq_socket(kind: int, address: str) -> zmq.Socket[Any]:
-    sock: zmq.Socket[Any] = zmq.Context.instance().socket(kind)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.SNDHWM, 0)
-    sock.setsockopt(zmq.RCVHWM, 0)
-    sock.connect(address)
-    return sock
-
-
 def _rpyc_port(address: str) -> int:
     return int(address.rsplit(":", 1)[1])
 
 
 def connect_all(servers: dict[str, ServerProcess]) -> Clients:
     """Connect a client to each server and make one call on each (connection warm-up)."""
-    rep = _zmq_socket(zmq.REQ, servers["raw-rep"].address)
+    rep = zmq_socket(zmq.REQ, servers["raw-rep"].address)
     clients = Clients(
         http=_http_connection(servers["undertow-http"].address),
         rep=rep,
-        dealer=_zmq_socket(zmq.DEALER, servers["raw-router"].address),
+        dealer=zmq_socket(zmq.DEALER, servers["raw-router"].address),
         ut=undertow.connect(servers["undertow"].address, token=False, timeout=60),
         ut_signed=undertow.connect(servers["undertow"].address, token=TOKEN, timeout=60),
     )
@@ -328,14 +302,6 @@ def _http_echo(conn: http.client.HTTPConnection) -> Callable[[], object]:
     return call
 
 
-def _raw_rep_echo(sock: zmq.Socket[Any]) -> Callable[[], object]:
-    def call() -> object:
-        sock.send(RAW_PAYLOAD)
-        return sock.recv()
-
-    return call
-
-
 def _raw_dealer_echo(sock: zmq.Socket[Any]) -> Callable[[], object]:
     def call() -> object:
         send_frames(sock, [CMD_ECHO, RAW_PAYLOAD])
@@ -348,7 +314,7 @@ def latency_calls(clients: Clients) -> dict[str, Callable[[], object]]:
     """One small synchronous round trip per system, by name."""
     client = clients.ut
     calls: dict[str, Callable[[], object]] = {
-        "raw_zmq": _raw_rep_echo(clients.rep),
+        "raw_zmq": raw_rep_echo(clients.rep),
         # the pattern undertow uses (a DEALER per client, a ROUTER server, several frames):
         # shows what the socket pattern itself costs over REQ/REP, before any undertow code
         "raw_dealer_router": _raw_dealer_echo(clients.dealer),
@@ -375,18 +341,13 @@ def measure_latency(clients: Clients, plan: Plan) -> dict[str, Any]:
     calls = latency_calls(clients)
     for name, call in calls.items():
         check(call(), RAW_PAYLOAD if name.startswith("raw_") else 42)
-        _time_calls(call, plan.latency_warmup, [])
-    samples: dict[str, list[int]] = {name: [] for name in calls}
-    round_p50: dict[str, list[float]] = {name: [] for name in calls}
-    per_round = plan.latency_calls // plan.latency_rounds
-    for _ in range(plan.latency_rounds):
-        for name, call in calls.items():
-            gc.collect()
-            block: list[int] = []
-            _time_calls(call, per_round, block)
-            samples[name] += block
-            round_p50[name].append(float(np.median(block)))
-    result: dict[str, Any] = {name: latency_stats(s) for name, s in samples.items()}
+    stats, round_p50 = interleaved_latency(
+        calls,
+        per_round=plan.latency_calls // plan.latency_rounds,
+        rounds=plan.latency_rounds,
+        warmup=plan.latency_warmup,
+    )
+    result: dict[str, Any] = dict(stats)
     floor = result["raw_zmq"]["p50_us"]
     # the same ratio within each round: its spread shows how much background load moved it
     result["per_round_ratios_p50_vs_raw"] = {
@@ -655,17 +616,6 @@ def memory_steps(arr: np.ndarray[Any, Any]) -> dict[str, Callable[[], None]]:
     return dict(zip(MEMORY_STEPS, (copy, copyto, ones), strict=True))
 
 
-def _run_interleaved(steps: dict[str, Callable[[], None]], runs: int) -> dict[str, list[float]]:
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(runs):
-        for name, step in steps.items():
-            gc.collect()
-            start = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - start)
-    return times
-
-
 def measure_bulk(servers: dict[str, ServerProcess], plan: Plan) -> dict[str, Any]:
     """Upload and download of 100 MB of float64, undertow against raw ZeroMQ and memcpy.
 
@@ -675,7 +625,7 @@ def measure_bulk(servers: dict[str, ServerProcess], plan: Plan) -> dict[str, Any
     """
     arr = np.ones(BULK_BYTES // 8)
     with contextlib.ExitStack() as stack:
-        sock = _zmq_socket(zmq.DEALER, servers["raw-router"].address)
+        sock = zmq_socket(zmq.DEALER, servers["raw-router"].address)
         stack.callback(sock.close)
         up, down = (
             stack.enter_context(undertow.connect(servers[n].address, token=False, timeout=60))
@@ -691,7 +641,7 @@ def measure_bulk(servers: dict[str, ServerProcess], plan: Plan) -> dict[str, Any
         steps |= undertow_bulk_steps(up, down, signed, arr) | memory_steps(arr)
         steps |= http_bulk_steps(conn)
         before = {"upload": up.rss(), "download": down.rss()}
-        times = _run_interleaved(steps, plan.bulk_runs)
+        times = run_interleaved(steps, plan.bulk_runs)
         after = {"upload": up.rss(), "download": down.rss()}
     entries = {name: _bulk_entry(t) for name, t in times.items()}
     result: dict[str, Any] = {
@@ -742,8 +692,8 @@ def measure_memkv(servers: dict[str, ServerProcess], plan: Plan) -> dict[str, An
     from undertow.service import ServiceModule
 
     kv = ServiceModule.discover("MemKeyValue", timeout=READY_TIMEOUT)
-    rep = _zmq_socket(zmq.REQ, servers["raw-rep"].address)
-    raw = _raw_rep_echo(rep)
+    rep = zmq_socket(zmq.REQ, servers["raw-rep"].address)
+    raw = raw_rep_echo(rep)
     try:
         for i in range(300):  # warm-up, as for the other measurements
             kv.put(key=-i, value=i)
@@ -834,6 +784,7 @@ def _target(name: str, value: float, op: str, limit: float) -> dict[str, Any]:
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     """The goals undertow is held to, each with its measured value and a pass flag."""
     lat, thr, bulk = results["latency"], results["throughput"], results["bulk"]
+    data = results["remote_data"]
     up, down = bulk["undertow"]["upload"], bulk["undertow"]["download"]
     return [
         _target(
@@ -861,6 +812,18 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             down["server_rss"]["growth_x_payload"],
             "<=",
             TARGET_RSS_GROWTH,
+        ),
+        _target(
+            _remote_data.SLICE_GOAL,
+            data["slice"]["ratios_p50_vs_1mb"]["pointer_1gb"],
+            "<=",
+            _remote_data.TARGET_SLICE_RATIO,
+        ),
+        _target(
+            _remote_data.FETCH_GOAL,
+            data["fetch"]["pointer_fetch"]["gb_per_s"],
+            ">=",
+            _remote_data.TARGET_FETCH_GBPS,
         ),
     ]
 
@@ -950,6 +913,7 @@ def summary(results: dict[str, Any]) -> str:
         f"up {bulk['ratios']['upload_vs_numpy_copy']:.2f}x, "
         f"down {bulk['ratios']['download_vs_numpy_copy']:.2f}x of it | | | | |"
     )
+    rows += _remote_data.summary_rows(results["remote_data"], goal)
     head = (
         f"undertow {m['undertow']} ({m['undertow_commit']}), {m['date_utc']}: "
         f"{m['cpu_count']} CPUs, {m['platform']}, Python {m['python']}, "
@@ -990,6 +954,7 @@ def run(plan: Plan, quick: bool) -> dict[str, Any]:
         "undertow#signed",
         "undertow-http",
         "memkv",
+        *_remote_data.KINDS,
     ]
     kinds += [name for name, ok in peers.items() if ok]
     started = time.perf_counter()
@@ -1011,6 +976,14 @@ def run(plan: Plan, quick: bool) -> dict[str, Any]:
         results["memkv"] = measure_memkv(servers, plan)
         print("measuring bulk transfers ...", file=sys.stderr, flush=True)
         results["bulk"] = measure_bulk(servers, plan)
+        print("measuring remote data (1 GB arrays) ...", file=sys.stderr, flush=True)
+        results["remote_data"] = _remote_data.measure_remote_data(
+            {name: s.address for name, s in servers.items()},
+            calls=plan.slice_calls,
+            rounds=plan.slice_rounds,
+            warmup=plan.latency_warmup,
+            runs=plan.fetch_runs,
+        )
     results["server_exits"] = _server_exits(servers)
     for section in ("latency", "throughput"):
         results[section]["peers"] = {
