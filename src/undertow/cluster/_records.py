@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 
 from undertow.rpc._calls import FunctionInfo
-from undertow.rpc._pointer import Pointer
+from undertow.rpc._pointer import Pointer, pointer_form
 
 __all__ = [
     "DataRecord",
@@ -167,17 +167,16 @@ class DataRecord(msgspec.Struct, frozen=True, kw_only=True):
                 raise LookupError(f"the catalog knows no location of object {self.key!r}")
             location = self.locations[0]
         return Pointer(
-            {
-                "type": "undertow.pointer",
-                "key": self.key,
-                "host": location.host,
-                "protocol": location.protocol,
-                "port": location.port,
-                "path": location.path,
-                "secret_key": self.secret,
-                "size": self.size,
-                "type_name": self.type_name,
-            }
+            pointer_form(
+                key=self.key,
+                host=location.host,
+                protocol=location.protocol,
+                port=location.port,
+                path=location.path,
+                secret_key=self.secret,
+                size=self.size,
+                type_name=self.type_name,
+            )
         )
 
 

@@ -25,6 +25,7 @@ from undertow.errors import (
 )
 from undertow.security import ENVELOPE_MAGIC, ClientSeal, SigningKey
 from undertow.wire import (
+    POINTER_TYPE,
     STREAM_WINDOW,
     Codec,
     ErrorInfo,
@@ -51,8 +52,6 @@ log = logging.getLogger(__name__)
 
 _NO_OUTPUT = int(Flags.NO_OUTPUT)
 _POINTER = int(Flags.POINTER)
-#: the ``type`` of a pointer's JSON form (see ``_pointer.py``)
-_POINTER_TYPE = "undertow.pointer"
 _CALL, _RESULT, _ERROR = Kind.CALL, Kind.RESULT, Kind.ERROR
 _MSGPACK = MsgpackCodec()
 
@@ -375,7 +374,7 @@ class Protocol:
                 "server that signs its replies with your token"
             )
         value = codec.decode(frames)
-        if type(value) is dict and value.get("type") == _POINTER_TYPE and self.pointer:
+        if type(value) is dict and value.get("type") == POINTER_TYPE and self.pointer:
             return self.pointer(value)
         return value
 

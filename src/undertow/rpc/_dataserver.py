@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import hmac
 import logging
+import re
 import socket
 import threading
 from collections.abc import Callable, Sequence
@@ -35,9 +36,9 @@ from undertow.errors import (
     UndertowError,
 )
 from undertow.rpc._core import Incoming
-from undertow.rpc._pointer import POINTER_TYPE, Pointer, ask, decode_index, plain
+from undertow.rpc._pointer import Pointer, ask, client_for, decode_index, plain, pointer_form
 from undertow.rpc._receivers import Job
-from undertow.wire import ErrorInfo, error_info, resolve_codec
+from undertow.wire import POINTER_TYPE, ErrorInfo, error_info, resolve_codec
 
 if TYPE_CHECKING:
     from undertow.rpc._server import Server
@@ -53,6 +54,7 @@ Listener = Callable[[str, Entry, dict[str, Any] | None], None]
 _NUMPY = resolve_codec("numpy")
 _PICKLE_NAME = "pickle"
 _NEEDLE = POINTER_TYPE.encode()
+_SEARCH = re.compile(re.escape(_NEEDLE)).search  # searches a memoryview without a copy
 _WILDCARDS = ("0.0.0.0", "::", "*", "")  # noqa: S104 - recognised, not bound
 #: the deadline of a fetch from another node, when the call that needs it has none
 _FETCH_TIMEOUT = 300.0
@@ -147,17 +149,16 @@ class DataService:
                 host = socket.gethostname()
         else:  # ipc:// or inproc://: the address is the whole story
             host, port, path = "", 0, address
-        return {
-            "type": POINTER_TYPE,
-            "key": entry.key,
-            "host": host,
-            "protocol": protocol,
-            "port": port,
-            "path": path,
-            "secret_key": entry.secret,
-            "size": entry.size,
-            "type_name": entry.type_name,
-        }
+        return pointer_form(
+            key=entry.key,
+            host=host,
+            protocol=protocol,
+            port=port,
+            path=path,
+            secret_key=entry.secret,
+            size=entry.size,
+            type_name=entry.type_name,
+        )
 
     def _tell(self, event: str, entry: Entry, form: dict[str, Any] | None) -> None:
         for listener in self.listeners:
@@ -170,11 +171,13 @@ class DataService:
 
     @staticmethod
     def mentions_pointers(frames: Sequence[Any]) -> bool:
-        """True when a call's body may hold pointers (it names their type)."""
+        """True when a call's body may hold pointers (it names their type); read in place."""
         if not frames:
             return False
         body = frames[0]
-        return _NEEDLE in (body if isinstance(body, bytes) else bytes(body))
+        if isinstance(body, bytes):
+            return _NEEDLE in body
+        return _SEARCH(body) is not None
 
     def resolve(
         self,
@@ -200,8 +203,6 @@ class DataService:
         return ask(client, "_data_fetch", (key, form["secret_key"]), timeout or _FETCH_TIMEOUT)
 
     def _peer(self, address: str) -> Any:
-        from undertow.rpc._pointer import client_for
-
         token = self.token if self.token is not None else self._server._own_token
         return client_for(address, token=token)
 

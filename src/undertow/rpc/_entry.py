@@ -1,20 +1,27 @@
-"""A registered function: what clients are told about it, and how its arguments are decoded
-and its answers encoded (msgspec's own functions on the hot path, the codec's for errors)."""
+"""A registered function: what clients are told about it, what a call must pass before it
+runs (its codec, the caller, the function's rule), and how its arguments are decoded and its
+answers encoded (msgspec's own functions on the hot path, the codec's for errors)."""
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from undertow.errors import UndertowError
+from undertow.errors import DeserializationError, UndertowError
 from undertow.rpc._calls import FunctionInfo
 from undertow.rpc._core import Incoming
 from undertow.rpc._options import FunctionOptions
 from undertow.rpc._signature import describe_params
-from undertow.wire import ErrorInfo
+from undertow.wire import ErrorInfo, error_info
 
-__all__ = ["Entry", "decode_failure", "send_result", "timeout_info"]
+__all__ = ["Arguments", "Entry", "admit", "refusal", "send_result", "timeout_info"]
+
+log = logging.getLogger(__name__)
+
+#: a call's positional and keyword arguments
+Arguments = tuple[Sequence[Any], dict[str, Any]]
 
 
 def _mode(fn: Callable[..., Any]) -> str:
@@ -104,7 +111,85 @@ def send_result(entry: Entry, incoming: Incoming, result: Any) -> None:
     incoming.reply(payload, entry.output_name)
 
 
-def decode_failure(entry: Entry, frames: list[Any], exc: Exception) -> Exception:
+def refusal(entry: Entry, incoming: Incoming, server: str) -> ErrorInfo | None:
+    """Why a call is refused before anything in it is decoded (pickle from an anonymous
+    caller, another codec than the function's), or None."""
+    codec = entry.options.input_serialization
+    if entry.checked and incoming.identity is None:
+        return ErrorInfo(
+            "AuthenticationError",
+            f"{entry.name}() takes or returns pickle, which server {server!r} exchanges "
+            "only with authenticated callers; connect with token=...",
+            code="auth",
+        )
+    if incoming.header.codec != codec.name:
+        return ErrorInfo(
+            "SerializationError",
+            f"{entry.name}() takes {codec.name} input but the call was encoded with "
+            f"{incoming.header.codec!r}; refresh the client",
+            code="serialization",
+        )
+    return None
+
+
+def admit(entry: Entry, incoming: Incoming, server: str) -> Arguments | None:
+    """The call's arguments, once it may run: for pickle input the function's rule is asked
+    before decoding (with no arguments), otherwise with the decoded arguments. None: the call
+    was answered (denied, or its arguments did not decode)."""
+    if entry.auth_first and not _allowed(entry, incoming, (), {}, server):
+        return None
+    frames = incoming.frames
+    try:
+        if not frames:
+            raise DeserializationError(f"the call to {entry.name}() carried no arguments frame")
+        body = entry.decode_body  # msgspec's own decoder when the codec has one
+        args, kwargs = body(frames[0]) if body is not None else entry.decode(frames)
+        if not isinstance(args, list | tuple) or not isinstance(kwargs, dict):
+            raise TypeError("expected [args, kwargs]")
+    except Exception as exc:  # whatever the payload was, the caller hears why it failed
+        incoming.fail(error_info(_decode_failure(entry, frames, exc), code="serialization"))
+        return None
+    after = entry.auth is not None and not entry.auth_first
+    if after and not _allowed(entry, incoming, args, kwargs, server):
+        return None
+    return args, kwargs
+
+
+def _allowed(
+    entry: Entry, incoming: Incoming, args: Sequence[Any], kwargs: dict[str, Any], server: str
+) -> bool:
+    """Ask the function's rule; a denial answers the call (logged without arguments)."""
+    who = incoming.identity
+    try:
+        allowed = bool(entry.auth(who, entry.name, args, kwargs))
+    except Exception as exc:  # a broken rule denies; its message may quote arguments
+        log.warning(
+            "server %r: the auth rule of %s() raised %s; call by %s denied",
+            server,
+            entry.name,
+            type(exc).__name__,
+            _who(who),
+        )
+        allowed = False
+    else:
+        if not allowed:
+            log.warning("server %r: denied %s() to %s", server, entry.name, _who(who))
+    if not allowed:
+        incoming.fail(
+            ErrorInfo(
+                "PermissionDenied",
+                f"{_who(who)} may not call {entry.name}() on server {server!r}",
+                code="denied",
+            )
+        )
+    return allowed
+
+
+def _who(identity: str | None) -> str:
+    return "an anonymous caller" if identity is None else repr(identity)
+
+
+def _decode_failure(entry: Entry, frames: list[Any], exc: Exception) -> Exception:
     """The error to report for arguments that did not decode: the codec's own, if it has one."""
     if entry.decode_body is not None:
         try:

@@ -14,13 +14,14 @@ import concurrent.futures
 import contextlib
 import itertools
 import os
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from undertow.errors import UndertowError
 from undertow.rpc._core import Incoming
+from undertow.rpc._receivers import Job
 from undertow.transport._http_api import CallFailed, failure
 from undertow.wire import ErrorInfo, Flags, Header, Kind, decode_error, error_info, resolve_codec
 
@@ -195,11 +196,16 @@ class ServerGateway:
     ) -> _HttpIncoming:
         server = self._server
         entry = server._entries.get(name)
-        if entry is None:
-            if name.startswith("_data_") and name in server._core.raw_handlers:
-                return self._start_data(name, args, kwargs, identity, pickled)
+        handle: Callable[[Incoming], Job | None]
+        if entry is not None:
+            codec = entry.options.input_serialization
+            handle = server._handle
+        elif name.startswith("_data_") and name in server._core.raw_handlers:
+            # the data functions every server has, which pointers over HTTP use
+            codec = resolve_codec("pickle" if pickled is not None else "msgpack")
+            handle = server._core.raw_handlers[name]
+        else:
             raise _failed(server._core.not_found(name))
-        codec = entry.options.input_serialization
         if pickled is not None:
             if codec.name != "pickle":
                 raise failure(
@@ -226,33 +232,7 @@ class ServerGateway:
         incoming = _HttpIncoming(
             server._core, self._peer, header, list(payload), identity, None, loop=loop
         )
-        job = server._handle(incoming)
-        if job is not None:
-            loop.run_in_executor(self._pool, job[1])
-        return incoming
-
-    def _start_data(
-        self,
-        name: str,
-        args: list[Any],
-        kwargs: dict[str, Any],
-        identity: str | None,
-        pickled: bytes | None,
-    ) -> _HttpIncoming:
-        """One of the data functions every server has (what pointers over HTTP use)."""
-        payload: list[Any] | None
-        codec, payload = ("pickle", [pickled]) if pickled is not None else ("msgpack", None)
-        if payload is None:
-            try:
-                payload = resolve_codec(codec).encode((args, kwargs))
-            except UndertowError as exc:
-                raise _failed(error_info(exc, code="bad_request")) from None
-        loop = asyncio.get_running_loop()
-        header = Header(Kind.CALL, next(_ids), name, codec, len(payload) - 1, None, 0)
-        incoming = _HttpIncoming(
-            self._server._core, self._peer, header, list(payload), identity, None, loop=loop
-        )
-        job = self._server._core.raw_handlers[name](incoming)
+        job = handle(incoming)
         if job is not None:
             loop.run_in_executor(self._pool, job[1])
         return incoming

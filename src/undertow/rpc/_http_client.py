@@ -20,11 +20,11 @@ import msgspec
 from undertow.errors import RPCTimeout
 from undertow.rpc._calls import Description, FunctionInfo, OutputCallback
 from undertow.rpc._functions import CallOptions, RemoteFunctions
-from undertow.rpc._pointer import POINTER_TYPE, Pointer
+from undertow.rpc._pointer import Pointer
 from undertow.security import find_client_token
 from undertow.transport._http_api import CallFailed
 from undertow.transport._http_client import AsyncHttpCaller, HttpCaller, fetch_data
-from undertow.wire import ErrorInfo, rebuild
+from undertow.wire import POINTER_TYPE, ErrorInfo, rebuild
 
 __all__ = ["AsyncHttpClient", "HttpClient"]
 

@@ -26,6 +26,7 @@ from typing import Any
 from undertow.errors import ConfigError, SerializationError
 from undertow.rpc._calls import FunctionInfo
 from undertow.rpc._functions import CallOptions, RemoteFunctions
+from undertow.wire import POINTER_TYPE
 
 __all__ = [
     "POINTER_TYPE",
@@ -33,13 +34,11 @@ __all__ = [
     "close_clients",
     "decode_index",
     "encode_index",
-    "is_pointer",
     "plain",
+    "pointer_form",
     "put",
 ]
 
-#: the ``type`` of a pointer's JSON form
-POINTER_TYPE = "undertow.pointer"
 #: the fields of a pointer's JSON form and their types
 _FIELDS: dict[str, type | tuple[type, ...]] = {
     "key": str,
@@ -55,11 +54,29 @@ _FIELDS: dict[str, type | tuple[type, ...]] = {
 DEFAULT_TIMEOUT = 300.0
 
 
-def is_pointer(value: Any) -> bool:
-    """True for a pointer's JSON form (a dict) or a :class:`Pointer`."""
-    if type(value) is dict:
-        return value.get("type") == POINTER_TYPE
-    return isinstance(value, Pointer)
+def pointer_form(
+    *,
+    key: str,
+    host: str,
+    protocol: str,
+    port: int,
+    path: str,
+    secret_key: str,
+    size: int,
+    type_name: str,
+) -> dict[str, Any]:
+    """A pointer's JSON form from its fields."""
+    return {
+        "type": POINTER_TYPE,
+        "key": key,
+        "host": host,
+        "protocol": protocol,
+        "port": port,
+        "path": path,
+        "secret_key": secret_key,
+        "size": size,
+        "type_name": type_name,
+    }
 
 
 class Pointer:

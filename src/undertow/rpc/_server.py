@@ -4,32 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 import os
 import signal
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar, overload
 
 from undertow._util._net import address_host, is_loopback
 from undertow.data import DEFAULT_MEMORY_LIMIT
-from undertow.errors import ConfigError, DeserializationError, UndertowError
+from undertow.errors import ConfigError, UndertowError
 from undertow.rpc._calls import FunctionInfo
 from undertow.rpc._core import HandlerServer, Incoming, RawHandler
 from undertow.rpc._dataserver import DataService, failure
-from undertow.rpc._entry import Entry, decode_failure, send_result, timeout_info
+from undertow.rpc._entry import Arguments, Entry, admit, refusal, send_result, timeout_info
 from undertow.rpc._flow import StreamCredit
 from undertow.rpc._options import GlobTable
 from undertow.rpc._output import OutputSink, uncaptured
 from undertow.rpc._receivers import Job
 from undertow.security import DEFAULT_WINDOW, Authenticator, ServerSeal, TokenAuth
 from undertow.transport import load_secret
-from undertow.wire import ErrorInfo, Flags, MsgpackCodec, error_info
+from undertow.wire import Flags, MsgpackCodec, error_info
 
 __all__ = ["Server"]
-
-log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -411,7 +408,7 @@ class Server:
             incoming.fail(self._core.not_found(header.name))
             return None
         if entry.checked or header.codec != entry.input_name:
-            problem = self._check(entry, incoming)
+            problem = refusal(entry, incoming, self.name)
             if problem is not None:
                 incoming.fail(problem)
                 return None
@@ -433,24 +430,6 @@ class Server:
         if self._loop is not None and not incoming.finished:
             self._loop.call_later(timeout, self._expire, entry, incoming)
 
-    def _check(self, entry: Entry, incoming: Incoming) -> ErrorInfo | None:
-        codec = entry.options.input_serialization
-        if entry.checked and incoming.identity is None:  # checked before anything is decoded
-            return ErrorInfo(
-                "AuthenticationError",
-                f"{entry.name}() takes or returns pickle, which server {self.name!r} exchanges "
-                "only with authenticated callers; connect with token=...",
-                code="auth",
-            )
-        if incoming.header.codec != codec.name:
-            return ErrorInfo(
-                "SerializationError",
-                f"{entry.name}() takes {codec.name} input but the call was encoded with "
-                f"{incoming.header.codec!r}; refresh the client",
-                code="serialization",
-            )
-        return None
-
     def _expire(self, entry: Entry, incoming: Incoming) -> None:
         incoming.cancelled = True
         incoming.fail(timeout_info(entry))
@@ -459,59 +438,6 @@ class Server:
         task = self._tasks.get(incoming)
         if task is not None:
             task.cancel()
-
-    def _decode_args(
-        self, entry: Entry, incoming: Incoming
-    ) -> tuple[Sequence[Any], dict[str, Any]] | None:
-        frames = incoming.frames
-        try:
-            if not frames:
-                raise DeserializationError(f"the call to {entry.name}() carried no arguments frame")
-            body = entry.decode_body  # msgspec's own decoder when the codec has one
-            args, kwargs = body(frames[0]) if body is not None else entry.decode(frames)
-            if not isinstance(args, list | tuple) or not isinstance(kwargs, dict):
-                raise TypeError("expected [args, kwargs]")
-        except Exception as exc:  # whatever the payload was, the caller hears why it failed
-            incoming.fail(error_info(decode_failure(entry, frames, exc), code="serialization"))
-            return None
-        return args, kwargs
-
-    def _denied_after_decoding(
-        self, entry: Entry, incoming: Incoming, args: Sequence[Any], kwargs: dict[str, Any]
-    ) -> bool:
-        """True if the function's rule, asked with the decoded arguments, denied the call."""
-        if entry.auth is None or entry.auth_first:
-            return False
-        return not self._allowed(entry, incoming, args, kwargs)
-
-    def _allowed(
-        self, entry: Entry, incoming: Incoming, args: Sequence[Any], kwargs: dict[str, Any]
-    ) -> bool:
-        """Ask the function's rule; a denial answers the call (logged without arguments)."""
-        who = incoming.identity
-        try:
-            allowed = bool(entry.auth(who, entry.name, args, kwargs))
-        except Exception as exc:  # a broken rule denies; its message may quote arguments
-            log.warning(
-                "server %r: the auth rule of %s() raised %s; call by %s denied",
-                self.name,
-                entry.name,
-                type(exc).__name__,
-                _who(who),
-            )
-            allowed = False
-        else:
-            if not allowed:
-                log.warning("server %r: denied %s() to %s", self.name, entry.name, _who(who))
-        if not allowed:
-            incoming.fail(
-                ErrorInfo(
-                    "PermissionDenied",
-                    f"{_who(who)} may not call {entry.name}() on server {self.name!r}",
-                    code="denied",
-                )
-            )
-        return allowed
 
     def _capture(self, entry: Entry, incoming: Incoming) -> OutputSink | uncaptured:
         """Where the call's output goes while it runs: to its caller, unless switched off."""
@@ -522,20 +448,12 @@ class Server:
     def _run_sync(self, entry: Entry, incoming: Incoming) -> None:
         if incoming.finished:
             return
-        if entry.auth_first and not self._allowed(entry, incoming, (), {}):
+        admitted = admit(entry, incoming, self.name)
+        if admitted is not None and self.data.mentions_pointers(incoming.frames):
+            admitted = self._values(incoming, admitted)
+        if admitted is None:
             return
-        decoded = self._decode_args(entry, incoming)
-        if decoded is None:
-            return
-        args, kwargs = decoded
-        if self._denied_after_decoding(entry, incoming, args, kwargs):
-            return
-        try:
-            if self.data.mentions_pointers(incoming.frames):
-                args, kwargs = self._resolve(incoming, args, kwargs)
-        except UndertowError as exc:
-            incoming.fail(failure(exc))
-            return
+        args, kwargs = admitted
         try:
             with self._capture(entry, incoming):
                 if entry.mode == "generator":
@@ -554,20 +472,13 @@ class Server:
 
     async def _run_async(self, entry: Entry, incoming: Incoming) -> None:
         try:
-            if entry.auth_first and not self._allowed(entry, incoming, (), {}):
+            admitted = admit(entry, incoming, self.name)
+            if admitted is not None and self.data.mentions_pointers(incoming.frames):
+                # in a thread: a value held elsewhere is fetched
+                admitted = await asyncio.to_thread(self._values, incoming, admitted)
+            if admitted is None:
                 return
-            decoded = self._decode_args(entry, incoming)
-            if decoded is None:
-                return
-            args, kwargs = decoded
-            if self._denied_after_decoding(entry, incoming, args, kwargs):
-                return
-            if self.data.mentions_pointers(incoming.frames):
-                try:  # in a thread: a value held elsewhere is fetched
-                    args, kwargs = await asyncio.to_thread(self._resolve, incoming, args, kwargs)
-                except UndertowError as exc:
-                    incoming.fail(failure(exc))
-                    return
+            args, kwargs = admitted
             limit = asyncio.timeout(entry.options.timeout)
             try:
                 async with limit:
@@ -591,11 +502,15 @@ class Server:
         finally:
             self._tasks.pop(incoming, None)
 
-    def _resolve(
-        self, incoming: Incoming, args: Sequence[Any], kwargs: dict[str, Any]
-    ) -> tuple[Sequence[Any], dict[str, Any]]:
-        """The arguments with their pointers replaced by the values."""
-        return self.data.resolve(args, kwargs, incoming.identity, incoming.header.timeout)
+    def _values(self, incoming: Incoming, arguments: Arguments) -> Arguments | None:
+        """The arguments with their pointers replaced by the values; None if one of them
+        cannot be had (the call is answered with why)."""
+        args, kwargs = arguments
+        try:
+            return self.data.resolve(args, kwargs, incoming.identity, incoming.header.timeout)
+        except UndertowError as exc:
+            incoming.fail(failure(exc))
+            return None
 
     def _kept(self, entry: Entry, incoming: Incoming, value: Any) -> Any:
         """``value``, or a pointer to it left here when the function or the call says so."""
@@ -614,13 +529,9 @@ class Server:
         try:
             result = self._kept(entry, incoming, result)
         except UndertowError as exc:  # the data store could not take it
-            incoming.fail(error_info(exc))
+            incoming.fail(failure(exc))
             return
         send_result(entry, incoming, result)
-
-
-def _who(identity: str | None) -> str:
-    return "an anonymous caller" if identity is None else repr(identity)
 
 
 def _credit_wait(incoming: Incoming) -> float:

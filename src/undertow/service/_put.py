@@ -10,6 +10,7 @@ from undertow.cluster import Registry
 from undertow.errors import ServiceNotFound
 from undertow.rpc._pointer import Pointer
 from undertow.rpc._pointer import put as put_at
+from undertow.service._discover import find_instances
 
 __all__ = ["put"]
 
@@ -35,14 +36,14 @@ def put(
 
 
 def _address_of(service: str, backend: str | None) -> str:
+    """A reachable instance of ``service``, this host's first."""
     with Registry(backend) as registry:
-        instances = registry.instances(service)
-        url = registry.url
-    if not instances:
-        raise ServiceNotFound(
-            f"no data server {service!r} is registered in {url}: start one with "
-            "`undertow data serve`, or give put() a client or an address with to=..."
-        )
+        try:
+            instances = find_instances(service, registry, timeout=0)
+        except ServiceNotFound as exc:
+            raise ServiceNotFound(
+                f"{exc}. For data: `undertow data serve` runs a data server, or give put() a "
+                "client or an address with to=..."
+            ) from None
     here = socket.gethostname()
-    local = [i for i in instances if i.host == here]
-    return (local or instances)[0].address
+    return min(instances, key=lambda i: i.host != here).address

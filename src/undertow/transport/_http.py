@@ -42,6 +42,7 @@ from undertow.transport._http_api import (
     openapi,
     signature_text,
 )
+from undertow.wire import wire_form
 
 __all__ = ["HttpServer", "http_app", "serve_http"]
 
@@ -49,13 +50,10 @@ __all__ = ["HttpServer", "http_app", "serve_http"]
 def _plain_form(obj: Any) -> Any:
     """A value JSON and msgpack lack as plain data: numpy's arrays as lists, its dtypes as
     their names, undertow's pointers as their JSON form."""
-    form = getattr(type(obj), "__undertow_wire__", None)
-    if form is not None:
-        return form(obj)
     if type(obj).__module__.partition(".")[0] == "numpy":
         np = importlib.import_module("numpy")
         return str(obj) if isinstance(obj, np.dtype) else obj.tolist()
-    raise TypeError(f"Encoding objects of type {type(obj).__name__} is unsupported")
+    return wire_form(obj)
 
 
 _json = msgspec.json.Encoder(enc_hook=_plain_form)

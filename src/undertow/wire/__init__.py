@@ -2,6 +2,7 @@
 
 from undertow.wire._codec import (
     BUILTIN_CODECS,
+    POINTER_TYPE,
     Codec,
     DumpsLoadsCodec,
     JsonCodec,
@@ -9,6 +10,7 @@ from undertow.wire._codec import (
     NumpyCodec,
     PickleCodec,
     resolve_codec,
+    wire_form,
 )
 from undertow.wire._errors import ErrorInfo, decode_error, encode_error, error_info, rebuild
 from undertow.wire._header import (
@@ -32,6 +34,7 @@ __all__ = [
     "BUILTIN_CODECS",
     "INLINE_BODY",
     "MAGIC",
+    "POINTER_TYPE",
     "PROTOCOL_VERSION",
     "STREAM_WINDOW",
     "Codec",
@@ -56,4 +59,5 @@ __all__ = [
     "rebuild",
     "resolve_codec",
     "unbatch",
+    "wire_form",
 ]

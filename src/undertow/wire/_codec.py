@@ -26,6 +26,7 @@ from undertow.errors import ConfigError, DeserializationError, SerializationErro
 
 __all__ = [
     "BUILTIN_CODECS",
+    "POINTER_TYPE",
     "Codec",
     "DumpsLoadsCodec",
     "JsonCodec",
@@ -33,6 +34,7 @@ __all__ = [
     "NumpyCodec",
     "PickleCodec",
     "resolve_codec",
+    "wire_form",
 ]
 
 Buffer = bytes | memoryview | bytearray | pickle.PickleBuffer
@@ -55,8 +57,13 @@ class Codec(Protocol):
         ...
 
 
-def _wire_form(obj: Any) -> Any:
-    """An object's own plain form, for the msgspec codecs: undertow's pointers have one."""
+#: the ``type`` of a pointer's JSON form, which every codec carries as a plain dict
+POINTER_TYPE = "undertow.pointer"
+
+
+def wire_form(obj: Any) -> Any:
+    """An object's own plain form, for the msgspec codecs: undertow's pointers have one
+    (``__undertow_wire__``); anything else is unsupported."""
     form = getattr(type(obj), "__undertow_wire__", None)
     if form is None:
         raise TypeError(f"Encoding objects of type {type(obj).__name__} is unsupported")
@@ -110,7 +117,7 @@ class MsgpackCodec(_MsgspecCodec):
     name = "msgpack"
 
     def __init__(self) -> None:
-        self._enc = msgspec.msgpack.Encoder(enc_hook=_wire_form)
+        self._enc = msgspec.msgpack.Encoder(enc_hook=wire_form)
         self._dec = msgspec.msgpack.Decoder()
 
 
@@ -120,7 +127,7 @@ class JsonCodec(_MsgspecCodec):
     name = "json"
 
     def __init__(self) -> None:
-        self._enc = msgspec.json.Encoder(enc_hook=_wire_form)
+        self._enc = msgspec.json.Encoder(enc_hook=wire_form)
         self._dec = msgspec.json.Decoder()
 
 
@@ -170,7 +177,7 @@ class NumpyCodec:
             if np is not None and isinstance(obj, np.dtype) and not obj.hasobject:
                 return msgspec.msgpack.Ext(_DTYPE_EXT, _meta_encoder.encode(_descr(np, obj)))
             if np is None or not isinstance(obj, np.ndarray):
-                return _wire_form(obj)
+                return wire_form(obj)
             if obj.dtype.hasobject:
                 raise TypeError("an array of Python objects can travel only with pickle")
             arr = obj if obj.flags.c_contiguous else np.ascontiguousarray(obj)
