@@ -10,7 +10,7 @@ import pytest
 
 import undertow
 from undertow.cluster import Backend, open_backend
-from undertow.rpc._pointer import close_clients
+from undertow.data import close_clients
 
 from ._processes import ChildServer
 

@@ -11,7 +11,7 @@ import msgspec
 import pytest
 
 from undertow.cluster import DataRecord, Location, Registry, open_backend
-from undertow.cluster._records import decode_data, encode_data
+from undertow.data import decode_data, encode_data
 
 from ._threads import run_in_threads
 
@@ -215,7 +215,7 @@ def test_a_data_key_is_a_uuid4_in_hex():
 async def test_the_redis_keys_of_a_record(redis_url):
     import redis.asyncio as aioredis
 
-    from undertow.cluster import _keys as keys
+    from undertow.storage import _keys as keys
 
     backend = open_backend(redis_url)
     raw = aioredis.from_url(redis_url)
@@ -256,7 +256,7 @@ async def test_the_redis_keys_of_a_record(redis_url):
 
 
 def test_the_redis_key_names():
-    from undertow.cluster import _keys as keys
+    from undertow.storage import _keys as keys
 
     key = "0123456789abcdef0123456789abcdef"
     assert keys.DATA == "undertow:data"
@@ -269,7 +269,7 @@ def test_the_redis_key_names():
 async def test_an_unreadable_redis_record_hides_no_other(redis_url, caplog):
     import redis.asyncio as aioredis
 
-    from undertow.cluster import _keys as keys
+    from undertow.storage import _keys as keys
 
     backend = open_backend(redis_url)
     raw = aioredis.from_url(redis_url)

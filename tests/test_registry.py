@@ -202,7 +202,7 @@ async def test_a_heartbeat_puts_back_an_id_a_lookup_removed(redis_url):
     # the id from the service's set; the owner's next heartbeat must put it back.
     import redis.asyncio as aioredis
 
-    from undertow.cluster import _keys as keys
+    from undertow.storage import _keys as keys
 
     backend = open_backend(redis_url)
     instance = make()
@@ -244,14 +244,14 @@ async def _corrupt(url: str, instance_id: str) -> None:
     if url.startswith("sqlite"):
         import sqlite3
 
-        from undertow.cluster._sqlite import sqlite_path
+        from undertow.storage._sqlite import sqlite_path
 
         with sqlite3.connect(sqlite_path(url)) as conn:
             conn.execute("UPDATE instances SET record = '{}' WHERE id = ?", (instance_id,))
         return
     import redis.asyncio as aioredis
 
-    from undertow.cluster import _keys as keys
+    from undertow.storage import _keys as keys
 
     raw = aioredis.from_url(url)
     await raw.set(keys.instance(instance_id), b"not json", px=10_000)

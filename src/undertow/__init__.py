@@ -20,6 +20,7 @@
 import contextlib
 
 from undertow import catalog
+from undertow.data import Pointer
 from undertow.errors import (
     AuthenticationError,
     BackendError,
@@ -50,9 +51,7 @@ from undertow.rpc import (
     connect_async,
     functions,
 )
-from undertow.rpc._pointer import Pointer
-from undertow.service import connect
-from undertow.service._put import put
+from undertow.service import connect, put
 
 __version__ = "0.1.0"
 

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from undertow.cluster import DataRecord, Registry, catalog_listener
+from undertow.cluster import Registry
+from undertow.data import DataRecord, catalog_listener, data_service
 from undertow.rpc import Server
 
 __all__ = ["attach", "find", "record"]
@@ -53,6 +54,5 @@ def attach(server: Server, *, backend: str | None = None) -> None:
     """Record in the catalog what ``server`` keeps from now on, and forget what it deletes
     (services started with ``undertow serve`` do this already)."""
     registry = Registry(backend)
-    server.data.listeners.append(
-        catalog_listener(registry.record_data, registry.forget_data, server.data.forms)
-    )
+    data = data_service(server)
+    data.listeners.append(catalog_listener(registry.record_data, registry.forget_data, data.forms))

@@ -113,7 +113,7 @@ def serve(targets: tuple[str, ...], **options: object) -> None:
     Each service gets a port of its own and a record in the cluster registry, removed when
     the command stops (Ctrl-C or SIGTERM). The same as `python -m undertow.service`.
     """
-    from undertow.service._launch import launch
+    from undertow.service import launch
 
     raise SystemExit(launch(list(targets), **options))
 
@@ -128,7 +128,7 @@ def data() -> None:
 def data_serve(**options: Any) -> None:
     """Serve a data server on its own, registered as the service "data" (where
     undertow.put() sends values by default), until Ctrl-C or SIGTERM."""
-    from undertow.service._launch import launch
+    from undertow.service import launch
 
     raise SystemExit(launch(["undertow.service._datanode"], **options))
 

@@ -1,5 +1,5 @@
 """The cluster registry: which services run where and which data objects are kept where, in
-SQLite (embedded) or Redis.
+SQLite (embedded) or Redis (see :mod:`undertow.storage`).
 
 ::
 
@@ -14,10 +14,9 @@ SQLite (embedded) or Redis.
 Async code (a service's own heartbeat) uses a :class:`Backend` from :func:`open_backend`.
 """
 
-from undertow.cluster._backend import Backend, open_backend
-from undertow.cluster._catalog import catalog_listener
-from undertow.cluster._records import DataRecord, Instance, Location
 from undertow.cluster._registry import Registry
+from undertow.data import DataRecord, Location, catalog_listener
+from undertow.storage import Backend, Instance, open_backend
 
 __all__ = [
     "Backend",

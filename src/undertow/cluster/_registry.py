@@ -6,11 +6,11 @@ import os
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
-from undertow._util._portal import portal
-from undertow.cluster._backend import Backend, open_backend
-from undertow.cluster._records import DataRecord, Instance, Location
+from undertow._util import portal
 from undertow.config import backend_url, redact_url
+from undertow.data import DataRecord, Location
 from undertow.errors import BackendError
+from undertow.storage import Backend, Instance, open_backend
 
 __all__ = ["Registry"]
 

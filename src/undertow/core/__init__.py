@@ -12,8 +12,7 @@
         await server.close()
 """
 
-from undertow.rpc._aclient import rpc
-from undertow.rpc._core import HandlerServer, Incoming
+from undertow.rpc import HandlerServer, Incoming, rpc
 
 __all__ = ["HandlerServer", "Incoming", "rpc"]
 

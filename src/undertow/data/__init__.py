@@ -1,9 +1,48 @@
-"""Remote data: where a node keeps the results its servers leave behind.
+"""Remote data: values left where they were computed, used from anywhere through pointers.
 
-Coming in pieces (see docs/guide.md, "Remote data"): the store itself is here; pointers, the
-data server and the catalog build on it.
+- :class:`Pointer` (``undertow.Pointer``): a value on some node's data server; slice it,
+  pass it to another call, fetch it.
+- :class:`DataService`: the data server inside every :class:`~undertow.Server` (plugged in
+  through :class:`undertow.rpc.DataPlane`, the interface the rpc layer owns), over a
+  :class:`DataStore` (memory, spilled to disk).
+- :class:`DataRecord` and :class:`Location`: the data catalog's records (stored by
+  :mod:`undertow.storage`, read through :mod:`undertow.catalog`), and
+  :func:`catalog_listener`, which tells the catalog what a data server keeps.
 """
 
+from undertow.data._catalog import catalog_listener, location_of, record_of
+from undertow.data._dataserver import DataService, Listener
+from undertow.data._pointer import Pointer, close_clients, put
+from undertow.data._records import DataRecord, Location, decode_data, encode_data, is_data_key
 from undertow.data._store import DEFAULT_MEMORY_LIMIT, DataStore, Entry
+from undertow.rpc import Server, plug_data
 
-__all__ = ["DEFAULT_MEMORY_LIMIT", "DataStore", "Entry"]
+__all__ = [
+    "DEFAULT_MEMORY_LIMIT",
+    "DataRecord",
+    "DataService",
+    "DataStore",
+    "Entry",
+    "Listener",
+    "Location",
+    "Pointer",
+    "catalog_listener",
+    "close_clients",
+    "data_service",
+    "decode_data",
+    "encode_data",
+    "is_data_key",
+    "location_of",
+    "put",
+    "record_of",
+]
+
+plug_data(DataService, Pointer)
+
+
+def data_service(server: Server) -> DataService:
+    """The data server of ``server``."""
+    data = server.data
+    if not isinstance(data, DataService):  # pragma: no cover - plugged in above
+        raise TypeError(f"server {server.name!r} has no data server of undertow.data")
+    return data

@@ -1,23 +1,51 @@
-"""Servers and clients: the function server, the sync and async clients, the low-level core."""
+"""Servers and clients: the function server, the sync and async clients, the low-level core.
+
+What the layers above build on is exported here too: the function tables every client shares
+(:class:`RemoteFunctions`, :class:`CallOptions`, :class:`FunctionInfo`), the glob options,
+and :class:`DataPlane`, the interface through which a server reaches its data server (which
+lives in :mod:`undertow.data`, above this layer).
+"""
 
 from undertow.rpc._aclient import AsyncClient, connect_async, rpc
+from undertow.rpc._calls import Description, FunctionInfo, OutputCallback
 from undertow.rpc._client import CallFuture, Client, connect, functions
 from undertow.rpc._core import MAX_FRAMES, HandlerServer, Incoming, check_exposure
-from undertow.rpc._options import FunctionOptions
+from undertow.rpc._functions import (
+    CallOptions,
+    RemoteFunctions,
+    as_attributes,
+    make_function,
+    not_found,
+)
+from undertow.rpc._options import FunctionOptions, GlobTable
+from undertow.rpc._plane import DataPlane, plug_data
+from undertow.rpc._receivers import Job
 from undertow.rpc._server import Server
 
 __all__ = [
     "MAX_FRAMES",
     "AsyncClient",
     "CallFuture",
+    "CallOptions",
     "Client",
+    "DataPlane",
+    "Description",
+    "FunctionInfo",
     "FunctionOptions",
+    "GlobTable",
     "HandlerServer",
     "Incoming",
+    "Job",
+    "OutputCallback",
+    "RemoteFunctions",
     "Server",
+    "as_attributes",
     "check_exposure",
     "connect",
     "connect_async",
     "functions",
+    "make_function",
+    "not_found",
+    "plug_data",
     "rpc",
 ]

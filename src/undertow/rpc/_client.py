@@ -22,7 +22,7 @@ from undertow.rpc._calls import (
     Protocol,
 )
 from undertow.rpc._functions import CallOptions, RemoteFunctions
-from undertow.rpc._pointer import Pointer
+from undertow.rpc._plane import make_pointer
 from undertow.rpc._sync_conn import SyncConnection
 from undertow.security import client_key, find_client_token
 from undertow.transport import load_public
@@ -197,7 +197,7 @@ class _ClientBase(RemoteFunctions):
         found = find_client_token(token)
         key = client_key(found) if found else None
         self._proto = Protocol(address, key=key, codecs=codecs, safe_exceptions=safe_exceptions)
-        self._proto.pointer = functools.partial(Pointer, via=self)
+        self._proto.pointer = functools.partial(make_pointer, via=self)
         self._curve = None if curve_server_key is None else load_public(curve_server_key)
 
     def _install(self, body: Any, invoke: Any, submit: Any) -> None:

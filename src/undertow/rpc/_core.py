@@ -31,7 +31,7 @@ from typing import Any
 
 import zmq
 
-from undertow._util._net import address_host, is_loopback
+from undertow._util import address_host, is_loopback
 from undertow.errors import AuthenticationError, ConfigError, UndertowError
 from undertow.rpc._flow import StreamCredit
 from undertow.rpc._receivers import Job, ReceiverPool

@@ -22,7 +22,7 @@ import msgspec
 from undertow.errors import UndertowError
 from undertow.rpc._core import Incoming
 from undertow.rpc._receivers import Job
-from undertow.transport._http_api import CallFailed, failure
+from undertow.transport import CallFailed, failure
 from undertow.wire import ErrorInfo, Flags, Header, Kind, decode_error, error_info, resolve_codec
 
 if TYPE_CHECKING:

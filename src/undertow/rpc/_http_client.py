@@ -20,10 +20,9 @@ import msgspec
 from undertow.errors import RPCTimeout
 from undertow.rpc._calls import Description, FunctionInfo, OutputCallback
 from undertow.rpc._functions import CallOptions, RemoteFunctions
-from undertow.rpc._pointer import Pointer
+from undertow.rpc._plane import make_pointer
 from undertow.security import find_client_token
-from undertow.transport._http_api import CallFailed
-from undertow.transport._http_client import AsyncHttpCaller, HttpCaller, fetch_data
+from undertow.transport import AsyncHttpCaller, CallFailed, HttpCaller
 from undertow.wire import POINTER_TYPE, ErrorInfo, rebuild
 
 __all__ = ["AsyncHttpClient", "HttpClient"]
@@ -73,7 +72,7 @@ class _HttpBase(RemoteFunctions):
         if kind != "result":
             return _MORE
         if type(value) is dict and value.get("type") == POINTER_TYPE:
-            return Pointer(value, via=self)
+            return make_pointer(value, self)
         return value
 
     def _error(self, failed: CallFailed, name: str) -> BaseException:
@@ -333,9 +332,3 @@ class AsyncHttpClient(_HttpBase):
                 f"{info.name}() is a generator function; use 'async for' over it instead"
             )
         return asyncio.ensure_future(self._invoke(info, args, kwargs, opts))
-
-
-def fetch_pointer(url: str, secret: str, timeout: float | None) -> Any:
-    """The value a pointer over HTTP points at, with this process's token if it has one."""
-    found = find_client_token(None)
-    return fetch_data(url, secret, found or None, timeout)

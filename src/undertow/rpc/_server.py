@@ -11,16 +11,15 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar, overload
 
-from undertow._util._net import address_host, is_loopback
-from undertow.data import DEFAULT_MEMORY_LIMIT
+from undertow._util import address_host, is_loopback
 from undertow.errors import ConfigError, UndertowError
 from undertow.rpc._calls import FunctionInfo
 from undertow.rpc._core import HandlerServer, Incoming, RawHandler
-from undertow.rpc._dataserver import DataService, failure
 from undertow.rpc._entry import Arguments, Entry, admit, refusal, send_result, timeout_info
 from undertow.rpc._flow import StreamCredit
 from undertow.rpc._options import GlobTable
 from undertow.rpc._output import OutputSink, uncaptured
+from undertow.rpc._plane import make_data_plane
 from undertow.rpc._receivers import Job
 from undertow.security import DEFAULT_WINDOW, Authenticator, ServerSeal, TokenAuth
 from undertow.transport import load_secret
@@ -95,7 +94,7 @@ class Server:
         curve_secret: Any = None,
         replay_window: float = DEFAULT_WINDOW,
         data_dir: str | Path | None = None,
-        memory_limit: int = DEFAULT_MEMORY_LIMIT,
+        memory_limit: int | None = None,
         data_calls: bool = True,
     ) -> None:
         if max_workers is not None and max_workers < 1:
@@ -120,10 +119,10 @@ class Server:
         self.name = name
         #: the host name pointers carry when the server listens on every interface
         self.advertise: str | None = None
-        self._own_token = token  # shown to other data servers this one fetches from
         #: the data server: values kept here, served to pointer holders
-        self.data = DataService(
-            self, directory=data_dir, memory_limit=memory_limit, calls=data_calls
+        # the token is shown to other data servers this one fetches from
+        self.data = make_data_plane(
+            self, directory=data_dir, memory_limit=memory_limit, calls=data_calls, token=token
         )
         self._max_workers = max_workers or min(32, (os.cpu_count() or 1) + 4)
         self._auth = auth
@@ -292,7 +291,7 @@ class Server:
     async def _serve_http(self, address: str, port: int) -> Any:
         try:
             from undertow.rpc._gateway import ServerGateway
-            from undertow.transport._http import http_app, serve_http
+            from undertow.transport import http_app, serve_http
         except ImportError as exc:
             raise ConfigError(
                 f"serving HTTP needs starlette and uvicorn ({exc.name} is missing): "
@@ -509,7 +508,7 @@ class Server:
         try:
             return self.data.resolve(args, kwargs, incoming.identity, incoming.header.timeout)
         except UndertowError as exc:
-            incoming.fail(failure(exc))
+            incoming.fail(self.data.failure(exc))
             return None
 
     def _kept(self, entry: Entry, incoming: Incoming, value: Any) -> Any:
@@ -529,7 +528,7 @@ class Server:
         try:
             result = self._kept(entry, incoming, result)
         except UndertowError as exc:  # the data store could not take it
-            incoming.fail(failure(exc))
+            incoming.fail(self.data.failure(exc))
             return
         send_result(entry, incoming, result)
 

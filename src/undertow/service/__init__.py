@@ -30,7 +30,8 @@ registers it in the cluster registry; ``python memkv.py`` then finds it by name.
 from undertow.service._discover import ServiceClient, ServiceModule, ServiceProxy, connect
 from undertow.service._expose import Expose
 from undertow.service._host import ServiceHost, build_server
-from undertow.service._launch import LaunchError, collect, load, services_in
+from undertow.service._launch import LaunchError, collect, launch, load, services_in
+from undertow.service._put import put
 
 __all__ = [
     "Expose",
@@ -42,6 +43,8 @@ __all__ = [
     "build_server",
     "collect",
     "connect",
+    "launch",
     "load",
+    "put",
     "services_in",
 ]

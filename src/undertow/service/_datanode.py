@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from undertow.data import data_service
 from undertow.errors import ConfigError
 from undertow.rpc import Server
 from undertow.service._expose import Expose
@@ -32,7 +33,7 @@ class DataNode:
         """How many values this node keeps, and the bytes they take in memory."""
         if self._server is None:
             raise ConfigError("the data node is not served yet")
-        store = self._server.data.kept
+        store = data_service(self._server).kept
         if store is None:
             return {"objects": 0, "memory_used": 0, "memory_limit": None, "directory": None}
         return {

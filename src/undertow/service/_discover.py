@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from undertow._util._net import address_host, is_loopback
+from undertow._util import address_host, is_loopback
 from undertow.cluster import Instance, Registry
 from undertow.errors import (
     BackendError,
@@ -20,10 +20,8 @@ from undertow.errors import (
     NotConnected,
     ServiceNotFound,
 )
-from undertow.rpc import Client
+from undertow.rpc import CallOptions, Client, FunctionInfo, as_attributes, make_function, not_found
 from undertow.rpc import connect as connect_address
-from undertow.rpc._calls import FunctionInfo
-from undertow.rpc._functions import CallOptions, as_attributes, make_function, not_found
 from undertow.service._expose import service_name
 
 __all__ = ["ServiceClient", "ServiceModule", "ServiceProxy", "connect", "find_instances"]

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from undertow.errors import ConfigError
-from undertow.rpc._options import FunctionOptions, GlobTable
+from undertow.rpc import FunctionOptions, GlobTable
 
 __all__ = [
     "Expose",

@@ -15,14 +15,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from undertow._util._net import is_loopback
-from undertow.cluster import Backend, Instance, catalog_listener, open_backend
-from undertow.cluster._catalog import location_of
+from undertow._util import is_loopback
 from undertow.config import backend_url, redact_url
+from undertow.data import catalog_listener, data_service, location_of
 from undertow.errors import BackendError, ConfigError
 from undertow.rpc import Server, check_exposure
 from undertow.security import TokenAuth
 from undertow.service._expose import check_ttl, exposed_methods, service_spec
+from undertow.storage import Backend, Instance, open_backend
 
 __all__ = ["DEFAULT_TTL", "ServiceHost", "build_server"]
 
@@ -315,11 +315,12 @@ class ServiceHost:
                 loop.call_soon_threadsafe(changes.put_nowait, op)
 
         for server in self._servers:
-            server.data.listeners.append(
+            data = data_service(server)
+            data.listeners.append(
                 catalog_listener(
                     lambda record: later(lambda: backend.record_data(record)),
                     lambda key, where: later(lambda: backend.forget_data(key, where)),
-                    server.data.forms,
+                    data.forms,
                 )
             )
         while True:
@@ -332,11 +333,12 @@ class ServiceHost:
     async def _forget_memory(self, backend: Backend) -> None:
         """Take out of the catalog what is lost with this process (values only in memory)."""
         for server in self._servers:
-            store = server.data.kept
+            data = data_service(server)
+            store = data.kept
             for entry in store.entries() if store is not None else ():
                 if entry.where != "memory":
                     continue  # spilled: it survives a restart
-                for form in server.data.forms(entry):
+                for form in data.forms(entry):
                     try:
                         await backend.forget_data(entry.key, location_of(form))
                     except BackendError as exc:

@@ -7,9 +7,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from undertow.cluster import Registry
+from undertow.data import Pointer
+from undertow.data import put as put_at
 from undertow.errors import ServiceNotFound
-from undertow.rpc._pointer import Pointer
-from undertow.rpc._pointer import put as put_at
 from undertow.service._discover import find_instances
 
 __all__ = ["put"]

@@ -1,6 +1,14 @@
-"""Transports: frames over connections. ZeroMQ (tcp, ipc, inproc) for now."""
+"""Transports: frames over connections. ZeroMQ (tcp, ipc, inproc) and HTTP.
+
+The HTTP names (the server app on starlette and uvicorn, the callers on httpx) are imported
+on first use, so that a program that never speaks HTTP never loads the ``http`` extra.
+"""
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from undertow.transport._curve import curve_available, keygen, load_public, load_secret
+from undertow.transport._http_api import CallFailed, Gateway, failure
 from undertow.transport._router import ServerSocket, bind_router
 from undertow.transport._zmq import (
     LockedSocket,
@@ -10,7 +18,16 @@ from undertow.transport._zmq import (
     parse_address,
 )
 
+if TYPE_CHECKING:
+    from undertow.transport._http import HttpServer, http_app, serve_http
+    from undertow.transport._http_client import AsyncHttpCaller, HttpCaller, fetch_data
+
 __all__ = [
+    "AsyncHttpCaller",
+    "CallFailed",
+    "Gateway",
+    "HttpCaller",
+    "HttpServer",
     "LockedSocket",
     "OwnedSocket",
     "ServerSocket",
@@ -18,8 +35,29 @@ __all__ = [
     "connect_dealer",
     "context",
     "curve_available",
+    "failure",
+    "fetch_data",
+    "http_app",
     "keygen",
     "load_public",
     "load_secret",
     "parse_address",
+    "serve_http",
 ]
+
+#: names imported on first use, and the module each comes from
+_LAZY = {
+    "HttpServer": "_http",
+    "http_app": "_http",
+    "serve_http": "_http",
+    "AsyncHttpCaller": "_http_client",
+    "HttpCaller": "_http_client",
+    "fetch_data": "_http_client",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

@@ -16,7 +16,7 @@ import msgspec
 from undertow.errors import ConnectError, DeserializationError, RPCTimeout
 from undertow.transport._http_api import MSGPACK, NDJSON, NPY, SECRET_HEADER, CallFailed
 
-__all__ = ["AsyncHttpCaller", "HttpCaller"]
+__all__ = ["AsyncHttpCaller", "HttpCaller", "fetch_data"]
 
 
 def _client_error(response: httpx.Response) -> CallFailed:

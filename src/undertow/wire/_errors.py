@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from undertow import errors as _errors
+import undertow.errors as _errors
 from undertow.errors import (
     AuthenticationError,
     DataNotFound,

@@ -18,18 +18,12 @@ from typing import Any
 
 import msgspec
 
-from undertow.cluster import _keys as keys
-from undertow.cluster._backend import Backend, by_age, by_creation
-from undertow.cluster._records import (
-    DataRecord,
-    Instance,
-    Location,
-    encode_instance,
-    is_data_key,
-    readable,
-)
 from undertow.config import redact_url
+from undertow.data import DataRecord, Location, is_data_key
 from undertow.errors import BackendError
+from undertow.storage import _keys as keys
+from undertow.storage._backend import Backend, by_age, by_creation
+from undertow.storage._records import Instance, encode_instance, readable
 
 __all__ = ["RedisBackend"]
 

@@ -24,9 +24,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from undertow._util._net import address_host
+from undertow._util import address_host
 from undertow.config import home
-from undertow.data import DEFAULT_MEMORY_LIMIT, DataStore, Entry
+from undertow.data._pointer import Pointer, ask, client_for, decode_index, plain, pointer_form
+from undertow.data._store import DEFAULT_MEMORY_LIMIT, DataStore, Entry
 from undertow.errors import (
     AuthenticationError,
     ConfigError,
@@ -35,13 +36,11 @@ from undertow.errors import (
     SerializationError,
     UndertowError,
 )
-from undertow.rpc._core import Incoming
-from undertow.rpc._pointer import Pointer, ask, client_for, decode_index, plain, pointer_form
-from undertow.rpc._receivers import Job
+from undertow.rpc import Incoming, Job
 from undertow.wire import POINTER_TYPE, ErrorInfo, error_info, resolve_codec
 
 if TYPE_CHECKING:
-    from undertow.rpc._server import Server
+    from undertow.rpc import Server
 
 __all__ = ["DataService", "Listener", "failure"]
 
@@ -76,12 +75,14 @@ class DataService:
         server: Server,
         *,
         directory: str | Path | None = None,
-        memory_limit: int = DEFAULT_MEMORY_LIMIT,
+        memory_limit: int | None = None,
         calls: bool = True,
+        token: str | None = None,
     ) -> None:
         self._server = server
+        self._server_token = token
         self._directory = directory
-        self._memory_limit = memory_limit
+        self._memory_limit = DEFAULT_MEMORY_LIMIT if memory_limit is None else memory_limit
         self._calls = calls
         self._store: DataStore | None = None
         self._lock = threading.Lock()
@@ -123,6 +124,11 @@ class DataService:
         return {name: functools.partial(self._start, name, op) for name, op in ops.items()}
 
     # -- pointers out ---------------------------------------------------------------------------
+
+    @staticmethod
+    def failure(exc: UndertowError) -> ErrorInfo:
+        """How a data error is reported to the caller."""
+        return failure(exc)
 
     def keep(self, value: Any, incoming: Incoming, tags: Sequence[str] = ()) -> dict[str, Any]:
         """Keep ``value`` for the caller of ``incoming``; its pointer's JSON form."""
@@ -203,7 +209,7 @@ class DataService:
         return ask(client, "_data_fetch", (key, form["secret_key"]), timeout or _FETCH_TIMEOUT)
 
     def _peer(self, address: str) -> Any:
-        token = self.token if self.token is not None else self._server._own_token
+        token = self.token if self.token is not None else self._server_token
         return client_for(address, token=token)
 
     # -- the data functions ----------------------------------------------------------------

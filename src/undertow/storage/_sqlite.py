@@ -22,9 +22,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from undertow.cluster._backend import Backend, by_age
-from undertow.cluster._records import DataRecord, Instance, Location, encode_instance, readable
+from undertow.data import DataRecord, Location
 from undertow.errors import BackendError, ConfigError
+from undertow.storage._backend import Backend, by_age
+from undertow.storage._records import Instance, encode_instance, readable
 
 __all__ = ["SqliteBackend", "sqlite_path"]
 

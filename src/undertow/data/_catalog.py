@@ -6,8 +6,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from undertow.cluster._records import DataRecord, Location
-from undertow.data import Entry
+from undertow.data._records import DataRecord, Location
+from undertow.data._store import Entry
 
 __all__ = ["catalog_listener", "location_of", "record_of"]
 

@@ -24,8 +24,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from undertow.errors import ConfigError, SerializationError
-from undertow.rpc._calls import FunctionInfo
-from undertow.rpc._functions import CallOptions, RemoteFunctions
+from undertow.rpc import CallOptions, FunctionInfo, RemoteFunctions, connect
+from undertow.security import find_client_token
 from undertow.wire import POINTER_TYPE
 
 __all__ = [
@@ -173,9 +173,11 @@ class Pointer:
         frames of their own, never copied; over HTTP, as ``.npy`` read into place."""
         form = self._form
         if form["protocol"] == "http":
-            from undertow.rpc._http_client import fetch_pointer  # the http extra
+            from undertow.transport import fetch_data  # the http extra
 
-            return fetch_pointer(self.address + str(form["path"]), str(form["secret_key"]), timeout)
+            found = find_client_token(None)  # this process's token, if it has one
+            url = self.address + str(form["path"])
+            return fetch_data(url, str(form["secret_key"]), found or None, timeout)
         return self._ask("_data_fetch", timeout, self.key, form["secret_key"])
 
     def call(self, method: str, /, *args: Any, keep: bool = False, **kwargs: Any) -> Any:
@@ -347,8 +349,6 @@ def client_for(address: str, token: str | bool | None = None) -> Any:
     with _clients_lock:
         client = _clients.get(address)
         if client is None or _closed(client):
-            from undertow.rpc._client import connect  # the client imports this module
-
             client = _clients[address] = connect(address, token=token, output=False)
         return client
 

@@ -1,15 +1,14 @@
-"""The storage interface every cluster backend implements, and how a URL picks one."""
+"""The storage interface every backend implements (the registry and the catalog use it)."""
 
 from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
 
-from undertow.cluster._records import DataRecord, Instance, Location
-from undertow.config import backend_url
-from undertow.errors import ConfigError
+from undertow.data import DataRecord, Location
+from undertow.storage._records import Instance
 
-__all__ = ["Backend", "by_age", "by_creation", "open_backend"]
+__all__ = ["Backend", "by_age", "by_creation"]
 
 
 class Backend(abc.ABC):
@@ -74,22 +73,6 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Release connections."""
-
-
-def open_backend(url: str | None = None) -> Backend:
-    """The backend for ``url`` (default: ``$UNDERTOW_BACKEND``, else the embedded SQLite
-    file in the undertow home)."""
-    url = backend_url(url)
-    scheme = url.partition("://")[0]
-    if scheme == "sqlite":
-        from undertow.cluster._sqlite import SqliteBackend
-
-        return SqliteBackend(url)
-    if scheme in ("redis", "rediss"):
-        from undertow.cluster._redis import RedisBackend
-
-        return RedisBackend(url)
-    raise ConfigError(f"backend {url!r} has an unknown scheme")  # backend_url checked it
 
 
 def by_age(instances: list[Instance]) -> list[Instance]:

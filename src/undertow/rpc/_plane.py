@@ -1,0 +1,115 @@
+"""What the rpc layer asks of the data layer, without importing it.
+
+Every :class:`~undertow.Server` holds a data server (values left where they were computed,
+served to pointer holders), and every client turns a pointer's JSON form in an answer into a
+:class:`~undertow.Pointer`. Both live in :mod:`undertow.data`, a layer above this one, so
+this module owns the interface they are reached through: :class:`DataPlane`, and the two
+factories the data layer plugs in when it is imported (``undertow`` imports it, so any
+program that imports undertow has them). Without them a server keeps nothing and a client
+hands pointers back as their JSON form.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from undertow.errors import ConfigError, UndertowError
+from undertow.wire import ErrorInfo, error_info
+
+if TYPE_CHECKING:
+    from undertow.rpc._core import Incoming
+    from undertow.rpc._receivers import Job
+
+__all__ = ["DataPlane", "make_data_plane", "make_pointer", "plug_data"]
+
+Arguments = tuple[Sequence[Any], dict[str, Any]]
+
+
+class DataPlane(Protocol):
+    """A server's data server, as the server uses it."""
+
+    def handlers(self) -> dict[str, Callable[[Incoming], Job | None]]:
+        """The data functions (``_data_*``), served as raw handlers."""
+
+    def mentions_pointers(self, frames: Sequence[Any]) -> bool:
+        """True if a call's frames may hold a pointer (a cheap search, no decoding)."""
+
+    def resolve(
+        self,
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+        identity: str | None,
+        timeout: float | None,
+    ) -> Arguments:
+        """The arguments with each pointer replaced by its value."""
+
+    def keep(self, value: Any, incoming: Incoming) -> dict[str, Any]:
+        """Keep ``value`` here; the pointer's JSON form to send instead."""
+
+    def failure(self, exc: UndertowError) -> ErrorInfo:
+        """How a data error (a value not found, denied, not storable) reaches the caller."""
+
+
+#: builds a server's data plane: (server, directory=, memory_limit=, calls=, token=)
+PlaneFactory = Callable[..., DataPlane]
+#: builds a pointer from its JSON form and the client it came through
+PointerFactory = Callable[..., Any]
+
+_factories: dict[str, Any] = {}
+
+
+def plug_data(plane: PlaneFactory, pointer: PointerFactory) -> None:
+    """Called once by :mod:`undertow.data` when it is imported."""
+    _factories["plane"] = plane
+    _factories["pointer"] = pointer
+
+
+def make_data_plane(
+    server: Any,
+    *,
+    directory: str | Path | None,
+    memory_limit: int | None,
+    calls: bool,
+    token: str | None,
+) -> DataPlane:
+    """The data plane of a new ``server``."""
+    factory = _factories.get("plane")
+    if factory is None:
+        return _NoData()
+    return factory(  # type: ignore[no-any-return]
+        server, directory=directory, memory_limit=memory_limit, calls=calls, token=token
+    )
+
+
+def make_pointer(form: dict[str, Any], via: Any) -> Any:
+    """A pointer of ``form`` that came through the client ``via`` (the form itself when no
+    data layer is plugged in)."""
+    factory = _factories.get("pointer")
+    return form if factory is None else factory(form, via=via)
+
+
+class _NoData:
+    """The data plane of a server when the data layer was never imported."""
+
+    def handlers(self) -> dict[str, Callable[[Incoming], Job | None]]:
+        return {}
+
+    def mentions_pointers(self, frames: Sequence[Any]) -> bool:
+        return False
+
+    def resolve(
+        self,
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+        identity: str | None,
+        timeout: float | None,
+    ) -> Arguments:
+        return args, kwargs
+
+    def keep(self, value: Any, incoming: Incoming) -> dict[str, Any]:
+        raise ConfigError("return_pointer needs undertow's data layer: import undertow.data")
+
+    def failure(self, exc: UndertowError) -> ErrorInfo:
+        return error_info(exc)
