@@ -26,6 +26,7 @@ from undertow.security._tokens import (
     new_token,
     parse_token,
 )
+from undertow.security._user import USER_TOKEN_FILE, user_auth, user_token, user_token_path
 
 __all__ = [
     "CONFIG_FILE",
@@ -33,6 +34,7 @@ __all__ = [
     "ENVELOPE_MAGIC",
     "TOKENS_ENV",
     "TOKEN_ENV",
+    "USER_TOKEN_FILE",
     "AuthRule",
     "Authenticator",
     "ClientSeal",
@@ -49,4 +51,7 @@ __all__ = [
     "new_token",
     "parse_token",
     "strip_envelope",
+    "user_auth",
+    "user_token",
+    "user_token_path",
 ]
