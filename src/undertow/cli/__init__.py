@@ -206,7 +206,11 @@ def keygen(name: str, directory: str) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def status(backend: str | None, as_json: bool) -> None:
-    """Show the live services: addresses, instances and health."""
+    """Show the live services of the registry: addresses, instances and health.
+
+    Only services (`undertow serve`, `python -m undertow.service`) register. A plain
+    undertow.Server does not: list its functions with `undertow call ADDRESS --list`.
+    """
     from undertow.cli._cluster import show_status
     from undertow.errors import UndertowError
 
@@ -217,8 +221,16 @@ def status(backend: str | None, as_json: bool) -> None:
 
 
 @main.command(context_settings={"ignore_unknown_options": True})
-@click.argument("target", metavar="SERVICE.METHOD")
-@click.argument("arguments", nargs=-1, type=click.UNPROCESSED, metavar="[ARG|KEY=VALUE]...")
+@click.argument("target", metavar="ADDRESS|SERVICE.METHOD")
+@click.argument(
+    "arguments", nargs=-1, type=click.UNPROCESSED, metavar="[FUNCTION] [ARG|KEY=VALUE]..."
+)
+@click.option(
+    "--list",
+    "listing",
+    is_flag=True,
+    help="List the functions of the server at ADDRESS (or of the service SERVICE) instead.",
+)
 @click.option(
     "--backend",
     default=None,
@@ -228,23 +240,42 @@ def status(backend: str | None, as_json: bool) -> None:
     "--timeout", default=60.0, show_default=True, help="Deadline of the call, in seconds."
 )
 @click.option(
-    "--wait", default=5.0, show_default=True, help="Seconds to wait for the service to register."
+    "--wait",
+    default=5.0,
+    show_default=True,
+    help="Seconds to wait for the service to register, or the server at ADDRESS to answer.",
 )
 def call(
-    target: str, arguments: tuple[str, ...], backend: str | None, timeout: float, wait: float
+    target: str,
+    arguments: tuple[str, ...],
+    listing: bool,
+    backend: str | None,
+    timeout: float,
+    wait: float,
 ) -> None:
-    """Call a method of a running service and print its result (JSON when it has a JSON form).
+    """Call a function and print its result (JSON when it has a JSON form; a generator's
+    items one a line). The target is a server's address (tcp://, ipc://, http://) followed
+    by the function's name, or a registered service's SERVICE.METHOD.
 
     Arguments are JSON where they parse (3, "text", [1,2], null) and text otherwise;
-    KEY=VALUE passes a keyword argument. Remote output appears as the method runs:
+    KEY=VALUE passes a keyword argument. Remote output appears as the function runs:
 
+    \b
+        undertow call tcp://127.0.0.1:5555 train epochs=2
+        undertow call http://127.0.0.1:8080 divide 1 3
         undertow call MemKeyValue.put key=a value=3
         undertow call MemKeyValue.get a
+        undertow call tcp://127.0.0.1:5555 --list
+
+    A plain undertow.Server is reached by its address only: it is not in the registry, so
+    `undertow status` does not list it.
     """
-    from undertow.cli._cluster import call_method, print_result, report_error
+    from undertow.cli._call import call_target, list_target, report_error
 
     try:
-        result = call_method(target, arguments, backend=backend, timeout=timeout, wait=wait)
-    except Exception as exc:  # undertow's errors and the remote method's own
+        if listing:
+            list_target(target, backend=backend, timeout=timeout, wait=wait)
+        else:
+            call_target(target, arguments, backend=backend, timeout=timeout, wait=wait)
+    except Exception as exc:  # undertow's errors and the remote function's own
         raise SystemExit(report_error(exc)) from None
-    print_result(result)

@@ -1,4 +1,4 @@
-"""``undertow status`` and ``undertow call``: the cluster from the shell."""
+"""``undertow status``: the registry's live services from the shell."""
 
 from __future__ import annotations
 
@@ -8,19 +8,16 @@ import time
 from typing import Any
 
 import click
-import msgspec
 
 from undertow.cluster import Instance, Registry
-from undertow.errors import ConfigError, RemoteError, RemoteTraceback
 
-__all__ = [
-    "call_method",
-    "parse_value",
-    "print_result",
-    "render_rows",
-    "report_error",
-    "status_rows",
-]
+__all__ = ["PLAIN_SERVERS", "render_rows", "render_table", "show_status", "status_rows"]
+
+#: what status says of the servers it cannot show
+PLAIN_SERVERS = (
+    "(a plain undertow.Server is not registered, so it is not listed here; list its "
+    "functions with `undertow call tcp://HOST:PORT --list`)"
+)
 
 
 def status_rows(instances: list[Instance], now: float | None = None) -> list[dict[str, Any]]:
@@ -121,65 +118,6 @@ def show_status(backend: str | None, as_json: bool) -> None:
     elif rows:
         click.echo(f"registry {url}")
         click.echo(render_table(rows))
+        click.echo(PLAIN_SERVERS, err=True)  # a hint for people, kept out of the table
     else:
-        click.echo(f"registry {url}: no live services")
-
-
-def parse_value(text: str) -> Any:
-    """A command-line value: JSON if it parses (``3``, ``"a"``, ``[1,2]``, ``null``), else the
-    text itself as a string."""
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
-def parse_arguments(words: tuple[str, ...]) -> tuple[list[Any], dict[str, Any]]:
-    """Positional values and ``key=value`` pairs (a key must be an identifier)."""
-    args: list[Any] = []
-    kwargs: dict[str, Any] = {}
-    for word in words:
-        key, eq, value = word.partition("=")
-        if eq and key.isidentifier():
-            kwargs[key] = parse_value(value)
-        elif kwargs:
-            raise ConfigError(f"positional argument {word!r} after keyword arguments")
-        else:
-            args.append(parse_value(word))
-    return args, kwargs
-
-
-def call_method(
-    target: str, words: tuple[str, ...], *, backend: str | None, timeout: float, wait: float
-) -> Any:
-    """Call ``SERVICE.method`` with arguments from the command line; remote output streams
-    to the terminal."""
-    from undertow.service import ServiceModule
-
-    service, dot, method = target.rpartition(".")
-    if not dot or not service or not method:
-        raise ConfigError(f"{target!r} is not SERVICE.method; e.g. undertow call MemKeyValue.size")
-    args, kwargs = parse_arguments(words)
-    client = ServiceModule.discover(service, timeout=wait, backend=backend, call_timeout=timeout)
-    with client:
-        return client.call(method, *args, **kwargs)
-
-
-def print_result(value: Any) -> None:
-    """The result as JSON when it has a JSON form, else its repr."""
-    try:
-        click.echo(msgspec.json.encode(value).decode())
-    except (TypeError, msgspec.EncodeError):
-        click.echo(repr(value))
-
-
-def report_error(exc: BaseException) -> int:
-    """Print a failed call's error (with the remote traceback, when there is one) to stderr;
-    the exit status."""
-    cause = exc.__cause__
-    if isinstance(cause, RemoteTraceback):
-        click.echo(str(cause).strip(), err=True)
-    elif isinstance(exc, RemoteError):
-        click.echo(f"Remote traceback:\n\n{exc.remote_traceback.rstrip()}", err=True)
-    click.echo(f"Error: {type(exc).__name__}: {exc}", err=True)
-    return 1
+        click.echo(f"registry {url}: no live services\n{PLAIN_SERVERS}")
