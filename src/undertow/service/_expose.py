@@ -80,35 +80,42 @@ def Expose(  # the seed's spelling: a decorator factory named like a class
 
     def mark(obj: T) -> T:
         if isinstance(obj, type):
-            unknown = sorted(set(options) - set(_CLASS_OPTIONS))
-            if unknown:
-                raise ConfigError(
-                    f"@Expose on class {obj.__name__} got option(s) {unknown}; a class takes "
-                    "name=, config={glob: options} and ttl=; give method options to "
-                    "@Expose on the method or through config"
-                )
-            raw = config if config is not None else {}
-            GlobTable().replace(raw)  # validated now, where the mistake is
-            table = {pattern: dict(opts) for pattern, opts in raw.items()}
-            setattr(
-                obj,
-                _SERVICE,
-                ServiceSpec(
-                    name or obj.__name__, table, check_ttl(options.get("ttl"), "@Expose(ttl=...)")
-                ),
-            )
-            return obj
-        if config is not None:
-            raise ConfigError("@Expose on a method takes options directly, not config=")
-        target = obj.__func__ if isinstance(obj, staticmethod | classmethod) else obj
-        if not callable(target):
-            raise ConfigError(f"@Expose() can mark a class or a method, not {obj!r}")
-        where = f"method {getattr(target, '__qualname__', target)!r}"
-        FunctionOptions.parse(options, where=where)  # validated now, where the mistake is
-        setattr(target, _METHOD, MethodSpec(name, dict(options)))
+            _mark_class(obj, name, config, options)
+        else:
+            _mark_method(obj, name, config, options)
         return obj
 
     return mark
+
+
+def _mark_class(
+    cls: type, name: str | None, config: Mapping[str, Mapping[str, Any]] | None, options: Any
+) -> None:
+    unknown = sorted(set(options) - set(_CLASS_OPTIONS))
+    if unknown:
+        raise ConfigError(
+            f"@Expose on class {cls.__name__} got option(s) {unknown}; a class takes "
+            "name=, config={glob: options} and ttl=; give method options to "
+            "@Expose on the method or through config"
+        )
+    raw = config if config is not None else {}
+    GlobTable().replace(raw)  # validated now, where the mistake is
+    table = {pattern: dict(opts) for pattern, opts in raw.items()}
+    ttl = check_ttl(options.get("ttl"), "@Expose(ttl=...)")
+    setattr(cls, _SERVICE, ServiceSpec(name or cls.__name__, table, ttl))
+
+
+def _mark_method(
+    obj: Any, name: str | None, config: Mapping[str, Mapping[str, Any]] | None, options: Any
+) -> None:
+    if config is not None:
+        raise ConfigError("@Expose on a method takes options directly, not config=")
+    target = obj.__func__ if isinstance(obj, staticmethod | classmethod) else obj
+    if not callable(target):
+        raise ConfigError(f"@Expose() can mark a class or a method, not {obj!r}")
+    where = f"method {getattr(target, '__qualname__', target)!r}"
+    FunctionOptions.parse(options, where=where)  # validated now, where the mistake is
+    setattr(target, _METHOD, MethodSpec(name, dict(options)))
 
 
 def check_ttl(ttl: Any, where: str = "ttl") -> float | None:
