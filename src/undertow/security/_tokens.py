@@ -13,13 +13,12 @@ import os
 import re
 import secrets
 import stat
-import tomllib
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from undertow.config import HOME_ENV
+from undertow.config import config_file, read_config_file
 from undertow.errors import ConfigError
 
 __all__ = [
@@ -214,9 +213,7 @@ def _warn_if_shared(file: Path, mode: int) -> None:
 
 def config_path() -> Path:
     """The user's undertow settings file (it may not exist)."""
-    configured = os.environ.get(HOME_ENV)
-    home = Path(configured).expanduser() if configured else Path.home() / ".undertow"
-    return home / CONFIG_FILE
+    return config_file()
 
 
 def find_client_token(explicit: str | bool | None) -> str | None:
@@ -232,21 +229,10 @@ def find_client_token(explicit: str | bool | None) -> str | None:
     if from_env:
         return from_env
     file = config_path()
-    try:
-        raw = file.read_bytes()
-        mode = file.stat().st_mode
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise ConfigError(f"cannot read {file}: {exc.strerror}") from exc
-    try:
-        settings = tomllib.loads(raw.decode())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{file} is not valid TOML: {exc}") from exc
-    token = settings.get("token")
+    token = read_config_file(file).get("token")
     if token is None:
         return None
     if not isinstance(token, str):
         raise ConfigError(f"'token' in {file} must be a string, not {type(token).__name__}")
-    _warn_if_shared(file, mode)
+    _warn_if_shared(file, file.stat().st_mode)
     return token
