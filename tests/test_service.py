@@ -4,6 +4,7 @@ name through the registry."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import inspect
 import threading
@@ -157,7 +158,13 @@ class Kitchen:
 @pytest.fixture
 def hosted() -> Iterator[ServiceHost]:
     """Kitchen, DataCounter and AttrsInner served from a thread of this process."""
-    host = ServiceHost([Kitchen(), DataCounter(), AttrsInner()], quiet=True)
+    with serving(ServiceHost([Kitchen(), DataCounter(), AttrsInner()], quiet=True)) as host:
+        yield host
+
+
+@contextlib.contextmanager
+def serving(host: ServiceHost) -> Iterator[ServiceHost]:
+    """``host`` serving from a thread of this process, registered, until the block ends."""
     ready = threading.Event()
     failure: list[BaseException] = []
 
@@ -172,9 +179,11 @@ def hosted() -> Iterator[ServiceHost]:
     thread.start()
     assert ready.wait(WAIT)
     assert not failure, failure
-    yield host
-    host.stop()
-    thread.join(WAIT)
+    try:
+        yield host
+    finally:
+        host.stop()
+        thread.join(WAIT)
     assert not thread.is_alive()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -12,16 +13,15 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from undertow._util import is_loopback
-from undertow.config import backend_url, redact_url
+from undertow.config import HostSettings, embedded_backend, redact_url
 from undertow.data import catalog_listener, data_service, location_of
 from undertow.errors import BackendError, ConfigError
 from undertow.rpc import Server, check_exposure
-from undertow.security import TokenAuth
-from undertow.service._expose import check_ttl, exposed_methods, service_spec
+from undertow.security import Authenticator, TokenAuth
+from undertow.service._expose import ServiceSpec, exposed_methods, service_spec
 from undertow.storage import Backend, Instance, open_backend
 
 __all__ = ["DEFAULT_TTL", "ServiceHost", "build_server"]
@@ -34,6 +34,16 @@ DEFAULT_TTL = 10.0
 _BEATS_PER_TTL = 3
 
 
+def _check_count(objects: Sequence[Any], settings: HostSettings) -> None:
+    """Refuse settings that cannot apply to this many services."""
+    if not objects:
+        raise ConfigError("nothing to serve: no exposed classes were found")
+    if settings.name is not None and len(objects) > 1:
+        raise ConfigError(f"name={settings.name!r} can rename one service, not {len(objects)}")
+    if settings.port and len(objects) > 1:
+        raise ConfigError(f"port {settings.port} can serve one service, not {len(objects)}; use 0")
+
+
 def _ttl_of(obj: Any, ttl: float | None) -> float:
     if ttl is not None:
         return float(ttl)
@@ -41,13 +51,20 @@ def _ttl_of(obj: Any, ttl: float | None) -> float:
     return spec.ttl if spec is not None and spec.ttl is not None else DEFAULT_TTL
 
 
+def _spec_of(obj: Any) -> ServiceSpec:
+    spec = service_spec(type(obj))
+    if spec is None:
+        raise ConfigError(
+            f"{type(obj).__name__} is not a service: decorate the class with @Expose()"
+        )
+    return spec
+
+
 def build_server(obj: Any, *, name: str | None = None, **server_options: Any) -> Server:
     """A function server for the exposed methods of ``obj`` (an instance of a service);
     ``server_options`` are those of :class:`~undertow.Server` (auth, curve_secret...)."""
     cls = type(obj)
-    spec = service_spec(cls)
-    if spec is None:
-        raise ConfigError(f"{cls.__name__} is not a service: decorate the class with @Expose()")
+    spec = _spec_of(obj)
     methods = exposed_methods(cls)
     if not methods:
         raise ConfigError(
@@ -70,94 +87,68 @@ class ServiceHost:
     """Serves instances of service classes on one event loop, each on its own port, and keeps
     their records in the cluster registry until it stops.
 
+    ::
+
+        ServiceHost([MemKeyValue()], port=5555).serve_forever()
+        ServiceHost([MemKeyValue()], settings=HostSettings(port=5555)).serve_forever()
+
     Args:
         objects: service instances (of classes marked with ``@Expose()``).
-        host: interface to bind (127.0.0.1 unless told otherwise).
-        port: port of the first service (0: a free one; the next services take free ones).
-        backend: cluster backend URL (default: ``$UNDERTOW_BACKEND``, else the embedded file).
-        name: registered name of the service (only when serving one).
-        advertise: host name clients should use, when ``host`` is a wildcard address.
-        token: a token the services accept (``NAME.SECRET``); with ``tokens``, one more.
-        tokens: a file of tokens the services accept, one per line. With either, every
-            caller must sign its messages (see ``undertow.Server``'s ``auth``).
-        allow_anonymous: with tokens, still serve callers without one (never pickle).
-        insecure: serve on an interface other than loopback without tokens.
-        curve_secret: a CURVE secret key file (``undertow keygen``): connections are
-            encrypted, and the public key is registered for clients to use.
-        ttl: registry TTL in seconds, for services that do not set their own.
-        quiet: do not print where each service listens.
-        http_port: also serve over HTTP, the first service on this port (0: a free one),
-            the others on free ports; the HTTP address is registered after the ZeroMQ one.
-        data_dir: where each service's data server spills values, in a directory per
-            service (default: ``~/.undertow/data/<service>``).
-        memory_limit: bytes each data server keeps in memory before it spills.
+        settings: what to serve them with (see :class:`~undertow.config.HostSettings`: the
+            interface and ports, the registry, tokens, CURVE, TTL, HTTP, data servers). Taken
+            as it is: neither the environment nor the settings file is read.
+        options: instead of ``settings``, its fields by keyword (``host="0.0.0.0"``,
+            ``token=...``); those not given, or None, come from the ``UNDERTOW_<FIELD>``
+            environment variables, then the ``[host]`` table of ``config.toml`` in the
+            undertow home, then the defaults.
 
     What the servers keep is recorded in the registry's data catalog. An object with a
     ``bind_server(server)`` method is told the server that serves it.
     """
 
     def __init__(
-        self,
-        objects: Sequence[Any],
-        *,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        backend: str | None = None,
-        name: str | None = None,
-        advertise: str | None = None,
-        token: str | None = None,
-        tokens: str | None = None,
-        allow_anonymous: bool = False,
-        insecure: bool = False,
-        curve_secret: Any = None,
-        ttl: float | None = None,
-        quiet: bool = False,
-        http_port: int | None = None,
-        data_dir: str | None = None,
-        memory_limit: int | None = None,
+        self, objects: Sequence[Any], *, settings: HostSettings | None = None, **options: Any
     ) -> None:
-        if not objects:
-            raise ConfigError("nothing to serve: no exposed classes were found")
-        if name is not None and len(objects) > 1:
-            raise ConfigError(f"name={name!r} can rename one service, not {len(objects)}")
-        if port and len(objects) > 1:
-            raise ConfigError(f"port {port} can serve one service, not {len(objects)}; use 0")
-        self.backend_url = backend_url(backend)
-        auth = TokenAuth.from_sources(token=token, file=tokens)
-        if not insecure:  # refused now rather than once the registry is open
-            check_exposure(f"tcp://{host}:{port}", authenticated=auth is not None, insecure=False)
-        security = {
-            "auth": auth,
-            "allow_anonymous": allow_anonymous,
-            "insecure": insecure,
-            "curve_secret": curve_secret,
-        }
-        self._servers = []
-        for obj in objects:
-            data: dict[str, Any] = {} if memory_limit is None else {"memory_limit": memory_limit}
-            if data_dir is not None:
-                service = name or service_spec(type(obj)).name  # type: ignore[union-attr]
-                data["data_dir"] = Path(data_dir).expanduser() / service
-            server = build_server(obj, name=name, **security, **data)
-            server.advertise = advertise
-            if callable(getattr(obj, "bind_server", None)):
-                obj.bind_server(server)
-            self._servers.append(server)
-        self._ttls = [_ttl_of(obj, check_ttl(ttl)) for obj in objects]
-        self.host, self.port, self.advertise, self.quiet = host, port, advertise, quiet
-        self.http_port = http_port
+        if settings is None:
+            settings = HostSettings.load(**options)
+        elif options:
+            raise ConfigError(
+                f"give ServiceHost settings=... or options ({', '.join(options)}), not both; "
+                "use dataclasses.replace(settings, ...) to change some"
+            )
+        _check_count(objects, settings)
+        self.settings = settings
+        self.backend_url = settings.backend or embedded_backend()
+        auth = TokenAuth.from_sources(token=settings.token, file=settings.tokens)
+        if not settings.insecure:  # refused now rather than once the registry is open
+            where = f"tcp://{settings.host}:{settings.port}"
+            check_exposure(where, authenticated=auth is not None, insecure=False)
+        self._servers = [self._server_of(obj, auth) for obj in objects]
+        self._ttls = [_ttl_of(obj, settings.ttl) for obj in objects]
+        self.host, self.port, self.advertise = settings.host, settings.port, settings.advertise
+        self.quiet, self.http_port = settings.quiet, settings.http_port
         self.instances: list[Instance] = []
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_requested = threading.Event()  # stop() may come before serve() starts
-        if self.backend_url.startswith("redis") and is_loopback(host) and not advertise:
+        if self.backend_url.startswith("redis") and is_loopback(self.host) and not self.advertise:
             log.warning(
                 "serving on %s and registering in %s: clients on other machines cannot reach "
                 "a loopback address; serve on another interface (--host) or --advertise a "
                 "host name",
-                host,
+                self.host,
                 redact_url(self.backend_url),
             )
+
+    def _server_of(self, obj: Any, auth: Authenticator | None) -> Server:
+        """The function server of ``obj``, with the settings of its service."""
+        service = self.settings.name or _spec_of(obj).name
+        options = dataclasses.asdict(self.settings.server_for(service))
+        server = build_server(obj, auth=auth, **options)
+        server.advertise = self.settings.advertise
+        if callable(getattr(obj, "bind_server", None)):
+            obj.bind_server(server)
+        return server
 
     # -- running ------------------------------------------------------------------------------
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
-import os
 import sys
 import traceback
 from pathlib import Path
@@ -109,80 +108,95 @@ def collect(targets: list[str]) -> list[Any]:
     return instantiate(classes)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m undertow.service FILE_OR_MODULE ...``: serve every exposed class."""
+#: the options of ``python -m undertow.service``, by the ``HostSettings`` field each sets
+_FLAGS: list[tuple[str, dict[str, Any]]] = [
+    ("--host", {"help": "interface to bind (127.0.0.1)"}),
+    ("--port", {"type": int, "help": "port (0: a free one)"}),
+    ("--backend", {"help": "registry URL ($UNDERTOW_BACKEND)"}),
+    ("--name", {"help": "register the one service under this name"}),
+    ("--advertise", {"help": "host name clients should use"}),
+    (
+        "--token",
+        {
+            "help": "a token callers must sign with (default: $UNDERTOW_TOKEN, which, unlike "
+            "the command line, other users cannot see)"
+        },
+    ),
+    (
+        "--tokens",
+        {"help": "a file of tokens callers may sign with, one per line ($UNDERTOW_TOKENS)"},
+    ),
+    (
+        "--allow-anonymous",
+        {
+            "action": "store_true",
+            "help": "with tokens, also serve callers without one (never pickle)",
+        },
+    ),
+    (
+        "--insecure",
+        {
+            "action": "store_true",
+            "help": "serve beyond loopback without tokens, or plain HTTP beyond loopback "
+            "(tokens travel in clear); prints a warning",
+        },
+    ),
+    (
+        "--http",
+        {
+            "type": int,
+            "dest": "http_port",
+            "metavar": "PORT",
+            "help": "also serve over HTTP on this port (0: a free one)",
+        },
+    ),
+    (
+        "--curve-secret",
+        {"help": "CURVE secret key file (undertow keygen): encrypt every connection"},
+    ),
+    ("--ttl", {"type": float, "help": "seconds the registry keeps it without heartbeats"}),
+    (
+        "--data-dir",
+        {"help": "where data servers spill values, a directory per service"},
+    ),
+    (
+        "--memory-limit",
+        {"type": int, "help": "bytes each data server keeps in memory before it spills"},
+    ),
+]
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m undertow.service",
         description="Serve every class marked with @Expose() in the given files or modules, "
-        "and register them in the cluster registry until stopped (Ctrl-C or SIGTERM).",
+        "and register them in the cluster registry until stopped (Ctrl-C or SIGTERM). An "
+        "option not given comes from $UNDERTOW_<OPTION> (UNDERTOW_PORT...), else from the "
+        "[host] table of config.toml in the undertow home.",
     )
     parser.add_argument("targets", nargs="+", metavar="FILE_OR_MODULE")
-    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (127.0.0.1)")
-    parser.add_argument("--port", type=int, default=0, help="port (0: a free one)")
-    parser.add_argument("--backend", default=None, help="registry URL ($UNDERTOW_BACKEND)")
-    parser.add_argument("--name", default=None, help="register the one service under this name")
-    parser.add_argument("--advertise", default=None, help="host name clients should use")
-    parser.add_argument(
-        "--token",
-        default=os.environ.get("UNDERTOW_TOKEN"),
-        help="a token callers must sign with (default: $UNDERTOW_TOKEN, which, unlike the "
-        "command line, other users cannot see)",
-    )
-    parser.add_argument(
-        "--tokens",
-        default=os.environ.get("UNDERTOW_TOKENS"),
-        help="a file of tokens callers may sign with, one per line (default: $UNDERTOW_TOKENS)",
-    )
-    parser.add_argument(
-        "--allow-anonymous",
-        action="store_true",
-        help="with tokens, also serve callers without one (never pickle)",
-    )
-    parser.add_argument(
-        "--insecure",
-        action="store_true",
-        help="serve beyond loopback without tokens, or plain HTTP beyond loopback (tokens "
-        "travel in clear); prints a warning",
-    )
-    parser.add_argument(
-        "--http",
-        type=int,
-        default=None,
-        metavar="PORT",
-        help="also serve over HTTP on this port (0: a free one)",
-    )
-    parser.add_argument(
-        "--curve-secret",
-        default=None,
-        help="CURVE secret key file (undertow keygen): encrypt every connection",
-    )
-    parser.add_argument(
-        "--ttl", type=float, default=None, help="seconds the registry keeps it without heartbeats"
-    )
-    args = parser.parse_args(argv)
-    options = {
-        "host": args.host,
-        "port": args.port,
-        "backend": args.backend,
-        "name": args.name,
-        "advertise": args.advertise,
-        "ttl": args.ttl,
-        "token": args.token,
-        "tokens": args.tokens,
-        "allow_anonymous": args.allow_anonymous,
-        "insecure": args.insecure,
-        "curve_secret": args.curve_secret,
-        "http_port": args.http,
-    }
-    return launch(args.targets, **options)
+    for flag, options in _FLAGS:
+        parser.add_argument(flag, **options)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m undertow.service FILE_OR_MODULE ...``: serve every exposed class."""
+    options = vars(_parser().parse_args(argv))
+    return launch(options.pop("targets"), **options)
 
 
 def launch(targets: list[str], **options: Any) -> int:
-    """Serve the services of ``targets`` until stopped; the process's exit status."""
+    """Serve the services of ``targets`` until stopped; the process's exit status.
+
+    ``options`` are :class:`~undertow.config.HostSettings` fields, as command-line options
+    give them: None, or a flag that is False, was not given (the environment, the settings
+    file or the default decides)."""
     from undertow.service._host import ServiceHost
 
+    given = {k: v for k, v in options.items() if v is not None and v is not False}
     try:
-        host = ServiceHost(collect(targets), **options)
+        host = ServiceHost(collect(targets), **given)
     except UndertowError as exc:
         print(f"undertow: {exc}", file=sys.stderr, flush=True)  # noqa: T201
         return 2
