@@ -221,6 +221,12 @@ def test_rows_say_each_value_where_it_came_from_and_hide_secrets(config):
         "host",
     )
     assert rows["name"].env == ""  # no variable sets it
+    z85 = "JTKVSB%%)wK0E.X)V>+}o?pNmC{O&4W4b!Ni{Lh6"  # a key, not a key file: not shown
+    assert {r.name: r.value for r in settings_rows(ServerSettings(curve_secret=z85))}[
+        "curve_secret"
+    ] == "***"
+    key_file = {r.name: r.value for r in settings_rows(HostSettings(curve_secret="a.key_secret"))}
+    assert key_file["curve_secret"] == "a.key_secret"
     assert all(row.doc for row in rows.values())
     made = settings_rows(HostSettings(port=7000))  # not loaded: an argument unless a default
     assert {r.name: r.source for r in made}["port"] == "argument"

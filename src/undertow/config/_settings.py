@@ -50,6 +50,12 @@ def _backend(value: str) -> str | None:
     return "a backend URL: 'sqlite:///path/to/file.db' or 'redis://host:port/db'"
 
 
+def _key_file(value: str) -> str:
+    """A CURVE key file's path as it is; the key itself (40 characters of Z85) hidden."""
+    shown = value.endswith(".key_secret") or Path(value).expanduser().is_file()
+    return value if shown else "***"
+
+
 @dataclass(frozen=True)
 class ServerSettings(Settings, section="server"):
     """What a function server (``undertow.Server``) is made with, besides objects such as its
@@ -75,7 +81,9 @@ class ServerSettings(Settings, section="server"):
         check=_message_size,
     )
     curve_secret: str | None = setting(
-        None, doc="a CURVE secret key file (undertow keygen): encrypt every connection"
+        None,
+        doc="a CURVE secret key file (undertow keygen): encrypt every connection",
+        show=_key_file,
     )
     replay_window: float = setting(
         60.0, doc="seconds a signed message's clock may differ from this one", check=_seconds
@@ -127,7 +135,9 @@ class HostSettings(Settings, section="host"):
         False, doc="serve beyond loopback without tokens, or plain HTTP beyond loopback"
     )
     curve_secret: str | None = setting(
-        None, doc="a CURVE secret key file (undertow keygen): encrypt every connection"
+        None,
+        doc="a CURVE secret key file (undertow keygen): encrypt every connection",
+        show=_key_file,
     )
     ttl: float | None = setting(
         None,
