@@ -683,3 +683,24 @@ async def test_cancelling_a_task_that_awaits_a_stream_stops_the_generator(serve)
         with pytest.raises(asyncio.CancelledError):
             await task
         assert await asyncio.to_thread(stopped.wait, WAIT), "the remote generator kept running"
+
+
+def test_the_repr_counts_functions_in_words(serve):
+    server = undertow.Server(name="one")
+    server.register("only", lambda: 1)
+    with undertow.connect(serve(server), timeout=WAIT) as client:
+        assert repr(client).endswith("[1 function]>")
+        server.register("other", lambda: 2)
+        client.refresh()
+        assert repr(client).endswith("[2 functions]>")
+
+
+def test_options_that_mean_nothing_over_http_are_refused_by_name():
+    refused: dict[str, Any] = {"curve_server_key": "x" * 40, "connect_wait": 1.0}
+    for name, value in refused.items():
+        with pytest.raises(undertow.ConfigError, match=f"{name} does not apply to HTTP"):
+            undertow.Client("http://127.0.0.1:1", **{name: value})
+        with pytest.raises(undertow.ConfigError, match=name):
+            undertow.AsyncClient("http://127.0.0.1:1", **{name: value})
+    with pytest.raises(undertow.ConfigError, match="no transport for ftp://"):
+        undertow.Client("ftp://127.0.0.1:1")

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from undertow.rpc._async_conn import AsyncConnection
 from undertow.rpc._calls import Call, FunctionInfo, OutputCallback, Protocol
-from undertow.rpc._client import DEFAULT_TIMEOUT, DESCRIBE, _ClientBase, _timeout_error
-from undertow.rpc._functions import CallOptions
+from undertow.rpc._client import prepare
+from undertow.rpc._connection import DEFAULT_TIMEOUT, AsyncClientConnection, timeout_error
+from undertow.rpc._functions import CallOptions, RemoteFunctions
 from undertow.security import client_key
 from undertow.wire import MsgpackCodec
 
 __all__ = ["AsyncClient", "connect_async", "rpc"]
 
 
-class AsyncClient(_ClientBase):
+class AsyncClient(RemoteFunctions):
     """The asyncio twin of :class:`~undertow.Client`: the same functions, awaited.
 
     ::
@@ -27,7 +28,8 @@ class AsyncClient(_ClientBase):
             task = client.add.submit(1, 2)        # an asyncio.Task
             async for row in client.rows(10): ...
 
-    It belongs to the event loop it was opened on. Arguments are those of ``Client``.
+    It belongs to the event loop it was opened on. Arguments, and the transports its
+    address's scheme picks, are those of ``Client``.
     """
 
     def __init__(
@@ -43,22 +45,17 @@ class AsyncClient(_ClientBase):
         connect_wait: float | None = None,
         curve_server_key: Any = None,
     ) -> None:
-        super().__init__(
-            address,
-            timeout=timeout,
+        super().__init__(address, timeout=timeout, output=output)
+        self._scheme, self._options = prepare(
+            self,
             token=token,
             codecs=codecs,
             safe_exceptions=safe_exceptions,
-            output=output,
+            connect_wait=connect_wait,
             curve_server_key=curve_server_key,
         )
         self._connect_timeout = connect_timeout
-        if connect_wait is not None and connect_wait <= 0:
-            raise ValueError(
-                f"connect_wait must be a positive number of seconds or None, not {connect_wait!r}"
-            )
-        self._connect_wait = connect_wait
-        self._conn: AsyncConnection | None = None
+        self._conn: AsyncClientConnection | None = None
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
@@ -68,12 +65,8 @@ class AsyncClient(_ClientBase):
     async def open(self) -> AsyncClient:
         """Connect and learn the server's functions (``async with`` does this for you)."""
         if self._conn is None:
-            self._conn = AsyncConnection(
-                self.address,
-                connect_wait=self._connect_wait,
-                key=self._proto.key,
-                curve_server_key=self._curve,
-            )
+            self._conn = self._scheme.async_connection(self.address, self._options)
+            self.address = self._conn.address
         try:
             await self.refresh(timeout=self._connect_timeout or self.timeout)
         except BaseException:
@@ -83,11 +76,8 @@ class AsyncClient(_ClientBase):
 
     async def refresh(self, timeout: float | None = None) -> None:
         """Ask the server again for its functions."""
-        info = FunctionInfo(DESCRIBE, input="msgpack", output="msgpack")
-        body = await self._invoke(
-            info, (), {}, CallOptions(timeout=timeout or self.timeout, output=False)
-        )
-        self._install(body, self._invoke, self._submit)
+        desc = await self._connection().describe(timeout or self.timeout)
+        self._install_functions(desc, self._invoke, self._submit)
 
     async def call(self, name: str, /, *args: Any, **kwargs: Any) -> Any:
         """Call the remote function ``name``."""
@@ -102,7 +92,12 @@ class AsyncClient(_ClientBase):
     async def aclose(self) -> None:
         """Close the connection."""
         if self._conn is not None:
-            self._conn.close()
+            await self._conn.aclose()
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`aclose` was called."""
+        return self._conn is not None and self._conn.closed
 
     async def __aenter__(self) -> AsyncClient:
         return await self.open()
@@ -110,7 +105,7 @@ class AsyncClient(_ClientBase):
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    def _connection(self) -> AsyncConnection:
+    def _connection(self) -> AsyncClientConnection:
         if self._conn is None:
             raise RuntimeError(
                 "AsyncClient is not open: use 'async with AsyncClient(...)' or await open()"
@@ -120,41 +115,9 @@ class AsyncClient(_ClientBase):
     def _invoke(
         self, info: FunctionInfo, args: tuple[Any, ...], kwargs: dict[str, Any], opts: CallOptions
     ) -> Any:
-        conn = self._connection()
-        call, frames, deadline, timeout = self._prepare(info, args, kwargs, opts)
         if info.streams:
-            if conn.connect_wait is None:
-                conn.start(call, frames)
-                return _AsyncStream(self, call, timeout)
-            return _AsyncStream(self, call, timeout, unsent=frames)  # sent on the first item
-        if conn.connect_wait is not None:
-            return self._start_and_finish(conn, call, frames, deadline, timeout)
-        conn.start(call, frames)
-        return self._finish(conn, call, deadline, timeout)
-
-    async def _start_and_finish(
-        self,
-        conn: AsyncConnection,
-        call: Call,
-        frames: list[Any],
-        deadline: float | None,
-        timeout: float | None,
-    ) -> Any:
-        await conn.start_connected(call, frames)
-        return await self._finish(conn, call, deadline, timeout)
-
-    async def _finish(
-        self, conn: AsyncConnection, call: Call, deadline: float | None, timeout: float | None
-    ) -> Any:
-        try:
-            done = await conn.wait(call, lambda: call.done, deadline)
-        except BaseException:  # cancelled, the connection lost: stop the call, forget it
-            self._abandon(call)
-            raise
-        if not done:
-            self._abandon(call)
-            raise _timeout_error(self._proto, call.name, timeout)
-        return self._proto.outcome(call)
+            return self._connection().stream(info, args, kwargs, self._settings(opts))
+        return self._connection().call(info, args, kwargs, self._settings(opts))
 
     def _submit(
         self, info: FunctionInfo, args: tuple[Any, ...], kwargs: dict[str, Any], opts: CallOptions
@@ -165,78 +128,9 @@ class AsyncClient(_ClientBase):
             )
         return asyncio.ensure_future(self._invoke(info, args, kwargs, opts))
 
-    def _abandon(self, call: Call) -> None:
-        conn = self._conn
-        if conn is not None and not conn.closed:
-            conn.forget(call)
-            conn.send(self._proto.cancel_frames(call.call_id))
 
-
-class _AsyncStream(AsyncIterator[Any]):
-    def __init__(
-        self,
-        client: AsyncClient,
-        call: Call,
-        timeout: float | None,
-        unsent: list[Any] | None = None,
-    ) -> None:
-        self._client = client
-        self._call = call
-        #: the request, when it goes out with the first item (a connection to wait for)
-        self._unsent = unsent
-        self._timeout = timeout
-        self._finished = False
-        self._consumed = 0
-
-    async def __anext__(self) -> Any:
-        call, proto = self._call, self._client._proto
-        if self._finished:
-            raise StopAsyncIteration
-        if self._unsent is not None:
-            frames, self._unsent = self._unsent, None
-            try:
-                await self._client._connection().start_connected(call, frames)
-            except BaseException:
-                self._finished = True
-                raise
-        if not call.items and not call.done:
-            deadline = None if self._timeout is None else time.monotonic() + self._timeout
-            try:
-                ready = await self._client._connection().wait(
-                    call, lambda: bool(call.items) or call.done, deadline
-                )
-            except BaseException:  # the awaiting task was cancelled: stop the generator too
-                await self.aclose()
-                raise
-            if not ready:
-                await self.aclose()
-                raise _timeout_error(proto, call.name, self._timeout)
-        if call.items:
-            header, frames = call.items.popleft()
-            self._consumed += 1
-            credit = proto.credit_frames(call.call_id, self._consumed)
-            if credit is not None and not call.done:
-                self._client._connection().send(credit)
-            return proto.decode_value(call, header, frames)
-        self._finished = True
-        proto.outcome(call)
-        raise StopAsyncIteration
-
-    async def aclose(self) -> None:
-        """Stop the stream early."""
-        if not self._finished:
-            self._finished = True
-            if not self._call.done:
-                self._client._abandon(self._call)
-
-
-async def connect_async(address: str, **options: Any) -> Any:
-    """Open an :class:`AsyncClient` to ``address``; options are those of ``AsyncClient``.
-    An ``http://`` or ``https://`` address gives an ``AsyncHttpClient``."""
-    if address.startswith(("http://", "https://")):
-        from undertow.rpc._http_client import AsyncHttpClient
-
-        return await AsyncHttpClient(address, **options).open()
+async def connect_async(address: str, **options: Any) -> AsyncClient:
+    """Open an :class:`AsyncClient` to ``address``; options are those of ``AsyncClient``."""
     return await AsyncClient(address, **options).open()
 
 
@@ -295,7 +189,7 @@ class rpc:
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         if not await conn.wait(call, lambda: call.done, deadline):
             conn.forget(call)
-            raise _timeout_error(self._proto, name, self.timeout)
+            raise timeout_error(self._proto.where(name), self.timeout)
         return self._proto.outcome(call)
 
     async def close(self) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 from undertow.errors import FunctionNotFound
 from undertow.rpc._calls import Description, FunctionInfo, OutputCallback, write_output
+from undertow.rpc._connection import Settings
 from undertow.rpc._signature import rebuild_signature
 
 __all__ = ["CallOptions", "RemoteFunctions", "as_attributes", "make_function", "not_found"]
@@ -116,8 +117,8 @@ def not_found(name: str, where: str, functions: Iterable[str]) -> FunctionNotFou
 
 
 class RemoteFunctions:
-    """What every client shares (ZeroMQ or HTTP, sync or async): its default deadline and
-    output, and the server's functions, as attributes and by name."""
+    """What every client shares (sync or async, whatever its transport): its default
+    deadline and output, and the server's functions, as attributes and by name."""
 
     def __init__(
         self, address: str, *, timeout: float | None, output: bool | OutputCallback
@@ -130,6 +131,8 @@ class RemoteFunctions:
         self.timeout = timeout
         #: where remote output goes by default (None: nowhere, and the server is told so)
         self._sink = write_output if output is True else None if output is False else output
+        #: the token this client signs its calls with (None: none); pointers ask
+        self._token: str | None = None
         self._server = ""
         self._bound: dict[str, Callable[..., Any]] = {}
         self._as_attributes: set[str] = set()  # functions also set as instance attributes
@@ -141,11 +144,13 @@ class RemoteFunctions:
         }
         self._as_attributes = as_attributes(self, self._bound, self._as_attributes)
 
-    def _settings(self, opts: CallOptions) -> tuple[float | None, bool, OutputCallback | None]:
-        """A call's deadline in seconds, whether it wants output, and where output goes."""
+    def _settings(self, opts: CallOptions) -> Settings:
+        """A call's deadline in seconds, whether it wants output, where output goes, and
+        whether its result stays on the server."""
         timeout = self.timeout if opts.timeout is None else opts.timeout
         output = (self._sink is not None) if opts.output is None else opts.output
-        return timeout, output, (self._sink or write_output) if output else None
+        sink = (self._sink or write_output) if output else None
+        return timeout, output, sink, opts.return_pointer
 
     def _lookup(self, name: str) -> Callable[..., Any]:
         fn = self._bound.get(name)
@@ -160,7 +165,8 @@ class RemoteFunctions:
         return sorted({*super().__dir__(), *self._bound})
 
     def __repr__(self) -> str:
+        count = len(self._bound)
         return (
             f"<{type(self).__name__} {self.address} server={self._server!r} "
-            f"[{len(self._bound)} functions]>"
+            f"[{count} function{'' if count == 1 else 's'}]>"
         )

@@ -71,7 +71,8 @@ class HttpCaller:
         self, name: str, body: bytes, deadline: float | None, wait: float | None = None
     ) -> Generator[tuple[str, Any], None, None]:
         """Call ``name`` with a msgpack ``body``; yields its events as they arrive, all by
-        ``deadline`` (a stream: each within ``wait`` seconds of the one before)."""
+        ``deadline`` (a stream: each within ``wait`` seconds of the one before), else raises
+        the builtin :class:`TimeoutError`."""
         timeout = wait if deadline is None else max(0.001, deadline - time.monotonic())
         headers = {"Content-Type": MSGPACK, "Accept": NDJSON}
         with (
@@ -87,7 +88,7 @@ class HttpCaller:
                 if line:
                     yield _event(line)
                 if deadline is not None and time.monotonic() > deadline:
-                    raise RPCTimeout(f"{name}() at {self.base_url} did not finish in time")
+                    raise TimeoutError(f"{name}() at {self.base_url} did not finish in time")
 
     def close(self) -> None:
         self._client.close()
@@ -130,7 +131,7 @@ class AsyncHttpCaller:
                     if line:
                         yield _event(line)
                     if deadline is not None and time.monotonic() > deadline:
-                        raise RPCTimeout(f"{name}() at {self.base_url} did not finish in time")
+                        raise TimeoutError(f"{name}() at {self.base_url} did not finish in time")
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -138,11 +139,12 @@ class AsyncHttpCaller:
 
 @contextlib.contextmanager
 def _translated(base_url: str, what: str, timeout: float | None) -> Generator[None, None, None]:
-    """httpx's failures as undertow's errors."""
+    """httpx's failures as undertow's errors; a timeout as the builtin :class:`TimeoutError`
+    (the rpc layer words it for the call)."""
     try:
         yield
-    except (httpx.TimeoutException, TimeoutError) as exc:
-        raise RPCTimeout(
+    except httpx.TimeoutException as exc:
+        raise TimeoutError(
             f"{what} at {base_url} did not answer within {timeout:g} s" if timeout else str(exc)
         ) from exc
     except httpx.TransportError as exc:
@@ -156,6 +158,7 @@ def fetch_data(url: str, secret: str, token: str | None, timeout: float | None) 
     if token:
         headers["Authorization"] = f"Bearer {token}"
     with (
+        _fetch_timeout(),
         _translated(url, "fetch", timeout),
         httpx.stream("GET", url, headers=headers, timeout=timeout) as response,
     ):
@@ -165,6 +168,15 @@ def fetch_data(url: str, secret: str, token: str | None, timeout: float | None) 
         if response.headers.get("content-type", "").startswith(NPY):
             return _read_npy(response.iter_raw())
         return msgspec.json.decode(response.read())
+
+
+@contextlib.contextmanager
+def _fetch_timeout() -> Generator[None, None, None]:
+    """A fetch that timed out raises :class:`RPCTimeout`, as a pointer's other operations do."""
+    try:
+        yield
+    except TimeoutError as exc:
+        raise RPCTimeout(str(exc)) from exc
 
 
 def _read_npy(chunks: Iterator[bytes]) -> Any:

@@ -1,0 +1,312 @@
+"""The sync client's ZeroMQ connection: a call's request goes out as frames and its
+messages (output, items, the result or error) come back on the socket of the calling thread
+(blocking calls) or on the shared one (futures, streams); see ``_sync_conn.py`` for how."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Generator, Iterator
+from typing import Any
+
+import msgspec
+
+from undertow.errors import ConnectionClosed
+from undertow.rpc._calls import Call, Description, FunctionInfo, Protocol
+from undertow.rpc._connection import ConnectOptions, Settings, timeout_error
+from undertow.rpc._sync_conn import SyncConnection
+from undertow.security import client_key
+from undertow.transport import load_public
+
+__all__ = ["DESCRIBE", "CallFuture", "ZmqConnection", "zmq_protocol"]
+
+#: the function every server answers with its description
+DESCRIBE = "_describe"
+_DESCRIBE = FunctionInfo(DESCRIBE, input="msgpack", output="msgpack")
+_PENDING = concurrent.futures._base.PENDING
+_FINISHED = concurrent.futures._base.FINISHED
+#: guards making a future's condition against settling the future without it
+_CONDITIONS = threading.Lock()
+_DONE = (
+    concurrent.futures._base.CANCELLED,
+    concurrent.futures._base.CANCELLED_AND_NOTIFIED,
+    concurrent.futures._base.FINISHED,
+)
+
+
+def zmq_protocol(address: str, options: ConnectOptions) -> Protocol:
+    """The encoder and decoder of a ZeroMQ client's messages (sync or async)."""
+    key = client_key(options.token) if options.token else None
+    proto = Protocol(
+        address, key=key, codecs=options.codecs, safe_exceptions=options.safe_exceptions
+    )
+    proto.pointer = options.pointer
+    return proto
+
+
+class ZmqConnection:
+    """A sync client's connection to a server's ZeroMQ address (``tcp://``, ``ipc://``,
+    ``inproc://``, ``host:port``)."""
+
+    def __init__(self, address: str, options: ConnectOptions) -> None:
+        self.address = address
+        self.proto = zmq_protocol(address, options)
+        curve = options.curve_server_key
+        self.link = SyncConnection(
+            address,
+            connect_wait=options.connect_wait,
+            key=self.proto.key,
+            curve_server_key=None if curve is None else load_public(curve),
+        )
+
+    @property
+    def closed(self) -> bool:
+        return bool(self.link.closed)
+
+    def describe(self, timeout: float | None) -> Description:
+        try:
+            body = self.call(_DESCRIBE, (), {}, (timeout, False, None, False))
+        except TimeoutError:
+            raise timeout_error(self.address, timeout, connecting=True) from None
+        desc = msgspec.convert(body, Description)
+        self.proto.max_message_size = desc.max_message_size
+        return desc
+
+    def call(
+        self, info: FunctionInfo, args: tuple[Any, ...], kwargs: dict[str, Any], how: Settings
+    ) -> Any:
+        timeout, output, sink, pointer = how
+        proto = self.proto
+        call = Call(proto.next_id(), info.name, sink)
+        frames = proto.request(
+            call.call_id, info, args, kwargs, timeout=timeout, output=output, pointer=pointer
+        )
+        # Ctrl-C in a notebook or the deadline: the connection stops the remote call too
+        if not self.link.call(
+            call, frames, None if timeout is None else time.monotonic() + timeout
+        ):
+            raise timeout_error(proto.where(info.name), timeout)
+        return proto.outcome(call)
+
+    def stream(
+        self, info: FunctionInfo, args: tuple[Any, ...], kwargs: dict[str, Any], how: Settings
+    ) -> Iterator[Any]:
+        timeout, output, sink, pointer = how
+        call = Call(self.proto.next_id(), info.name, sink)
+        frames = self.proto.request(
+            call.call_id, info, args, kwargs, timeout=timeout, output=output, pointer=pointer
+        )
+        self.link.start(call, frames, then_drain=True)
+        self.link.drain_nowait()
+        return _Stream(self, call, timeout)
+
+    def submit(
+        self, info: FunctionInfo, args: tuple[Any, ...], kwargs: dict[str, Any], how: Settings
+    ) -> CallFuture:
+        timeout, output, sink, pointer = how
+        proto = self.proto
+        call = Call(proto.next_id(), info.name, sink)
+        frames = proto.request(
+            call.call_id, info, args, kwargs, timeout=timeout, output=output, pointer=pointer
+        )
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def expire(reason: BaseException) -> None:
+            if type(reason) is TimeoutError:  # the deadline, not a closed or lost connection
+                reason = timeout_error(proto.where(info.name), timeout)
+            future._expire(reason)
+
+        future = CallFuture(self, call, deadline, expire)
+        call.notify = future._settle
+        self.link.submit(call, frames, deadline, expire)
+        return future
+
+    def abandon(self, call: Call) -> None:
+        """Stop waiting for ``call`` and ask the server to stop it."""
+        self.link.forget(call)
+        if not self.link.closed:
+            self.link.send(self.proto.cancel_frames(call.call_id))
+
+    def close(self) -> None:
+        self.link.close()
+
+
+class CallFuture(concurrent.futures.Future[Any]):
+    """A :class:`concurrent.futures.Future` for a remote call; also awaitable in asyncio.
+
+    ``cancel()`` works until the result arrives and tells the server to stop the call.
+    """
+
+    def __init__(
+        self,
+        owner: ZmqConnection | None = None,
+        call: Call | None = None,
+        deadline: float | None = None,
+        on_deadline: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        # Future.__init__ without its Condition, which most futures never need: it is made
+        # on first use (see __getattr__); until then set_result takes a shorter path.
+        self._state = _PENDING
+        self._result = None
+        self._exception = None
+        self._waiters: list[Any] = []
+        self._done_callbacks: list[Callable[[concurrent.futures.Future[Any]], object]] = []
+        self._owner = owner
+        self._call = call
+        self._deadline = deadline
+        self._on_deadline = on_deadline or self._expire
+        self._once = [True]  # popped by whichever of result, expiry or cancel comes first
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return asyncio.wrap_future(self).__await__()
+
+    def __getattr__(self, name: str) -> Any:
+        if name != "_condition":
+            raise AttributeError(name)
+        with _CONDITIONS:
+            cond = self.__dict__.get("_condition")
+            if cond is None:
+                cond = self.__dict__["_condition"] = threading.Condition()
+        return cond
+
+    def _settle_unwatched(self, result: Any, exception: BaseException | None) -> bool:
+        """Finish the future if no thread ever used its condition (so none waits on it)."""
+        with _CONDITIONS:
+            if "_condition" in self.__dict__:
+                return False
+            if self._state in _DONE:
+                raise concurrent.futures.InvalidStateError(f"{self._state}: {self!r}")
+            self._result, self._exception = result, exception
+            self._state = _FINISHED
+        if self._done_callbacks:
+            self._invoke_callbacks()
+        return True
+
+    def set_result(self, result: Any) -> None:
+        if not self._settle_unwatched(result, None):
+            super().set_result(result)
+
+    def set_exception(self, exception: BaseException | None) -> None:
+        if not self._settle_unwatched(None, exception):
+            super().set_exception(exception)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        if self._state == _FINISHED:
+            return self._exception
+        return super().exception(timeout)
+
+    def _claim(self) -> bool:
+        try:
+            self._once.pop()
+        except IndexError:
+            return False
+        return True
+
+    def _settle(self) -> None:
+        """The call's outcome arrived (runs in the receiving thread)."""
+        call, owner = self._call, self._owner
+        if call is None or owner is None or not call.done or not self._claim():
+            return
+        owner.link.forget(call)
+        try:
+            result = owner.proto.outcome(call)
+        except BaseException as exc:  # the remote error becomes the future's exception
+            self.set_exception(exc)
+        else:
+            self.set_result(result)
+
+    def _expire(self, reason: BaseException) -> None:
+        """The deadline passed, or the client closed."""
+        if self._call is not None and self._owner is not None and self._claim():
+            self._owner.abandon(self._call)
+            self.set_exception(reason)
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The call's result, waiting up to ``timeout`` seconds.
+
+        The waiting thread receives for the connection itself when no other thread does,
+        so waiting on a future costs no more than a blocking call.
+        """
+        if self._state == _FINISHED and self._exception is None:
+            return self._result  # the common case once the call is done: no lock
+        call, owner = self._call, self._owner
+        if call is not None and owner is not None and self._state not in _DONE:
+            mine = None if timeout is None else time.monotonic() + timeout
+            limits = [t for t in (mine, self._deadline) if t is not None]
+            until = min(limits) if limits else None
+            with contextlib.suppress(ConnectionClosed):  # reported by the future itself
+                owner.link.wait(call, lambda: call.done or self._state != _PENDING, until)
+            if self._deadline is not None and time.monotonic() >= self._deadline:
+                self._on_deadline(TimeoutError())
+            if mine is not None:
+                timeout = max(0.0, mine - time.monotonic())
+        if self._state == _FINISHED and self._exception is None:
+            return self._result
+        return super().result(timeout)
+
+    def done(self) -> bool:
+        """True once the call has finished, failed or been cancelled.
+
+        Reads the state without the future's lock (a single attribute read is atomic):
+        ``result()`` and the receive loop ask this often.
+        """
+        return self._state in _DONE
+
+    def cancel(self) -> bool:
+        """Cancel the call if it has not finished; the server is asked to stop it."""
+        if self._call is not None and self._owner is not None and self._claim():
+            self._owner.abandon(self._call)
+        return super().cancel()
+
+
+class _Stream(Iterator[Any]):
+    """Iterates over the items a remote generator yields, as they arrive."""
+
+    def __init__(self, owner: ZmqConnection, call: Call, timeout: float | None) -> None:
+        self._owner = owner
+        self._call = call
+        self._timeout = timeout
+        self._finished = False
+        self._consumed = 0
+
+    def __repr__(self) -> str:
+        return f"<remote stream {self._call.name}() [{len(self._call.items)} buffered]>"
+
+    def __next__(self) -> Any:
+        call, proto = self._call, self._owner.proto
+        if self._finished:
+            raise StopIteration
+        if not call.items and not call.done:
+            deadline = None if self._timeout is None else time.monotonic() + self._timeout
+            try:
+                ready = self._owner.link.wait(call, lambda: bool(call.items) or call.done, deadline)
+            except BaseException:  # Ctrl-C while waiting for an item: stop the generator too
+                self.close()
+                raise
+            if not ready:
+                self.close()
+                raise timeout_error(proto.where(call.name), self._timeout)
+        if call.items:
+            header, frames = call.items.popleft()
+            self._consumed += 1
+            credit = proto.credit_frames(call.call_id, self._consumed)
+            if credit is not None and not call.done:
+                self._owner.link.send(credit)
+            return proto.decode_value(call, header, frames)
+        self._finished = True
+        proto.outcome(call)  # raises the remote error, if any
+        raise StopIteration
+
+    def close(self) -> None:
+        """Stop the stream early; the server stops the generator at its next item."""
+        if not self._finished:
+            self._finished = True
+            if not self._call.done:
+                self._owner.abandon(self._call)
+
+    def __del__(self) -> None:
+        if not self._finished and not self._call.done and not self._owner.link.closed:
+            self.close()
