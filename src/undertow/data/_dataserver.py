@@ -222,7 +222,8 @@ class DataService:
                     AuthenticationError(
                         f"pickle reaches server {self._server.name!r}'s data only from an "
                         "authenticated caller; connect with token=..."
-                    )
+                    ),
+                    code="auth",
                 )
             )
             return None
