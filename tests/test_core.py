@@ -75,14 +75,16 @@ def test_bad_addresses_are_named():
 def test_public_objects_have_informative_reprs(serve):
     server = undertow.Server(name="shown")
     server.register("ping", lambda: "pong")
-    assert repr(server) == "<Server 'shown' not serving [1 functions]>"
+    assert repr(server) == "<Server 'shown' not serving [1 function]>"
     address = serve(server)
-    assert repr(server) == f"<Server 'shown' {address} [1 functions]>"
+    assert repr(server) == f"<Server 'shown' {address} [1 function]>"
     with undertow.connect(address, timeout=10) as client:
-        assert repr(client) == f"<Client {address} server='shown' [1 functions]>"
+        assert repr(client) == f"<Client {address} server='shown' [1 function]>"
         future = client.ping.submit()
         assert future.result(10) == "pong"
         assert "finished" in repr(future)
+    server.register("pong", lambda: "ping")
+    assert repr(server) == f"<Server 'shown' {address} [2 functions]>"
     assert repr(rpc(address)) == f"<rpc {address}>"
 
 

@@ -9,7 +9,7 @@ lives in :mod:`undertow.data`, above this layer).
 from undertow.rpc._aclient import AsyncClient, connect_async, rpc
 from undertow.rpc._calls import Description, FunctionInfo, OutputCallback
 from undertow.rpc._client import CallFuture, Client, connect, functions
-from undertow.rpc._core import MAX_FRAMES, HandlerServer, Incoming, check_exposure
+from undertow.rpc._core import MAX_FRAMES, HandlerServer, check_exposure
 from undertow.rpc._functions import (
     CallOptions,
     RemoteFunctions,
@@ -17,6 +17,7 @@ from undertow.rpc._functions import (
     make_function,
     not_found,
 )
+from undertow.rpc._incoming import Incoming
 from undertow.rpc._options import FunctionOptions, GlobTable
 from undertow.rpc._plane import DataPlane, plug_data
 from undertow.rpc._receivers import Job

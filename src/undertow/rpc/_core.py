@@ -15,6 +15,9 @@ runs inline on the loop (keep it short), a coroutine function runs as a task. Th
 :class:`undertow.Server` is built on this class: it adds *raw* handlers, which receive the
 :class:`Incoming` message itself, may answer from any thread, and may return a job for a
 pool thread; and it has the socket read by a :class:`ReceiverPool` instead of the loop.
+
+Each message is checked here (size, signature) before anything in it is decoded; a call
+becomes an :class:`Incoming` (``_incoming.py``), through which whoever runs it answers.
 """
 
 from __future__ import annotations
@@ -26,20 +29,19 @@ import logging
 import operator
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import zmq
 
 from undertow._util import address_host, is_loopback
 from undertow.errors import AuthenticationError, ConfigError, UndertowError
-from undertow.rpc._flow import StreamCredit
+from undertow.rpc._incoming import Incoming, RawHandler
 from undertow.rpc._receivers import Job, ReceiverPool
 from undertow.security import ENVELOPE_MAGIC, Authenticator, ServerSeal, strip_envelope
 from undertow.transport import ServerSocket, bind_router
 from undertow.wire import (
     ErrorInfo,
-    Flags,
     Header,
     Kind,
     MsgpackCodec,
@@ -51,138 +53,13 @@ from undertow.wire import (
     payload_of,
 )
 
-__all__ = ["MAX_FRAMES", "HandlerServer", "Incoming", "RawHandler", "check_exposure"]
+__all__ = ["MAX_FRAMES", "HandlerServer", "check_exposure"]
 
 log = logging.getLogger(__name__)
 
 _MSGPACK = MsgpackCodec()
-_NO_OUTPUT = int(Flags.NO_OUTPUT)
 _CALL, _CANCEL, _CREDIT = Kind.CALL, Kind.CANCEL, Kind.CREDIT
 _buffer = operator.attrgetter("buffer")  # a ZeroMQ frame's memoryview, without a Python call
-
-
-class Incoming:
-    """One call received by a server, and the means to answer it from any thread.
-
-    Exactly one of :meth:`reply`, :meth:`fail` or :meth:`end` finishes the call; later
-    answers are dropped, so a deadline and a late result cannot both reach the caller.
-    """
-
-    __slots__ = (
-        "_once",
-        "_server",
-        "cancelled",
-        "credit",
-        "frames",
-        "header",
-        "identity",
-        "peer",
-        "seal",
-    )
-
-    def __init__(
-        self,
-        server: HandlerServer,
-        peer: bytes,
-        header: Header,
-        frames: list[Any],
-        identity: str | None = None,
-        seal: Callable[[list[Any]], list[Any]] | None = None,
-    ) -> None:
-        self._server = server
-        self.peer = peer
-        self.header = header
-        #: payload frames: the body, then any out-of-band buffers
-        self.frames = frames
-        #: who signed the call (None: an anonymous caller)
-        self.identity = identity
-        #: signs each answer with the caller's key (None: answers go unsigned)
-        self.seal = seal
-        self._once = [True]  # popped by whoever answers first
-        #: set when the caller sent CANCEL; long-running handlers may poll it
-        self.cancelled = False
-        #: flow control of a stream, set by whoever runs a generator
-        self.credit: StreamCredit | None = None
-
-    def __repr__(self) -> str:
-        state = "answered" if self.finished else "cancelled" if self.cancelled else "open"
-        return f"<Incoming {self.header.name}() call {self.header.call_id} [{state}]>"
-
-    @property
-    def name(self) -> str:
-        """The function the caller asked for."""
-        return self.header.name
-
-    @property
-    def wants_output(self) -> bool:
-        """False when the caller switched remote output off for this call."""
-        return not (self.header.flags & _NO_OUTPUT)
-
-    @property
-    def finished(self) -> bool:
-        """True once the call has been answered."""
-        return not self._once
-
-    def _send(
-        self,
-        kind: Kind,
-        payload: Sequence[Any],
-        *,
-        name: str = "",
-        codec: str = "",
-        ends: bool = False,
-    ) -> None:
-        sock = self._server._sock
-        if sock is not None:  # None once the server closed
-            frames = pack(kind, self.header.call_id, payload, name=name, codec=codec)
-            if self.seal is not None:
-                frames = self.seal(frames)
-            sock.send(self.peer, frames, hold=ends)
-
-    def _finish(self) -> bool:
-        # list.pop() is atomic under the GIL: exactly one caller gets the token.
-        try:
-            self._once.pop()
-        except IndexError:
-            return False
-        self._server._active.pop((self.peer, self.header.call_id), None)
-        return True
-
-    def reply(self, payload: Sequence[Any], codec: str) -> bool:
-        """Send the result, already encoded by ``codec``; False if the call was answered already."""
-        if not self._finish():
-            return False
-        self._send(Kind.RESULT, payload, codec=codec, ends=True)
-        return True
-
-    def fail(self, info: ErrorInfo) -> bool:
-        """Send an error; False if the call was answered already."""
-        if not self._finish():
-            return False
-        self._send(Kind.ERROR, [encode_error(info)], ends=True)
-        return True
-
-    def end(self) -> bool:
-        """Close a stream of items; False if the call was answered already."""
-        if not self._finish():
-            return False
-        self._send(Kind.END, (), ends=True)
-        return True
-
-    def item(self, payload: Sequence[Any], codec: str) -> None:
-        """Send one streamed item, already encoded by ``codec``."""
-        if self._once:
-            self._send(Kind.ITEM, payload, codec=codec)
-
-    def output(self, stream: str, text: str) -> None:
-        """Send text the handler wrote to ``stream`` (``"stdout"`` or ``"stderr"``)."""
-        if self._once:
-            self._send(Kind.OUTPUT, [text.encode("utf-8", "replace")], name=stream, codec="text")
-
-
-#: A raw handler gets the Incoming call in the receiving thread and must not block: it
-#: answers at once, forwards the call (to the loop, say), or returns a job for a pool thread.
-RawHandler = Callable[[Incoming], Job | None]
 
 
 class HandlerServer:
@@ -205,7 +82,8 @@ class HandlerServer:
         auth: Authenticator | None = None,
     ) -> None:
         self.name = name
-        self._on_cancel = on_cancel
+        #: called on the loop with each call a caller cancelled (None: nobody is told)
+        self.on_cancel = on_cancel
         self.handlers: dict[str, Callable[..., Any]] = dict(handlers or {})
         self.raw_handlers: dict[str, RawHandler] = {}
         self._sock: ServerSocket | None = None
@@ -366,12 +244,7 @@ class HandlerServer:
                 self._refuse(peer, frames, _AUTH_FAILED, detail=str(exc))
                 return None
         elif self.seal is not None and not self.allow_anonymous:
-            self._refuse(
-                peer,
-                frames,
-                f"server {self.name!r} requires authentication: connect with token=... "
-                "(or set UNDERTOW_TOKEN)",
-            )
+            self._refuse(peer, frames, self._unsigned_refused())
             return None
         try:
             header = decode_header(view)
@@ -379,14 +252,8 @@ class HandlerServer:
             log.debug("dropped a message from a peer: %s", exc)
             return None
         payload = payload_of(header, rest)
-        kind = header.kind
-        if kind != _CALL:
-            if kind in (_CANCEL, _CREDIT):
-                incoming = self._active.get((peer, header.call_id))
-                if incoming is not None:
-                    self._control(incoming, header, payload)
-            else:
-                log.debug("dropped a %s message: servers take only CALL and CANCEL", kind.name)
+        if header.kind != _CALL:
+            self._control(peer, header, payload)
             return None
         incoming = Incoming(self, peer, header, payload, identity, seal)
         self._active[(peer, header.call_id)] = incoming
@@ -446,14 +313,27 @@ class HandlerServer:
             error = ErrorInfo("AuthenticationError", reason, code=code)
             sock.send(peer, pack(Kind.ERROR, 0, [encode_error(error)]))
 
-    def _control(self, incoming: Incoming, header: Header, payload: list[Any]) -> None:
+    def _unsigned_refused(self) -> str:
+        return (
+            f"server {self.name!r} requires authentication: connect with token=... "
+            "(or set UNDERTOW_TOKEN)"
+        )
+
+    def _control(self, peer: bytes, header: Header, payload: list[Any]) -> None:
+        """A message about a call under way (CANCEL, CREDIT); anything else is dropped."""
+        if header.kind not in (_CANCEL, _CREDIT):
+            log.debug("dropped a %s message: servers take only CALL and CANCEL", header.kind.name)
+            return
+        incoming = self._active.get((peer, header.call_id))
+        if incoming is None:
+            return
         credit = incoming.credit
         if header.kind == Kind.CANCEL:
             incoming.cancelled = True
             if credit is not None:
                 credit.close()
-            if self._on_cancel is not None:
-                self.on_loop(self._on_cancel, incoming)
+            if self.on_cancel is not None:
+                self.on_loop(self.on_cancel, incoming)
         elif credit is not None and payload:
             with contextlib.suppress(UndertowError, TypeError, ValueError):
                 credit.grant(int(_MSGPACK.decode(payload)))

@@ -1,6 +1,7 @@
 """A registered function: what clients are told about it, what a call must pass before it
 runs (its codec, the caller, the function's rule), and how its arguments are decoded and its
-answers encoded (msgspec's own functions on the hot path, the codec's for errors)."""
+answers encoded (msgspec's own functions on the hot path, the codec's for errors) or, for a
+call whose answers are Python values, handed on as a caller over ZeroMQ would see them."""
 
 from __future__ import annotations
 
@@ -11,17 +12,27 @@ from typing import Any
 
 from undertow.errors import DeserializationError, UndertowError
 from undertow.rpc._calls import FunctionInfo
-from undertow.rpc._core import Incoming
+from undertow.rpc._incoming import Arguments, Incoming
 from undertow.rpc._options import FunctionOptions
 from undertow.rpc._signature import describe_params
-from undertow.wire import ErrorInfo, error_info
+from undertow.wire import ErrorInfo, MsgpackCodec, NumpyCodec, PickleCodec, error_info
 
-__all__ = ["Arguments", "Entry", "admit", "refusal", "send_result", "timeout_info"]
+__all__ = [
+    "Arguments",
+    "Entry",
+    "admit",
+    "refusal",
+    "send_result",
+    "send_value",
+    "timeout_info",
+    "value_sent",
+]
 
 log = logging.getLogger(__name__)
 
-#: a call's positional and keyword arguments
-Arguments = tuple[Sequence[Any], dict[str, Any]]
+#: codecs whose decoding gives back the value that was encoded (as far as JSON and msgpack
+#: can tell): a value answered to HTTP skips the trip through them
+_FAITHFUL = (MsgpackCodec, NumpyCodec, PickleCodec)
 
 
 def _mode(fn: Callable[..., Any]) -> str:
@@ -41,6 +52,7 @@ class Entry:
         "auth",
         "auth_first",
         "checked",
+        "codec_trip",
         "decode",
         "decode_body",
         "encode",
@@ -75,6 +87,9 @@ class Entry:
         # msgspec's own functions when the codec has them (one body frame, no wrapper)
         self.decode_body = getattr(options.input_serialization, "decode_body", None)
         self.encode_body = getattr(options.output_serialization, "encode_body", None)
+        #: a value answered to HTTP goes through the output codec first (json, or a codec
+        #: of the user's), so that it is what a caller over ZeroMQ would get
+        self.codec_trip = not isinstance(options.output_serialization, _FAITHFUL)
         #: pickle in or out: only an authenticated caller may call it
         self.checked = options.input_serialization.unsafe or options.output_serialization.unsafe
         #: the authorization rule (None: whoever got through authentication)
@@ -111,6 +126,25 @@ def send_result(entry: Entry, incoming: Incoming, result: Any) -> None:
     incoming.reply(payload, entry.output_name)
 
 
+def value_sent(entry: Entry, value: Any) -> Any:
+    """``value`` as a caller over ZeroMQ would get it: itself, or after a trip through the
+    function's output codec (see :attr:`Entry.codec_trip`); raises ``UndertowError``."""
+    if not entry.codec_trip:
+        return value
+    codec = entry.options.output_serialization
+    return codec.decode(codec.encode(value))
+
+
+def send_value(entry: Entry, incoming: Incoming, result: Any) -> None:
+    """Send ``result`` as a Python value (:attr:`Incoming.values`), or say why it cannot be sent."""
+    try:
+        value = value_sent(entry, result)
+    except UndertowError as exc:
+        incoming.fail(_unsendable(entry, exc))
+        return
+    incoming.reply_value(value)
+
+
 def refusal(entry: Entry, incoming: Incoming, server: str) -> ErrorInfo | None:
     """Why a call is refused before anything in it is decoded (pickle from an anonymous
     caller, another codec than the function's), or None."""
@@ -135,15 +169,19 @@ def refusal(entry: Entry, incoming: Incoming, server: str) -> ErrorInfo | None:
 def admit(entry: Entry, incoming: Incoming, server: str) -> Arguments | None:
     """The call's arguments, once it may run: for pickle input the function's rule is asked
     before decoding (with no arguments), otherwise with the decoded arguments. None: the call
-    was answered (denied, or its arguments did not decode)."""
+    was answered (denied, or its arguments did not decode). Arguments the transport decoded
+    already (:attr:`Incoming.arguments`) are taken as they are."""
     if entry.auth_first and not _allowed(entry, incoming, (), {}, server):
         return None
     frames = incoming.frames
     try:
-        if not frames:
+        if incoming.arguments is not None:
+            args, kwargs = incoming.arguments
+        elif not frames:
             raise DeserializationError(f"the call to {entry.name}() carried no arguments frame")
-        body = entry.decode_body  # msgspec's own decoder when the codec has one
-        args, kwargs = body(frames[0]) if body is not None else entry.decode(frames)
+        else:
+            body = entry.decode_body  # msgspec's own decoder when the codec has one
+            args, kwargs = body(frames[0]) if body is not None else entry.decode(frames)
         if not isinstance(args, list | tuple) or not isinstance(kwargs, dict):
             raise TypeError("expected [args, kwargs]")
     except Exception as exc:  # whatever the payload was, the caller hears why it failed

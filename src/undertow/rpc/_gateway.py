@@ -1,88 +1,180 @@
 """The function server seen from HTTP: what ``transport/_http.py`` calls to run a function.
 
 A call that arrives over HTTP goes through the same checks and the same code as one that
-arrives over ZeroMQ: it becomes an :class:`Incoming` whose answers, instead of going to a
-socket, are handed to the HTTP request waiting for them. Its JSON (or msgpack) arguments are
-encoded with the function's own input codec first, so the function cannot tell the
-difference.
+arrives over ZeroMQ (:meth:`Server.dispatch`): it becomes an :class:`Incoming` whose answers,
+instead of going to a socket, are handed to the HTTP request waiting for them. Its arguments,
+which the HTTP app decoded from JSON or msgpack, reach the function as they are when the
+function's input codec would give them unchanged; only for a codec that could change them
+(json from a msgpack body, a codec of the user's, a number too large for msgpack) are they
+encoded with it first. Results and items come back as Python values, which the app encodes
+once, in the form the client asked for.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import itertools
+import logging
 import os
-from collections.abc import AsyncGenerator, Callable
-from typing import TYPE_CHECKING, Any
+import re
+from collections.abc import AsyncGenerator
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
 from undertow.errors import UndertowError
-from undertow.rpc._core import Incoming
+from undertow.rpc._calls import FunctionInfo
+from undertow.rpc._entry import Entry
+from undertow.rpc._incoming import VALUE, Arguments, Incoming
 from undertow.rpc._receivers import Job
 from undertow.transport import CallFailed, failure
-from undertow.wire import ErrorInfo, Flags, Header, Kind, decode_error, error_info, resolve_codec
+from undertow.wire import (
+    Codec,
+    ErrorInfo,
+    Flags,
+    Header,
+    JsonCodec,
+    Kind,
+    MsgpackCodec,
+    PickleCodec,
+    decode_error,
+    error_info,
+    resolve_codec,
+)
 
 if TYPE_CHECKING:
-    from undertow.rpc._server import Server
+    from undertow.transport import ServerSocket
 
-__all__ = ["ServerGateway"]
+__all__ = ["ServerGateway", "Serving"]
+
+log = logging.getLogger(__name__)
 
 _ids = itertools.count(1)
+_MSGPACK = resolve_codec("msgpack")
+_PICKLE = resolve_codec("pickle")
+#: a number of 19 digits or more may be out of msgpack's range (64 bits)
+_LONG_NUMBER = re.compile(rb"\d{19}").search
+
+
+class Serving(Protocol):
+    """What the gateway uses of a :class:`~undertow.Server`: its public call surface."""
+
+    name: str
+
+    @property
+    def authenticates(self) -> bool: ...
+    @property
+    def allows_anonymous(self) -> bool: ...
+    @property
+    def max_message_size(self) -> int | None: ...
+    @property
+    def max_workers(self) -> int: ...
+    def info(self) -> list[FunctionInfo]: ...
+    def authenticate(self, token: str) -> str | None: ...
+    def function(self, name: str) -> Entry | None: ...
+    def dispatch(self, incoming: Incoming) -> Job | None: ...
+    def cancel(self, incoming: Incoming) -> None: ...
+    def not_found(self, name: str) -> ErrorInfo: ...
+
+
+#: an answer as it waits for the request: (kind, payload, codec, stream name)
+_Message = tuple[Kind, Any, str, str]
+
+
+class _Unlisted:
+    """The call table of calls from HTTP: no socket (answers go to their requests), and no
+    table of open calls (a request that ends stops its call itself)."""
+
+    def __init__(self) -> None:
+        self._sock: ServerSocket | None = None
+        self._active: dict[tuple[bytes, int], Incoming] = {}
 
 
 class _HttpIncoming(Incoming):
-    """A call from HTTP: its answers go to a queue on the server's loop."""
+    """A call from HTTP: its answers, Python values, wait on the server's loop for
+    :meth:`next` to take them."""
 
-    __slots__ = ("_loop", "_queue", "closed")
+    __slots__ = ("_loop", "_mail", "_waiter", "arguments", "closed")
     #: pointers to what such a call keeps point at the server's HTTP address
     protocol = "http"
+    values = True
 
-    def __init__(self, *args: Any, loop: asyncio.AbstractEventLoop, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        table: _Unlisted,
+        peer: bytes,
+        header: Header,
+        frames: list[Any],
+        identity: str | None,
+        arguments: Arguments | None,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        super().__init__(table, peer, header, frames, identity)
+        self.arguments = arguments
         self._loop = loop
         #: nobody reads the answers any more (the request ended): they are dropped
         self.closed = False
-        self._queue: asyncio.Queue[tuple[Kind, list[Any], str, str]] = asyncio.Queue()
+        self._mail: collections.deque[_Message] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
 
-    def _send(
-        self,
-        kind: Kind,
-        payload: Any,
-        *,
-        name: str = "",
-        codec: str = "",
-        ends: bool = False,
-    ) -> None:
+    async def next(self) -> _Message:
+        """The next answer: (kind, payload, codec, stream name)."""
+        while not self._mail:
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._mail.popleft()
+
+    def _put(self, message: _Message) -> None:
         if self.closed:
             return
-        message = (kind, list(payload), codec, name)
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is self._loop:
-            self._queue.put_nowait(message)
+        if asyncio._get_running_loop() is self._loop:  # the low-level form: no exception
+            self._deliver(message)
         else:
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                self._loop.call_soon_threadsafe(self._queue.put_nowait, message)
+                self._loop.call_soon_threadsafe(self._deliver, message)
+
+    def _deliver(self, message: _Message) -> None:
+        self._mail.append(message)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _send(
+        self, kind: Kind, payload: Any, *, name: str = "", codec: str = "", ends: bool = False
+    ) -> None:
+        self._put((kind, payload, codec, name))
+
+    def fail(self, info: ErrorInfo) -> bool:
+        if not self._finish():
+            return False
+        self._put((Kind.ERROR, info, "", ""))
+        return True
+
+    def output(self, stream: str, text: str) -> None:
+        if self._once:
+            self._put((Kind.OUTPUT, text, "", stream))
 
 
 class ServerGateway:
-    """Runs a :class:`Server`'s functions for the HTTP transport."""
+    """Runs a :class:`~undertow.Server`'s functions for the HTTP transport."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Serving) -> None:
         self._server = server
         self.name = server.name
-        self.max_message_size = server._core.max_message_size
+        self.max_message_size = server.max_message_size
         self.authenticates = server.authenticates
         self._peer = b"http:" + os.urandom(8)
+        self._table = _Unlisted()
         # plain functions run here, as many at once as the server allows; not in the loop's
         # default executor, whose shutdown would wait for every running call
         self._pool = concurrent.futures.ThreadPoolExecutor(
-            server._max_workers, thread_name_prefix=f"undertow-http-{server.name}"
+            server.max_workers, thread_name_prefix=f"undertow-http-{server.name}"
         )
 
     def close(self) -> None:
@@ -93,11 +185,11 @@ class ServerGateway:
         return [msgspec.structs.asdict(info) for info in self._server.info()]
 
     def identify(self, bearer: str | None) -> str | None:
-        auth = self._server._auth
-        if auth is None:
+        server = self._server
+        if not server.authenticates:
             return None  # nobody is authenticated here: a token changes nothing
         if bearer is None:
-            if self._server._core.allow_anonymous:
+            if server.allows_anonymous:
                 return None
             raise failure(
                 "auth",
@@ -105,12 +197,19 @@ class ServerGateway:
                 f"server {self.name!r} requires authentication: send "
                 "'Authorization: Bearer <token>'",
             )
-        identity = auth.authenticate(bearer)
+        identity = server.authenticate(bearer)
         if identity is None:
             raise failure(
                 "auth", "AuthenticationError", "authentication failed: an unknown or wrong token"
             )
         return identity
+
+    def sends_arrays(self, name: str) -> bool:
+        entry = self._server.function(name)
+        # json and msgpack carry no arrays: such a function returning one fails as over ZeroMQ
+        return entry is None or not isinstance(
+            entry.options.output_serialization, MsgpackCodec | JsonCodec
+        )
 
     async def call(
         self,
@@ -118,67 +217,72 @@ class ServerGateway:
         args: list[Any],
         kwargs: dict[str, Any],
         identity: str | None,
-        pickled: bytes | None = None,
+        *,
+        body: bytes = b"",
+        body_codec: str = "json",
     ) -> Any:
         final: Any = None
-        events = self.events(name, args, kwargs, identity, pickled, output=False)
+        events = self._events(name, args, kwargs, identity, body, body_codec, output=False)
         async for kind, value in events:
             if kind in ("result", "items"):
                 final = value
         return final
 
-    async def events(
+    def events(
         self,
         name: str,
         args: list[Any],
         kwargs: dict[str, Any],
         identity: str | None,
-        pickled: bytes | None = None,
         *,
-        output: bool = True,
+        body: bytes = b"",
+        body_codec: str = "json",
+    ) -> AsyncGenerator[tuple[str, Any], None]:
+        return self._events(name, args, kwargs, identity, body, body_codec, output=True)
+
+    async def _events(
+        self,
+        name: str,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        identity: str | None,
+        body: bytes,
+        body_codec: str,
+        *,
+        output: bool,
     ) -> AsyncGenerator[tuple[str, Any], None]:
         """The call's events as they happen: ``("stdout"|"stderr", text)``, ``("item",
         value)``, then ``("result", value)`` or, for a generator, ``("items", [...])`` with
         every item (empty when they were streamed); raises :class:`CallFailed`."""
-        incoming = self._start(name, args, kwargs, identity, pickled, output)
-        items: list[Any] = []
+        entry = self._server.function(name)
+        incoming = self._start(name, entry, args, kwargs, identity, body, body_codec, output)
+        items = _Collected(name, entry, self.max_message_size)
         consumed = 0  # items handed on: the generator may run a window ahead of them
-        held = 0  # bytes of the items collected for an answer that does not stream
-        limit = self.max_message_size
         try:
             while True:
-                kind, payload, codec, stream = await incoming._queue.get()
+                kind, payload, codec, stream = await incoming.next()
                 if kind == Kind.OUTPUT:
-                    text = bytes(payload[0]).decode("utf-8", "replace") if payload else ""
-                    yield stream, text
+                    yield stream, payload
                 elif kind == Kind.ITEM:
-                    item = _decode(codec, payload)
+                    item = _value(codec, payload)
                     if output:
                         yield "item", item
                     else:
-                        held += sum(memoryview(frame).nbytes for frame in payload)
-                        if limit is not None and held > limit:
-                            raise failure(
-                                "too_large",
-                                "MessageTooLarge",
-                                f"the items of {name}() come to over {limit:,} bytes; stream "
-                                "them (Accept: application/x-ndjson)",
-                            )
-                        items.append(item)
+                        items.add(item, payload, codec)
                     consumed += 1
                     if incoming.credit is not None:
                         incoming.credit.grant(consumed)
                 elif kind == Kind.RESULT:
-                    yield "result", _decode(codec, payload)
+                    yield "result", _value(codec, payload)
                     return
                 elif kind == Kind.END:
-                    yield "items", items
+                    yield "items", items.items
                     return
                 elif kind == Kind.ERROR:
-                    raise _failed(decode_error(payload[0] if payload else b""))
+                    info = payload if isinstance(payload, ErrorInfo) else decode_error(payload[0])
+                    raise _failed(info)
         except BaseException:  # the client went away, or the call failed: stop it
-            incoming.cancelled = True
-            self._server._on_cancel(incoming)
+            self._server.cancel(incoming)
             raise
         finally:
             incoming.closed = True
@@ -188,57 +292,123 @@ class ServerGateway:
     def _start(
         self,
         name: str,
+        entry: Entry | None,
         args: list[Any],
         kwargs: dict[str, Any],
         identity: str | None,
-        pickled: bytes | None,
+        body: bytes,
+        body_codec: str,
         output: bool,
     ) -> _HttpIncoming:
         server = self._server
-        entry = server._entries.get(name)
-        handle: Callable[[Incoming], Job | None]
         if entry is not None:
             codec = entry.options.input_serialization
-            handle = server._handle
-        elif name.startswith("_data_") and name in server._core.raw_handlers:
-            # the data functions every server has, which pointers over HTTP use
-            codec = resolve_codec("pickle" if pickled is not None else "msgpack")
-            handle = server._core.raw_handlers[name]
+        elif name.startswith("_data_"):  # the data functions every server has, for pointers
+            codec = _PICKLE if body_codec == "pickle" else _MSGPACK
         else:
-            raise _failed(server._core.not_found(name))
-        if pickled is not None:
-            if codec.name != "pickle":
-                raise failure(
-                    "unsupported",
-                    "UnsupportedMediaType",
-                    f"{name}() takes {codec.name}, not pickle: send JSON",
-                )
-            payload: list[Any] = [pickled]  # the server checks the caller before unpickling
-        else:
-            try:
-                payload = codec.encode((args, kwargs))
-            except UndertowError as exc:
-                raise _failed(error_info(exc, code="bad_request")) from None
+            raise _failed(server.not_found(name))
+        if body_codec == "pickle" and codec.name != "pickle":
+            raise failure(
+                "unsupported",
+                "UnsupportedMediaType",
+                f"{name}() takes {codec.name}, not pickle: send JSON",
+            )
+        frames, arguments = _payload(entry, codec, args, kwargs, body, body_codec)
         loop = asyncio.get_running_loop()
-        header = Header(
-            Kind.CALL,
-            next(_ids),
-            name,
-            codec.name,
-            len(payload) - 1,
-            None,
-            0 if output else int(Flags.NO_OUTPUT),  # without a stream, prints stay on the server
-        )
-        incoming = _HttpIncoming(
-            server._core, self._peer, header, list(payload), identity, None, loop=loop
-        )
-        job = handle(incoming)
+        # without a stream, prints stay on the server
+        flags = 0 if output else int(Flags.NO_OUTPUT)
+        header = Header(Kind.CALL, next(_ids), name, codec.name, len(frames) - 1, None, flags)
+        incoming = _HttpIncoming(self._table, self._peer, header, frames, identity, arguments, loop)
+        job = server.dispatch(incoming)
         if job is not None:
-            loop.run_in_executor(self._pool, job[1])
+            # not run_in_executor: its future would wake the loop a second time, for nothing
+            self._pool.submit(job[1]).add_done_callback(_log_failure)
         return incoming
 
 
-def _decode(codec: str, payload: list[Any]) -> Any:
+def _payload(
+    entry: Entry | None,
+    codec: Codec,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    body: bytes,
+    body_codec: str,
+) -> tuple[list[Any], Arguments | None]:
+    """The call's frames, and its arguments when they go to the function as they are. The
+    body stays the first frame: the server searches it for pointers (and unpickles a pickle
+    only once the caller and the function's rule allow it)."""
+    if body_codec == "pickle":
+        return [body], None
+    if entry is not None and _as_they_are(codec, body, body_codec):
+        return [body], (args, kwargs)
+    try:
+        return list(codec.encode((args, kwargs))), None
+    except UndertowError as exc:
+        raise _failed(error_info(exc, code="bad_request")) from None
+
+
+def _as_they_are(codec: Codec, body: bytes, body_codec: str) -> bool:
+    """True when ``codec`` would give the arguments decoded from ``body`` (in ``body_codec``,
+    json or msgpack) back unchanged, so that they need not go through it."""
+    from_json = body_codec == "json"
+    if from_json and b"\\u" in body:
+        return False  # an escape could hide a pointer from the search of the body
+    if isinstance(codec, PickleCodec):
+        return True
+    if isinstance(codec, MsgpackCodec):
+        return not from_json or _LONG_NUMBER(body) is None
+    return isinstance(codec, JsonCodec) and from_json
+
+
+class _Collected:
+    """The items of a generator whose caller takes them all at once, within the size limit
+    (measured in the function's output codec, as a caller over ZeroMQ would receive them)."""
+
+    __slots__ = ("_entry", "_held", "_limit", "items", "name")
+
+    def __init__(self, name: str, entry: Entry | None, limit: int | None) -> None:
+        self.name = name
+        self.items: list[Any] = []
+        self._entry = entry
+        self._limit = limit
+        self._held = 0
+
+    def add(self, item: Any, payload: Any, codec: str) -> None:
+        if self._limit is not None:
+            frames = payload if codec != VALUE else None
+            self._held += _size(item, frames, self._entry)
+            if self._held > self._limit:
+                raise failure(
+                    "too_large",
+                    "MessageTooLarge",
+                    f"the items of {self.name}() come to over {self._limit:,} bytes; stream "
+                    "them (Accept: application/x-ndjson)",
+                )
+        self.items.append(item)
+
+
+def _size(item: Any, frames: Any, entry: Entry | None) -> int:
+    """Bytes of an item as it travels: its frames, or the item encoded by its function's
+    output codec."""
+    if frames is None:
+        codec = _MSGPACK if entry is None else entry.options.output_serialization
+        try:
+            frames = codec.encode(item)
+        except UndertowError as exc:
+            raise _failed(error_info(exc, code="serialization")) from None
+    return sum(memoryview(frame).nbytes for frame in frames)
+
+
+def _log_failure(done: concurrent.futures.Future[None]) -> None:
+    """A job answers its call whatever happens; what escapes it anyway is logged."""
+    if not done.cancelled() and done.exception() is not None:
+        log.error("an HTTP call failed outside its function", exc_info=done.exception())
+
+
+def _value(codec: str, payload: Any) -> Any:
+    """An answer's value: as it came (a Python value), or decoded from its frames."""
+    if codec == VALUE:
+        return payload[0]
     if not codec:
         return None
     try:

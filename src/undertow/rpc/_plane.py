@@ -19,7 +19,7 @@ from undertow.errors import ConfigError, UndertowError
 from undertow.wire import ErrorInfo, error_info
 
 if TYPE_CHECKING:
-    from undertow.rpc._core import Incoming
+    from undertow.rpc._incoming import Incoming
     from undertow.rpc._receivers import Job
 
 __all__ = ["DataPlane", "make_data_plane", "make_pointer", "plug_data"]

@@ -1,9 +1,15 @@
-"""The function server: register functions, configure them by glob, serve them."""
+"""The function server: register functions, configure them by glob, serve them.
+
+What happens to one call (the checks, where it runs, its answer) is in ``_dispatch.py``;
+the low-level ZeroMQ server under it in ``_core.py``. Other transports (HTTP, through
+``_gateway.py``) reach the same code through the server's public call surface:
+:meth:`Server.function`, :meth:`Server.authenticate`, :meth:`Server.dispatch` and
+:meth:`Server.cancel`.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import os
 import signal
 import threading
@@ -14,24 +20,22 @@ from typing import Any, TypeVar, overload
 from undertow._util import address_host, is_loopback
 from undertow.errors import ConfigError, UndertowError
 from undertow.rpc._calls import FunctionInfo
-from undertow.rpc._core import HandlerServer, Incoming, RawHandler
-from undertow.rpc._entry import Arguments, Entry, admit, refusal, send_result, timeout_info
-from undertow.rpc._flow import StreamCredit
+from undertow.rpc._core import HandlerServer
+from undertow.rpc._dispatch import Dispatcher
+from undertow.rpc._entry import Entry
+from undertow.rpc._incoming import Incoming, RawHandler
 from undertow.rpc._options import GlobTable
-from undertow.rpc._output import OutputSink, uncaptured
 from undertow.rpc._plane import make_data_plane
 from undertow.rpc._receivers import Job
 from undertow.security import DEFAULT_WINDOW, Authenticator, ServerSeal, TokenAuth
 from undertow.transport import load_secret
-from undertow.wire import Flags, MsgpackCodec, error_info
+from undertow.wire import ErrorInfo, MsgpackCodec
 
 __all__ = ["Server"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 _MSGPACK = MsgpackCodec()
-_NO_OUTPUT = int(Flags.NO_OUTPUT)
-_POINTER = int(Flags.POINTER)
 #: the default largest message a server accepts: 1 GiB
 DEFAULT_MAX_MESSAGE = 2**30
 
@@ -97,25 +101,7 @@ class Server:
         memory_limit: int | None = None,
         data_calls: bool = True,
     ) -> None:
-        if max_workers is not None and max_workers < 1:
-            raise ConfigError(f"max_workers must be at least 1, not {max_workers!r}")
-        if auth is not None and token is not None:
-            raise ConfigError("give the server auth=... or token=..., not both")
-        if token is not None:
-            auth = TokenAuth([token])
-        if auth is not None and not isinstance(auth, Authenticator):
-            raise ConfigError(
-                f"auth must be an Authenticator (such as TokenAuth), not {type(auth).__name__}"
-            )
-        if max_message_size is not None and (
-            isinstance(max_message_size, bool)
-            or not isinstance(max_message_size, int)  # type: ignore[redundant-expr]
-            or max_message_size < 65536
-        ):
-            raise ConfigError(
-                f"max_message_size must be a number of bytes of at least 65536, or None, not "
-                f"{max_message_size!r}"
-            )
+        auth = _checked(max_workers, auth, token, max_message_size)
         self.name = name
         #: the host name pointers carry when the server listens on every interface
         self.advertise: str | None = None
@@ -131,12 +117,13 @@ class Server:
         self._fns: dict[str, Callable[..., Any]] = {}
         self._globs = GlobTable()
         self._entries: dict[str, Entry] = {}
-        self._core = HandlerServer(name=name, on_cancel=self._on_cancel)
+        self._core = HandlerServer(name=name)
         self._core.seal = None if auth is None else ServerSeal(auth, replay_window)
         self._core.allow_anonymous = allow_anonymous
         self._core.max_message_size = max_message_size
+        self._calls = Dispatcher(name, self._core, self.data)
+        self._core.on_cancel = self._calls.cancel
         self._rebuild({}, self._globs)
-        self._tasks: dict[Incoming, asyncio.Task[Any]] = {}
         self._http: Any = None  # the HTTP server, while one serves
         self._gateway: Any = None  # what the HTTP server calls
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -145,7 +132,8 @@ class Server:
 
     def __repr__(self) -> str:
         where = self._core.address or "not serving"
-        return f"<Server {self.name!r} {where} [{len(self._fns)} functions]>"
+        count = len(self._fns)
+        return f"<Server {self.name!r} {where} [{count} function{'' if count == 1 else 's'}]>"
 
     @property
     def address(self) -> str:
@@ -237,7 +225,8 @@ class Server:
                 )
             entries[name] = Entry(name, fn, glob, options)
         self._fns, self._globs, self._entries = dict(fns), globs, entries
-        handlers: dict[str, RawHandler] = dict.fromkeys(entries, self._handle)
+        self._calls.entries = entries
+        handlers: dict[str, RawHandler] = dict.fromkeys(entries, self._calls.handle)
         handlers["_describe"] = self._describe
         handlers.update(self.data.handlers())
         self._core.raw_handlers = handlers
@@ -266,7 +255,7 @@ class Server:
         ``http_port``: also serve the functions over HTTP on this port (0: a free one) of
         the same interface (see :attr:`http_address`; needs ``pip install 'undertow[http]'``).
         """
-        self._loop = asyncio.get_running_loop()
+        self._loop = self._calls.loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         try:
             # one thread more than max_workers: one always stays free to receive
@@ -397,146 +386,80 @@ class Server:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    # -- one call ------------------------------------------------------------------------------
+    # -- calls that other transports receive ---------------------------------------------------
+    # What the HTTP gateway (and any other transport) uses: the same checks and the same code
+    # as a call over ZeroMQ, without the server's private parts.
 
-    def _handle(self, incoming: Incoming) -> Job | None:
-        """Runs in the receiving thread: check the call, then start it where it belongs."""
-        header = incoming.header
-        entry = self._entries.get(header.name)
-        if entry is None:  # replaced between dispatch and now
-            incoming.fail(self._core.not_found(header.name))
+    @property
+    def max_message_size(self) -> int | None:
+        """The largest message (HTTP: request body) accepted, in bytes; None: no limit."""
+        return self._core.max_message_size
+
+    @property
+    def max_workers(self) -> int:
+        """How many plain functions may run at once."""
+        return self._max_workers
+
+    @property
+    def allows_anonymous(self) -> bool:
+        """True when callers that present no token are served (always, without ``auth``)."""
+        return self._auth is None or self._core.allow_anonymous
+
+    def authenticate(self, token: str) -> str | None:
+        """The identity whose token ``token`` is (a bearer token, say); None when no key of
+        the server's authenticator matches, or the server authenticates nobody."""
+        return None if self._auth is None else self._auth.authenticate(token)
+
+    def function(self, name: str) -> Entry | None:
+        """The registered function ``name`` with its options; None if there is none."""
+        return self._entries.get(name)
+
+    def dispatch(self, incoming: Incoming) -> Job | None:
+        """Check and start a call that another transport received, as if it had come over
+        ZeroMQ: a registered function, or a function every server has (``_data_*``); any
+        other name is answered "not found". From the server's loop. Returns a job for a pool
+        thread (a plain function), which the transport runs; None: the call was answered, or
+        it runs on the loop. Its answers go to ``incoming`` (a subclass says where)."""
+        handler = self._core.raw_handlers.get(incoming.header.name)
+        if handler is None:
+            incoming.fail(self._core.not_found(incoming.header.name))
             return None
-        if entry.checked or header.codec != entry.input_name:
-            problem = refusal(entry, incoming, self.name)
-            if problem is not None:
-                incoming.fail(problem)
-                return None
-        if entry.mode in ("generator", "asyncgen"):
-            # made here, before any CREDIT for this call can arrive
-            incoming.credit = StreamCredit(self._loop if entry.mode == "asyncgen" else None)
-        if entry.mode in ("async", "asyncgen"):
-            self._core.on_loop(self._start_async, entry, incoming)
-            return None
-        timeout = entry.options.timeout
-        if timeout is not None:
-            self._core.on_loop(self._schedule_expiry, timeout, entry, incoming)
-        return entry.name, functools.partial(self._run_sync, entry, incoming)
+        return handler(incoming)
 
-    def _start_async(self, entry: Entry, incoming: Incoming) -> None:
-        self._tasks[incoming] = self._core.spawn(self._run_async(entry, incoming))
+    def cancel(self, incoming: Incoming) -> None:
+        """From the server's loop: stop a call whose caller went away (an ``async`` function
+        is cancelled; a plain function's ``incoming.cancelled`` is set)."""
+        self._calls.cancel(incoming)
 
-    def _schedule_expiry(self, timeout: float, entry: Entry, incoming: Incoming) -> None:
-        if self._loop is not None and not incoming.finished:
-            self._loop.call_later(timeout, self._expire, entry, incoming)
-
-    def _expire(self, entry: Entry, incoming: Incoming) -> None:
-        incoming.cancelled = True
-        incoming.fail(timeout_info(entry))
-
-    def _on_cancel(self, incoming: Incoming) -> None:
-        task = self._tasks.get(incoming)
-        if task is not None:
-            task.cancel()
-
-    def _capture(self, entry: Entry, incoming: Incoming) -> OutputSink | uncaptured:
-        """Where the call's output goes while it runs: to its caller, unless switched off."""
-        if entry.options.output and not incoming.header.flags & _NO_OUTPUT:
-            return OutputSink(incoming.output)
-        return uncaptured()
-
-    def _run_sync(self, entry: Entry, incoming: Incoming) -> None:
-        if incoming.finished:
-            return
-        admitted = admit(entry, incoming, self.name)
-        if admitted is not None and self.data.mentions_pointers(incoming.frames):
-            admitted = self._values(incoming, admitted)
-        if admitted is None:
-            return
-        args, kwargs = admitted
-        try:
-            with self._capture(entry, incoming):
-                if entry.mode == "generator":
-                    assert incoming.credit is not None
-                    for item in entry.fn(*args, **kwargs):
-                        if not incoming.credit.take(_credit_wait(incoming)):
-                            break  # cancelled, or the caller stopped asking
-                        self._send_item(entry, incoming, item)
-                    result = None
-                else:
-                    result = entry.fn(*args, **kwargs)
-        except Exception as exc:  # the function's failure is the caller's error
-            incoming.fail(error_info(exc, skip_frames=1))
-            return
-        self._finish(entry, incoming, result)
-
-    async def _run_async(self, entry: Entry, incoming: Incoming) -> None:
-        try:
-            admitted = admit(entry, incoming, self.name)
-            if admitted is not None and self.data.mentions_pointers(incoming.frames):
-                # in a thread: a value held elsewhere is fetched
-                admitted = await asyncio.to_thread(self._values, incoming, admitted)
-            if admitted is None:
-                return
-            args, kwargs = admitted
-            limit = asyncio.timeout(entry.options.timeout)
-            try:
-                async with limit:
-                    with self._capture(entry, incoming):
-                        if entry.mode == "asyncgen":
-                            assert incoming.credit is not None
-                            async for item in entry.fn(*args, **kwargs):
-                                if not await incoming.credit.take_async(_credit_wait(incoming)):
-                                    break
-                                self._send_item(entry, incoming, item)
-                            result = None
-                        else:
-                            result = await entry.fn(*args, **kwargs)
-            except Exception as exc:  # the function's failure is the caller's error
-                if isinstance(exc, TimeoutError) and limit.expired():
-                    incoming.fail(timeout_info(entry))  # our limit, not the function's own
-                else:
-                    incoming.fail(error_info(exc, skip_frames=1))
-                return
-            self._finish(entry, incoming, result)
-        finally:
-            self._tasks.pop(incoming, None)
-
-    def _values(self, incoming: Incoming, arguments: Arguments) -> Arguments | None:
-        """The arguments with their pointers replaced by the values; None if one of them
-        cannot be had (the call is answered with why)."""
-        args, kwargs = arguments
-        try:
-            return self.data.resolve(args, kwargs, incoming.identity, incoming.header.timeout)
-        except UndertowError as exc:
-            incoming.fail(self.data.failure(exc))
-            return None
-
-    def _kept(self, entry: Entry, incoming: Incoming, value: Any) -> Any:
-        """``value``, or a pointer to it left here when the function or the call says so."""
-        if entry.options.return_pointer or incoming.header.flags & _POINTER:
-            return self.data.keep(value, incoming)
-        return value
-
-    def _send_item(self, entry: Entry, incoming: Incoming, item: Any) -> None:
-        codec = entry.options.output_serialization
-        incoming.item(codec.encode(self._kept(entry, incoming, item)), codec.name)
-
-    def _finish(self, entry: Entry, incoming: Incoming, result: Any) -> None:
-        if entry.mode in ("generator", "asyncgen"):
-            incoming.end()
-            return
-        try:
-            result = self._kept(entry, incoming, result)
-        except UndertowError as exc:  # the data store could not take it
-            incoming.fail(self.data.failure(exc))
-            return
-        send_result(entry, incoming, result)
+    def not_found(self, name: str) -> ErrorInfo:
+        """The error for a call to ``name``, which is not served here."""
+        return self._core.not_found(name)
 
 
-def _credit_wait(incoming: Incoming) -> float:
-    """How long a stream waits for its caller to ask for more before it gives up."""
-    return incoming.header.timeout or _IDLE_STREAM
-
-
-#: A stream whose caller set no deadline gives up after this long without asking for more.
-_IDLE_STREAM = 300.0
+def _checked(
+    max_workers: int | None,
+    auth: Authenticator | None,
+    token: str | None,
+    max_message_size: int | None,
+) -> Authenticator | None:
+    """Refuse options that cannot work together, naming them; the server's authenticator."""
+    if max_workers is not None and max_workers < 1:
+        raise ConfigError(f"max_workers must be at least 1, not {max_workers!r}")
+    if auth is not None and token is not None:
+        raise ConfigError("give the server auth=... or token=..., not both")
+    if token is not None:
+        auth = TokenAuth([token])
+    if auth is not None and not isinstance(auth, Authenticator):
+        raise ConfigError(
+            f"auth must be an Authenticator (such as TokenAuth), not {type(auth).__name__}"
+        )
+    if max_message_size is not None and (
+        isinstance(max_message_size, bool)
+        or not isinstance(max_message_size, int)  # type: ignore[redundant-expr]
+        or max_message_size < 65536
+    ):
+        raise ConfigError(
+            f"max_message_size must be a number of bytes of at least 65536, or None, not "
+            f"{max_message_size!r}"
+        )
+    return auth

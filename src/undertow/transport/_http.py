@@ -58,6 +58,10 @@ def _plain_form(obj: Any) -> Any:
 
 _json = msgspec.json.Encoder(enc_hook=_plain_form)
 _msgpack = msgspec.msgpack.Encoder(enc_hook=_plain_form)
+#: for the results of a function whose codec carries no arrays (a value of numpy's is an
+#: error, as over ZeroMQ)
+_strict_json = msgspec.json.Encoder(enc_hook=wire_form)
+_strict_msgpack = msgspec.msgpack.Encoder(enc_hook=wire_form)
 #: bytes of an array sent per chunk of a response
 _CHUNK = 1 << 22
 #: the body types taken for arguments, with the names some clients use
@@ -100,6 +104,13 @@ def _media(request: Request) -> str:
             f"Content-Type {media or '(none)'!r} is not taken; send {JSON} or {MSGPACK}",
         )
     return media
+
+
+def _codec_of(media: str) -> str:
+    """The name of the codec a body of ``media`` (checked by :func:`_media`) is in."""
+    if media in _JSON_TYPES:
+        return "json"
+    return "msgpack" if media in _MSGPACK_TYPES else "pickle"
 
 
 def _arguments(body: bytes, media: str) -> tuple[list[Any], dict[str, Any]]:
@@ -150,19 +161,30 @@ def _check_host(request: Request, local_only: bool) -> None:
 
 
 async def _unless_gone(request: Request, work: Awaitable[Any]) -> Any:
-    """Await ``work``, cancelling it if the client hangs up first (the call then stops)."""
-    task = asyncio.ensure_future(work)
+    """Await ``work``, cancelling it if the client hangs up first (the call then stops).
+
+    ``work`` runs in this task; one watcher task reads the request's channel and cancels
+    this one on a disconnect (fewer tasks and wake-ups than waiting on two)."""
+    task = asyncio.current_task()
+    assert task is not None
+    watching = True
+
+    def hung_up(gone: asyncio.Future[None]) -> None:
+        if watching and not gone.cancelled():
+            task.cancel()
+
     gone = asyncio.ensure_future(_disconnected(request))
+    gone.add_done_callback(hung_up)
     try:
-        await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
+        return await work
+    except asyncio.CancelledError:
+        if not gone.done() or gone.cancelled():
+            raise  # cancelled from outside (the server stops): not ours to turn into an answer
+        task.uncancel()
+        raise failure("bad_request", "ConnectionClosed", "the client went away") from None
     finally:
+        watching = False
         gone.cancel()
-    if not task.done():
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, CallFailed):
-            await task
-        raise failure("bad_request", "ConnectionClosed", "the client went away")
-    return task.result()
 
 
 async def _disconnected(request: Request) -> None:
@@ -213,18 +235,19 @@ class _Endpoints:
             identity = self._admit(request)
             media = _media(request)
             body = await _read_body(request, gateway.max_message_size)
-            pickled = body if media == PICKLE else None
-            args, kwargs = ([], {}) if pickled is not None else _arguments(body, media)
+            codec = _codec_of(media)
+            args, kwargs = ([], {}) if codec == "pickle" else _arguments(body, media)
+            arrays = gateway.sends_arrays(name)
             if NDJSON in accept or SSE in accept:
-                events = gateway.events(name, args, kwargs, identity, pickled)
+                events = gateway.events(name, args, kwargs, identity, body=body, body_codec=codec)
                 # a call that cannot start gets its status
                 first = await _unless_gone(request, anext(events))
-                return _streamed(name, first, events, sse=SSE in accept)
-            call = gateway.call(name, args, kwargs, identity, pickled)
+                return _streamed(name, first, events, sse=SSE in accept, arrays=arrays)
+            call = gateway.call(name, args, kwargs, identity, body=body, body_codec=codec)
             result = await _unless_gone(request, call)
         except CallFailed as failed:
             return _error(failed.info)
-        return _answer(name, result, accept, authenticated=identity is not None)
+        return _answer(name, result, accept, authenticated=identity is not None, arrays=arrays)
 
     async def data(self, request: Request) -> Response:
         """A kept value, given its secret: an array as ``.npy`` (sent without copies),
@@ -303,31 +326,41 @@ def _npy(array: Any) -> StreamingResponse:
     return StreamingResponse(body(), media_type=NPY, headers={"Content-Length": str(length)})
 
 
-def _answer(name: str, result: Any, accept: str, *, authenticated: bool) -> Response:
-    """The result in the form asked for: a pickle only for an authenticated caller."""
+def _answer(
+    name: str, result: Any, accept: str, *, authenticated: bool, arrays: bool = True
+) -> Response:
+    """The result in the form asked for: a pickle only for an authenticated caller.
+    ``arrays``: numpy's values are sent as lists and numbers (else they are an error)."""
     try:
         if PICKLE in accept and authenticated:
             return Response(pickle.dumps(result, protocol=5), media_type=PICKLE)
         if MSGPACK in accept:
-            return Response(_msgpack.encode(result), media_type=MSGPACK)
-        return Response(_json.encode(result), media_type=JSON)
+            encoder = _msgpack if arrays else _strict_msgpack
+            return Response(encoder.encode(result), media_type=MSGPACK)
+        return Response((_json if arrays else _strict_json).encode(result), media_type=JSON)
     except Exception as exc:  # any encoder's failure: the result has no such form
-        return _error(_unsendable(name, exc))
+        return _error(_unsendable(name, exc, arrays))
 
 
 def _streamed(
-    name: str, first: tuple[str, Any], events: AsyncGenerator[tuple[str, Any], None], *, sse: bool
+    name: str,
+    first: tuple[str, Any],
+    events: AsyncGenerator[tuple[str, Any], None],
+    *,
+    sse: bool,
+    arrays: bool = True,
 ) -> StreamingResponse:
     """The call's events as NDJSON lines or server-sent events, each sent as it happens."""
+    encode = (_json if arrays else _strict_json).encode
 
     def frame(kind: str, value: Any) -> tuple[bytes, bool]:
         """The bytes of one event, and whether it is an error that ends the stream."""
         if kind == "items":
             kind, value = "end", True
         try:
-            data = _json.encode(value)
+            data = encode(value)
         except Exception as exc:  # a value with no JSON form
-            kind, data = "error", _json.encode(_unsendable(name, exc))
+            kind, data = "error", _json.encode(_unsendable(name, exc, arrays))
         if sse:
             return b"event: " + kind.encode() + b"\ndata: " + data + b"\n\n", kind == "error"
         return b'{"' + kind.encode() + b'": ' + data + b"}\n", kind == "error"
@@ -352,10 +385,14 @@ def _streamed(
     return StreamingResponse(body(), media_type=SSE if sse else NDJSON)
 
 
-def _unsendable(name: str, exc: BaseException) -> dict[str, Any]:
+def _unsendable(name: str, exc: BaseException, arrays: bool = True) -> dict[str, Any]:
+    if arrays:
+        fix = f"ask for Accept: {MSGPACK}"
+    else:  # the function's own codec could not send it either
+        fix = "return another type or configure output_serialization (e.g. 'pickle') for it"
     return {
         "type": "SerializationError",
-        "message": f"a value of {name}() has no JSON form ({exc}); ask for Accept: {MSGPACK}",
+        "message": f"a value of {name}() has no JSON form ({exc}); {fix}",
         "code": "serialization",
     }
 

@@ -96,16 +96,28 @@ class Gateway(Protocol):
         :class:`CallFailed` (code ``auth``) for a bad token, or none where one is needed."""
         ...
 
+    def sends_arrays(self, name: str) -> bool:
+        """True when ``name``'s results may hold numpy arrays and scalars (sent as lists and
+        numbers); False when its codec carries none, so that such a result is an error, as
+        it would be over ZeroMQ."""
+        ...
+
     def call(
         self,
         name: str,
         args: list[Any],
         kwargs: dict[str, Any],
         identity: str | None,
-        pickled: bytes | None = None,
+        *,
+        body: bytes = b"",
+        body_codec: str = "json",
     ) -> Awaitable[Any]:
-        """Run ``name`` and return its result; raises :class:`CallFailed`. ``pickled``: the
-        arguments as a pickle, for a function that takes pickle (authenticated callers)."""
+        """Run ``name`` and return its result, a Python value; raises :class:`CallFailed`.
+
+        ``args`` and ``kwargs`` were decoded from ``body``, the request's body in
+        ``body_codec`` (``"json"`` or ``"msgpack"``); with ``"pickle"`` the body is a pickle
+        of them (for a function that takes pickle, from an authenticated caller), not
+        unpickled yet, and they are empty."""
         ...
 
     def events(
@@ -114,10 +126,13 @@ class Gateway(Protocol):
         args: list[Any],
         kwargs: dict[str, Any],
         identity: str | None,
-        pickled: bytes | None = None,
+        *,
+        body: bytes = b"",
+        body_codec: str = "json",
     ) -> AsyncGenerator[tuple[str, Any], None]:
-        """Run ``name``, yielding ``("stdout"|"stderr", text)``, ``("item", value)`` and at
-        last ``("result", value)`` or ``("items", [])``; raises :class:`CallFailed`."""
+        """Run ``name`` (arguments as for :meth:`call`), yielding ``("stdout"|"stderr",
+        text)``, ``("item", value)`` and at last ``("result", value)`` or ``("items", [])``;
+        raises :class:`CallFailed`."""
         ...
 
 
@@ -192,64 +207,71 @@ def openapi(gateway: Gateway) -> dict[str, Any]:
         version = importlib.metadata.version("undertow")
     except importlib.metadata.PackageNotFoundError:
         version = "0"
-    error = {"$ref": "#/components/schemas/Error"}
-    paths: dict[str, Any] = {}
-    for function in gateway.functions():
-        name = function["name"]
-        doc = function.get("doc") or ""
-        returns = _schema(function.get("returns"))
-        if function.get("mode") in ("generator", "asyncgen"):
-            returns = {"type": "array", "items": returns}
-        operation: dict[str, Any] = {
-            "operationId": name,
-            "summary": doc.splitlines()[0] if doc else name,
-            "description": doc,
-            "requestBody": {
-                "required": False,
-                "content": {
-                    JSON: {"schema": _request_schema(function)},
-                    MSGPACK: {"schema": _request_schema(function)},
-                },
-            },
-            "responses": {
-                "200": {
-                    "description": f"what {name}() returned (NDJSON or server-sent events "
-                    "as they happen, by Accept)",
-                    "content": {JSON: {"schema": returns}, NDJSON: {}, SSE: {}},
-                },
-                "default": {"description": "an error", "content": {JSON: {"schema": error}}},
-            },
-        }
-        paths[f"/call/{name}"] = {"post": operation}
+    paths = {
+        f"/call/{function['name']}": {"post": _operation(function)}
+        for function in gateway.functions()
+    }
     document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": f"undertow server {gateway.name}", "version": version},
         "paths": paths,
         "components": {
-            "schemas": {
-                "Error": {
-                    "type": "object",
-                    "properties": {
-                        "error": {
-                            "type": "object",
-                            "properties": {
-                                "type": {"type": "string"},
-                                "message": {"type": "string"},
-                                "traceback": {"type": "string"},
-                                "code": {"type": "string"},
-                                "available": {"type": "array", "items": {"type": "string"}},
-                            },
-                            "required": ["type", "message"],
-                        }
-                    },
-                }
-            },
+            "schemas": {"Error": _ERROR_SCHEMA},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }
     if gateway.authenticates:
         document["security"] = [{"bearer": []}]
     return document
+
+
+#: the body of every error answer
+_ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "error": {
+            "type": "object",
+            "properties": {
+                "type": {"type": "string"},
+                "message": {"type": "string"},
+                "traceback": {"type": "string"},
+                "code": {"type": "string"},
+                "available": {"type": "array", "items": {"type": "string"}},
+            },
+            "required": ["type", "message"],
+        }
+    },
+}
+
+
+def _operation(function: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI operation of ``POST /call/NAME`` for one described function."""
+    name = function["name"]
+    doc = function.get("doc") or ""
+    returns = _schema(function.get("returns"))
+    if function.get("mode") in ("generator", "asyncgen"):
+        returns = {"type": "array", "items": returns}
+    error = {"$ref": "#/components/schemas/Error"}
+    return {
+        "operationId": name,
+        "summary": doc.splitlines()[0] if doc else name,
+        "description": doc,
+        "requestBody": {
+            "required": False,
+            "content": {
+                JSON: {"schema": _request_schema(function)},
+                MSGPACK: {"schema": _request_schema(function)},
+            },
+        },
+        "responses": {
+            "200": {
+                "description": f"what {name}() returned (NDJSON or server-sent events "
+                "as they happen, by Accept)",
+                "content": {JSON: {"schema": returns}, NDJSON: {}, SSE: {}},
+            },
+            "default": {"description": "an error", "content": {JSON: {"schema": error}}},
+        },
+    }
 
 
 def signature_text(function: dict[str, Any]) -> str:

@@ -1,0 +1,181 @@
+"""One call received by a server, and the means to answer it from any thread.
+
+A call that came over ZeroMQ is answered with frames encoded by the function's codec, sent
+on the server's socket. A call that came another way (HTTP) may instead carry its arguments
+already decoded and take its answers as Python values (:attr:`Incoming.values`), so that
+nothing is encoded only to be decoded again; its subclass says where the answers go.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+from undertow.rpc._flow import StreamCredit
+from undertow.rpc._receivers import Job
+from undertow.wire import ErrorInfo, Flags, Header, Kind, encode_error, pack
+
+if TYPE_CHECKING:
+    from undertow.transport import ServerSocket
+
+__all__ = ["VALUE", "Arguments", "CallTable", "Incoming", "RawHandler"]
+
+_NO_OUTPUT = int(Flags.NO_OUTPUT)
+#: the codec name of an answer that is a Python value, not encoded frames
+VALUE = "value"
+#: a call's positional and keyword arguments
+Arguments = tuple[Sequence[Any], dict[str, Any]]
+
+
+class CallTable(Protocol):
+    """What an :class:`Incoming` needs of the server that received it."""
+
+    #: where answers go out (None once the server closed)
+    _sock: ServerSocket | None
+    #: the calls not answered yet, by peer and call id
+    _active: dict[tuple[bytes, int], Incoming]
+
+
+class Incoming:
+    """One call received by a server, and the means to answer it from any thread.
+
+    Exactly one of :meth:`reply`, :meth:`fail` or :meth:`end` finishes the call; later
+    answers are dropped, so a deadline and a late result cannot both reach the caller.
+    """
+
+    __slots__ = (
+        "_once",
+        "_server",
+        "cancelled",
+        "credit",
+        "frames",
+        "header",
+        "identity",
+        "peer",
+        "seal",
+    )
+
+    #: False: answers are frames encoded by the function's codec (:meth:`reply`,
+    #: :meth:`item`); True (a subclass's): Python values (:meth:`reply_value`,
+    #: :meth:`item_value`), encoded once by whoever reads them
+    values = False
+    #: the arguments, already decoded by a subclass's transport; None: the body frame
+    #: holds them, encoded by the call's codec
+    arguments: Arguments | None = None
+
+    def __init__(
+        self,
+        server: CallTable,
+        peer: bytes,
+        header: Header,
+        frames: list[Any],
+        identity: str | None = None,
+        seal: Callable[[list[Any]], list[Any]] | None = None,
+    ) -> None:
+        self._server = server
+        self.peer = peer
+        self.header = header
+        #: payload frames: the body, then any out-of-band buffers
+        self.frames = frames
+        #: who signed the call (None: an anonymous caller)
+        self.identity = identity
+        #: signs each answer with the caller's key (None: answers go unsigned)
+        self.seal = seal
+        self._once = [True]  # popped by whoever answers first
+        #: set when the caller sent CANCEL; long-running handlers may poll it
+        self.cancelled = False
+        #: flow control of a stream, set by whoever runs a generator
+        self.credit: StreamCredit | None = None
+
+    def __repr__(self) -> str:
+        state = "answered" if self.finished else "cancelled" if self.cancelled else "open"
+        return f"<Incoming {self.header.name}() call {self.header.call_id} [{state}]>"
+
+    @property
+    def name(self) -> str:
+        """The function the caller asked for."""
+        return self.header.name
+
+    @property
+    def wants_output(self) -> bool:
+        """False when the caller switched remote output off for this call."""
+        return not (self.header.flags & _NO_OUTPUT)
+
+    @property
+    def finished(self) -> bool:
+        """True once the call has been answered."""
+        return not self._once
+
+    def _send(
+        self,
+        kind: Kind,
+        payload: Sequence[Any],
+        *,
+        name: str = "",
+        codec: str = "",
+        ends: bool = False,
+    ) -> None:
+        sock = self._server._sock
+        if sock is not None:  # None once the server closed
+            frames = pack(kind, self.header.call_id, payload, name=name, codec=codec)
+            if self.seal is not None:
+                frames = self.seal(frames)
+            sock.send(self.peer, frames, hold=ends)
+
+    def _finish(self) -> bool:
+        # list.pop() is atomic under the GIL: exactly one caller gets the token.
+        try:
+            self._once.pop()
+        except IndexError:
+            return False
+        self._server._active.pop((self.peer, self.header.call_id), None)
+        return True
+
+    def reply(self, payload: Sequence[Any], codec: str) -> bool:
+        """Send the result, already encoded by ``codec``; False if the call was answered already."""
+        if not self._finish():
+            return False
+        self._send(Kind.RESULT, payload, codec=codec, ends=True)
+        return True
+
+    def reply_value(self, value: Any) -> bool:
+        """Send the result as a Python value (only where :attr:`values` is True); False if
+        the call was answered already."""
+        if not self._finish():
+            return False
+        self._send(Kind.RESULT, (value,), codec=VALUE, ends=True)
+        return True
+
+    def fail(self, info: ErrorInfo) -> bool:
+        """Send an error; False if the call was answered already."""
+        if not self._finish():
+            return False
+        self._send(Kind.ERROR, [encode_error(info)], ends=True)
+        return True
+
+    def end(self) -> bool:
+        """Close a stream of items; False if the call was answered already."""
+        if not self._finish():
+            return False
+        self._send(Kind.END, (), ends=True)
+        return True
+
+    def item(self, payload: Sequence[Any], codec: str) -> None:
+        """Send one streamed item, already encoded by ``codec``."""
+        if self._once:
+            self._send(Kind.ITEM, payload, codec=codec)
+
+    def item_value(self, value: Any) -> None:
+        """Send one streamed item as a Python value (only where :attr:`values` is True)."""
+        if self._once:
+            self._send(Kind.ITEM, (value,), codec=VALUE)
+
+    def output(self, stream: str, text: str) -> None:
+        """Send text the handler wrote to ``stream`` (``"stdout"`` or ``"stderr"``)."""
+        if self._once:
+            self._send(Kind.OUTPUT, [text.encode("utf-8", "replace")], name=stream, codec="text")
+
+
+#: A raw handler gets the Incoming call in the receiving thread and must not block: it
+#: answers at once, forwards the call (to the loop, say), or returns a job for a pool thread.
+RawHandler = Callable[[Incoming], Job | None]
