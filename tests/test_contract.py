@@ -226,6 +226,16 @@ async def test_a_cancelled_task_stops_on_the_server(
     assert await asyncio.to_thread(served.stopped.wait, WAIT)
 
 
+def test_closing_the_client_fails_its_waiting_futures(served: Served) -> None:
+    client = undertow.connect(served.address, timeout=WAIT)
+    future = client.forever.submit()
+    assert served.started.wait(WAIT)
+    client.close()
+    assert client.closed
+    with pytest.raises(undertow.ConnectionClosed):
+        future.result(WAIT)
+
+
 # -- tokens -------------------------------------------------------------------------------------
 
 
@@ -254,6 +264,7 @@ def test_pointers(client: undertow.Client) -> None:
     assert isinstance(ptr, undertow.Pointer)
     assert ptr[0:2] == [0, 1]
     assert len(ptr) == 5
+    assert client.numbers.submit(3).result(WAIT)[1:] == [1, 2]
 
 
 async def test_async_pointers(aclient: undertow.AsyncClient) -> None:

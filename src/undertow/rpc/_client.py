@@ -7,6 +7,7 @@ calling thread (``rpc/_conn_zmq.py``), the HTTP one over httpx (``rpc/_conn_http
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -143,11 +144,12 @@ class Client(RemoteFunctions):
         """Call the remote function ``name``; the same as ``client.name(*args, **kwargs)``."""
         return self._lookup(name)(*args, **kwargs)
 
-    def submit(self, name: str, /, *args: Any, **kwargs: Any) -> CallFuture:
+    def submit(self, name: str, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
         """Start the remote function ``name`` and return a future for its result (a
-        :class:`CallFuture` over ZeroMQ; a :class:`concurrent.futures.Future` over HTTP)."""
+        :class:`CallFuture` over ZeroMQ, also awaitable; a plain one over HTTP). Its
+        ``cancel()`` works until the result arrives and stops the remote call."""
         fn: Any = self._lookup(name)
-        result: CallFuture = fn.submit(*args, **kwargs)
+        result: concurrent.futures.Future[Any] = fn.submit(*args, **kwargs)
         return result
 
     def close(self) -> None:

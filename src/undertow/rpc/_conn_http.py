@@ -119,7 +119,7 @@ class HttpConnection(_HttpBase):
 
     def __init__(self, address: str, options: ConnectOptions) -> None:
         super().__init__(address, options)
-        self._token = options.token
+        self._options = options
         self._caller = HttpCaller(self.address, options.token)
         #: runs futures, made on the first
         self._background: _Background | None = None
@@ -192,7 +192,7 @@ class HttpConnection(_HttpBase):
             if self.closed:
                 raise ConnectionClosed(f"the client for {self.address} is closed")
             if self._background is None:
-                self._background = _Background(self.address, self._token, self._safe)
+                self._background = _Background(self.address, self._options)
             background = self._background
         return background.submit(info.name, body, sink, timeout)
 
@@ -209,13 +209,13 @@ class _Background:
     """A sync client's futures over HTTP: each call a task on a loop of its own thread,
     cancelled when its future is (or when the client closes)."""
 
-    def __init__(self, address: str, token: str | None, safe: tuple[type[BaseException], ...]):
+    def __init__(self, address: str, options: ConnectOptions) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="undertow-http-futures", daemon=True
         )
         self._thread.start()
-        self._async = AsyncHttpConnection(address, ConnectOptions(token, safe_exceptions=safe))
+        self._async = AsyncHttpConnection(address, options)
         self._futures: set[concurrent.futures.Future[Any]] = set()
 
     def submit(
