@@ -231,14 +231,18 @@ class Server:
         handlers.update(self.data.handlers())
         self._core.raw_handlers = handlers
 
-    def _describe(self, incoming: Incoming) -> Job | None:
-        body = {
+    def description(self) -> dict[str, Any]:
+        """What a client is told on connect (over every transport): the server's name, its
+        functions (:meth:`info`), whether it checks signatures, its message size limit."""
+        return {
             "server": self.name,
             "functions": self.info(),
             "authenticates": self._auth is not None,
             "max_message_size": self._core.max_message_size,
         }
-        incoming.reply(_MSGPACK.encode(body), _MSGPACK.name)
+
+    def _describe(self, incoming: Incoming) -> Job | None:
+        incoming.reply(_MSGPACK.encode(self.description()), _MSGPACK.name)
         return None
 
     # -- serving -----------------------------------------------------------------------------
