@@ -3,6 +3,7 @@ function decoded once and its result leaves as a Python value, encoded once."""
 
 from __future__ import annotations
 
+import io
 import json
 import pickle
 from collections.abc import Iterator
@@ -15,7 +16,10 @@ import numpy as np
 import pytest
 
 import undertow
+from undertow.data import _dataserver
+from undertow.rpc import _gateway
 from undertow.security import TokenAuth
+from undertow.wire import MsgpackCodec
 
 WAIT = 10.0
 ALICE = "alice.Ak3xV9mQ2rT7yU1iO5pL8sD4fG6hJ0zC"
@@ -133,3 +137,68 @@ def test_a_pointer_spelled_with_json_escapes_is_still_resolved(web, tmp_path) ->
         "/call/total", content=body.encode(), headers={"Content-Type": "application/json"}
     )
     assert answer.json() == float(np.arange(100).sum())
+
+
+class _Untouchable(MsgpackCodec):
+    """A msgpack codec that fails the test when anything is encoded or decoded with it."""
+
+    def encode(self, value: Any) -> Any:
+        raise AssertionError(f"encoded on the way: {value!r}")
+
+    def decode(self, frames: Any) -> Any:
+        raise AssertionError("decoded on the way")
+
+
+def test_data_functions_over_http_take_and_give_values_without_encoding_them(
+    web, tmp_path, monkeypatch
+) -> None:
+    bob = "bob.Bq8wE2rT6yU0iO4pA7sD1fG5hJ9kL3zX"
+    server = undertow.Server(
+        name="values", data_dir=tmp_path / "data", auth=TokenAuth([ALICE, bob])
+    )
+    server.register("make", lambda n: np.arange(n, dtype=np.float64))
+    server.config({"make": {"return_pointer": True}})
+    client = web(server)
+    untouchable = _Untouchable()
+
+    def no_codec(name: str) -> Any:
+        raise AssertionError(f"the {name} codec was asked for")
+
+    # every codec the data functions and the gateway could encode or decode with
+    monkeypatch.setattr(_dataserver, "_NUMPY", untouchable)
+    monkeypatch.setattr(_dataserver, "resolve_codec", no_codec)
+    monkeypatch.setattr(_gateway, "_MSGPACK", untouchable)
+    monkeypatch.setattr(_gateway, "resolve_codec", no_codec)
+    alice = {"Authorization": f"Bearer {ALICE}"}
+
+    def call(name: str, *args: Any, token: str = ALICE) -> Any:
+        headers = {"Authorization": f"Bearer {token}"}
+        answer = client.post(f"/call/_data_{name}", json={"args": list(args)}, headers=headers)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    form = call("put", [1, 2, 3], ["numbers"])
+    key, secret = form["key"], form["secret_key"]
+    assert call("fetch", key, secret) == [1, 2, 3]
+    assert call("look", key, secret, "getitem", "", 1, [], {}, False) == [2, False]
+    assert call("look", key, secret, "len", "", None, [], {}, False) == [3, False]
+    kept = call("look", key, secret, "getitem", "", {"slice": [0, 2, None]}, [], {}, True)
+    assert call("fetch", kept["key"], kept["secret_key"]) == [1, 2]
+    # the owner's rules still hold: bob may use it once it is shared with him
+    denied = client.post(
+        "/call/_data_fetch", json=[key, secret], headers={"Authorization": f"Bearer {bob}"}
+    )
+    assert (denied.status_code, denied.json()["error"]["code"]) == (403, "denied")
+    assert call("share", key, secret, ["bob"]) is None
+    assert call("fetch", key, secret, token=bob) == [1, 2, 3]
+    secret_header = {"X-Undertow-Secret": secret, "Accept": "application/json"}
+    assert client.get(f"/data/{key}", headers=alice | secret_header).json() == [1, 2, 3]
+    assert call("delete", key, secret) is True
+    assert call("delete", key, secret) is False
+    # an array kept by a function still comes down as .npy
+    array = client.post("/call/make", json=[5], headers=alice).json()
+    npy = client.get(
+        f"/data/{array['key']}", headers=alice | {"X-Undertow-Secret": array["secret_key"]}
+    )
+    assert npy.headers["content-type"] == "application/x-npy"
+    assert np.array_equal(np.load(io.BytesIO(npy.content)), np.arange(5, dtype=np.float64))

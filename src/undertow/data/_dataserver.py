@@ -233,7 +233,7 @@ class DataService:
         if incoming.finished:
             return
         try:
-            args, kwargs = resolve_codec(incoming.header.codec or "msgpack").decode(incoming.frames)
+            args, kwargs = _arguments(incoming)
             answer = op(incoming, *args, **kwargs)
         except UndertowError as exc:
             incoming.fail(failure(exc))
@@ -244,26 +244,33 @@ class DataService:
         self._answer(incoming, answer)
 
     def _answer(self, incoming: Incoming, value: Any) -> None:
+        if incoming.values:  # a call from HTTP: its app encodes the value, once
+            self._answer_value(incoming, value)
+            return
         try:
             if incoming.identity is not None and not plain(value):
                 raise SerializationError("as itself, only pickle carries it")
             payload, codec = _NUMPY.encode(value), _NUMPY.name
         except SerializationError:
             if incoming.identity is None:
-                incoming.fail(
-                    error_info(
-                        SerializationError(
-                            f"an answer of type {type(value).__name__} can travel only as "
-                            "pickle, which goes only to authenticated callers; keep it remote "
-                            "(keep=True) or ask for a part that is numbers, text or arrays"
-                        ),
-                        code="serialization",
-                    )
-                )
+                incoming.fail(_pickle_only(value))
                 return
             codec = _PICKLE_NAME
             payload = resolve_codec(codec).encode(value)
         incoming.reply(payload, codec)
+
+    @staticmethod
+    def _answer_value(incoming: Incoming, value: Any) -> None:
+        """Answer with ``value`` itself. What only pickle carries still goes only to an
+        authenticated caller; for an anonymous one, a value :func:`plain` doubts is tried
+        with the numpy codec, as the encoded answer would be."""
+        if incoming.identity is None and not plain(value):
+            try:
+                value = _NUMPY.decode(_NUMPY.encode(value))
+            except SerializationError:
+                incoming.fail(_pickle_only(value))
+                return
+        incoming.reply_value(value)
 
     def _fetch(self, incoming: Incoming, key: str, secret: str) -> Any:
         return self._open(key, secret, incoming.identity)[1]
@@ -375,6 +382,27 @@ class DataService:
 
 #: the owner of what anonymous callers keep on a server that authenticates others
 _ANONYMOUS = "anonymous"
+
+
+def _arguments(incoming: Incoming) -> tuple[Sequence[Any], dict[str, Any]]:
+    """A data function's arguments: as the transport decoded them (HTTP), or from the body
+    frame in the call's codec."""
+    if incoming.arguments is not None:
+        return incoming.arguments
+    args, kwargs = resolve_codec(incoming.header.codec or "msgpack").decode(incoming.frames)
+    return args, kwargs
+
+
+def _pickle_only(value: Any) -> ErrorInfo:
+    """Why an answer is not sent to an anonymous caller."""
+    return error_info(
+        SerializationError(
+            f"an answer of type {type(value).__name__} can travel only as pickle, which goes "
+            "only to authenticated callers; keep it remote (keep=True) or ask for a part that "
+            "is numbers, text or arrays"
+        ),
+        code="serialization",
+    )
 
 
 def _swap(value: Any, resolve: Callable[[dict[str, Any]], Any]) -> Any:

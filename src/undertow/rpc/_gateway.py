@@ -334,12 +334,13 @@ def _payload(
     body: bytes,
     body_codec: str,
 ) -> tuple[list[Any], Arguments | None]:
-    """The call's frames, and its arguments when they go to the function as they are. The
-    body stays the first frame: the server searches it for pointers (and unpickles a pickle
-    only once the caller and the function's rule allow it)."""
+    """The call's frames, and its arguments when they go to the function (or the data
+    function, ``entry`` None) as they are. The body stays the first frame: the server searches
+    it for pointers (and unpickles a pickle only once the caller and the function's rule
+    allow it)."""
     if body_codec == "pickle":
         return [body], None
-    if entry is not None and _as_they_are(codec, body, body_codec):
+    if _as_they_are(codec, body, body_codec):
         return [body], (args, kwargs)
     try:
         return list(codec.encode((args, kwargs))), None
