@@ -331,10 +331,7 @@ def _first_unplain(value: Any) -> str | None:
 
 
 def _signs(client: Any) -> bool:
-    """True when ``client`` signs its calls with a token."""
-    proto = getattr(client, "_proto", None)
-    if proto is not None:
-        return proto.key is not None
+    """True when ``client`` signs its calls with a token (one it was given or found)."""
     return bool(getattr(client, "_token", None))
 
 
