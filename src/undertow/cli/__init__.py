@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
 import click
 
+from undertow.config import HostSettings
+
 __all__ = ["main"]
+
+#: what the help of a serving command says of the options it does not get
+_NOT_GIVEN = (
+    "An option not given comes from $UNDERTOW_<OPTION> (UNDERTOW_PORT, UNDERTOW_TOKEN...), "
+    "else from [host] in the settings file (`undertow config path`), else its default; "
+    "`undertow config show` lists them all with their sources."
+)
 
 
 @click.group()
@@ -35,9 +45,24 @@ def _serving(fn: Any) -> Any:
     return fn
 
 
+def _default(name: str) -> str:
+    """The default of the ``HostSettings`` field ``name``, as an option's help shows it."""
+    (field,) = [f for f in dataclasses.fields(HostSettings) if f.name == name]
+    value = field.default
+    if isinstance(value, int) and value >= 2**30 and value % 2**30 == 0:
+        return f"{value}, {value >> 30} GiB"
+    return str(value)
+
+
+# no default but None, "not given": the loader then takes the environment, the file, the default
 _SERVING_OPTIONS = [
-    click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind."),
-    click.option("--port", default=0, show_default=True, help="Port (0: a free one)."),
+    click.option("--host", default=None, help=f"Interface to bind (default: {_default('host')})."),
+    click.option(
+        "--port",
+        default=None,
+        type=int,
+        help=f"Port (default: {_default('port')}, a free one).",
+    ),
     click.option(
         "--backend",
         default=None,
@@ -53,14 +78,12 @@ _SERVING_OPTIONS = [
     ),
     click.option(
         "--token",
-        envvar="UNDERTOW_TOKEN",
         default=None,
         help="A token callers must sign with (better: set UNDERTOW_TOKEN, which other users "
         "cannot see).",
     ),
     click.option(
         "--tokens",
-        envvar="UNDERTOW_TOKENS",
         default=None,
         type=click.Path(dir_okay=False),
         help="A file of tokens callers may sign with, one per line ($UNDERTOW_TOKENS).",
@@ -99,12 +122,13 @@ _SERVING_OPTIONS = [
         "--memory-limit",
         default=None,
         type=int,
-        help="Bytes of values each data server keeps in memory before it spills (1 GiB).",
+        help="Bytes of values each data server keeps in memory before it spills "
+        f"(default: {_default('memory_limit')}).",
     ),
 ]
 
 
-@main.command()
+@main.command(epilog=_NOT_GIVEN)
 @click.argument("targets", nargs=-1, required=True, metavar="FILE_OR_MODULE...")
 @_serving
 def serve(targets: tuple[str, ...], **options: object) -> None:
@@ -123,7 +147,7 @@ def data() -> None:
     """Remote data: a data server of its own, and the catalog of what the cluster keeps."""
 
 
-@data.command("serve")
+@data.command("serve", epilog=_NOT_GIVEN)
 @_serving
 def data_serve(**options: Any) -> None:
     """Serve a data server on its own, registered as the service "data" (where
@@ -154,6 +178,36 @@ def data_ls(
     from undertow.cli._data import list_data
 
     list_data(list(tags), owner, type_name, backend, as_json)
+
+
+@main.group()
+def config() -> None:
+    """Settings: what each one is here and where it comes from, and the settings file."""
+
+
+@config.command("show")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON array of {section, name, value, source, env, doc} objects.",
+)
+def config_show(as_json: bool) -> None:
+    """Print each setting's effective value and its source, by section: an argument wins,
+    then $UNDERTOW_<NAME>, then the section's table in the settings file, then the default.
+    Secrets are shown as ***."""
+    from undertow.cli._config import show_settings
+
+    show_settings(as_json)
+
+
+@config.command("path")
+def config_path() -> None:
+    """Print the path of the settings file (config.toml in the undertow home, $UNDERTOW_HOME
+    or ~/.undertow)."""
+    from undertow.cli._config import show_path
+
+    show_path()
 
 
 @main.group()
