@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import undertow
-from undertow.security import allow
+from undertow.security import allow, parse_token, user_token, user_token_path
 
 DEFAULTS = {
     "input_serialization": "msgpack",
@@ -245,34 +245,47 @@ def test_empty_glob_is_a_config_error() -> None:
         make_server().config({"": {"timeout": 1}})
 
 
-def test_pickle_input_without_a_token_is_a_config_error() -> None:
+def test_pickle_input_without_a_token_is_served_on_loopback_with_the_user_token() -> None:
     server = make_server(token=None)
+    assert not server.authenticates
+    server.config({"big_*": {"input_serialization": "pickle"}})
+    assert server.description()["authenticates"]
+    assert server.description()["user"] == parse_token(user_token(create=False) or "")[0]
+    assert server.allows_anonymous  # others still reach what takes no pickle
+
+
+def test_pickle_input_without_a_token_beyond_loopback_is_a_config_error() -> None:
+    server = make_server(token=None)
+    server.config({"big_*": {"input_serialization": "pickle"}})
     with pytest.raises(undertow.ConfigError) as info:
-        server.config({"big_*": {"input_serialization": "pickle"}})
+        server.start("tcp://0.0.0.0:0")  # refused before anything is bound
     message = str(info.value)
     assert "pickle" in message
     assert "token" in message
-    assert "big_" in message
+    assert "big_json" in message
+    assert "127.0.0.1" in message
 
 
-def test_registering_into_a_pickle_glob_without_a_token_is_a_config_error() -> None:
+def test_registering_into_a_pickle_glob_without_a_token_turns_the_user_token_on() -> None:
     server = undertow.Server()
     server.config({"np_*": {"input_serialization": "pickle"}})  # nothing matches yet
-    with pytest.raises(undertow.ConfigError, match="token"):
-        server.register("np_load", add)
+    assert server.description()["user"] is None
+    server.register("np_load", add)
+    assert server.description()["user"] is not None
 
 
-def test_pickle_output_without_a_token_is_a_config_error_too() -> None:
+def test_pickle_output_without_a_token_beyond_loopback_is_a_config_error_too() -> None:
     server = make_server(token=None)
-    with pytest.raises(undertow.ConfigError, match="pickle output"):
-        server.config({"big_*": {"output_serialization": "pickle"}})
+    server.config({"big_*": {"output_serialization": "pickle"}})
+    with pytest.raises(undertow.ConfigError, match="pickle"):
+        server.start("tcp://0.0.0.0:0")
 
 
 def test_rejected_config_leaves_the_server_as_it_was() -> None:
     server = make_server(token=None)
     server.config({"big_*": {"timeout": 4}})
     with pytest.raises(undertow.ConfigError):
-        server.config({"*": {"input_serialization": "pickle"}})
+        server.config({"add": {"input_serialization": "json"}, "*": {"timeout": -1}})
     before = server.describe()
     assert before["big_json"]["timeout"] == 4
     assert before["add"]["input_serialization"] == "msgpack"
@@ -284,10 +297,13 @@ def test_rejected_config_leaves_the_server_as_it_was() -> None:
 
 
 def test_rejected_register_leaves_the_server_usable() -> None:
+    user_token()
+    user_token_path().chmod(0o644)  # a token others can read is refused
     server = undertow.Server()
     server.config({"np_*": {"input_serialization": "pickle"}})
-    with pytest.raises(undertow.ConfigError):
+    with pytest.raises(undertow.ConfigError, match="chmod 600"):
         server.register("np_load", add)
+    assert not server.authenticates
     assert "np_load" not in server.describe()
     server.register("plain", add)
     assert sorted(server.describe()) == ["plain"]

@@ -4,7 +4,6 @@ default) and the sources it records, and a service host made from a settings obj
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import os
 import textwrap
 from pathlib import Path
@@ -264,18 +263,28 @@ def test_a_new_settings_class_is_one_dataclass(tmp_path, monkeypatch):
         QueueSettings(concurrency=0)
 
 
-def test_server_settings_match_the_servers_own_keywords_and_defaults():
-    from undertow.data import DEFAULT_MEMORY_LIMIT
-
-    parameters = inspect.signature(undertow.Server).parameters
+def test_server_settings_are_the_servers_keywords_and_defaults():
+    assert undertow.Server().settings == ServerSettings()
+    documented = undertow.Server.__doc__ or ""
     for f in dataclasses.fields(ServerSettings):
-        assert f.name in parameters, f.name
-        default = parameters[f.name].default
-        if f.name == "memory_limit":  # the server leaves it to its data server
-            assert default is None
-            assert f.default == DEFAULT_MEMORY_LIMIT
-        else:
-            assert f.default == default, f.name
+        assert f"        {f.name}: " in documented, f.name
+    server = undertow.Server("lab", max_workers=3, memory_limit=10, data_calls=False)
+    assert server.settings == ServerSettings(
+        name="lab", max_workers=3, memory_limit=10, data_calls=False
+    )
+    assert undertow.Server(max_message_size=None).settings.max_message_size is None  # no limit
+    with pytest.raises(TypeError, match="no setting 'max_worker'"):
+        undertow.Server(max_worker=3)
+    with pytest.raises(undertow.ConfigError, match="not both"):
+        undertow.Server(settings=ServerSettings(), max_workers=2)
+
+
+def test_a_server_takes_its_settings_from_the_environment_and_the_file(monkeypatch, undertow_home):
+    (undertow_home / "config.toml").write_text("[server]\nmax_workers = 5\ndata_calls = false\n")
+    monkeypatch.setenv("UNDERTOW_MAX_WORKERS", "7")
+    server = undertow.Server(data_calls=True)
+    assert (server.settings.max_workers, server.settings.data_calls) == (7, True)
+    assert server.max_workers == 7
 
 
 def test_a_host_gives_each_server_its_settings(tmp_path):

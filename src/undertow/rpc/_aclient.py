@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from undertow.rpc._async_conn import AsyncConnection
 from undertow.rpc._calls import Call, FunctionInfo, OutputCallback, Protocol
-from undertow.rpc._client import prepare
+from undertow.rpc._client import prepare, user_token_for
 from undertow.rpc._connection import DEFAULT_TIMEOUT, AsyncClientConnection, timeout_error
 from undertow.rpc._functions import CallOptions, RemoteFunctions
 from undertow.security import client_key
@@ -54,6 +55,7 @@ class AsyncClient(RemoteFunctions):
             connect_wait=connect_wait,
             curve_server_key=curve_server_key,
         )
+        self._token_arg = token
         self._connect_timeout = connect_timeout
         self._conn: AsyncClientConnection | None = None
 
@@ -68,11 +70,24 @@ class AsyncClient(RemoteFunctions):
             self._conn = self._scheme.async_connection(self.address, self._options)
             self.address = self._conn.address
         try:
-            await self.refresh(timeout=self._connect_timeout or self.timeout)
+            await self._learn(self._connect_timeout or self.timeout)
         except BaseException:
             await self.aclose()
             raise
         return self
+
+    async def _learn(self, timeout: float | None) -> None:
+        """Learn the server's functions; sign from now on with the user's own token if the
+        server asks for it (a new connection: each has its signing session)."""
+        desc = await self._connection().describe(timeout)
+        found = user_token_for(self, self._token_arg, desc)
+        if found is not None:
+            await self._connection().aclose()
+            self._token = found
+            self._options = dataclasses.replace(self._options, token=found)
+            self._conn = self._scheme.async_connection(self.address, self._options)
+            desc = await self._conn.describe(timeout)
+        self._install_functions(desc, self._invoke, self._submit)
 
     async def refresh(self, timeout: float | None = None) -> None:
         """Ask the server again for its functions."""

@@ -94,6 +94,8 @@ class Description(msgspec.Struct, frozen=True):
     authenticates: bool = False
     #: the largest message the server accepts, in bytes (None: no limit)
     max_message_size: int | None = None
+    #: the user whose own token the server accepts (it serves pickle with no tokens given)
+    user: str | None = None
 
 
 class Call:

@@ -8,11 +8,13 @@ calling thread (``rpc/_conn_zmq.py``), the HTTP one over httpx (``rpc/_conn_http
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import functools
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from undertow.rpc._calls import FunctionInfo, OutputCallback
+from undertow._util import address_host, is_loopback
+from undertow.rpc._calls import Description, FunctionInfo, OutputCallback
 from undertow.rpc._conn_zmq import CallFuture
 from undertow.rpc._connection import (
     DEFAULT_TIMEOUT,
@@ -24,9 +26,17 @@ from undertow.rpc._connection import (
 )
 from undertow.rpc._functions import CallOptions, RemoteFunctions
 from undertow.rpc._plane import make_pointer
-from undertow.security import find_client_token
+from undertow.security import find_client_token, parse_token, user_token
 
-__all__ = ["DEFAULT_TIMEOUT", "CallFuture", "Client", "connect", "functions", "prepare"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "CallFuture",
+    "Client",
+    "connect",
+    "functions",
+    "prepare",
+    "user_token_for",
+]
 
 _STREAMING = ("generator", "asyncgen")
 
@@ -56,6 +66,22 @@ def prepare(
     return scheme, options
 
 
+def user_token_for(
+    client: RemoteFunctions, explicit: str | bool | None, desc: Description
+) -> str | None:
+    """The user's own token, when ``client`` has no token (none given, found in the
+    environment or the settings file, nor refused with ``token=False``), the server on this
+    machine says it accepts that user's token, and this process can read it."""
+    if client._token is not None or explicit is False or not desc.user:
+        return None
+    address = client.address
+    local = address.partition("://")[0] in ("ipc", "inproc") or is_loopback(address_host(address))
+    found = user_token(create=False) if local else None
+    if found is None or parse_token(found)[0] != desc.user:
+        return None
+    return found
+
+
 class Client(RemoteFunctions):
     """A connection to an undertow server whose attributes are the server's functions.
 
@@ -83,7 +109,9 @@ class Client(RemoteFunctions):
         connect_timeout: how long to wait for the server on creation (default: ``timeout``).
         token: this client's token (``NAME.SECRET``): every message is signed with it and
             the server's replies must be signed with it too. Default: ``$UNDERTOW_TOKEN``,
-            else ``token`` in ``~/.undertow/config.toml``; False: no token at all.
+            else ``token`` in ``~/.undertow/config.toml``, else, for a server on this machine
+            that says it accepts it, the user's own token
+            (:func:`undertow.security.user_token`); False: no token at all.
         codecs: extra codecs by name, for functions with a custom serialization.
         safe_exceptions: exception types raised as themselves when the server raises them.
         output: True prints remote output locally, False drops it (and asks the server not
@@ -120,10 +148,11 @@ class Client(RemoteFunctions):
             connect_wait=connect_wait,
             curve_server_key=curve_server_key,
         )
+        self._conn_options = options
         self._conn: ClientConnection = scheme.connection(address, options)
         self.address = self._conn.address
         try:
-            self.refresh(timeout=connect_timeout if connect_timeout is not None else timeout)
+            self._open(token, connect_timeout if connect_timeout is not None else timeout)
         except BaseException:
             self._conn.close()
             raise
@@ -134,6 +163,20 @@ class Client(RemoteFunctions):
         if name not in self._bound:
             self.refresh()
         return self._lookup(name)
+
+    def _open(self, token: str | bool | None, timeout: float | None) -> None:
+        """Learn the server's functions; sign from now on with the user's own token if the
+        server asks for it (a new connection: each has its signing session)."""
+        desc = self._conn.describe(timeout or self.timeout)
+        found = user_token_for(self, token, desc)
+        if found is not None:
+            scheme = scheme_of(self.address)
+            options = dataclasses.replace(self._conn_options, token=found)
+            self._conn.close()
+            self._token = found
+            self._conn = scheme.connection(self.address, options)
+            desc = self._conn.describe(timeout or self.timeout)
+        self._install_functions(desc, self._invoke, self._submit)
 
     def refresh(self, timeout: float | None = None) -> None:
         """Ask the server again for its functions (after it added or changed some)."""

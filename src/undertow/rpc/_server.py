@@ -10,14 +10,15 @@ the low-level ZeroMQ server under it in ``_core.py``. Other transports (HTTP, th
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import threading
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any, TypeVar, overload
 
 from undertow._util import address_host, is_loopback
+from undertow.config import ServerSettings
 from undertow.errors import ConfigError, UndertowError
 from undertow.rpc._calls import FunctionInfo
 from undertow.rpc._core import HandlerServer
@@ -27,7 +28,7 @@ from undertow.rpc._incoming import Incoming, RawHandler
 from undertow.rpc._options import GlobTable
 from undertow.rpc._plane import make_data_plane
 from undertow.rpc._receivers import Job
-from undertow.security import DEFAULT_WINDOW, Authenticator, ServerSeal, TokenAuth
+from undertow.security import Authenticator, ServerSeal, TokenAuth, user_auth
 from undertow.transport import load_secret
 from undertow.wire import ErrorInfo, MsgpackCodec
 
@@ -36,8 +37,6 @@ __all__ = ["Server"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 _MSGPACK = MsgpackCodec()
-#: the default largest message a server accepts: 1 GiB
-DEFAULT_MAX_MESSAGE = 2**30
 
 
 class Server:
@@ -60,8 +59,19 @@ class Server:
     and generator functions stream their items. Options are chosen per function by the first
     matching glob given to :meth:`config`; :meth:`describe` shows the outcome.
 
+    Its settings (:class:`~undertow.config.ServerSettings`) come from ``settings=``, or else
+    from the keyword options below, each one not given taken from ``UNDERTOW_<OPTION>`` in
+    the environment, then ``[server]`` in ``~/.undertow/config.toml``, then its default.
+
+    With no ``auth`` and no ``token``, a server that serves pickle (which runs code when
+    decoded) and listens on loopback accepts the token of the user who runs it
+    (:func:`undertow.security.user_token`, made on first use, readable by that user only),
+    and so do the clients of that user, with nothing to set up; other callers reach only the
+    functions that do not take or return pickle. Beyond loopback, give it tokens.
+
     Args:
         name: the server's name, shown to clients.
+        settings: all the options below at once, as a ``ServerSettings``.
         max_workers: how many plain functions may run at once (default: ``min(32, cpus + 4)``);
             the pool has one thread more, which always stays free to receive.
         auth: an :class:`~undertow.security.Authenticator` (such as ``TokenAuth``): every
@@ -87,41 +97,44 @@ class Server:
 
     def __init__(
         self,
-        name: str = "undertow",
+        name: str | None = None,
         *,
-        max_workers: int | None = None,
+        settings: ServerSettings | None = None,
         auth: Authenticator | None = None,
         token: str | None = None,
-        allow_anonymous: bool = False,
-        insecure: bool = False,
-        max_message_size: int | None = DEFAULT_MAX_MESSAGE,
-        curve_secret: Any = None,
-        replay_window: float = DEFAULT_WINDOW,
-        data_dir: str | Path | None = None,
-        memory_limit: int | None = None,
-        data_calls: bool = True,
+        **options: Any,
     ) -> None:
-        auth = _checked(max_workers, auth, token, max_message_size)
-        self.name = name
+        settings = server_settings(name, settings, options)
+        auth = _checked(auth, token)
+        #: the settings it was made with
+        self.settings = settings
+        self.name = settings.name
         #: the host name pointers carry when the server listens on every interface
         self.advertise: str | None = None
         #: the data server: values kept here, served to pointer holders
         # the token is shown to other data servers this one fetches from
         self.data = make_data_plane(
-            self, directory=data_dir, memory_limit=memory_limit, calls=data_calls, token=token
+            self,
+            directory=settings.data_dir,
+            memory_limit=settings.memory_limit,
+            calls=settings.data_calls,
+            token=token,
         )
-        self._max_workers = max_workers or min(32, (os.cpu_count() or 1) + 4)
+        self._max_workers = settings.max_workers or min(32, (os.cpu_count() or 1) + 4)
         self._auth = auth
-        self._insecure = insecure
-        self._curve = None if curve_secret is None else load_secret(curve_secret)
+        #: the user's own token is what the server accepts (given none, it serves pickle)
+        self._user_auth = False
+        self._insecure = settings.insecure
+        curve = settings.curve_secret
+        self._curve = None if curve is None else load_secret(curve)
         self._fns: dict[str, Callable[..., Any]] = {}
         self._globs = GlobTable()
         self._entries: dict[str, Entry] = {}
-        self._core = HandlerServer(name=name)
-        self._core.seal = None if auth is None else ServerSeal(auth, replay_window)
-        self._core.allow_anonymous = allow_anonymous
-        self._core.max_message_size = max_message_size
-        self._calls = Dispatcher(name, self._core, self.data)
+        self._core = HandlerServer(name=self.name)
+        self._core.seal = None if auth is None else ServerSeal(auth, settings.replay_window)
+        self._core.allow_anonymous = settings.allow_anonymous
+        self._core.max_message_size = settings.max_message_size
+        self._calls = Dispatcher(self.name, self._core, self.data)
         self._core.on_cancel = self._calls.cancel
         self._rebuild({}, self._globs)
         self._http: Any = None  # the HTTP server, while one serves
@@ -217,12 +230,7 @@ class Server:
             if options.output_serialization.unsafe:
                 unsafe.append(f"{options.output_serialization.name} output")
             if unsafe and self._auth is None:
-                raise ConfigError(
-                    f"function {name!r} has {' and '.join(unsafe)} (glob {glob!r}), which runs "
-                    "code when decoded; give the server tokens (Server(auth=TokenAuth(...)) or "
-                    "token=..., --tokens/--token for undertow serve) so that only "
-                    "authenticated peers exchange it"
-                )
+                self._accept_user_token()
             entries[name] = Entry(name, fn, glob, options)
         self._fns, self._globs, self._entries = dict(fns), globs, entries
         self._calls.entries = entries
@@ -231,14 +239,29 @@ class Server:
         handlers.update(self.data.handlers())
         self._core.raw_handlers = handlers
 
+    def _accept_user_token(self) -> None:
+        """Serve pickle to the user who runs the server, through the user's own token; other
+        callers stay anonymous (they reach the functions without pickle, as before)."""
+        self._auth = user_auth()
+        self._user_auth = True
+        self._core.seal = ServerSeal(self._auth, self.settings.replay_window)
+        self._core.allow_anonymous = True
+
     def description(self) -> dict[str, Any]:
         """What a client is told on connect (over every transport): the server's name, its
-        functions (:meth:`info`), whether it checks signatures, its message size limit."""
+        functions (:meth:`info`), whether it checks signatures, its message size limit, and
+        (``user``) the name of the user whose own token it accepts, if it serves pickle with
+        no tokens given (:func:`undertow.security.user_token`)."""
+        user = None
+        if self._user_auth:
+            assert isinstance(self._auth, TokenAuth)
+            user = self._auth.identities[0]
         return {
             "server": self.name,
             "functions": self.info(),
             "authenticates": self._auth is not None,
             "max_message_size": self._core.max_message_size,
+            "user": user,
         }
 
     def _describe(self, incoming: Incoming) -> Job | None:
@@ -259,6 +282,7 @@ class Server:
         ``http_port``: also serve the functions over HTTP on this port (0: a free one) of
         the same interface (see :attr:`http_address`; needs ``pip install 'undertow[http]'``).
         """
+        self._refuse_user_token_beyond_loopback(address)
         self._loop = self._calls.loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         try:
@@ -280,6 +304,25 @@ class Server:
                 self._http = None
                 self._gateway.close()
             await self._core.close()
+
+    def _refuse_user_token_beyond_loopback(self, address: str) -> None:
+        """The user's own token is for this machine: beyond it, pickle needs tokens given."""
+        if not self._user_auth or (not address.startswith("tcp://") and "://" in address):
+            return  # ipc and inproc stay on this machine
+        host = address_host(address if "://" in address else f"tcp://{address}")
+        if is_loopback(host):
+            return
+        pickled = sorted(
+            name
+            for name, entry in self._entries.items()
+            if entry.options.input_serialization.unsafe or entry.options.output_serialization.unsafe
+        )
+        raise ConfigError(
+            f"refusing to serve {', '.join(map(repr, pickled))} (pickle, which runs code when "
+            f"decoded) on {address} with only your own user token: give the server tokens "
+            "(Server(auth=TokenAuth(...)) or token=..., --tokens/--token for undertow serve) so "
+            "that callers on other machines can be told apart, or serve on 127.0.0.1"
+        )
 
     async def _serve_http(self, address: str, port: int) -> Any:
         try:
@@ -440,15 +483,28 @@ class Server:
         return self._core.not_found(name)
 
 
-def _checked(
-    max_workers: int | None,
-    auth: Authenticator | None,
-    token: str | None,
-    max_message_size: int | None,
-) -> Authenticator | None:
-    """Refuse options that cannot work together, naming them; the server's authenticator."""
-    if max_workers is not None and max_workers < 1:
-        raise ConfigError(f"max_workers must be at least 1, not {max_workers!r}")
+def server_settings(
+    name: str | None, settings: ServerSettings | None, options: dict[str, Any]
+) -> ServerSettings:
+    """The settings of a new server: ``settings`` as given, or loaded from the keyword
+    ``options`` (each one not given from the environment, then the settings file)."""
+    if settings is not None:
+        if options or name is not None:
+            named = sorted(options) + ([] if name is None else ["name"])
+            raise ConfigError(
+                f"give Server settings=... or options ({', '.join(named)}), not both; "
+                "dataclasses.replace(settings, ...) changes some of them"
+            )
+        return settings
+    # a path is as good as its text; None means "no limit" here, "not given" to the loader
+    given = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in options.items()}
+    unlimited = "max_message_size" in given and given["max_message_size"] is None
+    loaded = ServerSettings.load(name=name, **given)
+    return dataclasses.replace(loaded, max_message_size=None) if unlimited else loaded
+
+
+def _checked(auth: Authenticator | None, token: str | None) -> Authenticator | None:
+    """The server's authenticator, from ``auth`` or ``token`` (not both)."""
     if auth is not None and token is not None:
         raise ConfigError("give the server auth=... or token=..., not both")
     if token is not None:
@@ -456,14 +512,5 @@ def _checked(
     if auth is not None and not isinstance(auth, Authenticator):
         raise ConfigError(
             f"auth must be an Authenticator (such as TokenAuth), not {type(auth).__name__}"
-        )
-    if max_message_size is not None and (
-        isinstance(max_message_size, bool)
-        or not isinstance(max_message_size, int)  # type: ignore[redundant-expr]
-        or max_message_size < 65536
-    ):
-        raise ConfigError(
-            f"max_message_size must be a number of bytes of at least 65536, or None, not "
-            f"{max_message_size!r}"
         )
     return auth

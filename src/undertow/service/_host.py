@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import os
 import signal
@@ -62,7 +61,8 @@ def _spec_of(obj: Any) -> ServiceSpec:
 
 def build_server(obj: Any, *, name: str | None = None, **server_options: Any) -> Server:
     """A function server for the exposed methods of ``obj`` (an instance of a service);
-    ``server_options`` are those of :class:`~undertow.Server` (auth, curve_secret...)."""
+    ``server_options`` are those of :class:`~undertow.Server` (auth, curve_secret...,
+    or ``settings``, which name the server themselves)."""
     cls = type(obj)
     spec = _spec_of(obj)
     methods = exposed_methods(cls)
@@ -71,7 +71,9 @@ def build_server(obj: Any, *, name: str | None = None, **server_options: Any) ->
             f"service {spec.name!r} exposes no methods: mark the ones clients may call with "
             "@Expose()"
         )
-    server = Server(name=name or spec.name, **server_options)
+    if server_options.get("settings") is None:
+        server_options["name"] = name or spec.name
+    server = Server(**server_options)
     table: dict[str, dict[str, Any]] = {}
     for remote, (attr, method) in methods.items():
         server.register(remote, getattr(obj, attr))
@@ -143,8 +145,7 @@ class ServiceHost:
     def _server_of(self, obj: Any, auth: Authenticator | None) -> Server:
         """The function server of ``obj``, with the settings of its service."""
         service = self.settings.name or _spec_of(obj).name
-        options = dataclasses.asdict(self.settings.server_for(service))
-        server = build_server(obj, auth=auth, **options)
+        server = build_server(obj, auth=auth, settings=self.settings.server_for(service))
         server.advertise = self.settings.advertise
         if callable(getattr(obj, "bind_server", None)):
             obj.bind_server(server)
