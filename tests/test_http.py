@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import msgspec
 import pytest
 
 import undertow
@@ -132,6 +133,21 @@ def test_functions_are_listed_as_json_and_as_a_page(http) -> None:
     assert status == 200
     assert "add(x: int, y: int = 1)" in page
     assert "Add two numbers." in page
+
+
+def test_functions_say_what_a_zeromq_client_is_told_on_connect(http) -> None:
+    server = make_server(auth=TokenAuth([ALICE]), max_message_size=65536)
+    base = http(server)
+    status, body, _ = curl("-H", f"Authorization: Bearer {ALICE}", f"{base}/functions")
+    assert status == 200
+    # every field, functions as dicts
+    assert body == msgspec.json.decode(msgspec.json.encode(server.description()))
+    assert (body["server"], body["authenticates"], body["max_message_size"]) == ("web", True, 65536)
+    with (
+        undertow.connect(base, timeout=WAIT, token=ALICE) as over_http,
+        undertow.connect(server.address, timeout=WAIT, token=ALICE) as over_zmq,
+    ):
+        assert over_http._conn.describe(WAIT) == over_zmq._conn.describe(WAIT)
 
 
 def test_bearer_tokens_use_the_servers_authenticator_and_rules(http) -> None:

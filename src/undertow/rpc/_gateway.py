@@ -73,6 +73,7 @@ class Serving(Protocol):
     @property
     def max_workers(self) -> int: ...
     def info(self) -> list[FunctionInfo]: ...
+    def description(self) -> dict[str, Any]: ...
     def authenticate(self, token: str) -> str | None: ...
     def function(self, name: str) -> Entry | None: ...
     def dispatch(self, incoming: Incoming) -> Job | None: ...
@@ -183,6 +184,12 @@ class ServerGateway:
 
     def functions(self) -> list[dict[str, Any]]:
         return [msgspec.structs.asdict(info) for info in self._server.info()]
+
+    def description(self) -> dict[str, Any]:
+        """What a ZeroMQ client is told on connect (:meth:`Server.description`), every field
+        of it, in plain values (functions as dicts)."""
+        described: dict[str, Any] = msgspec.to_builtins(self._server.description())
+        return described
 
     def identify(self, bearer: str | None) -> str | None:
         server = self._server

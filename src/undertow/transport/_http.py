@@ -272,8 +272,7 @@ class _Endpoints:
             self._admit(request)
         except CallFailed as failed:
             return _error(failed.info)
-        described = {"server": self.gateway.name, "functions": self.gateway.functions()}
-        return Response(_json.encode(described), media_type=JSON)
+        return Response(_json.encode(self.gateway.description()), media_type=JSON)
 
     async def openapi_json(self, request: Request) -> Response:
         try:

@@ -6,7 +6,9 @@ The server side is in ``_http.py`` (starlette, uvicorn), the client side in
 ``_http_client.py`` (httpx). The routes::
 
     GET  /                 a page listing the functions, for people
-    GET  /functions        JSON: name, signature, docstring and codecs of every function
+    GET  /functions        JSON: what a ZeroMQ client is told on connect: the server's
+                           name, its functions (name, signature, docstring and codecs of
+                           each), whether it authenticates, its message size limit
     GET  /openapi.json     an OpenAPI 3.1 document generated from the signatures
     POST /call/{name}      call it: a JSON body {"args": [...], "kwargs": {...}} (or msgpack,
                            by Content-Type); the result as JSON (or msgpack, by Accept).
@@ -89,6 +91,12 @@ class Gateway(Protocol):
 
     def functions(self) -> list[dict[str, Any]]:
         """Every function: name, doc, params, returns, mode, input, output."""
+        ...
+
+    def description(self) -> dict[str, Any]:
+        """What a client is told on connect, as over ZeroMQ: ``server``, ``functions`` (as
+        :meth:`functions` gives them), ``authenticates``, ``max_message_size`` and any field
+        the server adds."""
         ...
 
     def identify(self, bearer: str | None) -> str | None:
