@@ -10,7 +10,6 @@ the low-level ZeroMQ server under it in ``_core.py``. Other transports (HTTP, th
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import signal
 import threading
@@ -28,6 +27,7 @@ from undertow.rpc._incoming import Incoming, RawHandler
 from undertow.rpc._options import GlobTable
 from undertow.rpc._plane import make_data_plane
 from undertow.rpc._receivers import Job
+from undertow.rpc._setup import checked_auth, server_settings
 from undertow.security import Authenticator, ServerSeal, TokenAuth, user_auth
 from undertow.transport import load_secret
 from undertow.wire import ErrorInfo, MsgpackCodec
@@ -105,7 +105,7 @@ class Server:
         **options: Any,
     ) -> None:
         settings = server_settings(name, settings, options)
-        auth = _checked(auth, token)
+        auth = checked_auth(auth, token)
         #: the settings it was made with
         self.settings = settings
         self.name = settings.name
@@ -481,36 +481,3 @@ class Server:
     def not_found(self, name: str) -> ErrorInfo:
         """The error for a call to ``name``, which is not served here."""
         return self._core.not_found(name)
-
-
-def server_settings(
-    name: str | None, settings: ServerSettings | None, options: dict[str, Any]
-) -> ServerSettings:
-    """The settings of a new server: ``settings`` as given, or loaded from the keyword
-    ``options`` (each one not given from the environment, then the settings file)."""
-    if settings is not None:
-        if options or name is not None:
-            named = sorted(options) + ([] if name is None else ["name"])
-            raise ConfigError(
-                f"give Server settings=... or options ({', '.join(named)}), not both; "
-                "dataclasses.replace(settings, ...) changes some of them"
-            )
-        return settings
-    # a path is as good as its text; None means "no limit" here, "not given" to the loader
-    given = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in options.items()}
-    unlimited = "max_message_size" in given and given["max_message_size"] is None
-    loaded = ServerSettings.load(name=name, **given)
-    return dataclasses.replace(loaded, max_message_size=None) if unlimited else loaded
-
-
-def _checked(auth: Authenticator | None, token: str | None) -> Authenticator | None:
-    """The server's authenticator, from ``auth`` or ``token`` (not both)."""
-    if auth is not None and token is not None:
-        raise ConfigError("give the server auth=... or token=..., not both")
-    if token is not None:
-        auth = TokenAuth([token])
-    if auth is not None and not isinstance(auth, Authenticator):
-        raise ConfigError(
-            f"auth must be an Authenticator (such as TokenAuth), not {type(auth).__name__}"
-        )
-    return auth

@@ -1,0 +1,46 @@
+"""How a server is set up from what it is given: its settings, its authenticator."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+from undertow.config import ServerSettings
+from undertow.errors import ConfigError
+from undertow.security import Authenticator, TokenAuth
+
+__all__ = ["checked_auth", "server_settings"]
+
+
+def server_settings(
+    name: str | None, settings: ServerSettings | None, options: dict[str, Any]
+) -> ServerSettings:
+    """The settings of a new server: ``settings`` as given, or loaded from the keyword
+    ``options`` (each one not given from the environment, then the settings file)."""
+    if settings is not None:
+        if options or name is not None:
+            named = sorted(options) + ([] if name is None else ["name"])
+            raise ConfigError(
+                f"give Server settings=... or options ({', '.join(named)}), not both; "
+                "dataclasses.replace(settings, ...) changes some of them"
+            )
+        return settings
+    # a path is as good as its text; None means "no limit" here, "not given" to the loader
+    given = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in options.items()}
+    unlimited = "max_message_size" in given and given["max_message_size"] is None
+    loaded = ServerSettings.load(name=name, **given)
+    return dataclasses.replace(loaded, max_message_size=None) if unlimited else loaded
+
+
+def checked_auth(auth: Authenticator | None, token: str | None) -> Authenticator | None:
+    """The server's authenticator, from ``auth`` or ``token`` (not both)."""
+    if auth is not None and token is not None:
+        raise ConfigError("give the server auth=... or token=..., not both")
+    if token is not None:
+        auth = TokenAuth([token])
+    if auth is not None and not isinstance(auth, Authenticator):
+        raise ConfigError(
+            f"auth must be an Authenticator (such as TokenAuth), not {type(auth).__name__}"
+        )
+    return auth
