@@ -4,6 +4,7 @@ default) and the sources it records, and a service host made from a settings obj
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import textwrap
 from pathlib import Path
@@ -338,3 +339,23 @@ def test_the_launcher_reports_a_bad_setting_and_does_not_serve(monkeypatch, caps
         capsys.readouterr().err
     )
     assert "UNDERTOW_PORT" in os.environ
+
+
+# -- the guide -----------------------------------------------------------------------------------
+
+
+def test_the_guides_settings_tables_are_what_the_dataclasses_make():
+    tools = Path(__file__).resolve().parent.parent / "tools"
+    spec = importlib.util.spec_from_file_location("settings_table", tools / "settings_table.py")
+    assert spec is not None
+    assert spec.loader is not None
+    made = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(made)
+    guide = made.GUIDE.read_text()
+    # else: python tools/settings_table.py --write
+    assert made.in_guide(guide) == made.tables()
+    for cls in (HostSettings, ServerSettings):
+        for f in dataclasses.fields(cls):
+            assert f"| `{f.name}` |" in made.table(cls)
+    assert "| `port` | `UNDERTOW_PORT` | `0` |" in guide
+    assert "| `memory_limit` | `UNDERTOW_MEMORY_LIMIT` | `1073741824` (1 GiB) |" in guide
