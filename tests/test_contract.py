@@ -273,6 +273,28 @@ async def test_async_pointers(aclient: undertow.AsyncClient) -> None:
     assert await asyncio.to_thread(ptr.__getitem__, slice(0, 2)) == [0, 1]
 
 
+def test_a_pointer_asked_for_per_call(client: undertow.Client) -> None:
+    kept = client.add.options(return_pointer=True)
+    ptr = kept(2, 3)
+    assert isinstance(ptr, undertow.Pointer)
+    assert ptr.fetch() == 5
+    future = kept.submit(4)
+    assert future.result(WAIT).fetch() == 5
+    items = list(client.count.options(return_pointer=True)(3))
+    assert all(isinstance(item, undertow.Pointer) for item in items)
+    assert [item.fetch() for item in items] == [0, 1, 2]
+    assert client.add(2, 3) == 5  # the option was for those calls only
+
+
+async def test_a_pointer_asked_for_per_async_call(aclient: undertow.AsyncClient) -> None:
+    ptr = await aclient.add.options(return_pointer=True)(2, 3)
+    assert isinstance(ptr, undertow.Pointer)
+    assert await asyncio.to_thread(ptr.fetch) == 5
+    items = [item async for item in aclient.count.options(return_pointer=True)(2)]
+    assert all(isinstance(item, undertow.Pointer) for item in items)
+    assert await aclient.add(2, 3) == 5
+
+
 # -- connecting ---------------------------------------------------------------------------------
 
 

@@ -99,6 +99,27 @@ def test_curl_calls_a_function_with_json(http) -> None:
     assert post(f"{base}/call/rows", {"args": [3]})[:2] == (200, [{"i": 0}, {"i": 1}, {"i": 2}])
 
 
+def test_curl_asks_for_a_pointer_to_the_result_with_a_header(http) -> None:
+    base = http(make_server())
+    flag = "X-Undertow-Return-Pointer"
+    status, form, _ = post(f"{base}/call/aecho", {"args": [[1, 2, 3]]}, f"{flag}: 1")
+    assert status == 200
+    assert (form["type"], form["protocol"], form["path"]) == (
+        "undertow.pointer",
+        "http",
+        f"/data/{form['key']}",
+    )
+    secret = f"X-Undertow-Secret: {form['secret_key']}"
+    assert curl("-H", secret, f"{base}{form['path']}")[:2] == (200, [1, 2, 3])
+    lines = post(f"{base}/call/rows", {"args": [2]}, f"{flag}: 1", "Accept: application/x-ndjson")
+    items = [json.loads(line)["item"] for line in lines[2].splitlines()[:2]]
+    assert [item["type"] for item in items] == ["undertow.pointer"] * 2
+    assert post(f"{base}/call/add", {"args": [1]}, f"{flag}: 0")[:2] == (200, 2)
+    status, body, _ = post(f"{base}/call/add", {"args": [1]}, f"{flag}: maybe")
+    assert status == 400
+    assert "'maybe' is not a flag" in body["error"]["message"]
+
+
 def test_errors_map_to_statuses_with_a_json_body(http) -> None:
     base = http(make_server())
     status, body, _ = post(f"{base}/call/divide", {"args": [1, 0]})
@@ -317,6 +338,8 @@ def test_the_openapi_document_is_valid_and_describes_each_function(http) -> None
     ok = operation["responses"]["200"]["content"]["application/json"]["schema"]
     assert ok == {"type": "array"}
     assert document["security"] == [{"bearer": []}]
+    (flag,) = operation["parameters"]
+    assert (flag["name"], flag["in"]) == ("X-Undertow-Return-Pointer", "header")
     assert set(document["paths"]) == {
         f"/call/{n}" for n in ("add", "divide", "rows", "aecho", "admin_reset", "scale")
     }

@@ -21,7 +21,7 @@ from typing import Any
 
 import msgspec
 
-from undertow.errors import ConfigError, ConnectError, ConnectionClosed
+from undertow.errors import ConnectError, ConnectionClosed
 from undertow.rpc._calls import Description, FunctionInfo, OutputCallback
 from undertow.rpc._connection import ConnectOptions, Settings, timeout_error
 from undertow.transport import AsyncHttpCaller, CallFailed, HttpCaller
@@ -42,16 +42,15 @@ class _HttpBase:
         self._safe = options.safe_exceptions
         self._pointer = options.pointer
 
-    def _body(
-        self, info: FunctionInfo, args: tuple[Any, ...], kwargs: dict[str, Any], pointer: bool
-    ) -> bytes:
-        if pointer:
-            raise ConfigError(
-                f"{info.name}() at {self.address}: return_pointer per call does not travel over "
-                "HTTP; configure the function on the server with return_pointer, or call it "
-                "at the server's ZeroMQ address"
-            )
+    @staticmethod
+    def _body(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
         return _encode({"args": list(args), "kwargs": kwargs})
+
+    def _value(self, value: Any) -> Any:
+        """A result or item: a pointer's JSON form becomes a :class:`~undertow.Pointer`."""
+        if type(value) is dict and value.get("type") == POINTER_TYPE and self._pointer:
+            return self._pointer(value)
+        return value
 
     def _event(self, kind: str, value: Any, sink: OutputCallback | None, name: str) -> Any:
         """Apply one event: output goes to ``sink``, an error is raised; the call's result,
@@ -64,9 +63,7 @@ class _HttpBase:
             raise self._error(CallFailed(value), name)
         if kind != "result":
             return _MORE
-        if type(value) is dict and value.get("type") == POINTER_TYPE and self._pointer:
-            return self._pointer(value)
-        return value
+        return self._value(value)
 
     def _error(self, failed: CallFailed, name: str) -> BaseException:
         info = failed.info
@@ -138,8 +135,8 @@ class HttpConnection(_HttpBase):
         self, info: FunctionInfo, args: tuple[Any, ...], kwargs: dict[str, Any], how: Settings
     ) -> Any:
         timeout, _, sink, pointer = how
-        body = self._body(info, args, kwargs, pointer)
-        events = self._caller.events(info.name, body, _deadline(timeout))
+        body = self._body(args, kwargs)
+        events = self._caller.events(info.name, body, _deadline(timeout), pointer=pointer)
         return self._result(info.name, events, sink, timeout)
 
     def _result(
@@ -160,9 +157,9 @@ class HttpConnection(_HttpBase):
         self, info: FunctionInfo, args: tuple[Any, ...], kwargs: dict[str, Any], how: Settings
     ) -> Iterator[Any]:
         timeout, _, sink, pointer = how
-        body = self._body(info, args, kwargs, pointer)
+        body = self._body(args, kwargs)
         # as over ZeroMQ, the deadline is for each item
-        events = self._caller.events(info.name, body, None, wait=timeout)
+        events = self._caller.events(info.name, body, None, wait=timeout, pointer=pointer)
         return self._items(info.name, events, sink, timeout)
 
     def _items(
@@ -176,7 +173,7 @@ class HttpConnection(_HttpBase):
         with self._translated(name, timeout), contextlib.closing(events):  # type: ignore[type-var]
             for kind, value in events:
                 if kind == "item":
-                    yield value
+                    yield self._value(value)
                 else:
                     self._event(kind, value, sink, name)
 
@@ -187,14 +184,14 @@ class HttpConnection(_HttpBase):
         pending while the call runs, so that ``cancel()`` works until the result arrives
         (the loop then hangs up, which stops the call)."""
         timeout, _, sink, pointer = how
-        body = self._body(info, args, kwargs, pointer)
+        body = self._body(args, kwargs)
         with self._background_lock:
             if self.closed:
                 raise ConnectionClosed(f"the client for {self.address} is closed")
             if self._background is None:
                 self._background = _Background(self.address, self._options)
             background = self._background
-        return background.submit(info.name, body, sink, timeout)
+        return background.submit(info.name, body, sink, timeout, pointer)
 
     def close(self) -> None:
         """Close the connection; futures still waiting raise :class:`ConnectionClosed`."""
@@ -219,12 +216,17 @@ class _Background:
         self._futures: set[concurrent.futures.Future[Any]] = set()
 
     def submit(
-        self, name: str, body: bytes, sink: OutputCallback | None, timeout: float | None
+        self,
+        name: str,
+        body: bytes,
+        sink: OutputCallback | None,
+        timeout: float | None,
+        pointer: bool,
     ) -> concurrent.futures.Future[Any]:
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         self._futures.add(future)
         future.add_done_callback(self._futures.discard)
-        self._loop.call_soon_threadsafe(self._start, future, name, body, sink, timeout)
+        self._loop.call_soon_threadsafe(self._start, future, name, body, sink, timeout, pointer)
         return future
 
     def _start(
@@ -234,11 +236,12 @@ class _Background:
         body: bytes,
         sink: OutputCallback | None,
         timeout: float | None,
+        pointer: bool,
     ) -> None:
         if future.done():  # cancelled before it started
             return
         conn = self._async
-        events = conn._caller.events(name, body, _deadline(timeout))
+        events = conn._caller.events(name, body, _deadline(timeout), pointer=pointer)
         task = self._loop.create_task(conn._finish(name, events, sink, timeout))
         # the future settled first (cancelled, the client closed): stop the call
         future.add_done_callback(lambda _: self._loop.call_soon_threadsafe(task.cancel))
@@ -293,8 +296,8 @@ class AsyncHttpConnection(_HttpBase):
         self, info: FunctionInfo, args: tuple[Any, ...], kwargs: dict[str, Any], how: Settings
     ) -> Any:
         timeout, _, sink, pointer = how
-        body = self._body(info, args, kwargs, pointer)
-        events = self._caller.events(info.name, body, _deadline(timeout))
+        body = self._body(args, kwargs)
+        events = self._caller.events(info.name, body, _deadline(timeout), pointer=pointer)
         return self._finish(info.name, events, sink, timeout)
 
     async def _finish(
@@ -316,8 +319,8 @@ class AsyncHttpConnection(_HttpBase):
         self, info: FunctionInfo, args: tuple[Any, ...], kwargs: dict[str, Any], how: Settings
     ) -> AsyncIterator[Any]:
         timeout, _, sink, pointer = how
-        body = self._body(info, args, kwargs, pointer)
-        events = self._caller.events(info.name, body, None, wait=timeout)
+        body = self._body(args, kwargs)
+        events = self._caller.events(info.name, body, None, wait=timeout, pointer=pointer)
         return self._items(info.name, events, sink, timeout)
 
     async def _items(
@@ -331,7 +334,7 @@ class AsyncHttpConnection(_HttpBase):
             async with contextlib.aclosing(events):  # type: ignore[type-var]
                 async for kind, value in events:
                     if kind == "item":
-                        yield value
+                        yield self._value(value)
                     else:
                         self._event(kind, value, sink, name)
 

@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 _ids = itertools.count(1)
 _MSGPACK = resolve_codec("msgpack")
 _PICKLE = resolve_codec("pickle")
+_NO_OUTPUT = int(Flags.NO_OUTPUT)
+_POINTER = int(Flags.POINTER)
 #: a number of 19 digits or more may be out of msgpack's range (64 bits)
 _LONG_NUMBER = re.compile(rb"\d{19}").search
 
@@ -227,9 +229,11 @@ class ServerGateway:
         *,
         body: bytes = b"",
         body_codec: str = "json",
+        pointer: bool = False,
     ) -> Any:
         final: Any = None
-        events = self._events(name, args, kwargs, identity, body, body_codec, output=False)
+        flags = _NO_OUTPUT | (_POINTER if pointer else 0)  # no stream: prints stay on the server
+        events = self._events(name, args, kwargs, identity, body, body_codec, flags)
         async for kind, value in events:
             if kind in ("result", "items"):
                 final = value
@@ -244,8 +248,10 @@ class ServerGateway:
         *,
         body: bytes = b"",
         body_codec: str = "json",
+        pointer: bool = False,
     ) -> AsyncGenerator[tuple[str, Any], None]:
-        return self._events(name, args, kwargs, identity, body, body_codec, output=True)
+        flags = _POINTER if pointer else 0
+        return self._events(name, args, kwargs, identity, body, body_codec, flags)
 
     async def _events(
         self,
@@ -255,14 +261,15 @@ class ServerGateway:
         identity: str | None,
         body: bytes,
         body_codec: str,
-        *,
-        output: bool,
+        flags: int,
     ) -> AsyncGenerator[tuple[str, Any], None]:
         """The call's events as they happen: ``("stdout"|"stderr", text)``, ``("item",
         value)``, then ``("result", value)`` or, for a generator, ``("items", [...])`` with
-        every item (empty when they were streamed); raises :class:`CallFailed`."""
+        every item (empty when they were streamed); raises :class:`CallFailed`. ``flags``:
+        those of a ZeroMQ call (no output, return a pointer)."""
         entry = self._server.function(name)
-        incoming = self._start(name, entry, args, kwargs, identity, body, body_codec, output)
+        output = not flags & _NO_OUTPUT
+        incoming = self._start(name, entry, args, kwargs, identity, body, body_codec, flags)
         items = _Collected(name, entry, self.max_message_size)
         consumed = 0  # items handed on: the generator may run a window ahead of them
         try:
@@ -305,7 +312,7 @@ class ServerGateway:
         identity: str | None,
         body: bytes,
         body_codec: str,
-        output: bool,
+        flags: int,
     ) -> _HttpIncoming:
         server = self._server
         if entry is not None:
@@ -322,8 +329,6 @@ class ServerGateway:
             )
         frames, arguments = _payload(entry, codec, args, kwargs, body, body_codec)
         loop = asyncio.get_running_loop()
-        # without a stream, prints stay on the server
-        flags = 0 if output else int(Flags.NO_OUTPUT)
         header = Header(Kind.CALL, next(_ids), name, codec.name, len(frames) - 1, None, flags)
         incoming = _HttpIncoming(self._table, self._peer, header, frames, identity, arguments, loop)
         job = server.dispatch(incoming)

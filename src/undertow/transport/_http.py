@@ -33,6 +33,7 @@ from undertow.transport._http_api import (
     NDJSON,
     NPY,
     PICKLE,
+    POINTER_HEADER,
     SECRET_HEADER,
     SSE,
     STATUS,
@@ -139,6 +140,21 @@ def _arguments(body: bytes, media: str) -> tuple[list[Any], dict[str, Any]]:
     return args, kwargs
 
 
+def _return_pointer(request: Request) -> bool:
+    """True when the call asks for a pointer to its result (:data:`POINTER_HEADER`)."""
+    value = request.headers.get(POINTER_HEADER, "").strip().lower()
+    if value in ("", "0", "false"):
+        return False
+    if value in ("1", "true"):
+        return True
+    raise failure(
+        "bad_request",
+        "ValueError",
+        f"{POINTER_HEADER}: {value!r} is not a flag; send 1 for a pointer to the result, "
+        "or 0 (the default) for the value",
+    )
+
+
 _LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
@@ -238,12 +254,17 @@ class _Endpoints:
             codec = _codec_of(media)
             args, kwargs = ([], {}) if codec == "pickle" else _arguments(body, media)
             arrays = gateway.sends_arrays(name)
+            pointer = _return_pointer(request)
             if NDJSON in accept or SSE in accept:
-                events = gateway.events(name, args, kwargs, identity, body=body, body_codec=codec)
+                events = gateway.events(
+                    name, args, kwargs, identity, body=body, body_codec=codec, pointer=pointer
+                )
                 # a call that cannot start gets its status
                 first = await _unless_gone(request, anext(events))
                 return _streamed(name, first, events, sse=SSE in accept, arrays=arrays)
-            call = gateway.call(name, args, kwargs, identity, body=body, body_codec=codec)
+            call = gateway.call(
+                name, args, kwargs, identity, body=body, body_codec=codec, pointer=pointer
+            )
             result = await _unless_gone(request, call)
         except CallFailed as failed:
             return _error(failed.info)

@@ -17,6 +17,10 @@ The server side is in ``_http.py`` (starlette, uvicorn), the client side in
                            valid bearer token, for a function that takes pickle; such a
                            caller may also ask for a pickled result (Accept).
 
+With ``X-Undertow-Return-Pointer: 1`` the result (a generator's items, each) stays on the
+server and the answer is a pointer to it, its JSON form (``"type": "undertow.pointer"``), as
+``.options(return_pointer=True)`` asks over ZeroMQ; ``0`` or no header: the value itself.
+
 With ``Accept: application/x-ndjson`` the call streams, one JSON object per line, as it
 happens: ``{"stdout": text}`` / ``{"stderr": text}`` for output, ``{"item": value}`` for each
 item a generator yields, then ``{"result": value}``, ``{"end": true}`` (a generator) or
@@ -40,6 +44,7 @@ __all__ = [
     "MSGPACK",
     "NDJSON",
     "PICKLE",
+    "POINTER_HEADER",
     "SSE",
     "STATUS",
     "CallFailed",
@@ -57,6 +62,8 @@ PICKLE = "application/python-pickle"
 NPY = "application/x-npy"
 #: the request header that carries a pointer's secret to ``GET /data/KEY``
 SECRET_HEADER = "X-Undertow-Secret"  # noqa: S105 - a header's name
+#: the request header of ``POST /call/NAME`` that asks for a pointer to the result
+POINTER_HEADER = "X-Undertow-Return-Pointer"
 
 #: HTTP status for each kind of error a call can end with
 STATUS = {
@@ -119,13 +126,15 @@ class Gateway(Protocol):
         *,
         body: bytes = b"",
         body_codec: str = "json",
+        pointer: bool = False,
     ) -> Awaitable[Any]:
         """Run ``name`` and return its result, a Python value; raises :class:`CallFailed`.
 
         ``args`` and ``kwargs`` were decoded from ``body``, the request's body in
         ``body_codec`` (``"json"`` or ``"msgpack"``); with ``"pickle"`` the body is a pickle
         of them (for a function that takes pickle, from an authenticated caller), not
-        unpickled yet, and they are empty."""
+        unpickled yet, and they are empty. ``pointer``: the result is left on the server and
+        its pointer's JSON form returned (:data:`POINTER_HEADER`)."""
         ...
 
     def events(
@@ -137,6 +146,7 @@ class Gateway(Protocol):
         *,
         body: bytes = b"",
         body_codec: str = "json",
+        pointer: bool = False,
     ) -> AsyncGenerator[tuple[str, Any], None]:
         """Run ``name`` (arguments as for :meth:`call`), yielding ``("stdout"|"stderr",
         text)``, ``("item", value)`` and at last ``("result", value)`` or ``("items", [])``;
@@ -252,6 +262,17 @@ _ERROR_SCHEMA = {
 }
 
 
+#: the header that asks for a pointer to the result, as a parameter of every call
+_POINTER_PARAMETER = {
+    "name": POINTER_HEADER,
+    "in": "header",
+    "required": False,
+    "description": "1: leave the result (or each item) on the server and answer with a "
+    "pointer to it (its JSON form); 0 or left out: the value itself",
+    "schema": {"type": "string", "enum": ["0", "1"]},
+}
+
+
 def _operation(function: dict[str, Any]) -> dict[str, Any]:
     """The OpenAPI operation of ``POST /call/NAME`` for one described function."""
     name = function["name"]
@@ -264,6 +285,7 @@ def _operation(function: dict[str, Any]) -> dict[str, Any]:
         "operationId": name,
         "summary": doc.splitlines()[0] if doc else name,
         "description": doc,
+        "parameters": [_POINTER_PARAMETER],
         "requestBody": {
             "required": False,
             "content": {

@@ -14,7 +14,14 @@ import httpx
 import msgspec
 
 from undertow.errors import ConnectError, DeserializationError, RPCTimeout
-from undertow.transport._http_api import MSGPACK, NDJSON, NPY, SECRET_HEADER, CallFailed
+from undertow.transport._http_api import (
+    MSGPACK,
+    NDJSON,
+    NPY,
+    POINTER_HEADER,
+    SECRET_HEADER,
+    CallFailed,
+)
 
 __all__ = ["AsyncHttpCaller", "HttpCaller", "fetch_data"]
 
@@ -68,13 +75,20 @@ class HttpCaller:
         return described
 
     def events(
-        self, name: str, body: bytes, deadline: float | None, wait: float | None = None
+        self,
+        name: str,
+        body: bytes,
+        deadline: float | None,
+        wait: float | None = None,
+        *,
+        pointer: bool = False,
     ) -> Generator[tuple[str, Any], None, None]:
         """Call ``name`` with a msgpack ``body``; yields its events as they arrive, all by
         ``deadline`` (a stream: each within ``wait`` seconds of the one before), else raises
-        the builtin :class:`TimeoutError`."""
+        the builtin :class:`TimeoutError`. ``pointer``: the result (or each item) is left on
+        the server, and a pointer to it comes back."""
         timeout = wait if deadline is None else max(0.001, deadline - time.monotonic())
-        headers = {"Content-Type": MSGPACK, "Accept": NDJSON}
+        headers = _call_headers(pointer)
         with (
             _translated(self.base_url, name, timeout),
             self._client.stream(
@@ -116,10 +130,16 @@ class AsyncHttpCaller:
         return described
 
     async def events(
-        self, name: str, body: bytes, deadline: float | None, wait: float | None = None
+        self,
+        name: str,
+        body: bytes,
+        deadline: float | None,
+        wait: float | None = None,
+        *,
+        pointer: bool = False,
     ) -> AsyncIterator[tuple[str, Any]]:
         timeout = wait if deadline is None else max(0.001, deadline - time.monotonic())
-        headers = {"Content-Type": MSGPACK, "Accept": NDJSON}
+        headers = _call_headers(pointer)
         with _translated(self.base_url, name, timeout):
             async with self._client.stream(
                 "POST", f"/call/{name}", content=body, headers=headers, timeout=timeout
@@ -135,6 +155,14 @@ class AsyncHttpCaller:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def _call_headers(pointer: bool) -> dict[str, str]:
+    """The headers of a call: a msgpack body, NDJSON events back, a pointer if asked for."""
+    headers = {"Content-Type": MSGPACK, "Accept": NDJSON}
+    if pointer:
+        headers[POINTER_HEADER] = "1"
+    return headers
 
 
 @contextlib.contextmanager
