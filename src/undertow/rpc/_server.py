@@ -318,8 +318,9 @@ class Server:
             if entry.options.input_serialization.unsafe or entry.options.output_serialization.unsafe
         )
         raise ConfigError(
-            f"refusing to serve {', '.join(map(repr, pickled))} (pickle, which runs code when "
-            f"decoded) on {address} with only your own user token: give the server tokens "
+            f"refusing to serve {', '.join(map(repr, pickled))} (pickle, or another codec that "
+            f"runs code when decoded) on {address} with only your own user token: give the "
+            "server tokens "
             "(Server(auth=TokenAuth(...)) or token=..., --tokens/--token for undertow serve) so "
             "that callers on other machines can be told apart, or serve on 127.0.0.1"
         )
