@@ -164,9 +164,10 @@ class HostSettings(Settings, section="host"):
     )
 
     def server_for(self, service: str) -> ServerSettings:
-        """The settings of the function server that serves ``service``."""
+        """The settings of the function server that serves ``service``: the host's own where
+        it has them, the rest loaded as any server's (``UNDERTOW_<FIELD>``, ``[server]``)."""
         data_dir = None if self.data_dir is None else Path(self.data_dir).expanduser() / service
-        return ServerSettings(
+        return ServerSettings.load(
             name=service,
             allow_anonymous=self.allow_anonymous,
             insecure=self.insecure,
