@@ -67,6 +67,25 @@ async def test_the_async_client_finds_the_user_token_too(kitchen_sink: str):
         assert ptr.type_name == "int"
 
 
+def test_over_http_the_same_user_is_recognised_too():
+    server = undertow.Server()
+    server.config({"*_python": {"input_serialization": "pickle", "return_pointer": True}})
+    server.register("keep_python", lambda x: x)
+    server.register("plain", lambda x: x)
+    server.start(http_port=0)
+    try:
+        with undertow.connect(server.http_address) as client:
+            ptr = client.keep_python([1, 2])
+            assert isinstance(ptr, undertow.Pointer)
+            assert ptr.fetch() == [1, 2]  # the pointer uses the identity it came with
+        with undertow.connect(server.http_address, token=False) as anonymous:
+            assert anonymous.plain(3) == 3
+            with pytest.raises(undertow.AuthenticationError, match="pickle"):
+                anonymous.keep_python(3)
+    finally:
+        server.stop()
+
+
 def test_a_caller_without_the_user_token_reaches_only_what_takes_no_pickle(kitchen_sink: str):
     with undertow.connect(kitchen_sink, token=False) as client:
         assert client.compute_value_json(1) == {"double": 2}

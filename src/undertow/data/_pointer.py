@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from undertow.errors import ConfigError, SerializationError
-from undertow.rpc import CallOptions, FunctionInfo, RemoteFunctions, connect
+from undertow.rpc import CallOptions, FunctionInfo, RemoteFunctions, client_token, connect
 from undertow.security import find_client_token
 from undertow.wire import POINTER_TYPE
 
@@ -175,7 +175,8 @@ class Pointer:
         if form["protocol"] == "http":
             from undertow.transport import fetch_data  # the http extra
 
-            found = find_client_token(None)  # this process's token, if it has one
+            # the identity of the client it came through, else this process's token
+            found = client_token(self._via) or find_client_token(None)
             url = self.address + str(form["path"])
             return fetch_data(url, str(form["secret_key"]), found or None, timeout)
         return self._ask("_data_fetch", timeout, self.key, form["secret_key"])
@@ -332,7 +333,7 @@ def _first_unplain(value: Any) -> str | None:
 
 def _signs(client: Any) -> bool:
     """True when ``client`` signs its calls with a token (one it was given or found)."""
-    return bool(getattr(client, "_token", None))
+    return client_token(client) is not None
 
 
 # -- clients to data servers, shared by every pointer of this process -------------------------

@@ -14,6 +14,7 @@ from undertow.rpc._functions import (
     CallOptions,
     RemoteFunctions,
     as_attributes,
+    client_token,
     make_function,
     not_found,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "Server",
     "as_attributes",
     "check_exposure",
+    "client_token",
     "connect",
     "connect_async",
     "functions",

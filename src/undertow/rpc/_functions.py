@@ -10,7 +10,14 @@ from undertow.rpc._calls import Description, FunctionInfo, OutputCallback, write
 from undertow.rpc._connection import Settings
 from undertow.rpc._signature import rebuild_signature
 
-__all__ = ["CallOptions", "RemoteFunctions", "as_attributes", "make_function", "not_found"]
+__all__ = [
+    "CallOptions",
+    "RemoteFunctions",
+    "as_attributes",
+    "client_token",
+    "make_function",
+    "not_found",
+]
 
 
 class CallOptions:
@@ -170,3 +177,11 @@ class RemoteFunctions:
             f"<{type(self).__name__} {self.address} server={self._server!r} "
             f"[{count} function{'' if count == 1 else 's'}]>"
         )
+
+
+def client_token(client: Any) -> str | None:
+    """The token ``client`` (any undertow client) signs with: one it was given, found in the
+    environment or settings file, or the user's own token a local server asked for; None if
+    it signs nothing. For the pointers that came through it, which use the same identity."""
+    token = getattr(client, "_token", None)
+    return token if isinstance(token, str) else None
