@@ -79,3 +79,21 @@ def _as_nobody(code: str, home: Path) -> str:
     )
     assert out.returncode == 0, out.stderr
     return out.stdout.strip()
+
+
+def test_a_temporary_file_left_by_a_killed_process_is_no_obstacle(undertow_home: Path):
+    (undertow_home / f".user.token.{os.getpid()}").write_text("half written")
+    assert user_token() is not None
+
+
+def test_only_addresses_of_this_machine_count_as_local():
+    from undertow._util import is_local_address, is_loopback
+
+    for address in ("tcp://127.0.0.1:1", "127.0.0.1:1", "tcp://[::1]:1", "http://localhost:1/x"):
+        assert is_local_address(address), address
+    assert is_local_address("ipc:///tmp/x")
+    assert is_local_address("inproc://x")
+    for address in ("tcp://127.evil.example:1", "http://10.0.0.1:1", "tcp://0.0.0.0:1", "x:1"):
+        assert not is_local_address(address), address
+    assert is_loopback("127.0.0.2")
+    assert not is_loopback("127.example")

@@ -3,15 +3,17 @@ tokens given accepts its user's own token, which that user's clients find by the
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -165,3 +167,64 @@ def _as_nobody(address: str, home: Path) -> Any:
     )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
+
+
+def test_a_bare_host_and_port_address_is_this_machine_too(kitchen_sink: str):
+    bare = kitchen_sink.removeprefix("tcp://")
+    with undertow.connect(bare) as client:
+        assert client.compute_value_python(abs, -4).fetch() == 4
+
+
+def test_a_pickle_function_registered_while_serving_beyond_loopback_is_refused():
+    server = undertow.Server(insecure=True)
+    server.register("plain", compute_value_json)
+    server.start("tcp://0.0.0.0:0")  # insecure: no tokens, on every interface
+    try:
+        server.register("late_python", compute_value_python)
+        with pytest.raises(undertow.ConfigError, match="late_python"):
+            server.config({"*_python": {"input_serialization": "pickle"}})
+        assert not server.authenticates
+        assert sorted(server.describe()) == ["late_python", "plain"]
+        assert server.describe()["late_python"]["input_serialization"] == "msgpack"
+    finally:
+        server.stop()
+
+
+class _Impostor(http.server.BaseHTTPRequestHandler):
+    """An HTTP server of another user that claims to take ours: it cannot prove it."""
+
+    seen: ClassVar[list[str | None]] = []
+    user = ""
+
+    def do_GET(self) -> None:
+        _Impostor.seen.append(self.headers.get("Authorization"))
+        body = json.dumps(
+            {"server": "x", "functions": [], "authenticates": True, "user": self.user}
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_the_user_token_is_never_sent_to_a_server_that_cannot_prove_it_holds_it(caplog):
+    _Impostor.user = parse_token(user_token() or "")[0]
+    _Impostor.seen = []
+    impostor = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Impostor)
+    thread = threading.Thread(target=impostor.serve_forever, daemon=True)
+    thread.start()
+    try:
+        address = f"http://127.0.0.1:{impostor.server_address[1]}"
+        with undertow.connect(address, timeout=10) as client:
+            assert client._token is None
+        assert _Impostor.seen
+        assert all(header is None for header in _Impostor.seen)
+        assert "did not prove it holds it" in caplog.text
+    finally:
+        impostor.shutdown()
+        impostor.server_close()
+        thread.join(10)

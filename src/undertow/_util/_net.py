@@ -2,14 +2,36 @@
 
 from __future__ import annotations
 
-__all__ = ["address_host", "is_loopback"]
+import ipaddress
+
+__all__ = ["address_host", "is_local_address", "is_loopback"]
+
+#: schemes whose addresses never leave this machine
+_LOCAL_SCHEMES = ("ipc", "inproc")
 
 
 def is_loopback(host: str) -> bool:
-    """True for a host name or IP address of this machine's loopback interface."""
-    return host in ("localhost", "::1") or host.startswith("127.")
+    """True for ``localhost`` or an IP address of the loopback interface (``127.0.0.0/8``,
+    ``::1``; brackets allowed); a name that merely starts with ``127.`` is not."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def address_host(address: str) -> str:
-    """The host of ``scheme://host:port`` (IPv6 brackets removed)."""
-    return address.partition("://")[2].rpartition(":")[0].strip("[]")
+    """The host of ``scheme://host:port`` or ``host:port`` (IPv6 brackets removed)."""
+    rest = address.partition("://")[2] if "://" in address else address
+    return rest.partition("/")[0].rpartition(":")[0].strip("[]")
+
+
+def is_local_address(address: str) -> bool:
+    """True when ``address`` (``tcp://``, ``http://``, ``host:port``, ``ipc://``,
+    ``inproc://``) cannot reach beyond this machine."""
+    scheme, sep, _ = address.partition("://")
+    if sep and scheme.lower() in _LOCAL_SCHEMES:
+        return True
+    return is_loopback(address_host(address))

@@ -175,8 +175,11 @@ class Pointer:
         if form["protocol"] == "http":
             from undertow.transport import fetch_data  # the http extra
 
-            # the identity of the client it came through, else this process's token
-            found = client_token(self._via) or find_client_token(None)
+            # the identity of the client it came through, if that client is of the same
+            # server (the user's own token goes nowhere else), else this process's token
+            via = self._via
+            same = via is not None and getattr(via, "address", None) == self.address
+            found = (client_token(via) if same else None) or find_client_token(None)
             url = self.address + str(form["path"])
             return fetch_data(url, str(form["secret_key"]), found or None, timeout)
         return self._ask("_data_fetch", timeout, self.key, form["secret_key"])

@@ -10,7 +10,7 @@ from typing import Any
 
 from undertow.rpc._async_conn import AsyncConnection
 from undertow.rpc._calls import Call, FunctionInfo, OutputCallback, Protocol
-from undertow.rpc._client import prepare, user_token_for
+from undertow.rpc._client import challenge_for, prepare, user_token_for
 from undertow.rpc._connection import DEFAULT_TIMEOUT, AsyncClientConnection, timeout_error
 from undertow.rpc._functions import CallOptions, RemoteFunctions
 from undertow.security import client_key
@@ -66,11 +66,12 @@ class AsyncClient(RemoteFunctions):
 
     async def open(self) -> AsyncClient:
         """Connect and learn the server's functions (``async with`` does this for you)."""
-        if self._conn is None:
+        if self._conn is None or self._conn.closed:  # first use, or again after aclose()
             self._conn = self._scheme.async_connection(self.address, self._options)
             self.address = self._conn.address
+        wait = self.timeout if self._connect_timeout is None else self._connect_timeout
         try:
-            await self._learn(self._connect_timeout or self.timeout)
+            await self._learn(wait)
         except BaseException:
             await self.aclose()
             raise
@@ -79,8 +80,9 @@ class AsyncClient(RemoteFunctions):
     async def _learn(self, timeout: float | None) -> None:
         """Learn the server's functions; sign from now on with the user's own token if the
         server asks for it (a new connection: each has its signing session)."""
-        desc = await self._connection().describe(timeout)
-        found = user_token_for(self, self._token_arg, desc)
+        challenge = challenge_for(self._scheme)
+        desc = await self._connection().describe(timeout, challenge)
+        found = user_token_for(self, self._token_arg, desc, challenge)
         if found is not None:
             await self._connection().aclose()
             self._token = found

@@ -96,6 +96,8 @@ class Description(msgspec.Struct, frozen=True):
     max_message_size: int | None = None
     #: the user whose own token the server accepts (it serves pickle with no tokens given)
     user: str | None = None
+    #: the server's proof that it holds that token, when the client sent a challenge
+    proof: str | None = None
 
 
 class Call:

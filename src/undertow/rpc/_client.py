@@ -10,10 +10,13 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import functools
+import hmac
+import logging
+import secrets
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from undertow._util import address_host, is_loopback
+from undertow._util import is_local_address
 from undertow.rpc._calls import Description, FunctionInfo, OutputCallback
 from undertow.rpc._conn_zmq import CallFuture
 from undertow.rpc._connection import (
@@ -26,19 +29,20 @@ from undertow.rpc._connection import (
 )
 from undertow.rpc._functions import CallOptions, RemoteFunctions
 from undertow.rpc._plane import make_pointer
-from undertow.security import find_client_token, parse_token, user_token
+from undertow.security import find_client_token, parse_token, user_proof, user_token
 
 __all__ = [
     "DEFAULT_TIMEOUT",
     "CallFuture",
     "Client",
+    "challenge_for",
     "connect",
     "functions",
     "prepare",
     "user_token_for",
 ]
 
-_STREAMING = ("generator", "asyncgen")
+log = logging.getLogger(__name__)
 
 
 def prepare(
@@ -66,19 +70,38 @@ def prepare(
     return scheme, options
 
 
+def challenge_for(scheme: Scheme) -> str | None:
+    """What a client asks a server on connect to prove it holds the user's own token: a
+    fresh random text where tokens travel as they are (HTTP), None where only signatures
+    travel (ZeroMQ: a server that does not hold the token learns nothing from them)."""
+    return secrets.token_hex(16) if scheme.bearer else None
+
+
 def user_token_for(
-    client: RemoteFunctions, explicit: str | bool | None, desc: Description
+    client: RemoteFunctions,
+    explicit: str | bool | None,
+    desc: Description,
+    challenge: str | None,
 ) -> str | None:
     """The user's own token, when ``client`` has no token (none given, found in the
     environment or the settings file, nor refused with ``token=False``), the server on this
-    machine says it accepts that user's token, and this process can read it."""
+    machine says it accepts that user's token, this process can read it and, given a
+    ``challenge``, the server proved that it holds the token."""
     if client._token is not None or explicit is False or not desc.user:
         return None
-    address = client.address
-    local = address.partition("://")[0] in ("ipc", "inproc") or is_loopback(address_host(address))
-    found = user_token(create=False) if local else None
+    found = user_token(create=False) if is_local_address(client.address) else None
     if found is None or parse_token(found)[0] != desc.user:
         return None
+    if challenge is not None:
+        proof = user_proof(found, challenge)
+        if desc.proof is None or not hmac.compare_digest(desc.proof, proof):
+            log.warning(
+                "the server at %s says it takes the token of %r but did not prove it holds "
+                "it; your token is not sent to it",
+                client.address,
+                desc.user,
+            )
+            return None
     return found
 
 
@@ -167,15 +190,16 @@ class Client(RemoteFunctions):
     def _open(self, token: str | bool | None, timeout: float | None) -> None:
         """Learn the server's functions; sign from now on with the user's own token if the
         server asks for it (a new connection: each has its signing session)."""
-        desc = self._conn.describe(timeout or self.timeout)
-        found = user_token_for(self, token, desc)
+        scheme = scheme_of(self.address)
+        challenge = challenge_for(scheme)
+        desc = self._conn.describe(timeout, challenge)
+        found = user_token_for(self, token, desc, challenge)
         if found is not None:
-            scheme = scheme_of(self.address)
             options = dataclasses.replace(self._conn_options, token=found)
             self._conn.close()
             self._token = found
             self._conn = scheme.connection(self.address, options)
-            desc = self._conn.describe(timeout or self.timeout)
+            desc = self._conn.describe(timeout)
         self._install_functions(desc, self._invoke, self._submit)
 
     def refresh(self, timeout: float | None = None) -> None:
@@ -215,14 +239,14 @@ class Client(RemoteFunctions):
     def _invoke(
         self, info: FunctionInfo, args: tuple[Any, ...], kwargs: dict[str, Any], opts: CallOptions
     ) -> Any:
-        if info.mode in _STREAMING:
+        if info.streams:
             return self._conn.stream(info, args, kwargs, self._settings(opts))
         return self._conn.call(info, args, kwargs, self._settings(opts))
 
     def _submit(
         self, info: FunctionInfo, args: tuple[Any, ...], kwargs: dict[str, Any], opts: CallOptions
     ) -> Any:
-        if info.mode in _STREAMING:
+        if info.streams:
             raise TypeError(
                 f"{info.name}() is a generator function; iterate over {info.name}(...) instead"
             )

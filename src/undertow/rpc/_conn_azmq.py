@@ -10,13 +10,11 @@ import msgspec
 
 from undertow.rpc._async_conn import AsyncConnection
 from undertow.rpc._calls import Call, Description, FunctionInfo
-from undertow.rpc._conn_zmq import DESCRIBE, zmq_protocol
+from undertow.rpc._conn_zmq import DESCRIBE_INFO, zmq_protocol
 from undertow.rpc._connection import ConnectOptions, Settings, timeout_error
 from undertow.transport import load_public
 
 __all__ = ["AsyncZmqConnection"]
-
-_DESCRIBE = FunctionInfo(DESCRIBE, input="msgpack", output="msgpack")
 
 
 class AsyncZmqConnection:
@@ -37,9 +35,9 @@ class AsyncZmqConnection:
     def closed(self) -> bool:
         return bool(self.link.closed)
 
-    async def describe(self, timeout: float | None) -> Description:
-        try:
-            body = await self.call(_DESCRIBE, (), {}, (timeout, False, None, False))
+    async def describe(self, timeout: float | None, challenge: str | None = None) -> Description:
+        try:  # tokens never travel over ZeroMQ (messages are signed): no proof asked for
+            body = await self.call(DESCRIBE_INFO, (), {}, (timeout, False, None, False))
         except TimeoutError:
             raise timeout_error(self.address, timeout, connecting=True) from None
         desc = msgspec.convert(body, Description)

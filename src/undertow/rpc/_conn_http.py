@@ -2,8 +2,9 @@
 
 A call goes out as a msgpack body and comes back as an NDJSON stream of events (output,
 items, then the result or the error), through ``HttpCaller`` / ``AsyncHttpCaller`` in
-``transport/_http_client.py``, so output appears while the call runs. The server encodes the
-arguments with each function's own codec, so a client needs none of its own; arguments and
+``transport/_http_client.py``, so output appears while the call runs. The server decodes the
+body once and hands the arguments to the function as they are (it applies the function's own
+codec only where that changes them), so a client needs no codec of its own; arguments and
 results must be plain values (numbers, strings, lists, dicts, bytes): use the ZeroMQ address
 for numpy arrays and pickle.
 """
@@ -126,9 +127,9 @@ class HttpConnection(_HttpBase):
     def closed(self) -> bool:
         return self._caller.closed
 
-    def describe(self, timeout: float | None) -> Description:
+    def describe(self, timeout: float | None, challenge: str | None = None) -> Description:
         with self._describing(timeout):
-            described = self._caller.functions(timeout)
+            described = self._caller.functions(timeout, challenge)
         return msgspec.convert(described, Description)
 
     def call(
@@ -251,13 +252,18 @@ class _Background:
         for future in list(self._futures):
             with contextlib.suppress(concurrent.futures.InvalidStateError):
                 future.set_exception(reason)
+        if self._thread is threading.current_thread():
+            # closed from a future's callback, on this loop: waiting here would stop the
+            # loop that must do the work, so the work is queued and the loop stops after it
+            stopping = self._loop.create_task(self._shut())
+            stopping.add_done_callback(lambda _: self._loop.stop())
+            return
         with contextlib.suppress(Exception):  # the caller's connections go with the loop
             asyncio.run_coroutine_threadsafe(self._shut(), self._loop).result(5)
         self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread is not threading.current_thread():
-            self._thread.join(5)
-            if not self._thread.is_alive():
-                self._loop.close()
+        self._thread.join(5)
+        if not self._thread.is_alive():
+            self._loop.close()
 
     async def _shut(self) -> None:
         await self._async.aclose()
@@ -287,9 +293,9 @@ class AsyncHttpConnection(_HttpBase):
     def closed(self) -> bool:
         return self._closed
 
-    async def describe(self, timeout: float | None) -> Description:
+    async def describe(self, timeout: float | None, challenge: str | None = None) -> Description:
         with self._describing(timeout):
-            described = await self._caller.functions(timeout)
+            described = await self._caller.functions(timeout, challenge)
         return msgspec.convert(described, Description)
 
     def call(

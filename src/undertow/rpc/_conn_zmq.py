@@ -25,7 +25,8 @@ __all__ = ["DESCRIBE", "CallFuture", "ZmqConnection", "zmq_protocol"]
 
 #: the function every server answers with its description
 DESCRIBE = "_describe"
-_DESCRIBE = FunctionInfo(DESCRIBE, input="msgpack", output="msgpack")
+#: the call that asks a server for its description, over either ZeroMQ connection
+DESCRIBE_INFO = FunctionInfo(DESCRIBE, input="msgpack", output="msgpack")
 _PENDING = concurrent.futures._base.PENDING
 _FINISHED = concurrent.futures._base.FINISHED
 #: guards making a future's condition against settling the future without it
@@ -66,9 +67,10 @@ class ZmqConnection:
     def closed(self) -> bool:
         return bool(self.link.closed)
 
-    def describe(self, timeout: float | None) -> Description:
+    def describe(self, timeout: float | None, challenge: str | None = None) -> Description:
+        # tokens never travel over ZeroMQ (messages are signed), so no proof is asked for
         try:
-            body = self.call(_DESCRIBE, (), {}, (timeout, False, None, False))
+            body = self.call(DESCRIBE_INFO, (), {}, (timeout, False, None, False))
         except TimeoutError:
             raise timeout_error(self.address, timeout, connecting=True) from None
         desc = msgspec.convert(body, Description)

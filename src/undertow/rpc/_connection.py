@@ -72,8 +72,10 @@ class ClientConnection(Protocol):
     def closed(self) -> bool:
         """True once :meth:`close` was called."""
 
-    def describe(self, timeout: float | None) -> Description:
-        """The server's functions; raises :class:`RPCTimeout` if it does not answer."""
+    def describe(self, timeout: float | None, challenge: str | None = None) -> Description:
+        """The server's functions; raises :class:`RPCTimeout` if it does not answer. A
+        transport whose tokens travel as they are (HTTP bearers) passes ``challenge`` on, for
+        the server to prove it holds the user's own token before the client sends it."""
 
     def call(
         self, info: FunctionInfo, args: tuple[Any, ...], kwargs: dict[str, Any], how: Settings
@@ -104,7 +106,7 @@ class AsyncClientConnection(Protocol):
     def closed(self) -> bool:
         """True once :meth:`aclose` was called."""
 
-    async def describe(self, timeout: float | None) -> Description:
+    async def describe(self, timeout: float | None, challenge: str | None = None) -> Description:
         """The server's functions."""
 
     def call(
@@ -131,6 +133,9 @@ class Scheme:
     sync_class: str
     async_class: str
     refuses: Mapping[str, str] = field(default_factory=dict)
+    #: tokens travel as they are (HTTP bearers), not as signatures: a client sends the
+    #: user's own token only to a server that proved it holds it
+    bearer: bool = False
 
     def connection(self, address: str, options: ConnectOptions) -> ClientConnection:
         """A sync connection to ``address``."""
@@ -161,6 +166,7 @@ HTTP = Scheme(  # its module imports httpx: only when an HTTP address is used
     "HTTP",
     "undertow.rpc._conn_http:HttpConnection",
     "undertow.rpc._conn_http:AsyncHttpConnection",
+    bearer=True,
     refuses={
         "connect_wait": "an HTTP call never waits for a connection; one that cannot connect "
         "fails at once with ConnectError",

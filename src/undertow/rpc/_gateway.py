@@ -75,7 +75,7 @@ class Serving(Protocol):
     @property
     def max_workers(self) -> int: ...
     def info(self) -> list[FunctionInfo]: ...
-    def description(self) -> dict[str, Any]: ...
+    def description(self, challenge: str | None = None) -> dict[str, Any]: ...
     def authenticate(self, token: str) -> str | None: ...
     def function(self, name: str) -> Entry | None: ...
     def dispatch(self, incoming: Incoming) -> Job | None: ...
@@ -171,7 +171,6 @@ class ServerGateway:
         self._server = server
         self.name = server.name
         self.max_message_size = server.max_message_size
-        self.authenticates = server.authenticates
         self._peer = b"http:" + os.urandom(8)
         self._table = _Unlisted()
         # plain functions run here, as many at once as the server allows; not in the loop's
@@ -180,6 +179,12 @@ class ServerGateway:
             server.max_workers, thread_name_prefix=f"undertow-http-{server.name}"
         )
 
+    @property
+    def authenticates(self) -> bool:
+        """True when callers may sign (the server's, now: a server that starts serving
+        pickle with no tokens given begins to accept its user's own token)."""
+        return self._server.authenticates
+
     def close(self) -> None:
         """Stop taking calls; running ones finish in their threads, unwaited for."""
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -187,10 +192,10 @@ class ServerGateway:
     def functions(self) -> list[dict[str, Any]]:
         return [msgspec.structs.asdict(info) for info in self._server.info()]
 
-    def description(self) -> dict[str, Any]:
+    def description(self, challenge: str | None = None) -> dict[str, Any]:
         """What a ZeroMQ client is told on connect (:meth:`Server.description`), every field
         of it, in plain values (functions as dicts)."""
-        described: dict[str, Any] = msgspec.to_builtins(self._server.description())
+        described: dict[str, Any] = msgspec.to_builtins(self._server.description(challenge))
         return described
 
     def identify(self, bearer: str | None) -> str | None:

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, overload
 
-from undertow._util import address_host, is_loopback
+from undertow._util import address_host, is_local_address, is_loopback
 from undertow.config import ServerSettings
 from undertow.errors import ConfigError, UndertowError
 from undertow.rpc._calls import FunctionInfo
@@ -28,7 +28,14 @@ from undertow.rpc._options import GlobTable
 from undertow.rpc._plane import make_data_plane
 from undertow.rpc._receivers import Job
 from undertow.rpc._setup import checked_auth, server_settings
-from undertow.security import Authenticator, ServerSeal, TokenAuth, user_auth
+from undertow.security import (
+    Authenticator,
+    ServerSeal,
+    TokenAuth,
+    parse_token,
+    user_proof,
+    user_token,
+)
 from undertow.transport import load_secret
 from undertow.wire import ErrorInfo, MsgpackCodec
 
@@ -122,8 +129,9 @@ class Server:
         )
         self._max_workers = settings.max_workers or min(32, (os.cpu_count() or 1) + 4)
         self._auth = auth
-        #: the user's own token is what the server accepts (given none, it serves pickle)
-        self._user_auth = False
+        #: the user's own token, when it is what the server accepts (given none, it serves
+        #: pickle); None otherwise
+        self._user_token: str | None = None
         self._insecure = settings.insecure
         curve = settings.curve_secret
         self._curve = None if curve is None else load_secret(curve)
@@ -224,14 +232,10 @@ class Server:
         entries = {}
         for name, fn in fns.items():
             glob, options = globs.lookup(name)
-            unsafe = []
-            if options.input_serialization.unsafe:
-                unsafe.append(f"{options.input_serialization.name} input")
-            if options.output_serialization.unsafe:
-                unsafe.append(f"{options.output_serialization.name} output")
-            if unsafe and self._auth is None:
-                self._accept_user_token()
             entries[name] = Entry(name, fn, glob, options)
+        if self._auth is None and _runs_code(entries):
+            self._refuse_user_token_beyond_loopback(self.address, entries)
+            self._accept_user_token()
         self._fns, self._globs, self._entries = dict(fns), globs, entries
         self._calls.entries = entries
         handlers: dict[str, RawHandler] = dict.fromkeys(entries, self._calls.handle)
@@ -242,27 +246,31 @@ class Server:
     def _accept_user_token(self) -> None:
         """Serve pickle to the user who runs the server, through the user's own token; other
         callers stay anonymous (they reach the functions without pickle, as before)."""
-        self._auth = user_auth()
-        self._user_auth = True
+        token = user_token()
+        assert token is not None  # made if it was not there
+        self._auth = TokenAuth([token])
+        self._user_token = token
         self._core.seal = ServerSeal(self._auth, self.settings.replay_window)
         self._core.allow_anonymous = True
 
-    def description(self) -> dict[str, Any]:
+    def description(self, challenge: str | None = None) -> dict[str, Any]:
         """What a client is told on connect (over every transport): the server's name, its
         functions (:meth:`info`), whether it checks signatures, its message size limit, and
         (``user``) the name of the user whose own token it accepts, if it serves pickle with
-        no tokens given (:func:`undertow.security.user_token`)."""
-        user = None
-        if self._user_auth:
-            assert isinstance(self._auth, TokenAuth)
-            user = self._auth.identities[0]
-        return {
+        no tokens given (:func:`undertow.security.user_token`). Given a ``challenge``, such
+        a server also proves that it holds that token (``proof``), which a client asks for
+        before it sends the token itself (an HTTP bearer)."""
+        token = self._user_token
+        described: dict[str, Any] = {
             "server": self.name,
             "functions": self.info(),
             "authenticates": self._auth is not None,
             "max_message_size": self._core.max_message_size,
-            "user": user,
+            "user": None if token is None else parse_token(token)[0],
         }
+        if token is not None and challenge:
+            described["proof"] = user_proof(token, challenge)
+        return described
 
     def _describe(self, incoming: Incoming) -> Job | None:
         incoming.reply(_MSGPACK.encode(self.description()), _MSGPACK.name)
@@ -282,7 +290,8 @@ class Server:
         ``http_port``: also serve the functions over HTTP on this port (0: a free one) of
         the same interface (see :attr:`http_address`; needs ``pip install 'undertow[http]'``).
         """
-        self._refuse_user_token_beyond_loopback(address)
+        if self._user_token is not None:
+            self._refuse_user_token_beyond_loopback(address, self._entries)
         self._loop = self._calls.loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         try:
@@ -305,18 +314,13 @@ class Server:
                 self._gateway.close()
             await self._core.close()
 
-    def _refuse_user_token_beyond_loopback(self, address: str) -> None:
-        """The user's own token is for this machine: beyond it, pickle needs tokens given."""
-        if not self._user_auth or (not address.startswith("tcp://") and "://" in address):
-            return  # ipc and inproc stay on this machine
-        host = address_host(address if "://" in address else f"tcp://{address}")
-        if is_loopback(host):
+    @staticmethod
+    def _refuse_user_token_beyond_loopback(address: str, entries: Mapping[str, Entry]) -> None:
+        """The user's own token is for this machine: beyond it, pickle needs tokens given
+        (``address``: where the server listens or is about to; empty: not yet)."""
+        if not address or is_local_address(address):
             return
-        pickled = sorted(
-            name
-            for name, entry in self._entries.items()
-            if entry.options.input_serialization.unsafe or entry.options.output_serialization.unsafe
-        )
+        pickled = sorted(name for name, entry in entries.items() if _runs_code({name: entry}))
         raise ConfigError(
             f"refusing to serve {', '.join(map(repr, pickled))} (pickle, or another codec that "
             f"runs code when decoded) on {address} with only your own user token: give the "
@@ -482,3 +486,12 @@ class Server:
     def not_found(self, name: str) -> ErrorInfo:
         """The error for a call to ``name``, which is not served here."""
         return self._core.not_found(name)
+
+
+def _runs_code(entries: Mapping[str, Entry]) -> bool:
+    """True if a function of ``entries`` takes or returns a codec that runs code when
+    decoded (pickle and its kind)."""
+    return any(
+        e.options.input_serialization.unsafe or e.options.output_serialization.unsafe
+        for e in entries.values()
+    )

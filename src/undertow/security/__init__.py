@@ -26,7 +26,13 @@ from undertow.security._tokens import (
     new_token,
     parse_token,
 )
-from undertow.security._user import USER_TOKEN_FILE, user_auth, user_token, user_token_path
+from undertow.security._user import (
+    USER_TOKEN_FILE,
+    user_auth,
+    user_proof,
+    user_token,
+    user_token_path,
+)
 
 __all__ = [
     "CONFIG_FILE",
@@ -52,6 +58,7 @@ __all__ = [
     "parse_token",
     "strip_envelope",
     "user_auth",
+    "user_proof",
     "user_token",
     "user_token_path",
 ]

@@ -1,9 +1,10 @@
 """Shared-secret tokens: who holds which secret, and where a client finds its own.
 
 A token reads ``NAME.SECRET``: the name is the identity the server will see, the secret is 43
-URL-safe characters from :mod:`secrets` (256 bits). The token never travels: a client signs
-each message with it (see ``_seal.py``) and sends only the name, so a server looks the secret
-up by name and checks the signature. ``undertow token new NAME`` makes one.
+URL-safe characters from :mod:`secrets` (256 bits). Over ZeroMQ the token never travels: a
+client signs each message with it (see ``_seal.py``) and sends only the name, so a server
+looks the secret up by name and checks the signature. Over HTTP it is the bearer token of
+each request: serve HTTP beyond loopback only behind TLS. ``undertow token new NAME`` makes one.
 """
 
 from __future__ import annotations

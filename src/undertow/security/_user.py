@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import hashlib
+import hmac
 import os
 import re
+import secrets
 import stat
 from pathlib import Path
 
@@ -22,7 +25,7 @@ from undertow.config import home
 from undertow.errors import ConfigError
 from undertow.security._tokens import TokenAuth, config_path, new_token
 
-__all__ = ["USER_TOKEN_FILE", "user_auth", "user_token", "user_token_path"]
+__all__ = ["USER_TOKEN_FILE", "user_auth", "user_proof", "user_token", "user_token_path"]
 
 #: the file, in the undertow home, that holds the user's own token
 USER_TOKEN_FILE = "user.token"  # noqa: S105 - a file name, not a secret
@@ -41,10 +44,18 @@ def user_token(*, create: bool = True) -> str | None:
     owns, is refused with a :class:`ConfigError` saying how to fix it.
     """
     path = user_token_path()
-    token = _read(path)
+    token = _read(path, strict=create)
     if token is None and create:
         token = _make(home() / USER_TOKEN_FILE)  # home() makes the directory, private
     return token
+
+
+def user_proof(token: str, challenge: str) -> str:
+    """Proof that whoever answers ``challenge`` holds ``token``, without showing it: a
+    server gives it before a client sends the token itself (as an HTTP bearer), so that a
+    program of another user posing as the server learns nothing."""
+    message = b"undertow user token proof\0" + challenge.encode()
+    return hmac.new(token.strip().encode(), message, hashlib.sha256).hexdigest()
 
 
 def user_auth() -> TokenAuth:
@@ -54,13 +65,21 @@ def user_auth() -> TokenAuth:
     return TokenAuth([token])
 
 
-def _read(path: Path) -> str | None:
+def _read(path: Path, *, strict: bool) -> str | None:
+    """The token in ``path``; None if there is none, or (unless ``strict``: a server that
+    needs it) if this process may not read it (another user's home)."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except FileNotFoundError:
         return None
-    except (PermissionError, NotADirectoryError):
-        return None  # not ours to read: this process goes without
+    except (PermissionError, NotADirectoryError) as exc:
+        if not strict:
+            return None  # not ours to read: this process goes without
+        raise ConfigError(
+            f"cannot read the user token {path} ({exc.strerror}); it may belong to another "
+            "user (made by a run under sudo?): delete it, or point UNDERTOW_HOME at a "
+            "directory of your own"
+        ) from exc
     except OSError as exc:
         raise ConfigError(f"cannot read the user token {path}: {exc.strerror}") from exc
     with os.fdopen(fd, "rb") as file:
@@ -89,7 +108,7 @@ def _check_private(path: Path, info: os.stat_result) -> None:
 def _make(path: Path) -> str:
     """Write a fresh token to ``path`` unless another process got there first."""
     token = new_token(_identity())
-    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "wb") as file:
@@ -97,8 +116,8 @@ def _make(path: Path) -> str:
         try:
             os.link(temporary, path)  # atomic: fails if the file appeared meanwhile
         except FileExistsError:
-            found = _read(path)
-            if found is None:  # pragma: no cover - removed again at once
+            found = _read(path, strict=True)
+            if found is None:  # deleted again at once: no token to agree on
                 raise ConfigError(f"the user token {path} vanished while it was made") from None
             return found
     finally:

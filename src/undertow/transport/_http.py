@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from undertow._util import is_loopback
 from undertow.errors import ConnectError
 from undertow.transport._http_api import (
     JSON,
@@ -155,9 +156,6 @@ def _return_pointer(request: Request) -> bool:
     )
 
 
-_LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
-
-
 def _check_host(request: Request, local_only: bool) -> None:
     """Refuse a request for another host name on a loopback server: a web page whose name
     was pointed at 127.0.0.1 (DNS rebinding) must not reach it."""
@@ -168,7 +166,7 @@ def _check_host(request: Request, local_only: bool) -> None:
         name = host[: host.index("]") + 1] if "]" in host else host
     else:
         name = host.partition(":")[0]
-    if name not in _LOCAL_HOSTS:
+    if not is_loopback(name):
         raise failure(
             "denied",
             "PermissionDenied",
@@ -293,7 +291,13 @@ class _Endpoints:
             self._admit(request)
         except CallFailed as failed:
             return _error(failed.info)
-        return Response(_json.encode(self.gateway.description()), media_type=JSON)
+        challenge = request.query_params.get("challenge") or None
+        if challenge is not None and len(challenge) > 256:
+            return _error(
+                failure("bad_request", "ValueError", "challenge is over 256 characters").info
+            )
+        described = self.gateway.description(challenge)
+        return Response(_json.encode(described), media_type=JSON)
 
     async def openapi_json(self, request: Request) -> Response:
         try:

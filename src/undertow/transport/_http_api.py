@@ -100,10 +100,10 @@ class Gateway(Protocol):
         """Every function: name, doc, params, returns, mode, input, output."""
         ...
 
-    def description(self) -> dict[str, Any]:
+    def description(self, challenge: str | None = None) -> dict[str, Any]:
         """What a client is told on connect, as over ZeroMQ: ``server``, ``functions`` (as
         :meth:`functions` gives them), ``authenticates``, ``max_message_size`` and any field
-        the server adds."""
+        the server adds (``user``, and ``proof`` of its token given a ``challenge``)."""
         ...
 
     def identify(self, bearer: str | None) -> str | None:

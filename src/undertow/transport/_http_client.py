@@ -65,10 +65,12 @@ class HttpCaller:
         # every request gives its own timeout, from the call's deadline
         self._client = httpx.Client(base_url=self.base_url, headers=headers, timeout=None)  # noqa: S113
 
-    def functions(self, timeout: float | None) -> dict[str, Any]:
-        """The server's description (``GET /functions``)."""
+    def functions(self, timeout: float | None, challenge: str | None = None) -> dict[str, Any]:
+        """The server's description (``GET /functions``; a ``challenge`` asks a server that
+        accepts its user's own token to prove it holds it)."""
+        params = {} if challenge is None else {"challenge": challenge}
         with _translated(self.base_url, "/functions", timeout):
-            response = self._client.get("/functions", timeout=timeout)
+            response = self._client.get("/functions", params=params, timeout=timeout)
         if response.status_code != 200:
             raise _client_error(response)
         described: dict[str, Any] = msgspec.json.decode(response.content)
@@ -121,9 +123,12 @@ class AsyncHttpCaller:
         # every request gives its own timeout, from the call's deadline
         self._client = httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=None)  # noqa: S113
 
-    async def functions(self, timeout: float | None) -> dict[str, Any]:
+    async def functions(
+        self, timeout: float | None, challenge: str | None = None
+    ) -> dict[str, Any]:
+        params = {} if challenge is None else {"challenge": challenge}
         with _translated(self.base_url, "/functions", timeout):
-            response = await self._client.get("/functions", timeout=timeout)
+            response = await self._client.get("/functions", params=params, timeout=timeout)
         if response.status_code != 200:
             raise _client_error(response)
         described: dict[str, Any] = msgspec.json.decode(response.content)
