@@ -9,7 +9,9 @@ and their medians, and the ratio B/A of each row.
 
 Rows: ``latency`` (p50 of sequential ``client.echo(42)``, µs), ``window`` (calls per second
 with 64 ``client.echo.submit(42)`` futures in flight, oldest first) and ``http`` (p50 of
-``POST /call/echo`` with a JSON body on a kept-alive connection, µs).
+``POST /call/echo`` with a JSON body on a kept-alive connection, µs); ``latency_cpu`` and
+``http_cpu``: the server process's CPU time per call during those runs (every thread, µs),
+steadier than wall time on a shared machine.
 """
 
 from __future__ import annotations
@@ -28,12 +30,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 SERVER = textwrap.dedent(
     """
-    import sys, undertow
+    import sys, time, undertow
     server = undertow.Server(name="ab")
 
     @server.register
     def echo(x):
         return x
+
+    @server.register
+    def cpu():
+        return time.process_time()  # the server process's CPU time, every thread
 
     address = server.start("tcp://127.0.0.1:0", http_port=0)
     print(address, server.http_address, flush=True)
@@ -50,10 +56,12 @@ CLIENT = textwrap.dedent(
     for _ in range(500):
         client.echo(42)
     times = []
+    cpu0 = client.cpu()
     for _ in range(calls):
         t = time.perf_counter()
         client.echo(42)
         times.append(time.perf_counter() - t)
+    latency_cpu = (client.cpu() - cpu0) / calls * 1e6
     times.sort()
     latency = times[len(times) // 2] * 1e6
     pending = collections.deque()
@@ -70,7 +78,10 @@ CLIENT = textwrap.dedent(
     conn = http.client.HTTPConnection(where.hostname, where.port, timeout=60)
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
     http_times = []
+    cpu0 = 0.0
     for i in range(calls // 2 + 200):
+        if i == 200:
+            cpu0 = client.cpu()
         t = time.perf_counter()
         conn.request("POST", "/call/echo", b'{"args": [42]}', headers)
         response = conn.getresponse()
@@ -78,10 +89,12 @@ CLIENT = textwrap.dedent(
         response.read()
         if i >= 200:
             http_times.append(time.perf_counter() - t)
+    http_cpu = (client.cpu() - cpu0) / len(http_times) * 1e6
     http_times.sort()
     client.close()
     print(json.dumps({"latency": latency, "window": rate,
-                      "http": http_times[len(http_times) // 2] * 1e6}))
+                      "http": http_times[len(http_times) // 2] * 1e6,
+                      "latency_cpu": latency_cpu, "http_cpu": http_cpu}))
     """
 )
 
@@ -192,7 +205,14 @@ def main() -> None:
 def report(rounds: list[dict[str, Any]]) -> None:
     raw = statistics.median(r["raw"] for r in rounds)
     print(f"\nmedians of {len(rounds)} rounds (raw REQ/REP p50 {raw:.0f} µs):")
-    for row, unit in (("latency", "µs p50"), ("window", "calls/s"), ("http", "µs p50")):
+    rows = (
+        ("latency", "µs p50"),
+        ("latency_cpu", "µs server CPU/call"),
+        ("window", "calls/s"),
+        ("http", "µs p50"),
+        ("http_cpu", "µs server CPU/call"),
+    )
+    for row, unit in rows:
         a = statistics.median(r["A"][row] for r in rounds)
         b = statistics.median(r["B"][row] for r in rounds)
         per_round = ", ".join(f"{r['B'][row] / r['A'][row]:.2f}" for r in rounds)

@@ -90,8 +90,11 @@ class ServerSettings(Settings, section="server"):
     )
     data_dir: str | None = setting(
         None,
-        doc="where the data server spills values (unset: <undertow home>/data/<name>)",
+        doc="where the data server spills values (unset: <undertow home>/data/<name>); "
+        "per server, so not read from the environment or the file ([host] data_dir is)",
         check=_filled,
+        env=False,
+        file=False,
     )
     memory_limit: int = setting(
         _MEMORY_LIMIT, doc="bytes of values kept in memory before they spill", check=_bytes
