@@ -6,43 +6,28 @@ import time
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
-import msgspec
-
 from undertow.rpc._async_conn import AsyncConnection
 from undertow.rpc._calls import Call, Description, FunctionInfo
-from undertow.rpc._conn_zmq import DESCRIBE_INFO, zmq_protocol
+from undertow.rpc._conn_zmq import DESCRIBE_INFO, ZmqLinked
 from undertow.rpc._connection import ConnectOptions, Settings, timeout_error
-from undertow.transport import load_public
 
 __all__ = ["AsyncZmqConnection"]
 
 
-class AsyncZmqConnection:
+class AsyncZmqConnection(ZmqLinked):
     """An async client's connection to a server's ZeroMQ address; made on a running loop."""
 
-    def __init__(self, address: str, options: ConnectOptions) -> None:
-        self.address = address
-        self.proto = zmq_protocol(address, options)
-        curve = options.curve_server_key
-        self.link = AsyncConnection(
-            address,
-            connect_wait=options.connect_wait,
-            key=self.proto.key,
-            curve_server_key=None if curve is None else load_public(curve),
-        )
+    link: AsyncConnection
 
-    @property
-    def closed(self) -> bool:
-        return bool(self.link.closed)
+    def __init__(self, address: str, options: ConnectOptions) -> None:
+        super().__init__(address, options, AsyncConnection)
 
     async def describe(self, timeout: float | None, challenge: str | None = None) -> Description:
-        try:  # tokens never travel over ZeroMQ (messages are signed): no proof asked for
+        try:
             body = await self.call(DESCRIBE_INFO, (), {}, (timeout, False, None, False))
         except TimeoutError:
             raise timeout_error(self.address, timeout, connecting=True) from None
-        desc = msgspec.convert(body, Description)
-        self.proto.max_message_size = desc.max_message_size
-        return desc
+        return self._described(body)
 
     def _request(
         self, info: FunctionInfo, args: tuple[Any, ...], kwargs: dict[str, Any], how: Settings

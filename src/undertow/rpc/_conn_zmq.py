@@ -48,15 +48,15 @@ def zmq_protocol(address: str, options: ConnectOptions) -> Protocol:
     return proto
 
 
-class ZmqConnection:
-    """A sync client's connection to a server's ZeroMQ address (``tcp://``, ``ipc://``,
-    ``inproc://``, ``host:port``)."""
+class ZmqLinked:
+    """What the sync and async ZeroMQ connections share: the protocol, a link (a
+    ``SyncConnection`` or ``AsyncConnection``) made from the options, and the description."""
 
-    def __init__(self, address: str, options: ConnectOptions) -> None:
+    def __init__(self, address: str, options: ConnectOptions, link: type[Any]) -> None:
         self.address = address
         self.proto = zmq_protocol(address, options)
         curve = options.curve_server_key
-        self.link = SyncConnection(
+        self.link = link(
             address,
             connect_wait=options.connect_wait,
             key=self.proto.key,
@@ -67,15 +67,29 @@ class ZmqConnection:
     def closed(self) -> bool:
         return bool(self.link.closed)
 
+    def _described(self, body: Any) -> Description:
+        """The server's answer to DESCRIBE_INFO, whose size limit the protocol now keeps.
+        (Tokens never travel over ZeroMQ, only signatures: no proof of a token is asked.)"""
+        desc = msgspec.convert(body, Description)
+        self.proto.max_message_size = desc.max_message_size
+        return desc
+
+
+class ZmqConnection(ZmqLinked):
+    """A sync client's connection to a server's ZeroMQ address (``tcp://``, ``ipc://``,
+    ``inproc://``, ``host:port``)."""
+
+    link: SyncConnection
+
+    def __init__(self, address: str, options: ConnectOptions) -> None:
+        super().__init__(address, options, SyncConnection)
+
     def describe(self, timeout: float | None, challenge: str | None = None) -> Description:
-        # tokens never travel over ZeroMQ (messages are signed), so no proof is asked for
         try:
             body = self.call(DESCRIBE_INFO, (), {}, (timeout, False, None, False))
         except TimeoutError:
             raise timeout_error(self.address, timeout, connecting=True) from None
-        desc = msgspec.convert(body, Description)
-        self.proto.max_message_size = desc.max_message_size
-        return desc
+        return self._described(body)
 
     def call(
         self, info: FunctionInfo, args: tuple[Any, ...], kwargs: dict[str, Any], how: Settings
