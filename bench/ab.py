@@ -11,7 +11,8 @@ Rows: ``latency`` (p50 of sequential ``client.echo(42)``, µs), ``window`` (call
 with 64 ``client.echo.submit(42)`` futures in flight, oldest first) and ``http`` (p50 of
 ``POST /call/echo`` with a JSON body on a kept-alive connection, µs); ``latency_cpu`` and
 ``http_cpu``: the server process's CPU time per call during those runs (every thread, µs),
-steadier than wall time on a shared machine.
+steadier than wall time on a shared machine; ``memkv``: seconds of the memkv example's
+10,000 puts through its discovered service (``bench._servers memkv`` of each checkout).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -98,6 +100,22 @@ CLIENT = textwrap.dedent(
     """
 )
 
+MEMKV = textwrap.dedent(
+    """
+    import gc, json, time
+    from undertow.service import ServiceModule
+    kv = ServiceModule.discover("MemKeyValue", timeout=30)
+    for i in range(300):
+        kv.put(key=-i, value=i)
+    kv.clear()
+    gc.collect()
+    started = time.perf_counter()
+    for i in range(10_000):
+        kv.put(key=i, value=i * i)
+    print(json.dumps({"memkv": time.perf_counter() - started}))
+    """
+)
+
 RAW_SERVER = textwrap.dedent(
     """
     import sys, zmq
@@ -167,6 +185,36 @@ def measure(tree: Path, calls: int) -> dict[str, float]:
         server.wait(30)
 
 
+def measure_memkv(tree: Path) -> dict[str, float]:
+    """Seconds of 10,000 puts through the memkv example's service, found by discovery, as
+    ``python memkv.py`` makes them (the service served by that checkout's bench server)."""
+    with tempfile.TemporaryDirectory() as home:
+        env = dict(_env(tree), UNDERTOW_HOME=home)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "bench._servers", "memkv"],
+            cwd=tree,
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert server.stdout is not None
+            server.stdout.readline()  # the readiness line
+            out = subprocess.run(
+                [sys.executable, "-c", MEMKV],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=600,
+                check=True,
+            )
+            figures: dict[str, float] = json.loads(out.stdout)
+            return figures
+        finally:
+            server.terminate()
+            server.wait(30)
+
+
 def raw_floor(calls: int) -> float:
     """p50 of a raw pyzmq REQ/REP echo between two processes, µs."""
     server = subprocess.Popen([sys.executable, "-c", RAW_SERVER], stdout=subprocess.PIPE, text=True)
@@ -196,7 +244,7 @@ def main() -> None:
     for i in range(args.rounds):
         row: dict[str, Any] = {"raw": raw_floor(args.calls)}
         for name, tree in trees.items() if i % 2 == 0 else reversed(trees.items()):
-            row[name] = measure(tree, args.calls)
+            row[name] = measure(tree, args.calls) | measure_memkv(tree)
         rounds.append(row)
         print(json.dumps(row), flush=True)
     report(rounds)
@@ -211,6 +259,7 @@ def report(rounds: list[dict[str, Any]]) -> None:
         ("window", "calls/s"),
         ("http", "µs p50"),
         ("http_cpu", "µs server CPU/call"),
+        ("memkv", "s for 10,000 puts"),
     )
     for row, unit in rows:
         a = statistics.median(r["A"][row] for r in rounds)
