@@ -6,6 +6,8 @@ import ipaddress
 
 __all__ = ["address_host", "is_local_address", "is_loopback"]
 
+#: loopback as it is usually written
+_COMMON = frozenset(("127.0.0.1", "localhost", "::1"))
 #: schemes whose addresses never leave this machine
 _LOCAL_SCHEMES = ("ipc", "inproc")
 
@@ -14,7 +16,7 @@ def is_loopback(host: str) -> bool:
     """True for ``localhost`` or an IP address of the loopback interface (``127.0.0.0/8``,
     ``::1``; brackets allowed); a name that merely starts with ``127.`` is not."""
     host = host.strip("[]")
-    if host == "localhost":
+    if host in _COMMON:  # the usual spellings, without parsing (HTTP asks on every request)
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
