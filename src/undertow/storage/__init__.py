@@ -19,14 +19,28 @@ The sync façade over a backend is :class:`undertow.cluster.Registry`.
 """
 
 from undertow.storage._backend import Backend, by_age, by_creation
+from undertow.storage._jobs import (
+    FINAL_STATES,
+    JobRecord,
+    JobState,
+    JobStore,
+    check_job_id,
+    check_queue_name,
+)
 from undertow.storage._open import open_backend
 from undertow.storage._records import Instance, decode_instance, encode_instance
 
 __all__ = [
+    "FINAL_STATES",
     "Backend",
     "Instance",
+    "JobRecord",
+    "JobState",
+    "JobStore",
     "by_age",
     "by_creation",
+    "check_job_id",
+    "check_queue_name",
     "decode_instance",
     "encode_instance",
     "open_backend",

@@ -1,0 +1,222 @@
+"""What the job queue stores, and the interface every backend implements for it.
+
+The queue layer (``undertow.queue``, to come) submits jobs, runs workers and hands results
+back; this module says what is kept and which operations are atomic, so that the SQLite and
+Redis backends behave the same and one contract test suite (tests/test_job_store.py) runs on
+both.
+
+A job's life::
+
+    enqueue ──> QUEUED ──claim──> RUNNING ──complete──> DONE
+                  ^                 │ │ └──fail (final)──> FAILED
+                  │   retry (delay) │ └──fail, attempts left, or lease expired──┐
+                  └─────────────────┘                                        │
+                  QUEUED (not before retry_at) <─────────────────────────────┘
+    RUNNING, no attempts left (fail with retry, or lease expired) ──> DEAD (dead letter)
+    QUEUED ──cancel──> CANCELLED;  RUNNING ──cancel──> cancel_requested, then the worker's
+    fail/complete ends it (renew answers False so that the worker stops)
+
+Every claim is an *attempt*, numbered from 1; the attempt number is the **fence**: renew,
+complete and fail name it, and are refused (False / None) unless the job is RUNNING under that
+same attempt, so that a worker that lost its lease (paused, cut off) cannot overwrite the result
+of the attempt that replaced it. A job may be pushed onto several queues (the queues of the
+hosts that hold its data); the first claim wins and the other entries are dropped when they
+come up. Times are Unix seconds given by the caller (``now``), so that tests move time
+explicitly and every backend follows the same clock rule: the workers' clocks, which must
+agree within a fraction of the lease.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+import re
+from collections.abc import Sequence
+
+import msgspec
+
+__all__ = [
+    "FINAL_STATES",
+    "JobRecord",
+    "JobState",
+    "JobStore",
+    "check_job_id",
+    "check_queue_name",
+]
+
+_JOB_ID = re.compile(r"[0-9a-f]{32}")
+_QUEUE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+class JobState(enum.StrEnum):
+    """Where a job is in its life (see the module's drawing)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    DEAD = "dead"
+    CANCELLED = "cancelled"
+
+
+#: states a job never leaves
+FINAL_STATES = frozenset({JobState.DONE, JobState.FAILED, JobState.DEAD, JobState.CANCELLED})
+
+
+class JobRecord(msgspec.Struct, kw_only=True):
+    """One job as the store keeps it. The payload, result and error are bytes encoded by the
+    queue layer (the store never decodes them)."""
+
+    #: a UUID4 as 32 lowercase hex digits
+    id: str
+    #: the queues it was pushed onto, in order
+    queues: list[str]
+    #: what to run: a registered function's name, or a description the queue layer reads
+    function: str
+    #: the encoded arguments (and, for a notebook function, the function itself)
+    payload: bytes = b""
+    #: the codec ``payload`` and ``result`` are encoded with
+    codec: str = "msgpack"
+    state: JobState = JobState.QUEUED
+    #: attempts so far; the running attempt's number is its fence
+    attempts: int = 0
+    max_attempts: int = 1
+    #: who submitted it (an identity, or "" for anonymous)
+    submitter: str = ""
+    #: with a key, a second enqueue of the same key returns the first job
+    idempotency_key: str | None = None
+    submitted: float = 0.0
+    #: a queued job is not claimed before this time (a retry's backoff)
+    not_before: float = 0.0
+    started: float = 0.0
+    finished: float = 0.0
+    #: the worker of the running attempt, and until when its lease holds
+    worker: str = ""
+    lease_until: float = 0.0
+    cancel_requested: bool = False
+    result: bytes | None = None
+    #: the last error (encoded), and why the job ended where it did (for a dead job: the
+    #: dead-letter reason)
+    error: bytes | None = None
+    reason: str = ""
+    #: seconds a final job's record is kept after it finished
+    result_ttl: float = 86400.0
+
+
+def check_job_id(job_id: str) -> str:
+    """``job_id`` if it is a well-formed id, else a ValueError naming it."""
+    if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):  # type: ignore[redundant-expr]
+        raise ValueError(f"job id {job_id!r} is not a UUID4 as 32 lowercase hex digits")
+    return job_id
+
+
+def check_queue_name(name: str) -> str:
+    """``name`` if it can name a queue (1-64 letters, digits, ``_ . : -``), else ValueError."""
+    if not isinstance(name, str) or not _QUEUE.fullmatch(name):  # type: ignore[redundant-expr]
+        raise ValueError(f"queue name {name!r} must be 1-64 letters, digits, '_', '.', ':' or '-'")
+    return name
+
+
+class JobStore(abc.ABC):
+    """The queue's storage operations. Each is atomic on its own: two workers racing for a
+    job, a worker completing while the sweeper expires its lease, a cancel during a claim,
+    always leave one consistent outcome. Coroutines; ``now`` defaults to ``time.time()``."""
+
+    @abc.abstractmethod
+    async def enqueue(self, job: JobRecord, *, now: float | None = None) -> JobRecord:
+        """Store a new QUEUED job (``submitted`` set to ``now``) and push its id onto each of
+        ``job.queues``; the stored record. With an ``idempotency_key`` that a stored job has
+        (not yet purged), nothing is stored and that job's record is returned instead. A
+        ValueError names a bad id or queue name; an existing id is a ValueError too."""
+
+    @abc.abstractmethod
+    async def claim(
+        self,
+        queues: Sequence[str],
+        worker: str,
+        *,
+        lease: float,
+        count: int = 1,
+        now: float | None = None,
+    ) -> list[JobRecord]:
+        """Take up to ``count`` QUEUED jobs whose ``not_before`` has passed, from ``queues``
+        in the order given (each queue first in, first out), without waiting: each becomes
+        RUNNING under a new attempt (``attempts`` + 1) held by ``worker`` until ``now +
+        lease``. Entries of jobs that are no longer QUEUED (taken through another queue,
+        cancelled, purged) are dropped as they come up; a QUEUED job whose ``not_before`` is
+        in the future stays where it is and is passed over."""
+
+    @abc.abstractmethod
+    async def renew(
+        self, job_id: str, attempt: int, *, lease: float, now: float | None = None
+    ) -> bool:
+        """Extend the lease of the RUNNING ``attempt`` to ``now + lease``. False if the job is
+        not RUNNING under that attempt any more, or if its cancellation was requested (the
+        worker then stops and fails the attempt)."""
+
+    @abc.abstractmethod
+    async def complete(
+        self, job_id: str, attempt: int, result: bytes, *, now: float | None = None
+    ) -> bool:
+        """The RUNNING ``attempt`` succeeded: DONE with ``result``. False (and nothing
+        changes) if the job is not RUNNING under that attempt: a stale attempt's result is
+        rejected."""
+
+    @abc.abstractmethod
+    async def fail(
+        self,
+        job_id: str,
+        attempt: int,
+        error: bytes,
+        *,
+        retry_delay: float | None = None,
+        now: float | None = None,
+    ) -> JobState | None:
+        """The RUNNING ``attempt`` failed with ``error``. With a ``retry_delay`` and attempts
+        left (``attempts < max_attempts``) and no cancellation requested: QUEUED again, not
+        before ``now + retry_delay``, back on its queues. With a ``retry_delay`` and no
+        attempts left: DEAD (reason says so). Without one: FAILED, or CANCELLED if its
+        cancellation was requested. The new state; None (nothing changes) for a stale
+        attempt."""
+
+    @abc.abstractmethod
+    async def sweep(self, *, now: float | None = None) -> int:
+        """Housekeeping any worker may run at any time, idempotent: every RUNNING job whose
+        lease ended before ``now`` is QUEUED again (on its queues, at once) if attempts are
+        left, else DEAD ("lease expired"); final jobs older than their ``result_ttl`` are
+        purged. The number of jobs changed."""
+
+    @abc.abstractmethod
+    async def cancel(self, job_id: str, *, now: float | None = None) -> JobState | None:
+        """Cancel: a QUEUED job becomes CANCELLED at once; a RUNNING one gets
+        ``cancel_requested`` (its worker learns it on its next renew); a final job is left as
+        it is. The state after; None for an unknown job."""
+
+    @abc.abstractmethod
+    async def job(self, job_id: str) -> JobRecord | None:
+        """The job's record, or None if there is none (never was, or purged)."""
+
+    @abc.abstractmethod
+    async def jobs(
+        self,
+        *,
+        state: JobState | None = None,
+        queue: str | None = None,
+        submitter: str | None = None,
+        limit: int = 1000,
+    ) -> list[JobRecord]:
+        """Jobs with that state, on that queue, of that submitter (each if given), oldest
+        submitted first, at most ``limit``."""
+
+    @abc.abstractmethod
+    async def queue_length(self, queue: str) -> int:
+        """How many entries ``queue`` holds (entries of jobs taken elsewhere included until
+        they come up)."""
+
+    @abc.abstractmethod
+    async def append_output(self, job_id: str, text: str) -> None:
+        """Add ``text`` to the job's output (what it printed, in order)."""
+
+    @abc.abstractmethod
+    async def output(self, job_id: str, start: int = 0) -> list[str]:
+        """The job's output pieces from the ``start``-th on."""
