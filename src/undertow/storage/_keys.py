@@ -16,21 +16,56 @@
     undertow:data:{key}:tags                SET     the record's tags
     undertow:tag:{tag}                      SET     keys of the records that carry the tag
 
+    undertow:job:{id}                       HASH    the job's record, a field each (JobRecord's
+                                                    names; numbers as text, queues joined by
+                                                    spaces, a None field absent)
+    undertow:job:{id}:output                LIST    what the job printed, in order
+    undertow:queue:{name}                   LIST    ids of jobs waiting on the queue, oldest
+                                                    first (LPOP takes, RPUSH adds)
+    undertow:jobs                           ZSET    every stored job's id by its submitted time
+                                                    (listing)
+    undertow:jobs:running                   ZSET    ids of RUNNING jobs by lease_until (sweep)
+    undertow:jobs:delayed                   ZSET    ids of QUEUED jobs not due yet, by
+                                                    not_before; pushed onto their queues when
+                                                    due (by a claim or a sweep)
+    undertow:jobs:final                     ZSET    ids of final jobs by when they are purged
+                                                    (finished + result_ttl)
+    undertow:jobs:idempotency:{key}         STRING  the id of the job submitted with that key
+
 An instance whose key expired is dead; its id is removed from its service's set by the next
 lookup that finds it missing. Data records never expire: a record's keys, its key in
 ``undertow:data`` and in its tags' sets are written and removed together, in one transaction.
+
+A job's keys change only inside the Lua scripts of ``storage/_redis_scripts.py``, which build
+``undertow:job:{id}`` and ``undertow:queue:{name}`` from :data:`JOB_PREFIX` and
+:data:`QUEUE_PREFIX` (given to them as arguments), and a job's output and idempotency keys
+from :data:`OUTPUT_SUFFIX` and :data:`IDEMPOTENCY_PREFIX`. A purged job loses its record,
+output, idempotency key and index entry together; an id left on a queue list is dropped when
+it comes up.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "DATA",
+    "IDEMPOTENCY_PREFIX",
+    "JOBS",
+    "JOBS_DELAYED",
+    "JOBS_FINAL",
+    "JOBS_RUNNING",
+    "JOB_PREFIX",
+    "OUTPUT_SUFFIX",
     "PREFIX",
+    "QUEUE_PREFIX",
     "SERVICES",
     "data",
     "data_locations",
     "data_tags",
+    "idempotency",
     "instance",
+    "job",
+    "job_output",
+    "queue",
     "service_instances",
     "tag",
 ]
@@ -38,6 +73,14 @@ __all__ = [
 PREFIX = "undertow"
 SERVICES = f"{PREFIX}:services"
 DATA = f"{PREFIX}:data"
+JOBS = f"{PREFIX}:jobs"
+JOBS_RUNNING = f"{JOBS}:running"
+JOBS_DELAYED = f"{JOBS}:delayed"
+JOBS_FINAL = f"{JOBS}:final"
+JOB_PREFIX = f"{PREFIX}:job:"
+QUEUE_PREFIX = f"{PREFIX}:queue:"
+OUTPUT_SUFFIX = ":output"
+IDEMPOTENCY_PREFIX = f"{JOBS}:idempotency:"
 
 
 def service_instances(service: str) -> str:
@@ -68,3 +111,23 @@ def data_tags(key: str) -> str:
 def tag(name: str) -> str:
     """The set of the keys of the data records tagged ``name``."""
     return f"{PREFIX}:tag:{name}"
+
+
+def job(job_id: str) -> str:
+    """A job's record (a hash)."""
+    return f"{JOB_PREFIX}{job_id}"
+
+
+def job_output(job_id: str) -> str:
+    """The list of a job's output pieces."""
+    return f"{JOB_PREFIX}{job_id}{OUTPUT_SUFFIX}"
+
+
+def queue(name: str) -> str:
+    """The list of the ids waiting on queue ``name``."""
+    return f"{QUEUE_PREFIX}{name}"
+
+
+def idempotency(key: str) -> str:
+    """The id of the job submitted with idempotency key ``key``."""
+    return f"{IDEMPOTENCY_PREFIX}{key}"

@@ -24,6 +24,7 @@ from undertow.errors import BackendError
 from undertow.storage import _keys as keys
 from undertow.storage._backend import Backend, by_age, by_creation
 from undertow.storage._records import Instance, encode_instance, readable
+from undertow.storage._redis_jobs import RedisJobs
 
 __all__ = ["RedisBackend"]
 
@@ -62,7 +63,7 @@ _fields_decoder = msgspec.json.Decoder(_Fields)
 _listed_decoder = msgspec.json.Decoder(_Listed)
 
 
-class RedisBackend(Backend):
+class RedisBackend(RedisJobs, Backend):
     """Cluster state in Redis.
 
     Args:

@@ -1,0 +1,251 @@
+"""The job store on Redis: the :class:`JobStore` operations of :class:`RedisBackend`.
+
+Each operation that touches more than one key is one Lua script (storage/_redis_scripts.py),
+so it is atomic and one round trip; the key names are in storage/_keys.py.
+
+A job's record is a HASH of its fields rather than one encoded string: the scripts change the
+few fields a step needs (state, attempts, lease) in place, without reading, decoding and
+writing back the payload, and a payload or result stays the exact bytes given (the msgpack
+library inside Redis would turn binary strings into text). A read is one HGETALL, turned into a
+:class:`JobRecord` by msgspec.
+
+A QUEUED job not due yet (a retry's backoff, or ``not_before`` given at enqueue) waits in the
+delayed set, not on its queues: claims and sweeps push it back onto its queues when it is due.
+So :meth:`queue_length` counts the jobs waiting now (and stale entries), not the delayed ones.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from undertow.storage import _keys as keys
+from undertow.storage._jobs import JobRecord, JobState, JobStore, check_job_id, check_queue_name
+from undertow.storage._redis_scripts import JobScripts
+
+if TYPE_CHECKING:
+    from undertow.errors import BackendError
+
+try:
+    from redis.exceptions import RedisError
+except ImportError:  # pragma: no cover - RedisBackend refuses to start without the client
+    RedisError = OSError  # type: ignore[misc,assignment]
+
+__all__ = ["RedisJobs"]
+
+#: the fields held as raw bytes (every other field is text)
+_BYTES = frozenset({b"payload", b"result", b"error"})
+#: jobs a sweep handles per script run (it runs again while there are more), so that one run
+#: never holds Redis for long
+_SWEEP_BATCH = 1000
+#: records read per round trip when listing
+_PAGE = 200
+#: the prefixes every script that builds a job's or a queue's key name is given
+_PREFIXES = (keys.JOB_PREFIX, keys.QUEUE_PREFIX)
+
+
+class RedisJobs(JobStore):
+    """The job store over ``self._redis`` (a mixin of :class:`RedisBackend`)."""
+
+    _redis: Any
+    url: str
+
+    if TYPE_CHECKING:
+
+        def _failed(self, exc: Exception) -> BackendError: ...
+
+    @property
+    def _scripts(self) -> JobScripts:
+        """The scripts, registered with this backend's client on first use."""
+        scripts: JobScripts | None = self.__dict__.get("_job_scripts")
+        if scripts is None:
+            scripts = self.__dict__["_job_scripts"] = JobScripts(self._redis)
+        return scripts
+
+    async def _run(self, script: Any, names: Sequence[str], args: Sequence[Any]) -> Any:
+        try:
+            return await script(keys=names, args=args)
+        except RedisError as exc:
+            raise self._failed(exc) from exc
+
+    async def enqueue(self, job: JobRecord, *, now: float | None = None) -> JobRecord:
+        check_job_id(job.id)
+        if not job.queues:
+            raise ValueError(f"job {job.id} names no queue; give it one, e.g. ['default']")
+        for name in job.queues:
+            check_queue_name(name)
+        at = _now(now)
+        stored = msgspec.structs.replace(job, state=JobState.QUEUED, submitted=at)
+        idem = "" if job.idempotency_key is None else keys.idempotency(job.idempotency_key)
+        names = [keys.job(job.id), keys.JOBS, keys.JOBS_DELAYED]
+        names += [keys.queue(name) for name in dict.fromkeys(job.queues)]
+        args = [*_PREFIXES, repr(at), job.id, idem, repr(stored.not_before), *_encode(stored)]
+        reply = await self._run(self._scripts.enqueue, names, args)
+        if reply[0] == b"exists":
+            raise ValueError(f"job id {job.id!r} exists already; a new job needs a new id")
+        if reply[0] == b"duplicate":
+            return _decode_flat(reply[1])
+        return stored
+
+    async def claim(
+        self,
+        queues: Sequence[str],
+        worker: str,
+        *,
+        lease: float,
+        count: int = 1,
+        now: float | None = None,
+    ) -> list[JobRecord]:
+        for name in queues:
+            check_queue_name(name)
+        if not queues or count < 1:
+            return []
+        at = _now(now)
+        names = [keys.JOBS_RUNNING, keys.JOBS_DELAYED, *(keys.queue(q) for q in queues)]
+        args = [*_PREFIXES, repr(at), repr(at + lease), count, worker]
+        taken = await self._run(self._scripts.claim, names, args)
+        return [_decode_flat(flat) for flat in taken]
+
+    async def renew(
+        self, job_id: str, attempt: int, *, lease: float, now: float | None = None
+    ) -> bool:
+        at = _now(now)
+        args = [*_PREFIXES, repr(at), check_job_id(job_id), str(attempt), repr(at + lease)]
+        return bool(await self._run(self._scripts.renew, [keys.JOBS_RUNNING], args))
+
+    async def complete(
+        self, job_id: str, attempt: int, result: bytes, *, now: float | None = None
+    ) -> bool:
+        names = [keys.JOBS_RUNNING, keys.JOBS_FINAL]
+        args = [*_PREFIXES, repr(_now(now)), check_job_id(job_id), str(attempt), result]
+        return bool(await self._run(self._scripts.complete, names, args))
+
+    async def fail(
+        self,
+        job_id: str,
+        attempt: int,
+        error: bytes,
+        *,
+        retry_delay: float | None = None,
+        now: float | None = None,
+    ) -> JobState | None:
+        names = [keys.JOBS_RUNNING, keys.JOBS_DELAYED, keys.JOBS_FINAL]
+        delay = "" if retry_delay is None else repr(float(retry_delay))
+        args = [*_PREFIXES, repr(_now(now)), check_job_id(job_id), str(attempt), error, delay]
+        state = await self._run(self._scripts.fail, names, args)
+        return None if state is None else JobState(state.decode())
+
+    async def sweep(self, *, now: float | None = None) -> int:
+        names = [keys.JOBS_RUNNING, keys.JOBS_DELAYED, keys.JOBS_FINAL, keys.JOBS]
+        args = [
+            *_PREFIXES,
+            repr(_now(now)),
+            _SWEEP_BATCH,
+            keys.IDEMPOTENCY_PREFIX,
+            keys.OUTPUT_SUFFIX,
+        ]
+        total = 0
+        while True:
+            changed, more = await self._run(self._scripts.sweep, names, args)
+            total += int(changed)
+            if not more:
+                return total
+
+    async def cancel(self, job_id: str, *, now: float | None = None) -> JobState | None:
+        names = [keys.JOBS_DELAYED, keys.JOBS_FINAL]
+        args = [*_PREFIXES, repr(_now(now)), check_job_id(job_id)]
+        state = await self._run(self._scripts.cancel, names, args)
+        return None if state is None else JobState(state.decode())
+
+    async def job(self, job_id: str) -> JobRecord | None:
+        try:
+            fields = await self._redis.hgetall(keys.job(check_job_id(job_id)))
+        except RedisError as exc:
+            raise self._failed(exc) from exc
+        return _decode(fields.items()) if fields else None
+
+    async def jobs(
+        self,
+        *,
+        state: JobState | None = None,
+        queue: str | None = None,
+        submitter: str | None = None,
+        limit: int = 1000,
+    ) -> list[JobRecord]:
+        found: list[JobRecord] = []
+        start = 0
+        try:
+            while len(found) < limit:
+                ids = await self._redis.zrange(keys.JOBS, start, start + _PAGE - 1)
+                if not ids:
+                    break
+                start += len(ids)
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for job_id in ids:
+                        pipe.hgetall(keys.job(job_id.decode()))
+                    replies = await pipe.execute()
+                found += [
+                    record
+                    for record in (_decode(fields.items()) for fields in replies if fields)
+                    if (state is None or record.state == state)
+                    and (queue is None or queue in record.queues)
+                    and (submitter is None or record.submitter == submitter)
+                ]
+        except RedisError as exc:
+            raise self._failed(exc) from exc
+        return found[: max(limit, 0)]
+
+    async def queue_length(self, queue: str) -> int:
+        try:
+            return int(await self._redis.llen(keys.queue(check_queue_name(queue))))
+        except RedisError as exc:
+            raise self._failed(exc) from exc
+
+    async def append_output(self, job_id: str, text: str) -> None:
+        names = [keys.job(check_job_id(job_id)), keys.job_output(job_id)]
+        await self._run(self._scripts.append, names, [text])
+
+    async def output(self, job_id: str, start: int = 0) -> list[str]:
+        try:
+            pieces = await self._redis.lrange(keys.job_output(check_job_id(job_id)), start, -1)
+        except RedisError as exc:
+            raise self._failed(exc) from exc
+        return [piece.decode() for piece in pieces]
+
+
+def _now(now: float | None) -> float:
+    return time.time() if now is None else float(now)
+
+
+def _encode(job: JobRecord) -> list[str | bytes]:
+    """The hash's field/value pairs of ``job``, flat: numbers as text (``repr`` keeps a float
+    exact), booleans as 1 or 0, the queues joined by spaces, None fields left out."""
+    flat: list[str | bytes] = []
+    for name, value in msgspec.structs.asdict(job).items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            value = "1" if value else "0"
+        elif isinstance(value, list):
+            value = " ".join(value)
+        elif isinstance(value, int | float):
+            value = repr(value)
+        flat += [name, value]
+    return flat
+
+
+def _decode(pairs: Iterable[tuple[bytes, bytes]]) -> JobRecord:
+    """A record from its hash's fields (the raw bytes of HGETALL)."""
+    fields: dict[str, Any] = {
+        name.decode(): value if name in _BYTES else value.decode() for name, value in pairs
+    }
+    fields["queues"] = fields.get("queues", "").split()
+    return msgspec.convert(fields, JobRecord, strict=False)
+
+
+def _decode_flat(flat: list[bytes]) -> JobRecord:
+    """A record from a script's reply of HGETALL: names and values in turn."""
+    return _decode(zip(flat[0::2], flat[1::2], strict=True))

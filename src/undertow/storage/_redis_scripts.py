@@ -1,0 +1,225 @@
+"""The Lua scripts of the Redis job store (storage/_redis_jobs.py): each job operation that
+reads and writes more than one key runs as one script, so that Redis runs it whole, with no
+other client in between, in one round trip.
+
+Every script that uses the shared helpers (``_PRELUDE``) takes ``ARGV[1]`` = the prefix of a
+job's hash (``undertow:job:``), ``ARGV[2]`` = the prefix of a queue's list
+(``undertow:queue:``) and ``ARGV[3]`` = ``now``, the caller's clock; its own arguments follow.
+The other key names come in ``KEYS`` (see each script), all of them from ``storage/_keys.py``.
+
+A job's fields are the hash's fields, as text: the fence is the ``attempts`` field, compared as
+the text the caller names (``HINCRBY`` writes it as a plain integer). Numbers given to
+``redis.call`` are written with 17 significant digits, so times survive the trip exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["JobScripts"]
+
+#: the helpers every script but ``append`` starts with
+_PRELUDE = """
+local JOB, QUEUE, NOW = ARGV[1], ARGV[2], tonumber(ARGV[3])
+
+-- push a job's id onto each of its queues (the field 'queues': names joined by spaces)
+local function push(id, queues)
+  for name in string.gmatch(queues, '%S+') do
+    redis.call('RPUSH', QUEUE .. name, id)
+  end
+end
+
+-- end a job in a final state; it is purged result_ttl seconds from now
+local function finish(id, state, reason, final)
+  local key = JOB .. id
+  local ttl = tonumber(redis.call('HGET', key, 'result_ttl')) or 86400
+  redis.call('HSET', key, 'state', state, 'finished', NOW, 'reason', reason)
+  redis.call('ZADD', final, NOW + ttl, id)
+end
+
+-- push the delayed jobs that are due onto their queues; how many were looked at
+local function promote(delayed, limit)
+  local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', NOW, 'LIMIT', 0, limit)
+  for _, id in ipairs(due) do
+    redis.call('ZREM', delayed, id)
+    local job = redis.call('HMGET', JOB .. id, 'state', 'queues')
+    if job[1] == 'queued' then push(id, job[2]) end
+  end
+  return #due
+end
+"""
+
+#: KEYS: job, index, delayed, queues...
+#: ARGV[4..]: id, idempotency key's name or '', not_before, then the hash's field/value pairs.
+#: {'stored'}, {'exists'}, or {'duplicate', HGETALL of the job the key names}
+_ENQUEUE = """
+local id, idem = ARGV[4], ARGV[5]
+if idem ~= '' then
+  local other = redis.call('GET', idem)
+  if other and redis.call('EXISTS', JOB .. other) == 1 then
+    return {'duplicate', redis.call('HGETALL', JOB .. other)}
+  end
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists'} end
+redis.call('HSET', KEYS[1], unpack(ARGV, 7))
+if idem ~= '' then redis.call('SET', idem, id) end
+redis.call('ZADD', KEYS[2], NOW, id)
+local not_before = tonumber(ARGV[6])
+if not_before > NOW then
+  redis.call('ZADD', KEYS[3], not_before, id)
+else
+  for i = 4, #KEYS do redis.call('RPUSH', KEYS[i], id) end
+end
+return {'stored'}
+"""
+
+#: KEYS: running, delayed, queues... ARGV[4..]: lease_until, count, worker.
+#: The HGETALL of each job claimed.
+_CLAIM = """
+local lease_until, count, worker = ARGV[4], tonumber(ARGV[5]), ARGV[6]
+promote(KEYS[2], 1000)
+local taken = {}
+for i = 3, #KEYS do
+  while #taken < count do
+    local id = redis.call('LPOP', KEYS[i])
+    if not id then break end
+    local key = JOB .. id
+    local job = redis.call('HMGET', key, 'state', 'not_before')
+    if job[1] == 'queued' then  -- anything else (taken elsewhere, ended, purged) is dropped
+      local not_before = tonumber(job[2]) or 0
+      if not_before > NOW then  -- not due: it waits in the delayed set, not on the list
+        redis.call('ZADD', KEYS[2], 'NX', not_before, id)
+      else
+        redis.call('HINCRBY', key, 'attempts', 1)
+        redis.call('HSET', key, 'state', 'running', 'worker', worker,
+                   'lease_until', lease_until, 'started', NOW)
+        redis.call('ZADD', KEYS[1], lease_until, id)
+        taken[#taken + 1] = redis.call('HGETALL', key)
+      end
+    end
+  end
+end
+return taken
+"""
+
+#: the fence: 1 if the job is RUNNING under attempt ARGV[5] (ARGV[4] is its id), else 0
+_FENCE = """
+local id, attempt = ARGV[4], ARGV[5]
+local job = redis.call('HMGET', JOB .. id, 'state', 'attempts', 'cancel_requested',
+                       'max_attempts', 'queues')
+if job[1] ~= 'running' or job[2] ~= attempt then return false end
+"""
+
+#: KEYS: running. ARGV[6]: lease_until. 1 if renewed, else nil
+_RENEW = """
+if job[3] == '1' then return false end
+redis.call('HSET', JOB .. id, 'lease_until', ARGV[6])
+redis.call('ZADD', KEYS[1], ARGV[6], id)
+return 1
+"""
+
+#: KEYS: running, final. ARGV[6]: the result. 1 if done, else nil
+_COMPLETE = """
+redis.call('ZREM', KEYS[1], id)
+redis.call('HSET', JOB .. id, 'result', ARGV[6])
+finish(id, 'done', '', KEYS[2])
+return 1
+"""
+
+#: KEYS: running, delayed, final. ARGV[6..]: the error, the retry delay or ''.
+#: The new state, or nil for a stale attempt
+_FAIL = """
+redis.call('ZREM', KEYS[1], id)
+redis.call('HSET', JOB .. id, 'error', ARGV[6])
+local attempts, most = tonumber(job[2]), tonumber(job[4])
+if job[3] == '1' then
+  finish(id, 'cancelled', 'cancelled while it ran', KEYS[3])
+  return 'cancelled'
+elseif ARGV[7] == '' then
+  finish(id, 'failed', 'failed on attempt ' .. attempts .. ', no retry asked', KEYS[3])
+  return 'failed'
+elseif attempts >= most then
+  finish(id, 'dead', 'failed on attempt ' .. attempts .. ' of ' .. most .. ': no attempts left',
+         KEYS[3])
+  return 'dead'
+end
+local not_before = NOW + tonumber(ARGV[7])
+redis.call('HSET', JOB .. id, 'state', 'queued', 'not_before', not_before, 'worker', '',
+           'lease_until', 0, 'reason', 'failed on attempt ' .. attempts .. ', retried')
+if not_before > NOW then redis.call('ZADD', KEYS[2], not_before, id) else push(id, job[5]) end
+return 'queued'
+"""
+
+#: KEYS: running, delayed, final, index. ARGV[4..]: limit, idempotency prefix, output suffix.
+#: {jobs changed, 1 if a limit was reached (call again)}
+_SWEEP = """
+local limit, changed = tonumber(ARGV[4]), 0
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3], 'LIMIT', 0, limit)
+for _, id in ipairs(expired) do
+  redis.call('ZREM', KEYS[1], id)
+  local key = JOB .. id
+  local job = redis.call('HMGET', key, 'state', 'attempts', 'max_attempts', 'queues',
+                         'cancel_requested')
+  if job[1] == 'running' then
+    changed = changed + 1
+    local attempts, most = tonumber(job[2]), tonumber(job[3])
+    local why = 'lease expired on attempt ' .. attempts .. ' (its worker stopped renewing)'
+    if job[5] == '1' then
+      finish(id, 'cancelled', why .. ' after its cancellation', KEYS[3])
+    elseif attempts < most then
+      redis.call('HSET', key, 'state', 'queued', 'worker', '', 'lease_until', 0, 'reason', why)
+      push(id, job[4])
+    else
+      finish(id, 'dead', why .. ', no attempts left', KEYS[3])
+    end
+  end
+end
+local promoted = promote(KEYS[2], limit)
+local old = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[3], 'LIMIT', 0, limit)
+for _, id in ipairs(old) do
+  local key = JOB .. id
+  local idem = redis.call('HGET', key, 'idempotency_key')
+  if idem and redis.call('GET', ARGV[5] .. idem) == id then redis.call('DEL', ARGV[5] .. idem) end
+  redis.call('DEL', key, key .. ARGV[6])
+  redis.call('ZREM', KEYS[3], id)
+  redis.call('ZREM', KEYS[4], id)
+  changed = changed + 1
+end
+local more = (#expired == limit or promoted == limit or #old == limit) and 1 or 0
+return {changed, more}
+"""
+
+#: KEYS: delayed, final. ARGV[4]: id. The state after, or nil for an unknown job
+_CANCEL = """
+local id = ARGV[4]
+local state = redis.call('HGET', JOB .. id, 'state')
+if not state then return false end
+if state == 'queued' then
+  redis.call('ZREM', KEYS[1], id)
+  finish(id, 'cancelled', 'cancelled before it ran', KEYS[2])
+  return 'cancelled'
+elseif state == 'running' then
+  redis.call('HSET', JOB .. id, 'cancel_requested', '1')
+end
+return state
+"""
+
+#: KEYS: job, output. ARGV[1]: text. Added only while the job exists
+_APPEND = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+return redis.call('RPUSH', KEYS[2], ARGV[1])
+"""
+
+
+class JobScripts:
+    """The scripts, registered with one client (each runs by EVALSHA, loaded on first use)."""
+
+    def __init__(self, client: Any) -> None:
+        self.enqueue = client.register_script(_PRELUDE + _ENQUEUE)
+        self.claim = client.register_script(_PRELUDE + _CLAIM)
+        self.renew = client.register_script(_PRELUDE + _FENCE + _RENEW)
+        self.complete = client.register_script(_PRELUDE + _FENCE + _COMPLETE)
+        self.fail = client.register_script(_PRELUDE + _FENCE + _FAIL)
+        self.sweep = client.register_script(_PRELUDE + _SWEEP)
+        self.cancel = client.register_script(_PRELUDE + _CANCEL)
+        self.append = client.register_script(_APPEND)
