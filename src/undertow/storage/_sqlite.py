@@ -26,6 +26,7 @@ from undertow.data import DataRecord, Location
 from undertow.errors import BackendError, ConfigError
 from undertow.storage._backend import Backend, by_age
 from undertow.storage._records import Instance, encode_instance, readable
+from undertow.storage._sqlite_jobs import SqliteJobs
 
 __all__ = ["SqliteBackend", "sqlite_path"]
 
@@ -88,7 +89,7 @@ def sqlite_path(url: str) -> Path:
     return Path("/" + rest.lstrip("/"))
 
 
-class SqliteBackend(Backend):
+class SqliteBackend(SqliteJobs, Backend):
     """Cluster state in a SQLite file.
 
     Args:
@@ -271,7 +272,8 @@ class SqliteBackend(Backend):
         return _assemble(rows, tags, locations)
 
     async def close(self) -> None:
-        """Nothing to release: connections live for one operation."""
+        """Close the job store's connection (the registry's live for one operation)."""
+        await super().close()
 
 
 def _expires(instance: Instance) -> float:
