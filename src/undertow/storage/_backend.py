@@ -1,4 +1,5 @@
-"""The storage interface every backend implements (the registry and the catalog use it)."""
+"""The storage interface every backend implements: the registry, the data catalog and (its
+operations in ``_jobs.py``) the job queue."""
 
 from __future__ import annotations
 
@@ -6,18 +7,20 @@ import abc
 from collections.abc import Sequence
 
 from undertow.data import DataRecord, Location
+from undertow.storage._jobs import JobStore
 from undertow.storage._records import Instance
 
 __all__ = ["Backend", "by_age", "by_creation"]
 
 
-class Backend(abc.ABC):
+class Backend(JobStore):
     """Where the cluster's state lives. Every method is a coroutine; an object is used on the
     event loop it was first used on.
 
     An instance's record stays visible while its heartbeats come within its TTL: a process
     that dies without deregistering disappears on its own. The data catalog's records never
-    expire: whoever keeps an object removes its location when the object goes.
+    expire: whoever keeps an object removes its location when the object goes. The job
+    queue's operations are those of :class:`~undertow.storage.JobStore`.
     """
 
     #: the backend's URL, for messages (never holds a password)

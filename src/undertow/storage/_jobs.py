@@ -124,10 +124,11 @@ class JobStore(abc.ABC):
 
     @abc.abstractmethod
     async def enqueue(self, job: JobRecord, *, now: float | None = None) -> JobRecord:
-        """Store a new QUEUED job (``submitted`` set to ``now``) and push its id onto each of
-        ``job.queues``; the stored record. With an ``idempotency_key`` that a stored job has
-        (not yet purged), nothing is stored and that job's record is returned instead. A
-        ValueError names a bad id or queue name; an existing id is a ValueError too."""
+        """Store a new QUEUED job (``submitted`` set to ``now``; the fields of a run reset)
+        and push its id onto each of ``job.queues``; the stored record. With an
+        ``idempotency_key`` that a stored job has (not yet purged), nothing is stored and that
+        job's record is returned instead. A ValueError names a bad id or queue name, an empty
+        list of queues, or an id that exists already."""
 
     @abc.abstractmethod
     async def claim(
@@ -144,7 +145,8 @@ class JobStore(abc.ABC):
         RUNNING under a new attempt (``attempts`` + 1) held by ``worker`` until ``now +
         lease``. Entries of jobs that are no longer QUEUED (taken through another queue,
         cancelled, purged) are dropped as they come up; a QUEUED job whose ``not_before`` is
-        in the future stays where it is and is passed over."""
+        in the future is passed over (a backend may keep it aside until it is due, out of
+        :meth:`queue_length`)."""
 
     @abc.abstractmethod
     async def renew(
@@ -172,19 +174,19 @@ class JobStore(abc.ABC):
         retry_delay: float | None = None,
         now: float | None = None,
     ) -> JobState | None:
-        """The RUNNING ``attempt`` failed with ``error``. With a ``retry_delay`` and attempts
-        left (``attempts < max_attempts``) and no cancellation requested: QUEUED again, not
-        before ``now + retry_delay``, back on its queues. With a ``retry_delay`` and no
-        attempts left: DEAD (reason says so). Without one: FAILED, or CANCELLED if its
-        cancellation was requested. The new state; None (nothing changes) for a stale
-        attempt."""
+        """The RUNNING ``attempt`` failed with ``error``. If its cancellation was requested:
+        CANCELLED, whatever else. With a ``retry_delay`` and attempts left (``attempts <
+        max_attempts``): QUEUED again, not before ``now + retry_delay``, back on its queues;
+        with a ``retry_delay`` and no attempts left: DEAD (``reason`` says so). Without one:
+        FAILED. The new state; None (nothing changes) for a stale attempt."""
 
     @abc.abstractmethod
     async def sweep(self, *, now: float | None = None) -> int:
         """Housekeeping any worker may run at any time, idempotent: every RUNNING job whose
-        lease ended before ``now`` is QUEUED again (on its queues, at once) if attempts are
-        left, else DEAD ("lease expired"); final jobs older than their ``result_ttl`` are
-        purged. The number of jobs changed."""
+        lease ended before ``now`` is CANCELLED if its cancellation was requested, else QUEUED
+        again (on its queues, at once) if attempts are left, else DEAD ("lease expired");
+        final jobs older than their ``result_ttl`` are purged (record, output, idempotency
+        key). The number of jobs changed."""
 
     @abc.abstractmethod
     async def cancel(self, job_id: str, *, now: float | None = None) -> JobState | None:
