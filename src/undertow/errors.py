@@ -21,7 +21,11 @@ UndertowError
 │                               does not allow this caller
 ├── BackendError                the cluster backend (SQLite file, Redis) cannot be used
 ├── DataNotFound                (also a LookupError) no object under that key in a data store
-└── ServiceNotFound             (also a LookupError) no live instance of a service
+├── ServiceNotFound             (also a LookupError) no live instance of a service
+└── QueueError                  a job of the queue did not give a result
+    ├── JobFailed               it failed for good (dead letter, or no error to rebuild)
+    ├── JobCancelled            it was cancelled
+    └── JobTimeout              (also a builtin TimeoutError) no result within the timeout
 ```
 
 A remote exception whose type is a builtin (``ValueError``, ``KeyError``...) or a type
@@ -41,9 +45,13 @@ __all__ = [
     "DataNotFound",
     "DeserializationError",
     "FunctionNotFound",
+    "JobCancelled",
+    "JobFailed",
+    "JobTimeout",
     "MessageTooLarge",
     "NotConnected",
     "PermissionDenied",
+    "QueueError",
     "RPCTimeout",
     "RemoteError",
     "RemoteTraceback",
@@ -149,6 +157,36 @@ class AuthenticationError(UndertowError, PermissionError):
 
 class PermissionDenied(UndertowError, PermissionError):
     """The server's authorization rule for the function does not allow this caller."""
+
+
+class QueueError(UndertowError):
+    """A job did not give a result.
+
+    Attributes:
+        job_id: the job's id.
+    """
+
+    def __init__(self, message: str, *, job_id: str = "") -> None:
+        super().__init__(message)
+        self.job_id = job_id
+
+
+class JobFailed(QueueError):
+    """A job failed for good: dead-lettered (its attempts spent, or its leases expired), or
+    failed without an error that could be rebuilt. The last error, if any, is chained as its
+    ``__cause__``. (A job whose function raised, without retries left, raises that error
+    itself, rebuilt as for a call.)"""
+
+
+class JobCancelled(QueueError):
+    """A job was cancelled before it gave a result."""
+
+
+class JobTimeout(QueueError, TimeoutError):
+    """A job gave no result within the time its caller waited (the job itself goes on).
+
+    Also a builtin :class:`TimeoutError`, so ``except TimeoutError`` catches it.
+    """
 
 
 class RemoteTraceback(Exception):
