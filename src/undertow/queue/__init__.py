@@ -1,1 +1,27 @@
-"""The job queue: durable jobs on the cluster backend, and workers that run them."""
+"""The job queue: durable jobs on the cluster backend (the SQLite file or Redis), and the
+workers that run them.
+
+::
+
+    from undertow.queue import JobQueue, Worker
+
+    with JobQueue() as jobs:
+        job = jobs.submit("resize", "a.png", width=200)   # a function the workers registered
+        job.result(timeout=60)
+
+    # elsewhere:
+    Worker(queues=["default"], functions={"resize": resize}, concurrency=4).work(burst=False)
+
+A job is run at least once: a worker holds it under a lease that its heartbeats renew, and a
+job whose worker died is run again after the lease (``max_attempts`` counts the attempts).
+A callable (a notebook's lambda) is pickled and signed with the submitter's token; workers
+run it only if their authenticator knows the token, and never unpickle anything unsigned.
+"""
+
+from undertow.queue._job import Job
+from undertow.queue._queue import JobQueue
+from undertow.queue._worker import Worker
+from undertow.queue._worker_state import Held, Phase, WorkerState
+from undertow.storage import JobRecord, JobState
+
+__all__ = ["Held", "Job", "JobQueue", "JobRecord", "JobState", "Phase", "Worker", "WorkerState"]

@@ -1,0 +1,159 @@
+"""A handle on one job: its state, its result when it has one, its output, cancelling it.
+
+The handle holds nothing but the job's id: everything is read from the store, so a handle
+made from an id in another process (after a kernel restart) works as well as the one
+``submit`` returned. Waiting polls the store with a growing interval, never beyond the
+deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Generator
+from typing import Any
+
+from undertow.errors import JobCancelled, JobFailed, JobTimeout, QueueError
+from undertow.queue._handle import StoreHandle
+from undertow.queue._payload import decode_result
+from undertow.storage import FINAL_STATES, JobRecord, JobState
+from undertow.wire import decode_error, rebuild
+
+__all__ = ["Job", "outcome"]
+
+#: the first pause between two looks at a job, and the longest
+POLL_MIN, POLL_MAX = 0.005, 0.5
+
+
+class Job:
+    """A submitted job. ``job.result()`` waits for it; ``await job`` too.
+
+    ::
+
+        job = queue.submit(add, 1, 2)
+        job.state                  # JobState.QUEUED, RUNNING, DONE, ...
+        job.result(timeout=60)     # 3, or the job's error raised here
+    """
+
+    def __init__(self, handle: StoreHandle, job_id: str, function: str = "") -> None:
+        self._handle = handle
+        self.id = job_id
+        #: what it runs: a registered function's name, or ``module.qualname`` of a callable
+        self.function = function
+
+    def __repr__(self) -> str:
+        try:
+            state = self.state.value
+        except QueueError:
+            state = "unknown"
+        return f"<Job {self.id} {self.function} {state}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Job) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def record(self) -> JobRecord:
+        """The job's record as the store keeps it now."""
+        found = self._handle.run(lambda b: b.job(self.id))
+        return self._known(found)
+
+    def _known(self, found: JobRecord | None) -> JobRecord:
+        if found is None:
+            raise QueueError(
+                f"job {self.id} is not in {self._handle.url}: never submitted there, or "
+                "purged after its result_ttl",
+                job_id=self.id,
+            )
+        self.function = found.function
+        return found
+
+    @property
+    def state(self) -> JobState:
+        """Where the job is now."""
+        return self.record().state
+
+    def done(self) -> bool:
+        """Whether the job has ended (done, failed, dead or cancelled)."""
+        return self.state in FINAL_STATES
+
+    def cancel(self) -> bool:
+        """Cancel the job: a queued one at once, a running one when its worker next renews
+        its lease (it then stops). True if the job is (or will be) cancelled, False if it had
+        ended otherwise already."""
+        state = self._handle.run(lambda b: b.cancel(self.id))
+        if state is None:
+            self._known(None)
+        return state not in (JobState.DONE, JobState.FAILED, JobState.DEAD)
+
+    def output(self, start: int = 0) -> str:
+        """What the job printed so far (from its ``start``-th piece on)."""
+        return "".join(self._handle.run(lambda b: b.output(self.id, start)))
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The job's result, waiting up to ``timeout`` seconds (None: as long as it takes).
+        Raises the job's error (rebuilt as for a call), :class:`JobFailed` for a dead job,
+        :class:`JobCancelled`, or :class:`JobTimeout` (a TimeoutError) at the deadline."""
+        return outcome(self._wait(timeout), self._handle)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """The error :meth:`result` would raise, or None if the job succeeded."""
+        record = self._wait(timeout)
+        try:
+            outcome(record, self._handle)
+        except Exception as exc:
+            return exc
+        return None
+
+    def _wait(self, timeout: float | None) -> JobRecord:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause, idle = POLL_MIN, threading.Event()
+        while True:
+            record = self.record()
+            if record.state in FINAL_STATES:
+                return record
+            idle.wait(self._pause(pause, deadline, timeout))
+            pause = min(pause * 1.5, POLL_MAX)
+
+    def _pause(self, pause: float, deadline: float | None, timeout: float | None) -> float:
+        if deadline is None:
+            return pause
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise JobTimeout(
+                f"job {self.id} ({self.function}) gave no result within {timeout:g} s; "
+                "it goes on: wait again, or cancel() it",
+                job_id=self.id,
+            )
+        return min(pause, left)
+
+    async def result_async(self, timeout: float | None = None) -> Any:
+        """:meth:`result` for async code (``await job`` waits without a timeout)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = POLL_MIN
+        while True:
+            found = await self._handle.arun(lambda b: b.job(self.id))
+            record = self._known(found)
+            if record.state in FINAL_STATES:
+                return outcome(record, self._handle)
+            await asyncio.sleep(self._pause(pause, deadline, timeout))
+            pause = min(pause * 1.5, POLL_MAX)
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self.result_async().__await__()
+
+
+def outcome(record: JobRecord, handle: StoreHandle) -> Any:
+    """A final job's result, or its error raised."""
+    where = f"job {record.id} ({record.function})"
+    if record.state is JobState.DONE and record.result is not None:
+        return decode_result(record.id, record.function, record.codec, record.result, handle.key)
+    if record.state is JobState.CANCELLED:
+        raise JobCancelled(f"{where} was cancelled", job_id=record.id)
+    error = rebuild(decode_error(record.error), where=where) if record.error is not None else None
+    if record.state is JobState.FAILED and error is not None:
+        raise error
+    failed = JobFailed(f"{where} {record.state.value}: {record.reason}", job_id=record.id)
+    raise failed from error

@@ -1,0 +1,174 @@
+"""Submitting jobs: :class:`JobQueue`, over the cluster backend."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from undertow.queue._handle import StoreHandle
+from undertow.queue._job import Job
+from undertow.queue._payload import Call, encode_call, type_names
+from undertow.security import client_key, find_client_token
+from undertow.storage import JobRecord, JobState, check_job_id, check_queue_name
+
+__all__ = ["JobQueue"]
+
+
+class JobQueue:
+    """Puts jobs on the cluster's durable queue; workers (:class:`~undertow.queue.Worker`)
+    run them, here or on other machines.
+
+    ::
+
+        with JobQueue(token=token) as jobs:
+            job = jobs.submit("resize", "a.png", width=200)   # a function the workers registered
+            job = jobs.submit(lambda x: x * 2, 21)            # a callable: pickled and signed
+            job.result(timeout=60)                            # 42
+
+    Args:
+        backend: the backend URL (default: ``$UNDERTOW_BACKEND``, else the embedded SQLite
+            file), as for the registry.
+        token: the submitter's token (default: ``$UNDERTOW_TOKEN`` or the settings file; False
+            for none). Needed to submit callables: their pickles are signed with it, and
+            workers whose authenticator knows it run them. Jobs by name need none.
+        queue: the queue jobs go to unless ``submit`` names another.
+        timeout: seconds any one backend operation may take.
+        result_ttl: seconds a finished job's record (and result) is kept.
+    """
+
+    def __init__(
+        self,
+        backend: str | None = None,
+        *,
+        token: str | bool | None = None,
+        queue: str = "default",
+        timeout: float = 10.0,
+        result_ttl: float = 86400.0,
+    ) -> None:
+        found = find_client_token(token)
+        key = client_key(found) if found else None
+        self._handle = StoreHandle(backend, key=key, timeout=timeout)
+        self.queue = check_queue_name(queue)
+        self.result_ttl = result_ttl
+
+    @property
+    def url(self) -> str:
+        """The backend's URL, without any password."""
+        return self._handle.url
+
+    def __repr__(self) -> str:
+        return f"<JobQueue {self.url} queue={self.queue!r}>"
+
+    def submit(
+        self,
+        fn: Callable[..., Any] | str,
+        /,
+        *args: Any,
+        queue: str | Sequence[str] | None = None,
+        max_attempts: int = 1,
+        retries: int = 0,
+        retry_on: Sequence[type[BaseException] | str] | None = None,
+        backoff: float = 1.0,
+        idempotency_key: str | None = None,
+        **kwargs: Any,
+    ) -> Job:
+        """Queue a call of ``fn(*args, **kwargs)``; its :class:`Job`.
+
+        ``fn`` is a function's name (registered on the workers; arguments as msgpack) or a
+        callable (pickled and signed with this queue's token). ``queue``: where it goes (several
+        queues: the first worker to take it runs it). A raised exception is retried ``retries``
+        times (only those of ``retry_on``'s types, if given), after ``backoff`` seconds doubled
+        at each attempt; then the job is dead. ``max_attempts`` counts every attempt, those
+        lost with a worker that died too (at least ``retries + 1``). With an
+        ``idempotency_key`` that a kept job has, that job is returned and nothing is queued.
+        """
+        record = self._record(fn, args, kwargs, queue, max_attempts, retries, retry_on, backoff)
+        record.idempotency_key = idempotency_key
+        stored = self._handle.run(lambda b: b.enqueue(record))
+        return Job(self._handle, stored.id, stored.function)
+
+    def map(
+        self, fn: Callable[..., Any] | str, /, *iterables: Iterable[Any], **options: Any
+    ) -> list[Job]:
+        """Queue ``fn(*items)`` for each set of items of ``iterables`` taken together (as
+        :func:`map` does); the jobs, in order. ``options``: those of :meth:`submit`, except
+        ``idempotency_key``."""
+        if "idempotency_key" in options:
+            raise TypeError("map() takes no idempotency_key: submit each job with its own")
+        records = [
+            self._record(fn, tuple(items), {}, **options) for items in zip(*iterables, strict=False)
+        ]
+
+        async def enqueue_all(backend: Any) -> list[JobRecord]:
+            return [await backend.enqueue(record) for record in records]
+
+        stored = self._handle.run(enqueue_all)
+        return [Job(self._handle, r.id, r.function) for r in stored]
+
+    def _record(
+        self,
+        fn: Callable[..., Any] | str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        queue: str | Sequence[str] | None = None,
+        max_attempts: int = 1,
+        retries: int = 0,
+        retry_on: Sequence[type[BaseException] | str] | None = None,
+        backoff: float = 1.0,
+    ) -> JobRecord:
+        if retries < 0 or max_attempts < 1:
+            raise ValueError(
+                f"retries={retries!r}, max_attempts={max_attempts!r}: "
+                "retries is 0 or more, max_attempts 1 or more"
+            )
+        queues = [queue] if isinstance(queue, str) else list(queue or [self.queue])
+        policy = Call(frames=[], retry=retries > 0, retry_on=type_names(retry_on), backoff=backoff)
+        job_id = uuid.uuid4().hex
+        key = self._handle.key
+        function, payload, codec = encode_call(job_id, fn, args, kwargs, key=key, policy=policy)
+        return JobRecord(
+            id=job_id,
+            queues=[check_queue_name(q) for q in queues],
+            function=function,
+            payload=payload,
+            codec=codec,
+            max_attempts=max(max_attempts, retries + 1),
+            submitter=key.identity if key is not None else "",
+            result_ttl=self.result_ttl,
+        )
+
+    def job(self, job_id: str) -> Job:
+        """The handle of the job with that id (submitted by anyone, from anywhere)."""
+        return Job(self._handle, check_job_id(job_id))
+
+    def jobs(
+        self,
+        *,
+        state: JobState | str | None = None,
+        queue: str | None = None,
+        submitter: str | None = None,
+        limit: int = 1000,
+    ) -> list[Job]:
+        """The jobs in that state, on that queue, of that submitter (each if given), oldest
+        first, at most ``limit``."""
+        wanted = JobState(state) if state is not None else None
+        records = self._handle.run(
+            lambda b: b.jobs(state=wanted, queue=queue, submitter=submitter, limit=limit)
+        )
+        return [Job(self._handle, r.id, r.function) for r in records]
+
+    def queue_length(self, queue: str | None = None) -> int:
+        """How many entries a queue holds (default: this queue's)."""
+        name = check_queue_name(queue or self.queue)
+        return self._handle.run(lambda b: b.queue_length(name))
+
+    def close(self) -> None:
+        """Release the backend's connections (the jobs' handles stop working too)."""
+        self._handle.close()
+
+    def __enter__(self) -> JobQueue:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
