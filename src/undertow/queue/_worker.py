@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
 import inspect
 import logging
 import os
@@ -18,6 +20,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from undertow.errors import BackendError, FunctionNotFound, JobCancelled, UndertowError, WireError
@@ -91,6 +94,7 @@ class Worker:
         self._store: Backend | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
+        self._threads = ThreadPoolExecutor(1)  # replaced by run(), with a thread per slot
 
     def __repr__(self) -> str:
         return f"<Worker {self.name} queues={self.queues} {self.state.phase.value}>"
@@ -104,6 +108,7 @@ class Worker:
     async def run(self, burst: bool = False) -> None:
         """Run until drained (:meth:`drain`), or in ``burst`` mode until no job is left."""
         self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
+        self._threads = ThreadPoolExecutor(self.state.concurrency, "undertow-job")
         backend = self._backend_arg
         self._store = backend if isinstance(backend, Backend) else open_backend(backend)
         try:
@@ -111,6 +116,7 @@ class Worker:
                 await self._pause()
         finally:
             await self._stop_tasks()
+            self._threads.shutdown(wait=False)
             if not isinstance(backend, Backend):
                 await self._store.close()
 
@@ -232,15 +238,32 @@ class Worker:
             return encode_error(_refusal(exc)), None
         try:
             with sink:
-                value = await _invoke(fn, args, kwargs)
+                value = await self._invoke(fn, args, kwargs)
             return encode_result(record.id, record.function, record.codec, value, key)
         except asyncio.CancelledError:
+            held = self.state.held.get(record.id)
+            if held is None or not held.stop:
+                raise  # the worker stops: the lease runs out and another worker runs the job
             info = error_info(JobCancelled(f"job {record.id} was stopped", job_id=record.id))
             return encode_error(info), None
         except WireError as exc:
             return encode_error(error_info(exc, code=_code(exc))), None
         except Exception as exc:
             return encode_error(error_info(exc, skip_frames=1)), self._retry(record, call, exc)
+
+    async def _invoke(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """Call ``fn``: a coroutine function on the loop, anything else in one of the
+        worker's threads (which carries the context, and so the output sink, along)."""
+        if inspect.iscoroutinefunction(fn):
+            return await fn(*args, **kwargs)
+        context = contextvars.copy_context()
+        call = functools.partial(context.run, fn, *args, **kwargs)
+        value = await asyncio.get_running_loop().run_in_executor(self._threads, call)
+        if inspect.isawaitable(value):
+            return await value
+        return value
 
     def _function(self, name: str) -> Callable[..., Any]:
         fn = self.functions.get(name)
@@ -285,17 +308,6 @@ class Worker:
                 log.warning("worker %s: the backend failed, retrying: %s", self.name, exc)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, self.state.poll_max)
-
-
-async def _invoke(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """Call ``fn``: a coroutine function on the loop, anything else in a thread (which
-    carries the context, and so the output sink, along)."""
-    if inspect.iscoroutinefunction(fn):
-        return await fn(*args, **kwargs)
-    value = await asyncio.to_thread(fn, *args, **kwargs)
-    if inspect.isawaitable(value):
-        return await value
-    return value
 
 
 def _refusal(exc: UndertowError) -> ErrorInfo:
