@@ -3,16 +3,21 @@ worker after its lease, and exactly one result is accepted."""
 
 from __future__ import annotations
 
+import logging
+import shutil
 import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from undertow.queue import Job, JobQueue, JobState, Worker
 
+from ._processes import free_port
+from ._redis import _wait_ready
 from ._waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -85,3 +90,65 @@ def _run_elsewhere(url: str, job: Job) -> object:
     finally:
         second.drain()
         thread.join(10)
+
+
+def _redis_on(port: int) -> subprocess.Popen[bytes]:
+    binary = shutil.which("redis-server")
+    assert binary is not None, "redis-server is not installed; run .ci/system-deps"
+    args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    proc = subprocess.Popen([binary, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert _wait_ready(proc, time.monotonic() + 20) == "", "redis-server did not start"
+    assert proc.stdout is not None
+    reader = threading.Thread(target=proc.stdout.read, daemon=True)  # never a full pipe
+    reader.start()
+    _readers[proc.pid] = reader
+    return proc
+
+
+_readers: dict[int, threading.Thread] = {}
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    proc.wait(10)
+    _readers.pop(proc.pid).join(10)  # it reads to the end of the log, then returns
+    assert proc.stdout is not None
+    proc.stdout.close()
+
+
+class _Failures(logging.Handler):
+    """Sets ``seen`` once the worker logs that the backend failed."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.seen = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "backend failed" in record.getMessage():
+            self.seen.set()
+
+
+def test_a_backend_outage_is_waited_out(tmp_path: Path):
+    port = free_port()
+    server = _redis_on(port)
+    url = f"redis://127.0.0.1:{port}/0"
+    failures = _Failures()
+    logging.getLogger("undertow.queue").addHandler(failures)
+    worker = Worker(url, functions={"add": lambda x, y: x + y}, poll_max=0.05)
+    thread = threading.Thread(target=worker.work, kwargs={"burst": False})
+    thread.start()
+    try:
+        with JobQueue(url, token=False) as queue:
+            assert queue.submit("add", 1, 2).result(timeout=10) == 3
+            _stop(server)
+            assert failures.seen.wait(20)
+            assert thread.is_alive()
+            server = _redis_on(port)  # back, empty (nothing was kept on disk)
+            assert queue.submit("add", 2, 3).result(timeout=20) == 5
+    finally:
+        worker.drain()
+        thread.join(10)
+        logging.getLogger("undertow.queue").removeHandler(failures)
+        if server.poll() is None:
+            _stop(server)
+    assert not thread.is_alive()
