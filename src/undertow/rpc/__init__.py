@@ -20,6 +20,7 @@ from undertow.rpc._functions import (
 )
 from undertow.rpc._incoming import Incoming
 from undertow.rpc._options import FunctionOptions, GlobTable
+from undertow.rpc._output import OutputSink
 from undertow.rpc._plane import DataPlane, plug_data
 from undertow.rpc._receivers import Job
 from undertow.rpc._server import Server
@@ -39,6 +40,7 @@ __all__ = [
     "Incoming",
     "Job",
     "OutputCallback",
+    "OutputSink",
     "RemoteFunctions",
     "Server",
     "as_attributes",
