@@ -31,6 +31,7 @@ from __future__ import annotations
 import abc
 import enum
 import re
+import time
 from collections.abc import Sequence
 
 import msgspec
@@ -130,6 +131,25 @@ class JobStore(abc.ABC):
         job's record is returned instead. A ValueError names a bad id or queue name, an empty
         list of queues, or an id that exists already."""
 
+    async def enqueue_many(
+        self, jobs: Sequence[JobRecord], *, now: float | None = None
+    ) -> list[JobRecord]:
+        """:meth:`enqueue` of each job in turn, all at the same ``now``; the stored records in
+        order (for a job whose idempotency key a stored job, or an earlier job of the batch,
+        has: that job's record). Each job's step is atomic as :meth:`enqueue` is, the batch
+        not necessarily: every id and queue name is checked first (a ValueError naming the
+        first bad one, and nothing stored), but at an id that exists already the batch stops
+        with a ValueError naming it, and the jobs before it may be stored. This default runs
+        the single operations; a backend may do the batch in one round trip."""
+        for job in jobs:
+            check_job_id(job.id)
+            if not job.queues:
+                raise ValueError(f"job {job.id} names no queue; give it one, e.g. ['default']")
+            for name in job.queues:
+                check_queue_name(name)
+        at = time.time() if now is None else float(now)
+        return [await self.enqueue(job, now=at) for job in jobs]
+
     @abc.abstractmethod
     async def claim(
         self,
@@ -163,6 +183,20 @@ class JobStore(abc.ABC):
         """The RUNNING ``attempt`` succeeded: DONE with ``result``. False (and nothing
         changes) if the job is not RUNNING under that attempt: a stale attempt's result is
         rejected."""
+
+    async def complete_many(
+        self, results: Sequence[tuple[str, int, bytes]], *, now: float | None = None
+    ) -> list[bool]:
+        """:meth:`complete` of each ``(job id, attempt, result)`` in turn, all at the same
+        ``now``; for each, whether it was taken (False for a stale attempt, which changes
+        nothing, while the others of the batch go through). Each job's step is atomic as
+        :meth:`complete` is, the batch not necessarily. Every id is checked first (a
+        ValueError naming the first bad one, and nothing changed). This default runs the
+        single operations; a backend may do the batch in one round trip."""
+        for job_id, _, _ in results:
+            check_job_id(job_id)
+        at = time.time() if now is None else float(now)
+        return [await self.complete(j, attempt, result, now=at) for j, attempt, result in results]
 
     @abc.abstractmethod
     async def fail(

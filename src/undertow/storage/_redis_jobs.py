@@ -72,23 +72,32 @@ class RedisJobs(JobStore):
             raise self._failed(exc) from exc
 
     async def enqueue(self, job: JobRecord, *, now: float | None = None) -> JobRecord:
-        check_job_id(job.id)
-        if not job.queues:
-            raise ValueError(f"job {job.id} names no queue; give it one, e.g. ['default']")
-        for name in job.queues:
-            check_queue_name(name)
         at = _now(now)
-        stored = msgspec.structs.replace(job, state=JobState.QUEUED, submitted=at)
-        idem = "" if job.idempotency_key is None else keys.idempotency(job.idempotency_key)
+        stored, idem = _prepared(job, at)
         names = [keys.job(job.id), keys.JOBS, keys.JOBS_DELAYED]
         names += [keys.queue(name) for name in dict.fromkeys(job.queues)]
         args = [*_PREFIXES, repr(at), job.id, idem, repr(stored.not_before), *_encode(stored)]
         reply = await self._run(self._scripts.enqueue, names, args)
-        if reply[0] == b"exists":
-            raise ValueError(f"job id {job.id!r} exists already; a new job needs a new id")
-        if reply[0] == b"duplicate":
-            return _decode_flat(reply[1])
-        return stored
+        return _enqueued(stored, reply)
+
+    async def enqueue_many(
+        self, jobs: Sequence[JobRecord], *, now: float | None = None
+    ) -> list[JobRecord]:
+        at = _now(now)
+        prepared = [_prepared(job, at) for job in jobs]
+        if not prepared:
+            return []
+        args: list[Any] = [*_PREFIXES, repr(at)]
+        for stored, idem in prepared:
+            queues = list(dict.fromkeys(stored.queues))
+            fields = _encode(stored)
+            args += [stored.id, idem, repr(stored.not_before), len(queues), *queues]
+            args += [len(fields), *fields]
+        names = [keys.JOBS, keys.JOBS_DELAYED]
+        replies = await self._run(self._scripts.enqueue_many, names, args)
+        # (the replies stop at an id that exists: its reply raises the ValueError)
+        pairs = zip(prepared, replies, strict=False)
+        return [_enqueued(stored, reply) for (stored, _), reply in pairs]
 
     async def claim(
         self,
@@ -122,6 +131,17 @@ class RedisJobs(JobStore):
         names = [keys.JOBS_RUNNING, keys.JOBS_FINAL]
         args = [*_PREFIXES, repr(_now(now)), check_job_id(job_id), str(attempt), result]
         return bool(await self._run(self._scripts.complete, names, args))
+
+    async def complete_many(
+        self, results: Sequence[tuple[str, int, bytes]], *, now: float | None = None
+    ) -> list[bool]:
+        args: list[Any] = [*_PREFIXES, repr(_now(now))]
+        for job_id, attempt, result in results:
+            args += [check_job_id(job_id), str(attempt), result]
+        if not results:
+            return []
+        names = [keys.JOBS_RUNNING, keys.JOBS_FINAL]
+        return [bool(done) for done in await self._run(self._scripts.complete_many, names, args)]
 
     async def fail(
         self,
@@ -218,6 +238,27 @@ class RedisJobs(JobStore):
 
 def _now(now: float | None) -> float:
     return time.time() if now is None else float(now)
+
+
+def _prepared(job: JobRecord, now: float) -> tuple[JobRecord, str]:
+    """``job`` checked, as it is stored (QUEUED, submitted ``now``), and the key name of its
+    idempotency key (or "")."""
+    check_job_id(job.id)
+    if not job.queues:
+        raise ValueError(f"job {job.id} names no queue; give it one, e.g. ['default']")
+    for name in job.queues:
+        check_queue_name(name)
+    stored = msgspec.structs.replace(job, state=JobState.QUEUED, submitted=now)
+    return stored, "" if job.idempotency_key is None else keys.idempotency(job.idempotency_key)
+
+
+def _enqueued(stored: JobRecord, reply: list[Any]) -> JobRecord:
+    """What enqueue answers, from the script's reply for ``stored``."""
+    if reply[0] == b"exists":
+        raise ValueError(f"job id {stored.id!r} exists already; a new job needs a new id")
+    if reply[0] == b"duplicate":
+        return _decode_flat(reply[1])
+    return stored
 
 
 def _encode(job: JobRecord) -> list[str | bytes]:

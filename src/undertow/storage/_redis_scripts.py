@@ -49,28 +49,57 @@ local function promote(delayed, limit)
 end
 """
 
+#: enqueue one job (the id, the idempotency key's name or '', not_before, the list of its
+#: queues' key names, the hash's field/value pairs, the index's and the delayed set's names):
+#: {'stored'}, {'exists'}, or {'duplicate', HGETALL of the job the key names}
+_ENQUEUE_ONE = """
+local function enqueue(id, idem, not_before, queues, fields, index, delayed)
+  if idem ~= '' then
+    local other = redis.call('GET', idem)
+    if other and redis.call('EXISTS', JOB .. other) == 1 then
+      return {'duplicate', redis.call('HGETALL', JOB .. other)}
+    end
+  end
+  local key = JOB .. id
+  if redis.call('EXISTS', key) == 1 then return {'exists'} end
+  redis.call('HSET', key, unpack(fields))
+  if idem ~= '' then redis.call('SET', idem, id) end
+  redis.call('ZADD', index, NOW, id)
+  if not_before > NOW then
+    redis.call('ZADD', delayed, not_before, id)
+  else
+    for _, queue in ipairs(queues) do redis.call('RPUSH', queue, id) end
+  end
+  return {'stored'}
+end
+"""
+
 #: KEYS: job, index, delayed, queues...
 #: ARGV[4..]: id, idempotency key's name or '', not_before, then the hash's field/value pairs.
-#: {'stored'}, {'exists'}, or {'duplicate', HGETALL of the job the key names}
+#: What ``enqueue`` answers
 _ENQUEUE = """
-local id, idem = ARGV[4], ARGV[5]
-if idem ~= '' then
-  local other = redis.call('GET', idem)
-  if other and redis.call('EXISTS', JOB .. other) == 1 then
-    return {'duplicate', redis.call('HGETALL', JOB .. other)}
-  end
+return enqueue(ARGV[4], ARGV[5], tonumber(ARGV[6]), {unpack(KEYS, 4)}, {unpack(ARGV, 7)},
+               KEYS[2], KEYS[3])
+"""
+
+#: KEYS: index, delayed. ARGV[4..], for each job in turn: id, idempotency key's name or '',
+#: not_before, the number of its queues, their names, the number of the hash's fields and
+#: values, the pairs. What ``enqueue`` answers for each, in order, up to the first 'exists'
+_ENQUEUE_MANY = """
+local replies, i = {}, 4
+while i <= #ARGV do
+  local id, idem, not_before, queues = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), {}
+  local n = tonumber(ARGV[i + 3])
+  for j = 1, n do queues[j] = QUEUE .. ARGV[i + 3 + j] end
+  i = i + 4 + n
+  n = tonumber(ARGV[i])
+  local reply = enqueue(id, idem, not_before, queues, {unpack(ARGV, i + 1, i + n)},
+                        KEYS[1], KEYS[2])
+  i = i + 1 + n
+  replies[#replies + 1] = reply
+  if reply[1] == 'exists' then break end
 end
-if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists'} end
-redis.call('HSET', KEYS[1], unpack(ARGV, 7))
-if idem ~= '' then redis.call('SET', idem, id) end
-redis.call('ZADD', KEYS[2], NOW, id)
-local not_before = tonumber(ARGV[6])
-if not_before > NOW then
-  redis.call('ZADD', KEYS[3], not_before, id)
-else
-  for i = 4, #KEYS do redis.call('RPUSH', KEYS[i], id) end
-end
-return {'stored'}
+return replies
 """
 
 #: KEYS: running, delayed, queues... ARGV[4..]: lease_until, count, worker.
@@ -124,6 +153,25 @@ redis.call('ZREM', KEYS[1], id)
 redis.call('HSET', JOB .. id, 'result', ARGV[6])
 finish(id, 'done', '', KEYS[2])
 return 1
+"""
+
+#: KEYS: running, final. ARGV[4..]: (id, attempt, result) of each job in turn.
+#: For each, in order: 1 if done, 0 for a stale attempt (nothing changes)
+_COMPLETE_MANY = """
+local done = {}
+for i = 4, #ARGV, 3 do
+  local id, key = ARGV[i], JOB .. ARGV[i]
+  local job = redis.call('HMGET', key, 'state', 'attempts')
+  if job[1] == 'running' and job[2] == ARGV[i + 1] then
+    redis.call('ZREM', KEYS[1], id)
+    redis.call('HSET', key, 'result', ARGV[i + 2])
+    finish(id, 'done', '', KEYS[2])
+    done[#done + 1] = 1
+  else
+    done[#done + 1] = 0
+  end
+end
+return done
 """
 
 #: KEYS: running, delayed, final. ARGV[6..]: the error, the retry delay or ''.
@@ -215,7 +263,9 @@ class JobScripts:
     """The scripts, registered with one client (each runs by EVALSHA, loaded on first use)."""
 
     def __init__(self, client: Any) -> None:
-        self.enqueue = client.register_script(_PRELUDE + _ENQUEUE)
+        self.enqueue = client.register_script(_PRELUDE + _ENQUEUE_ONE + _ENQUEUE)
+        self.enqueue_many = client.register_script(_PRELUDE + _ENQUEUE_ONE + _ENQUEUE_MANY)
+        self.complete_many = client.register_script(_PRELUDE + _COMPLETE_MANY)
         self.claim = client.register_script(_PRELUDE + _CLAIM)
         self.renew = client.register_script(_PRELUDE + _FENCE + _RENEW)
         self.complete = client.register_script(_PRELUDE + _FENCE + _COMPLETE)
