@@ -14,6 +14,9 @@ from undertow.storage import JobRecord, JobState, check_job_id, check_queue_name
 
 __all__ = ["JobQueue"]
 
+#: jobs ``map`` stores per backend round trip
+_MAP_BATCH = 500
+
 
 class JobQueue:
     """Puts jobs on the cluster's durable queue; workers (:class:`~undertow.queue.Worker`)
@@ -101,7 +104,10 @@ class JobQueue:
         ]
 
         async def enqueue_all(backend: Any) -> list[JobRecord]:
-            return [await backend.enqueue(record) for record in records]
+            stored: list[JobRecord] = []
+            for start in range(0, len(records), _MAP_BATCH):
+                stored += await backend.enqueue_many(records[start : start + _MAP_BATCH])
+            return stored
 
         stored = self._handle.run(enqueue_all)
         return [Job(self._handle, r.id, r.function) for r in stored]
