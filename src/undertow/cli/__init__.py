@@ -333,3 +333,69 @@ def call(
             call_target(target, arguments, backend=backend, timeout=timeout, wait=wait)
     except Exception as exc:  # undertow's errors and the remote function's own
         raise SystemExit(report_error(exc)) from None
+
+
+@main.command()
+@click.option(
+    "--queue",
+    "queues",
+    multiple=True,
+    help="A queue to take jobs from (repeatable; first ones first; default: default).",
+)
+@click.option(
+    "--concurrency", default=1, show_default=True, type=click.IntRange(min=1), help="Jobs at once."
+)
+@click.option("--burst", is_flag=True, help="Exit (0) once the queues are empty.")
+@click.option(
+    "--backend",
+    default=None,
+    help="Backend URL (default: $UNDERTOW_BACKEND, else ~/.undertow/cluster.db).",
+)
+@click.option(
+    "--lease",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds a job stays claimed without a heartbeat (if the worker dies, others "
+    "take its jobs after this long).",
+)
+@click.option(
+    "--tokens",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="A file of tokens whose users' pickled callables run, one a line ($UNDERTOW_TOKENS).",
+)
+@click.option(
+    "--token", default=None, help="One such token (better: set UNDERTOW_TOKEN, unseen by others)."
+)
+@click.option(
+    "--function",
+    "functions",
+    multiple=True,
+    metavar="NAME=module:attr",
+    help="A function jobs may name (repeatable).",
+)
+@click.option(
+    "--module",
+    "modules",
+    multiple=True,
+    metavar="MODULE",
+    help="Every public function defined in MODULE, by its name (repeatable).",
+)
+def worker(**options: Any) -> None:
+    """Run the jobs of the durable job queue (undertow.queue.JobQueue) until Ctrl-C or
+    SIGTERM, which drain: the jobs held finish, nothing more is claimed; a second signal
+    stops at once (the jobs held run again elsewhere after their leases).
+
+    Modules are imported from the current directory or PYTHONPATH. Jobs by name run the
+    functions given; pickled callables run only for users whose tokens the worker has.
+
+    \b
+        undertow worker --module imaging
+        undertow worker --function resize=imaging:resize --concurrency 4
+        undertow worker --queue gpu --queue default --module training --tokens ~/tokens
+        undertow worker --burst --module imaging --backend redis://queue-host:6379/0
+    """
+    from undertow.cli._worker import run_worker
+
+    raise SystemExit(run_worker(**options))
