@@ -61,7 +61,8 @@ class StoreHandle:
         """Run ``op`` on the backend from any event loop."""
         future = asyncio.run_coroutine_threadsafe(self._coro(op), portal().loop)
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), self.timeout)
+            async with asyncio.timeout(self.timeout):  # not wait_for: see Worker._pause
+                return await asyncio.wrap_future(future)
         except TimeoutError:
             raise BackendError(f"{self.url} did not answer within {self.timeout:g} s") from None
 

@@ -144,8 +144,11 @@ class Worker:
         if self.state.held:
             until = min(until, now + OUTPUT_EVERY)
         self._wake.clear()
+        # asyncio.timeout, not wait_for: on 3.11 wait_for loses a cancellation that comes as
+        # the event is set (a second signal right after a job finished never stopped it)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), max(until - now, 0.0))
+            async with asyncio.timeout(max(until - now, 0.0)):
+                await self._wake.wait()
 
     def drain(self) -> None:
         """Stop claiming; :meth:`run` returns once the jobs held are done. Thread-safe (a
