@@ -91,6 +91,8 @@ class Worker:
         )
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._sinks: dict[str, Sink] = {}
+        #: results not yet stored: (job id, attempt, encoded result), sent by complete_many
+        self._completed: list[tuple[str, int, bytes]] = []
         self._store: Backend | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -115,6 +117,8 @@ class Worker:
             while not await self._step(burst):
                 await self._pause()
         finally:
+            with contextlib.suppress(BackendError):  # one try: a stop must not wait on it
+                await self._store_completed()
             await self._stop_tasks()
             self._threads.shutdown(wait=False)
             if not isinstance(backend, Backend):
@@ -126,6 +130,7 @@ class Worker:
         try:
             await self._renew(now)
             await self._flush_output()
+            await self._store_completed()
             if self.state.sweep_due(now):
                 await self.store.sweep(now=now)
                 self.state.swept(now)
@@ -220,15 +225,45 @@ class Worker:
 
     async def _run_job(self, record: JobRecord) -> None:
         sink = self._sinks[record.id]
+        buffered = False
         try:
             outcome = await self._attempt(record, sink)
             await self._persist(lambda: self._flush_one(record.id, sink))
-            await self._persist(lambda: self._report(record, outcome))
+            buffered = self._buffer(record, outcome)
+            if not buffered:
+                await self._persist(lambda: self._report(record, outcome))
         finally:
-            self.state.finished(record.id)
-            self._tasks.pop(record.id, None)
-            self._sinks.pop(record.id, None)
+            if not buffered:  # a buffered result keeps its slot (and lease) until stored
+                self._release(record.id)
             self._poke()
+
+    def _buffer(self, record: JobRecord, outcome: tuple[bytes, float | None] | bytes) -> bool:
+        """Keep a result for the next batch of completes; False if it is not one (a failure,
+        or a job stopped meanwhile: reported on its own)."""
+        held = self.state.held.get(record.id)
+        if not isinstance(outcome, bytes) or held is None or held.stop:
+            return False
+        self._completed.append((record.id, record.attempts, outcome))
+        return True
+
+    def _release(self, job_id: str) -> None:
+        self.state.finished(job_id)
+        self._tasks.pop(job_id, None)
+        self._sinks.pop(job_id, None)
+
+    async def _store_completed(self) -> None:
+        """Store the results kept so far in one batch, then free their slots. A backend error
+        keeps them for the next turn (their leases are renewed meanwhile)."""
+        if not self._completed:
+            return
+        batch, self._completed = self._completed, []
+        try:
+            await self.store.complete_many(batch)
+        except BackendError:
+            self._completed = batch + self._completed
+            raise
+        for job_id, _, _ in batch:  # a refused one (a stale attempt) is dropped, as complete's
+            self._release(job_id)
 
     async def _attempt(self, record: JobRecord, sink: Sink) -> tuple[bytes, float | None] | bytes:
         """The encoded result (bytes), or ``(encoded error, retry delay or None)``."""
