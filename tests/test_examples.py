@@ -179,3 +179,15 @@ def test_http() -> None:
         "items: [3, 2, 1]",
         "future: 42",
     ]
+
+
+def test_jobs() -> None:
+    out = _run(EXAMPLES / "jobs" / "jobs.py")
+    assert out == [
+        "queued: 10 jobs",
+        "resize: cat-200.png",
+        "it printed: resizing cat.png to 200 px",
+        "doubled: 42",
+        "squares: [0, 1, 4, 9, 16, 25, 36, 49]",
+        "state: done",
+    ]
