@@ -215,3 +215,16 @@ async def test_bad_ids_and_queue_names_are_refused_by_name(store: Backend):
     j = await store.enqueue(job(), now=T0)
     with pytest.raises(ValueError, match="exists"):
         await store.enqueue(JobRecord(id=j.id, queues=["q"], function="f"), now=T0)
+
+
+async def test_a_stale_attempt_prints_into_nothing(store: Backend):
+    j = await store.enqueue(job(max_attempts=2), now=T0)
+    await store.claim(["default"], "lost", lease=LEASE, now=T0)
+    assert await store.append_output(j.id, "first try\n", attempt=1)
+    await store.sweep(now=T0 + LEASE + 1)
+    await store.claim(["default"], "next", lease=LEASE, now=T0 + LEASE + 2)
+    assert not await store.append_output(j.id, "late, from the lost worker\n", attempt=1)
+    assert await store.append_output(j.id, "second try\n", attempt=2)
+    assert await store.append_output(j.id, "a note from anyone\n")  # no attempt: kept
+    assert await store.output(j.id) == ["first try\n", "second try\n", "a note from anyone\n"]
+    assert not await store.append_output(uuid.uuid4().hex, "nobody's\n")

@@ -211,9 +211,10 @@ class Worker:
 
     async def _flush_output(self) -> None:
         for job_id, sink in list(self._sinks.items()):
+            held = self.state.held.get(job_id)
             text = sink.take()
-            if text:
-                await self.store.append_output(job_id, text)
+            if text and held is not None:
+                await self.store.append_output(job_id, text, attempt=held.attempt)
 
     async def _stop_tasks(self) -> None:
         tasks = list(self._tasks.values())
@@ -228,7 +229,7 @@ class Worker:
         buffered = False
         try:
             outcome = await self._attempt(record, sink)
-            await self._persist(lambda: self._flush_one(record.id, sink))
+            await self._persist(lambda: self._flush_one(record, sink))
             buffered = self._buffer(record, outcome)
             if not buffered:
                 await self._persist(lambda: self._report(record, outcome))
@@ -331,10 +332,10 @@ class Worker:
         error, delay = outcome
         await self.store.fail(record.id, record.attempts, error, retry_delay=delay)
 
-    async def _flush_one(self, job_id: str, sink: Sink) -> None:
+    async def _flush_one(self, record: JobRecord, sink: Sink) -> None:
         text = sink.take()
-        if text:
-            await self.store.append_output(job_id, text)
+        if text:  # fenced: what a stale attempt printed is dropped with its result
+            await self.store.append_output(record.id, text, attempt=record.attempts)
 
     async def _persist(self, op: Callable[[], Coroutine[Any, Any, T]]) -> T:
         """Run ``op`` until the backend takes it (an outage is waited out)."""

@@ -250,8 +250,10 @@ class JobStore(abc.ABC):
         they come up)."""
 
     @abc.abstractmethod
-    async def append_output(self, job_id: str, text: str) -> None:
-        """Add ``text`` to the job's output (what it printed, in order)."""
+    async def append_output(self, job_id: str, text: str, *, attempt: int | None = None) -> bool:
+        """Add ``text`` to the job's output (what it printed, in order), while the job is
+        kept; with an ``attempt``, only while the job is RUNNING under that attempt (what a
+        stale attempt prints is dropped, as its result is). True if it was added."""
 
     @abc.abstractmethod
     async def output(self, job_id: str, start: int = 0) -> list[str]:

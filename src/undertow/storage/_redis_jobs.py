@@ -224,9 +224,10 @@ class RedisJobs(JobStore):
         except RedisError as exc:
             raise self._failed(exc) from exc
 
-    async def append_output(self, job_id: str, text: str) -> None:
+    async def append_output(self, job_id: str, text: str, *, attempt: int | None = None) -> bool:
         names = [keys.job(check_job_id(job_id)), keys.job_output(job_id)]
-        await self._run(self._scripts.append, names, [text])
+        fence = "" if attempt is None else str(attempt)
+        return bool(await self._run(self._scripts.append, names, [text, fence]))
 
     async def output(self, job_id: str, start: int = 0) -> list[str]:
         try:

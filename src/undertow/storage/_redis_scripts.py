@@ -252,10 +252,16 @@ end
 return state
 """
 
-#: KEYS: job, output. ARGV[1]: text. Added only while the job exists
+#: KEYS: job, output. ARGV[1]: text, ARGV[2]: the attempt ('' for any). Added only while
+#: the job exists (and, given an attempt, runs under it); 1 if added, else 0
 _APPEND = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-return redis.call('RPUSH', KEYS[2], ARGV[1])
+if ARGV[2] ~= '' then
+  local job = redis.call('HMGET', KEYS[1], 'state', 'attempts')
+  if job[1] ~= 'running' or job[2] ~= ARGV[2] then return 0 end
+end
+redis.call('RPUSH', KEYS[2], ARGV[1])
+return 1
 """
 
 

@@ -227,9 +227,9 @@ class SqliteJobs(JobStore):
         check_queue_name(queue)
         return await self._run(sql.queue_length, queue)
 
-    async def append_output(self, job_id: str, text: str) -> None:
+    async def append_output(self, job_id: str, text: str, *, attempt: int | None = None) -> bool:
         check_job_id(job_id)
-        await self._run(sql.append_output, job_id, str(text))
+        return await self._run(sql.append_output, job_id, str(text), attempt)
 
     async def output(self, job_id: str, start: int = 0) -> list[str]:
         check_job_id(job_id)

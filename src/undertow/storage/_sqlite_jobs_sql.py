@@ -298,15 +298,18 @@ def queue_length(conn: sqlite3.Connection, queue: str) -> int:
     return int(row[0])
 
 
-def append_output(conn: sqlite3.Connection, job_id: str, text: str) -> None:
-    """Kept only while the job is (the output of a purged job would never go)."""
+def append_output(conn: sqlite3.Connection, job_id: str, text: str, attempt: int | None) -> bool:
+    """Kept only while the job is (the output of a purged job would never go), and with an
+    ``attempt``, only while the job runs under it."""
     with _write(conn):
-        conn.execute(
+        cursor = conn.execute(
             "INSERT INTO job_output (job_id, seq, text) "
             "SELECT ?, (SELECT COALESCE(MAX(seq) + 1, 0) FROM job_output WHERE job_id = ?), ? "
-            "WHERE EXISTS (SELECT 1 FROM jobs WHERE id = ?)",
-            (job_id, job_id, text, job_id),
+            "WHERE EXISTS (SELECT 1 FROM jobs WHERE id = ? "
+            "AND (? IS NULL OR (state = 'running' AND attempts = ?)))",
+            (job_id, job_id, text, job_id, attempt, attempt),
         )
+    return cursor.rowcount > 0
 
 
 def output(conn: sqlite3.Connection, job_id: str, start: int) -> list[str]:
