@@ -265,3 +265,41 @@ async def test_processes_claiming_at_once_take_every_job_once(store, redis_url):
     assert sum(1 for ids in taken if ids) >= 2  # they did race
     by_worker = {r.worker for r in await store.jobs(state=JobState.RUNNING, limit=2000)}
     assert by_worker == {f"w{i}" for i, ids in enumerate(taken) if ids}
+
+
+async def test_a_redis_without_an_append_only_file_is_named_as_losing_jobs(redis_url: str):
+    import redis.asyncio as aioredis
+
+    store = open_backend(redis_url)
+    admin = aioredis.from_url(redis_url)
+    try:
+        await admin.config_set("appendonly", "no")
+        why = await store.durability()
+        assert why is not None
+        assert "--appendonly yes" in why
+        await admin.config_set("appendonly", "yes")
+        assert await store.durability() is None
+    finally:
+        await admin.config_set("appendonly", "no")
+        await admin.aclose()
+        await store.close()
+
+
+async def test_the_embedded_store_has_nothing_to_warn_about(tmp_path):
+    store = open_backend(f"sqlite://{tmp_path / 'q.db'}")
+    try:
+        assert await store.durability() is None
+    finally:
+        await store.close()
+
+
+def test_a_worker_warns_once_about_a_store_that_can_lose_jobs(redis_url, caplog, monkeypatch):
+    import undertow.queue._handle as handle
+    from undertow.queue import Worker
+
+    monkeypatch.setattr(handle, "_warned", set())
+    Worker(redis_url, functions={"f": abs}).work(burst=True)
+    Worker(redis_url, functions={"f": abs}).work(burst=True)
+    warnings = [r for r in caplog.records if "append-only file" in r.getMessage()]
+    assert len(warnings) == 1
+    assert warnings[0].levelname == "WARNING"

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -14,7 +15,11 @@ from undertow.errors import BackendError
 from undertow.security import SigningKey
 from undertow.storage import Backend, open_backend
 
-__all__ = ["StoreHandle"]
+__all__ = ["StoreHandle", "warn_if_not_durable"]
+
+log = logging.getLogger(__name__)
+#: the stores already warned about, by URL: once per process is enough
+_warned: set[str] = set()
 
 T = TypeVar("T")
 Op = Callable[[Backend], Coroutine[Any, Any, T]]
@@ -46,6 +51,7 @@ class StoreHandle:
         async def run() -> T:
             if self._backend is None:
                 self._backend = open_backend(self._url)
+                await warn_if_not_durable(self._backend)
             return await op(self._backend)
 
         return run()
@@ -75,3 +81,16 @@ class StoreHandle:
                 portal().run(backend.close(), self.timeout)
             except TimeoutError:
                 raise BackendError(f"{self.url} did not close within {self.timeout:g} s") from None
+
+
+async def warn_if_not_durable(store: Backend) -> None:
+    """Log, once per process and store, why the store could lose acknowledged jobs."""
+    if store.url in _warned:
+        return
+    _warned.add(store.url)
+    try:
+        why = await store.durability()
+    except BackendError:
+        return  # the operation that follows says what is wrong
+    if why is not None:
+        log.warning("%s", why)

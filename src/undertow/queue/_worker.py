@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from undertow.errors import BackendError, FunctionNotFound, JobCancelled, UndertowError, WireError
 from undertow.queue._capture import Sink
+from undertow.queue._handle import warn_if_not_durable
 from undertow.queue._payload import Call, decode_call, encode_result, open_payload
 from undertow.queue._worker_state import WorkerState
 from undertow.security import Authenticator
@@ -113,6 +114,7 @@ class Worker:
         self._threads = ThreadPoolExecutor(self.state.concurrency, "undertow-job")
         backend = self._backend_arg
         self._store = backend if isinstance(backend, Backend) else open_backend(backend)
+        await warn_if_not_durable(self._store)
         try:
             while not await self._step(burst):
                 await self._pause()

@@ -249,6 +249,11 @@ class JobStore(abc.ABC):
         """How many entries ``queue`` holds (entries of jobs taken elsewhere included until
         they come up)."""
 
+    async def durability(self) -> str | None:
+        """Why acknowledged jobs could be lost if the store's server restarted, or None
+        when nothing is known against it (the queue warns once with the reason)."""
+        return None
+
     @abc.abstractmethod
     async def append_output(self, job_id: str, text: str, *, attempt: int | None = None) -> bool:
         """Add ``text`` to the job's output (what it printed, in order), while the job is

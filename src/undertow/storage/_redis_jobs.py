@@ -229,6 +229,20 @@ class RedisJobs(JobStore):
         fence = "" if attempt is None else str(attempt)
         return bool(await self._run(self._scripts.append, names, [text, fence]))
 
+    async def durability(self) -> str | None:
+        try:
+            found = await self._redis.config_get("appendonly")
+        except RedisError:  # CONFIG may be renamed or refused (managed Redis): not known
+            return None
+        setting = {_text(k): _text(v) for k, v in found.items()}.get("appendonly", "")
+        if setting.lower() == "yes":
+            return None
+        return (
+            f"redis at {self.url} keeps no append-only file, so jobs it acknowledged are "
+            "lost if it restarts; run it with --appendonly yes --appendfsync always (or "
+            "everysec, to lose at most a second)"
+        )
+
     async def output(self, job_id: str, start: int = 0) -> list[str]:
         try:
             pieces = await self._redis.lrange(keys.job_output(check_job_id(job_id)), start, -1)
@@ -291,3 +305,7 @@ def _decode(pairs: Iterable[tuple[bytes, bytes]]) -> JobRecord:
 def _decode_flat(flat: list[bytes]) -> JobRecord:
     """A record from a script's reply of HGETALL: names and values in turn."""
     return _decode(zip(flat[0::2], flat[1::2], strict=True))
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
