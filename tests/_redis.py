@@ -7,6 +7,7 @@ import os
 import selectors
 import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -49,8 +50,10 @@ def redis_server() -> Iterator[str]:
         raise RuntimeError("redis-server is not installed; run .ci/system-deps")
     log = ""
     for _ in range(5):
+        workdir = tempfile.mkdtemp(prefix="undertow-redis-")  # its files (an AOF if asked)
         port = free_port()
         args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        args += ["--dir", workdir]
         proc = subprocess.Popen([binary, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         out = proc.stdout
         assert out is not None
@@ -72,4 +75,5 @@ def redis_server() -> Iterator[str]:
             if drain.is_alive():
                 drain.join(START_TIMEOUT)  # it reads to the end of the log, then returns
             out.close()
+            shutil.rmtree(workdir, ignore_errors=True)
     raise RuntimeError("redis-server did not start:\n" + log)
