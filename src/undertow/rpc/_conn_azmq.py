@@ -8,7 +8,7 @@ from typing import Any
 
 from undertow.rpc._async_conn import AsyncConnection
 from undertow.rpc._calls import Call, Description, FunctionInfo
-from undertow.rpc._conn_zmq import DESCRIBE_INFO, ZmqLinked
+from undertow.rpc._conn_zmq import DESCRIBE_INFO, END, StreamItems, ZmqLinked
 from undertow.rpc._connection import ConnectOptions, Settings, timeout_error
 
 __all__ = ["AsyncZmqConnection"]
@@ -87,8 +87,10 @@ class AsyncZmqConnection(ZmqLinked):
         self.link.close()
 
 
-class _AsyncStream(AsyncIterator[Any]):
+class _AsyncStream(StreamItems, AsyncIterator[Any]):
     """Iterates over the items a remote generator yields, as they arrive."""
+
+    _owner: AsyncZmqConnection
 
     def __init__(
         self,
@@ -129,17 +131,10 @@ class _AsyncStream(AsyncIterator[Any]):
         return self._next_item()
 
     def _next_item(self) -> Any:
-        call, proto = self._call, self._owner.proto
-        if call.items:
-            header, frames = call.items.popleft()
-            self._consumed += 1
-            credit = proto.credit_frames(call.call_id, self._consumed)
-            if credit is not None and not call.done:
-                self._owner.link.send(credit)
-            return proto.decode_value(call, header, frames)
-        self._finished = True
-        proto.outcome(call)  # raises the remote error, if any
-        raise StopAsyncIteration
+        item = self._take_item()
+        if item is END:
+            raise StopAsyncIteration
+        return item
 
     async def aclose(self) -> None:
         """Stop the stream early; the server stops the generator at its next item."""

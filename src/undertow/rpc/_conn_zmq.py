@@ -278,8 +278,38 @@ class CallFuture(concurrent.futures.Future[Any]):
         return super().cancel()
 
 
-class _Stream(Iterator[Any]):
+#: what :meth:`StreamItems._take_item` returns once the stream has ended
+END = object()
+
+
+class StreamItems:
+    """What the sync and async streams share: taking the next buffered item, and asking the
+    server for more as items are consumed (flow control)."""
+
+    _owner: ZmqLinked
+    _call: Call
+    _finished: bool
+    _consumed: int
+
+    def _take_item(self) -> Any:
+        """The next item, or :data:`END` once the call ended (its error raised, if any)."""
+        call, proto = self._call, self._owner.proto
+        if call.items:
+            header, frames = call.items.popleft()
+            self._consumed += 1
+            credit = proto.credit_frames(call.call_id, self._consumed)
+            if credit is not None and not call.done:
+                self._owner.link.send(credit)
+            return proto.decode_value(call, header, frames)
+        self._finished = True
+        proto.outcome(call)  # raises the remote error, if any
+        return END
+
+
+class _Stream(StreamItems, Iterator[Any]):
     """Iterates over the items a remote generator yields, as they arrive."""
+
+    _owner: ZmqConnection
 
     def __init__(self, owner: ZmqConnection, call: Call, timeout: float | None) -> None:
         self._owner = owner
@@ -305,16 +335,10 @@ class _Stream(Iterator[Any]):
             if not ready:
                 self.close()
                 raise timeout_error(proto.where(call.name), self._timeout)
-        if call.items:
-            header, frames = call.items.popleft()
-            self._consumed += 1
-            credit = proto.credit_frames(call.call_id, self._consumed)
-            if credit is not None and not call.done:
-                self._owner.link.send(credit)
-            return proto.decode_value(call, header, frames)
-        self._finished = True
-        proto.outcome(call)  # raises the remote error, if any
-        raise StopIteration
+        item = self._take_item()
+        if item is END:
+            raise StopIteration
+        return item
 
     def close(self) -> None:
         """Stop the stream early; the server stops the generator at its next item."""
