@@ -141,11 +141,50 @@ def test_a_backend_failure_delays_claims_growing():
     assert s.free_slots(0.03) == 1
 
 
+def test_short_jobs_are_claimed_ahead_as_many_as_the_slots_get_through_in_the_horizon():
+    s = state(concurrency=4, prefetch=100, horizon=0.05)
+    s.swept(0.0)
+    assert s.free_slots(0.0) == 4  # no pace yet: a slot each
+    s.ran(0.01)  # 10 ms a job: 4 slots x 5 jobs in 50 ms
+    assert s.capacity() == 4 + 20
+    s.claimed([(f"j{i}", 1) for i in range(24)], 0.0)
+    assert s.free_slots(0.0) == 0
+    for i in range(11):  # 13 held: more than the slots, and fewer than half free (11 < 12)
+        s.finished(f"j{i}")
+    assert s.free_slots(0.0) == 0
+    assert s.next_wakeup(0.0) > 0.0  # nothing to claim: the worker waits (no busy loop)
+    s.finished("j11")
+    assert s.free_slots(0.0) == 12  # half of them done: a claim is worth its round trip
+
+
+@pytest.mark.parametrize(
+    ("paces", "capacity"),
+    [
+        ([1.0], 4),  # jobs longer than the horizon: nothing ahead
+        ([0.000001], 4 + 100),  # as fast as can be: at most `prefetch` ahead
+        ([0.01, 1.0], 4),  # one slow job after fast ones stops the claims ahead
+    ],
+)
+def test_the_pace_follows_recent_jobs(paces: list[float], capacity: int):
+    s = state(concurrency=4, prefetch=100, horizon=0.05)
+    for seconds in paces:
+        s.ran(seconds)
+    assert s.capacity() == capacity
+
+
+def test_without_prefetch_a_worker_holds_one_job_a_slot():
+    s = state(concurrency=2, prefetch=0)
+    s.ran(0.000001)
+    assert s.capacity() == 2
+
+
 def test_bad_options_are_refused_by_name():
     with pytest.raises(ValueError, match="concurrency=0"):
         WorkerState(concurrency=0)
     with pytest.raises(ValueError, match="lease=0"):
         WorkerState(lease=0)
+    with pytest.raises(ValueError, match="prefetch=-1"):
+        WorkerState(prefetch=-1)
 
 
 # -- payloads -------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """A worker: claims jobs from its queues, runs them, and reports how each ended.
 
-The decisions are :class:`WorkerState`'s; this shell does the I/O. Each claimed job runs in a
-task of its own: a sync function in a thread, a coroutine function on the loop. While jobs
+The decisions are :class:`WorkerState`'s; this shell does the I/O. Claimed jobs go to the
+worker's job threads (``_runner.py``), one per slot; a coroutine function's job comes back to
+run on the loop. Results are stored in batches, one round trip before each claim. While jobs
 run, the loop renews their leases (a refused renewal stops the job: it was cancelled, or its
 lease was lost), stores what they print, and sweeps expired leases now and then. A failure
 of the backend is logged and waited out, never a reason to exit.
@@ -11,26 +12,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
-import functools
-import inspect
 import logging
 import os
 import socket
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from undertow.errors import BackendError, FunctionNotFound, JobCancelled, UndertowError, WireError
+from undertow.errors import BackendError, FunctionNotFound
 from undertow.queue._capture import Sink
 from undertow.queue._handle import warn_if_not_durable
-from undertow.queue._payload import Call, decode_call, encode_result, open_payload
+from undertow.queue._payload import Call, encode_result
+from undertow.queue._runner import JobThreads, Opened, Outcome, Task, failure, stopped
 from undertow.queue._worker_state import WorkerState
 from undertow.security import Authenticator
 from undertow.storage import Backend, JobRecord, JobState, check_queue_name, open_backend
-from undertow.wire import ErrorInfo, encode_error, error_info
 
 __all__ = ["Worker"]
 
@@ -63,6 +60,9 @@ class Worker:
             to others after this long.
         sweep_every: seconds between two sweeps of expired leases (default: ``lease / 2``).
         poll_max: the longest pause between two claims when the queues are empty.
+        prefetch: at most this many jobs claimed beyond the slots, so that short jobs come
+            in batches; only as many as the slots get through in about 50 ms at the recent
+            pace (none while jobs take longer than that). 0: never more than the slots.
     """
 
     def __init__(
@@ -76,6 +76,7 @@ class Worker:
         lease: float = 30.0,
         sweep_every: float | None = None,
         poll_max: float = 1.0,
+        prefetch: int = 256,
     ) -> None:
         self._backend_arg = backend
         self.queues = [
@@ -89,15 +90,18 @@ class Worker:
             lease=lease,
             sweep_every=lease / 2 if sweep_every is None else sweep_every,
             poll_max=poll_max,
+            prefetch=prefetch,
         )
-        self._tasks: dict[str, asyncio.Task[None]] = {}
+        #: the tasks of coroutine jobs, and of failures being reported, by job id
+        self._coroutines: dict[str, asyncio.Task[None]] = {}
+        self._reports: dict[str, asyncio.Task[None]] = {}
         self._sinks: dict[str, Sink] = {}
         #: results not yet stored: (job id, attempt, encoded result), sent by complete_many
         self._completed: list[tuple[str, int, bytes]] = []
         self._store: Backend | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
-        self._threads = ThreadPoolExecutor(1)  # replaced by run(), with a thread per slot
+        self._threads: JobThreads | None = None
 
     def __repr__(self) -> str:
         return f"<Worker {self.name} queues={self.queues} {self.state.phase.value}>"
@@ -111,7 +115,14 @@ class Worker:
     async def run(self, burst: bool = False) -> None:
         """Run until drained (:meth:`drain`), or in ``burst`` mode until no job is left."""
         self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
-        self._threads = ThreadPoolExecutor(self.state.concurrency, "undertow-job")
+        self._threads = JobThreads(
+            self.state.concurrency,
+            lookup=self._function,
+            auth=self.auth,
+            retry=self._retry,
+            refuse=self._refused,
+            wake=self._wake_threadsafe,
+        )
         backend = self._backend_arg
         self._store = backend if isinstance(backend, Backend) else open_backend(backend)
         await warn_if_not_durable(self._store)
@@ -122,13 +133,13 @@ class Worker:
             with contextlib.suppress(BackendError):  # one try: a stop must not wait on it
                 await self._store_completed()
             await self._stop_tasks()
-            self._threads.shutdown(wait=False)
             if not isinstance(backend, Backend):
                 await self._store.close()
 
     async def _step(self, burst: bool) -> bool:
         """One turn: renew, store output, sweep, claim. True when the worker is done."""
         now = time.time()
+        self._collect()
         try:
             await self._renew(now)
             await self._flush_output()
@@ -174,6 +185,12 @@ class Worker:
         if self._wake is not None:
             self._wake.set()
 
+    def _wake_threadsafe(self) -> None:
+        loop = self._loop
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+            if loop is not None:
+                loop.call_soon_threadsafe(self._poke)
+
     @property
     def store(self) -> Backend:
         if self._store is None:
@@ -194,9 +211,10 @@ class Worker:
             self.queues, self.name, lease=self.state.lease, count=count, now=now
         )
         self.state.claimed([(r.id, r.attempts) for r in records], now)
+        assert self._threads is not None
         for record in records:
-            self._sinks[record.id] = Sink()
-            self._tasks[record.id] = asyncio.create_task(self._run_job(record))
+            sink = self._sinks[record.id] = Sink()
+            self._threads.put(Task(record, sink))
 
     async def _renew(self, now: float) -> None:
         for held in self.state.renewals_due(now):
@@ -207,7 +225,7 @@ class Worker:
                 self.state.renew_failed(held.job_id, now)
                 continue
             if not self.state.renewed(held.job_id, ok, now):
-                task = self._tasks.get(held.job_id)
+                task = self._coroutines.get(held.job_id)
                 if task is not None:
                     task.cancel()  # a coroutine stops; a thread's result will be dropped
 
@@ -219,28 +237,66 @@ class Worker:
                 await self.store.append_output(job_id, text, attempt=held.attempt)
 
     async def _stop_tasks(self) -> None:
-        tasks = list(self._tasks.values())
+        if self._threads is not None:
+            self._threads.stop()
+        tasks = [*self._coroutines.values(), *self._reports.values()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
     # -- one job ----------------------------------------------------------------------------
 
-    async def _run_job(self, record: JobRecord) -> None:
-        sink = self._sinks[record.id]
-        buffered = False
+    def _collect(self) -> None:
+        """Take what the job threads finished: results wait for the next batch of completes,
+        failures are reported each by a task of its own, coroutine functions start."""
+        if self._threads is None:
+            return
+        for done in self._threads.take():
+            task, outcome = done.task, done.outcome
+            if isinstance(outcome, Opened):
+                self._coroutines[task.record.id] = asyncio.create_task(self._await(task, outcome))
+                continue
+            self.state.ran(done.seconds)
+            self._conclude(task, outcome)
+
+    def _conclude(self, task: Task, outcome: Outcome) -> None:
+        if not self._buffer(task.record, outcome):
+            self._reports[task.record.id] = asyncio.create_task(self._report_alone(task, outcome))
+
+    async def _await(self, task: Task, opened: Opened) -> None:
+        """Run a coroutine function's job on the loop; its output goes to its own sink."""
+        record = task.record
+        started = time.perf_counter()
+        outcome: Outcome
         try:
-            outcome = await self._attempt(record, sink)
-            await self._persist(lambda: self._flush_one(record, sink))
-            buffered = self._buffer(record, outcome)
-            if not buffered:
-                await self._persist(lambda: self._report(record, outcome))
+            with task.sink:
+                if opened.pending is not None:
+                    value = await opened.pending
+                else:
+                    value = await opened.fn(*opened.args, **opened.kwargs)
+            outcome = encode_result(record.id, record.function, record.codec, value, opened.key)
+        except asyncio.CancelledError:
+            if not self._refused(record.id):
+                raise  # the worker stops: the lease runs out and another worker runs the job
+            outcome = stopped(record.id)
+        except Exception as exc:
+            outcome = failure(record, opened.call, exc, self._retry, skip_frames=1)
+        self._coroutines.pop(record.id, None)
+        self.state.ran(time.perf_counter() - started)
+        self._conclude(task, outcome)
+        self._poke()
+
+    async def _report_alone(self, task: Task, outcome: Outcome) -> None:
+        """Store a failure (or a result that will be refused), its output first."""
+        record = task.record
+        try:
+            await self._persist(lambda: self._flush_one(record, task.sink))
+            await self._persist(lambda: self._report(record, outcome))
         finally:
-            if not buffered:  # a buffered result keeps its slot (and lease) until stored
-                self._release(record.id)
+            self._release(record.id)
             self._poke()
 
-    def _buffer(self, record: JobRecord, outcome: tuple[bytes, float | None] | bytes) -> bool:
+    def _buffer(self, record: JobRecord, outcome: Outcome) -> bool:
         """Keep a result for the next batch of completes; False if it is not one (a failure,
         or a job stopped meanwhile: reported on its own)."""
         held = self.state.held.get(record.id)
@@ -251,7 +307,8 @@ class Worker:
 
     def _release(self, job_id: str) -> None:
         self.state.finished(job_id)
-        self._tasks.pop(job_id, None)
+        self._coroutines.pop(job_id, None)
+        self._reports.pop(job_id, None)
         self._sinks.pop(job_id, None)
 
     async def _store_completed(self) -> None:
@@ -268,43 +325,10 @@ class Worker:
         for job_id, _, _ in batch:  # a refused one (a stale attempt) is dropped, as complete's
             self._release(job_id)
 
-    async def _attempt(self, record: JobRecord, sink: Sink) -> tuple[bytes, float | None] | bytes:
-        """The encoded result (bytes), or ``(encoded error, retry delay or None)``."""
-        try:
-            call, key = open_payload(
-                record.id, record.function, record.codec, record.payload, self.auth
-            )
-            fn, args, kwargs = decode_call(record.function, record.codec, call, self._function)
-        except UndertowError as exc:  # refused (signature) or unreadable: never run
-            return encode_error(_refusal(exc)), None
-        try:
-            with sink:
-                value = await self._invoke(fn, args, kwargs)
-            return encode_result(record.id, record.function, record.codec, value, key)
-        except asyncio.CancelledError:
-            held = self.state.held.get(record.id)
-            if held is None or not held.stop:
-                raise  # the worker stops: the lease runs out and another worker runs the job
-            info = error_info(JobCancelled(f"job {record.id} was stopped", job_id=record.id))
-            return encode_error(info), None
-        except WireError as exc:
-            return encode_error(error_info(exc, code=_code(exc))), None
-        except Exception as exc:
-            return encode_error(error_info(exc, skip_frames=1)), self._retry(record, call, exc)
-
-    async def _invoke(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
-        """Call ``fn``: a coroutine function on the loop, anything else in one of the
-        worker's threads (which carries the context, and so the output sink, along)."""
-        if inspect.iscoroutinefunction(fn):
-            return await fn(*args, **kwargs)
-        context = contextvars.copy_context()
-        call = functools.partial(context.run, fn, *args, **kwargs)
-        value = await asyncio.get_running_loop().run_in_executor(self._threads, call)
-        if inspect.isawaitable(value):
-            return await value
-        return value
+    def _refused(self, job_id: str) -> bool:
+        """Whether the job must stop: its renewal was refused (called from job threads too)."""
+        held = self.state.held.get(job_id)
+        return held is not None and held.stop
 
     def _function(self, name: str) -> Callable[..., Any]:
         fn = self.functions.get(name)
@@ -322,15 +346,13 @@ class Worker:
             return None
         return self.state.retry_delay(record.attempts, call.backoff)
 
-    async def _report(self, record: JobRecord, outcome: tuple[bytes, float | None] | bytes) -> None:
-        held = self.state.held.get(record.id)
-        stopped = held is not None and held.stop
-        if isinstance(outcome, bytes) and not stopped:
+    async def _report(self, record: JobRecord, outcome: Outcome) -> None:
+        """Store one attempt's outcome on its own."""
+        if isinstance(outcome, bytes) and not self._refused(record.id):
             await self.store.complete(record.id, record.attempts, outcome)
             return
         if isinstance(outcome, bytes):  # stopped meanwhile: the result is dropped
-            stop = JobCancelled(f"job {record.id} was stopped", job_id=record.id)
-            outcome = encode_error(error_info(stop)), None
+            outcome = stopped(record.id)
         error, delay = outcome
         await self.store.fail(record.id, record.attempts, error, retry_delay=delay)
 
@@ -349,23 +371,6 @@ class Worker:
                 log.warning("worker %s: the backend failed, retrying: %s", self.name, exc)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, self.state.poll_max)
-
-
-def _refusal(exc: UndertowError) -> ErrorInfo:
-    """How a job that was not run is reported (the submitter gets the same error class)."""
-    if isinstance(exc, FunctionNotFound):
-        return ErrorInfo(
-            type=exc.name or "", message=str(exc), code="not_found", available=list(exc.available)
-        )
-    return error_info(exc, code=_code(exc))
-
-
-def _code(exc: BaseException) -> str:
-    if isinstance(exc, PermissionError):
-        return "auth"
-    if isinstance(exc, WireError):
-        return "serialization"
-    return "remote"
 
 
 def _matches(exc: BaseException, names: list[str] | None) -> bool:

@@ -47,6 +47,10 @@ class WorkerState:
         poll_min, poll_max: the pause after an empty claim starts at ``poll_min`` and doubles
             up to ``poll_max``; a claim that takes a job resets it.
         retry_max: the longest delay before a retry.
+        prefetch: at most this many jobs held beyond ``concurrency``, waiting for a slot:
+            only as many as the slots get through within ``horizon`` seconds at the pace of
+            the recent jobs (none until a job has finished, none for jobs slower than that).
+        horizon: seconds of work claimed ahead.
     """
 
     def __init__(
@@ -58,6 +62,8 @@ class WorkerState:
         poll_min: float = 0.01,
         poll_max: float = 1.0,
         retry_max: float = 300.0,
+        prefetch: int = 0,
+        horizon: float = 0.05,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency={concurrency!r}: a worker runs at least 1 job")
@@ -66,7 +72,12 @@ class WorkerState:
         self.concurrency = concurrency
         self.lease = lease
         self.sweep_every = sweep_every
+        if prefetch < 0:
+            raise ValueError(f"prefetch={prefetch!r}: claim ahead 0 jobs or more")
         self.poll_min, self.poll_max, self.retry_max = poll_min, poll_max, retry_max
+        self.prefetch, self.horizon = prefetch, horizon
+        #: the recent seconds per job (a moving average), None before the first
+        self.pace: float | None = None
         self.phase = Phase.RUNNING
         self.held: dict[str, Held] = {}
         self._poll = poll_min
@@ -78,10 +89,31 @@ class WorkerState:
 
     def free_slots(self, now: float) -> int:
         """How many jobs to claim now: none while draining, before the next poll is due, or
-        with every slot taken."""
-        if self.phase is not Phase.RUNNING or now < self._claim_at:
+        with every slot taken; with jobs claimed ahead, none until half of them are done
+        (a claim is then worth its round trip)."""
+        if now < self._claim_at:
             return 0
-        return max(self.concurrency - len(self.held), 0)
+        return self._room()
+
+    def _room(self) -> int:
+        if self.phase is not Phase.RUNNING:
+            return 0
+        capacity = self.capacity()
+        free = capacity - len(self.held)
+        if len(self.held) > self.concurrency and free < capacity // 2:
+            return 0
+        return max(free, 0)
+
+    def capacity(self) -> int:
+        """How many jobs to hold at once: a slot each, and those claimed ahead."""
+        if not self.prefetch or self.pace is None:
+            return self.concurrency
+        ahead = int(self.concurrency * self.horizon / max(self.pace, 1e-6))
+        return self.concurrency + min(ahead, self.prefetch)
+
+    def ran(self, seconds: float) -> None:
+        """A job ran this long (sets the pace of claims ahead)."""
+        self.pace = seconds if self.pace is None else 0.8 * self.pace + 0.2 * seconds
 
     def claimed(self, jobs: list[tuple[str, int]], now: float) -> None:
         """A claim returned these ``(job_id, attempt)`` (maybe none)."""
@@ -156,6 +188,6 @@ class WorkerState:
         """When something is next due: a renewal, a sweep or a claim (with free slots)."""
         times = [h.renew_at for h in self.held.values() if not h.stop]
         times.append(self._sweep_at)
-        if self.phase is Phase.RUNNING and len(self.held) < self.concurrency:
+        if self._room():
             times.append(self._claim_at)
         return max(min(times), now)

@@ -1,0 +1,202 @@
+"""Running claimed jobs: opening a payload, calling the function with its output routed, and
+encoding how it ended; the threads that do it for plain functions.
+
+A worker hands each claimed job to :class:`JobThreads`: one thread per slot, each taking the
+next job from a shared inbox and running it to the end (payload checked and decoded, function
+called, result encoded), then putting the outcome in an outbox that the worker's loop empties
+in batches. A job thus costs two hand-overs through C queues and no task, future or callback
+of its own on the loop, which is what lets a worker run thousands of short jobs a second.
+Coroutine functions are the exception: the thread finds that the function is one and hands
+the opened call back (:class:`Opened`), for the loop to await.
+"""
+
+from __future__ import annotations
+
+import collections
+import inspect
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from undertow.errors import FunctionNotFound, JobCancelled, UndertowError, WireError
+from undertow.queue._capture import Sink
+from undertow.queue._payload import Call, decode_call, encode_result, open_payload
+from undertow.security import Authenticator, SigningKey
+from undertow.storage import JobRecord
+from undertow.wire import ErrorInfo, encode_error, error_info
+
+__all__ = ["Finished", "JobThreads", "Opened", "Outcome", "Refuse", "Task"]
+
+#: how an attempt ended: the encoded result, or ``(encoded error, retry delay or None)``
+Outcome = bytes | tuple[bytes, float | None]
+#: whether a job should not run (its cancellation was requested, or its lease was lost)
+Refuse = Callable[[str], bool]
+#: the delay before a retry of the failed attempt, or None for no retry
+RetryPolicy = Callable[[JobRecord, Call, BaseException], float | None]
+
+
+@dataclass(slots=True)
+class Task:
+    """A claimed job and where its output goes."""
+
+    record: JobRecord
+    sink: Sink
+
+
+@dataclass(slots=True)
+class Opened:
+    """A job whose function is a coroutine function: checked and decoded, to be awaited on
+    the worker's loop."""
+
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    key: SigningKey | None
+    call: Call
+    #: what a plain function returned that is to be awaited (instead of calling ``fn``)
+    pending: Any = None
+
+
+@dataclass(slots=True)
+class Finished:
+    """What a thread puts in the outbox: the job, and its outcome (or the opened call of a
+    coroutine function), with the seconds it ran."""
+
+    task: Task
+    outcome: Outcome | Opened
+    seconds: float = field(default=0.0)
+
+
+class JobThreads:
+    """The worker's slots for plain functions: ``count`` daemon threads (a job that never
+    returns does not hold the process up once the worker has stopped).
+
+    Args:
+        count: threads, one job each at a time.
+        lookup: finds a registered function by name (raises FunctionNotFound).
+        auth: checks the signatures of pickled jobs.
+        retry: the retry delay of a failure.
+        refuse: whether a job, as it comes up, should not run any more.
+        wake: called (from a job thread) when the outbox gets a first entry since the worker
+            last emptied it; it must be thread-safe and cheap.
+    """
+
+    def __init__(
+        self,
+        count: int,
+        *,
+        lookup: Callable[[str], Callable[..., Any]],
+        auth: Authenticator | None,
+        retry: RetryPolicy,
+        refuse: Refuse,
+        wake: Callable[[], None],
+    ) -> None:
+        self._lookup, self._auth, self._retry = lookup, auth, retry
+        self._refuse, self._wake = refuse, wake
+        self._inbox: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
+        self.outbox: collections.deque[Finished] = collections.deque()
+        self._pending_wake = False
+        self._threads = [
+            threading.Thread(target=self._serve, name=f"undertow-job-{i}", daemon=True)
+            for i in range(count)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def put(self, task: Task) -> None:
+        """Queue ``task`` for the next free thread."""
+        self._inbox.put(task)
+
+    def take(self) -> list[Finished]:
+        """Everything finished so far (the worker's loop calls this after a wake)."""
+        self._pending_wake = False
+        done: list[Finished] = []
+        while self.outbox:
+            done.append(self.outbox.popleft())
+        return done
+
+    def stop(self) -> None:
+        """Let each thread end after its current job; jobs not started stay unrun."""
+        while True:  # what no thread took is dropped: its lease runs out, another worker runs it
+            try:
+                self._inbox.get_nowait()
+            except queue.Empty:
+                break
+        for _ in self._threads:
+            self._inbox.put(None)
+
+    def _serve(self) -> None:
+        while (task := self._inbox.get()) is not None:
+            started = time.perf_counter()
+            outcome = self._run(task)
+            self.outbox.append(Finished(task, outcome, time.perf_counter() - started))
+            if not self._pending_wake:
+                self._pending_wake = True
+                self._wake()
+
+    def _run(self, task: Task) -> Outcome | Opened:
+        record = task.record
+        if self._refuse(record.id):
+            return stopped(record.id)
+        opened = open_job(record, self._auth, self._lookup)
+        if not isinstance(opened, Opened):
+            return opened
+        if inspect.iscoroutinefunction(opened.fn):
+            return opened
+        try:
+            with task.sink:
+                value = opened.fn(*opened.args, **opened.kwargs)
+            if inspect.isawaitable(value):  # e.g. a partial of a coroutine function
+                opened.pending = value
+                return opened
+            return encode_result(record.id, record.function, record.codec, value, opened.key)
+        except Exception as exc:
+            return failure(record, opened.call, exc, self._retry, skip_frames=1)
+
+
+def open_job(
+    record: JobRecord, auth: Authenticator | None, lookup: Callable[[str], Callable[..., Any]]
+) -> Opened | Outcome:
+    """The job's checked and decoded call, or the outcome of a job that must not run
+    (refused signature, unreadable payload, unknown function)."""
+    try:
+        call, key = open_payload(record.id, record.function, record.codec, record.payload, auth)
+        fn, args, kwargs = decode_call(record.function, record.codec, call, lookup)
+    except UndertowError as exc:
+        return encode_error(_refusal(exc)), None
+    return Opened(fn, args, kwargs, key, call)
+
+
+def failure(
+    record: JobRecord, call: Call, exc: BaseException, retry: RetryPolicy, *, skip_frames: int
+) -> Outcome:
+    """The outcome of a call that raised ``exc``."""
+    if isinstance(exc, WireError):  # the result could not be encoded: no retry helps
+        return encode_error(error_info(exc, code=_code(exc))), None
+    return encode_error(error_info(exc, skip_frames=skip_frames)), retry(record, call, exc)
+
+
+def stopped(job_id: str) -> tuple[bytes, None]:
+    """The outcome of an attempt stopped by cancellation or a lost lease."""
+    info = error_info(JobCancelled(f"job {job_id} was stopped", job_id=job_id))
+    return encode_error(info), None
+
+
+def _refusal(exc: UndertowError) -> ErrorInfo:
+    """How a job that was not run is reported (the submitter gets the same error class)."""
+    if isinstance(exc, FunctionNotFound):
+        return ErrorInfo(
+            type=exc.name or "", message=str(exc), code="not_found", available=list(exc.available)
+        )
+    return error_info(exc, code=_code(exc))
+
+
+def _code(exc: BaseException) -> str:
+    if isinstance(exc, PermissionError):
+        return "auth"
+    if isinstance(exc, WireError):
+        return "serialization"
+    return "remote"
