@@ -65,6 +65,9 @@ def test_the_job_keys_are_spelled_out():
     assert keys.job_output(j) == keys.job(j) + keys.OUTPUT_SUFFIX
     assert keys.queue("gpu") == keys.QUEUE_PREFIX + "gpu"
     assert keys.idempotency("nightly") == keys.IDEMPOTENCY_PREFIX + "nightly"
+    assert keys.JOB_COUNTS == "undertow:jobs:counts"
+    assert keys.WORKERS == "undertow:workers"
+    assert keys.WORKERS_INFO == "undertow:workers:info"
 
 
 async def test_the_redis_keys_of_a_job_through_its_life(store, raw):
@@ -81,6 +84,7 @@ async def test_the_redis_keys_of_a_job_through_its_life(store, raw):
     assert await raw.lrange(keys.queue("b"), 0, -1) == [j.id.encode()]
     assert await raw.zrange(keys.JOBS, 0, -1, withscores=True) == [(j.id.encode(), T0)]
     assert await raw.get(keys.idempotency("k1")) == j.id.encode()
+    assert await raw.hgetall(keys.JOB_COUNTS) == {b"a queued": b"1", b"b queued": b"1"}
 
     await store.claim(["a"], "w", lease=LEASE, now=T0)
     assert await raw.zrange(keys.JOBS_RUNNING, 0, -1, withscores=True) == [
@@ -94,10 +98,20 @@ async def test_the_redis_keys_of_a_job_through_its_life(store, raw):
     ]
     assert await store.sweep(now=T0 + 62) == 1
     names = [keys.job(j.id), keys.job_output(j.id), keys.idempotency("k1"), keys.queue("a")]
-    assert await raw.exists(*names, keys.JOBS, keys.JOBS_FINAL) == 0
+    assert await raw.exists(*names, keys.JOBS, keys.JOBS_FINAL, keys.JOB_COUNTS) == 0
     assert await raw.lrange(keys.queue("b"), 0, -1) == [j.id.encode()]  # until it comes up
     assert await store.claim(["b"], "w", lease=LEASE, now=T0 + 63) == []
     assert await raw.exists(keys.queue("b")) == 0
+
+
+async def test_the_redis_keys_of_a_worker(store, raw):
+    from undertow.storage import WorkerInfo
+
+    await store.worker_beat(WorkerInfo(name="h:1:x", queues=["a"]), ttl=10, now=T0)
+    assert await raw.zrange(keys.WORKERS, 0, -1, withscores=True) == [(b"h:1:x", T0 + 10)]
+    assert json.loads(await raw.hget(keys.WORKERS_INFO, "h:1:x"))["queues"] == ["a"]
+    assert await store.workers(now=T0 + 11) == []
+    assert await raw.exists(keys.WORKERS, keys.WORKERS_INFO) == 0
 
 
 async def test_times_and_bytes_come_back_exactly(store):

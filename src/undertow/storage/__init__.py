@@ -24,8 +24,11 @@ from undertow.storage._jobs import (
     JobRecord,
     JobState,
     JobStore,
+    QueueInfo,
+    WorkerInfo,
     check_job_id,
     check_queue_name,
+    check_worker_name,
 )
 from undertow.storage._open import open_backend
 from undertow.storage._records import Instance, decode_instance, encode_instance
@@ -37,10 +40,13 @@ __all__ = [
     "JobRecord",
     "JobState",
     "JobStore",
+    "QueueInfo",
+    "WorkerInfo",
     "by_age",
     "by_creation",
     "check_job_id",
     "check_queue_name",
+    "check_worker_name",
     "decode_instance",
     "encode_instance",
     "open_backend",

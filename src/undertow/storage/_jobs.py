@@ -15,6 +15,7 @@ A job's life::
     RUNNING, no attempts left (fail with retry, or lease expired) ──> DEAD (dead letter)
     QUEUED ──cancel──> CANCELLED;  RUNNING ──cancel──> cancel_requested, then the worker's
     fail/complete ends it (renew answers False so that the worker stops)
+    FAILED, DEAD, CANCELLED ──retry (by hand)──> QUEUED, with at least one attempt left
 
 Every claim is an *attempt*, numbered from 1; the attempt number is the **fence**: renew,
 complete and fail name it, and are refused (False / None) unless the job is RUNNING under that
@@ -24,6 +25,10 @@ hosts that hold its data); the first claim wins and the other entries are droppe
 come up. Times are Unix seconds given by the caller (``now``), so that tests move time
 explicitly and every backend follows the same clock rule: the workers' clocks, which must
 agree within a fraction of the lease.
+
+Beside the jobs, the store keeps what a shell shows of the queue: each queue's entries and
+its jobs by state (:meth:`JobStore.queues`), and the workers that beat within their TTL
+(:meth:`JobStore.workers`, a :class:`WorkerInfo` each).
 """
 
 from __future__ import annotations
@@ -41,12 +46,16 @@ __all__ = [
     "JobRecord",
     "JobState",
     "JobStore",
+    "QueueInfo",
+    "WorkerInfo",
     "check_job_id",
     "check_queue_name",
+    "check_worker_name",
 ]
 
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
 _QUEUE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+_WORKER = re.compile(r"\S{1,200}")
 
 
 class JobState(enum.StrEnum):
@@ -104,6 +113,44 @@ class JobRecord(msgspec.Struct, kw_only=True):
     result_ttl: float = 86400.0
 
 
+class QueueInfo(msgspec.Struct, kw_only=True):
+    """One queue as :meth:`JobStore.queues` sees it."""
+
+    name: str
+    #: entries the queue holds now (:meth:`JobStore.queue_length`): jobs waiting to be
+    #: claimed, and entries of jobs taken elsewhere until they come up; on Redis a retry
+    #: waiting out its delay is not among them
+    length: int = 0
+    #: the stored jobs that name the queue, by state (a state with none left out)
+    states: dict[str, int] = {}
+
+    @property
+    def jobs(self) -> int:
+        """How many stored jobs name the queue, whatever their state."""
+        return sum(self.states.values())
+
+
+class WorkerInfo(msgspec.Struct, kw_only=True):
+    """A worker as it says it is, on each beat (:meth:`JobStore.worker_beat`)."""
+
+    #: unique among live workers (``host:pid:random``)
+    name: str
+    queues: list[str] = []
+    concurrency: int = 1
+    host: str = ""
+    pid: int = 0
+    #: when the worker started (Unix seconds)
+    started: float = 0.0
+    #: jobs it holds now
+    running: int = 0
+    #: jobs it finished since it started, and how many of those failed
+    done: int = 0
+    failed: int = 0
+    #: set by the store from the beat: when it came, and how long it holds
+    beat: float = 0.0
+    ttl: float = 0.0
+
+
 def check_job_id(job_id: str) -> str:
     """``job_id`` if it is a well-formed id, else a ValueError naming it."""
     if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):  # type: ignore[redundant-expr]
@@ -115,6 +162,13 @@ def check_queue_name(name: str) -> str:
     """``name`` if it can name a queue (1-64 letters, digits, ``_ . : -``), else ValueError."""
     if not isinstance(name, str) or not _QUEUE.fullmatch(name):  # type: ignore[redundant-expr]
         raise ValueError(f"queue name {name!r} must be 1-64 letters, digits, '_', '.', ':' or '-'")
+    return name
+
+
+def check_worker_name(name: str) -> str:
+    """``name`` if it can name a worker (1-200 characters, no white space), else ValueError."""
+    if not isinstance(name, str) or not _WORKER.fullmatch(name):  # type: ignore[redundant-expr]
+        raise ValueError(f"worker name {name!r} must be 1-200 characters without white space")
     return name
 
 
@@ -227,6 +281,37 @@ class JobStore(abc.ABC):
         """Cancel: a QUEUED job becomes CANCELLED at once; a RUNNING one gets
         ``cancel_requested`` (its worker learns it on its next renew); a final job is left as
         it is. The state after; None for an unknown job."""
+
+    @abc.abstractmethod
+    async def retry(self, job_id: str, *, now: float | None = None) -> JobState | None:
+        """Run a FAILED, DEAD or CANCELLED job again (by hand): QUEUED at once, back on its
+        queues, its result, error, worker and times of the last run cleared, ``reason``
+        saying it was retried. ``attempts`` is kept, so the fences of its old attempts stay
+        stale; ``max_attempts`` becomes ``attempts + 1`` if its attempts were spent (one
+        more), else it keeps the ones it had left. Its output so far is kept. A QUEUED,
+        RUNNING or DONE job is left as it is. The state after; None for an unknown job."""
+
+    @abc.abstractmethod
+    async def queues(self) -> list[QueueInfo]:
+        """Every queue that a stored job names, by name: its length and its jobs by state
+        (a job on several queues counts on each). A queue goes from the list when its last
+        job is purged. Redis keeps the counts as jobs move; SQLite counts its jobs table,
+        which takes a moment past a few hundred thousand jobs."""
+
+    @abc.abstractmethod
+    async def worker_beat(self, info: WorkerInfo, *, ttl: float, now: float | None = None) -> None:
+        """Record or refresh the worker ``info.name`` as ``info`` says (``beat`` set to
+        ``now`` and ``ttl`` to ``ttl``): it is live until ``now + ttl``, and a later beat
+        extends that. A ValueError names a bad name or a ``ttl`` that is not positive."""
+
+    @abc.abstractmethod
+    async def workers(self, *, now: float | None = None) -> list[WorkerInfo]:
+        """The live workers (whose last beat is at most its ``ttl`` before ``now``), by
+        name; the others are forgotten."""
+
+    @abc.abstractmethod
+    async def worker_gone(self, name: str) -> bool:
+        """Forget the worker ``name`` at once (a clean stop); whether it was recorded."""
 
     @abc.abstractmethod
     async def job(self, job_id: str) -> JobRecord | None:

@@ -31,6 +31,14 @@
     undertow:jobs:final                     ZSET    ids of final jobs by when they are purged
                                                     (finished + result_ttl)
     undertow:jobs:idempotency:{key}         STRING  the id of the job submitted with that key
+    undertow:jobs:counts                    HASH    "{queue} {state}" -> how many stored jobs
+                                                    naming the queue are in that state (no
+                                                    field at zero); its queues are those
+                                                    listed by JobStore.queues()
+    undertow:workers                        ZSET    names of the workers by when they are no
+                                                    longer live (last beat + ttl, the workers'
+                                                    clock)
+    undertow:workers:info                   HASH    name -> the worker's WorkerInfo (JSON)
 
 An instance whose key expired is dead; its id is removed from its service's set by the next
 lookup that finds it missing. Data records never expire: a record's keys, its key in
@@ -41,7 +49,8 @@ A job's keys change only inside the Lua scripts of ``storage/_redis_scripts.py``
 :data:`QUEUE_PREFIX` (given to them as arguments), and a job's output and idempotency keys
 from :data:`OUTPUT_SUFFIX` and :data:`IDEMPOTENCY_PREFIX`. A purged job loses its record,
 output, idempotency key and index entry together; an id left on a queue list is dropped when
-it comes up.
+it comes up. The counts by state change in the same scripts, with every change of state. A
+worker whose time ran out is forgotten (from both worker keys) by the next beat or listing.
 """
 
 from __future__ import annotations
@@ -53,11 +62,14 @@ __all__ = [
     "JOBS_DELAYED",
     "JOBS_FINAL",
     "JOBS_RUNNING",
+    "JOB_COUNTS",
     "JOB_PREFIX",
     "OUTPUT_SUFFIX",
     "PREFIX",
     "QUEUE_PREFIX",
     "SERVICES",
+    "WORKERS",
+    "WORKERS_INFO",
     "data",
     "data_locations",
     "data_tags",
@@ -81,6 +93,9 @@ JOB_PREFIX = f"{PREFIX}:job:"
 QUEUE_PREFIX = f"{PREFIX}:queue:"
 OUTPUT_SUFFIX = ":output"
 IDEMPOTENCY_PREFIX = f"{JOBS}:idempotency:"
+JOB_COUNTS = f"{JOBS}:counts"
+WORKERS = f"{PREFIX}:workers"
+WORKERS_INFO = f"{WORKERS}:info"
 
 
 def service_instances(service: str) -> str:

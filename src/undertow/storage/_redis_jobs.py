@@ -12,6 +12,9 @@ library inside Redis would turn binary strings into text). A read is one HGETALL
 A QUEUED job not due yet (a retry's backoff, or ``not_before`` given at enqueue) waits in the
 delayed set, not on its queues: claims and sweeps push it back onto its queues when it is due.
 So :meth:`queue_length` counts the jobs waiting now (and stale entries), not the delayed ones.
+
+The counts by queue and state that :meth:`queues` reads are kept by the scripts as jobs move
+(one hash); the workers' records are a hash, and a sorted set says until when each is live.
 """
 
 from __future__ import annotations
@@ -23,7 +26,16 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from undertow.storage import _keys as keys
-from undertow.storage._jobs import JobRecord, JobState, JobStore, check_job_id, check_queue_name
+from undertow.storage._jobs import (
+    JobRecord,
+    JobState,
+    JobStore,
+    QueueInfo,
+    WorkerInfo,
+    check_job_id,
+    check_queue_name,
+    check_worker_name,
+)
 from undertow.storage._redis_scripts import JobScripts
 
 if TYPE_CHECKING:
@@ -179,6 +191,49 @@ class RedisJobs(JobStore):
         args = [*_PREFIXES, repr(_now(now)), check_job_id(job_id)]
         state = await self._run(self._scripts.cancel, names, args)
         return None if state is None else JobState(state.decode())
+
+    async def retry(self, job_id: str, *, now: float | None = None) -> JobState | None:
+        args = [*_PREFIXES, repr(_now(now)), check_job_id(job_id)]
+        state = await self._run(self._scripts.retry, [keys.JOBS_FINAL], args)
+        return None if state is None else JobState(state.decode())
+
+    async def queues(self) -> list[QueueInfo]:
+        counts, lengths = await self._run(
+            self._scripts.queues, [keys.JOB_COUNTS], [keys.QUEUE_PREFIX]
+        )
+        found = {
+            name.decode(): QueueInfo(name=name.decode(), length=int(length))
+            for name, length in zip(lengths[0::2], lengths[1::2], strict=True)
+        }
+        for field, number in zip(counts[0::2], counts[1::2], strict=True):
+            name, _, state = field.decode().partition(" ")
+            found[name].states[state] = int(number)
+        return [found[name] for name in sorted(found)]
+
+    async def worker_beat(self, info: WorkerInfo, *, ttl: float, now: float | None = None) -> None:
+        check_worker_name(info.name)
+        if not ttl > 0:
+            raise ValueError(f"worker ttl {ttl!r} must be a positive number of seconds")
+        at = _now(now)
+        record = msgspec.json.encode(msgspec.structs.replace(info, beat=at, ttl=float(ttl)))
+        args = [repr(at), info.name, repr(at + ttl), record]
+        await self._run(self._scripts.beat, [keys.WORKERS, keys.WORKERS_INFO], args)
+
+    async def workers(self, *, now: float | None = None) -> list[WorkerInfo]:
+        names = [keys.WORKERS, keys.WORKERS_INFO]
+        records = await self._run(self._scripts.workers, names, [repr(_now(now))])
+        found = [msgspec.json.decode(record, type=WorkerInfo) for record in records]
+        return sorted(found, key=lambda w: w.name)
+
+    async def worker_gone(self, name: str) -> bool:
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.zrem(keys.WORKERS, check_worker_name(name))
+                pipe.hdel(keys.WORKERS_INFO, name)
+                removed, _ = await pipe.execute()
+        except RedisError as exc:
+            raise self._failed(exc) from exc
+        return bool(removed)
 
     async def job(self, job_id: str) -> JobRecord | None:
         try:

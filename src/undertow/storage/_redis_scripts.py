@@ -5,7 +5,13 @@ other client in between, in one round trip.
 Every script that uses the shared helpers (``_PRELUDE``) takes ``ARGV[1]`` = the prefix of a
 job's hash (``undertow:job:``), ``ARGV[2]`` = the prefix of a queue's list
 (``undertow:queue:``) and ``ARGV[3]`` = ``now``, the caller's clock; its own arguments follow.
-The other key names come in ``KEYS`` (see each script), all of them from ``storage/_keys.py``.
+The other key names come in ``KEYS`` (see each script), all of them from ``storage/_keys.py``,
+but for the hash of the queues' counts by state, which every step may change: its name is
+written into the prelude's text from ``storage/_keys.py``.
+
+The counts (``"{queue} {state}"`` → stored jobs) move with each job: ``move`` is called on
+every change of state, and a count that reaches zero is removed, so the hash holds exactly
+the queues that a stored job names.
 
 A job's fields are the hash's fields, as text: the fence is the ``attempts`` field, compared as
 the text the caller names (``HINCRBY`` writes it as a plain integer). Numbers given to
@@ -16,11 +22,33 @@ from __future__ import annotations
 
 from typing import Any
 
+from undertow.storage import _keys as keys
+
 __all__ = ["JobScripts"]
 
-#: the helpers every script but ``append`` starts with
-_PRELUDE = """
+#: the helpers every job script but ``append`` starts with
+_PRELUDE = (
+    f"""
+local COUNTS = '{keys.JOB_COUNTS}'
+"""
+    + """
 local JOB, QUEUE, NOW = ARGV[1], ARGV[2], tonumber(ARGV[3])
+
+-- a job's count moves from one state to another on each of its queues (its 'queues'
+-- field, each name once); '' for none (a new job, a purged one)
+local function move(queues, from, to)
+  local seen = {}
+  for name in string.gmatch(queues or '', '%S+') do
+    if not seen[name] then
+      seen[name] = true
+      if from and from ~= '' then
+        local field = name .. ' ' .. from
+        if redis.call('HINCRBY', COUNTS, field, -1) <= 0 then redis.call('HDEL', COUNTS, field) end
+      end
+      if to ~= '' then redis.call('HINCRBY', COUNTS, name .. ' ' .. to, 1) end
+    end
+  end
+end
 
 -- push a job's id onto each of its queues (the field 'queues': names joined by spaces)
 local function push(id, queues)
@@ -29,12 +57,14 @@ local function push(id, queues)
   end
 end
 
--- end a job in a final state; it is purged result_ttl seconds from now
-local function finish(id, state, reason, final)
+-- end a job in a final state (from the state it was in); purged result_ttl seconds from now
+local function finish(id, state, reason, final, from)
   local key = JOB .. id
-  local ttl = tonumber(redis.call('HGET', key, 'result_ttl')) or 86400
+  local job = redis.call('HMGET', key, 'result_ttl', 'queues')
+  local ttl = tonumber(job[1]) or 86400
   redis.call('HSET', key, 'state', state, 'finished', NOW, 'reason', reason)
   redis.call('ZADD', final, NOW + ttl, id)
+  move(job[2], from, state)
 end
 
 -- push the delayed jobs that are due onto their queues; how many were looked at
@@ -48,6 +78,7 @@ local function promote(delayed, limit)
   return #due
 end
 """
+)
 
 #: enqueue one job (the id, the idempotency key's name or '', not_before, the list of its
 #: queues' key names, the hash's field/value pairs, the index's and the delayed set's names):
@@ -65,6 +96,9 @@ local function enqueue(id, idem, not_before, queues, fields, index, delayed)
   redis.call('HSET', key, unpack(fields))
   if idem ~= '' then redis.call('SET', idem, id) end
   redis.call('ZADD', index, NOW, id)
+  for _, queue in ipairs(queues) do  -- (each once: the caller dropped repeated names)
+    redis.call('HINCRBY', COUNTS, string.sub(queue, #QUEUE + 1) .. ' queued', 1)
+  end
   if not_before > NOW then
     redis.call('ZADD', delayed, not_before, id)
   else
@@ -113,7 +147,7 @@ for i = 3, #KEYS do
     local id = redis.call('LPOP', KEYS[i])
     if not id then break end
     local key = JOB .. id
-    local job = redis.call('HMGET', key, 'state', 'not_before')
+    local job = redis.call('HMGET', key, 'state', 'not_before', 'queues')
     if job[1] == 'queued' then  -- anything else (taken elsewhere, ended, purged) is dropped
       local not_before = tonumber(job[2]) or 0
       if not_before > NOW then  -- not due: it waits in the delayed set, not on the list
@@ -123,6 +157,7 @@ for i = 3, #KEYS do
         redis.call('HSET', key, 'state', 'running', 'worker', worker,
                    'lease_until', lease_until, 'started', NOW)
         redis.call('ZADD', KEYS[1], lease_until, id)
+        move(job[3], 'queued', 'running')
         taken[#taken + 1] = redis.call('HGETALL', key)
       end
     end
@@ -151,7 +186,7 @@ return 1
 _COMPLETE = """
 redis.call('ZREM', KEYS[1], id)
 redis.call('HSET', JOB .. id, 'result', ARGV[6])
-finish(id, 'done', '', KEYS[2])
+finish(id, 'done', '', KEYS[2], 'running')
 return 1
 """
 
@@ -165,7 +200,7 @@ for i = 4, #ARGV, 3 do
   if job[1] == 'running' and job[2] == ARGV[i + 1] then
     redis.call('ZREM', KEYS[1], id)
     redis.call('HSET', key, 'result', ARGV[i + 2])
-    finish(id, 'done', '', KEYS[2])
+    finish(id, 'done', '', KEYS[2], 'running')
     done[#done + 1] = 1
   else
     done[#done + 1] = 0
@@ -181,19 +216,21 @@ redis.call('ZREM', KEYS[1], id)
 redis.call('HSET', JOB .. id, 'error', ARGV[6])
 local attempts, most = tonumber(job[2]), tonumber(job[4])
 if job[3] == '1' then
-  finish(id, 'cancelled', 'cancelled while it ran', KEYS[3])
+  finish(id, 'cancelled', 'cancelled while it ran', KEYS[3], 'running')
   return 'cancelled'
 elseif ARGV[7] == '' then
-  finish(id, 'failed', 'failed on attempt ' .. attempts .. ', no retry asked', KEYS[3])
+  finish(id, 'failed', 'failed on attempt ' .. attempts .. ', no retry asked', KEYS[3],
+         'running')
   return 'failed'
 elseif attempts >= most then
   finish(id, 'dead', 'failed on attempt ' .. attempts .. ' of ' .. most .. ': no attempts left',
-         KEYS[3])
+         KEYS[3], 'running')
   return 'dead'
 end
 local not_before = NOW + tonumber(ARGV[7])
 redis.call('HSET', JOB .. id, 'state', 'queued', 'not_before', not_before, 'worker', '',
            'lease_until', 0, 'reason', 'failed on attempt ' .. attempts .. ', retried')
+move(job[5], 'running', 'queued')
 if not_before > NOW then redis.call('ZADD', KEYS[2], not_before, id) else push(id, job[5]) end
 return 'queued'
 """
@@ -213,12 +250,13 @@ for _, id in ipairs(expired) do
     local attempts, most = tonumber(job[2]), tonumber(job[3])
     local why = 'lease expired on attempt ' .. attempts .. ' (its worker stopped renewing)'
     if job[5] == '1' then
-      finish(id, 'cancelled', why .. ' after its cancellation', KEYS[3])
+      finish(id, 'cancelled', why .. ' after its cancellation', KEYS[3], 'running')
     elseif attempts < most then
       redis.call('HSET', key, 'state', 'queued', 'worker', '', 'lease_until', 0, 'reason', why)
       push(id, job[4])
+      move(job[4], 'running', 'queued')
     else
-      finish(id, 'dead', why .. ', no attempts left', KEYS[3])
+      finish(id, 'dead', why .. ', no attempts left', KEYS[3], 'running')
     end
   end
 end
@@ -226,7 +264,9 @@ local promoted = promote(KEYS[2], limit)
 local old = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[3], 'LIMIT', 0, limit)
 for _, id in ipairs(old) do
   local key = JOB .. id
-  local idem = redis.call('HGET', key, 'idempotency_key')
+  local job = redis.call('HMGET', key, 'idempotency_key', 'queues', 'state')
+  local idem = job[1]
+  move(job[2], job[3], '')
   if idem and redis.call('GET', ARGV[5] .. idem) == id then redis.call('DEL', ARGV[5] .. idem) end
   redis.call('DEL', key, key .. ARGV[6])
   redis.call('ZREM', KEYS[3], id)
@@ -244,12 +284,66 @@ local state = redis.call('HGET', JOB .. id, 'state')
 if not state then return false end
 if state == 'queued' then
   redis.call('ZREM', KEYS[1], id)
-  finish(id, 'cancelled', 'cancelled before it ran', KEYS[2])
+  finish(id, 'cancelled', 'cancelled before it ran', KEYS[2], 'queued')
   return 'cancelled'
 elseif state == 'running' then
   redis.call('HSET', JOB .. id, 'cancel_requested', '1')
 end
 return state
+"""
+
+#: KEYS: final. ARGV[4]: id. A failed, dead or cancelled job QUEUED again at once, with one
+#: attempt more if it had none left: 'queued'; any other state as it is; nil for an unknown job
+_RETRY = """
+local id = ARGV[4]
+local key = JOB .. id
+local job = redis.call('HMGET', key, 'state', 'attempts', 'max_attempts', 'queues')
+local state = job[1]
+if not state then return false end
+if state ~= 'failed' and state ~= 'dead' and state ~= 'cancelled' then return state end
+local attempts = tonumber(job[2])
+local most = math.max(tonumber(job[3]), attempts + 1)
+redis.call('ZREM', KEYS[1], id)
+redis.call('HDEL', key, 'result', 'error')
+redis.call('HSET', key, 'state', 'queued', 'max_attempts', most, 'not_before', NOW,
+           'started', 0, 'finished', 0, 'worker', '', 'lease_until', 0, 'cancel_requested', '0',
+           'reason', 'retried by hand (it was ' .. state .. ')')
+push(id, job[4])
+move(job[4], state, 'queued')
+return 'queued'
+"""
+
+#: KEYS: counts. ARGV[1]: the queue prefix. {HGETALL of the counts, {name, length}...}
+_QUEUES = """
+local counts = redis.call('HGETALL', KEYS[1])
+local seen, lengths = {}, {}
+for i = 1, #counts, 2 do
+  local name = string.match(counts[i], '^(%S+) ')
+  if name and not seen[name] then
+    seen[name] = true
+    lengths[#lengths + 1] = name
+    lengths[#lengths + 1] = redis.call('LLEN', ARGV[1] .. name)
+  end
+end
+return {counts, lengths}
+"""
+
+#: forget the workers whose time ran out (KEYS: the workers' set, their records; ARGV[1]: now)
+_FORGET = """
+local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
+for _, name in ipairs(gone) do redis.call('HDEL', KEYS[2], name) end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
+"""
+
+#: ARGV[2..]: name, live until, the record. Forgets the dead, then records this one
+_BEAT = """
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[4])
+"""
+
+#: the records of the live workers
+_WORKERS = """
+return redis.call('HVALS', KEYS[2])
 """
 
 #: KEYS: job, output. ARGV[1]: text, ARGV[2]: the attempt ('' for any). Added only while
@@ -278,4 +372,8 @@ class JobScripts:
         self.fail = client.register_script(_PRELUDE + _FENCE + _FAIL)
         self.sweep = client.register_script(_PRELUDE + _SWEEP)
         self.cancel = client.register_script(_PRELUDE + _CANCEL)
+        self.retry = client.register_script(_PRELUDE + _RETRY)
+        self.queues = client.register_script(_QUEUES)
+        self.beat = client.register_script(_FORGET + _BEAT)
+        self.workers = client.register_script(_FORGET + _WORKERS)
         self.append = client.register_script(_APPEND)

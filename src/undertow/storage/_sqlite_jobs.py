@@ -39,8 +39,11 @@ from undertow.storage._jobs import (
     JobRecord,
     JobState,
     JobStore,
+    QueueInfo,
+    WorkerInfo,
     check_job_id,
     check_queue_name,
+    check_worker_name,
 )
 
 __all__ = ["SqliteJobs"]
@@ -197,6 +200,28 @@ class SqliteJobs(JobStore):
     async def cancel(self, job_id: str, *, now: float | None = None) -> JobState | None:
         check_job_id(job_id)
         return await self._run(sql.cancel, job_id, _now(now))
+
+    async def retry(self, job_id: str, *, now: float | None = None) -> JobState | None:
+        check_job_id(job_id)
+        return await self._run(sql.retry, job_id, _now(now))
+
+    async def queues(self) -> list[QueueInfo]:
+        return await self._run(sql.queues)
+
+    async def worker_beat(self, info: WorkerInfo, *, ttl: float, now: float | None = None) -> None:
+        check_worker_name(info.name)
+        if not ttl > 0:
+            raise ValueError(f"worker ttl {ttl!r} must be a positive number of seconds")
+        at = _now(now)
+        record = msgspec.json.encode(msgspec.structs.replace(info, beat=at, ttl=float(ttl)))
+        await self._run(sql.worker_beat, info.name, at + ttl, record, at)
+
+    async def workers(self, *, now: float | None = None) -> list[WorkerInfo]:
+        records = await self._run(sql.workers, _now(now))
+        return [msgspec.json.decode(record, type=WorkerInfo) for record in records]
+
+    async def worker_gone(self, name: str) -> bool:
+        return await self._run(sql.worker_gone, check_worker_name(name))
 
     async def job(self, job_id: str) -> JobRecord | None:
         check_job_id(job_id)

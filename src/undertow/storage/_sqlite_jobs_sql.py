@@ -5,7 +5,8 @@ IMMEDIATE`` transaction (``_write``); a batch is one transaction too.
 Tables: ``jobs`` (one row per job, a column per JobRecord field, the queues as JSON text),
 ``job_queue`` (one row per queue entry; its INTEGER PRIMARY KEY is the FIFO order, and it
 repeats the job's ``not_before`` so that a claim passes over a waiting retry from the index)
-and ``job_output`` (the pieces a job printed, numbered from 0).
+``job_output`` (the pieces a job printed, numbered from 0) and ``job_workers`` (each worker's
+record until its time runs out).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from undertow.storage._jobs import FINAL_STATES, JobRecord, JobState
+from undertow.storage._jobs import FINAL_STATES, JobRecord, JobState, QueueInfo
 
 __all__ = [
     "COMPLETE",
@@ -33,8 +34,13 @@ __all__ = [
     "fenced",
     "output",
     "queue_length",
+    "queues",
+    "retry",
     "select",
     "sweep",
+    "worker_beat",
+    "worker_gone",
+    "workers",
 ]
 
 #: the final states as an SQL list
@@ -67,6 +73,11 @@ CREATE TABLE IF NOT EXISTS job_queue (
 CREATE INDEX IF NOT EXISTS job_queue_by_queue ON job_queue (queue, seq, not_before);
 CREATE TABLE IF NOT EXISTS job_output (
     job_id TEXT NOT NULL, seq INTEGER NOT NULL, text TEXT NOT NULL, PRIMARY KEY (job_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS job_workers (
+    name TEXT PRIMARY KEY,
+    until REAL NOT NULL,                  -- live until then (its last beat + its ttl)
+    info BLOB NOT NULL                    -- its WorkerInfo in JSON
 ) WITHOUT ROWID;
 """
 
@@ -287,6 +298,69 @@ def cancel(conn: sqlite3.Connection, job_id: str, now: float) -> JobState | None
         if state == JobState.RUNNING:
             conn.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
         return state
+
+
+#: the states a job is retried from
+_RETRIED = frozenset({JobState.FAILED, JobState.DEAD, JobState.CANCELLED})
+
+
+def retry(conn: sqlite3.Connection, job_id: str, now: float) -> JobState | None:
+    with _write(conn):
+        row = conn.execute("SELECT state, queues FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            return None
+        state = JobState(row[0])
+        if state not in _RETRIED:
+            return state
+        conn.execute(
+            "UPDATE jobs SET state = 'queued', max_attempts = MAX(max_attempts, attempts + 1), "
+            "not_before = ?, started = 0, finished = 0, worker = '', lease_until = 0, "
+            "cancel_requested = 0, result = NULL, error = NULL, reason = ? WHERE id = ?",
+            (now, f"retried by hand (it was {state.value})", job_id),
+        )
+        _push(conn, job_id, msgspec.json.decode(row[1]), now)
+    return JobState.QUEUED
+
+
+def queues(conn: sqlite3.Connection) -> list[QueueInfo]:
+    """Counted in one read transaction, so that lengths and states agree."""
+    conn.execute("BEGIN")
+    try:
+        counts = conn.execute(
+            "SELECT name, state, COUNT(*) FROM (SELECT DISTINCT jobs.id, q.value AS name, "
+            "jobs.state FROM jobs, json_each(jobs.queues) AS q) GROUP BY name, state"
+        ).fetchall()
+        lengths = dict(conn.execute("SELECT queue, COUNT(*) FROM job_queue GROUP BY queue"))
+    finally:
+        conn.execute("COMMIT")
+    found: dict[str, QueueInfo] = {}
+    for name, state, number in counts:
+        info = found.setdefault(name, QueueInfo(name=name, length=lengths.get(name, 0)))
+        info.states[state] = number
+    return [found[name] for name in sorted(found)]
+
+
+def worker_beat(conn: sqlite3.Connection, name: str, until: float, info: bytes, now: float) -> None:
+    with _write(conn):
+        conn.execute("DELETE FROM job_workers WHERE until < ?", (now,))
+        conn.execute(
+            "INSERT OR REPLACE INTO job_workers (name, until, info) VALUES (?, ?, ?)",
+            (name, until, info),
+        )
+
+
+def workers(conn: sqlite3.Connection, now: float) -> list[bytes]:
+    """The records of the live workers, by name (the others deleted)."""
+    with _write(conn):
+        conn.execute("DELETE FROM job_workers WHERE until < ?", (now,))
+        rows = conn.execute("SELECT info FROM job_workers ORDER BY name").fetchall()
+    return [info for (info,) in rows]
+
+
+def worker_gone(conn: sqlite3.Connection, name: str) -> bool:
+    with _write(conn):
+        cursor = conn.execute("DELETE FROM job_workers WHERE name = ?", (name,))
+    return cursor.rowcount > 0
 
 
 def select(conn: sqlite3.Connection, where: str, args: list[Any]) -> list[JobRecord]:
