@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from undertow.cli._jobs import jobs, queues
 from undertow.config import HostSettings
 
 __all__ = ["main"]
@@ -260,7 +261,8 @@ def keygen(name: str, directory: str) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def status(backend: str | None, as_json: bool) -> None:
-    """Show the live services of the registry: addresses, instances and health.
+    """Show the live services of the registry: addresses, instances and health; then the
+    job queue's live workers (`undertow worker`).
 
     Only services (`undertow serve`, `python -m undertow.service`) register. A plain
     undertow.Server does not: list its functions with `undertow call ADDRESS --list`.
@@ -399,3 +401,7 @@ def worker(**options: Any) -> None:
     from undertow.cli._worker import run_worker
 
     raise SystemExit(run_worker(**options))
+
+
+main.add_command(jobs)  # undertow jobs ls/show/cancel/retry (cli/_jobs.py)
+main.add_command(queues)

@@ -1,7 +1,9 @@
-"""``undertow status``: the registry's live services from the shell."""
+"""``undertow status``: the registry's live services and the job queue's live workers from
+the shell."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import json
 import time
@@ -10,8 +12,19 @@ from typing import Any
 import click
 
 from undertow.cluster import Instance, Registry
+from undertow.errors import BackendError
+from undertow.storage import WorkerInfo, open_backend
 
-__all__ = ["PLAIN_SERVERS", "render_rows", "render_table", "show_status", "status_rows"]
+__all__ = [
+    "PLAIN_SERVERS",
+    "live_workers",
+    "render_rows",
+    "render_table",
+    "render_workers",
+    "show_status",
+    "status_rows",
+    "worker_rows",
+]
 
 #: what status says of the servers it cannot show
 PLAIN_SERVERS = (
@@ -109,15 +122,80 @@ def _duration(seconds: float) -> str:
 
 
 def show_status(backend: str | None, as_json: bool) -> None:
-    """Print the live services of the registry."""
+    """Print the live services of the registry, then the job queue's live workers."""
     with Registry(backend) as registry:
         rows = status_rows(registry.all_instances())
         url = registry.url
+    workers = worker_rows(live_workers(backend))
     if as_json:
-        click.echo(json.dumps({"backend": url, "instances": rows}, indent=2))
-    elif rows:
+        click.echo(json.dumps({"backend": url, "instances": rows, "workers": workers}, indent=2))
+        return
+    if rows:
         click.echo(f"registry {url}")
         click.echo(render_table(rows))
         click.echo(PLAIN_SERVERS, err=True)  # a hint for people, kept out of the table
     else:
         click.echo(f"registry {url}: no live services\n{PLAIN_SERVERS}")
+    click.echo("\n" + render_workers(workers))
+
+
+def live_workers(backend: str | None, timeout: float = 10.0) -> list[WorkerInfo]:
+    """The job queue's workers whose last beat is within their ttl, by name."""
+
+    async def read() -> list[WorkerInfo]:
+        store = open_backend(backend)
+        try:
+            async with asyncio.timeout(timeout):
+                return await store.workers()
+        except TimeoutError:
+            raise BackendError(f"backend {store.url} did not answer within {timeout:g} s") from None
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
+
+
+def worker_rows(found: list[WorkerInfo], now: float | None = None) -> list[dict[str, Any]]:
+    """One row per live worker, for the table and for ``--json``."""
+    now = time.time() if now is None else now
+    return [
+        {
+            "name": w.name,
+            "host": w.host,
+            "pid": w.pid,
+            "queues": list(w.queues),
+            "concurrency": w.concurrency,
+            "running": w.running,
+            "done": w.done,
+            "failed": w.failed,
+            "started": datetime.datetime.fromtimestamp(w.started, datetime.UTC).isoformat(
+                timespec="seconds"
+            )
+            if w.started
+            else None,
+            "last_beat_s": round(now - w.beat, 1),
+            "ttl_s": w.ttl,
+        }
+        for w in found
+    ]
+
+
+def render_workers(rows: list[dict[str, Any]]) -> str:
+    """The workers section of ``undertow status``."""
+    if not rows:
+        return "workers: none live (start one with `undertow worker`)"
+    columns = ["WORKER", "HOST", "QUEUES", "CONCURRENCY", "RUNNING", "DONE", "FAILED", "BEAT"]
+    lines = [
+        [
+            row["name"],
+            row["host"],
+            ",".join(row["queues"]),
+            str(row["concurrency"]),
+            str(row["running"]),
+            str(row["done"]),
+            str(row["failed"]),
+            f"{row['last_beat_s']:.1f}s ago",
+        ]
+        for row in rows
+    ]
+    return "workers\n" + render_rows(columns, lines)
