@@ -185,6 +185,7 @@ def test_jobs() -> None:
     out = _run(EXAMPLES / "jobs" / "jobs.py")
     assert out == [
         "queued: 10 jobs",
+        "resizing cat.png to 200 px",
         "resize: cat-200.png",
         "it printed: resizing cat.png to 200 px",
         "doubled: 42",

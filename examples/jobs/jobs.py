@@ -38,8 +38,8 @@ with JobQueue(backend, token=token) as jobs:
         timeout=60,
     )
 
-    print("resize:", resized.result(timeout=30))
-    print("it printed:", resized.output().strip())
+    print("resize:", resized.result(timeout=30))  # what the job printed shows first, here
+    print("it printed:", resized.output().strip())  # and is kept with the job
     print("doubled:", doubled.result(timeout=30))
     print("squares:", [job.result(timeout=30) for job in squares])
     print("state:", jobs.job(doubled.id).state)  # any process can look a job up by its id

@@ -24,6 +24,8 @@ from undertow.data import Pointer
 from undertow.errors import (
     AuthenticationError,
     BackendError,
+    BrokerUnavailable,
+    ClusterError,
     ConfigError,
     ConnectError,
     ConnectionClosed,
@@ -46,7 +48,19 @@ from undertow.errors import (
     UndertowError,
     WireError,
 )
-from undertow.queue import Job, JobQueue, Worker
+from undertow.queue import (
+    ALL_COMPLETED,
+    FIRST_COMPLETED,
+    FIRST_EXCEPTION,
+    Cluster,
+    Job,
+    JobQueue,
+    Worker,
+    as_completed,
+    job,
+    local,
+    wait,
+)
 from undertow.rpc import (
     AsyncClient,
     CallFuture,
@@ -61,11 +75,17 @@ from undertow.service import connect, put
 __version__ = "0.1.0"
 
 __all__ = [
+    "ALL_COMPLETED",
+    "FIRST_COMPLETED",
+    "FIRST_EXCEPTION",
     "AsyncClient",
     "AuthenticationError",
     "BackendError",
+    "BrokerUnavailable",
     "CallFuture",
     "Client",
+    "Cluster",
+    "ClusterError",
     "ConfigError",
     "ConnectError",
     "ConnectionClosed",
@@ -94,11 +114,15 @@ __all__ = [
     "WireError",
     "Worker",
     "__version__",
+    "as_completed",
     "catalog",
     "connect",
     "connect_async",
     "functions",
+    "job",
+    "local",
     "put",
+    "wait",
 ]
 
 for _name in __all__:

@@ -20,6 +20,8 @@ UndertowError
 ├── PermissionDenied            (also a PermissionError) the server's rule for the function
 │                               does not allow this caller
 ├── BackendError                the cluster backend (SQLite file, Redis) cannot be used
+│   └── BrokerUnavailable       it did not answer within the deadline (down, unreachable)
+├── ClusterError                a session cluster's process did not start, or it was closed
 ├── DataNotFound                (also a LookupError) no object under that key in a data store
 ├── ServiceNotFound             (also a LookupError) no live instance of a service
 └── QueueError                  a job of the queue did not give a result
@@ -38,6 +40,8 @@ from __future__ import annotations
 __all__ = [
     "AuthenticationError",
     "BackendError",
+    "BrokerUnavailable",
+    "ClusterError",
     "ConfigError",
     "ConnectError",
     "ConnectionClosed",
@@ -157,6 +161,17 @@ class AuthenticationError(UndertowError, PermissionError):
 
 class PermissionDenied(UndertowError, PermissionError):
     """The server's authorization rule for the function does not allow this caller."""
+
+
+class BrokerUnavailable(BackendError):
+    """The backend (Redis, the SQLite file's owner) did not answer within the deadline of
+    the operation: down, restarting or unreachable. Nothing is known to have been stored;
+    a submit with an ``idempotency_key`` may be repeated safely."""
+
+
+class ClusterError(UndertowError):
+    """A session cluster (:class:`undertow.Cluster`) could not start one of its processes
+    (the message holds its output), or was used after it was closed."""
 
 
 class QueueError(UndertowError):

@@ -18,10 +18,35 @@ A callable (a notebook's lambda) is pickled and signed with the submitter's toke
 run it only if their authenticator knows the token, and never unpickle anything unsigned.
 """
 
+from undertow.queue._cluster import Cluster, local
 from undertow.queue._job import Job
-from undertow.queue._queue import JobQueue
+from undertow.queue._queue import JobQueue, job
+from undertow.queue._wait import (
+    ALL_COMPLETED,
+    FIRST_COMPLETED,
+    FIRST_EXCEPTION,
+    as_completed,
+    wait,
+)
 from undertow.queue._worker import Worker
 from undertow.queue._worker_state import Held, Phase, WorkerState
 from undertow.storage import JobRecord, JobState
 
-__all__ = ["Held", "Job", "JobQueue", "JobRecord", "JobState", "Phase", "Worker", "WorkerState"]
+__all__ = [
+    "ALL_COMPLETED",
+    "FIRST_COMPLETED",
+    "FIRST_EXCEPTION",
+    "Cluster",
+    "Held",
+    "Job",
+    "JobQueue",
+    "JobRecord",
+    "JobState",
+    "Phase",
+    "Worker",
+    "WorkerState",
+    "as_completed",
+    "job",
+    "local",
+    "wait",
+]

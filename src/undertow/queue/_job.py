@@ -9,6 +9,7 @@ deadline.
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 import time
 from collections.abc import Generator
@@ -17,7 +18,7 @@ from typing import Any
 from undertow.errors import JobCancelled, JobFailed, JobTimeout, QueueError
 from undertow.queue._handle import StoreHandle
 from undertow.queue._payload import decode_result
-from undertow.storage import FINAL_STATES, JobRecord, JobState
+from undertow.storage import FINAL_STATES, Backend, JobRecord, JobState
 from undertow.wire import decode_error, rebuild
 
 __all__ = ["Job", "outcome"]
@@ -38,6 +39,8 @@ class Job:
 
     def __init__(self, handle: StoreHandle, job_id: str, function: str = "") -> None:
         self._handle = handle
+        #: output pieces printed here so far (waiting prints the job's output as it comes)
+        self._printed = 0
         self.id = job_id
         #: what it runs: a registered function's name, or ``module.qualname`` of a callable
         self.function = function
@@ -92,26 +95,43 @@ class Job:
         """What the job printed so far (from its ``start``-th piece on)."""
         return "".join(self._handle.run(lambda b: b.output(self.id, start)))
 
-    def result(self, timeout: float | None = None) -> Any:
-        """The job's result, waiting up to ``timeout`` seconds (None: as long as it takes).
-        Raises the job's error (rebuilt as for a call), :class:`JobFailed` for a dead job,
-        :class:`JobCancelled`, or :class:`JobTimeout` (a TimeoutError) at the deadline."""
-        return outcome(self._wait(timeout), self._handle)
+    def result(self, timeout: float | None = None, *, output: bool = True) -> Any:
+        """The job's result, waiting up to ``timeout`` seconds (None: as long as it takes);
+        meanwhile what the job prints is printed here as it comes (``output=False``: not),
+        once per handle. Raises the job's error (rebuilt as for a call), :class:`JobFailed`
+        for a dead job, :class:`JobCancelled`, or :class:`JobTimeout` (a TimeoutError) at
+        the deadline."""
+        return outcome(self._wait(timeout, output), self._handle)
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         """The error :meth:`result` would raise, or None if the job succeeded."""
-        record = self._wait(timeout)
+        record = self._wait(timeout, False)
         try:
             outcome(record, self._handle)
         except Exception as exc:
             return exc
         return None
 
-    def _wait(self, timeout: float | None) -> JobRecord:
+    async def _look(self, backend: Backend, output: bool) -> tuple[JobRecord | None, list[str]]:
+        """The record, and (with ``output``) the output not printed yet, in one go."""
+        record = await backend.job(self.id)
+        if not output or record is None or record.state is JobState.QUEUED:
+            return record, []
+        return record, await backend.output(self.id, self._printed)
+
+    def _print(self, pieces: list[str]) -> None:
+        if pieces:
+            self._printed += len(pieces)
+            sys.stdout.write("".join(pieces))
+            sys.stdout.flush()
+
+    def _wait(self, timeout: float | None, output: bool) -> JobRecord:
         deadline = None if timeout is None else time.monotonic() + timeout
         pause, idle = POLL_MIN, threading.Event()
         while True:
-            record = self.record()
+            found, pieces = self._handle.run(lambda b: self._look(b, output))
+            record = self._known(found)
+            self._print(pieces)
             if record.state in FINAL_STATES:
                 return record
             idle.wait(self._pause(pause, deadline, timeout))
@@ -134,8 +154,9 @@ class Job:
         deadline = None if timeout is None else time.monotonic() + timeout
         pause = POLL_MIN
         while True:
-            found = await self._handle.arun(lambda b: b.job(self.id))
+            found, pieces = await self._handle.arun(lambda b: self._look(b, True))
             record = self._known(found)
+            self._print(pieces)
             if record.state in FINAL_STATES:
                 return outcome(record, self._handle)
             await asyncio.sleep(self._pause(pause, deadline, timeout))

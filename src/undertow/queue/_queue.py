@@ -12,7 +12,7 @@ from undertow.queue._payload import Call, encode_call, type_names
 from undertow.security import client_key, find_client_token
 from undertow.storage import JobRecord, JobState, check_job_id, check_queue_name
 
-__all__ = ["JobQueue"]
+__all__ = ["JobQueue", "job"]
 
 #: jobs ``map`` stores per backend round trip
 _MAP_BATCH = 500
@@ -178,3 +178,18 @@ class JobQueue:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+#: the queues :func:`job` opened, by backend URL and token
+_opened: dict[tuple[str | None, str | bool | None], JobQueue] = {}
+
+
+def job(job_id: str, *, backend: str | None = None, token: str | bool | None = None) -> Job:
+    """The job with that id, from any process (after a kernel restart too): its state, its
+    output so far and its result. ``backend``: the cluster backend's URL (default:
+    ``$UNDERTOW_BACKEND``, else the embedded file); ``token``: the one it was submitted with
+    (to read a pickled result), as for :class:`JobQueue`."""
+    opened = _opened.get((backend, token))
+    if opened is None or opened._handle.closed:
+        opened = _opened[(backend, token)] = JobQueue(backend, token=token)
+    return opened.job(job_id)
