@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from undertow.errors import BrokerUnavailable
 from undertow.queue import Job, JobQueue, JobState, Worker
 
 from ._processes import free_port
@@ -143,6 +144,10 @@ def test_a_backend_outage_is_waited_out(tmp_path: Path):
             _stop(server)
             assert failures.seen.wait(20)
             assert thread.is_alive()
+            started = time.monotonic()
+            with pytest.raises(BrokerUnavailable, match="unreachable"):
+                queue.submit("add", 0, 0)  # refused at once: a typed error, within the timeout
+            assert time.monotonic() - started < queue._handle.timeout
             server = _redis_on(port)  # back, empty (nothing was kept on disk)
             assert queue.submit("add", 2, 3).result(timeout=20) == 5
     finally:
@@ -152,3 +157,19 @@ def test_a_backend_outage_is_waited_out(tmp_path: Path):
         if server.poll() is None:
             _stop(server)
     assert not thread.is_alive()
+
+
+def test_a_frozen_broker_is_a_typed_error_within_the_deadline(tmp_path: Path):
+    port = free_port()
+    server = _redis_on(port)
+    try:
+        with JobQueue(f"redis://127.0.0.1:{port}/0", token=False, timeout=1.0) as queue:
+            queue.submit("add", 1, 2)  # connected
+            server.send_signal(signal.SIGSTOP)
+            started = time.monotonic()
+            with pytest.raises(BrokerUnavailable):
+                queue.submit("add", 1, 2)
+            assert time.monotonic() - started < 5.0
+    finally:
+        server.send_signal(signal.SIGCONT)
+        _stop(server)

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from undertow._util import portal
 from undertow.config import backend_url, redact_url
-from undertow.errors import BackendError
+from undertow.errors import BackendError, BrokerUnavailable
 from undertow.security import SigningKey
 from undertow.storage import Backend, open_backend
 
@@ -57,11 +57,18 @@ class StoreHandle:
         return run()
 
     def run(self, op: Op[T]) -> T:
-        """Run ``op`` on the backend from sync code; BackendError after ``timeout``."""
+        """Run ``op`` on the backend from sync code; BrokerUnavailable after ``timeout``."""
         try:
             return portal().run(self._coro(op), self.timeout)
         except TimeoutError:
-            raise BackendError(f"{self.url} did not answer within {self.timeout:g} s") from None
+            raise self._unavailable() from None
+
+    def _unavailable(self) -> BrokerUnavailable:
+        return BrokerUnavailable(
+            f"{self.url} did not answer within {self.timeout:g} s (down or unreachable?); "
+            "nothing is known to be stored: submit again with the same idempotency_key to "
+            "be safe"
+        )
 
     async def arun(self, op: Op[T]) -> T:
         """Run ``op`` on the backend from any event loop."""
@@ -70,7 +77,7 @@ class StoreHandle:
             async with asyncio.timeout(self.timeout):  # not wait_for: see Worker._pause
                 return await asyncio.wrap_future(future)
         except TimeoutError:
-            raise BackendError(f"{self.url} did not answer within {self.timeout:g} s") from None
+            raise self._unavailable() from None
 
     def close(self) -> None:
         """Release the backend's connections."""

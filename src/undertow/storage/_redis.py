@@ -20,7 +20,7 @@ import msgspec
 
 from undertow.config import redact_url
 from undertow.data import DataRecord, Location, is_data_key
-from undertow.errors import BackendError
+from undertow.errors import BackendError, BrokerUnavailable
 from undertow.storage import _keys as keys
 from undertow.storage._backend import Backend, by_age, by_creation
 from undertow.storage._records import Instance, encode_instance, readable
@@ -30,7 +30,9 @@ __all__ = ["RedisBackend"]
 
 try:
     import redis.asyncio as aioredis
+    from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import RedisError, WatchError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
 except ImportError:  # pragma: no cover - exercised only without the extra installed
     aioredis = None  # type: ignore[assignment]
 
@@ -86,6 +88,8 @@ class RedisBackend(RedisJobs, Backend):
         return f"<RedisBackend {self.url}>"
 
     def _failed(self, exc: Exception) -> BackendError:
+        if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+            return BrokerUnavailable(f"{self.url} is unreachable: {exc}")
         return BackendError(f"registry {self.url}: {exc}")
 
     async def register(self, instance: Instance) -> None:

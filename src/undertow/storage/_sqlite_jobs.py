@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
-from undertow.errors import BackendError
+from undertow.errors import BackendError, BrokerUnavailable
 from undertow.storage import _sqlite_jobs_sql as sql
 from undertow.storage._jobs import (
     JobRecord,
@@ -101,6 +101,10 @@ class SqliteJobs(JobStore):
             if self._jobs_conn is None:
                 self._jobs_conn = self._open_jobs()
             return fn(self._jobs_conn, *args)
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):  # its owner held it too long
+                raise BrokerUnavailable(f"job store {self.url} is busy: {exc}") from exc
+            raise BackendError(f"job store {self.url}: {exc}") from exc
         except sqlite3.Error as exc:
             raise BackendError(f"job store {self.url}: {exc}") from exc
 
