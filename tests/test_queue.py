@@ -24,7 +24,9 @@ from undertow.errors import (
 )
 from undertow.queue import Job, JobQueue, JobState, Worker
 from undertow.security import TokenAuth, new_token
-from undertow.storage import JobRecord, open_backend
+from undertow.storage import JobRecord, WorkerInfo, open_backend
+
+from ._waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -292,3 +294,44 @@ def test_a_worker_drained_before_it_runs_returns_at_once(url: str, queue: JobQue
     w.work(burst=False)
     assert [j.state for j in queue.jobs()] == [JobState.QUEUED]
     assert isinstance(queue.jobs()[0], Job)
+
+
+async def _live_workers(url: str) -> list[WorkerInfo]:
+    backend = open_backend(url)
+    try:
+        return await backend.workers()
+    finally:
+        await backend.close()
+
+
+def test_a_running_worker_beats_and_leaves_when_it_stops(url: str, queue: JobQueue):
+    w = worker(url, concurrency=2, lease=0.6)  # a beat every 0.2 s
+    thread = threading.Thread(target=w.work, kwargs={"burst": False})
+    thread.start()
+    try:
+        assert wait_until(lambda: bool(asyncio.run(_live_workers(url))), 20)
+        (info,) = asyncio.run(_live_workers(url))
+        assert (info.name, info.queues, info.concurrency) == (w.name, ["default"], 2)
+        queue.submit("add", 1, 2).result(timeout=20)
+        with pytest.raises(ValueError, match="bad 1"):
+            queue.submit("boom", 1).result(timeout=20)
+        assert wait_until(lambda: asyncio.run(_live_workers(url))[0].done == 2, 20)
+        assert asyncio.run(_live_workers(url))[0].failed == 1
+    finally:
+        w.drain()
+        thread.join(20)
+    assert asyncio.run(_live_workers(url)) == []  # gone at once on a clean stop
+
+
+def test_an_idle_worker_is_told_of_new_jobs_at_once(redis_url: str):
+    w = worker(redis_url, poll_max=60.0)
+    w.state.poll_min = w.state._poll = 30.0  # polling alone would take 30 s to see the job
+    thread = threading.Thread(target=w.work, kwargs={"burst": False})
+    thread.start()
+    try:
+        assert wait_until(lambda: w.state._claim_at > 0, 20)  # the first (empty) claim
+        with JobQueue(redis_url, token=False) as q:
+            assert q.submit("add", 2, 3).result(timeout=10) == 5
+    finally:
+        w.drain()
+        thread.join(20)

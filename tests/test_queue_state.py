@@ -122,6 +122,7 @@ def test_when_a_worker_stops(burst, held, last_claim_empty, drained, stop):
 def test_next_wakeup_is_the_earliest_renewal_sweep_or_claim():
     s = state(concurrency=1)
     s.swept(0.0)  # next sweep at 10
+    s.beaten(0.0)  # next heartbeat at 10 (a third of the lease)
     s.claimed([("a", 1)], 0.0)  # renew at 10, no free slot
     assert s.next_wakeup(0.0) == 10.0
     s.finished("a")
@@ -144,6 +145,7 @@ def test_a_backend_failure_delays_claims_growing():
 def test_short_jobs_are_claimed_ahead_as_many_as_the_slots_get_through_in_the_horizon():
     s = state(concurrency=4, prefetch=100, horizon=0.05)
     s.swept(0.0)
+    s.beaten(0.0)
     assert s.free_slots(0.0) == 4  # no pace yet: a slot each
     s.ran(0.01)  # 10 ms a job: 4 slots x 5 jobs in 50 ms
     assert s.capacity() == 4 + 20

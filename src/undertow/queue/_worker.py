@@ -27,7 +27,14 @@ from undertow.queue._payload import Call, encode_result
 from undertow.queue._runner import JobThreads, Opened, Outcome, Task, failure, stopped
 from undertow.queue._worker_state import WorkerState
 from undertow.security import Authenticator
-from undertow.storage import Backend, JobRecord, JobState, check_queue_name, open_backend
+from undertow.storage import (
+    Backend,
+    JobRecord,
+    JobState,
+    WorkerInfo,
+    check_queue_name,
+    open_backend,
+)
 
 __all__ = ["Worker"]
 
@@ -102,6 +109,10 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._threads: JobThreads | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self.started = time.time()
+        #: attempts whose outcome was stored since the start, and how many of them failed
+        self.done = self.failed = 0
 
     def __repr__(self) -> str:
         return f"<Worker {self.name} queues={self.queues} {self.state.phase.value}>"
@@ -126,12 +137,16 @@ class Worker:
         backend = self._backend_arg
         self._store = backend if isinstance(backend, Backend) else open_backend(backend)
         await warn_if_not_durable(self._store)
+        self._listener = asyncio.create_task(self._listen())
         try:
             while not await self._step(burst):
                 await self._pause()
         finally:
-            with contextlib.suppress(BackendError):  # one try: a stop must not wait on it
+            self._listener.cancel()
+            with contextlib.suppress(BackendError):  # one try each: a stop must not wait
                 await self._store_completed()
+            with contextlib.suppress(BackendError):
+                await self.store.worker_gone(self.name)
             await self._stop_tasks()
             if not isinstance(backend, Backend):
                 await self._store.close()
@@ -144,6 +159,9 @@ class Worker:
             await self._renew(now)
             await self._flush_output()
             await self._store_completed()
+            if self.state.beat_due(now):
+                await self.store.worker_beat(self.info(), ttl=self.state.lease, now=now)
+                self.state.beaten(now)
             if self.state.sweep_due(now):
                 await self.store.sweep(now=now)
                 self.state.swept(now)
@@ -167,6 +185,36 @@ class Worker:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(max(until - now, 0.0)):
                 await self._wake.wait()
+
+    def info(self) -> WorkerInfo:
+        """What the worker says of itself on each heartbeat (``undertow status`` shows it)."""
+        return WorkerInfo(
+            name=self.name,
+            queues=self.queues,
+            concurrency=self.state.concurrency,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            started=self.started,
+            running=len(self.state.held),
+            done=self.done,
+            failed=self.failed,
+        )
+
+    async def _listen(self) -> None:
+        """Claim as soon as the store announces jobs (a store that announces nothing is
+        polled); an unreachable store is tried again, with a growing pause."""
+        pause = self.state.poll_min
+        while True:
+            try:
+                async for _ in self.store.notifications(self.queues):
+                    self.state.notified(time.time())
+                    self._poke()
+                    pause = self.state.poll_min
+                return
+            except BackendError as exc:
+                log.debug("worker %s: no announcements of jobs for now: %s", self.name, exc)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, self.state.poll_max)
 
     def drain(self) -> None:
         """Stop claiming; :meth:`run` returns once the jobs held are done. Thread-safe (a
@@ -318,10 +366,11 @@ class Worker:
             return
         batch, self._completed = self._completed, []
         try:
-            await self.store.complete_many(batch)
+            taken = await self.store.complete_many(batch)
         except BackendError:
             self._completed = batch + self._completed
             raise
+        self.done += sum(taken)
         for job_id, _, _ in batch:  # a refused one (a stale attempt) is dropped, as complete's
             self._release(job_id)
 
@@ -349,12 +398,15 @@ class Worker:
     async def _report(self, record: JobRecord, outcome: Outcome) -> None:
         """Store one attempt's outcome on its own."""
         if isinstance(outcome, bytes) and not self._refused(record.id):
-            await self.store.complete(record.id, record.attempts, outcome)
+            self.done += await self.store.complete(record.id, record.attempts, outcome)
             return
         if isinstance(outcome, bytes):  # stopped meanwhile: the result is dropped
             outcome = stopped(record.id)
         error, delay = outcome
-        await self.store.fail(record.id, record.attempts, error, retry_delay=delay)
+        state = await self.store.fail(record.id, record.attempts, error, retry_delay=delay)
+        if state is not None:
+            self.done += 1
+            self.failed += state in (JobState.FAILED, JobState.DEAD)
 
     async def _flush_one(self, record: JobRecord, sink: Sink) -> None:
         text = sink.take()

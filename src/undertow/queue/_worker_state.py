@@ -83,6 +83,9 @@ class WorkerState:
         self._poll = poll_min
         self._claim_at = 0.0
         self._sweep_at = 0.0
+        self._beat_at = 0.0
+        #: seconds between two heartbeats (a worker is forgotten a lease after its last)
+        self.beat_every = lease / 3
         self._idle = False
 
     # -- claiming ----------------------------------------------------------------------------
@@ -126,6 +129,10 @@ class WorkerState:
             self._poll = min(self._poll * 2, self.poll_max)
             self._idle = not self.held
 
+    def notified(self, now: float) -> None:
+        """The store says jobs arrived: claim now, and poll fast again after."""
+        self._claim_at, self._poll = now, self.poll_min
+
     def backend_failed(self, now: float) -> None:
         """The backend failed: wait (growing) before claiming again; never give up."""
         self._claim_at = now + self._poll
@@ -167,6 +174,13 @@ class WorkerState:
     def swept(self, now: float) -> None:
         self._sweep_at = now + self.sweep_every
 
+    def beat_due(self, now: float) -> bool:
+        """Whether to send a heartbeat now (then :meth:`beaten`)."""
+        return now >= self._beat_at
+
+    def beaten(self, now: float) -> None:
+        self._beat_at = now + self.beat_every
+
     def retry_delay(self, attempt: int, backoff: float) -> float:
         """The delay before retrying after the failed ``attempt``: ``backoff`` doubled at each
         attempt, at most ``retry_max``."""
@@ -187,7 +201,7 @@ class WorkerState:
     def next_wakeup(self, now: float) -> float:
         """When something is next due: a renewal, a sweep or a claim (with free slots)."""
         times = [h.renew_at for h in self.held.values() if not h.stop]
-        times.append(self._sweep_at)
+        times += [self._sweep_at, self._beat_at]
         if self._room():
             times.append(self._claim_at)
         return max(min(times), now)

@@ -37,7 +37,7 @@ import abc
 import enum
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import msgspec
 
@@ -333,6 +333,15 @@ class JobStore(abc.ABC):
     async def queue_length(self, queue: str) -> int:
         """How many entries ``queue`` holds (entries of jobs taken elsewhere included until
         they come up)."""
+
+    async def notifications(self, queues: Sequence[str]) -> AsyncIterator[str]:
+        """Yield the name of one of ``queues`` each time jobs may have arrived on it, so that
+        idle workers claim at once instead of polling; a store that cannot tell returns
+        without yielding anything (its workers poll). A message may come with nothing to
+        claim (another worker was first), never too late: a job pushed onto a queue that was
+        empty is announced. BackendError when the store cannot be reached."""
+        for _ in ():
+            yield ""
 
     async def durability(self) -> str | None:
         """Why acknowledged jobs could be lost if the store's server restarted, or None

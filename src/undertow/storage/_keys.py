@@ -49,7 +49,9 @@ A job's keys change only inside the Lua scripts of ``storage/_redis_scripts.py``
 :data:`QUEUE_PREFIX` (given to them as arguments), and a job's output and idempotency keys
 from :data:`OUTPUT_SUFFIX` and :data:`IDEMPOTENCY_PREFIX`. A purged job loses its record,
 output, idempotency key and index entry together; an id left on a queue list is dropped when
-it comes up. The counts by state change in the same scripts, with every change of state. A
+it comes up. The counts by state change in the same scripts, with every change of state.
+When a script pushes an id onto an empty queue list, it publishes a message on the queue's
+channel (``undertow:signal:{name}``), which idle workers listen to. A
 worker whose time ran out is forgotten (from both worker keys) by the next beat or listing.
 """
 
@@ -68,6 +70,7 @@ __all__ = [
     "PREFIX",
     "QUEUE_PREFIX",
     "SERVICES",
+    "SIGNAL_PREFIX",
     "WORKERS",
     "WORKERS_INFO",
     "data",
@@ -79,6 +82,7 @@ __all__ = [
     "job_output",
     "queue",
     "service_instances",
+    "signal",
     "tag",
 ]
 
@@ -94,6 +98,8 @@ QUEUE_PREFIX = f"{PREFIX}:queue:"
 OUTPUT_SUFFIX = ":output"
 IDEMPOTENCY_PREFIX = f"{JOBS}:idempotency:"
 JOB_COUNTS = f"{JOBS}:counts"
+#: the channels a queue's jobs are announced on (a message when its list stops being empty)
+SIGNAL_PREFIX = f"{PREFIX}:signal:"
 WORKERS = f"{PREFIX}:workers"
 WORKERS_INFO = f"{WORKERS}:info"
 
@@ -141,6 +147,12 @@ def job_output(job_id: str) -> str:
 def queue(name: str) -> str:
     """The list of the ids waiting on queue ``name``."""
     return f"{QUEUE_PREFIX}{name}"
+
+
+def signal(queue_name: str) -> str:
+    """The channel on which a message says that queue ``queue_name`` has jobs again: its
+    list went from empty to not empty (idle workers listen, instead of polling)."""
+    return f"{SIGNAL_PREFIX}{queue_name}"
 
 
 def idempotency(key: str) -> str:

@@ -19,8 +19,9 @@ The counts by queue and state that :meth:`queues` reads are kept by the scripts 
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -82,6 +83,20 @@ class RedisJobs(JobStore):
             return await script(keys=names, args=args)
         except RedisError as exc:
             raise self._failed(exc) from exc
+
+    async def notifications(self, queues: Sequence[str]) -> AsyncIterator[str]:
+        channels = {keys.signal(check_queue_name(q)): q for q in queues}
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(*channels)
+            async for message in pubsub.listen():
+                name = message.get("channel", b"")
+                yield channels.get(name.decode() if isinstance(name, bytes) else name, "")
+        except RedisError as exc:
+            raise self._failed(exc) from exc
+        finally:
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()
 
     async def enqueue(self, job: JobRecord, *, now: float | None = None) -> JobRecord:
         at = _now(now)

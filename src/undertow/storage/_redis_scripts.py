@@ -30,6 +30,7 @@ __all__ = ["JobScripts"]
 _PRELUDE = (
     f"""
 local COUNTS = '{keys.JOB_COUNTS}'
+local SIGNAL = '{keys.SIGNAL_PREFIX}'
 """
     + """
 local JOB, QUEUE, NOW = ARGV[1], ARGV[2], tonumber(ARGV[3])
@@ -50,11 +51,14 @@ local function move(queues, from, to)
   end
 end
 
+-- push an id onto a queue's list; onto an empty one, say so to the workers listening
+local function push_one(name, id)
+  if redis.call('RPUSH', QUEUE .. name, id) == 1 then redis.call('PUBLISH', SIGNAL .. name, '') end
+end
+
 -- push a job's id onto each of its queues (the field 'queues': names joined by spaces)
 local function push(id, queues)
-  for name in string.gmatch(queues, '%S+') do
-    redis.call('RPUSH', QUEUE .. name, id)
-  end
+  for name in string.gmatch(queues, '%S+') do push_one(name, id) end
 end
 
 -- end a job in a final state (from the state it was in); purged result_ttl seconds from now
@@ -102,7 +106,7 @@ local function enqueue(id, idem, not_before, queues, fields, index, delayed)
   if not_before > NOW then
     redis.call('ZADD', delayed, not_before, id)
   else
-    for _, queue in ipairs(queues) do redis.call('RPUSH', queue, id) end
+    for _, queue in ipairs(queues) do push_one(string.sub(queue, #QUEUE + 1), id) end
   end
   return {'stored'}
 end
