@@ -192,3 +192,19 @@ def test_jobs() -> None:
         "squares: [0, 1, 4, 9, 16, 25, 36, 49]",
         "state: done",
     ]
+
+
+def test_jobs_on_a_cluster() -> None:
+    out = _run(EXAMPLES / "jobs" / "cluster.py")
+    assert out == [
+        "started: 2 workers",
+        "scoring 'the quick brown fox'",
+        "score: 4",
+        "resizing dog.png to 64 px",
+        "resize: dog-64.png",
+        "waited: 10 done, 0 pending",
+        "squares: [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]",
+        "slice: ['beta', 'gamma']",
+        "longest: alpha",
+        "stopped",
+    ]

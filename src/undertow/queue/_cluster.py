@@ -55,7 +55,8 @@ class Cluster:
         concurrency: jobs each worker runs at once.
         queues: the queues the workers take jobs from; the first is where jobs go by default.
         modules: modules whose functions the workers run by name (``submit("name", ...)``),
-            imported from the current directory or PYTHONPATH.
+            imported from the current directory, the running script's directory or
+            PYTHONPATH.
         data: start a data server for :meth:`put` (default: when starting a cluster).
         token: the token jobs are signed with. Default: a new one for the session when
             starting a cluster; ``$UNDERTOW_TOKEN`` or the settings file when attaching.
@@ -113,8 +114,8 @@ class Cluster:
         env.pop("UNDERTOW_TOKEN", None)
         if self._token:  # what callers must sign with, and what the workers' jobs sign with
             env["UNDERTOW_TOKEN"] = self._token  # (pointers passed to jobs); only we read it
-        path = [os.getcwd(), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
-        env["PYTHONPATH"] = os.pathsep.join(path)
+        path = [*_here(), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+        env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(path))
         return env
 
     def _start(self, kind: str, args: list[str], python: str | None = None) -> Child:
@@ -269,6 +270,16 @@ class Cluster:
             for k, v in self._summary().items()
         )
         return f"<div><strong>undertow.Cluster</strong><table>{rows}</table></div>"
+
+
+def _here() -> list[str]:
+    """Where this program finds its own modules, for the workers to find them too: the
+    current directory and the directory of the script that runs (if one does)."""
+    where = [os.getcwd()]
+    script = getattr(sys.modules.get("__main__"), "__file__", None)
+    if script:
+        where.append(str(Path(script).resolve().parent))
+    return where
 
 
 def _shutdown(children: list[Child], directory: Path, timeout: float) -> None:
