@@ -13,7 +13,7 @@ import concurrent.futures
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 from undertow.errors import JobTimeout
 from undertow.queue._handle import StoreHandle
@@ -30,9 +30,10 @@ FIRST_EXCEPTION = concurrent.futures.FIRST_EXCEPTION
 _PAUSE_MIN, _PAUSE_MAX = 0.005, 0.25
 
 Waitable = Job | concurrent.futures.Future[Any]
+W = TypeVar("W", bound=Waitable)
 
 
-def _check(items: Iterable[Waitable]) -> list[Waitable]:
+def _check(items: Iterable[W]) -> list[W]:
     found = list(dict.fromkeys(items))
     for item in found:
         if not isinstance(item, Job | concurrent.futures.Future):
@@ -63,10 +64,10 @@ def _finished_jobs(jobs: list[Job]) -> dict[Waitable, bool]:
     return ended
 
 
-def _sweep(pending: list[Waitable]) -> dict[Waitable, bool]:
+def _sweep(pending: list[W]) -> dict[W, bool]:
     """The items of ``pending`` that are done, each mapped to whether it failed."""
-    done: dict[Waitable, bool] = {}
-    jobs = [item for item in pending if isinstance(item, Job)]
+    done: dict[Any, bool] = {}
+    jobs: list[Job] = [item for item in pending if isinstance(item, Job)]
     if jobs:
         done.update(_finished_jobs(jobs))
     for item in pending:
@@ -75,7 +76,7 @@ def _sweep(pending: list[Waitable]) -> dict[Waitable, bool]:
     return done
 
 
-def as_completed(items: Iterable[Waitable], timeout: float | None = None) -> Iterator[Waitable]:
+def as_completed(items: Iterable[W], timeout: float | None = None) -> Iterator[W]:
     """Yield each job or future as it ends (done, failed or cancelled), first ended first;
     :class:`~undertow.JobTimeout` (a TimeoutError) if some have not ended within
     ``timeout`` seconds of the call."""
@@ -94,8 +95,8 @@ def as_completed(items: Iterable[Waitable], timeout: float | None = None) -> Ite
 
 
 def wait(
-    items: Iterable[Waitable], timeout: float | None = None, return_when: str = ALL_COMPLETED
-) -> tuple[set[Waitable], set[Waitable]]:
+    items: Iterable[W], timeout: float | None = None, return_when: str = ALL_COMPLETED
+) -> tuple[set[W], set[W]]:
     """Wait until the jobs and futures have ended (``return_when``: ``ALL_COMPLETED``,
     ``FIRST_COMPLETED`` or ``FIRST_EXCEPTION``, as :func:`concurrent.futures.wait`), or
     ``timeout`` seconds have passed; the sets ``(done, not_done)``."""
@@ -105,7 +106,7 @@ def wait(
         )
     pending = _check(items)
     deadline = None if timeout is None else time.monotonic() + timeout
-    done: set[Waitable] = set()
+    done: set[W] = set()
     pause, idle = _PAUSE_MIN, threading.Event()
     while pending:
         ended = _sweep(pending)
