@@ -15,13 +15,16 @@ import time
 from collections.abc import Generator
 from typing import Any
 
+import msgspec
+
 from undertow.errors import JobCancelled, JobFailed, JobTimeout, QueueError
 from undertow.queue._handle import StoreHandle
 from undertow.queue._payload import decode_result
+from undertow.queue._route import Route
 from undertow.storage import FINAL_STATES, Backend, JobRecord, JobState
 from undertow.wire import decode_error, rebuild
 
-__all__ = ["Job", "outcome"]
+__all__ = ["Job", "explain", "outcome"]
 
 #: the first pause between two looks at a job, and the longest
 POLL_MIN, POLL_MAX = 0.005, 0.5
@@ -90,6 +93,11 @@ class Job:
         if state is None:
             self._known(None)
         return state not in (JobState.DONE, JobState.FAILED, JobState.DEAD)
+
+    def explain(self) -> str:
+        """Where the job was sent and why (its pointer data per host, the threshold, the
+        group), where it is now and what it waits for."""
+        return explain(self.record(), time.time())
 
     def output(self, start: int = 0) -> str:
         """What the job printed so far (from its ``start``-th piece on)."""
@@ -178,3 +186,35 @@ def outcome(record: JobRecord, handle: StoreHandle) -> Any:
         raise error
     failed = JobFailed(f"{where} {record.state.value}: {record.reason}", job_id=record.id)
     raise failed from error
+
+
+def explain(record: JobRecord, now: float) -> str:
+    """:meth:`Job.explain` of ``record`` at time ``now``."""
+    route = (
+        msgspec.json.decode(record.route, type=Route)
+        if record.route
+        else Route(queues=record.queues, why="given")
+    )
+    lines = [f"job {record.id} ({record.function}): {route.explain()}"]
+    where = ", ".join(record.queues)
+    attempt = f"attempt {record.attempts} of {record.max_attempts}"
+    if record.state is JobState.QUEUED and record.not_before > now:
+        wait = record.not_before - now
+        lines.append(f"queued: a retry, due in {wait:.1f} s, then waits for a worker of {where}")
+    elif record.state is JobState.QUEUED:
+        lines.append(f"queued for {now - record.submitted:.1f} s: waits for a worker of {where}")
+    elif record.state is JobState.RUNNING:
+        lease = record.lease_until - now
+        lines.append(
+            f"running: {attempt} on worker {record.worker}, for {now - record.started:.1f} s "
+            f"(its lease ends in {lease:.1f} s unless renewed)"
+        )
+        if record.cancel_requested:
+            lines.append("cancelling: its worker stops it at its next heartbeat")
+    else:
+        took = record.finished - record.submitted
+        lines.append(
+            f"{record.state.value} {took:.1f} s after submit, {attempt}"
+            + (f": {record.reason}" if record.reason else "")
+        )
+    return "\n".join(lines)

@@ -6,11 +6,16 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+import msgspec
+
+from undertow._util import address_host
+from undertow.data import Pointer
 from undertow.queue._handle import StoreHandle
 from undertow.queue._job import Job
 from undertow.queue._payload import Call, encode_call, type_names
+from undertow.queue._route import DEFAULT_THRESHOLD, Held, find_pointers, plan
 from undertow.security import client_key, find_client_token
-from undertow.storage import JobRecord, JobState, check_job_id, check_queue_name
+from undertow.storage import Backend, JobRecord, JobState, check_job_id, check_queue_name
 
 __all__ = ["JobQueue", "job"]
 
@@ -38,6 +43,9 @@ class JobQueue:
         queue: the queue jobs go to unless ``submit`` names another.
         timeout: seconds any one backend operation may take.
         result_ttl: seconds a finished job's record (and result) is kept.
+        threshold: bytes of pointer arguments (sizes from the catalog) from which a job not
+            given a queue goes to the hosts that hold most of them (``host:NAME`` queues, or a
+            host group's ``group:NAME``) instead of ``queue``; ``job.explain()`` says where.
     """
 
     def __init__(
@@ -48,12 +56,14 @@ class JobQueue:
         queue: str = "default",
         timeout: float = 10.0,
         result_ttl: float = 86400.0,
+        threshold: int = DEFAULT_THRESHOLD,
     ) -> None:
         found = find_client_token(token)
         key = client_key(found) if found else None
         self._handle = StoreHandle(backend, key=key, timeout=timeout)
         self.queue = check_queue_name(queue)
         self.result_ttl = result_ttl
+        self.threshold = threshold
 
     @property
     def url(self) -> str:
@@ -88,7 +98,14 @@ class JobQueue:
         """
         record = self._record(fn, args, kwargs, queue, max_attempts, retries, retry_on, backoff)
         record.idempotency_key = idempotency_key
-        stored = self._handle.run(lambda b: b.enqueue(record))
+        pointers = find_pointers(args, kwargs) if queue is None else []
+
+        async def enqueue(backend: Backend) -> JobRecord:
+            if pointers:
+                self._route(record, pointers, await _catalog(backend, pointers))
+            return await backend.enqueue(record)
+
+        stored = self._handle.run(enqueue)
         return Job(self._handle, stored.id, stored.function)
 
     def map(
@@ -99,11 +116,16 @@ class JobQueue:
         ``idempotency_key``."""
         if "idempotency_key" in options:
             raise TypeError("map() takes no idempotency_key: submit each job with its own")
-        records = [
-            self._record(fn, tuple(items), {}, **options) for items in zip(*iterables, strict=False)
-        ]
+        calls = [tuple(items) for items in zip(*iterables, strict=False)]
+        records = [self._record(fn, items, {}, **options) for items in calls]
+        pointers = [] if options.get("queue") is not None else [find_pointers(c, {}) for c in calls]
 
-        async def enqueue_all(backend: Any) -> list[JobRecord]:
+        async def enqueue_all(backend: Backend) -> list[JobRecord]:
+            if any(pointers):
+                known = await _catalog(backend, [p for found in pointers for p in found])
+                for record, found in zip(records, pointers, strict=True):
+                    if found:
+                        self._route(record, found, known)
             stored: list[JobRecord] = []
             for start in range(0, len(records), _MAP_BATCH):
                 stored += await backend.enqueue_many(records[start : start + _MAP_BATCH])
@@ -144,6 +166,13 @@ class JobQueue:
             result_ttl=self.result_ttl,
         )
 
+    def _route(self, record: JobRecord, pointers: list[Pointer], known: dict[str, Held]) -> None:
+        """Send ``record`` where its data is, if it has enough (see ``queue/_route.py``)."""
+        held = [known[p.key] for p in pointers if p.key in known]
+        route = plan(held, record.queues, threshold=self.threshold)
+        record.queues = route.queues
+        record.route = msgspec.json.encode(route).decode()
+
     def job(self, job_id: str) -> Job:
         """The handle of the job with that id (submitted by anyone, from anywhere)."""
         return Job(self._handle, check_job_id(job_id))
@@ -178,6 +207,22 @@ class JobQueue:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+async def _catalog(backend: Backend, pointers: list[Pointer]) -> dict[str, Held]:
+    """Each pointer's size and the hosts that hold a copy, from the catalog (a pointer the
+    catalog does not know is where it says it is)."""
+    known: dict[str, Held] = {}
+    for pointer in pointers:
+        if pointer.key in known:
+            continue
+        record = await backend.data_record(pointer.key)
+        if record is not None:
+            hosts = [location.host for location in record.locations]
+            known[pointer.key] = Held(pointer.key, record.size, hosts)
+        else:
+            known[pointer.key] = Held(pointer.key, pointer.nbytes, [address_host(pointer.address)])
+    return known
 
 
 #: the queues :func:`job` opened, by backend URL and token

@@ -111,6 +111,8 @@ class JobRecord(msgspec.Struct, kw_only=True):
     reason: str = ""
     #: seconds a final job's record is kept after it finished
     result_ttl: float = 86400.0
+    #: where the queue layer sent it and why (JSON text it writes and reads; "" for none)
+    route: str = ""
 
 
 class QueueInfo(msgspec.Struct, kw_only=True):

@@ -121,6 +121,7 @@ class SqliteJobs(JobStore):
             self._use_wal(conn)
             conn.execute(f"PRAGMA synchronous={mode}")
             conn.executescript(sql.SCHEMA)
+            sql.upgrade(conn)
         except BaseException:
             conn.close()
             raise

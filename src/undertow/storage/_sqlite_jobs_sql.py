@@ -38,6 +38,7 @@ __all__ = [
     "retry",
     "select",
     "sweep",
+    "upgrade",
     "worker_beat",
     "worker_gone",
     "workers",
@@ -54,7 +55,7 @@ CREATE TABLE IF NOT EXISTS jobs (   -- a column per JobRecord field; times are U
     idempotency_key TEXT, submitted REAL NOT NULL, not_before REAL NOT NULL,
     started REAL NOT NULL, finished REAL NOT NULL, worker TEXT NOT NULL,
     lease_until REAL NOT NULL, cancel_requested INTEGER NOT NULL, result BLOB, error BLOB,
-    reason TEXT NOT NULL, result_ttl REAL NOT NULL
+    reason TEXT NOT NULL, result_ttl REAL NOT NULL, route TEXT NOT NULL DEFAULT ''
 );
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_key ON jobs (idempotency_key)
     WHERE idempotency_key IS NOT NULL;
@@ -361,6 +362,13 @@ def worker_gone(conn: sqlite3.Connection, name: str) -> bool:
     with _write(conn):
         cursor = conn.execute("DELETE FROM job_workers WHERE name = ?", (name,))
     return cursor.rowcount > 0
+
+
+def upgrade(conn: sqlite3.Connection) -> None:
+    """Add the columns a file made by an earlier version lacks (each with its default)."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+    if "route" not in have:
+        conn.execute("ALTER TABLE jobs ADD COLUMN route TEXT NOT NULL DEFAULT ''")
 
 
 def select(conn: sqlite3.Connection, where: str, args: list[Any]) -> list[JobRecord]:

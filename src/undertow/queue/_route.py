@@ -1,0 +1,151 @@
+"""Where a job goes: to the central queue, or to the hosts that hold most of its data.
+
+At submit, the pointers among a job's arguments are looked up in the catalog: each one's
+size, and every host that holds a copy. Below a threshold of data in all (64 MiB by default)
+the job goes to the queue it was given; above it, to the queue of each host that holds the
+most of its bytes (``host:NAME``), or to one host group's queue (``group:NAME``) when the
+group is exactly those hosts. Workers take jobs from the queues of their host and of its
+groups before their other queues; the first to claim a job that sits on several queues runs
+it. :func:`plan` decides, without I/O; the route it returns is kept with the job, and
+``job.explain()`` tells it.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import msgspec
+
+from undertow._util import is_loopback
+from undertow.data import Pointer
+
+__all__ = [
+    "DEFAULT_THRESHOLD",
+    "GROUP_PREFIX",
+    "HOST_PREFIX",
+    "Held",
+    "Route",
+    "find_pointers",
+    "group_queue",
+    "host_name",
+    "host_queue",
+    "plan",
+]
+
+#: bytes of pointer arguments from which a job goes where its data is
+DEFAULT_THRESHOLD = 64 * 2**20
+HOST_PREFIX, GROUP_PREFIX = "host:", "group:"
+#: how deep in lists, tuples and dicts arguments are searched for pointers
+_DEPTH = 3
+
+
+class Held(msgspec.Struct, frozen=True):
+    """One pointer argument: its key, its size, and the hosts that hold a copy."""
+
+    key: str
+    size: int
+    hosts: list[str]
+
+
+class Route(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Where a job was sent and why (kept with the job, as JSON)."""
+
+    queues: list[str]
+    #: "given" (no pointer data, or a queue named by the caller), "central" (below the
+    #: threshold), "data" (the hosts with most of its bytes), "group" (their group)
+    why: str
+    total: int = 0
+    threshold: int = DEFAULT_THRESHOLD
+    by_host: dict[str, int] = {}
+    group: str | None = None
+
+    def explain(self) -> str:
+        """The route in words."""
+        where = ", ".join(self.queues)
+        if self.why == "given":
+            return f"sent to {where}: the queue it was given (no pointer data to follow)"
+        size = f"{_mib(self.total)} of pointer data"
+        if self.why == "central":
+            return f"sent to {where}: {size}, below the threshold of {_mib(self.threshold)}"
+        held = "; ".join(f"{host} holds {_mib(n)}" for host, n in sorted(self.by_host.items()))
+        if self.why == "group":
+            return f"sent to {where} (group {self.group}, exactly those hosts): {size}; {held}"
+        return f"sent to {where}, the hosts holding most of its {size}; {held}"
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.1f} MiB"
+
+
+def host_name(host: str) -> str:
+    """How a host is named in queue names: loopback addresses are this machine's name."""
+    return socket.gethostname() if is_loopback(host) else host.strip("[]")
+
+
+def host_queue(host: str) -> str:
+    """The queue of the jobs whose data is on ``host`` (characters a queue name cannot
+    hold become ``-``)."""
+    return _queue_name(HOST_PREFIX + host_name(host))
+
+
+def group_queue(group: str) -> str:
+    """The queue of the jobs sent to the hosts of ``group``."""
+    return _queue_name(GROUP_PREFIX + group)
+
+
+def _queue_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.:-]", "-", text)[:64]
+
+
+def find_pointers(args: Iterable[Any], kwargs: Mapping[str, Any]) -> list[Pointer]:
+    """The pointers among the arguments, each once, searched a few levels deep."""
+    found: dict[tuple[str, str], Pointer] = {}
+
+    def visit(value: Any, depth: int) -> None:
+        if isinstance(value, Pointer):
+            found.setdefault((value.key, value.address), value)
+        elif depth and isinstance(value, list | tuple | set | frozenset):
+            for item in value:
+                visit(item, depth - 1)
+        elif depth and isinstance(value, dict):
+            for item in value.values():
+                visit(item, depth - 1)
+
+    visit(list(args), _DEPTH + 1)  # (the arguments themselves are one level)
+    visit(dict(kwargs), _DEPTH + 1)
+    return list(found.values())
+
+
+def plan(
+    held: Sequence[Held],
+    given: Sequence[str],
+    *,
+    threshold: int = DEFAULT_THRESHOLD,
+    groups: Mapping[str, Sequence[str]] | None = None,
+) -> Route:
+    """The route of a job whose pointer arguments are ``held`` and that was given the queues
+    ``given``."""
+    sizes = {h.key: h.size for h in held}
+    total = sum(sizes.values())
+    if not held:
+        return Route(queues=list(given), why="given")
+    if total < threshold:
+        return Route(queues=list(given), why="central", total=total, threshold=threshold)
+    by_host: dict[str, int] = {}
+    for item in {h.key: h for h in held}.values():
+        for host in dict.fromkeys(host_name(h) for h in item.hosts):
+            by_host[host] = by_host.get(host, 0) + item.size
+    if not by_host:  # the catalog knows none of them: nowhere better to go
+        return Route(queues=list(given), why="central", total=total, threshold=threshold)
+    most = max(by_host.values())
+    hosts = sorted(host for host, n in by_host.items() if n == most)
+    route = Route(queues=[], why="data", total=total, threshold=threshold, by_host=by_host)
+    for name, members in sorted((groups or {}).items()):
+        if len(hosts) > 1 and {host_name(m) for m in members} == set(hosts):
+            route.queues, route.why, route.group = [group_queue(name)], "group", name
+            return route
+    route.queues = [host_queue(host) for host in hosts]
+    return route

@@ -1,0 +1,136 @@
+"""Where jobs go (queue/_route.py): the plan from pointer sizes and hosts, without I/O, and
+jobs routed through a real store to the queue of the host that holds their data."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from undertow.data import Pointer
+from undertow.queue import JobQueue, JobState, Worker
+from undertow.queue._route import Held, Route, find_pointers, host_queue, plan
+from undertow.storage import open_backend
+from undertow.wire import POINTER_TYPE
+
+pytestmark = pytest.mark.timeout(60)
+
+MiB = 2**20
+HERE = socket.gethostname()
+
+
+def held(size_mib: float, *hosts: str) -> Held:
+    return Held(uuid.uuid4().hex, int(size_mib * MiB), list(hosts))
+
+
+@pytest.mark.parametrize(
+    ("items", "groups", "queues", "why"),
+    [
+        ([], {}, ["default"], "given"),
+        ([held(10, "a"), held(20, "a")], {}, ["default"], "central"),  # 30 MiB < 64
+        ([held(100, "a")], {}, ["host:a"], "data"),
+        ([held(100, "a"), held(50, "b")], {}, ["host:a"], "data"),
+        ([held(100, "a"), held(100, "b")], {}, ["host:a", "host:b"], "data"),  # a tie
+        ([held(100, "a", "b"), held(10, "b")], {}, ["host:b"], "data"),  # b holds both
+        ([held(100, "a", "b")], {"gpu": ["b", "a"]}, ["group:gpu"], "group"),
+        ([held(100, "a", "b")], {"big": ["a", "b", "c"]}, ["host:a", "host:b"], "data"),
+        ([held(100, "127.0.0.1")], {}, [f"host:{HERE}"], "data"),  # loopback: this host
+        ([held(100, "weird host!")], {}, ["host:weird-host-"], "data"),
+        ([held(100)], {}, ["default"], "central"),  # the catalog knows no host of it
+    ],
+)
+def test_the_plan(items: list[Held], groups: dict[str, list[str]], queues: list[str], why: str):
+    route = plan(items, ["default"], threshold=64 * MiB, groups=groups)
+    assert (route.queues, route.why) == (queues, why)
+    assert route.explain().startswith(f"sent to {', '.join(queues)}")
+
+
+def test_the_same_pointer_twice_counts_once():
+    one = held(40, "a")
+    route = plan([one, one], ["default"], threshold=64 * MiB)
+    assert (route.why, route.total) == ("central", 40 * MiB)
+
+
+def _pointer(host: str, size: int) -> Pointer:
+    form = {
+        "type": POINTER_TYPE,
+        "key": uuid.uuid4().hex,
+        "host": host,
+        "protocol": "zmq",
+        "port": 5555,
+        "path": "",
+        "secret_key": "s" * 32,
+        "size": size,
+        "type_name": "bytes",
+    }
+    return Pointer(form)
+
+
+def test_pointers_are_found_a_few_levels_deep():
+    a, b, c = (_pointer("h", 1) for _ in range(3))
+    found = find_pointers([a, [b, {"x": (c, a)}]], {"k": {"deep": [b]}})
+    assert {p.key for p in found} == {a.key, b.key, c.key}
+
+
+def size_of(pointer: object) -> int:
+    return 7
+
+
+def test_a_job_with_much_data_goes_to_the_queue_of_its_host(url: str, tmp_path: Path):
+    here, far = _pointer("127.0.0.1", 5000), _pointer("10.9.9.9", 9000)
+    with JobQueue(url, token=False, threshold=4096) as queue:
+        small = queue.submit("size_of", _pointer("127.0.0.1", 100))
+        local = queue.submit("size_of", here)
+        remote = queue.submit("size_of", [here, far])
+        given = queue.submit("size_of", far, queue="default")  # a queue named: no routing
+        assert small.record().queues == ["default"]
+        assert local.record().queues == [host_queue(HERE)]
+        assert remote.record().queues == ["host:10.9.9.9"]
+        assert given.record().queues == ["default"]
+        assert "below the threshold" in small.explain()
+        assert f"host:{HERE}, the hosts holding most" in local.explain()
+        assert "10.9.9.9 holds" in remote.explain()
+        assert "waits for a worker of host:10.9.9.9" in remote.explain()
+        route = msgspec.json.decode(remote.record().route, type=Route)
+        assert route.by_host == {HERE: 5000, "10.9.9.9": 9000}
+        Worker(url, [host_queue(HERE), "default"], functions={"size_of": size_of}).work()
+        assert local.result(timeout=10) == 7
+        assert "done" in local.explain()
+        assert remote.state is JobState.QUEUED  # nobody works for that host
+
+
+def test_map_routes_each_job(url: str):
+    with JobQueue(url, token=False, threshold=4096) as queue:
+        jobs = queue.map("size_of", [_pointer("10.1.1.1", 5000), 3])
+        assert [j.record().queues for j in jobs] == [["host:10.1.1.1"], ["default"]]
+
+
+def test_the_catalog_knows_every_copy(url: str):
+    from undertow.data import DataRecord, Location
+
+    pointer = _pointer("10.1.1.1", 5000)
+    record = DataRecord(
+        key=pointer.key,
+        secret="x" * 32,
+        type_name="bytes",
+        size=5000,
+        created=0.0,
+        owner="",
+        locations=[Location(protocol="zmq", host=h, port=1) for h in ("10.1.1.1", "10.2.2.2")],
+    )
+
+    async def remember() -> None:
+        backend = open_backend(url)
+        try:
+            await backend.record_data(record)
+        finally:
+            await backend.close()
+
+    asyncio.run(remember())
+    with JobQueue(url, token=False, threshold=4096) as queue:
+        job = queue.submit("size_of", pointer)
+        assert job.record().queues == ["host:10.1.1.1", "host:10.2.2.2"]
