@@ -309,8 +309,8 @@ class RedisJobs(JobStore):
             return None
         return (
             f"redis at {self.url} keeps no append-only file, so jobs it acknowledged are "
-            "lost if it restarts; run it with --appendonly yes --appendfsync always (or "
-            "everysec, to lose at most a second)"
+            "lost if it restarts; start it with `undertow broker`, or run it with "
+            "--appendonly yes --appendfsync always (or everysec, to lose at most a second)"
         )
 
     async def output(self, job_id: str, start: int = 0) -> list[str]:
