@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from undertow.cli._groups import host_groups
 from undertow.cli._jobs import jobs, queues
 from undertow.config import HostSettings
 
@@ -405,3 +406,4 @@ def worker(**options: Any) -> None:
 
 main.add_command(jobs)  # undertow jobs ls/show/cancel/retry (cli/_jobs.py)
 main.add_command(queues)
+main.add_command(host_groups)  # undertow group add/rm/ls/show (cli/_groups.py)

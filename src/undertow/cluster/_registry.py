@@ -24,6 +24,7 @@ class Registry:
 
         registry = Registry()                       # $UNDERTOW_BACKEND or the embedded file
         registry.instances("MemKeyValue")           # live instances, oldest first
+        registry.add_to_group("gpu", ["node-3", "node-7"])   # a named group of hosts
 
     Args:
         url: the backend URL (default: ``$UNDERTOW_BACKEND``, else the embedded SQLite file).
@@ -103,6 +104,33 @@ class Registry:
         """The data records carrying all of ``tags``, of ``owner`` and ``type_name`` if given;
         oldest first."""
         return self._run(lambda b: b.find_data(tags=tags, owner=owner, type_name=type_name))
+
+    def set_group(self, name: str, hosts: Sequence[str]) -> None:
+        """Create host group ``name`` with ``hosts`` (duplicates dropped, order kept), or
+        replace its hosts. A ValueError names a bad name (1-64 letters, digits, ``_ . -``)
+        or host (empty, or with white space)."""
+        self._run(lambda b: b.set_group(name, hosts))
+
+    def add_to_group(self, name: str, hosts: Sequence[str]) -> None:
+        """Add ``hosts`` to the end of group ``name``, creating the group if needed."""
+        self._run(lambda b: b.add_to_group(name, hosts))
+
+    def remove_from_group(self, name: str, hosts: Sequence[str]) -> bool:
+        """Remove ``hosts`` from group ``name`` (the group goes with its last host); False if
+        there is no such group."""
+        return self._run(lambda b: b.remove_from_group(name, hosts))
+
+    def group(self, name: str) -> list[str] | None:
+        """The hosts of group ``name`` in the order they were added, or None."""
+        return self._run(lambda b: b.group(name))
+
+    def groups(self) -> dict[str, list[str]]:
+        """Every host group's hosts, by group name (sorted)."""
+        return self._run(lambda b: b.groups())
+
+    def drop_group(self, name: str) -> bool:
+        """Delete group ``name``; False if there was none."""
+        return self._run(lambda b: b.drop_group(name))
 
     def close(self) -> None:
         """Release the backend's connections."""

@@ -18,7 +18,13 @@ the data catalog, and the job queue to come), with two backends chosen by URL:
 The sync façade over a backend is :class:`undertow.cluster.Registry`.
 """
 
-from undertow.storage._backend import Backend, by_age, by_creation
+from undertow.storage._backend import (
+    Backend,
+    by_age,
+    by_creation,
+    check_group_name,
+    check_hosts,
+)
 from undertow.storage._jobs import (
     FINAL_STATES,
     JobRecord,
@@ -44,6 +50,8 @@ __all__ = [
     "WorkerInfo",
     "by_age",
     "by_creation",
+    "check_group_name",
+    "check_hosts",
     "check_job_id",
     "check_queue_name",
     "check_worker_name",

@@ -40,6 +40,12 @@
                                                     clock)
     undertow:workers:info                   HASH    name -> the worker's WorkerInfo (JSON)
 
+    undertow:groups                         SET     names of the host groups
+    undertow:group:{name}                   ZSET    the group's hosts, scored by the order
+                                                    they were added in (0, 1, ...); written
+                                                    with the name set in one step, and gone
+                                                    with its last host
+
 An instance whose key expired is dead; its id is removed from its service's set by the next
 lookup that finds it missing. Data records never expire: a record's keys, its key in
 ``undertow:data`` and in its tags' sets are written and removed together, in one transaction.
@@ -59,6 +65,7 @@ from __future__ import annotations
 
 __all__ = [
     "DATA",
+    "GROUPS",
     "IDEMPOTENCY_PREFIX",
     "JOBS",
     "JOBS_DELAYED",
@@ -76,6 +83,7 @@ __all__ = [
     "data",
     "data_locations",
     "data_tags",
+    "group",
     "idempotency",
     "instance",
     "job",
@@ -102,6 +110,7 @@ JOB_COUNTS = f"{JOBS}:counts"
 SIGNAL_PREFIX = f"{PREFIX}:signal:"
 WORKERS = f"{PREFIX}:workers"
 WORKERS_INFO = f"{WORKERS}:info"
+GROUPS = f"{PREFIX}:groups"
 
 
 def service_instances(service: str) -> str:
@@ -158,3 +167,8 @@ def signal(queue_name: str) -> str:
 def idempotency(key: str) -> str:
     """The id of the job submitted with idempotency key ``key``."""
     return f"{IDEMPOTENCY_PREFIX}{key}"
+
+
+def group(name: str) -> str:
+    """The sorted set of host group ``name``'s hosts."""
+    return f"{PREFIX}:group:{name}"

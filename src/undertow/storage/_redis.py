@@ -1,12 +1,14 @@
 """The backend for several machines: a Redis server (``redis://host:port/db``).
 
 Records expire in Redis itself (``PX`` on every write), so a dead instance disappears on the
-server's clock and no client clock matters. Key names are in :mod:`undertow.cluster._keys`.
+server's clock and no client clock matters. Key names are in :mod:`undertow.storage._keys`.
 
 A data record is several keys (its fields, its locations, its tags, the tag index). Writes to
 them are optimistic transactions: WATCH the record's keys, read them, then MULTI/EXEC the
 writes; EXEC fails, and the whole step is tried again, if another client changed the record in
 between. So concurrent merges into one record never lose a location.
+
+Host groups are in storage/_redis_groups.py.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from undertow.errors import BackendError, BrokerUnavailable
 from undertow.storage import _keys as keys
 from undertow.storage._backend import Backend, by_age, by_creation
 from undertow.storage._records import Instance, encode_instance, readable
+from undertow.storage._redis_groups import RedisGroups
 from undertow.storage._redis_jobs import RedisJobs
 
 __all__ = ["RedisBackend"]
@@ -65,7 +68,7 @@ _fields_decoder = msgspec.json.Decoder(_Fields)
 _listed_decoder = msgspec.json.Decoder(_Listed)
 
 
-class RedisBackend(RedisJobs, Backend):
+class RedisBackend(RedisJobs, RedisGroups, Backend):
     """Cluster state in Redis.
 
     Args:

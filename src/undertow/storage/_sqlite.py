@@ -9,6 +9,10 @@ connection is safe across threads and forks.
 The data catalog is three tables: ``data`` (one row per record), ``data_tags`` and
 ``data_locations`` (rows per tag and location, keyed by the record's key). Every write is one
 ``BEGIN IMMEDIATE`` transaction, so concurrent merges into one record never lose a location.
+
+Host groups are one table, ``host_groups``: a row per group and host, in rowid order (the
+order the hosts were added: SQLite gives a new row a rowid above every row's there). A group
+is its rows; it goes with its last one.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any
 
 from undertow.data import DataRecord, Location
 from undertow.errors import BackendError, ConfigError
-from undertow.storage._backend import Backend, by_age
+from undertow.storage._backend import Backend, by_age, check_group_name, check_hosts
 from undertow.storage._records import Instance, encode_instance, readable
 from undertow.storage._sqlite_jobs import SqliteJobs
 
@@ -60,6 +64,12 @@ CREATE TABLE IF NOT EXISTS data_locations (   -- rowid order: the order they wer
     port     INTEGER NOT NULL,
     path     TEXT NOT NULL,
     PRIMARY KEY (key, protocol, host, port, path)
+);
+
+CREATE TABLE IF NOT EXISTS host_groups (   -- rowid order: the order the hosts were added
+    name TEXT NOT NULL,
+    host TEXT NOT NULL,
+    PRIMARY KEY (name, host)
 );
 """
 
@@ -270,6 +280,67 @@ class SqliteBackend(SqliteJobs, Backend):
                 for query in (_SELECT_DATA, _SELECT_TAGS, _SELECT_LOCATIONS)
             )
         return _assemble(rows, tags, locations)
+
+    # -- host groups -------------------------------------------------------------------------
+
+    async def set_group(self, name: str, hosts: Sequence[str]) -> None:
+        await asyncio.to_thread(self._put_group, check_group_name(name), check_hosts(hosts), True)
+
+    async def add_to_group(self, name: str, hosts: Sequence[str]) -> None:
+        await asyncio.to_thread(self._put_group, check_group_name(name), check_hosts(hosts), False)
+
+    def _put_group(self, name: str, hosts: list[str], replace: bool) -> None:
+        with self._connect() as conn, _transaction(conn):
+            if replace:
+                conn.execute("DELETE FROM host_groups WHERE name = ?", (name,))
+            # OR IGNORE: a host the group has keeps its row, so its place
+            conn.executemany(
+                "INSERT OR IGNORE INTO host_groups (name, host) VALUES (?, ?)",
+                [(name, host) for host in hosts],
+            )
+
+    async def remove_from_group(self, name: str, hosts: Sequence[str]) -> bool:
+        return await asyncio.to_thread(
+            self._remove_from_group, check_group_name(name), check_hosts(hosts)
+        )
+
+    def _remove_from_group(self, name: str, hosts: list[str]) -> bool:
+        with self._connect() as conn, _transaction(conn):
+            found = conn.execute("SELECT 1 FROM host_groups WHERE name = ? LIMIT 1", (name,))
+            if found.fetchone() is None:
+                return False
+            conn.executemany(
+                "DELETE FROM host_groups WHERE name = ? AND host = ?",
+                [(name, host) for host in hosts],
+            )
+            return True
+
+    async def group(self, name: str) -> list[str] | None:
+        found = await asyncio.to_thread(self._select_groups, check_group_name(name))
+        return found.get(name)
+
+    async def groups(self) -> dict[str, list[str]]:
+        return await asyncio.to_thread(self._select_groups, None)
+
+    def _select_groups(self, name: str | None) -> dict[str, list[str]]:
+        """The hosts of group ``name`` (of every group if None), by group name."""
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT name, host FROM host_groups WHERE ? IS NULL OR name = ? "
+                "ORDER BY name, rowid",
+                (name, name),
+            ).fetchall()
+        found: dict[str, list[str]] = {}
+        for group, host in rows:
+            found.setdefault(group, []).append(host)
+        return found
+
+    async def drop_group(self, name: str) -> bool:
+        return await asyncio.to_thread(self._drop_group, check_group_name(name))
+
+    def _drop_group(self, name: str) -> bool:
+        with self._connect() as conn:
+            return conn.execute("DELETE FROM host_groups WHERE name = ?", (name,)).rowcount > 0
 
     async def close(self) -> None:
         """Close the job store's connection (the registry's live for one operation)."""
