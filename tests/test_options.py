@@ -18,6 +18,7 @@ DEFAULTS = {
     "output": True,
     "return_pointer": False,
     "auth": None,
+    "queue": None,
 }
 
 
@@ -111,6 +112,7 @@ def test_describe_shows_glob_and_options_for_every_function() -> None:
         "output": False,
         "return_pointer": False,
         "auth": None,
+        "queue": None,
     }
     assert described["save_json"]["glob"] == "save_json"
     assert described["save_json"]["input_serialization"] == "pickle"

@@ -356,7 +356,9 @@ def test_status_shows_services_in_a_table_and_as_json(tmp_path, services_file, l
     launched = launch(services_file.name, services=2)
     table = run([sys.executable, "-m", "undertow.cli", "status"], tmp_path)
     assert table.returncode == 0, table.stderr
-    header, *rows = table.stdout.splitlines()[1:]
+    services, _, workers = table.stdout.partition("\n\n")  # services, then workers
+    header, *rows = services.splitlines()[1:]
+    assert workers.startswith("workers: none live")
     assert header.split() == [
         "SERVICE",
         "INSTANCES",

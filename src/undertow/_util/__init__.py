@@ -1,6 +1,15 @@
-"""Helpers that import nothing above them: loopback hosts and the process's portal loop."""
+"""Helpers that import nothing above them: loopback hosts, the process's portal loop, the
+rule for queue names."""
 
+from undertow._util._names import check_queue_name
 from undertow._util._net import address_host, is_local_address, is_loopback
 from undertow._util._portal import Portal, portal
 
-__all__ = ["Portal", "address_host", "is_local_address", "is_loopback", "portal"]
+__all__ = [
+    "Portal",
+    "address_host",
+    "check_queue_name",
+    "is_local_address",
+    "is_loopback",
+    "portal",
+]

@@ -407,3 +407,32 @@ def worker(**options: Any) -> None:
 main.add_command(jobs)  # undertow jobs ls/show/cancel/retry (cli/_jobs.py)
 main.add_command(queues)
 main.add_command(host_groups)  # undertow group add/rm/ls/show (cli/_groups.py)
+
+
+@main.command()
+@click.option("--bind", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=6379, show_default=True, help="Port to listen on.")
+@click.option(
+    "--dir",
+    "directory",
+    default=None,
+    help="Where its files go (default: the undertow home's broker/ directory).",
+)
+@click.option(
+    "--fsync",
+    default="always",
+    show_default=True,
+    type=click.Choice(["always", "everysec"]),
+    help="always: each acknowledged job is on disk; everysec: up to a second may be lost.",
+)
+def broker(bind: str, port: int, directory: str | None, fsync: str) -> None:
+    """Run a Redis server for the job queue, durable by default (append-only file synced
+    before each answer); beyond loopback it requires a password, made on first use.
+
+    \b
+        undertow broker                                  # 127.0.0.1:6379, ~/.undertow/broker
+        undertow broker --bind 0.0.0.0 --dir /srv/undertow-broker
+    """
+    from undertow.cli._broker import run_broker
+
+    run_broker(bind=bind, port=port, directory=directory, fsync=fsync)

@@ -21,6 +21,7 @@ run it only if their authenticator knows the token, and never unpickle anything 
 from undertow.queue._cluster import Cluster, local
 from undertow.queue._job import Job
 from undertow.queue._queue import JobQueue, job
+from undertow.queue._serve import ServerJobs, enqueue
 from undertow.queue._wait import (
     ALL_COMPLETED,
     FIRST_COMPLETED,
@@ -30,6 +31,7 @@ from undertow.queue._wait import (
 )
 from undertow.queue._worker import Worker
 from undertow.queue._worker_state import Held, Phase, WorkerState
+from undertow.rpc import plug_jobs
 from undertow.storage import JobRecord, JobState
 
 __all__ = [
@@ -50,3 +52,5 @@ __all__ = [
     "local",
     "wait",
 ]
+
+plug_jobs(ServerJobs.of, enqueue)

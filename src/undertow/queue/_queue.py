@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 
 from undertow._util import address_host
+from undertow.config import backend_url
 from undertow.data import Pointer
 from undertow.queue._handle import StoreHandle
 from undertow.queue._job import Job
@@ -96,6 +97,34 @@ class JobQueue:
         lost with a worker that died too (at least ``retries + 1``). With an
         ``idempotency_key`` that a kept job has, that job is returned and nothing is queued.
         """
+        return self.submit_call(
+            fn,
+            args,
+            kwargs,
+            queue=queue,
+            max_attempts=max_attempts,
+            retries=retries,
+            retry_on=retry_on,
+            backoff=backoff,
+            idempotency_key=idempotency_key,
+        )
+
+    def submit_call(
+        self,
+        fn: Callable[..., Any] | str,
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        queue: str | Sequence[str] | None = None,
+        max_attempts: int = 1,
+        retries: int = 0,
+        retry_on: Sequence[type[BaseException] | str] | None = None,
+        backoff: float = 1.0,
+        idempotency_key: str | None = None,
+    ) -> Job:
+        """:meth:`submit` with the call's arguments given as they are (for arguments whose
+        names are those of :meth:`submit`'s options)."""
+        args, kwargs = tuple(args), dict(kwargs or {})
         record = self._record(fn, args, kwargs, queue, max_attempts, retries, retry_on, backoff)
         record.idempotency_key = idempotency_key
         pointers = find_pointers(args, kwargs) if queue is None else []
@@ -105,7 +134,22 @@ class JobQueue:
                 self._route(record, pointers, await _catalog(backend, pointers))
             return await backend.enqueue(record)
 
-        stored = self._handle.run(enqueue)
+        return self._job(self._handle.run(enqueue))
+
+    async def submit_call_async(
+        self,
+        fn: Callable[..., Any] | str,
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        queue: str | Sequence[str] | None = None,
+    ) -> Job:
+        """:meth:`submit_call` for async code (the common options)."""
+        args, kwargs = tuple(args), dict(kwargs or {})
+        record = self._record(fn, args, kwargs, queue)
+        return self._job(await self._handle.arun(lambda b: b.enqueue(record)))
+
+    def _job(self, stored: JobRecord) -> Job:
         return Job(self._handle, stored.id, stored.function)
 
     def map(
@@ -226,7 +270,7 @@ async def _catalog(backend: Backend, pointers: list[Pointer]) -> dict[str, Held]
 
 
 #: the queues :func:`job` opened, by backend URL and token
-_opened: dict[tuple[str | None, str | bool | None], JobQueue] = {}
+_opened: dict[tuple[str, str | bool | None], JobQueue] = {}
 
 
 def job(job_id: str, *, backend: str | None = None, token: str | bool | None = None) -> Job:
@@ -234,7 +278,8 @@ def job(job_id: str, *, backend: str | None = None, token: str | bool | None = N
     output so far and its result. ``backend``: the cluster backend's URL (default:
     ``$UNDERTOW_BACKEND``, else the embedded file); ``token``: the one it was submitted with
     (to read a pickled result), as for :class:`JobQueue`."""
-    opened = _opened.get((backend, token))
+    url = backend_url(backend)
+    opened = _opened.get((url, token))
     if opened is None or opened._handle.closed:
-        opened = _opened[(backend, token)] = JobQueue(backend, token=token)
+        opened = _opened[(url, token)] = JobQueue(url, token=token)
     return opened.job(job_id)

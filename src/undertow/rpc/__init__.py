@@ -21,7 +21,7 @@ from undertow.rpc._functions import (
 from undertow.rpc._incoming import Incoming
 from undertow.rpc._options import FunctionOptions, GlobTable
 from undertow.rpc._output import OutputSink
-from undertow.rpc._plane import DataPlane, plug_data
+from undertow.rpc._plane import DataPlane, JobPlane, plug_data, plug_jobs
 from undertow.rpc._receivers import Job
 from undertow.rpc._server import Server
 
@@ -39,6 +39,7 @@ __all__ = [
     "HandlerServer",
     "Incoming",
     "Job",
+    "JobPlane",
     "OutputCallback",
     "OutputSink",
     "RemoteFunctions",
@@ -52,5 +53,6 @@ __all__ = [
     "make_function",
     "not_found",
     "plug_data",
+    "plug_jobs",
     "rpc",
 ]

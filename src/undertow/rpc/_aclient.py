@@ -13,6 +13,7 @@ from undertow.rpc._calls import Call, FunctionInfo, OutputCallback, Protocol
 from undertow.rpc._client import challenge_for, prepare, user_token_for
 from undertow.rpc._connection import DEFAULT_TIMEOUT, AsyncClientConnection, timeout_error
 from undertow.rpc._functions import CallOptions, RemoteFunctions
+from undertow.rpc._plane import enqueue_job
 from undertow.security import client_key
 from undertow.wire import MsgpackCodec
 
@@ -95,6 +96,12 @@ class AsyncClient(RemoteFunctions):
         """Ask the server again for its functions."""
         desc = await self._connection().describe(timeout or self.timeout)
         self._install_functions(desc, self._invoke, self._submit)
+
+    def _enqueue(
+        self, info: FunctionInfo, args: tuple[Any, ...], kwargs: dict[str, Any], _: CallOptions
+    ) -> Any:
+        """As the sync client's, a coroutine: ``await client.f.enqueue(...)``."""
+        return enqueue_job(self, info.name, args, kwargs, info.queue, True)
 
     async def call(self, name: str, /, *args: Any, **kwargs: Any) -> Any:
         """Call the remote function ``name``."""

@@ -78,6 +78,8 @@ class FunctionInfo(msgspec.Struct, frozen=True):
     needs_auth: bool = False
     forwards_output: bool = True
     timeout: float | None = None
+    #: calls of it are durable jobs on this queue (``client.f(...)`` returns a Job)
+    queue: str | None = None
 
     @property
     def streams(self) -> bool:

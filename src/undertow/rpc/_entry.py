@@ -109,6 +109,7 @@ class Entry:
             needs_auth=self.checked,
             forwards_output=options.output,
             timeout=options.timeout,
+            queue=options.queue,
         )
 
 

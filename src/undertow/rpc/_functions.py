@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from undertow.errors import FunctionNotFound
+from undertow.errors import ConfigError, FunctionNotFound
 from undertow.rpc._calls import Description, FunctionInfo, OutputCallback, write_output
 from undertow.rpc._connection import Settings
+from undertow.rpc._plane import enqueue_job
 from undertow.rpc._signature import rebuild_signature
 
 __all__ = [
@@ -52,17 +53,20 @@ def make_function(
     invoke: Invoke,
     submit: Invoke,
     options: CallOptions | None = None,
+    enqueue: Invoke | None = None,
 ) -> Callable[..., Any]:
-    """A function that calls ``info`` remotely through ``invoke``.
-
-    It carries the remote signature and docstring, and two helpers: ``f.submit(...)`` starts
-    the call and returns a future, and ``f.options(timeout=..., output=...,
-    return_pointer=...)`` returns the same function with other per-call settings.
-    """
+    """A function that calls ``info`` remotely, with its signature and docstring, and
+    ``f.submit(...)`` (a future), ``f.enqueue(...)`` (a durable job, as calling ``f`` makes
+    when its option ``queue`` is set) and ``f.options(timeout=, output=, return_pointer=)``."""
     opts = options or CallOptions()
+    enqueue = enqueue or _cannot_queue
+    invoke = enqueue if info.queue is not None and enqueue is not _cannot_queue else invoke
 
     def remote(*args: Any, **kwargs: Any) -> Any:
         return invoke(info, args, kwargs, opts)
+
+    def enqueue_call(*args: Any, **kwargs: Any) -> Any:
+        return enqueue(info, args, kwargs, opts)
 
     def submit_call(*args: Any, **kwargs: Any) -> Any:
         return submit(info, args, kwargs, opts)
@@ -78,18 +82,34 @@ def make_function(
             opts.output if output is None else output,
             opts.return_pointer if return_pointer is None else return_pointer,
         )
-        return make_function(info, server, invoke, submit, merged)
+        return make_function(info, server, invoke, submit, merged, enqueue)
 
-    signature = rebuild_signature(info.params, info.returns)
-    for fn, doc in ((remote, info.doc), (submit_call, f"Start {info.name}() and return a future.")):
-        fn.__name__ = fn.__qualname__ = info.name
-        fn.__doc__ = doc or None
-        fn.__module__ = f"undertow.remote[{server}]"
-        fn.__signature__ = signature  # type: ignore[attr-defined]
+    _dress(
+        info,
+        server,
+        (remote, info.doc),
+        (submit_call, f"Start {info.name}() and return a future."),
+        (enqueue_call, f"Queue {info.name}() as a durable job and return the job."),
+    )
     remote.submit = submit_call  # type: ignore[attr-defined]
+    remote.enqueue = enqueue_call  # type: ignore[attr-defined]
     remote.options = with_options  # type: ignore[attr-defined]
     remote.info = info  # type: ignore[attr-defined]
     return remote
+
+
+def _cannot_queue(info: FunctionInfo, *_: Any) -> Any:
+    raise ConfigError(f"this client cannot queue {info.name}() as a job")
+
+
+def _dress(info: FunctionInfo, server: str, *functions: tuple[Any, str]) -> None:
+    """Give each function the remote one's name, signature and the docstring paired with it."""
+    signature = rebuild_signature(info.params, info.returns)
+    for fn, doc in functions:
+        fn.__name__ = fn.__qualname__ = info.name
+        fn.__doc__ = doc or None
+        fn.__module__ = f"undertow.remote[{server}]"
+        fn.__signature__ = signature
 
 
 def as_attributes(
@@ -147,9 +167,17 @@ class RemoteFunctions:
     def _install_functions(self, desc: Description, invoke: Invoke, submit: Invoke) -> None:
         self._server = desc.server
         self._bound = {
-            f.name: make_function(f, desc.server, invoke, submit) for f in desc.functions
+            f.name: make_function(f, desc.server, invoke, submit, enqueue=self._enqueue)
+            for f in desc.functions
         }
         self._as_attributes = as_attributes(self, self._bound, self._as_attributes)
+
+    def _enqueue(
+        self, info: FunctionInfo, args: tuple[Any, ...], kwargs: dict[str, Any], _: CallOptions
+    ) -> Any:
+        """Queue a call of ``info`` as a durable job, signed with this client's token (on
+        its queue, else ``"default"``); the job."""
+        return enqueue_job(self, info.name, args, kwargs, info.queue, False)
 
     def _settings(self, opts: CallOptions) -> Settings:
         """A call's deadline in seconds, whether it wants output, where output goes, and

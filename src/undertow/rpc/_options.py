@@ -9,6 +9,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from undertow._util import check_queue_name
 from undertow.errors import ConfigError
 from undertow.wire import Codec, resolve_codec
 
@@ -33,6 +34,9 @@ class FunctionOptions:
             before each call runs (identity None: an anonymous caller); False denies it and
             the caller gets ``PermissionDenied``. None: anyone the server let in. For a
             function with pickle input it is asked before unpickling, with ``()`` and ``{}``.
+        queue: make calls of the function durable jobs on this queue of the job queue
+            (``client.f(...)`` then returns a :class:`~undertow.Job`); the server runs them
+            (any ``undertow worker`` with the function may too).
     """
 
     input_serialization: Codec = dataclasses.field(default_factory=lambda: resolve_codec("msgpack"))
@@ -43,6 +47,7 @@ class FunctionOptions:
     output: bool = True
     return_pointer: bool = False
     auth: Any = None
+    queue: str | None = None
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any], *, where: str) -> FunctionOptions:
@@ -76,6 +81,12 @@ class FunctionOptions:
                 f"auth for {where} must be a function (identity, name, args, kwargs) -> bool, "
                 f"such as undertow.security.allow('alice'), not {rule!r}"
             )
+        queue = values.get("queue")
+        if queue is not None:
+            try:
+                check_queue_name(queue)
+            except ValueError as exc:
+                raise ConfigError(f"queue for {where}: {exc}") from None
         for flag in ("output", "return_pointer"):
             if flag in values and not isinstance(values[flag], bool):
                 raise ConfigError(f"{flag} for {where} must be True or False, not {values[flag]!r}")
@@ -90,6 +101,7 @@ class FunctionOptions:
             "output": self.output,
             "return_pointer": self.return_pointer,
             "auth": None if self.auth is None else getattr(self.auth, "__name__", repr(self.auth)),
+            "queue": self.queue,
         }
 
 

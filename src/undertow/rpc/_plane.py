@@ -22,7 +22,16 @@ if TYPE_CHECKING:
     from undertow.rpc._incoming import Incoming
     from undertow.rpc._receivers import Job
 
-__all__ = ["DataPlane", "make_data_plane", "make_pointer", "plug_data"]
+__all__ = [
+    "DataPlane",
+    "JobPlane",
+    "enqueue_job",
+    "make_data_plane",
+    "make_job_plane",
+    "make_pointer",
+    "plug_data",
+    "plug_jobs",
+]
 
 Arguments = tuple[Sequence[Any], dict[str, Any]]
 
@@ -88,6 +97,46 @@ def make_pointer(form: dict[str, Any], via: Any) -> Any:
     data layer is plugged in)."""
     factory = _factories.get("pointer")
     return form if factory is None else factory(form, via=via)
+
+
+class JobPlane(Protocol):
+    """A server's worker for the functions whose calls are durable jobs (option ``queue``)."""
+
+    def start(self) -> None:
+        """Start running the jobs of those functions, on the running loop."""
+
+    async def close(self, timeout: float) -> None:
+        """Stop claiming, let the jobs held finish within ``timeout`` seconds, stop."""
+
+
+def plug_jobs(plane: Callable[[Any], JobPlane | None], enqueue: Callable[..., Any]) -> None:
+    """Called once by :mod:`undertow.queue` when it is imported: ``plane(server)`` makes a
+    server's job worker (None when no function of it is queued), ``enqueue(client, name,
+    args, kwargs, queue, asynchronous)`` queues a call from a client."""
+    _factories["jobs"] = plane
+    _factories["enqueue"] = enqueue
+
+
+def make_job_plane(server: Any) -> JobPlane | None:
+    """The job worker of ``server``, or None (no queued function, or no queue layer)."""
+    factory = _factories.get("jobs")
+    return None if factory is None else factory(server)
+
+
+def enqueue_job(
+    client: Any,
+    name: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    queue: str | None,
+    asynchronous: bool,
+) -> Any:
+    """Queue a call of ``name`` as a durable job; its Job (a coroutine of it if
+    ``asynchronous``)."""
+    factory = _factories.get("enqueue")
+    if factory is None:
+        raise ConfigError("queueing calls needs undertow's job queue: import undertow.queue")
+    return factory(client, name, args, kwargs, queue, asynchronous)
 
 
 class _NoData:

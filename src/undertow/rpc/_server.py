@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, overload
 
-from undertow._util import address_host, is_local_address, is_loopback
+from undertow._util import address_host, is_loopback
 from undertow.config import ServerSettings
 from undertow.errors import ConfigError, UndertowError
 from undertow.rpc._calls import FunctionInfo
@@ -25,9 +25,14 @@ from undertow.rpc._dispatch import Dispatcher
 from undertow.rpc._entry import Entry
 from undertow.rpc._incoming import Incoming, RawHandler
 from undertow.rpc._options import GlobTable
-from undertow.rpc._plane import make_data_plane
+from undertow.rpc._plane import make_data_plane, make_job_plane
 from undertow.rpc._receivers import Job
-from undertow.rpc._setup import checked_auth, server_settings
+from undertow.rpc._setup import (
+    checked_auth,
+    refuse_user_token_beyond_loopback,
+    runs_code,
+    server_settings,
+)
 from undertow.security import (
     Authenticator,
     ServerSeal,
@@ -118,6 +123,8 @@ class Server:
         self.name = settings.name
         #: the host name pointers carry when the server listens on every interface
         self.advertise: str | None = None
+        #: the backend the jobs of queued functions go through (None: the default one)
+        self.job_backend: str | None = None
         #: the data server: values kept here, served to pointer holders
         # the token is shown to other data servers this one fetches from
         self.data = make_data_plane(
@@ -233,8 +240,8 @@ class Server:
         for name, fn in fns.items():
             glob, options = globs.lookup(name)
             entries[name] = Entry(name, fn, glob, options)
-        if self._auth is None and _runs_code(entries):
-            self._refuse_user_token_beyond_loopback(self.address, entries)
+        if self._auth is None and runs_code(entries):
+            refuse_user_token_beyond_loopback(self.address, entries)
             self._accept_user_token()
         self._fns, self._globs, self._entries = dict(fns), globs, entries
         self._calls.entries = entries
@@ -291,7 +298,7 @@ class Server:
         the same interface (see :attr:`http_address`; needs ``pip install 'undertow[http]'``).
         """
         if self._user_token is not None:
-            self._refuse_user_token_beyond_loopback(address, self._entries)
+            refuse_user_token_beyond_loopback(address, self._entries)
         self._loop = self._calls.loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         try:
@@ -306,28 +313,20 @@ class Server:
                 self._http = await self._serve_http(real, http_port)
             if ready is not None:
                 ready(real)
-            await self._stop.wait()
+            jobs = make_job_plane(self)  # calls of queued functions are jobs: run them
+            if jobs is not None:
+                jobs.start()
+            try:
+                await self._stop.wait()
+            finally:
+                if jobs is not None:
+                    await jobs.close(timeout=10.0)
         finally:
             if self._http is not None:
                 await self._http.close()
                 self._http = None
                 self._gateway.close()
             await self._core.close()
-
-    @staticmethod
-    def _refuse_user_token_beyond_loopback(address: str, entries: Mapping[str, Entry]) -> None:
-        """The user's own token is for this machine: beyond it, pickle needs tokens given
-        (``address``: where the server listens or is about to; empty: not yet)."""
-        if not address or is_local_address(address):
-            return
-        pickled = sorted(name for name, entry in entries.items() if _runs_code({name: entry}))
-        raise ConfigError(
-            f"refusing to serve {', '.join(map(repr, pickled))} (pickle, or another codec that "
-            f"runs code when decoded) on {address} with only your own user token: give the "
-            "server tokens "
-            "(Server(auth=TokenAuth(...)) or token=..., --tokens/--token for undertow serve) so "
-            "that callers on other machines can be told apart, or serve on 127.0.0.1"
-        )
 
     async def _serve_http(self, address: str, port: int) -> Any:
         try:
@@ -457,6 +456,11 @@ class Server:
         """True when callers that present no token are served (always, without ``auth``)."""
         return self._auth is None or self._core.allow_anonymous
 
+    @property
+    def authenticator(self) -> Authenticator | None:
+        """Who may call (and whose pickled jobs its worker runs); None for anyone."""
+        return self._auth
+
     def authenticate(self, token: str) -> str | None:
         """The identity whose token ``token`` is (a bearer token, say); None when no key of
         the server's authenticator matches, or the server authenticates nobody."""
@@ -486,12 +490,3 @@ class Server:
     def not_found(self, name: str) -> ErrorInfo:
         """The error for a call to ``name``, which is not served here."""
         return self._core.not_found(name)
-
-
-def _runs_code(entries: Mapping[str, Entry]) -> bool:
-    """True if a function of ``entries`` takes or returns a codec that runs code when
-    decoded (pickle and its kind)."""
-    return any(
-        e.options.input_serialization.unsafe or e.options.output_serialization.unsafe
-        for e in entries.values()
-    )

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
+from undertow._util import is_local_address
 from undertow.config import ServerSettings
 from undertow.errors import ConfigError
 from undertow.security import Authenticator, TokenAuth
 
-__all__ = ["checked_auth", "server_settings"]
+if TYPE_CHECKING:
+    from undertow.rpc._entry import Entry
+
+__all__ = [
+    "checked_auth",
+    "refuse_user_token_beyond_loopback",
+    "runs_code",
+    "server_settings",
+]
 
 
 def server_settings(
@@ -44,3 +54,27 @@ def checked_auth(auth: Authenticator | None, token: str | None) -> Authenticator
             f"auth must be an Authenticator (such as TokenAuth), not {type(auth).__name__}"
         )
     return auth
+
+
+def runs_code(entries: Mapping[str, Entry]) -> bool:
+    """True if a function of ``entries`` takes or returns a codec that runs code when
+    decoded (pickle and its kind)."""
+    return any(
+        e.options.input_serialization.unsafe or e.options.output_serialization.unsafe
+        for e in entries.values()
+    )
+
+
+def refuse_user_token_beyond_loopback(address: str, entries: Mapping[str, Entry]) -> None:
+    """The user's own token is for this machine: beyond it, pickle needs tokens given
+    (``address``: where the server listens or is about to; empty: not yet)."""
+    if not address or is_local_address(address):
+        return
+    pickled = sorted(name for name, entry in entries.items() if runs_code({name: entry}))
+    raise ConfigError(
+        f"refusing to serve {', '.join(map(repr, pickled))} (pickle, or another codec that "
+        f"runs code when decoded) on {address} with only your own user token: give the "
+        "server tokens "
+        "(Server(auth=TokenAuth(...)) or token=..., --tokens/--token for undertow serve) so "
+        "that callers on other machines can be told apart, or serve on 127.0.0.1"
+    )

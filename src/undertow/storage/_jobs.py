@@ -41,6 +41,8 @@ from collections.abc import AsyncIterator, Sequence
 
 import msgspec
 
+from undertow._util import check_queue_name
+
 __all__ = [
     "FINAL_STATES",
     "JobRecord",
@@ -54,7 +56,6 @@ __all__ = [
 ]
 
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
-_QUEUE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _WORKER = re.compile(r"\S{1,200}")
 
 
@@ -158,13 +159,6 @@ def check_job_id(job_id: str) -> str:
     if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):  # type: ignore[redundant-expr]
         raise ValueError(f"job id {job_id!r} is not a UUID4 as 32 lowercase hex digits")
     return job_id
-
-
-def check_queue_name(name: str) -> str:
-    """``name`` if it can name a queue (1-64 letters, digits, ``_ . : -``), else ValueError."""
-    if not isinstance(name, str) or not _QUEUE.fullmatch(name):  # type: ignore[redundant-expr]
-        raise ValueError(f"queue name {name!r} must be 1-64 letters, digits, '_', '.', ':' or '-'")
-    return name
 
 
 def check_worker_name(name: str) -> str:

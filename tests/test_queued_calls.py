@@ -1,0 +1,62 @@
+"""Calls that are durable jobs: a server function with the option ``queue`` (both backends)."""
+
+from __future__ import annotations
+
+import pytest
+
+import undertow
+from undertow.errors import ConfigError
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def add(x: int, y: int = 0) -> int:
+    print(f"adding {x} and {y}")
+    return x + y
+
+
+@pytest.fixture
+def server(url: str, monkeypatch: pytest.MonkeyPatch) -> undertow.Server:
+    monkeypatch.setenv("UNDERTOW_BACKEND", url)  # the server's worker and the client's jobs
+    s = undertow.Server(name="lab")
+    s.register("add", add)
+    s.register("slow_add", add)
+    s.config({"slow_*": {"queue": "lab-jobs"}})
+    return s
+
+
+def test_a_queued_function_returns_a_job_the_server_runs(server: undertow.Server, serve):
+    client = undertow.connect(serve(server))
+    job = client.slow_add(1, y=2)
+    assert isinstance(job, undertow.Job)
+    assert job.result(timeout=30) == 3
+    assert job.output() == "adding 1 and 2\n"
+    assert job.record().queues == ["lab-jobs"]
+    assert client.add(1, 2) == 3  # not queued: an ordinary call
+    assert client.slow_add.enqueue(2, 3).result(timeout=30) == 5
+    assert server.describe()["slow_add"]["queue"] == "lab-jobs"
+    client.close()
+
+
+def test_enqueue_of_a_function_that_is_not_queued_says_how(server: undertow.Server, serve):
+    client = undertow.connect(serve(server))
+    with pytest.raises(ConfigError, match=r"add\(\) is not queued.*'queue'"):
+        client.add.enqueue(1, 2)
+    client.close()
+
+
+async def test_an_async_client_awaits_the_job_then_its_result(server: undertow.Server, serve):
+    address = serve(server)
+    client = await undertow.connect_async(address)
+    job = await client.slow_add(4, 5)
+    assert isinstance(job, undertow.Job)
+    assert await job == 9
+    assert await (await client.slow_add.enqueue(1)) == 1
+    await client.aclose()
+
+
+def test_a_bad_queue_name_is_refused_at_config():
+    s = undertow.Server()
+    s.register("f", add)
+    with pytest.raises(ConfigError, match="queue for .*no spaces"):
+        s.config({"f": {"queue": "no spaces"}})
