@@ -11,6 +11,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from undertow.cluster import Registry
 from undertow.data import Pointer
 from undertow.queue import JobQueue, JobState, Worker
 from undertow.queue._route import Held, Route, find_pointers, host_queue, plan
@@ -134,3 +135,15 @@ def test_the_catalog_knows_every_copy(url: str):
     with JobQueue(url, token=False, threshold=4096) as queue:
         job = queue.submit("size_of", pointer)
         assert job.record().queues == ["host:10.1.1.1", "host:10.2.2.2"]
+        with Registry(url) as registry:
+            registry.set_group("pair", ["10.2.2.2", "10.1.1.1"])
+        job = queue.submit("size_of", pointer)
+        assert job.record().queues == ["group:pair"]
+        assert "group pair, exactly those hosts" in job.explain()
+
+
+def test_long_host_names_keep_distinct_queues():
+    a, b = "h" * 70 + "a", "h" * 70 + "b"
+    qa, qb = host_queue(a), host_queue(b)
+    assert qa != qb
+    assert len(qa) == len(qb) == 64

@@ -78,7 +78,7 @@ def host_groups() -> None:
 @_backend_option
 def group_add(name: str, hosts: tuple[str, ...], backend: str | None) -> None:
     """Add hosts to group NAME, creating it if there is none; hosts it has already keep
-    their place. NAME is 1-64 letters, digits, '_', '.' or '-'.
+    their place. NAME is 1-58 letters, digits, '_', '.' or '-'.
 
     \b
         undertow group add gpu node-3 node-7

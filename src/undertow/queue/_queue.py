@@ -131,7 +131,8 @@ class JobQueue:
 
         async def enqueue(backend: Backend) -> JobRecord:
             if pointers:
-                self._route(record, pointers, await _catalog(backend, pointers))
+                known, groups = await _catalog(backend, pointers)
+                self._route(record, pointers, known, groups)
             return await backend.enqueue(record)
 
         return self._job(self._handle.run(enqueue))
@@ -166,10 +167,10 @@ class JobQueue:
 
         async def enqueue_all(backend: Backend) -> list[JobRecord]:
             if any(pointers):
-                known = await _catalog(backend, [p for found in pointers for p in found])
+                known, groups = await _catalog(backend, [p for found in pointers for p in found])
                 for record, found in zip(records, pointers, strict=True):
                     if found:
-                        self._route(record, found, known)
+                        self._route(record, found, known, groups)
             stored: list[JobRecord] = []
             for start in range(0, len(records), _MAP_BATCH):
                 stored += await backend.enqueue_many(records[start : start + _MAP_BATCH])
@@ -210,10 +211,16 @@ class JobQueue:
             result_ttl=self.result_ttl,
         )
 
-    def _route(self, record: JobRecord, pointers: list[Pointer], known: dict[str, Held]) -> None:
+    def _route(
+        self,
+        record: JobRecord,
+        pointers: list[Pointer],
+        known: dict[str, Held],
+        groups: dict[str, list[str]],
+    ) -> None:
         """Send ``record`` where its data is, if it has enough (see ``queue/_route.py``)."""
         held = [known[p.key] for p in pointers if p.key in known]
-        route = plan(held, record.queues, threshold=self.threshold)
+        route = plan(held, record.queues, threshold=self.threshold, groups=groups)
         record.queues = route.queues
         record.route = msgspec.json.encode(route).decode()
 
@@ -253,9 +260,11 @@ class JobQueue:
         self.close()
 
 
-async def _catalog(backend: Backend, pointers: list[Pointer]) -> dict[str, Held]:
+async def _catalog(
+    backend: Backend, pointers: list[Pointer]
+) -> tuple[dict[str, Held], dict[str, list[str]]]:
     """Each pointer's size and the hosts that hold a copy, from the catalog (a pointer the
-    catalog does not know is where it says it is)."""
+    catalog does not know is where it says it is), and the host groups."""
     known: dict[str, Held] = {}
     for pointer in pointers:
         if pointer.key in known:
@@ -266,7 +275,7 @@ async def _catalog(backend: Backend, pointers: list[Pointer]) -> dict[str, Held]
             known[pointer.key] = Held(pointer.key, record.size, hosts)
         else:
             known[pointer.key] = Held(pointer.key, pointer.nbytes, [address_host(pointer.address)])
-    return known
+    return known, await backend.groups()
 
 
 #: the queues :func:`job` opened, by backend URL and token

@@ -12,6 +12,7 @@ it. :func:`plan` decides, without I/O; the route it returns is kept with the job
 
 from __future__ import annotations
 
+import hashlib
 import re
 import socket
 from collections.abc import Iterable, Mapping, Sequence
@@ -97,7 +98,12 @@ def group_queue(group: str) -> str:
 
 
 def _queue_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.:-]", "-", text)[:64]
+    """``text`` as a queue name: other characters become ``-``, and a name too long keeps
+    its start and a digest of the whole (two long names never share a queue)."""
+    name = re.sub(r"[^A-Za-z0-9_.:-]", "-", text)
+    if len(name) > 64:
+        name = f"{name[:55]}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+    return name
 
 
 def find_pointers(args: Iterable[Any], kwargs: Mapping[str, Any]) -> list[Pointer]:

@@ -13,7 +13,7 @@ from undertow.storage._records import Instance
 
 __all__ = ["Backend", "by_age", "by_creation", "check_group_name", "check_hosts"]
 
-_GROUP = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_GROUP = re.compile(r"[A-Za-z0-9_.-]{1,58}")  # "group:" + name is a queue name (64)
 #: a host name: no white space or control characters, at most 255 characters
 _HOST = re.compile(r"[^\s\x00-\x1f\x7f]{1,255}")
 
@@ -127,11 +127,11 @@ def by_creation(records: list[DataRecord]) -> list[DataRecord]:
 
 
 def check_group_name(name: str) -> str:
-    """``name`` if it can name a host group (1-64 letters, digits, ``_ . -``), else a
+    """``name`` if it can name a host group (1-58 letters, digits, ``_ . -``), else a
     ValueError naming it and the rule."""
     if not isinstance(name, str) or not _GROUP.fullmatch(name):  # type: ignore[redundant-expr]
         raise ValueError(
-            f"group name {name!r} must be 1-64 letters, digits, '_', '.' or '-' (e.g. 'gpu-a100')"
+            f"group name {name!r} must be 1-58 letters, digits, '_', '.' or '-' (e.g. 'gpu-a100')"
         )
     return name
 
