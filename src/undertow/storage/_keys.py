@@ -39,6 +39,8 @@
                                                     longer live (last beat + ttl, the workers'
                                                     clock)
     undertow:workers:info                   HASH    name -> the worker's WorkerInfo (JSON)
+    undertow:signal:{name}                  CHANNEL a message when queue {name}'s list stops
+                                                    being empty (idle workers subscribe)
 
     undertow:groups                         SET     names of the host groups
     undertow:group:{name}                   ZSET    the group's hosts, scored by the order
