@@ -385,6 +385,15 @@ def call(
     metavar="MODULE",
     help="Every public function defined in MODULE, by its name (repeatable).",
 )
+@click.option(
+    "--mode",
+    default="thread",
+    show_default=True,
+    type=click.Choice(["thread", "process", "fork"]),
+    help="Where jobs run: threads of the worker (fastest); a process per slot (CPU-bound "
+    "jobs in parallel; a crash fails only its job); a process forked for each job (nothing "
+    "a job does to its process reaches the next).",
+)
 def worker(**options: Any) -> None:
     """Run the jobs of the durable job queue (undertow.queue.JobQueue) until Ctrl-C or
     SIGTERM, which drain: the jobs held finish, nothing more is claimed; a second signal
@@ -398,6 +407,7 @@ def worker(**options: Any) -> None:
         undertow worker --function resize=imaging:resize --concurrency 4
         undertow worker --queue gpu --queue default --module training --tokens ~/tokens
         undertow worker --burst --module imaging --backend redis://queue-host:6379/0
+        undertow worker --module training --concurrency 8 --mode process
     """
     from undertow.cli._worker import run_worker
 

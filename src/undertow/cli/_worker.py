@@ -45,9 +45,10 @@ def run_worker(
     tokens: str | None,
     functions: Sequence[str],
     modules: Sequence[str],
+    mode: str = "thread",
 ) -> int:
     """Run a worker until it is drained (or, with ``burst``, until its queues are empty);
-    the exit status."""
+    the exit status. ``mode``: where its jobs run (``Worker(mode=...)``)."""
     cwd = os.getcwd()
     if cwd not in sys.path:
         sys.path.insert(0, cwd)  # as `python -m` does: the user's modules are found here
@@ -69,7 +70,7 @@ def run_worker(
             "callables of those users"
         )
     _say_what_runs(registry, auth)
-    runner = _Runner(settings.backend, queues, registry, auth, concurrency, lease)
+    runner = _Runner(settings.backend, queues, registry, auth, concurrency, lease, mode)
     code = asyncio.run(runner.run(burst))
     if code:  # stopped at once: the job threads still running would hold the exit up
         sys.stdout.flush()
@@ -108,20 +109,21 @@ class _Runner:
         auth: TokenAuth | None,
         concurrency: int,
         lease: float,
+        mode: str,
     ) -> None:
-        self.args = (backend, list(queues), registry, auth, concurrency, lease)
+        self.args = (backend, list(queues), registry, auth, concurrency, lease, mode)
         self.signals = 0
         self.worker: Worker | None = None
         self.task: asyncio.Task[None] | None = None
 
     async def run(self, burst: bool) -> int:
-        backend, queues, registry, auth, concurrency, lease = self.args
+        backend, queues, registry, auth, concurrency, lease, mode = self.args
         try:
             store = open_backend(backend)
         except (UndertowError, ValueError, ImportError) as exc:
             raise click.ClickException(str(exc)) from None
         try:
-            self.worker = _make_worker(store, queues, registry, auth, concurrency, lease)
+            self.worker = _make_worker(store, queues, registry, auth, concurrency, lease, mode)
             return await self._serve(store, burst)
         finally:
             await store.close()
@@ -166,6 +168,7 @@ def _make_worker(
     auth: TokenAuth | None,
     concurrency: int,
     lease: float,
+    mode: str,
 ) -> Worker:
     try:
         return Worker(
@@ -175,6 +178,7 @@ def _make_worker(
             concurrency=concurrency,
             auth=auth,
             lease=lease,
+            mode=mode,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None

@@ -8,6 +8,10 @@ in batches. A job thus costs two hand-overs through C queues and no task, future
 of its own on the loop, which is what lets a worker run thousands of short jobs a second.
 Coroutine functions are the exception: the thread finds that the function is one and hands
 the opened call back (:class:`Opened`), for the loop to await.
+
+:class:`SlotThreads` is the inbox, the outbox and the threads between them; how a job runs
+is its subclasses' part: :class:`JobThreads` here (in the worker's own threads), and the
+child processes of ``_modes.py`` (a process per slot, or a forked process per job).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from undertow.errors import FunctionNotFound, JobCancelled, UndertowError, WireError
 from undertow.queue._capture import Sink
@@ -28,7 +32,17 @@ from undertow.security import Authenticator, SigningKey
 from undertow.storage import JobRecord
 from undertow.wire import ErrorInfo, encode_error, error_info
 
-__all__ = ["Finished", "JobThreads", "Opened", "Outcome", "Refuse", "Task"]
+__all__ = [
+    "Finished",
+    "JobThreads",
+    "Opened",
+    "Outcome",
+    "Refuse",
+    "SlotThreads",
+    "Slots",
+    "Task",
+    "matches",
+]
 
 #: how an attempt ended: the encoded result, or ``(encoded error, retry delay or None)``
 Outcome = bytes | tuple[bytes, float | None]
@@ -70,8 +84,88 @@ class Finished:
     seconds: float = field(default=0.0)
 
 
-class JobThreads:
-    """The worker's slots for plain functions: ``count`` daemon threads (a job that never
+class Slots(Protocol):
+    """What the worker's loop asks of its slots, whatever runs the jobs."""
+
+    def put(self, task: Task) -> None:
+        """Queue ``task`` for the next free slot."""
+
+    def take(self) -> list[Finished]:
+        """Everything finished so far."""
+
+    def halt(self, job_id: str) -> None:
+        """Stop the running attempt of ``job_id`` if the slots can (its outcome then says it
+        was stopped); else it runs on and its result is dropped."""
+
+    def stop(self) -> None:
+        """Stop for good: jobs not started stay unrun."""
+
+
+class SlotThreads:
+    """``count`` daemon threads between a shared inbox and an outbox; a subclass runs each job
+    (``_run``) and starts the threads (``_start``) once it is set up.
+
+    Args:
+        count: threads, one job each at a time.
+        refuse: whether a job, as it comes up, should not run any more.
+        wake: called (from a slot thread) when the outbox gets a first entry since the worker
+            last emptied it; it must be thread-safe and cheap.
+    """
+
+    def __init__(self, count: int, *, refuse: Refuse, wake: Callable[[], None]) -> None:
+        self._refuse, self._wake = refuse, wake
+        self._inbox: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
+        self.outbox: collections.deque[Finished] = collections.deque()
+        self._pending_wake = False
+        self._threads = [
+            threading.Thread(target=self._serve, args=(i,), name=f"undertow-job-{i}", daemon=True)
+            for i in range(count)
+        ]
+
+    def _start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def put(self, task: Task) -> None:
+        """Queue ``task`` for the next free thread."""
+        self._inbox.put(task)
+
+    def take(self) -> list[Finished]:
+        """Everything finished so far (the worker's loop calls this after a wake)."""
+        self._pending_wake = False
+        done: list[Finished] = []
+        while self.outbox:
+            done.append(self.outbox.popleft())
+        return done
+
+    def halt(self, job_id: str) -> None:
+        """A thread cannot be stopped: the job runs on, and the worker drops its result."""
+
+    def stop(self) -> None:
+        """Let each thread end after its current job; jobs not started stay unrun."""
+        while True:  # what no thread took is dropped: its lease runs out, another worker runs it
+            try:
+                self._inbox.get_nowait()
+            except queue.Empty:
+                break
+        for _ in self._threads:
+            self._inbox.put(None)
+
+    def _serve(self, slot: int) -> None:
+        while (task := self._inbox.get()) is not None:
+            started = time.perf_counter()
+            outcome = self._run(task, slot)
+            self.outbox.append(Finished(task, outcome, time.perf_counter() - started))
+            if not self._pending_wake:
+                self._pending_wake = True
+                self._wake()
+
+    def _run(self, task: Task, slot: int) -> Outcome | Opened:
+        raise NotImplementedError
+
+
+class JobThreads(SlotThreads):
+    """The worker's slots for plain functions, run in its own threads (a job that never
     returns does not hold the process up once the worker has stopped).
 
     Args:
@@ -94,50 +188,11 @@ class JobThreads:
         refuse: Refuse,
         wake: Callable[[], None],
     ) -> None:
+        super().__init__(count, refuse=refuse, wake=wake)
         self._lookup, self._auth, self._retry = lookup, auth, retry
-        self._refuse, self._wake = refuse, wake
-        self._inbox: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
-        self.outbox: collections.deque[Finished] = collections.deque()
-        self._pending_wake = False
-        self._threads = [
-            threading.Thread(target=self._serve, name=f"undertow-job-{i}", daemon=True)
-            for i in range(count)
-        ]
-        for thread in self._threads:
-            thread.start()
+        self._start()
 
-    def put(self, task: Task) -> None:
-        """Queue ``task`` for the next free thread."""
-        self._inbox.put(task)
-
-    def take(self) -> list[Finished]:
-        """Everything finished so far (the worker's loop calls this after a wake)."""
-        self._pending_wake = False
-        done: list[Finished] = []
-        while self.outbox:
-            done.append(self.outbox.popleft())
-        return done
-
-    def stop(self) -> None:
-        """Let each thread end after its current job; jobs not started stay unrun."""
-        while True:  # what no thread took is dropped: its lease runs out, another worker runs it
-            try:
-                self._inbox.get_nowait()
-            except queue.Empty:
-                break
-        for _ in self._threads:
-            self._inbox.put(None)
-
-    def _serve(self) -> None:
-        while (task := self._inbox.get()) is not None:
-            started = time.perf_counter()
-            outcome = self._run(task)
-            self.outbox.append(Finished(task, outcome, time.perf_counter() - started))
-            if not self._pending_wake:
-                self._pending_wake = True
-                self._wake()
-
-    def _run(self, task: Task) -> Outcome | Opened:
+    def _run(self, task: Task, slot: int) -> Outcome | Opened:
         record = task.record
         if self._refuse(record.id):
             return stopped(record.id)
@@ -166,7 +221,7 @@ def open_job(
         call, key = open_payload(record.id, record.function, record.codec, record.payload, auth)
         fn, args, kwargs = decode_call(record.function, record.codec, call, lookup)
     except UndertowError as exc:
-        return encode_error(_refusal(exc)), None
+        return encode_error(refusal(exc)), None
     return Opened(fn, args, kwargs, key, call)
 
 
@@ -185,7 +240,15 @@ def stopped(job_id: str) -> tuple[bytes, None]:
     return encode_error(info), None
 
 
-def _refusal(exc: UndertowError) -> ErrorInfo:
+def matches(exc: BaseException, names: list[str] | None) -> bool:
+    """Whether ``exc`` is of one of the types named (by qualified name, along its class
+    hierarchy, so that no type is imported); None names every type."""
+    if names is None:
+        return True
+    return any(f"{t.__module__}.{t.__qualname__}" in names for t in type(exc).__mro__)
+
+
+def refusal(exc: UndertowError) -> ErrorInfo:
     """How a job that was not run is reported (the submitter gets the same error class)."""
     if isinstance(exc, FunctionNotFound):
         return ErrorInfo(

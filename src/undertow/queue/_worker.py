@@ -23,8 +23,9 @@ from typing import Any, TypeVar
 from undertow.errors import BackendError, FunctionNotFound
 from undertow.queue._capture import Sink
 from undertow.queue._handle import warn_if_not_durable
+from undertow.queue._modes import check_mode, start_slots
 from undertow.queue._payload import Call, encode_result
-from undertow.queue._runner import JobThreads, Opened, Outcome, Task, failure, stopped
+from undertow.queue._runner import Opened, Outcome, Slots, Task, failure, stopped
 from undertow.queue._worker_state import WorkerState
 from undertow.security import Authenticator
 from undertow.storage import (
@@ -70,6 +71,11 @@ class Worker:
         prefetch: at most this many jobs claimed beyond the slots, so that short jobs come
             in batches; only as many as the slots get through in about 50 ms at the recent
             pace (none while jobs take longer than that). 0: never more than the slots.
+        mode: where jobs run: ``"thread"`` (threads of this process, the fastest),
+            ``"process"`` (a child process per slot, replaced if a job kills it) or
+            ``"fork"`` (a child forked for each job; POSIX). In the last two a crash fails
+            only its attempt, a stopped job's process is killed, and this process never
+            unpickles a payload; ``"process"`` pickles ``functions`` and ``auth`` once.
     """
 
     def __init__(
@@ -84,7 +90,9 @@ class Worker:
         sweep_every: float | None = None,
         poll_max: float = 1.0,
         prefetch: int = 256,
+        mode: str = "thread",
     ) -> None:
+        self.mode = check_mode(mode)
         self._backend_arg = backend
         self.queues = [
             check_queue_name(q) for q in ([queues] if isinstance(queues, str) else queues)
@@ -108,7 +116,7 @@ class Worker:
         self._store: Backend | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
-        self._threads: JobThreads | None = None
+        self._threads: Slots | None = None
         self._listener: asyncio.Task[None] | None = None
         self.started = time.time()
         #: attempts whose outcome was stored since the start, and how many of them failed
@@ -126,11 +134,14 @@ class Worker:
     async def run(self, burst: bool = False) -> None:
         """Run until drained (:meth:`drain`), or in ``burst`` mode until no job is left."""
         self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
-        self._threads = JobThreads(
+        self._threads = start_slots(
+            self.mode,
             self.state.concurrency,
+            functions=self.functions,
             lookup=self._function,
             auth=self.auth,
             retry=self._retry,
+            retry_max=self.state.retry_max,
             refuse=self._refused,
             wake=self._wake_threadsafe,
         )
@@ -276,6 +287,8 @@ class Worker:
                 task = self._coroutines.get(held.job_id)
                 if task is not None:
                     task.cancel()  # a coroutine stops; a thread's result will be dropped
+                elif self._threads is not None:
+                    self._threads.halt(held.job_id)  # a job's process is killed
 
     async def _flush_output(self) -> None:
         for job_id, sink in list(self._sinks.items()):
