@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import itertools
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -11,6 +13,7 @@ import msgspec
 from undertow._util import address_host
 from undertow.config import backend_url
 from undertow.data import Pointer
+from undertow.errors import BrokerUnavailable
 from undertow.queue._handle import StoreHandle
 from undertow.queue._job import Job
 from undertow.queue._payload import Call, encode_call, type_names
@@ -158,26 +161,38 @@ class JobQueue:
     ) -> list[Job]:
         """Queue ``fn(*items)`` for each set of items of ``iterables`` taken together (as
         :func:`map` does); the jobs, in order. ``options``: those of :meth:`submit`, except
-        ``idempotency_key``."""
+        ``idempotency_key``. Jobs are made and stored 500 at a time, each batch one backend
+        operation under ``timeout``; a BrokerUnavailable carries the jobs queued before it
+        (``exc.jobs``)."""
         if "idempotency_key" in options:
             raise TypeError("map() takes no idempotency_key: submit each job with its own")
-        calls = [tuple(items) for items in zip(*iterables, strict=False)]
-        records = [self._record(fn, items, {}, **options) for items in calls]
-        pointers = [] if options.get("queue") is not None else [find_pointers(c, {}) for c in calls]
+        route = options.get("queue") is None
+        jobs: list[Job] = []
+        calls = (tuple(items) for items in zip(*iterables, strict=False))
+        while batch := list(itertools.islice(calls, _MAP_BATCH)):
+            records = [self._record(fn, items, {}, **options) for items in batch]
+            pointers = [find_pointers(c, {}) if route else [] for c in batch]
+            try:
+                stored = self._handle.run(
+                    functools.partial(self._enqueue_batch, records=records, pointers=pointers)
+                )
+            except BrokerUnavailable as exc:
+                exc.jobs = jobs  # type: ignore[attr-defined]
+                exc.args = (f"{exc} ({len(jobs)} jobs of this map were queued before: exc.jobs)",)
+                raise
+            jobs += [self._job(r) for r in stored]
+        return jobs
 
-        async def enqueue_all(backend: Backend) -> list[JobRecord]:
-            if any(pointers):
-                known, groups = await _catalog(backend, [p for found in pointers for p in found])
-                for record, found in zip(records, pointers, strict=True):
-                    if found:
-                        self._route(record, found, known, groups)
-            stored: list[JobRecord] = []
-            for start in range(0, len(records), _MAP_BATCH):
-                stored += await backend.enqueue_many(records[start : start + _MAP_BATCH])
-            return stored
-
-        stored = self._handle.run(enqueue_all)
-        return [Job(self._handle, r.id, r.function) for r in stored]
+    async def _enqueue_batch(
+        self, backend: Backend, *, records: list[JobRecord], pointers: list[list[Pointer]]
+    ) -> list[JobRecord]:
+        """Route the records that carry pointers, then store them all in one operation."""
+        if any(pointers):
+            known, groups = await _catalog(backend, [p for found in pointers for p in found])
+            for record, found in zip(records, pointers, strict=True):
+                if found:
+                    self._route(record, found, known, groups)
+        return await backend.enqueue_many(records)
 
     def _record(
         self,
