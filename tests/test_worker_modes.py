@@ -106,10 +106,6 @@ def remember(x: int) -> list[int]:
     return list(REMEMBERED)
 
 
-def identity(x: Any) -> Any:
-    return x
-
-
 def record_pid(path: str) -> int:
     """What unpickling a :class:`Trap` calls: writes down the process doing it."""
     with open(path, "a") as f:
@@ -299,7 +295,7 @@ def test_the_worker_never_unpickles_a_payload(url: str, mode: str, tmp_path: Pat
     trap = tmp_path / "unpickled-by"
     token = new_token("me")
     with JobQueue(url, token=token) as jobs:
-        job = jobs.submit(identity, Trap(trap))
+        job = jobs.submit(lambda x: x, Trap(trap))  # the lambda travels by value
         worker(url, mode, auth=TokenAuth([token])).work(burst=True)
         unpickled_in = job.result(timeout=10)
     assert trap.read_text().split() == [str(unpickled_in)]
