@@ -25,7 +25,7 @@ from undertow.queue._capture import Sink
 from undertow.queue._handle import warn_if_not_durable
 from undertow.queue._modes import check_mode, start_slots
 from undertow.queue._payload import Call, encode_result
-from undertow.queue._runner import Opened, Outcome, Slots, Task, failure, stopped
+from undertow.queue._runner import Opened, Outcome, Slots, Task, failure, matches, stopped
 from undertow.queue._worker_state import WorkerState
 from undertow.security import Authenticator
 from undertow.storage import (
@@ -165,6 +165,8 @@ class Worker:
     async def _step(self, burst: bool) -> bool:
         """One turn: renew, store output, sweep, claim. True when the worker is done."""
         now = time.time()
+        assert self._wake is not None
+        self._wake.clear()  # before taking the outbox: a wake sent from now on is not lost
         self._collect()
         try:
             await self._renew(now)
@@ -190,7 +192,7 @@ class Worker:
         until = self.state.next_wakeup(now)
         if self.state.held:
             until = min(until, now + OUTPUT_EVERY)
-        self._wake.clear()
+        # (the wake event was cleared at the start of the step: set since, it ends the pause)
         # asyncio.timeout, not wait_for: on 3.11 wait_for loses a cancellation that comes as
         # the event is set (a second signal right after a job finished never stopped it)
         with contextlib.suppress(TimeoutError):
@@ -404,7 +406,7 @@ class Worker:
         return fn
 
     def _retry(self, record: JobRecord, call: Call, exc: BaseException) -> float | None:
-        if not call.retry or not _matches(exc, call.retry_on):
+        if not call.retry or not matches(exc, call.retry_on):
             return None
         return self.state.retry_delay(record.attempts, call.backoff)
 
@@ -436,9 +438,3 @@ class Worker:
                 log.warning("worker %s: the backend failed, retrying: %s", self.name, exc)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, self.state.poll_max)
-
-
-def _matches(exc: BaseException, names: list[str] | None) -> bool:
-    if names is None:
-        return True
-    return any(f"{t.__module__}.{t.__qualname__}" in names for t in type(exc).__mro__)
