@@ -228,3 +228,14 @@ async def test_a_stale_attempt_prints_into_nothing(store: Backend):
     assert await store.append_output(j.id, "a note from anyone\n")  # no attempt: kept
     assert await store.output(j.id) == ["first try\n", "second try\n", "a note from anyone\n"]
     assert not await store.append_output(uuid.uuid4().hex, "nobody's\n")
+
+
+async def test_jobs_by_id_reads_many_records_in_their_order(store: Backend):
+    stored = [await store.enqueue(job()) for _ in range(3)]
+    missing = uuid.uuid4().hex
+    ids = [stored[2].id, missing, stored[0].id] * 300  # more than one SQL batch
+    found = await store.jobs_by_id(ids)
+    assert [r.id if r else None for r in found] == [i if i != missing else None for i in ids]
+    assert await store.jobs_by_id([]) == []
+    with pytest.raises(ValueError, match="not-an-id"):
+        await store.jobs_by_id([stored[0].id, "not-an-id"])

@@ -44,6 +44,8 @@ class Job:
         self._handle = handle
         #: output pieces printed here so far (waiting prints the job's output as it comes)
         self._printed = 0
+        #: the record once it is final (it never changes again), as undertow.wait found it
+        self._final: JobRecord | None = None
         self.id = job_id
         #: what it runs: a registered function's name, or ``module.qualname`` of a callable
         self.function = function
@@ -106,7 +108,8 @@ class Job:
     def result(self, timeout: float | None = None, *, output: bool = True) -> Any:
         """The job's result, waiting up to ``timeout`` seconds (None: as long as it takes);
         meanwhile what the job prints is printed here as it comes (``output=False``: not),
-        once per handle. Raises the job's error (rebuilt as for a call), :class:`JobFailed`
+        once per handle (a job that :func:`undertow.wait` found ended is not fetched again,
+        nor its output printed: read it with :meth:`output`). Raises the job's error (rebuilt as for a call), :class:`JobFailed`
         for a dead job, :class:`JobCancelled`, or :class:`JobTimeout` (a TimeoutError) at
         the deadline."""
         return outcome(self._wait(timeout, output), self._handle)
@@ -134,6 +137,8 @@ class Job:
             sys.stdout.flush()
 
     def _wait(self, timeout: float | None, output: bool) -> JobRecord:
+        if self._final is not None:  # found by undertow.wait/as_completed: nothing to fetch
+            return self._final
         deadline = None if timeout is None else time.monotonic() + timeout
         pause, idle = POLL_MIN, threading.Event()
         while True:

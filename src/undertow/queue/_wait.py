@@ -56,11 +56,12 @@ def _finished_jobs(jobs: list[Job]) -> dict[Waitable, bool]:
         ids = [job.id for job in group]
 
         async def look(backend: Backend, ids: list[str] = ids) -> list[Any]:
-            return [await backend.job(job_id) for job_id in ids]
+            return await backend.jobs_by_id(ids)
 
         for job, record in zip(group, handle.run(look), strict=True):
             if record is None or record.state in FINAL_STATES:
                 ended[job] = record is None or record.result is None
+                job._final = record
     return ended
 
 

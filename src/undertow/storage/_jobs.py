@@ -313,6 +313,14 @@ class JobStore(abc.ABC):
     async def job(self, job_id: str) -> JobRecord | None:
         """The job's record, or None if there is none (never was, or purged)."""
 
+    async def jobs_by_id(self, job_ids: Sequence[str]) -> list[JobRecord | None]:
+        """The records of ``job_ids``, in order (None where there is none); every id is
+        checked first. This default reads them one by one; a backend may read them all in
+        one round trip."""
+        for job_id in job_ids:
+            check_job_id(job_id)
+        return [await self.job(job_id) for job_id in job_ids]
+
     @abc.abstractmethod
     async def jobs(
         self,

@@ -257,6 +257,17 @@ class RedisJobs(JobStore):
             raise self._failed(exc) from exc
         return _decode(fields.items()) if fields else None
 
+    async def jobs_by_id(self, job_ids: Sequence[str]) -> list[JobRecord | None]:
+        ids = [check_job_id(job_id) for job_id in job_ids]
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for job_id in ids:
+                    pipe.hgetall(keys.job(job_id))
+                replies = await pipe.execute()
+        except RedisError as exc:
+            raise self._failed(exc) from exc
+        return [_decode(fields.items()) if fields else None for fields in replies]
+
     async def jobs(
         self,
         *,

@@ -233,6 +233,15 @@ class SqliteJobs(JobStore):
         found = await self._run(sql.select, "WHERE id = ?", [job_id])
         return found[0] if found else None
 
+    async def jobs_by_id(self, job_ids: Sequence[str]) -> list[JobRecord | None]:
+        ids = [check_job_id(job_id) for job_id in job_ids]
+        found: dict[str, JobRecord] = {}
+        for start in range(0, len(ids), 500):  # SQLite's limit on parameters is higher
+            part = ids[start : start + 500]
+            where = f"WHERE id IN ({', '.join('?' * len(part))})"
+            found.update((r.id, r) for r in await self._run(sql.select, where, part))
+        return [found.get(job_id) for job_id in ids]
+
     async def jobs(
         self,
         *,
