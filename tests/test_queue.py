@@ -311,7 +311,8 @@ def test_a_running_worker_beats_and_leaves_when_it_stops(url: str, queue: JobQue
     try:
         assert wait_until(lambda: bool(asyncio.run(_live_workers(url))), 20)
         (info,) = asyncio.run(_live_workers(url))
-        assert (info.name, info.queues, info.concurrency) == (w.name, ["default"], 2)
+        assert (info.name, info.queues, info.concurrency) == (w.name, w.queues, 2)
+        assert info.queues[-1] == "default"  # after this host's own queue
         queue.submit("add", 1, 2).result(timeout=20)
         with pytest.raises(ValueError, match="bad 1"):
             queue.submit("boom", 1).result(timeout=20)

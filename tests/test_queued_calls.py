@@ -58,5 +58,5 @@ async def test_an_async_client_awaits_the_job_then_its_result(server: undertow.S
 def test_a_bad_queue_name_is_refused_at_config():
     s = undertow.Server()
     s.register("f", add)
-    with pytest.raises(ConfigError, match="queue for .*no spaces"):
+    with pytest.raises(ConfigError, match=r"queue for .*no spaces"):
         s.config({"f": {"queue": "no spaces"}})

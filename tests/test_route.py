@@ -147,3 +147,20 @@ def test_long_host_names_keep_distinct_queues():
     qa, qb = host_queue(a), host_queue(b)
     assert qa != qb
     assert len(qa) == len(qb) == 64
+
+
+def test_a_worker_takes_the_jobs_of_its_host_and_its_groups_first(url: str):
+    with Registry(url) as registry:
+        registry.set_group("mine", ["10.3.3.3", HERE])
+        registry.set_group("theirs", ["10.4.4.4"])
+    with JobQueue(url, token=False) as queue:
+        here = queue.submit("size_of", 1, queue=host_queue(HERE))
+        ours = queue.submit("size_of", 2, queue="group:mine")
+        theirs = queue.submit("size_of", 3, queue="group:theirs")
+        worker = Worker(url, ["default"], functions={"size_of": size_of})
+        worker.work(burst=True)
+        assert worker.queues == [host_queue(HERE), "group:mine", "default"]
+        assert (here.result(timeout=10), ours.result(timeout=10)) == (7, 7)
+        assert theirs.state is JobState.QUEUED
+        Worker(url, ["default"], functions={"size_of": size_of}, hosts=[]).work(burst=True)
+        assert theirs.state is JobState.QUEUED

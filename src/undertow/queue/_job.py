@@ -109,9 +109,9 @@ class Job:
         """The job's result, waiting up to ``timeout`` seconds (None: as long as it takes);
         meanwhile what the job prints is printed here as it comes (``output=False``: not),
         once per handle (a job that :func:`undertow.wait` found ended is not fetched again,
-        nor its output printed: read it with :meth:`output`). Raises the job's error (rebuilt as for a call), :class:`JobFailed`
-        for a dead job, :class:`JobCancelled`, or :class:`JobTimeout` (a TimeoutError) at
-        the deadline."""
+        nor its output printed: read it with :meth:`output`). Raises the job's error
+        (rebuilt as for a call), :class:`JobFailed` for a dead job, :class:`JobCancelled`,
+        or :class:`JobTimeout` (a TimeoutError) at the deadline."""
         return outcome(self._wait(timeout, output), self._handle)
 
     def exception(self, timeout: float | None = None) -> BaseException | None:

@@ -33,6 +33,7 @@ __all__ = [
     "group_queue",
     "host_name",
     "host_queue",
+    "local_queues",
     "plan",
 ]
 
@@ -155,3 +156,17 @@ def plan(
             return route
     route.queues = [host_queue(host) for host in hosts]
     return route
+
+
+async def local_queues(store: Any, hosts: Sequence[str]) -> list[str]:
+    """The queues of jobs sent to ``hosts`` (a worker's names for its machine): each host's,
+    then those of the groups any of them is in."""
+    names = {host_name(h) for h in hosts}
+    queues = [host_queue(h) for h in hosts]
+    groups: dict[str, list[str]] = await store.groups()
+    queues += [
+        group_queue(group)
+        for group, members in sorted(groups.items())
+        if names & {host_name(m) for m in members}
+    ]
+    return list(dict.fromkeys(queues))

@@ -25,6 +25,7 @@ from undertow.queue._capture import Sink
 from undertow.queue._handle import warn_if_not_durable
 from undertow.queue._modes import check_mode, start_slots
 from undertow.queue._payload import Call, encode_result
+from undertow.queue._route import local_queues
 from undertow.queue._runner import Opened, Outcome, Slots, Task, failure, matches, stopped
 from undertow.queue._worker_state import WorkerState
 from undertow.security import Authenticator
@@ -67,10 +68,15 @@ class Worker:
         lease: seconds a claim holds a job without renewal; a worker that dies loses its jobs
             to others after this long.
         sweep_every: seconds between two sweeps of expired leases (default: ``lease / 2``).
-        poll_max: the longest pause between two claims when the queues are empty.
+        poll_max: the longest pause between two claims when the queues are empty (default:
+            1 s on a store that tells idle workers of new jobs, as Redis does, 0.05 s on one
+            that does not, as the SQLite file: it is polled).
         prefetch: at most this many jobs claimed beyond the slots, so that short jobs come
             in batches; only as many as the slots get through in about 50 ms at the recent
             pace (none while jobs take longer than that). 0: never more than the slots.
+        hosts: the names of this machine (default: its host name): the worker takes the jobs
+            sent to their ``host:`` queues and to the ``group:`` queues of their groups
+            first, before ``queues`` (``[]``: none).
         mode: where jobs run: ``"thread"`` (threads of this process, the fastest),
             ``"process"`` (a child process per slot, replaced if a job kills it) or
             ``"fork"`` (a child forked for each job; POSIX). In the last two a crash fails
@@ -88,15 +94,21 @@ class Worker:
         auth: Authenticator | None = None,
         lease: float = 30.0,
         sweep_every: float | None = None,
-        poll_max: float = 1.0,
+        poll_max: float | None = None,
         prefetch: int = 256,
         mode: str = "thread",
+        hosts: Sequence[str] | None = None,
     ) -> None:
         self.mode = check_mode(mode)
         self._backend_arg = backend
-        self.queues = [
+        self._poll_given = poll_max is not None
+        #: the queues given; :attr:`queues` puts those of this host and its groups first
+        self.given = [
             check_queue_name(q) for q in ([queues] if isinstance(queues, str) else queues)
         ]
+        self.queues = list(self.given)
+        #: the names of this machine in host queues and groups (empty: none are taken)
+        self.hosts = [socket.gethostname()] if hosts is None else list(hosts)
         self.functions = dict(functions or {})
         self.auth = auth
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -104,7 +116,7 @@ class Worker:
             concurrency=concurrency,
             lease=lease,
             sweep_every=lease / 2 if sweep_every is None else sweep_every,
-            poll_max=poll_max,
+            poll_max=1.0 if poll_max is None else poll_max,
             prefetch=prefetch,
         )
         #: the tasks of coroutine jobs, and of failures being reported, by job id
@@ -147,7 +159,11 @@ class Worker:
         )
         backend = self._backend_arg
         self._store = backend if isinstance(backend, Backend) else open_backend(backend)
+        if not self._poll_given and not self._store.announces:
+            self.state.poll_max = 0.05  # nobody says when jobs come: look often
         await warn_if_not_durable(self._store)
+        with contextlib.suppress(BackendError):  # (else at the first sweep)
+            await self._take_local_queues()
         self._listener = asyncio.create_task(self._listen())
         try:
             while not await self._step(burst):
@@ -177,6 +193,7 @@ class Worker:
                 self.state.beaten(now)
             if self.state.sweep_due(now):
                 await self.store.sweep(now=now)
+                await self._take_local_queues()
                 self.state.swept(now)
             await self._claim(now)
             if self.state.should_stop(burst=burst):
@@ -212,6 +229,16 @@ class Worker:
             done=self.done,
             failed=self.failed,
         )
+
+    async def _take_local_queues(self) -> None:
+        """Take the jobs sent to this host and its groups first (groups may change)."""
+        local = await local_queues(self.store, self.hosts) if self.hosts else []
+        queues = list(dict.fromkeys([*local, *self.given]))
+        if queues != self.queues:
+            self.queues = queues
+            if self._listener is not None:  # listen to the new set
+                self._listener.cancel()
+                self._listener = asyncio.create_task(self._listen())
 
     async def _listen(self) -> None:
         """Claim as soon as the store announces jobs (a store that announces nothing is

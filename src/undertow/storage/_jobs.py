@@ -173,6 +173,9 @@ class JobStore(abc.ABC):
     job, a worker completing while the sweeper expires its lease, a cancel during a claim,
     always leave one consistent outcome. Coroutines; ``now`` defaults to ``time.time()``."""
 
+    #: whether :meth:`notifications` tells idle workers of new jobs (else they poll)
+    announces = False
+
     @abc.abstractmethod
     async def enqueue(self, job: JobRecord, *, now: float | None = None) -> JobRecord:
         """Store a new QUEUED job (``submitted`` set to ``now``; the fields of a run reset)

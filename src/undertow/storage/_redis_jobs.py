@@ -63,6 +63,7 @@ _PREFIXES = (keys.JOB_PREFIX, keys.QUEUE_PREFIX)
 class RedisJobs(JobStore):
     """The job store over ``self._redis`` (a mixin of :class:`RedisBackend`)."""
 
+    announces = True
     _redis: Any
     url: str
 
