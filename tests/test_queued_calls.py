@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 import undertow
-from undertow.errors import ConfigError
+from undertow.errors import ConfigError, PermissionDenied
+from undertow.queue import JobQueue
+from undertow.security import TokenAuth, allow, new_token
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -60,3 +62,22 @@ def test_a_bad_queue_name_is_refused_at_config():
     s.register("f", add)
     with pytest.raises(ConfigError, match=r"queue for .*no spaces"):
         s.config({"f": {"queue": "no spaces"}})
+
+
+def test_queued_jobs_pass_the_servers_checks_as_calls_do(url: str, monkeypatch, serve):
+    monkeypatch.setenv("UNDERTOW_BACKEND", url)
+    alice, bob = new_token("alice"), new_token("bob")
+    s = undertow.Server(name="guarded", auth=TokenAuth([alice, bob]))
+    s.register("slow_add", add)
+    s.config({"slow_*": {"queue": "guarded-jobs", "auth": allow("alice")}})
+    address = serve(s)
+    with undertow.connect(address, token=alice) as client:
+        assert client.slow_add(1, 2).result(timeout=30) == 3
+    with undertow.connect(address, token=bob) as client:
+        job = client.slow_add(1, 2)  # queued: the rule is asked when the job comes to run
+        with pytest.raises(PermissionDenied, match="bob may not run slow_add"):
+            job.result(timeout=30)
+    with JobQueue(url, token=False) as anonymous:  # straight into the store, unsigned
+        job = anonymous.submit("slow_add", 1, 2, queue="guarded-jobs")
+        with pytest.raises(PermissionDenied, match="an anonymous submitter"):
+            job.result(timeout=30)

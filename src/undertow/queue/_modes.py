@@ -64,6 +64,7 @@ from undertow.queue._procs import (
     process_context,
 )
 from undertow.queue._runner import (
+    Admit,
     JobThreads,
     Outcome,
     Refuse,
@@ -107,10 +108,16 @@ def start_slots(
     retry_max: float,
     refuse: Refuse,
     wake: Callable[[], None],
+    admit: Admit | None = None,
 ) -> Slots:
-    """The worker's ``count`` slots in ``mode`` (see :func:`check_mode`), started."""
+    """The worker's ``count`` slots in ``mode`` (see :func:`check_mode`), started; ``admit``
+    (thread mode only) is asked before each job runs."""
     if mode == "thread":
-        return JobThreads(count, lookup=lookup, auth=auth, retry=retry, refuse=refuse, wake=wake)
+        return JobThreads(
+            count, lookup=lookup, auth=auth, retry=retry, refuse=refuse, wake=wake, admit=admit
+        )
+    if admit is not None:
+        raise ValueError(f"mode={mode!r} takes no admission rule (admit=): use mode='thread'")
     children: list[ChildProc]
     if mode == "process":
         setup = encode_setup(functions, auth, retry_max)  # SerializationError says what

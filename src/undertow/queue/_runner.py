@@ -25,7 +25,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from undertow.errors import FunctionNotFound, JobCancelled, UndertowError, WireError
+from undertow.errors import (
+    FunctionNotFound,
+    JobCancelled,
+    PermissionDenied,
+    UndertowError,
+    WireError,
+)
 from undertow.queue._capture import Sink
 from undertow.queue._payload import Call, decode_call, encode_result, open_payload
 from undertow.security import Authenticator, SigningKey
@@ -33,6 +39,7 @@ from undertow.storage import JobRecord
 from undertow.wire import ErrorInfo, encode_error, error_info
 
 __all__ = [
+    "Admit",
     "Finished",
     "JobThreads",
     "Opened",
@@ -48,6 +55,8 @@ __all__ = [
 Outcome = bytes | tuple[bytes, float | None]
 #: whether a job should not run (its cancellation was requested, or its lease was lost)
 Refuse = Callable[[str], bool]
+#: whether a job may run: (function name, submitter's verified identity, args, kwargs)
+Admit = Callable[[str, str | None, tuple[Any, ...], dict[str, Any]], bool]
 #: the delay before a retry of the failed attempt, or None for no retry
 RetryPolicy = Callable[[JobRecord, Call, BaseException], float | None]
 
@@ -176,6 +185,9 @@ class JobThreads(SlotThreads):
         refuse: whether a job, as it comes up, should not run any more.
         wake: called (from a job thread) when the outbox gets a first entry since the worker
             last emptied it; it must be thread-safe and cheap.
+        admit: asked before a job runs, with its function's name, its submitter's verified
+            identity (None: unsigned, or signed by a key ``auth`` does not know) and its
+            arguments; False refuses it (PermissionDenied).
     """
 
     def __init__(
@@ -187,16 +199,18 @@ class JobThreads(SlotThreads):
         retry: RetryPolicy,
         refuse: Refuse,
         wake: Callable[[], None],
+        admit: Admit | None = None,
     ) -> None:
         super().__init__(count, refuse=refuse, wake=wake)
         self._lookup, self._auth, self._retry = lookup, auth, retry
+        self._admit = admit
         self._start()
 
     def _run(self, task: Task, slot: int) -> Outcome | Opened:
         record = task.record
         if self._refuse(record.id):
             return stopped(record.id)
-        opened = open_job(record, self._auth, self._lookup)
+        opened = open_job(record, self._auth, self._lookup, self._admit)
         if not isinstance(opened, Opened):
             return opened
         if inspect.iscoroutinefunction(opened.fn):
@@ -213,13 +227,22 @@ class JobThreads(SlotThreads):
 
 
 def open_job(
-    record: JobRecord, auth: Authenticator | None, lookup: Callable[[str], Callable[..., Any]]
+    record: JobRecord,
+    auth: Authenticator | None,
+    lookup: Callable[[str], Callable[..., Any]],
+    admit: Admit | None = None,
 ) -> Opened | Outcome:
     """The job's checked and decoded call, or the outcome of a job that must not run
-    (refused signature, unreadable payload, unknown function)."""
+    (refused signature, unreadable payload, unknown function, not admitted)."""
     try:
         call, key = open_payload(record.id, record.function, record.codec, record.payload, auth)
         fn, args, kwargs = decode_call(record.function, record.codec, call, lookup)
+        identity = None if key is None else key.identity
+        if admit is not None and not admit(record.function, identity, args, kwargs):
+            raise PermissionDenied(
+                f"job {record.id}: {identity or 'an anonymous submitter'} may not run "
+                f"{record.function} here"
+            )
     except UndertowError as exc:
         return encode_error(refusal(exc)), None
     return Opened(fn, args, kwargs, key, call)
@@ -258,6 +281,8 @@ def refusal(exc: UndertowError) -> ErrorInfo:
 
 
 def _code(exc: BaseException) -> str:
+    if isinstance(exc, PermissionDenied):
+        return "denied"
     if isinstance(exc, PermissionError):
         return "auth"
     if isinstance(exc, WireError):

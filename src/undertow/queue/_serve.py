@@ -40,6 +40,7 @@ class ServerJobs:
             functions=functions,
             auth=server.authenticator,
             concurrency=server.max_workers,
+            admit=self._admit,
         )
         self._task: asyncio.Task[None] | None = None
 
@@ -51,6 +52,18 @@ class ServerJobs:
             return None
         functions = {name: server.function(name).fn for name in queued}
         return cls(server, sorted(set(queued.values())), functions)
+
+    def _admit(
+        self, name: str, identity: str | None, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> bool:
+        """A job runs here as a call would: a server that takes no anonymous callers runs no
+        job of an unknown submitter, and the function's rule (option ``auth``) is asked."""
+        server = self._server
+        if identity is None and server.authenticator is not None and not server.allows_anonymous:
+            return False
+        entry = server.function(name)
+        rule = None if entry is None else entry.auth
+        return rule is None or bool(rule(identity, name, args, kwargs))
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())

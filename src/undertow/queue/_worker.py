@@ -26,7 +26,7 @@ from undertow.queue._handle import warn_if_not_durable
 from undertow.queue._modes import check_mode, start_slots
 from undertow.queue._payload import Call, encode_result
 from undertow.queue._route import local_queues
-from undertow.queue._runner import Opened, Outcome, Slots, Task, failure, matches, stopped
+from undertow.queue._runner import Admit, Opened, Outcome, Slots, Task, failure, matches, stopped
 from undertow.queue._worker_state import WorkerState
 from undertow.security import Authenticator
 from undertow.storage import (
@@ -77,6 +77,9 @@ class Worker:
         hosts: the names of this machine (default: its host name): the worker takes the jobs
             sent to their ``host:`` queues and to the ``group:`` queues of their groups
             first, before ``queues`` (``[]``: none).
+        admit: asked before each job runs, with its function's name, the submitter's
+            verified identity (None: unsigned or unknown) and the arguments; False fails the
+            job with PermissionDenied, unrun (thread mode only).
         mode: where jobs run: ``"thread"`` (threads of this process, the fastest),
             ``"process"`` (a child process per slot, replaced if a job kills it) or
             ``"fork"`` (a child forked for each job; POSIX). In the last two a crash fails
@@ -98,6 +101,7 @@ class Worker:
         prefetch: int = 256,
         mode: str = "thread",
         hosts: Sequence[str] | None = None,
+        admit: Admit | None = None,
     ) -> None:
         self.mode = check_mode(mode)
         self._backend_arg = backend
@@ -111,6 +115,8 @@ class Worker:
         self.hosts = [socket.gethostname()] if hosts is None else list(hosts)
         self.functions = dict(functions or {})
         self.auth = auth
+        #: asked before each job runs (thread mode): (function, submitter, args, kwargs)
+        self.admit = admit
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.state = WorkerState(
             concurrency=concurrency,
@@ -156,6 +162,7 @@ class Worker:
             retry_max=self.state.retry_max,
             refuse=self._refused,
             wake=self._wake_threadsafe,
+            admit=self.admit,
         )
         backend = self._backend_arg
         self._store = backend if isinstance(backend, Backend) else open_backend(backend)
