@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 import undertow
@@ -81,3 +84,39 @@ def test_queued_jobs_pass_the_servers_checks_as_calls_do(url: str, monkeypatch, 
         job = anonymous.submit("slow_add", 1, 2, queue="guarded-jobs")
         with pytest.raises(PermissionDenied, match="an anonymous submitter"):
             job.result(timeout=30)
+
+
+class Trap:
+    """Unpickling this creates a file: the proof that a payload was unpickled."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.touch, (self.path,))
+
+
+def test_a_servers_job_worker_never_runs_a_pickle(url: str, monkeypatch, serve, tmp_path: Path):
+    monkeypatch.setenv("UNDERTOW_BACKEND", url)
+    bob = new_token("bob")
+    s = undertow.Server(name="guarded", auth=TokenAuth([bob]))
+    s.register("slow_add", add)
+    s.config({"slow_*": {"queue": "guarded-jobs"}})
+    serve(s)
+    trap = tmp_path / "unpickled"
+    with JobQueue(url, token=bob) as queue:  # a token the server knows: still no pickle
+        job = queue.submit(print, Trap(trap), queue="guarded-jobs")
+        with pytest.raises(PermissionDenied, match="bob may not run"):
+            job.result(timeout=30)
+        assert queue.submit("slow_add", 2, 2, queue="guarded-jobs").result(timeout=30) == 4
+    assert not trap.exists()
+
+
+def test_a_client_on_another_backend_is_told_before_queueing(
+    server: undertow.Server, serve, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
+    client = undertow.connect(serve(server))  # told where the server takes its jobs
+    monkeypatch.setenv("UNDERTOW_BACKEND", f"sqlite://{tmp_path / 'elsewhere.db'}")
+    with pytest.raises(ConfigError, match=r"slow_add\(\) is queued on .*set UNDERTOW_BACKEND"):
+        client.slow_add(1, 2)
+    client.close()

@@ -46,6 +46,7 @@ def broker_config(directory: Path, *, bind: str, port: int, fsync: str) -> tuple
     if fsync not in _FSYNC:
         raise click.BadParameter(f"{fsync!r}: use one of {_FSYNC}", param_hint="--fsync")
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    directory.chmod(0o700)  # its append-only files hold every job's payload and result
     lines = [
         f"bind {bind}",
         f"port {port}",

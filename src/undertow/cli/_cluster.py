@@ -126,7 +126,10 @@ def show_status(backend: str | None, as_json: bool) -> None:
     with Registry(backend) as registry:
         rows = status_rows(registry.all_instances())
         url = registry.url
-    workers = worker_rows(live_workers(backend))
+    try:
+        workers: list[dict[str, Any]] | None = worker_rows(live_workers(backend))
+    except BackendError as exc:  # the services are shown; the workers are not known
+        workers, unknown = None, str(exc)
     if as_json:
         click.echo(json.dumps({"backend": url, "instances": rows, "workers": workers}, indent=2))
         return
@@ -136,7 +139,9 @@ def show_status(backend: str | None, as_json: bool) -> None:
         click.echo(PLAIN_SERVERS, err=True)  # a hint for people, kept out of the table
     else:
         click.echo(f"registry {url}: no live services\n{PLAIN_SERVERS}")
-    click.echo("\n" + render_workers(workers))
+    click.echo(
+        "\n" + (render_workers(workers) if workers is not None else f"workers: unknown ({unknown})")
+    )
 
 
 def live_workers(backend: str | None, timeout: float = 10.0) -> list[WorkerInfo]:

@@ -35,6 +35,7 @@ __all__ = [
     "host_queue",
     "local_queues",
     "plan",
+    "this_host",
 ]
 
 #: bytes of pointer arguments from which a job goes where its data is
@@ -74,8 +75,11 @@ class Route(msgspec.Struct, kw_only=True, omit_defaults=True):
             return f"sent to {where}: {size}, below the threshold of {_mib(self.threshold)}"
         held = "; ".join(f"{host} holds {_mib(n)}" for host, n in sorted(self.by_host.items()))
         if self.why == "group":
-            return f"sent to {where} (group {self.group}, exactly those hosts): {size}; {held}"
-        return f"sent to {where}, the hosts holding most of its {size}; {held}"
+            return (
+                f"sent to {where} (group {self.group}, exactly those hosts, first): {size}; "
+                f"{held}"
+            )
+        return f"sent to {where} (the hosts holding most of its {size} first); {held}"
 
 
 def _mib(n: int) -> str:
@@ -85,6 +89,17 @@ def _mib(n: int) -> str:
 def host_name(host: str) -> str:
     """How a host is named in queue names: loopback addresses are this machine's name."""
     return socket.gethostname() if is_loopback(host) else host.strip("[]")
+
+
+def this_host() -> list[str]:
+    """The names of this machine a data server's location may carry: its host name and the
+    addresses that name resolves to (loopback aside)."""
+    name = socket.gethostname()
+    try:
+        addresses = socket.gethostbyname_ex(name)[2]
+    except OSError:
+        addresses = []
+    return list(dict.fromkeys([name, *(a for a in addresses if not is_loopback(a))]))
 
 
 def host_queue(host: str) -> str:
@@ -153,8 +168,12 @@ def plan(
     for name, members in sorted((groups or {}).items()):
         if len(hosts) > 1 and {host_name(m) for m in members} == set(hosts):
             route.queues, route.why, route.group = [group_queue(name)], "group", name
-            return route
-    route.queues = [host_queue(host) for host in hosts]
+            break
+    else:
+        route.queues = [host_queue(host) for host in hosts]
+    # and its own queues, after: workers take their host's queues first, so a worker where
+    # the data is wins the claim if there is one; if there is none, the job still runs
+    route.queues = list(dict.fromkeys([*route.queues, *given]))
     return route
 
 

@@ -33,7 +33,7 @@ from undertow.errors import (
     WireError,
 )
 from undertow.queue._capture import Sink
-from undertow.queue._payload import Call, decode_call, encode_result, open_payload
+from undertow.queue._payload import PICKLE, Call, decode_call, encode_result, open_payload
 from undertow.security import Authenticator, SigningKey
 from undertow.storage import JobRecord
 from undertow.wire import ErrorInfo, encode_error, error_info
@@ -233,19 +233,33 @@ def open_job(
     admit: Admit | None = None,
 ) -> Opened | Outcome:
     """The job's checked and decoded call, or the outcome of a job that must not run
-    (refused signature, unreadable payload, unknown function, not admitted)."""
+    (refused signature, unreadable payload, unknown function, not admitted). ``admit`` is
+    asked before anything is unpickled: for a pickled job, with no arguments."""
     try:
         call, key = open_payload(record.id, record.function, record.codec, record.payload, auth)
-        fn, args, kwargs = decode_call(record.function, record.codec, call, lookup)
         identity = None if key is None else key.identity
-        if admit is not None and not admit(record.function, identity, args, kwargs):
-            raise PermissionDenied(
-                f"job {record.id}: {identity or 'an anonymous submitter'} may not run "
-                f"{record.function} here"
-            )
+        if record.codec == PICKLE:
+            _admit(admit, record, identity, (), {})
+        fn, args, kwargs = decode_call(record.function, record.codec, call, lookup)
+        if record.codec != PICKLE:
+            _admit(admit, record, identity, args, kwargs)
     except UndertowError as exc:
         return encode_error(refusal(exc)), None
     return Opened(fn, args, kwargs, key, call)
+
+
+def _admit(
+    admit: Admit | None,
+    record: JobRecord,
+    identity: str | None,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> None:
+    if admit is not None and not admit(record.function, identity, args, kwargs):
+        raise PermissionDenied(
+            f"job {record.id}: {identity or 'an anonymous submitter'} may not run "
+            f"{record.function} here"
+        )
 
 
 def failure(

@@ -15,7 +15,7 @@ import contextlib
 import logging
 from typing import Any
 
-from undertow.config import backend_url
+from undertow.config import backend_url, redact_url
 from undertow.errors import ConfigError
 from undertow.queue._queue import JobQueue
 from undertow.queue._worker import Worker
@@ -41,6 +41,7 @@ class ServerJobs:
             auth=server.authenticator,
             concurrency=server.max_workers,
             admit=self._admit,
+            hosts=[],  # jobs sent to this host by locality are for `undertow worker`s
         )
         self._task: asyncio.Task[None] | None = None
 
@@ -56,9 +57,12 @@ class ServerJobs:
     def _admit(
         self, name: str, identity: str | None, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> bool:
-        """A job runs here as a call would: a server that takes no anonymous callers runs no
-        job of an unknown submitter, and the function's rule (option ``auth``) is asked."""
+        """A job runs here as a call would: only its queued functions, by name (never a
+        pickled callable: asked before unpickling), no job of an unknown submitter on a
+        server that takes no anonymous callers, and the function's rule (option ``auth``)."""
         server = self._server
+        if name not in self.worker.functions:  # a pickled callable, or another function
+            return False
         if identity is None and server.authenticator is not None and not server.allows_anonymous:
             return False
         entry = server.function(name)
@@ -106,6 +110,13 @@ def enqueue(
             f"server.config({{{name!r}: {{'queue': 'jobs'}}}}), and the server runs its jobs"
         )
     token, url = client_token(client), backend_url(None)
+    server_backend = getattr(client, "_jobs_backend", None)
+    if server_backend is not None and redact_url(url) != server_backend:
+        raise ConfigError(
+            f"{name}() is queued on {server_backend}, and this client's jobs go to "
+            f"{redact_url(url)}: set UNDERTOW_BACKEND to the server's backend (with its "
+            "password, if it has one), or the job would never run"
+        )
     jobs = _queues.get((url, token))
     if jobs is None or jobs._handle.closed:
         jobs = _queues[(url, token)] = JobQueue(url, token=token or False)

@@ -25,7 +25,7 @@ from undertow.queue._capture import Sink
 from undertow.queue._handle import warn_if_not_durable
 from undertow.queue._modes import check_mode, start_slots
 from undertow.queue._payload import Call, encode_result
-from undertow.queue._route import local_queues
+from undertow.queue._route import local_queues, this_host
 from undertow.queue._runner import Admit, Opened, Outcome, Slots, Task, failure, matches, stopped
 from undertow.queue._worker_state import WorkerState
 from undertow.security import Authenticator
@@ -74,9 +74,9 @@ class Worker:
         prefetch: at most this many jobs claimed beyond the slots, so that short jobs come
             in batches; only as many as the slots get through in about 50 ms at the recent
             pace (none while jobs take longer than that). 0: never more than the slots.
-        hosts: the names of this machine (default: its host name): the worker takes the jobs
-            sent to their ``host:`` queues and to the ``group:`` queues of their groups
-            first, before ``queues`` (``[]``: none).
+        hosts: the names of this machine (default: its host name and addresses): the worker
+            takes the jobs sent to their ``host:`` queues and to the ``group:`` queues of
+            their groups first, before ``queues`` (``[]``: none).
         admit: asked before each job runs, with its function's name, the submitter's
             verified identity (None: unsigned or unknown) and the arguments; False fails the
             job with PermissionDenied, unrun (thread mode only).
@@ -112,7 +112,7 @@ class Worker:
         ]
         self.queues = list(self.given)
         #: the names of this machine in host queues and groups (empty: none are taken)
-        self.hosts = [socket.gethostname()] if hosts is None else list(hosts)
+        self.hosts = this_host() if hosts is None else list(hosts)
         self.functions = dict(functions or {})
         self.auth = auth
         #: asked before each job runs (thread mode): (function, submitter, args, kwargs)
@@ -131,14 +131,18 @@ class Worker:
         self._sinks: dict[str, Sink] = {}
         #: results not yet stored: (job id, attempt, encoded result), sent by complete_many
         self._completed: list[tuple[str, int, bytes]] = []
+        self._unstarted()
+        self.started = time.time()
+        #: attempts whose outcome was stored since the start, and how many of them failed
+        self.done = self.failed = 0
+
+    def _unstarted(self) -> None:
+        """What :meth:`run` sets up: none of it yet."""
         self._store: Backend | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._threads: Slots | None = None
         self._listener: asyncio.Task[None] | None = None
-        self.started = time.time()
-        #: attempts whose outcome was stored since the start, and how many of them failed
-        self.done = self.failed = 0
 
     def __repr__(self) -> str:
         return f"<Worker {self.name} queues={self.queues} {self.state.phase.value}>"
@@ -152,6 +156,25 @@ class Worker:
     async def run(self, burst: bool = False) -> None:
         """Run until drained (:meth:`drain`), or in ``burst`` mode until no job is left."""
         self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
+        backend = self._backend_arg
+        self._store = backend if isinstance(backend, Backend) else open_backend(backend)
+        try:
+            await self._start()
+            while not await self._step(burst):
+                await self._pause()
+        finally:
+            if self._listener is not None:
+                self._listener.cancel()
+            with contextlib.suppress(BackendError):  # one try each: a stop must not wait
+                await self._store_completed()
+            with contextlib.suppress(BackendError):
+                await self.store.worker_gone(self.name)
+            await self._stop_tasks()
+            if not isinstance(backend, Backend):
+                await self._store.close()
+
+    async def _start(self) -> None:
+        """Start the slots and the listener; take this host's queues."""
         self._threads = start_slots(
             self.mode,
             self.state.concurrency,
@@ -164,26 +187,12 @@ class Worker:
             wake=self._wake_threadsafe,
             admit=self.admit,
         )
-        backend = self._backend_arg
-        self._store = backend if isinstance(backend, Backend) else open_backend(backend)
-        if not self._poll_given and not self._store.announces:
+        if not self._poll_given and not self.store.announces:
             self.state.poll_max = 0.05  # nobody says when jobs come: look often
-        await warn_if_not_durable(self._store)
+        await warn_if_not_durable(self.store)
         with contextlib.suppress(BackendError):  # (else at the first sweep)
             await self._take_local_queues()
         self._listener = asyncio.create_task(self._listen())
-        try:
-            while not await self._step(burst):
-                await self._pause()
-        finally:
-            self._listener.cancel()
-            with contextlib.suppress(BackendError):  # one try each: a stop must not wait
-                await self._store_completed()
-            with contextlib.suppress(BackendError):
-                await self.store.worker_gone(self.name)
-            await self._stop_tasks()
-            if not isinstance(backend, Backend):
-                await self._store.close()
 
     async def _step(self, burst: bool) -> bool:
         """One turn: renew, store output, sweep, claim. True when the worker is done."""
@@ -257,7 +266,8 @@ class Worker:
                     self.state.notified(time.time())
                     self._poke()
                     pause = self.state.poll_min
-                return
+                if not self.store.announces:
+                    return  # it never will: the worker polls
             except BackendError as exc:
                 log.debug("worker %s: no announcements of jobs for now: %s", self.name, exc)
             await asyncio.sleep(pause)
@@ -390,7 +400,7 @@ class Worker:
             await self._persist(lambda: self._flush_one(record, task.sink))
             await self._persist(lambda: self._report(record, outcome))
         finally:
-            self._release(record.id)
+            self._release(record.id, record.attempts)
             self._poke()
 
     def _buffer(self, record: JobRecord, outcome: Outcome) -> bool:
@@ -399,10 +409,17 @@ class Worker:
         held = self.state.held.get(record.id)
         if not isinstance(outcome, bytes) or held is None or held.stop:
             return False
+        if held.attempt != record.attempts:  # a stale attempt's: refused on its own
+            return False
         self._completed.append((record.id, record.attempts, outcome))
         return True
 
-    def _release(self, job_id: str) -> None:
+    def _release(self, job_id: str, attempt: int) -> None:
+        """Free the slot of ``attempt`` (not that of a newer attempt of the same job, which
+        this worker may hold since: its lease and sink stay)."""
+        held = self.state.held.get(job_id)
+        if held is not None and held.attempt != attempt:
+            return
         self.state.finished(job_id)
         self._coroutines.pop(job_id, None)
         self._reports.pop(job_id, None)
@@ -420,8 +437,8 @@ class Worker:
             self._completed = batch + self._completed
             raise
         self.done += sum(taken)
-        for job_id, _, _ in batch:  # a refused one (a stale attempt) is dropped, as complete's
-            self._release(job_id)
+        for job_id, attempt, _ in batch:  # a refused one (a stale attempt) is dropped
+            self._release(job_id, attempt)
 
     def _refused(self, job_id: str) -> bool:
         """Whether the job must stop: its renewal was refused (called from job threads too)."""

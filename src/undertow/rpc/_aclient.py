@@ -101,7 +101,7 @@ class AsyncClient(RemoteFunctions):
         self, info: FunctionInfo, args: tuple[Any, ...], kwargs: dict[str, Any], _: CallOptions
     ) -> Any:
         """As the sync client's, a coroutine: ``await client.f.enqueue(...)``."""
-        return enqueue_job(self, info.name, args, kwargs, info.queue, True)
+        return enqueue_job(self, info, args, kwargs, True)
 
     async def call(self, name: str, /, *args: Any, **kwargs: Any) -> Any:
         """Call the remote function ``name``."""

@@ -100,6 +100,8 @@ class Description(msgspec.Struct, frozen=True):
     user: str | None = None
     #: the server's proof that it holds that token, when the client sent a challenge
     proof: str | None = None
+    #: where the jobs of its queued functions go (a backend URL, no password), if it has any
+    jobs: str | None = None
 
 
 class Call:

@@ -163,6 +163,8 @@ class RemoteFunctions:
         self._server = ""
         self._bound: dict[str, Callable[..., Any]] = {}
         self._as_attributes: set[str] = set()  # functions also set as instance attributes
+        #: the backend the server's queued functions' jobs go through (None: it has none)
+        self._jobs_backend: str | None = None
 
     def _install_functions(self, desc: Description, invoke: Invoke, submit: Invoke) -> None:
         self._server = desc.server
@@ -171,13 +173,14 @@ class RemoteFunctions:
             for f in desc.functions
         }
         self._as_attributes = as_attributes(self, self._bound, self._as_attributes)
+        self._jobs_backend = desc.jobs
 
     def _enqueue(
         self, info: FunctionInfo, args: tuple[Any, ...], kwargs: dict[str, Any], _: CallOptions
     ) -> Any:
         """Queue a call of ``info`` as a durable job, signed with this client's token (on
         its queue, else ``"default"``); the job."""
-        return enqueue_job(self, info.name, args, kwargs, info.queue, False)
+        return enqueue_job(self, info, args, kwargs, False)
 
     def _settings(self, opts: CallOptions) -> Settings:
         """A call's deadline in seconds, whether it wants output, where output goes, and

@@ -19,6 +19,7 @@ from undertow.errors import ConfigError, UndertowError
 from undertow.wire import ErrorInfo, error_info
 
 if TYPE_CHECKING:
+    from undertow.rpc._calls import FunctionInfo
     from undertow.rpc._incoming import Incoming
     from undertow.rpc._receivers import Job
 
@@ -112,7 +113,8 @@ class JobPlane(Protocol):
 def plug_jobs(plane: Callable[[Any], JobPlane | None], enqueue: Callable[..., Any]) -> None:
     """Called once by :mod:`undertow.queue` when it is imported: ``plane(server)`` makes a
     server's job worker (None when no function of it is queued), ``enqueue(client, name,
-    args, kwargs, queue, asynchronous)`` queues a call from a client."""
+    args, kwargs, queue, asynchronous)`` queues a call from a client (whose
+    ``_jobs_backend`` says where the server takes its jobs)."""
     _factories["jobs"] = plane
     _factories["enqueue"] = enqueue
 
@@ -125,18 +127,17 @@ def make_job_plane(server: Any) -> JobPlane | None:
 
 def enqueue_job(
     client: Any,
-    name: str,
+    info: FunctionInfo,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
-    queue: str | None,
     asynchronous: bool,
 ) -> Any:
-    """Queue a call of ``name`` as a durable job; its Job (a coroutine of it if
+    """Queue a call of ``info`` as a durable job; its Job (a coroutine of it if
     ``asynchronous``)."""
     factory = _factories.get("enqueue")
     if factory is None:
         raise ConfigError("queueing calls needs undertow's job queue: import undertow.queue")
-    return factory(client, name, args, kwargs, queue, asynchronous)
+    return factory(client, info.name, args, kwargs, info.queue, asynchronous)
 
 
 class _NoData:

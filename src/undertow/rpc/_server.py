@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, overload
 
 from undertow._util import address_host, is_loopback
-from undertow.config import ServerSettings
+from undertow.config import ServerSettings, backend_url, redact_url
 from undertow.errors import ConfigError, UndertowError
 from undertow.rpc._calls import FunctionInfo
 from undertow.rpc._core import HandlerServer
@@ -274,10 +274,15 @@ class Server:
             "authenticates": self._auth is not None,
             "max_message_size": self._core.max_message_size,
             "user": None if token is None else parse_token(token)[0],
+            "jobs": self._jobs_url(),
         }
         if token is not None and challenge:
             described["proof"] = user_proof(token, challenge)
         return described
+
+    def _jobs_url(self) -> str | None:
+        queued = any(e.options.queue for e in self._entries.values())
+        return redact_url(backend_url(self.job_backend)) if queued else None
 
     def _describe(self, incoming: Incoming) -> Job | None:
         incoming.reply(_MSGPACK.encode(self.description()), _MSGPACK.name)

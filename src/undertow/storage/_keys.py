@@ -39,8 +39,9 @@
                                                     longer live (last beat + ttl, the workers'
                                                     clock)
     undertow:workers:info                   HASH    name -> the worker's WorkerInfo (JSON)
-    undertow:signal:{name}                  CHANNEL a message when queue {name}'s list stops
-                                                    being empty (idle workers subscribe)
+    undertow:signal:{name}                  CHANNEL a message when ids are pushed onto queue
+                                                    {name}'s list, unless it is long (idle
+                                                    workers subscribe)
 
     undertow:groups                         SET     names of the host groups
     undertow:group:{name}                   ZSET    the group's hosts, scored by the order
@@ -58,8 +59,8 @@ A job's keys change only inside the Lua scripts of ``storage/_redis_scripts.py``
 from :data:`OUTPUT_SUFFIX` and :data:`IDEMPOTENCY_PREFIX`. A purged job loses its record,
 output, idempotency key and index entry together; an id left on a queue list is dropped when
 it comes up. The counts by state change in the same scripts, with every change of state.
-When a script pushes an id onto an empty queue list, it publishes a message on the queue's
-channel (``undertow:signal:{name}``), which idle workers listen to. A
+A script that pushes ids onto a queue list holding at most 1,000 publishes one message on
+the queue's channel (``undertow:signal:{name}``), which idle workers listen to. A
 worker whose time ran out is forgotten (from both worker keys) by the next beat or listing.
 """
 
@@ -108,7 +109,7 @@ QUEUE_PREFIX = f"{PREFIX}:queue:"
 OUTPUT_SUFFIX = ":output"
 IDEMPOTENCY_PREFIX = f"{JOBS}:idempotency:"
 JOB_COUNTS = f"{JOBS}:counts"
-#: the channels a queue's jobs are announced on (a message when its list stops being empty)
+#: the channels a queue's new jobs are announced on (idle workers listen)
 SIGNAL_PREFIX = f"{PREFIX}:signal:"
 WORKERS = f"{PREFIX}:workers"
 WORKERS_INFO = f"{WORKERS}:info"
@@ -161,8 +162,8 @@ def queue(name: str) -> str:
 
 
 def signal(queue_name: str) -> str:
-    """The channel on which a message says that queue ``queue_name`` has jobs again: its
-    list went from empty to not empty (idle workers listen, instead of polling)."""
+    """The channel on which a message says that queue ``queue_name`` has new jobs (idle
+    workers listen, instead of polling)."""
     return f"{SIGNAL_PREFIX}{queue_name}"
 
 

@@ -51,9 +51,16 @@ local function move(queues, from, to)
   end
 end
 
--- push an id onto a queue's list; onto an empty one, say so to the workers listening
+-- push an id onto a queue's list, and say so to the workers listening, once a script per
+-- queue, unless the list is long (its workers are busy: they claim again anyway). Not only
+-- onto an empty list: one may hold ids taken through another queue, or cancelled
+local WOKEN = {}
 local function push_one(name, id)
-  if redis.call('RPUSH', QUEUE .. name, id) == 1 then redis.call('PUBLISH', SIGNAL .. name, '') end
+  local length = redis.call('RPUSH', QUEUE .. name, id)
+  if length <= 1000 and not WOKEN[name] then
+    WOKEN[name] = true
+    redis.call('PUBLISH', SIGNAL .. name, '')
+  end
 end
 
 -- push a job's id onto each of its queues (the field 'queues': names joined by spaces)
