@@ -76,8 +76,7 @@ class Route(msgspec.Struct, kw_only=True, omit_defaults=True):
         held = "; ".join(f"{host} holds {_mib(n)}" for host, n in sorted(self.by_host.items()))
         if self.why == "group":
             return (
-                f"sent to {where} (group {self.group}, exactly those hosts, first): {size}; "
-                f"{held}"
+                f"sent to {where} (group {self.group}, exactly those hosts, first): {size}; {held}"
             )
         return f"sent to {where} (the hosts holding most of its {size} first); {held}"
 
