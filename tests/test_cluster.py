@@ -80,7 +80,7 @@ def test_wait_and_as_completed_take_jobs_and_futures_together(cluster: undertow.
     assert done == {*jobs, future}
     seen = list(undertow.as_completed([*cluster.map(abs, [-1, -2]), client.echo.submit(1)]))
     assert len(seen) == 3
-    slow = cluster.submit(time.sleep, 30)
+    slow = cluster.submit(time.sleep, 3)
     with pytest.raises(JobTimeout):
         list(undertow.as_completed([slow], timeout=0.2))
     done, not_done = undertow.wait([slow], timeout=0.2)
@@ -159,3 +159,14 @@ def test_bad_options_are_refused_by_name():
         undertow.Cluster(queues="default")
     with pytest.raises(ValueError, match="queue name"):
         undertow.Cluster("sqlite:///nowhere.db", queues=["no spaces"])
+
+
+def test_close_lets_the_workers_finish_the_jobs_they_hold(url: str):
+    token = undertow.security.new_token("me")
+    attached = undertow.Cluster(url, token=token, workers=1, concurrency=1)
+    job = attached.submit(time.sleep, 1.0)
+    assert wait_until(lambda: job.state is not undertow.queue.JobState.QUEUED, 30)
+    attached.close()  # a drain: the job ends here, it is not left to its lease
+    with undertow.JobQueue(url, token=token) as queue:
+        record = queue.job(job.id).record()
+    assert (record.state, record.attempts) == (undertow.queue.JobState.DONE, 1)

@@ -13,7 +13,6 @@ import contextlib
 import os
 import re
 import selectors
-import signal
 import subprocess
 import threading
 import time
@@ -138,9 +137,8 @@ def stop_children(children: Sequence[Child], timeout: float) -> None:
     """Stop the children as SIGTERM does (workers finish the jobs they hold), all at once;
     those still running after ``timeout`` seconds are killed."""
     for child in children:
-        if child.alive:
-            _close_stdin(child.process)  # the child's own watch would do it too
-            child.process.send_signal(signal.SIGTERM)
+        if child.alive:  # its watch sends it SIGTERM, once (it drains)
+            _ask_to_stop(child.process)
     deadline = time.monotonic() + timeout
     for child in children:
         try:
@@ -149,6 +147,15 @@ def stop_children(children: Sequence[Child], timeout: float) -> None:
             _kill(child.process)
         if child._copier is not None:
             child._copier.join(timeout)
+
+
+def _ask_to_stop(process: subprocess.Popen[bytes]) -> None:
+    """Tell the child's watch (``undertow/cli/_child.py``) to stop it with one SIGTERM."""
+    if process.stdin is not None and not process.stdin.closed:
+        with contextlib.suppress(OSError):
+            process.stdin.write(b"stop\n")
+            process.stdin.flush()
+    _close_stdin(process)
 
 
 def _close_stdin(process: subprocess.Popen[bytes]) -> None:
