@@ -4,7 +4,9 @@ child processes, a session token), or attached to by URL; waiting on jobs and fu
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
@@ -170,3 +172,38 @@ def test_close_lets_the_workers_finish_the_jobs_they_hold(url: str):
     with undertow.JobQueue(url, token=token) as queue:
         record = queue.job(job.id).record()
     assert (record.state, record.attempts) == (undertow.queue.JobState.DONE, 1)
+
+
+def test_after_a_kernel_restart_a_pickled_result_is_read_again():
+    script = textwrap.dedent(
+        """
+        import sys, undertow
+        cluster = undertow.Cluster(workers=1, concurrency=1)
+        job = cluster.submit(lambda: {"answer": 42})  # a pickle, signed by the session
+        job.result(timeout=60)
+        print(job.id, cluster.backend, cluster._dir, flush=True)
+        sys.stdin.read()
+        """
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as kernel:
+        assert kernel.stdout is not None
+        job_id, backend, directory = kernel.stdout.readline().split()
+        kernel.send_signal(signal.SIGKILL)  # the kernel dies; its files stay
+        kernel.wait(10)
+    try:
+        assert undertow.job(job_id, backend=backend, token=False).result(timeout=10) == {
+            "answer": 42
+        }
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_a_closed_session_forgets_its_token(undertow_home: Path):
+    cluster = undertow.Cluster(workers=0, data=False)
+    kept = list((undertow_home / "sessions").glob("session-*.token"))
+    assert len(kept) == 1
+    assert stat.S_IMODE(kept[0].stat().st_mode) == 0o600
+    cluster.close()
+    assert not kept[0].exists()

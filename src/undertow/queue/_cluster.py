@@ -19,6 +19,7 @@ from undertow.errors import ClusterError
 from undertow.queue._job import Job
 from undertow.queue._local import Child, start_child, stop_children
 from undertow.queue._queue import JobQueue
+from undertow.queue._sessions import forget_session, keep_session
 from undertow.rpc import Client
 from undertow.security import find_client_token, new_token
 from undertow.service import connect, put
@@ -85,12 +86,18 @@ class Cluster:
         self.started_here = backend is None
         self._dir = Path(tempfile.mkdtemp(prefix="undertow-session-"))  # private: 0700
         self._children: list[Child] = []
-        self._finalizer = weakref.finalize(self, _shutdown, self._children, self._dir, timeout)
+        session = ""
         if backend is None:
             backend = f"sqlite://{self._dir / 'cluster.db'}"
-            token = token or new_token(f"session-{self._dir.name.rsplit('-', 1)[-1]}")
+            if token is None:  # kept, so that a restarted kernel reads pickled results
+                session = f"session-{self._dir.name.rsplit('-', 1)[-1].replace('-', '_')}"
+                token = new_token(session)
+                keep_session(session, token)
         else:
             token = find_client_token(token)
+        self._finalizer = weakref.finalize(
+            self, _shutdown, self._children, self._dir, timeout, session
+        )
         self.backend = backend
         self._token = token
         self._jobs = JobQueue(backend, token=token or False, queue=self.queues[0], timeout=timeout)
@@ -282,10 +289,13 @@ def _here() -> list[str]:
     return where
 
 
-def _shutdown(children: list[Child], directory: Path, timeout: float) -> None:
-    """Stop the children and remove the session directory (also at interpreter exit)."""
+def _shutdown(children: list[Child], directory: Path, timeout: float, session: str) -> None:
+    """Stop the children, remove the session directory and forget the session's token (also
+    at interpreter exit)."""
     stop_children(children, timeout)
     shutil.rmtree(directory, ignore_errors=True)
+    if session:
+        forget_session(session)
 
 
 def local(**options: Any) -> Cluster:

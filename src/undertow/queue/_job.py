@@ -19,8 +19,9 @@ import msgspec
 
 from undertow.errors import JobCancelled, JobFailed, JobTimeout, QueueError
 from undertow.queue._handle import StoreHandle
-from undertow.queue._payload import decode_result
+from undertow.queue._payload import PICKLE, decode_result, result_signer
 from undertow.queue._route import Route
+from undertow.queue._sessions import session_key
 from undertow.storage import FINAL_STATES, Backend, JobRecord, JobState
 from undertow.wire import decode_error, rebuild
 
@@ -183,7 +184,11 @@ def outcome(record: JobRecord, handle: StoreHandle) -> Any:
     """A final job's result, or its error raised."""
     where = f"job {record.id} ({record.function})"
     if record.state is JobState.DONE and record.result is not None:
-        return decode_result(record.id, record.function, record.codec, record.result, handle.key)
+        key = handle.key
+        signer = result_signer(record.result) if record.codec == PICKLE else ""
+        if signer and (key is None or key.key_id != signer):
+            key = session_key(signer) or key  # a session of this machine's, before a restart
+        return decode_result(record.id, record.function, record.codec, record.result, key)
     if record.state is JobState.CANCELLED:
         raise JobCancelled(f"{where} was cancelled", job_id=record.id)
     error = rebuild(decode_error(record.error), where=where) if record.error is not None else None

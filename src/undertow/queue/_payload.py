@@ -41,6 +41,7 @@ __all__ = [
     "encode_result",
     "function_label",
     "open_payload",
+    "result_signer",
     "type_names",
 ]
 
@@ -224,6 +225,14 @@ def encode_result(
         body = _enc.encode(_frames(_pickle(), value))
         return _sign(key, _RESULT, job_id, function, codec, body)
     return _enc.encode(_Signed(_enc.encode(_frames(_msgpack, value))))
+
+
+def result_signer(data: bytes) -> str:
+    """The name of the key an encoded result says it is signed with ("" for none)."""
+    try:
+        return _signed_dec.decode(data).key_id
+    except (msgspec.DecodeError, ValueError):
+        return ""
 
 
 def decode_result(
