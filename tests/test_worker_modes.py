@@ -88,6 +88,11 @@ def hold(pidfile: str) -> str:
     return "not killed"
 
 
+def leave_behind() -> int:
+    """Start a process that would outlive the job, and return its pid."""
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]).pid
+
+
 def chat_then_wait(release: str) -> str:
     print("started", flush=True)
     waited = 0
@@ -132,6 +137,7 @@ FUNCTIONS: dict[str, Any] = {
     "leave": leave,
     "crash_once": crash_once,
     "hold": hold,
+    "leave_behind": leave_behind,
     "chat_then_wait": chat_then_wait,
     "remember": remember,
 }
@@ -370,3 +376,10 @@ def test_undertow_worker_runs_jobs_in_child_processes(url: str, mode: str, tmp_p
         assert doubled.output() == "doubling 21\n"
         worker_pid = int(doubled.record().worker.split(":")[-2])  # host:pid:nonce
         assert pid.result(timeout=10) != worker_pid
+
+
+def test_a_forked_job_leaves_no_process_behind(url: str, queue: JobQueue):
+    job = queue.submit("leave_behind")
+    worker(url, "fork").work(burst=True)
+    left = job.result(timeout=10)
+    assert wait_until(lambda: not alive(left), 10)  # its process group went with the job

@@ -326,6 +326,7 @@ class ForkChild(ChildProc):
         outcome = self._relay(pid, reader, task.sink)
         halted = self._end()
         if outcome is not None and not halted:
+            self._kill(pid)  # what the job started in its group goes with it (a fresh start)
             self._exiting.append(pid)  # reaped later: its exit takes a few ms of the kernel's
             return outcome
         self._kill(pid)  # dead (not reaped: the id is still its own) or halted: its group too
