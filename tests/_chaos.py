@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import selectors
 import shutil
 import signal
 import subprocess
@@ -20,12 +19,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 import redis
 
 from undertow.storage import JobRecord, JobState, open_backend
 
-from ._processes import free_port
+from ._processes import free_port, read_line
 from ._redis import _wait_ready
 from ._waiting import wait_until
 
@@ -38,33 +36,6 @@ READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 
 _serial = itertools.count()
-
-
-def read_line(proc: subprocess.Popen[bytes], what: str, log: Path) -> str:
-    """The next line ``proc`` prints (its stdout read unbuffered), within READY_TIMEOUT; a
-    failure shows the file ``log`` (its stderr)."""
-    assert proc.stdout is not None
-    fd, out = proc.stdout.fileno(), b""
-    deadline = time.monotonic() + READY_TIMEOUT
-    with selectors.DefaultSelector() as sel:
-        sel.register(fd, selectors.EVENT_READ)
-        while not out.endswith(b"\n"):
-            left = deadline - time.monotonic()
-            if left <= 0 or not sel.select(left):
-                proc.kill()
-                pytest.fail(
-                    f"no line from {what} within {READY_TIMEOUT:g} s: {out!r}\n{_tail(log)}"
-                )
-            chunk = os.read(fd, 1)  # one byte: nothing past the line stays in a buffer
-            if not chunk:
-                code = proc.wait()
-                pytest.fail(f"{what} exited ({code}) before its first line: {out!r}\n{_tail(log)}")
-            out += chunk
-    return out.decode().rstrip("\n")
-
-
-def _tail(log: Path) -> str:
-    return log.read_text(errors="replace")[-4000:]
 
 
 class WorkerProcess:

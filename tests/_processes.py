@@ -98,3 +98,31 @@ class ChildServer(ServedProcess):
         path = tmp_path / f"server_{os.getpid()}_{id(self)}.py"
         path.write_text(textwrap.dedent(script))
         super().__init__([sys.executable, "-u", str(path), *args], lines=lines)
+
+
+def read_line(
+    proc: subprocess.Popen[bytes],
+    what: str = "the process",
+    log: Path | None = None,
+    timeout: float = READY_TIMEOUT,
+) -> str:
+    """The next line ``proc`` prints (its stdout read a byte at a time, so nothing past the
+    line stays in a buffer), within ``timeout``; a failure kills it and shows ``log`` (its
+    stderr, if it went to a file)."""
+    assert proc.stdout is not None
+    fd, out = proc.stdout.fileno(), b""
+    deadline = time.monotonic() + timeout
+    tail = "" if log is None else "\n" + log.read_text(errors="replace")[-4000:]
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        while not out.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            if left <= 0 or not sel.select(left):
+                proc.kill()
+                pytest.fail(f"no line from {what} within {timeout:g} s: {out!r}{tail}")
+            chunk = os.read(fd, 1)
+            if not chunk:
+                code = proc.wait()
+                pytest.fail(f"{what} exited ({code}) before its line: {out!r}{tail}")
+            out += chunk
+    return out.decode().rstrip("\n")

@@ -98,5 +98,13 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 async def backend(url: str) -> AsyncIterator[Backend]:
     """An open backend of ``url``, closed after the test."""
     b = open_backend(url)
-    yield b
-    await b.close()
+    try:
+        yield b
+    finally:
+        await b.close()
+
+
+@pytest.fixture
+async def store(backend: Backend) -> Backend:
+    """The backend as the job store tests call it (on both backends)."""
+    return backend

@@ -4,11 +4,9 @@ by name or as signed callables, and a signal drains it."""
 from __future__ import annotations
 
 import os
-import selectors
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ from undertow import AuthenticationError
 from undertow.queue import JobQueue, JobState
 from undertow.security import new_token
 
+from ._processes import read_line
 from ._waiting import wait_until
 
 pytestmark = [pytest.mark.multiproc, pytest.mark.timeout(90)]
@@ -24,7 +23,6 @@ pytestmark = [pytest.mark.multiproc, pytest.mark.timeout(90)]
 #: the console script, whose sys.path does not hold the current directory (`-m` would add it)
 UNDERTOW = [str(Path(sys.executable).parent / "undertow")]
 RUN_TIMEOUT = 60.0
-LINE_TIMEOUT = 30.0
 
 MODULE = """
 import threading
@@ -70,25 +68,6 @@ def worker(
         timeout=RUN_TIMEOUT,
         check=False,
     )
-
-
-def read_line(proc: subprocess.Popen[bytes]) -> str:
-    """The next line the process prints (its stdout read unbuffered), within LINE_TIMEOUT."""
-    assert proc.stdout is not None
-    fd, out = proc.stdout.fileno(), b""
-    deadline = time.monotonic() + LINE_TIMEOUT
-    with selectors.DefaultSelector() as sel:
-        sel.register(fd, selectors.EVENT_READ)
-        while not out.endswith(b"\n"):
-            left = deadline - time.monotonic()
-            if left <= 0 or not sel.select(left):
-                proc.kill()
-                pytest.fail(f"no line from the worker within {LINE_TIMEOUT:g} s: {out!r}")
-            chunk = os.read(fd, 1)
-            if not chunk:
-                pytest.fail(f"the worker exited: {out!r}")
-            out += chunk
-    return out.decode().rstrip("\n")
 
 
 def test_jobs_by_name_run_through_a_burst_worker(url: str, workdir: Path):

@@ -5,23 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 
-from undertow.storage import Backend, JobRecord, JobState, open_backend
+from undertow.storage import Backend, JobRecord, JobState
 
 T0 = 1_000_000.0
 LEASE = 30.0
-
-
-@pytest.fixture
-async def store(url: str) -> AsyncIterator[Backend]:
-    backend = open_backend(url)
-    try:
-        yield backend
-    finally:
-        await backend.close()
 
 
 def job(queues: list[str] | None = None, **fields) -> JobRecord:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import random
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -18,22 +17,12 @@ from undertow.storage import (
     JobState,
     QueueInfo,
     WorkerInfo,
-    open_backend,
 )
 
 pytestmark = pytest.mark.timeout(60)
 
 T0 = 1_000_000.0
 LEASE = 30.0
-
-
-@pytest.fixture
-async def store(url: str) -> AsyncIterator[Backend]:
-    backend = open_backend(url)
-    try:
-        yield backend
-    finally:
-        await backend.close()
 
 
 def job(queues: list[str] | None = None, **fields) -> JobRecord:

@@ -7,28 +7,18 @@ from __future__ import annotations
 import functools
 import threading
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
 import pytest
 
 from undertow.queue import JobQueue, Worker
-from undertow.storage import Backend, JobRecord, JobState, JobStore, open_backend
+from undertow.storage import Backend, JobRecord, JobState, JobStore
 
 pytestmark = pytest.mark.timeout(60)
 
 T0 = 1_000_000.0
 LEASE = 30.0
-
-
-@pytest.fixture
-async def store(url: str) -> AsyncIterator[Backend]:
-    backend = open_backend(url)
-    try:
-        yield backend
-    finally:
-        await backend.close()
 
 
 class Batches:
