@@ -101,16 +101,17 @@ def enqueue(
     kwargs: dict[str, Any],
     queue: str | None,
     asynchronous: bool,
+    server_backend: str | None = None,
 ) -> Any:
     """Queue a call of the server function ``name`` (from ``client``) on ``queue``; its Job,
-    or a coroutine of it."""
+    or a coroutine of it. ``server_backend``: where the server takes its jobs (a client on
+    another backend is told, rather than queueing a job nobody would run)."""
     if queue is None:
         raise ConfigError(
             f"{name}() is not queued on its server: give it a queue there, e.g. "
             f"server.config({{{name!r}: {{'queue': 'jobs'}}}}), and the server runs its jobs"
         )
     token, url = client_token(client), backend_url(None)
-    server_backend = getattr(client, "_jobs_backend", None)
     if server_backend is not None and redact_url(url) != server_backend:
         raise ConfigError(
             f"{name}() is queued on {server_backend}, and this client's jobs go to "

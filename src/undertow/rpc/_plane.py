@@ -113,8 +113,8 @@ class JobPlane(Protocol):
 def plug_jobs(plane: Callable[[Any], JobPlane | None], enqueue: Callable[..., Any]) -> None:
     """Called once by :mod:`undertow.queue` when it is imported: ``plane(server)`` makes a
     server's job worker (None when no function of it is queued), ``enqueue(client, name,
-    args, kwargs, queue, asynchronous)`` queues a call from a client (whose
-    ``_jobs_backend`` says where the server takes its jobs)."""
+    args, kwargs, queue, asynchronous, server_backend)`` queues a call from a client
+    (``server_backend``: where the server said it takes its jobs, a URL without password)."""
     _factories["jobs"] = plane
     _factories["enqueue"] = enqueue
 
@@ -137,7 +137,8 @@ def enqueue_job(
     factory = _factories.get("enqueue")
     if factory is None:
         raise ConfigError("queueing calls needs undertow's job queue: import undertow.queue")
-    return factory(client, info.name, args, kwargs, info.queue, asynchronous)
+    where = getattr(client, "_jobs_backend", None)  # what the server said (RemoteFunctions)
+    return factory(client, info.name, args, kwargs, info.queue, asynchronous, where)
 
 
 class _NoData:
