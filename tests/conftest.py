@@ -5,12 +5,14 @@ from __future__ import annotations
 import itertools
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import undertow
 from undertow.cluster import Backend, open_backend
 from undertow.data import close_clients
+from undertow.storage._redis import RedisBackend
 
 from ._processes import ChildServer
 
@@ -102,6 +104,29 @@ async def backend(url: str) -> AsyncIterator[Backend]:
         yield b
     finally:
         await b.close()
+
+
+@pytest.fixture
+async def redis_store(redis_url: str) -> AsyncIterator[RedisBackend]:
+    """An open Redis backend on the test's database, closed after the test."""
+    backend = open_backend(redis_url)
+    assert isinstance(backend, RedisBackend)
+    try:
+        yield backend
+    finally:
+        await backend.close()
+
+
+@pytest.fixture
+async def raw(redis_url: str) -> AsyncIterator[Any]:
+    """A redis-py asyncio client of the test's database, to look at the keys themselves."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
 
 
 @pytest.fixture

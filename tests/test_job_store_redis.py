@@ -10,7 +10,6 @@ import subprocess
 import sys
 import textwrap
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -27,24 +26,8 @@ LEASE = 30.0
 
 
 @pytest.fixture
-async def store(redis_url: str) -> AsyncIterator[RedisBackend]:
-    backend = open_backend(redis_url)
-    assert isinstance(backend, RedisBackend)
-    try:
-        yield backend
-    finally:
-        await backend.close()
-
-
-@pytest.fixture
-async def raw(redis_url: str) -> AsyncIterator[Any]:
-    import redis.asyncio as aioredis
-
-    client = aioredis.from_url(redis_url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
+def store(redis_store: RedisBackend) -> RedisBackend:
+    return redis_store
 
 
 def job(queues: list[str] | None = None, **fields: Any) -> JobRecord:

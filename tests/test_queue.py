@@ -331,8 +331,9 @@ def test_an_idle_worker_is_told_of_new_jobs_at_once(redis_url: str):
     thread.start()
     try:
         assert wait_until(lambda: w.state._claim_at > 0, 20)  # the first (empty) claim
-        with JobQueue(redis_url, token=False) as q:
-            assert q.submit("add", 2, 3).result(timeout=10) == 5
+        with JobQueue(redis_url, token=False) as q:  # (a batch is announced, not handed)
+            [job] = q.map("add", [2], [3])
+            assert job.result(timeout=10) == 5
     finally:
         w.drain()
         thread.join(20)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -13,7 +14,7 @@ from undertow._util import portal
 from undertow.config import backend_url, redact_url
 from undertow.errors import BackendError, BrokerUnavailable
 from undertow.security import SigningKey
-from undertow.storage import Backend, open_backend
+from undertow.storage import Backend, JobRecord, Submitter, open_backend, open_submitter
 
 __all__ = ["StoreHandle", "warn_if_not_durable"]
 
@@ -36,6 +37,9 @@ class StoreHandle:
         self._backend: Backend | None = None
         self._pid = os.getpid()
         self.closed = False
+        #: the blocking enqueue of sync callers (None: not opened, False: the backend has none)
+        self._submitter: Submitter | bool | None = None
+        self._lock = threading.Lock()
 
     @property
     def url(self) -> str:
@@ -46,7 +50,7 @@ class StoreHandle:
         if self.closed:
             raise BackendError(f"job queue {self.url} was closed; make a new JobQueue")
         if self._pid != os.getpid():  # forked: the parent's connections are not ours
-            self._backend, self._pid = None, os.getpid()
+            self._backend, self._submitter, self._pid = None, None, os.getpid()
 
         async def run() -> T:
             if self._backend is None:
@@ -79,9 +83,33 @@ class StoreHandle:
         except TimeoutError:
             raise self._unavailable() from None
 
+    def enqueue_now(self, record: JobRecord) -> JobRecord | None:
+        """Enqueue ``record`` from this thread, past the portal loop, where the backend has
+        a blocking path (Redis); None where it has not (call :meth:`run`). Only once the
+        portal opened the backend (which checks its durability once)."""
+        if self.closed or self._backend is None or self._pid != os.getpid():
+            return None
+        with self._lock:
+            if self._submitter is None:
+                self._submitter = open_submitter(self._url, timeout=self.timeout) or False
+            submitter = self._submitter
+        if not isinstance(submitter, Submitter):
+            return None
+        try:
+            return submitter.enqueue(record)
+        except BrokerUnavailable as exc:
+            raise BrokerUnavailable(
+                f"{exc}; nothing is known to be stored: submit again with the same "
+                "idempotency_key to be safe"
+            ) from exc
+
     def close(self) -> None:
         """Release the backend's connections."""
         self.closed = True
+        with self._lock:
+            submitter, self._submitter = self._submitter, None
+        if isinstance(submitter, Submitter):
+            submitter.close()
         backend, self._backend = self._backend, None
         if backend is not None and self._pid == os.getpid():
             try:

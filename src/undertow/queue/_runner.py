@@ -67,6 +67,8 @@ class Task:
 
     record: JobRecord
     sink: Sink
+    #: set as a slot takes the task (the thread that handed it waits for that: see _inbox.py)
+    taken: threading.Event | None = None
 
 
 @dataclass(slots=True)
@@ -162,6 +164,8 @@ class SlotThreads:
 
     def _serve(self, slot: int) -> None:
         while (task := self._inbox.get()) is not None:
+            if task.taken is not None:
+                task.taken.set()
             started = time.perf_counter()
             outcome = self._run(task, slot)
             self.outbox.append(Finished(task, outcome, time.perf_counter() - started))

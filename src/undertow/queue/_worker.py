@@ -12,19 +12,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from undertow.errors import BackendError, FunctionNotFound
 from undertow.queue._capture import Sink
 from undertow.queue._handle import warn_if_not_durable
+from undertow.queue._inbox import Handoff
 from undertow.queue._modes import check_mode, start_slots
 from undertow.queue._payload import Call, encode_result
+from undertow.queue._report import flush_output, persist, report
 from undertow.queue._route import local_queues, this_host
 from undertow.queue._runner import Admit, Opened, Outcome, Slots, Task, failure, matches, stopped
 from undertow.queue._worker_state import WorkerState
@@ -41,7 +44,6 @@ from undertow.storage import (
 __all__ = ["Worker"]
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 #: while jobs run, their output is stored at least this often (seconds)
 OUTPUT_EVERY = 0.25
@@ -143,6 +145,7 @@ class Worker:
         self._wake: asyncio.Event | None = None
         self._threads: Slots | None = None
         self._listener: asyncio.Task[None] | None = None
+        self._handoff: Handoff | None = None
 
     def __repr__(self) -> str:
         return f"<Worker {self.name} queues={self.queues} {self.state.phase.value}>"
@@ -159,12 +162,16 @@ class Worker:
         backend = self._backend_arg
         self._store = backend if isinstance(backend, Backend) else open_backend(backend)
         try:
-            await self._start()
+            await self._start(burst)
             while not await self._step(burst):
                 await self._pause()
         finally:
             if self._listener is not None:
                 self._listener.cancel()
+            if self._handoff is not None:  # (stopped by an error: its jobs' leases run out)
+                self._handoff.abandon()
+                with contextlib.suppress(BackendError):
+                    await self.store.withdraw(self.name)
             with contextlib.suppress(BackendError):  # one try each: a stop must not wait
                 await self._store_completed()
             with contextlib.suppress(BackendError):
@@ -173,8 +180,9 @@ class Worker:
             if not isinstance(backend, Backend):
                 await self._store.close()
 
-    async def _start(self) -> None:
-        """Start the slots and the listener; take this host's queues."""
+    async def _start(self, burst: bool) -> None:
+        """Start the slots, the listener and (unless in burst mode, on a store that hands
+        jobs to idle workers) the inbox's receiver; take this host's queues."""
         self._threads = start_slots(
             self.mode,
             self.state.concurrency,
@@ -193,13 +201,17 @@ class Worker:
         with contextlib.suppress(BackendError):  # (else at the first sweep)
             await self._take_local_queues()
         self._listener = asyncio.create_task(self._listen())
+        inbox = None if burst else self.store.inbox(self.name)
+        if inbox is not None:
+            self._handoff = Handoff(inbox, self.name, slots=self._threads)
+            self._handoff.start()
 
     async def _step(self, burst: bool) -> bool:
         """One turn: renew, store output, sweep, claim. True when the worker is done."""
         now = time.time()
         assert self._wake is not None
         self._wake.clear()  # before taking the outbox: a wake sent from now on is not lost
-        self._collect()
+        self._collect(now)
         try:
             await self._renew(now)
             await self._flush_output()
@@ -213,6 +225,8 @@ class Worker:
                 self.state.swept(now)
             await self._claim(now)
             if self.state.should_stop(burst=burst):
+                if await self._close_inbox():
+                    return False  # jobs handed before the offer ended: run them first
                 return not burst or not await self._jobs_waiting()
         except BackendError as exc:
             log.warning("worker %s: the backend failed, waiting: %s", self.name, exc)
@@ -312,14 +326,30 @@ class Worker:
         count = self.state.free_slots(now)
         if not count:
             return
+        offer = None if self._handoff is None else self._handoff.offer(self.state, now)
         records = await self.store.claim(
-            self.queues, self.name, lease=self.state.lease, count=count, now=now
+            self.queues, self.name, lease=self.state.lease, count=count, now=now, offer=offer
         )
         self.state.claimed([(r.id, r.attempts) for r in records], now)
         assert self._threads is not None
         for record in records:
             sink = self._sinks[record.id] = Sink()
             self._threads.put(Task(record, sink))
+
+    def _adopt(self, now: float) -> None:
+        """Hold the jobs the store handed, in their slots already (renewed at this turn)."""
+        for record, sink in self._handoff.taken() if self._handoff is not None else ():
+            self.state.handed(record.id, record.attempts, record.lease_until, now)
+            self._sinks[record.id] = sink
+
+    async def _close_inbox(self) -> bool:
+        """Take no more jobs handed; whether some came meanwhile (run before the stop)."""
+        if self._handoff is None:
+            return False
+        await self._handoff.close(self.store)  # (a failure: tried again at the next step)
+        self._adopt(time.time())
+        self._handoff = None
+        return bool(self.state.held)
 
     async def _renew(self, now: float) -> None:
         for held in self.state.renewals_due(now):
@@ -353,12 +383,15 @@ class Worker:
 
     # -- one job ----------------------------------------------------------------------------
 
-    def _collect(self) -> None:
+    def _collect(self, now: float) -> None:
         """Take what the job threads finished: results wait for the next batch of completes,
-        failures are reported each by a task of its own, coroutine functions start."""
+        failures are reported each by a task of its own, coroutine functions start. (The
+        jobs handed are held first: each was handed before its slot could finish it.)"""
         if self._threads is None:
             return
-        for done in self._threads.take():
+        finished = self._threads.take()
+        self._adopt(now)
+        for done in finished:
             task, outcome = done.task, done.outcome
             if isinstance(outcome, Opened):
                 self._coroutines[task.record.id] = asyncio.create_task(self._await(task, outcome))
@@ -395,10 +428,14 @@ class Worker:
 
     async def _report_alone(self, task: Task, outcome: Outcome) -> None:
         """Store a failure (or a result that will be refused), its output first."""
-        record = task.record
+        record, store, poll = task.record, self.store, (self.state.poll_min, self.state.poll_max)
+        retry = functools.partial(persist, pause=poll[0], pause_max=poll[1], who=self.name)
         try:
-            await self._persist(lambda: self._flush_one(record, task.sink))
-            await self._persist(lambda: self._report(record, outcome))
+            await retry(lambda: flush_output(store, record, task.sink))
+            done, failed = await retry(
+                lambda: report(store, record, outcome, self._refused(record.id))
+            )
+            self.done, self.failed = self.done + done, self.failed + failed
         finally:
             self._release(record.id, record.attempts)
             self._poke()
@@ -460,32 +497,3 @@ class Worker:
         if not call.retry or not matches(exc, call.retry_on):
             return None
         return self.state.retry_delay(record.attempts, call.backoff)
-
-    async def _report(self, record: JobRecord, outcome: Outcome) -> None:
-        """Store one attempt's outcome on its own."""
-        if isinstance(outcome, bytes) and not self._refused(record.id):
-            self.done += await self.store.complete(record.id, record.attempts, outcome)
-            return
-        if isinstance(outcome, bytes):  # stopped meanwhile: the result is dropped
-            outcome = stopped(record.id)
-        error, delay = outcome
-        state = await self.store.fail(record.id, record.attempts, error, retry_delay=delay)
-        if state is not None:
-            self.done += 1
-            self.failed += state in (JobState.FAILED, JobState.DEAD)
-
-    async def _flush_one(self, record: JobRecord, sink: Sink) -> None:
-        text = sink.take()
-        if text:  # fenced: what a stale attempt printed is dropped with its result
-            await self.store.append_output(record.id, text, attempt=record.attempts)
-
-    async def _persist(self, op: Callable[[], Coroutine[Any, Any, T]]) -> T:
-        """Run ``op`` until the backend takes it (an outage is waited out)."""
-        pause = self.state.poll_min
-        while True:
-            try:
-                return await op()
-            except BackendError as exc:
-                log.warning("worker %s: the backend failed, retrying: %s", self.name, exc)
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, self.state.poll_max)

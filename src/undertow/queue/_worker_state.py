@@ -129,6 +129,19 @@ class WorkerState:
             self._poll = min(self._poll * 2, self.poll_max)
             self._idle = not self.held
 
+    def handed(self, job_id: str, attempt: int, lease_until: float, now: float) -> None:
+        """The store handed this attempt to the worker (started for it): held from now, its
+        lease (a short one, as offered) renewed at once."""
+        self.held[job_id] = Held(job_id, attempt, lease_until, now)
+        self._idle = False
+
+    def offered(self) -> int:
+        """The slots to offer with a claim for jobs handed while the worker waits: the free
+        ones (not those of jobs claimed ahead); none unless it runs."""
+        if self.phase is not Phase.RUNNING:
+            return 0
+        return max(self.concurrency - len(self.held), 0)
+
     def notified(self, now: float) -> None:
         """The store says jobs arrived: claim now, and poll fast again after."""
         self._claim_at, self._poll = now, self.poll_min

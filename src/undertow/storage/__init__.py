@@ -27,26 +27,32 @@ from undertow.storage._backend import (
 )
 from undertow.storage._jobs import (
     FINAL_STATES,
+    Inbox,
     JobRecord,
     JobState,
     JobStore,
+    Offer,
     QueueInfo,
+    Submitter,
     WorkerInfo,
     check_job_id,
     check_queue_name,
     check_worker_name,
 )
-from undertow.storage._open import open_backend
+from undertow.storage._open import open_backend, open_submitter
 from undertow.storage._records import Instance, decode_instance, encode_instance
 
 __all__ = [
     "FINAL_STATES",
     "Backend",
+    "Inbox",
     "Instance",
     "JobRecord",
     "JobState",
     "JobStore",
+    "Offer",
     "QueueInfo",
+    "Submitter",
     "WorkerInfo",
     "by_age",
     "by_creation",
@@ -58,4 +64,5 @@ __all__ = [
     "decode_instance",
     "encode_instance",
     "open_backend",
+    "open_submitter",
 ]

@@ -45,10 +45,13 @@ from undertow._util import check_queue_name
 
 __all__ = [
     "FINAL_STATES",
+    "Inbox",
     "JobRecord",
     "JobState",
     "JobStore",
+    "Offer",
     "QueueInfo",
+    "Submitter",
     "WorkerInfo",
     "check_job_id",
     "check_queue_name",
@@ -154,6 +157,45 @@ class WorkerInfo(msgspec.Struct, kw_only=True):
     ttl: float = 0.0
 
 
+class Offer(msgspec.Struct, frozen=True):
+    """What a worker offers with a claim, on a store that hands jobs to idle workers: its
+    ``slots`` free after the claim take the jobs enqueued on its queues from then until
+    ``until`` (or its next claim), each started for it at once with a lease of ``lease``
+    seconds and put in its :class:`Inbox`."""
+
+    slots: int
+    until: float
+    lease: float
+
+
+class Inbox(abc.ABC):
+    """The jobs a store hands one worker, read from a thread of the worker's own (blocking:
+    no event loop between the store and the job's slot)."""
+
+    @abc.abstractmethod
+    def take(self, wait: float) -> list[JobRecord]:
+        """The jobs handed since the last take (RUNNING for this worker, under their first
+        attempt), waiting up to ``wait`` seconds for one (0: not at all). BackendError if the
+        store cannot be reached."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the connection (a take under way in another thread ends with an error)."""
+
+
+class Submitter(abc.ABC):
+    """Enqueues from the calling thread, blocking (sync code needs no event loop for it)."""
+
+    @abc.abstractmethod
+    def enqueue(self, job: JobRecord, *, now: float | None = None) -> JobRecord:
+        """What :meth:`JobStore.enqueue` does; BackendError (BrokerUnavailable when the
+        store cannot be reached) on failure."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the connections."""
+
+
 def check_job_id(job_id: str) -> str:
     """``job_id`` if it is a well-formed id, else a ValueError naming it."""
     if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):  # type: ignore[redundant-expr]
@@ -175,6 +217,16 @@ class JobStore(abc.ABC):
 
     #: whether :meth:`notifications` tells idle workers of new jobs (else they poll)
     announces = False
+
+    def inbox(self, worker: str) -> Inbox | None:
+        """The jobs this store hands ``worker`` when it offers slots with its claims (see
+        :class:`Offer`), or None: this store hands none (workers claim every job)."""
+        return None
+
+    async def withdraw(self, worker: str) -> None:
+        """``worker`` takes no more jobs handed to it (it stops): its offer ends. What its
+        inbox holds already is still its to take."""
+        return None  # (a store without an inbox keeps no offers)
 
     @abc.abstractmethod
     async def enqueue(self, job: JobRecord, *, now: float | None = None) -> JobRecord:
@@ -212,6 +264,7 @@ class JobStore(abc.ABC):
         lease: float,
         count: int = 1,
         now: float | None = None,
+        offer: Offer | None = None,
     ) -> list[JobRecord]:
         """Take up to ``count`` QUEUED jobs whose ``not_before`` has passed, from ``queues``
         in the order given (each queue first in, first out), without waiting: each becomes
@@ -219,7 +272,9 @@ class JobStore(abc.ABC):
         lease``. Entries of jobs that are no longer QUEUED (taken through another queue,
         cancelled, purged) are dropped as they come up; a QUEUED job whose ``not_before`` is
         in the future is passed over (a backend may keep it aside until it is due, out of
-        :meth:`queue_length`)."""
+        :meth:`queue_length`). ``offer``: on a store with an :meth:`inbox`, the slots left
+        free (``offer.slots`` less the jobs taken) wait for new jobs on ``queues`` (each
+        claim replaces the worker's offer; None withdraws it); other stores ignore it."""
 
     @abc.abstractmethod
     async def renew(

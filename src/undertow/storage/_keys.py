@@ -42,6 +42,16 @@
     undertow:signal:{name}                  CHANNEL a message when ids are pushed onto queue
                                                     {name}'s list, unless it is long (idle
                                                     workers subscribe)
+    undertow:idle:{name}                    ZSET    workers with free slots that wait on queue
+                                                    {name}, by when their offer lapses (their
+                                                    clock); a new job is handed to one of them
+    undertow:offers                         HASH    worker -> "{free slots} {lease} {queues}":
+                                                    what the worker offered at its last claim
+                                                    (the slots count down as jobs are handed)
+    undertow:inbox:{worker}                 LIST    jobs handed to the worker, started for it:
+                                                    "{attempt} {lease_until} {started}
+                                                    {length}\n" then the job's text fields
+                                                    (msgpack) and its payload; expires
 
     undertow:groups                         SET     names of the host groups
     undertow:group:{name}                   ZSET    the group's hosts, scored by the order
@@ -70,6 +80,9 @@ __all__ = [
     "DATA",
     "GROUPS",
     "IDEMPOTENCY_PREFIX",
+    "IDLE_OFFERS",
+    "IDLE_PREFIX",
+    "INBOX_PREFIX",
     "JOBS",
     "JOBS_DELAYED",
     "JOBS_FINAL",
@@ -88,6 +101,8 @@ __all__ = [
     "data_tags",
     "group",
     "idempotency",
+    "idle",
+    "inbox",
     "instance",
     "job",
     "job_output",
@@ -111,6 +126,11 @@ IDEMPOTENCY_PREFIX = f"{JOBS}:idempotency:"
 JOB_COUNTS = f"{JOBS}:counts"
 #: the channels a queue's new jobs are announced on (idle workers listen)
 SIGNAL_PREFIX = f"{PREFIX}:signal:"
+#: the sorted sets of the workers waiting idle on a queue, and what each offered
+IDLE_PREFIX = f"{PREFIX}:idle:"
+IDLE_OFFERS = f"{PREFIX}:offers"
+#: the lists of the jobs handed to a worker
+INBOX_PREFIX = f"{PREFIX}:inbox:"
 WORKERS = f"{PREFIX}:workers"
 WORKERS_INFO = f"{WORKERS}:info"
 GROUPS = f"{PREFIX}:groups"
@@ -165,6 +185,16 @@ def signal(queue_name: str) -> str:
     """The channel on which a message says that queue ``queue_name`` has new jobs (idle
     workers listen, instead of polling)."""
     return f"{SIGNAL_PREFIX}{queue_name}"
+
+
+def idle(queue_name: str) -> str:
+    """The sorted set of the workers waiting idle on queue ``queue_name``."""
+    return f"{IDLE_PREFIX}{queue_name}"
+
+
+def inbox(worker: str) -> str:
+    """The list of the jobs handed to ``worker`` (started for it, not yet taken)."""
+    return f"{INBOX_PREFIX}{worker}"
 
 
 def idempotency(key: str) -> str:

@@ -9,8 +9,9 @@ from __future__ import annotations
 from undertow.config import backend_url
 from undertow.errors import ConfigError
 from undertow.storage._backend import Backend
+from undertow.storage._jobs import Submitter
 
-__all__ = ["open_backend"]
+__all__ = ["open_backend", "open_submitter"]
 
 
 def open_backend(url: str | None = None) -> Backend:
@@ -27,3 +28,14 @@ def open_backend(url: str | None = None) -> Backend:
 
         return RedisBackend(url)
     raise ConfigError(f"backend {url!r} has an unknown scheme")  # backend_url checked it
+
+
+def open_submitter(url: str | None = None, *, timeout: float = 5.0) -> Submitter | None:
+    """A blocking enqueue into the backend of ``url`` for sync callers, where one is worth
+    having (Redis: one round trip, no hop into an event loop); None for the others."""
+    url = backend_url(url)
+    if url.partition("://")[0] in ("redis", "rediss"):
+        from undertow.storage._redis_sync import RedisSubmitter
+
+        return RedisSubmitter(url, timeout=timeout)
+    return None

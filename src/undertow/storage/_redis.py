@@ -25,9 +25,11 @@ from undertow.data import DataRecord, Location, is_data_key
 from undertow.errors import BackendError, BrokerUnavailable
 from undertow.storage import _keys as keys
 from undertow.storage._backend import Backend, by_age, by_creation
+from undertow.storage._jobs import check_worker_name
 from undertow.storage._records import Instance, encode_instance, readable
 from undertow.storage._redis_groups import RedisGroups
 from undertow.storage._redis_jobs import RedisJobs
+from undertow.storage._redis_sync import RedisInbox
 
 __all__ = ["RedisBackend"]
 
@@ -83,12 +85,16 @@ class RedisBackend(RedisJobs, RedisGroups, Backend):
                 "install it with: pip install 'undertow[redis]'"
             )
         self.url = redact_url(url)
+        self._secret_url, self._timeout = url, timeout
         self._redis: Any = aioredis.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout
         )
 
     def __repr__(self) -> str:
         return f"<RedisBackend {self.url}>"
+
+    def inbox(self, worker: str) -> RedisInbox:
+        return RedisInbox(self._secret_url, check_worker_name(worker), timeout=self._timeout)
 
     def _failed(self, exc: Exception) -> BackendError:
         if isinstance(exc, RedisConnectionError | RedisTimeoutError):

@@ -31,6 +31,7 @@ from undertow.storage._jobs import (
     JobRecord,
     JobState,
     JobStore,
+    Offer,
     QueueInfo,
     WorkerInfo,
     check_job_id,
@@ -56,6 +57,8 @@ _BYTES = frozenset({b"payload", b"result", b"error"})
 _SWEEP_BATCH = 1000
 #: records read per round trip when listing
 _PAGE = 200
+#: a record's field names, in order
+_FIELDS = JobRecord.__struct_fields__
 #: the prefixes every script that builds a job's or a queue's key name is given
 _PREFIXES = (keys.JOB_PREFIX, keys.QUEUE_PREFIX)
 
@@ -100,13 +103,9 @@ class RedisJobs(JobStore):
                 await pubsub.aclose()
 
     async def enqueue(self, job: JobRecord, *, now: float | None = None) -> JobRecord:
-        at = _now(now)
-        stored, idem = _prepared(job, at)
-        names = [keys.job(job.id), keys.JOBS, keys.JOBS_DELAYED]
-        names += [keys.queue(name) for name in dict.fromkeys(job.queues)]
-        args = [*_PREFIXES, repr(at), job.id, idem, repr(stored.not_before), *_encode(stored)]
+        stored, names, args = enqueue_call(job, _now(now))
         reply = await self._run(self._scripts.enqueue, names, args)
-        return _enqueued(stored, reply)
+        return enqueued(stored, reply)
 
     async def enqueue_many(
         self, jobs: Sequence[JobRecord], *, now: float | None = None
@@ -125,7 +124,7 @@ class RedisJobs(JobStore):
         replies = await self._run(self._scripts.enqueue_many, names, args)
         # (the replies stop at an id that exists: its reply raises the ValueError)
         pairs = zip(prepared, replies, strict=False)
-        return [_enqueued(stored, reply) for (stored, _), reply in pairs]
+        return [enqueued(stored, reply) for (stored, _), reply in pairs]
 
     async def claim(
         self,
@@ -135,6 +134,7 @@ class RedisJobs(JobStore):
         lease: float,
         count: int = 1,
         now: float | None = None,
+        offer: Offer | None = None,
     ) -> list[JobRecord]:
         for name in queues:
             check_queue_name(name)
@@ -142,9 +142,16 @@ class RedisJobs(JobStore):
             return []
         at = _now(now)
         names = [keys.JOBS_RUNNING, keys.JOBS_DELAYED, *(keys.queue(q) for q in queues)]
-        args = [*_PREFIXES, repr(at), repr(at + lease), count, worker]
+        args = [*_PREFIXES, repr(at), repr(at + lease), count, check_worker_name(worker)]
+        if offer is None:
+            args += [0, 0, 0]
+        else:
+            args += [max(offer.slots, 0), repr(offer.until), repr(offer.lease)]
         taken = await self._run(self._scripts.claim, names, args)
         return [_decode_flat(flat) for flat in taken]
+
+    async def withdraw(self, worker: str) -> None:
+        await self._run(self._scripts.withdraw, [], [*_PREFIXES, repr(_now(None)), worker])
 
     async def renew(
         self, job_id: str, attempt: int, *, lease: float, now: float | None = None
@@ -337,6 +344,54 @@ def _now(now: float | None) -> float:
     return time.time() if now is None else float(now)
 
 
+def enqueue_call(job: JobRecord, at: float) -> tuple[JobRecord, list[str], list[Any]]:
+    """The record ``job`` is stored as (enqueued ``at``), and the key names and arguments
+    of the enqueue script that stores it (text fields in one msgpack array: one argument
+    for the client to write, not one per field)."""
+    stored, idem = _prepared(job, at)
+    names = [keys.job(job.id), keys.JOBS, keys.JOBS_DELAYED]
+    names += [keys.queue(name) for name in dict.fromkeys(job.queues)]
+    text: list[Any] = []
+    binary: list[Any] = []
+    for name, value in zip(_FIELDS, msgspec.structs.astuple(stored), strict=True):
+        if value is None:
+            continue
+        if isinstance(value, bytes):
+            binary += (name, value)
+        elif isinstance(value, str):
+            text += (name, value)
+        else:  # as _encode writes them
+            text += (name, _text_of(value))
+    args = [*_PREFIXES, repr(at), job.id, idem, repr(stored.not_before)]
+    return stored, names, [*args, msgspec.msgpack.encode(text), *binary]
+
+
+def _text_of(value: bool | float | list[str]) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return " ".join(value) if isinstance(value, list) else repr(value)
+
+
+def handed(entry: bytes, worker: str) -> JobRecord:
+    """A job from ``worker``'s inbox: ``"{attempt} {lease_until} {started} {length}\\n"``,
+    then its text fields (a msgpack array of that length) and its payload."""
+    header, _, rest = entry.partition(b"\n")
+    attempt, lease_until, started, length = header.split()
+    size = int(length)
+    flat = msgspec.msgpack.decode(rest[:size])
+    fields: dict[str, Any] = dict(zip(flat[0::2], flat[1::2], strict=True))
+    fields["queues"] = fields.get("queues", "").split()
+    fields.update(
+        payload=rest[size:],
+        state=JobState.RUNNING.value,
+        attempts=int(attempt),
+        worker=worker,
+        lease_until=float(lease_until),
+        started=float(started),
+    )
+    return msgspec.convert(fields, JobRecord, strict=False)
+
+
 def _prepared(job: JobRecord, now: float) -> tuple[JobRecord, str]:
     """``job`` checked, as it is stored (QUEUED, submitted ``now``), and the key name of its
     idempotency key (or "")."""
@@ -349,12 +404,14 @@ def _prepared(job: JobRecord, now: float) -> tuple[JobRecord, str]:
     return stored, "" if job.idempotency_key is None else keys.idempotency(job.idempotency_key)
 
 
-def _enqueued(stored: JobRecord, reply: list[Any]) -> JobRecord:
+def enqueued(stored: JobRecord, reply: list[Any]) -> JobRecord:
     """What enqueue answers, from the script's reply for ``stored``."""
     if reply[0] == b"exists":
         raise ValueError(f"job id {stored.id!r} exists already; a new job needs a new id")
     if reply[0] == b"duplicate":
         return _decode_flat(reply[1])
+    if reply[0] == b"handed":  # (started at once for an idle worker)
+        return msgspec.structs.replace(stored, state=JobState.RUNNING, attempts=1)
     return stored
 
 

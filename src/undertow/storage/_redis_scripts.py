@@ -31,6 +31,10 @@ _PRELUDE = (
     f"""
 local COUNTS = '{keys.JOB_COUNTS}'
 local SIGNAL = '{keys.SIGNAL_PREFIX}'
+local RUNNING = '{keys.JOBS_RUNNING}'
+local IDLE = '{keys.IDLE_PREFIX}'
+local OFFERS = '{keys.IDLE_OFFERS}'
+local INBOX = '{keys.INBOX_PREFIX}'
 """
     + """
 local JOB, QUEUE, NOW = ARGV[1], ARGV[2], tonumber(ARGV[3])
@@ -88,14 +92,73 @@ local function promote(delayed, limit)
   end
   return #due
 end
+
+-- the worker waits on no queue any more (it offered its free slots on them at its last claim)
+local function withdraw(worker)
+  local offered = redis.call('HGET', OFFERS, worker)
+  if not offered then return end
+  for name in string.gmatch(string.match(offered, '^%S+ %S+ ?(.*)$') or '', '%S+') do
+    redis.call('ZREM', IDLE .. name, worker)
+  end
+  redis.call('HDEL', OFFERS, worker)
+end
+
+-- the worker waits idle on the queues named (a table), with ``free`` slots for new jobs,
+-- until ``till``; each job handed to it is leased for ``lease`` seconds
+local function offer(worker, free, lease, till, names)
+  withdraw(worker)
+  if free <= 0 then return end
+  for _, name in ipairs(names) do redis.call('ZADD', IDLE .. name, till, worker) end
+  redis.call('HSET', OFFERS, worker, free .. ' ' .. lease .. ' ' .. table.concat(names, ' '))
+end
+
+-- a worker waiting idle on the first of the queues (their lists' key names, in order, and
+-- their names) that has one and no entry waiting ahead, booked for one job: its name, and
+-- the job's lease_until as text; nil if there is none. A lapsed offer that comes up is
+-- dropped (the others as they come up), and so is the offer of a worker that has not taken
+-- the last job handed to it (so a worker that died swallows one job, back after its lease)
+local function pick(queues, names)
+  for i, queue in ipairs(queues) do
+    local idle = IDLE .. names[i]
+    local found = redis.call('ZRANDMEMBER', idle, 1, 'WITHSCORES')
+    local worker = found[1]
+    if worker and tonumber(found[2]) < NOW then
+      redis.call('ZREM', idle, worker)
+    elseif worker and redis.call('LLEN', INBOX .. worker) > 0 then
+      withdraw(worker)  -- it has not taken the last job handed: gone, or slow
+    elseif worker and redis.call('LLEN', queue) == 0 then
+      local offered = redis.call('HGET', OFFERS, worker)
+      if offered then
+        local free, lease, rest = string.match(offered, '^(%d+) (%S+) ?(.*)$')
+        if tonumber(free) <= 1 then
+          withdraw(worker)
+        else
+          redis.call('HSET', OFFERS, worker, (tonumber(free) - 1) .. ' ' .. lease .. ' ' .. rest)
+        end
+        return worker, string.format('%.17g', NOW + tonumber(lease))
+      end
+    end
+  end
+  return nil
+end
+
+-- put the job into the inbox of the worker it was started for: a header, its text fields
+-- (msgpack), its payload; the inbox expires with the job's lease
+local function deliver(worker, lease_until, text, payload)
+  local inbox = INBOX .. worker
+  local header = '1 ' .. lease_until .. ' ' .. string.format('%.17g', NOW) .. ' ' .. #text
+  redis.call('RPUSH', inbox, header .. '\\n' .. text .. payload)
+  redis.call('PEXPIRE', inbox, math.ceil((tonumber(lease_until) - NOW) * 1000))
+end
 """
 )
 
 #: enqueue one job (the id, the idempotency key's name or '', not_before, the list of its
-#: queues' key names, the hash's field/value pairs, the index's and the delayed set's names):
-#: {'stored'}, {'exists'}, or {'duplicate', HGETALL of the job the key names}
+#: queues' key names, the hash's field/value pairs, the index's and the delayed set's names,
+#: and, to hand it to an idle worker, {its text fields as msgpack, its payload} or nil):
+#: {'stored'} (or {'handed'}), {'exists'}, or {'duplicate', HGETALL of the job the key names}
 _ENQUEUE_ONE = """
-local function enqueue(id, idem, not_before, queues, fields, index, delayed)
+local function enqueue(id, idem, not_before, queues, fields, index, delayed, handoff)
   if idem ~= '' then
     local other = redis.call('GET', idem)
     if other and redis.call('EXISTS', JOB .. other) == 1 then
@@ -104,27 +167,45 @@ local function enqueue(id, idem, not_before, queues, fields, index, delayed)
   end
   local key = JOB .. id
   if redis.call('EXISTS', key) == 1 then return {'exists'} end
+  local names = {}  -- (each once: the caller dropped repeated names)
+  for i, queue in ipairs(queues) do names[i] = string.sub(queue, #QUEUE + 1) end
+  local worker, lease_until
+  if handoff and not_before <= NOW then worker, lease_until = pick(queues, names) end
+  if worker then  -- its first attempt starts now (the later pairs of a field win)
+    for _, v in ipairs({'state', 'running', 'attempts', '1', 'worker', worker, 'lease_until',
+                        lease_until, 'started', string.format('%.17g', NOW)}) do
+      fields[#fields + 1] = v
+    end
+  end
   redis.call('HSET', key, unpack(fields))
   if idem ~= '' then redis.call('SET', idem, id) end
   redis.call('ZADD', index, NOW, id)
-  for _, queue in ipairs(queues) do  -- (each once: the caller dropped repeated names)
-    redis.call('HINCRBY', COUNTS, string.sub(queue, #QUEUE + 1) .. ' queued', 1)
-  end
-  if not_before > NOW then
+  local state = worker and ' running' or ' queued'
+  for _, name in ipairs(names) do redis.call('HINCRBY', COUNTS, name .. state, 1) end
+  if worker then
+    redis.call('ZADD', RUNNING, lease_until, id)
+    deliver(worker, lease_until, handoff[1], handoff[2])
+    return {'handed'}
+  elseif not_before > NOW then
     redis.call('ZADD', delayed, not_before, id)
   else
-    for _, queue in ipairs(queues) do push_one(string.sub(queue, #QUEUE + 1), id) end
+    for _, name in ipairs(names) do push_one(name, id) end
   end
   return {'stored'}
 end
 """
 
 #: KEYS: job, index, delayed, queues...
-#: ARGV[4..]: id, idempotency key's name or '', not_before, then the hash's field/value pairs.
-#: What ``enqueue`` answers
+#: ARGV[4..]: id, idempotency key's name or '', not_before, the text fields' pairs as one
+#: msgpack array, then the other (binary) field/value pairs, the payload's first. The job
+#: is handed to an idle worker if it has no other binary field. What ``enqueue`` answers
 _ENQUEUE = """
-return enqueue(ARGV[4], ARGV[5], tonumber(ARGV[6]), {unpack(KEYS, 4)}, {unpack(ARGV, 7)},
-               KEYS[2], KEYS[3])
+local fields = cmsgpack.unpack(ARGV[7])
+for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
+local handoff = nil
+if #ARGV == 9 then handoff = {ARGV[7], ARGV[9]} end
+return enqueue(ARGV[4], ARGV[5], tonumber(ARGV[6]), {unpack(KEYS, 4)}, fields,
+               KEYS[2], KEYS[3], handoff)
 """
 
 #: KEYS: index, delayed. ARGV[4..], for each job in turn: id, idempotency key's name or '',
@@ -147,8 +228,9 @@ end
 return replies
 """
 
-#: KEYS: running, delayed, queues... ARGV[4..]: lease_until, count, worker.
-#: The HGETALL of each job claimed.
+#: KEYS: running, delayed, queues... ARGV[4..]: lease_until, count, worker, then the
+#: offer: slots (0: none), until when, the lease of a job handed. The HGETALL of each job
+#: claimed. The slots left free after the claim are offered on the queues (see ``hand``)
 _CLAIM = """
 local lease_until, count, worker = ARGV[4], tonumber(ARGV[5]), ARGV[6]
 promote(KEYS[2], 1000)
@@ -174,7 +256,15 @@ for i = 3, #KEYS do
     end
   end
 end
+local names = {}
+for i = 3, #KEYS do names[#names + 1] = string.sub(KEYS[i], #QUEUE + 1) end
+offer(worker, tonumber(ARGV[7]) - #taken, ARGV[9], ARGV[8], names)
 return taken
+"""
+
+#: ARGV[4]: the worker, which waits on no queue any more
+_WITHDRAW = """
+withdraw(ARGV[4])
 """
 
 #: the fence: 1 if the job is RUNNING under attempt ARGV[5] (ARGV[4] is its id), else 0
@@ -339,10 +429,14 @@ end
 return {counts, lengths}
 """
 
-#: forget the workers whose time ran out (KEYS: the workers' set, their records; ARGV[1]: now)
-_FORGET = """
+#: forget the workers whose time ran out (KEYS: the workers' set, their records; ARGV[1]: now),
+#: and what they offered
+_FORGET = f"""
 local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
-for _, name in ipairs(gone) do redis.call('HDEL', KEYS[2], name) end
+for _, name in ipairs(gone) do
+  redis.call('HDEL', KEYS[2], name)
+  redis.call('HDEL', '{keys.IDLE_OFFERS}', name)
+end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
 """
 
@@ -378,6 +472,7 @@ class JobScripts:
         self.enqueue_many = client.register_script(_PRELUDE + _ENQUEUE_ONE + _ENQUEUE_MANY)
         self.complete_many = client.register_script(_PRELUDE + _COMPLETE_MANY)
         self.claim = client.register_script(_PRELUDE + _CLAIM)
+        self.withdraw = client.register_script(_PRELUDE + _WITHDRAW)
         self.renew = client.register_script(_PRELUDE + _FENCE + _RENEW)
         self.complete = client.register_script(_PRELUDE + _FENCE + _COMPLETE)
         self.fail = client.register_script(_PRELUDE + _FENCE + _FAIL)

@@ -39,6 +39,7 @@ from undertow.storage._jobs import (
     JobRecord,
     JobState,
     JobStore,
+    Offer,
     QueueInfo,
     WorkerInfo,
     check_job_id,
@@ -163,7 +164,9 @@ class SqliteJobs(JobStore):
         lease: float,
         count: int = 1,
         now: float | None = None,
+        offer: Offer | None = None,
     ) -> list[JobRecord]:
+        # (the file hands no job to idle workers: the offer is not kept)
         names = [check_queue_name(queue) for queue in queues]
         if count < 1:
             return []
