@@ -1,14 +1,15 @@
-"""The jobs a store hands a worker that waits idle, read by a thread of the worker's own.
+"""The jobs a store hands a worker that waits idle, taken by the worker's idle slots.
 
 On a store that can (Redis), a worker offers its free slots with each claim; a job enqueued
-while it waits is started for it by the enqueue itself and put in its inbox, and this thread,
-blocked on the inbox, gives it to a job slot at once: no announcement, no claim, no hop
-through the worker's event loop on the way (``storage/_redis_sync.py`` has the figures).
+while it waits is started for it by the enqueue itself and put in its inbox. One idle slot
+thread at a time waits on that inbox and runs the job it gets: no announcement, no claim,
+no hop through the worker's event loop and no handoff between threads on the way
+(``storage/_redis_sync.py`` and ``SlotThreads`` have the figures).
 
 The loop is not woken for it either: waking it would make it take the GIL from the job's
-thread just as the job starts (measured: 0.24 ms later to start, against 0.05 ms). The job
-waits in :attr:`Handoff.handed` until the loop's next turn, at the latest when the job ends
-or after ``poll_max`` (its lease, short until then, is renewed at that turn).
+thread just as the job starts. The job waits in :attr:`Handoff.handed` until the loop's next
+turn, at the latest when the job ends or after ``poll_max``; its lease, short until then
+(:data:`HANDED_LEASE`), is renewed at that turn.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ import asyncio
 import collections
 import logging
 import threading
+import time
 
 from undertow.errors import BackendError
 from undertow.queue._capture import Sink
-from undertow.queue._runner import Slots, Task
+from undertow.queue._runner import TURN_WAIT, Slots, Task
 from undertow.queue._worker_state import WorkerState
 from undertow.storage import Backend, Inbox, JobRecord, Offer
 
@@ -28,10 +30,6 @@ __all__ = ["HANDED_LEASE", "Handoff"]
 
 log = logging.getLogger(__name__)
 
-#: seconds a take waits for a job before it looks whether the thread should stop
-TAKE_WAIT = 0.5
-#: seconds the thread waits for a slot to take a job it handed, at most
-TAKEN_WAIT = 0.002
 #: the longest pause after a failed take (the pause doubles from 10 ms)
 PAUSE_MAX = 1.0
 #: the longest lease of a job handed to a worker (renewed to the full lease once adopted),
@@ -40,31 +38,23 @@ HANDED_LEASE = 5.0
 
 
 class Handoff:
-    """A worker's inbox and the thread that reads it.
+    """A worker's inbox, waited on by its idle slots.
 
     Args:
         inbox: the store's inbox of the worker.
         name: the worker's name.
-        slots: where each job goes to run (their ``put`` is thread-safe).
+        slots: the worker's slots.
     """
 
-    def __init__(
-        self,
-        inbox: Inbox,
-        name: str,
-        *,
-        slots: Slots,
-    ) -> None:
+    def __init__(self, inbox: Inbox, name: str, *, slots: Slots) -> None:
         self.inbox, self.name, self._slots = inbox, name, slots
-        #: the jobs handed, for the loop to take (each is here before its slot has it)
+        #: the jobs handed, for the loop to take (each is here before a slot runs it)
         self.handed: collections.deque[tuple[JobRecord, Sink]] = collections.deque()
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, name=f"undertow-inbox-{name}", daemon=True
-        )
+        self._pause = 0.01
+        self._idle = threading.Event()  # never set: its wait() is the pause after a failure
 
     def start(self) -> None:
-        self._thread.start()
+        self._slots.wait_on(self._take, self._nudge)
 
     def offer(self, state: WorkerState, now: float) -> Offer:
         """What the worker offers with a claim at ``now``: its free slots, until a little
@@ -79,21 +69,39 @@ class Handoff:
             done.append(self.handed.popleft())
         return done
 
-    def _give(self, record: JobRecord) -> None:
-        sink, taken = Sink(), threading.Event()
+    def _task(self, record: JobRecord) -> Task:
+        sink = Sink()
         self.handed.append((record, sink))  # (before the job can end)
-        self._slots.put(Task(record, sink, taken))
-        # this thread lets go of the GIL until a slot has the job (or a short while, if
-        # every slot is busy): else the slot thread waits for it as this one prepares its
-        # next read (measured: the job started 0.17 ms after the put, against 0.03 ms)
-        taken.wait(TAKEN_WAIT)
+        return Task(record, sink)
+
+    def _take(self, wait: float) -> Task | None:
+        """A slot's wait on the inbox (in that slot's thread): the job to run, or None."""
+        try:
+            records = self.inbox.take(wait)
+        except BackendError as exc:
+            log.debug("worker %s: cannot read its inbox, waiting: %s", self.name, exc)
+            self._idle.wait(self._pause)
+            self._pause = min(self._pause * 2, PAUSE_MAX)
+            return None
+        self._pause = 0.01
+        tasks = [self._task(record) for record in records]
+        for task in tasks[1:]:  # (a take that waits returns one job)
+            self._slots.put(task)
+        return tasks[0] if tasks else None
+
+    def _nudge(self) -> None:
+        try:
+            self.inbox.nudge()
+        except BackendError as exc:  # the wait ends within TURN_WAIT anyway
+            log.debug("worker %s: cannot nudge its inbox: %s", self.name, exc)
 
     async def close(self, store: Backend) -> int:
-        """End the offer, stop the thread, and hand on what the inbox still holds; how many
-        jobs that was (the worker runs them before it stops). A BackendError before the
-        offer ended leaves everything as it was (call again)."""
+        """End the offer, let no slot wait any more, and hand on what the inbox still holds;
+        how many jobs that was (the worker runs them before it stops). A BackendError as
+        the offer ends leaves everything as it was (call again)."""
         await store.withdraw(self.name)
-        await asyncio.to_thread(self._stop)
+        self._slots.wait_on(None)
+        await asyncio.to_thread(self._settle)
         try:
             rest = await asyncio.to_thread(self.inbox.take, 0)
         except BackendError as exc:  # they come back when their leases run out
@@ -102,29 +110,17 @@ class Handoff:
         finally:
             self.inbox.close()
         for record in rest:
-            self._give(record)
+            self._slots.put(self._task(record))
         return len(rest)
 
     def abandon(self) -> None:
-        """Stop without waiting (the worker goes away; what it was handed comes back when
+        """No slot waits any more (the worker goes away; what it was handed comes back when
         the leases run out)."""
-        self._stopping.set()
+        self._slots.wait_on(None)
 
-    def _stop(self) -> None:
-        self._stopping.set()
-        self.inbox.close()  # a take under way ends (nothing is handed after the withdrawal)
-        self._thread.join(TAKE_WAIT + 5.0)
-
-    def _run(self) -> None:
-        pause = 0.01
-        while not self._stopping.is_set():
-            try:
-                records = self.inbox.take(TAKE_WAIT)
-            except BackendError as exc:
-                log.debug("worker %s: cannot read its inbox, waiting: %s", self.name, exc)
-                self._stopping.wait(pause)
-                pause = min(pause * 2, PAUSE_MAX)
-                continue
-            pause = 0.01
-            for record in records:
-                self._give(record)
+    def _settle(self) -> None:
+        """Wait until no slot waits on the inbox (nudged: at most TURN_WAIT)."""
+        self._nudge()
+        deadline = time.monotonic() + TURN_WAIT + 5.0
+        while self._slots.waiting and time.monotonic() < deadline:
+            self._idle.wait(0.005)

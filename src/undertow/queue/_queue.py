@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -19,7 +18,14 @@ from undertow.queue._job import Job
 from undertow.queue._payload import Call, encode_call, type_names
 from undertow.queue._route import DEFAULT_THRESHOLD, Held, find_pointers, plan
 from undertow.security import client_key, find_client_token
-from undertow.storage import Backend, JobRecord, JobState, check_job_id, check_queue_name
+from undertow.storage import (
+    Backend,
+    JobRecord,
+    JobState,
+    check_job_id,
+    check_queue_name,
+    new_job_id,
+)
 
 __all__ = ["JobQueue", "job"]
 
@@ -215,8 +221,8 @@ class JobQueue:
                 "retries is 0 or more, max_attempts 1 or more"
             )
         queues = [queue] if isinstance(queue, str) else list(queue or [self.queue])
-        policy = Call(frames=[], retry=retries > 0, retry_on=type_names(retry_on), backoff=backoff)
-        job_id = uuid.uuid4().hex
+        policy = Call([], retries > 0, None if retry_on is None else type_names(retry_on), backoff)
+        job_id = new_job_id()
         key = self._handle.key
         function, payload, codec = encode_call(job_id, fn, args, kwargs, key=key, policy=policy)
         return JobRecord(

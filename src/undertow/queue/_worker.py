@@ -181,8 +181,7 @@ class Worker:
                 await self._store.close()
 
     async def _start(self, burst: bool) -> None:
-        """Start the slots, the listener and (unless in burst mode, on a store that hands
-        jobs to idle workers) the inbox's receiver; take this host's queues."""
+        """Start the slots, the listener and the inbox; take this host's queues."""
         self._threads = start_slots(
             self.mode,
             self.state.concurrency,
@@ -332,6 +331,8 @@ class Worker:
         )
         self.state.claimed([(r.id, r.attempts) for r in records], now)
         assert self._threads is not None
+        if offer is not None:  # (a slot waits on the store only while slots are offered)
+            self._threads.open_turn(offer.slots > len(records))
         for record in records:
             sink = self._sinks[record.id] = Sink()
             self._threads.put(Task(record, sink))
@@ -345,8 +346,8 @@ class Worker:
     async def _close_inbox(self) -> bool:
         """Take no more jobs handed; whether some came meanwhile (run before the stop)."""
         if self._handoff is None:
-            return False
-        await self._handoff.close(self.store)  # (a failure: tried again at the next step)
+            return False  # (a failure below: tried again at the next step)
+        await self._handoff.close(self.store)
         self._adopt(time.time())
         self._handoff = None
         return bool(self.state.held)

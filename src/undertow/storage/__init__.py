@@ -38,6 +38,7 @@ from undertow.storage._jobs import (
     check_job_id,
     check_queue_name,
     check_worker_name,
+    new_job_id,
 )
 from undertow.storage._open import open_backend, open_submitter
 from undertow.storage._records import Instance, decode_instance, encode_instance
@@ -63,6 +64,7 @@ __all__ = [
     "check_worker_name",
     "decode_instance",
     "encode_instance",
+    "new_job_id",
     "open_backend",
     "open_submitter",
 ]

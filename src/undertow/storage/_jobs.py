@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import abc
 import enum
+import os
 import re
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -56,6 +57,7 @@ __all__ = [
     "check_job_id",
     "check_queue_name",
     "check_worker_name",
+    "new_job_id",
 ]
 
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
@@ -179,8 +181,12 @@ class Inbox(abc.ABC):
         store cannot be reached."""
 
     @abc.abstractmethod
+    def nudge(self) -> None:
+        """End a take that waits now (it returns nothing); thread-safe."""
+
+    @abc.abstractmethod
     def close(self) -> None:
-        """Release the connection (a take under way in another thread ends with an error)."""
+        """Release the connections."""
 
 
 class Submitter(abc.ABC):
@@ -194,6 +200,15 @@ class Submitter(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Release the connections."""
+
+
+def new_job_id() -> str:
+    """A new job id: a random UUID4 as 32 lowercase hex digits (the bits set here, as
+    ``uuid.uuid4().hex`` does, in a fraction of its time: it is on every submit's path)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # the RFC 4122 variant
+    return raw.hex()
 
 
 def check_job_id(job_id: str) -> str:

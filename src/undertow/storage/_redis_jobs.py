@@ -57,8 +57,17 @@ _BYTES = frozenset({b"payload", b"result", b"error"})
 _SWEEP_BATCH = 1000
 #: records read per round trip when listing
 _PAGE = 200
-#: a record's field names, in order
+#: a record's field names, in order, and their defaults
 _FIELDS = JobRecord.__struct_fields__
+_DEFAULTS: dict[str, Any] = dict(
+    zip(_FIELDS[-len(JobRecord.__struct_defaults__) :], JobRecord.__struct_defaults__, strict=True)
+)
+#: the fields not stored at their default (a missing one reads as the default, in the
+#: scripts as in JobRecord): those of a job that has not run, but the ones the scripts need
+_OMITTED = frozenset(
+    {"codec", "submitter", "not_before", "started", "finished", "worker", "lease_until"}
+    | {"cancel_requested", "reason", "result_ttl", "route"}
+)
 #: the prefixes every script that builds a job's or a queue's key name is given
 _PREFIXES = (keys.JOB_PREFIX, keys.QUEUE_PREFIX)
 
@@ -117,7 +126,8 @@ class RedisJobs(JobStore):
         args: list[Any] = [*_PREFIXES, repr(at)]
         for stored, idem in prepared:
             queues = list(dict.fromkeys(stored.queues))
-            fields = _encode(stored)
+            text, binary = _fields(stored)
+            fields = text + binary
             args += [stored.id, idem, repr(stored.not_before), len(queues), *queues]
             args += [len(fields), *fields]
         names = [keys.JOBS, keys.JOBS_DELAYED]
@@ -351,25 +361,31 @@ def enqueue_call(job: JobRecord, at: float) -> tuple[JobRecord, list[str], list[
     stored, idem = _prepared(job, at)
     names = [keys.job(job.id), keys.JOBS, keys.JOBS_DELAYED]
     names += [keys.queue(name) for name in dict.fromkeys(job.queues)]
+    text, binary = _fields(stored)
+    args = [*_PREFIXES, repr(at), job.id, idem, repr(stored.not_before)]
+    return stored, names, [*args, msgspec.msgpack.encode(text), *binary]
+
+
+def _fields(job: JobRecord) -> tuple[list[Any], list[Any]]:
+    """The hash's field/value pairs of ``job``, flat: the text ones (numbers as text, as
+    ``repr`` keeps a float exact; booleans as 1 or 0; the queues joined by spaces) and the
+    binary ones. None fields are left out, and so are those at the default that every
+    reader of the hash assumes when a field is missing (a smaller hash: less to write and
+    to keep)."""
     text: list[Any] = []
     binary: list[Any] = []
-    for name, value in zip(_FIELDS, msgspec.structs.astuple(stored), strict=True):
-        if value is None:
+    for name, value in zip(_FIELDS, msgspec.structs.astuple(job), strict=True):
+        if value is None or (name in _OMITTED and value == _DEFAULTS[name]):
             continue
         if isinstance(value, bytes):
             binary += (name, value)
         elif isinstance(value, str):
             text += (name, value)
-        else:  # as _encode writes them
-            text += (name, _text_of(value))
-    args = [*_PREFIXES, repr(at), job.id, idem, repr(stored.not_before)]
-    return stored, names, [*args, msgspec.msgpack.encode(text), *binary]
-
-
-def _text_of(value: bool | float | list[str]) -> str:
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    return " ".join(value) if isinstance(value, list) else repr(value)
+        elif isinstance(value, bool):
+            text += (name, "1" if value else "0")
+        else:
+            text += (name, " ".join(value) if isinstance(value, list) else repr(value))
+    return text, binary
 
 
 def handed(entry: bytes, worker: str) -> JobRecord:
@@ -413,23 +429,6 @@ def enqueued(stored: JobRecord, reply: list[Any]) -> JobRecord:
     if reply[0] == b"handed":  # (started at once for an idle worker)
         return msgspec.structs.replace(stored, state=JobState.RUNNING, attempts=1)
     return stored
-
-
-def _encode(job: JobRecord) -> list[str | bytes]:
-    """The hash's field/value pairs of ``job``, flat: numbers as text (``repr`` keeps a float
-    exact), booleans as 1 or 0, the queues joined by spaces, None fields left out."""
-    flat: list[str | bytes] = []
-    for name, value in msgspec.structs.asdict(job).items():
-        if value is None:
-            continue
-        if isinstance(value, bool):
-            value = "1" if value else "0"
-        elif isinstance(value, list):
-            value = " ".join(value)
-        elif isinstance(value, int | float):
-            value = repr(value)
-        flat += [name, value]
-    return flat
 
 
 def _decode(pairs: Iterable[tuple[bytes, bytes]]) -> JobRecord:

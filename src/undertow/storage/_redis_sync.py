@@ -46,33 +46,42 @@ def _failed(url: str, exc: Exception) -> BackendError:
 
 
 class RedisInbox(Inbox):
-    """The jobs handed to ``worker`` (see the ``hand`` step of the enqueue script)."""
+    """The jobs handed to ``worker`` (see the ``hand`` step of the enqueue script). Its
+    client is thread-safe: a take may wait in one thread while another nudges it."""
+
+    #: the longest wait of a take (seconds)
+    WAIT_MAX = 5.0
 
     def __init__(self, url: str, worker: str, *, timeout: float) -> None:
-        self._url, self.worker, self._timeout = url, worker, timeout
+        self._url, self.worker = url, worker
         self._key = keys.inbox(worker)
-        self._client: Any = None
+        self._client: Any = _client(url, timeout + self.WAIT_MAX)
 
     def __repr__(self) -> str:
         return f"<RedisInbox {self.worker} at {redact_url(self._url)}>"
 
     def take(self, wait: float) -> list[JobRecord]:
-        if self._client is None:  # the socket waits the longest BLPOP, and the timeout more
-            self._client = _client(self._url, self._timeout + max(wait, 0.0))
         try:  # (one job as soon as it comes: the next take finds any others at once)
             if wait > 0:
-                popped = self._client.blpop([self._key], timeout=wait)
+                popped = self._client.blpop([self._key], timeout=min(wait, self.WAIT_MAX))
                 entries = [] if popped is None else [popped[1]]
             else:
                 entries = self._client.lpop(self._key, 100) or []
         except RedisError as exc:
             raise _failed(self._url, exc) from exc
-        return [handed(entry, self.worker) for entry in entries]
+        return [handed(entry, self.worker) for entry in entries if entry]  # ("": a nudge)
+
+    def nudge(self) -> None:
+        try:
+            with self._client.pipeline(transaction=True) as pipe:
+                pipe.rpush(self._key, b"")
+                pipe.pexpire(self._key, int(self.WAIT_MAX * 2000))
+                pipe.execute()
+        except RedisError as exc:
+            raise _failed(self._url, exc) from exc
 
     def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            client.close()
+        self._client.close()
 
 
 class RedisSubmitter(Submitter):
