@@ -1,11 +1,12 @@
 """The data server inside every function server: results left where they were computed.
 
 A :class:`DataService` keeps values in a :class:`~undertow.data.DataStore` and serves them
-through five functions every server answers (their names start with ``_``, so they are
-never listed): ``_data_fetch``, ``_data_look`` (an item, an attribute, the length, or a
-method call, answered or kept), ``_data_put``, ``_data_share`` and ``_data_delete``. Each
-takes the value's key and secret; the secret is checked first, then (when the server
-authenticates) the caller's identity: the owner, or one it was shared with.
+through functions every server answers (their names start with ``_``, so they are never
+listed): ``_data_fetch``, ``_data_look`` (an item, an attribute, the length, or a method
+call, answered or kept), ``_data_put``, ``_data_share``, ``_data_delete``, and for copies
+(see :mod:`undertow.data._replicate`) ``_data_describe`` and ``_data_copy``. Each takes the
+value's key and secret (``_data_copy``: a pointer); the secret is checked first, then (when
+the server authenticates) the caller's identity: the owner, or one it was shared with.
 
 It also turns a result into a pointer (``return_pointer``) and, before a function runs,
 replaces the pointers among its arguments by their values: from this store when the value
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from undertow._util import address_host
 from undertow.config import home
 from undertow.data._pointer import Pointer, ask, client_for, decode_index, plain, pointer_form
+from undertow.data._replicate import copy_here, described
 from undertow.data._store import DEFAULT_MEMORY_LIMIT, DataStore, Entry
 from undertow.errors import (
     AuthenticationError,
@@ -120,6 +122,8 @@ class DataService:
             "_data_put": self._put,
             "_data_share": self._share,
             "_data_delete": self._delete,
+            "_data_describe": self._describe,
+            "_data_copy": self._copy,
         }
         return {name: functools.partial(self._start, name, op) for name, op in ops.items()}
 
@@ -338,6 +342,31 @@ class DataService:
             self._tell("delete", entry, None)
         return deleted
 
+    def _describe(self, incoming: Incoming, key: str, secret: str) -> dict[str, Any]:
+        return described(self._entry(key, secret, incoming.identity))
+
+    def _copy(
+        self, incoming: Incoming, source: dict[str, Any], timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Keep a copy of the value ``source`` (a pointer's form) names, fetched from its
+        server, under its key and secret; a no-op if this server holds the key already."""
+        pointer, protocol = Pointer(source), getattr(incoming, "protocol", "zmq")
+        if timeout is not None and not isinstance(timeout, int | float):
+            raise ConfigError(f"a copy's timeout is a number of seconds, not {timeout!r:.40}")
+        if pointer.key not in self.store:
+            entry, new = copy_here(
+                self.store,
+                pointer,
+                peer=self._peer(pointer.address),
+                allow=lambda wanted: self._allow(wanted, incoming.identity),
+                fetch=lambda: self._value_of(source, incoming.identity, timeout),
+                timeout=timeout or _FETCH_TIMEOUT,
+            )
+            if new:
+                self._tell("put", entry, self._pointer(entry, protocol))
+        entry = self._entry(pointer.key, str(source["secret_key"]), incoming.identity)
+        return self._pointer(entry, protocol)
+
     # -- access -----------------------------------------------------------------------------
 
     def _owner(self, identity: str | None) -> str | None:
@@ -350,34 +379,50 @@ class DataService:
         self, key: str, secret: str, identity: str | None, *, owner_only: bool = False
     ) -> tuple[Entry, Any]:
         """The entry and value of ``key``, if ``secret`` and the caller may have them."""
-        where = f"server {self._server.name!r} at {self._server.address}"
+        entry = self._entry(key, secret, identity, owner_only=owner_only)
+        return entry, self.store.get(key)
+
+    def _entry(
+        self, key: str, secret: str, identity: str | None, *, owner_only: bool = False
+    ) -> Entry:
+        """The entry of ``key``, if ``secret`` and the caller may have it."""
         if not isinstance(key, str) or not isinstance(secret, str):  # type: ignore[redundant-expr]
             raise ConfigError("a pointer's key and secret are strings")
         try:
-            store = self.store
-            entry = store.entry(key)
+            entry = self.store.entry(key)
         except DataNotFound:
             raise DataNotFound(
-                f"no object {key!r} on {where}: deleted, never put there, or lost when the "
-                "server restarted while it was only in memory",
+                f"no object {key!r} on {self._where}: deleted, never put there, or lost when "
+                "the server restarted while it was only in memory",
                 key=key,
             ) from None
         if not hmac.compare_digest(entry.secret.encode(), secret.encode()):
             raise PermissionDenied(
-                f"the secret given for object {key!r} on {where} is wrong; use the pointer "
-                "as it was given (its JSON form carries secret_key)"
+                f"the secret given for object {key!r} on {self._where} is wrong; use the "
+                "pointer as it was given (its JSON form carries secret_key)"
             )
-        if self._server.authenticates:
-            who = identity or _ANONYMOUS
-            allowed = who == entry.owner or (not owner_only and who in entry.shared)
-            if not allowed:
-                log.warning("data server %r: denied object %s to %r", self._server.name, key, who)
-                hint = "" if owner_only else f"; its owner can share it: ptr.share({who!r})"
-                raise PermissionDenied(
-                    f"{who!r} may not {'change' if owner_only else 'use'} object {key!r} of "
-                    f"{entry.owner!r} on {where}{hint}"
-                )
-        return entry, store.get(key)
+        self._allow(entry, identity, owner_only=owner_only)
+        return entry
+
+    def _allow(self, entry: Entry, identity: str | None, *, owner_only: bool = False) -> None:
+        """Raise PermissionDenied unless the caller may use (or change) ``entry``: anyone
+        with the secret, or, when the server authenticates, its owner (or one it was shared
+        with)."""
+        if not self._server.authenticates:
+            return
+        who = identity or _ANONYMOUS
+        if who == entry.owner or (not owner_only and who in entry.shared):
+            return
+        log.warning("data server %r: denied object %s to %r", self._server.name, entry.key, who)
+        hint = "" if owner_only else f"; its owner can share it: ptr.share({who!r})"
+        raise PermissionDenied(
+            f"{who!r} may not {'change' if owner_only else 'use'} object {entry.key!r} of "
+            f"{entry.owner!r} on {self._where}{hint}"
+        )
+
+    @property
+    def _where(self) -> str:
+        return f"server {self._server.name!r} at {self._server.address}"
 
 
 #: the owner of what anonymous callers keep on a server that authenticates others

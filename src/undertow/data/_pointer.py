@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import atexit
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from undertow.errors import ConfigError, SerializationError
@@ -34,7 +34,9 @@ __all__ = [
     "close_clients",
     "decode_index",
     "encode_index",
+    "is_sync_client",
     "plain",
+    "plug_replication",
     "pointer_form",
     "put",
 ]
@@ -84,8 +86,8 @@ class Pointer:
 
     Its own attributes are few: :attr:`key`, :attr:`nbytes`, :attr:`type_name`,
     :attr:`address`, :meth:`fetch`, :meth:`call`, :meth:`attr`, :attr:`keep`,
-    :meth:`share`, :meth:`delete` and :meth:`to_json`; any other public attribute is read
-    from the remote value (``ptr.shape``, ``ptr.dtype``, ``ptr.columns``).
+    :meth:`share`, :meth:`delete`, :meth:`replicate` and :meth:`to_json`; any other public
+    attribute is read from the remote value (``ptr.shape``, ``ptr.dtype``, ``ptr.columns``).
     """
 
     __slots__ = ("_form", "_via")
@@ -219,6 +221,20 @@ class Pointer:
         """Delete the value on its server; False if it was gone already."""
         return bool(self._ask("_data_delete", DEFAULT_TIMEOUT, self.key, self._form["secret_key"]))
 
+    def replicate(
+        self, group: str, *, timeout: float | None = None, backend: str | None = None
+    ) -> list[Pointer]:
+        """A copy of the value on a data server of every host of host group ``group``, each
+        fetched straight from this pointer's server, under the same key and secret; the
+        pointers of the copies, one per host in the group's order (this one for its own
+        host). Hosts that hold a copy already are skipped; the catalog lists every copy.
+        ``backend``: the registry (default ``$UNDERTOW_BACKEND``, else the embedded file)."""
+        replicate = _plugged.get("replicate")
+        if replicate is None:  # pragma: no cover - undertow.service plugs it in
+            raise ConfigError("replicate() finds host groups through undertow.service: import it")
+        copies: list[Pointer] = replicate(self, group, timeout=timeout, backend=backend)
+        return copies
+
     # -- plumbing -----------------------------------------------------------------------------
 
     def _look(
@@ -253,7 +269,12 @@ class Pointer:
 
     def _client(self) -> Any:
         via = self._via
-        if via is not None and _sync(via) and via.address == self.address and not _closed(via):
+        if (
+            via is not None
+            and is_sync_client(via)
+            and via.address == self.address
+            and not _closed(via)
+        ):
             return via
         return client_for(self.address)
 
@@ -282,7 +303,7 @@ class _Kept:
         return result
 
 
-def _sync(client: Any) -> bool:
+def is_sync_client(client: Any) -> bool:
     """True for a client whose calls block (a pointer's operations do). Asked of the type:
     a client's own attributes are its server's functions."""
     return isinstance(client, RemoteFunctions) and not hasattr(type(client), "aclose")
@@ -339,6 +360,16 @@ def _signs(client: Any) -> bool:
     return client_token(client) is not None
 
 
+#: what a layer above plugs in: "replicate", the lookup of a host group's data servers
+_plugged: dict[str, Callable[..., Any]] = {}
+
+
+def plug_replication(replicate: Callable[..., list[Pointer]]) -> None:
+    """Called once by :mod:`undertow.service` (which reads the registry, a layer above this
+    one): ``replicate(pointer, group, timeout=, backend=)`` does :meth:`Pointer.replicate`."""
+    _plugged["replicate"] = replicate
+
+
 # -- clients to data servers, shared by every pointer of this process -------------------------
 
 _clients: dict[str, Any] = {}
@@ -366,7 +397,7 @@ def close_clients() -> None:
 
 def put(value: Any, *, to: Any, tags: Iterable[str] = (), timeout: float | None = None) -> Pointer:
     """Leave ``value`` on the server ``to`` (a client, or an address) and return a pointer."""
-    client = to if _sync(to) else client_for(str(to))
+    client = to if is_sync_client(to) else client_for(str(to))
     tags = list(tags)
     if not all(isinstance(t, str) and t for t in tags):  # type: ignore[redundant-expr]
         raise ConfigError(f"tags must be non-empty strings, not {tags!r}")

@@ -30,6 +30,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from undertow.data._records import is_data_key
 from undertow.errors import ConfigError, DataNotFound
 
 __all__ = ["DEFAULT_MEMORY_LIMIT", "DataStore", "Entry"]
@@ -141,27 +142,64 @@ class DataStore:
 
     def put(self, obj: Any, *, tags: Iterable[str] = (), owner: str | None = None) -> Entry:
         """Keep ``obj`` (it must not change afterwards); its entry, with a new key and secret."""
-        tags = tuple(tags)
-        if not all(isinstance(t, str) and t for t in tags):  # type: ignore[redundant-expr]
-            raise ConfigError(f"tags must be non-empty strings, not {tags!r}")
-        owner = _owner_name(owner or self.user)
         entry = Entry(
             key=uuid.uuid4().hex,
             secret=secrets.token_urlsafe(16),
             size=_size(obj),
             type_name=_type_name(obj),
             created=time.time(),
-            owner=owner,
-            tags=tags,
+            owner=_owner_name(owner or self.user),
+            tags=_tags(tags),
         )
         with self._lock:
-            if entry.size > self.memory_limit:  # would not fit even alone: straight to disk
-                entry = self._write(entry, obj)
-            else:
-                self._memory[entry.key] = obj
-                self.memory_used += entry.size
-                self._spill_past_limit(keep=entry.key)
-            self._entries[entry.key] = entry
+            return self._keep(entry, obj)
+
+    def adopt(
+        self,
+        obj: Any,
+        *,
+        key: str,
+        secret: str,
+        owner: str,
+        tags: Iterable[str] = (),
+        shared: Iterable[str] = (),
+        created: float | None = None,
+    ) -> tuple[Entry, bool]:
+        """Keep ``obj`` under the key and secret it has elsewhere (a copy of a value another
+        store keeps), with that value's owner, tags and sharing. The entry, and whether it
+        is new: a key kept already is left as it is (False)."""
+        if not isinstance(key, str) or not is_data_key(key):  # type: ignore[redundant-expr]
+            raise ConfigError(f"a copy's key must be 32 lowercase hex digits, not {key!r:.80}")
+        if not isinstance(secret, str) or not secret:  # type: ignore[redundant-expr]
+            raise ConfigError("a copy's secret must be a non-empty string")
+        if created is not None and not isinstance(created, int | float):
+            raise ConfigError(f"a copy's creation time is a number, not {created!r:.80}")
+        entry = Entry(
+            key=key,
+            secret=secret,
+            size=_size(obj),
+            type_name=_type_name(obj),
+            created=time.time() if created is None else float(created),
+            owner=_owner_name(owner),
+            tags=_tags(tags),
+            shared=tuple(dict.fromkeys(_owner_name(i) for i in shared)),
+        )
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None:
+                return found, False
+            return self._keep(entry, obj), True
+
+    def _keep(self, entry: Entry, obj: Any) -> Entry:
+        """Keep ``obj`` under ``entry`` (the lock held): in memory, or on disk if it is
+        larger than the whole limit."""
+        if entry.size > self.memory_limit:  # would not fit even alone: straight to disk
+            entry = self._write(entry, obj)
+        else:
+            self._memory[entry.key] = obj
+            self.memory_used += entry.size
+            self._spill_past_limit(keep=entry.key)
+        self._entries[entry.key] = entry
         return self._entries[entry.key]
 
     def get(self, key: str) -> Any:
@@ -285,6 +323,14 @@ class DataStore:
                 continue  # a description that cannot be read is skipped, not fatal
             if meta.parent.name == entry.owner and any(p.exists() for p in self._files(entry)[:2]):
                 self._entries[entry.key] = entry
+
+
+def _tags(tags: Iterable[str]) -> tuple[str, ...]:
+    """``tags``, checked to be non-empty strings."""
+    found = tuple(tags)
+    if not all(isinstance(t, str) and t for t in found):  # type: ignore[redundant-expr]
+        raise ConfigError(f"tags must be non-empty strings, not {found!r}")
+    return found
 
 
 def _owner_name(name: str) -> str:
