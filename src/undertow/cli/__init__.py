@@ -394,6 +394,14 @@ def call(
     "jobs in parallel; a crash fails only its job); a process forked for each job (nothing "
     "a job does to its process reaches the next).",
 )
+@click.option(
+    "--data",
+    default=None,
+    metavar="ADDRESS",
+    help="Where the results of jobs submitted with return_pointer stay: a data server's "
+    'address or service name (default: the service "data" of the registry, this host\'s '
+    "first).",
+)
 def worker(**options: Any) -> None:
     """Run the jobs of the durable job queue (undertow.queue.JobQueue) until Ctrl-C or
     SIGTERM, which drain: the jobs held finish, nothing more is claimed; a second signal

@@ -46,6 +46,7 @@ def run_worker(
     functions: Sequence[str],
     modules: Sequence[str],
     mode: str = "thread",
+    data: str | None = None,
 ) -> int:
     """Run a worker until it is drained (or, with ``burst``, until its queues are empty);
     the exit status. ``mode``: where its jobs run (``Worker(mode=...)``)."""
@@ -70,7 +71,7 @@ def run_worker(
             "callables of those users"
         )
     _say_what_runs(registry, auth)
-    runner = _Runner(settings.backend, queues, registry, auth, concurrency, lease, mode)
+    runner = _Runner(settings.backend, queues, registry, auth, concurrency, lease, mode, data)
     code = asyncio.run(runner.run(burst))
     if code:  # stopped at once: the job threads still running would hold the exit up
         sys.stdout.flush()
@@ -110,20 +111,23 @@ class _Runner:
         concurrency: int,
         lease: float,
         mode: str,
+        data: str | None = None,
     ) -> None:
-        self.args = (backend, list(queues), registry, auth, concurrency, lease, mode)
+        self.args = (backend, list(queues), registry, auth, concurrency, lease, mode, data)
         self.signals = 0
         self.worker: Worker | None = None
         self.task: asyncio.Task[None] | None = None
 
     async def run(self, burst: bool) -> int:
-        backend, queues, registry, auth, concurrency, lease, mode = self.args
+        backend, queues, registry, auth, concurrency, lease, mode, data = self.args
         try:
             store = open_backend(backend)
         except (UndertowError, ValueError, ImportError) as exc:
             raise click.ClickException(str(exc)) from None
         try:
-            self.worker = _make_worker(store, queues, registry, auth, concurrency, lease, mode)
+            self.worker = _make_worker(
+                store, queues, registry, auth, concurrency, lease, mode, data
+            )
             return await self._serve(store, burst)
         finally:
             await store.close()
@@ -169,6 +173,7 @@ def _make_worker(
     concurrency: int,
     lease: float,
     mode: str,
+    data: str | None = None,
 ) -> Worker:
     try:
         return Worker(
@@ -179,6 +184,7 @@ def _make_worker(
             auth=auth,
             lease=lease,
             mode=mode,
+            data=data,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None

@@ -37,9 +37,17 @@ from typing import Any, NoReturn
 
 import msgspec
 
-from undertow.errors import FunctionNotFound
-from undertow.queue._payload import Call, encode_result
-from undertow.queue._runner import Opened, Outcome, RetryPolicy, failure, matches, open_job
+from undertow.queue._payload import encode_result
+from undertow.queue._runner import (
+    Functions,
+    Opened,
+    Outcome,
+    Retry,
+    RetryPolicy,
+    failure,
+    kept,
+    open_job,
+)
 from undertow.queue._worker_state import WorkerState
 from undertow.security import Authenticator, TokenAuth
 from undertow.storage import JobRecord
@@ -93,37 +101,6 @@ def encode_setup(
         portable = ("auth", auth)
     setup = (dict(functions), portable, retry_max, dict(os.environ))
     return [bytes(frame) for frame in PickleCodec().encode(setup)]
-
-
-class _Registry:
-    """The functions a "process" child may run by name (the worker checked the name)."""
-
-    def __init__(self, functions: dict[str, Callable[..., Any]]) -> None:
-        self._functions = functions
-
-    def __call__(self, name: str) -> Callable[..., Any]:
-        fn = self._functions.get(name)
-        if fn is None:
-            available = tuple(sorted(self._functions))
-            raise FunctionNotFound(
-                f"no function {name!r} in the job's process; it has {list(available)}",
-                name=name,
-                available=available,
-            )
-        return fn
-
-
-class _Retry:
-    """The worker's retry rule, in a "process" child: the exception must match the job's
-    ``retry_on``; the delay doubles from its backoff, at most ``retry_max``."""
-
-    def __init__(self, retry_max: float) -> None:
-        self._delays = WorkerState(retry_max=retry_max)
-
-    def __call__(self, record: JobRecord, call: Call, exc: BaseException) -> float | None:
-        if not call.retry or not matches(exc, call.retry_on):
-            return None
-        return self._delays.retry_delay(record.attempts, call.backoff)
 
 
 class Channel:
@@ -210,6 +187,7 @@ def _call(
         value = opened.fn(*opened.args, **opened.kwargs)
         if inspect.isawaitable(value):  # a coroutine function's job, or a partial of one
             value = asyncio.run(_awaited(value))
+        value = kept(None, opened.call, value, record)  # (results kept: thread mode only)
         return encode_result(record.id, record.function, record.codec, value, opened.key)
     except Exception as exc:
         return failure(record, opened.call, exc, retry, skip_frames=1)
@@ -265,7 +243,8 @@ def serve(conn: Connection, setup: list[bytes]) -> None:
         auth = TokenAuth(auth)
     _detach(_parent_sentinel())
     channel = Channel(conn)
-    lookup, retry = _Registry(functions), _Retry(retry_max)
+    lookup = Functions(functions, "in the job's process")
+    retry = Retry(WorkerState(retry_max=retry_max).retry_delay)
     while True:
         try:
             data = conn.recv_bytes()

@@ -30,9 +30,13 @@ class StoreHandle:
     """The queue's backend, opened on first use on the portal loop, and the submitter's
     signing key (None without a token)."""
 
-    def __init__(self, url: str | None, *, key: SigningKey | None, timeout: float) -> None:
+    def __init__(
+        self, url: str | None, *, key: SigningKey | None, timeout: float, token: str | None = None
+    ) -> None:
         self._url = backend_url(url)
         self.key = key
+        #: the submitter's token (pointers in results are read with it), or None
+        self.token = token
         self.timeout = timeout
         self._backend: Backend | None = None
         self._pid = os.getpid()

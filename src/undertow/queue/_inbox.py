@@ -1,4 +1,5 @@
-"""The jobs a store hands a worker that waits idle, taken by the worker's idle slots.
+"""How a worker hears of new jobs: the jobs a store hands it while it waits idle, taken by
+its idle slots, and the announcements of jobs put on its queues (:func:`listen`).
 
 On a store that can (Redis), a worker offers its free slots with each claim; a job enqueued
 while it waits is started for it by the enqueue itself and put in its inbox. One idle slot
@@ -19,6 +20,7 @@ import collections
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from undertow.errors import BackendError
 from undertow.queue._capture import Sink
@@ -26,7 +28,7 @@ from undertow.queue._runner import TURN_WAIT, Slots, Task
 from undertow.queue._worker_state import WorkerState
 from undertow.storage import Backend, Inbox, JobRecord, Offer
 
-__all__ = ["HANDED_LEASE", "Handoff"]
+__all__ = ["HANDED_LEASE", "Handoff", "listen"]
 
 log = logging.getLogger(__name__)
 
@@ -124,3 +126,24 @@ class Handoff:
         deadline = time.monotonic() + TURN_WAIT + 5.0
         while self._slots.waiting and time.monotonic() < deadline:
             self._idle.wait(0.005)
+
+
+async def listen(
+    store: Backend, queues: list[str], state: WorkerState, poke: Callable[[], None]
+) -> None:
+    """Tell the worker (``poke``) to claim as soon as the store announces jobs on ``queues``
+    (a store that announces nothing is polled); an unreachable store is tried again, with a
+    growing pause."""
+    pause = state.poll_min
+    while True:
+        try:
+            async for _ in store.notifications(queues):
+                state.notified(time.time())
+                poke()
+                pause = state.poll_min
+            if not store.announces:
+                return  # it never will: the worker polls
+        except BackendError as exc:
+            log.debug("no announcements of jobs on %s for now: %s", queues, exc)
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, state.poll_max)

@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 
+from undertow.data import Pointer, client_for
 from undertow.errors import JobCancelled, JobFailed, JobTimeout, QueueError
 from undertow.queue._handle import StoreHandle
 from undertow.queue._payload import PICKLE, decode_result, result_signer
@@ -188,7 +189,10 @@ def outcome(record: JobRecord, handle: StoreHandle) -> Any:
         signer = result_signer(record.result) if record.codec == PICKLE else ""
         if signer and (key is None or key.key_id != signer):
             key = session_key(signer) or key  # a session of this machine's, before a restart
-        return decode_result(record.id, record.function, record.codec, record.result, key)
+        value = decode_result(record.id, record.function, record.codec, record.result, key)
+        if isinstance(value, Pointer) and handle.token:  # read with the submitter's token
+            return Pointer(value.to_json(), via=client_for(value.address, token=handle.token))
+        return value
     if record.state is JobState.CANCELLED:
         raise JobCancelled(f"{where} was cancelled", job_id=record.id)
     error = rebuild(decode_error(record.error), where=where) if record.error is not None else None

@@ -66,6 +66,7 @@ from undertow.queue._procs import (
 from undertow.queue._runner import (
     Admit,
     JobThreads,
+    Keep,
     Outcome,
     Refuse,
     RetryPolicy,
@@ -109,12 +110,21 @@ def start_slots(
     refuse: Refuse,
     wake: Callable[[], None],
     admit: Admit | None = None,
+    keep: Keep | None = None,
 ) -> Slots:
     """The worker's ``count`` slots in ``mode`` (see :func:`check_mode`), started; ``admit``
-    (thread mode only) is asked before each job runs."""
+    is asked before each job runs, ``keep`` leaves results asked as pointers on a data
+    server (both: thread mode only)."""
     if mode == "thread":
         return JobThreads(
-            count, lookup=lookup, auth=auth, retry=retry, refuse=refuse, wake=wake, admit=admit
+            count,
+            lookup=lookup,
+            auth=auth,
+            retry=retry,
+            refuse=refuse,
+            wake=wake,
+            admit=admit,
+            keep=keep,
         )
     if admit is not None:
         raise ValueError(f"mode={mode!r} takes no admission rule (admit=): use mode='thread'")

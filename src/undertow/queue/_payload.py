@@ -27,9 +27,10 @@ from typing import Any
 
 import msgspec
 
+from undertow.data import Pointer
 from undertow.errors import AuthenticationError, DeserializationError, SerializationError
 from undertow.security import Authenticator, SigningKey
-from undertow.wire import MsgpackCodec, PickleCodec
+from undertow.wire import POINTER_TYPE, MsgpackCodec, PickleCodec
 
 __all__ = [
     "BY_NAME",
@@ -62,6 +63,8 @@ class Call(msgspec.Struct, array_like=True):
     retry_on: list[str] | None = None
     #: the first retry's delay in seconds; each next one doubles it
     backoff: float = 1.0
+    #: leave the result on a data server near the worker and answer with a pointer to it
+    keep: bool = False
 
 
 class _Signed(msgspec.Struct, array_like=True):
@@ -246,7 +249,10 @@ def decode_result(
     except (msgspec.DecodeError, ValueError) as exc:
         raise DeserializationError(f"job {job_id}: malformed result: {exc}") from exc
     if codec != PICKLE:
-        return _msgpack.decode(frames)
+        value = _msgpack.decode(frames)
+        if type(value) is dict and value.get("type") == POINTER_TYPE:  # (return_pointer)
+            return Pointer(value)
+        return value
     if key is None:
         raise AuthenticationError(
             f"job {job_id}'s result is pickled: read it through a JobQueue with the token "

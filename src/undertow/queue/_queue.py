@@ -70,7 +70,7 @@ class JobQueue:
     ) -> None:
         found = find_client_token(token)
         key = client_key(found) if found else None
-        self._handle = StoreHandle(backend, key=key, timeout=timeout)
+        self._handle = StoreHandle(backend, key=key, timeout=timeout, token=found or None)
         self.queue = check_queue_name(queue)
         self.result_ttl = result_ttl
         self.threshold = threshold
@@ -94,6 +94,7 @@ class JobQueue:
         retry_on: Sequence[type[BaseException] | str] | None = None,
         backoff: float = 1.0,
         idempotency_key: str | None = None,
+        return_pointer: bool = False,
         **kwargs: Any,
     ) -> Job:
         """Queue a call of ``fn(*args, **kwargs)``; its :class:`Job`.
@@ -105,6 +106,9 @@ class JobQueue:
         at each attempt; then the job is dead. ``max_attempts`` counts every attempt, those
         lost with a worker that died too (at least ``retries + 1``). With an
         ``idempotency_key`` that a kept job has, that job is returned and nothing is queued.
+        With ``return_pointer``, the result stays on the worker's data server (its host's,
+        see :class:`Worker`'s ``data``) and the job's result is a :class:`~undertow.Pointer`
+        to it: slice it or pass it to the next job without moving it.
         """
         return self.submit_call(
             fn,
@@ -116,6 +120,7 @@ class JobQueue:
             retry_on=retry_on,
             backoff=backoff,
             idempotency_key=idempotency_key,
+            return_pointer=return_pointer,
         )
 
     def submit_call(
@@ -130,11 +135,14 @@ class JobQueue:
         retry_on: Sequence[type[BaseException] | str] | None = None,
         backoff: float = 1.0,
         idempotency_key: str | None = None,
+        return_pointer: bool = False,
     ) -> Job:
         """:meth:`submit` with the call's arguments given as they are (for arguments whose
         names are those of :meth:`submit`'s options)."""
         args, kwargs = tuple(args), dict(kwargs or {})
-        record = self._record(fn, args, kwargs, queue, max_attempts, retries, retry_on, backoff)
+        record = self._record(
+            fn, args, kwargs, queue, max_attempts, retries, retry_on, backoff, return_pointer
+        )
         record.idempotency_key = idempotency_key
         pointers = find_pointers(args, kwargs) if queue is None else []
         if not pointers:  # (on Redis, straight from this thread: 0.2-0.4 ms sooner)
@@ -214,6 +222,7 @@ class JobQueue:
         retries: int = 0,
         retry_on: Sequence[type[BaseException] | str] | None = None,
         backoff: float = 1.0,
+        return_pointer: bool = False,
     ) -> JobRecord:
         if retries < 0 or max_attempts < 1:
             raise ValueError(
@@ -221,7 +230,8 @@ class JobQueue:
                 "retries is 0 or more, max_attempts 1 or more"
             )
         queues = [queue] if isinstance(queue, str) else list(queue or [self.queue])
-        policy = Call([], retries > 0, None if retry_on is None else type_names(retry_on), backoff)
+        retried = None if retry_on is None else type_names(retry_on)
+        policy = Call([], retries > 0, retried, backoff, bool(return_pointer))
         job_id = new_job_id()
         key = self._handle.key
         function, payload, codec = encode_call(job_id, fn, args, kwargs, key=key, policy=policy)

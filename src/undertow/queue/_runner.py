@@ -21,11 +21,12 @@ import inspect
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from undertow.errors import (
+    ConfigError,
     FunctionNotFound,
     JobCancelled,
     PermissionDenied,
@@ -59,6 +60,8 @@ Refuse = Callable[[str], bool]
 Admit = Callable[[str, str | None, tuple[Any, ...], dict[str, Any]], bool]
 #: the delay before a retry of the failed attempt, or None for no retry
 RetryPolicy = Callable[[JobRecord, Call, BaseException], float | None]
+#: leaves a job's result on a data server and returns a pointer to it (return_pointer)
+Keep = Callable[[Any, JobRecord], Any]
 
 
 @dataclass(slots=True)
@@ -283,10 +286,11 @@ class JobThreads(SlotThreads):
         refuse: Refuse,
         wake: Callable[[], None],
         admit: Admit | None = None,
+        keep: Keep | None = None,
     ) -> None:
         super().__init__(count, refuse=refuse, wake=wake)
         self._lookup, self._auth, self._retry = lookup, auth, retry
-        self._admit = admit
+        self._admit, self._keep = admit, keep
         self._start()
 
     def _run(self, task: Task, slot: int) -> Outcome | Opened:
@@ -304,9 +308,55 @@ class JobThreads(SlotThreads):
             if inspect.isawaitable(value):  # e.g. a partial of a coroutine function
                 opened.pending = value
                 return opened
+            value = kept(self._keep, opened.call, value, record)
             return encode_result(record.id, record.function, record.codec, value, opened.key)
         except Exception as exc:
             return failure(record, opened.call, exc, self._retry, skip_frames=1)
+
+
+class Functions:
+    """The functions a worker runs by name, as a lookup that says what it has (``where``:
+    who looks, for the message). It reads ``functions`` as it is at each lookup."""
+
+    def __init__(self, functions: Mapping[str, Callable[..., Any]], where: str) -> None:
+        self._functions, self._where = functions, where
+
+    def __call__(self, name: str) -> Callable[..., Any]:
+        fn = self._functions.get(name)
+        if fn is None:
+            available = tuple(sorted(self._functions))
+            raise FunctionNotFound(
+                f"no function {name!r} {self._where}; it registers {list(available)}",
+                name=name,
+                available=available,
+            )
+        return fn
+
+
+class Retry:
+    """A worker's retry rule: the exception must match the job's ``retry_on``; the delay
+    doubles from its backoff, at most ``retry_max`` (``delay(attempt, backoff)``)."""
+
+    def __init__(self, delay: Callable[[int, float], float]) -> None:
+        self._delay = delay
+
+    def __call__(self, record: JobRecord, call: Call, exc: BaseException) -> float | None:
+        if not call.retry or not matches(exc, call.retry_on):
+            return None
+        return self._delay(record.attempts, call.backoff)
+
+
+def kept(keep: Keep | None, call: Call, value: Any, record: JobRecord) -> Any:
+    """``value``, or (the job asked for ``return_pointer``) a pointer to it left on the
+    worker's data server."""
+    if not call.keep:
+        return value
+    if keep is None:
+        raise ConfigError(
+            f"job {record.id} asked for return_pointer, which its worker's mode does not "
+            "keep yet: run it on a worker in thread mode"
+        )
+    return keep(value, record)
 
 
 def open_job(

@@ -21,15 +21,27 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from undertow.errors import BackendError, FunctionNotFound
+from undertow.errors import BackendError
 from undertow.queue._capture import Sink
 from undertow.queue._handle import warn_if_not_durable
-from undertow.queue._inbox import Handoff
+from undertow.queue._inbox import Handoff, listen
+from undertow.queue._keep import Keeper
 from undertow.queue._modes import check_mode, start_slots
-from undertow.queue._payload import Call, encode_result
+from undertow.queue._payload import encode_result
 from undertow.queue._report import flush_output, persist, report
 from undertow.queue._route import local_queues, this_host
-from undertow.queue._runner import Admit, Opened, Outcome, Slots, Task, failure, matches, stopped
+from undertow.queue._runner import (
+    Admit,
+    Functions,
+    Opened,
+    Outcome,
+    Retry,
+    Slots,
+    Task,
+    failure,
+    kept,
+    stopped,
+)
 from undertow.queue._worker_state import WorkerState
 from undertow.security import Authenticator
 from undertow.storage import (
@@ -87,6 +99,9 @@ class Worker:
             ``"fork"`` (a child forked for each job; POSIX). In the last two a crash fails
             only its attempt, a stopped job's process is killed, and this process never
             unpickles a payload; ``"process"`` pickles ``functions`` and ``auth`` once.
+        data: where jobs submitted with ``return_pointer`` leave their results: an address,
+            or a service's name in the registry (default ``"data"``: this host's data
+            server first); thread mode only.
     """
 
     def __init__(
@@ -104,6 +119,7 @@ class Worker:
         mode: str = "thread",
         hosts: Sequence[str] | None = None,
         admit: Admit | None = None,
+        data: str | None = None,
     ) -> None:
         self.mode = check_mode(mode)
         self._backend_arg = backend
@@ -115,11 +131,13 @@ class Worker:
         self.queues = list(self.given)
         #: the names of this machine in host queues and groups (empty: none are taken)
         self.hosts = this_host() if hosts is None else list(hosts)
-        self.functions = dict(functions or {})
-        self.auth = auth
+        self.functions, self.auth = dict(functions or {}), auth
         #: asked before each job runs (thread mode): (function, submitter, args, kwargs)
         self.admit = admit
+        #: leaves the results of jobs that ask for return_pointer on a data server
+        self.keeper = Keeper(data, backend if isinstance(backend, str) else None)
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._function = Functions(self.functions, f"on worker {self.name}")
         self.state = WorkerState(
             concurrency=concurrency,
             lease=lease,
@@ -127,19 +145,20 @@ class Worker:
             poll_max=1.0 if poll_max is None else poll_max,
             prefetch=prefetch,
         )
+        self._retry = Retry(self.state.retry_delay)
+        self._unstarted()
+
+    def _unstarted(self) -> None:
+        """The bookkeeping, empty, and what :meth:`run` sets up: none of it yet."""
         #: the tasks of coroutine jobs, and of failures being reported, by job id
         self._coroutines: dict[str, asyncio.Task[None]] = {}
         self._reports: dict[str, asyncio.Task[None]] = {}
         self._sinks: dict[str, Sink] = {}
         #: results not yet stored: (job id, attempt, encoded result), sent by complete_many
         self._completed: list[tuple[str, int, bytes]] = []
-        self._unstarted()
         self.started = time.time()
         #: attempts whose outcome was stored since the start, and how many of them failed
         self.done = self.failed = 0
-
-    def _unstarted(self) -> None:
-        """What :meth:`run` sets up: none of it yet."""
         self._store: Backend | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -193,13 +212,14 @@ class Worker:
             refuse=self._refused,
             wake=self._wake_threadsafe,
             admit=self.admit,
+            keep=self.keeper.keep,
         )
         if not self._poll_given and not self.store.announces:
             self.state.poll_max = 0.05  # nobody says when jobs come: look often
         await warn_if_not_durable(self.store)
         with contextlib.suppress(BackendError):  # (else at the first sweep)
             await self._take_local_queues()
-        self._listener = asyncio.create_task(self._listen())
+        self._listener = self._listen()
         inbox = None if burst else self.store.inbox(self.name)
         if inbox is not None:
             self._handoff = Handoff(inbox, self.name, slots=self._threads)
@@ -267,24 +287,11 @@ class Worker:
             self.queues = queues
             if self._listener is not None:  # listen to the new set
                 self._listener.cancel()
-                self._listener = asyncio.create_task(self._listen())
+                self._listener = self._listen()
 
-    async def _listen(self) -> None:
-        """Claim as soon as the store announces jobs (a store that announces nothing is
-        polled); an unreachable store is tried again, with a growing pause."""
-        pause = self.state.poll_min
-        while True:
-            try:
-                async for _ in self.store.notifications(self.queues):
-                    self.state.notified(time.time())
-                    self._poke()
-                    pause = self.state.poll_min
-                if not self.store.announces:
-                    return  # it never will: the worker polls
-            except BackendError as exc:
-                log.debug("worker %s: no announcements of jobs for now: %s", self.name, exc)
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, self.state.poll_max)
+    def _listen(self) -> asyncio.Task[None]:
+        """Claim as soon as the store announces jobs (``_inbox.listen``)."""
+        return asyncio.create_task(listen(self.store, self.queues, self.state, self._poke))
 
     def drain(self) -> None:
         """Stop claiming; :meth:`run` returns once the jobs held are done. Thread-safe (a
@@ -415,6 +422,8 @@ class Worker:
                     value = await opened.pending
                 else:
                     value = await opened.fn(*opened.args, **opened.kwargs)
+            if opened.call.keep:
+                value = await asyncio.to_thread(kept, self.keeper.keep, opened.call, value, record)
             outcome = encode_result(record.id, record.function, record.codec, value, opened.key)
         except asyncio.CancelledError:
             if not self._refused(record.id):
@@ -482,19 +491,3 @@ class Worker:
         """Whether the job must stop: its renewal was refused (called from job threads too)."""
         held = self.state.held.get(job_id)
         return held is not None and held.stop
-
-    def _function(self, name: str) -> Callable[..., Any]:
-        fn = self.functions.get(name)
-        if fn is None:
-            raise FunctionNotFound(
-                f"no function {name!r} on worker {self.name}; it registers "
-                f"{sorted(self.functions)}",
-                name=name,
-                available=tuple(sorted(self.functions)),
-            )
-        return fn
-
-    def _retry(self, record: JobRecord, call: Call, exc: BaseException) -> float | None:
-        if not call.retry or not matches(exc, call.retry_on):
-            return None
-        return self.state.retry_delay(record.attempts, call.backoff)
