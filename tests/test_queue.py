@@ -279,7 +279,7 @@ async def test_a_job_is_awaitable(url: str, queue: JobQueue):
 
 
 def test_a_job_that_is_not_there(queue: JobQueue):
-    with pytest.raises(ValueError, match="UUID4"):
+    with pytest.raises(ValueError, match="32 lowercase hex digits"):
         queue.job("x")
     ghost = queue.job(uuid.uuid4().hex)
     with pytest.raises(Exception, match="not in"):

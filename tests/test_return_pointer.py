@@ -4,8 +4,10 @@ the result on its host's data server and the job answers with a pointer, which t
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +17,8 @@ from undertow.queue import JobQueue, Worker
 from undertow.queue._payload import Call
 from undertow.queue._runner import kept
 from undertow.storage import JobRecord
+
+from ._processes import ServedProcess
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -67,8 +71,40 @@ def test_a_worker_with_no_data_server_fails_the_job_saying_how_to_get_one(url: s
             job.result(timeout=10)
 
 
-def test_modes_that_cannot_keep_results_say_so():
+def test_slots_without_a_keeper_say_so():
     record = JobRecord(id="0" * 32, queues=["q"], function="f")
-    with pytest.raises(ConfigError, match="thread mode"):
+    with pytest.raises(ConfigError, match="return_pointer"):
         kept(None, Call([], keep=True), 42, record)
     assert kept(None, Call([]), 42, record) == 42  # nothing asked: the value itself
+
+
+def numbers(n: int) -> list[int]:
+    return list(range(n))
+
+
+@pytest.fixture
+def data_server(url: str, tmp_path: Path) -> Iterator[ServedProcess]:
+    """A data server registered in ``url`` (the service "data" of this host)."""
+    args = [sys.executable, "-m", "undertow.cli", "data", "serve", "--backend", url]
+    node = ServedProcess([*args, "--data-dir", str(tmp_path / "data")])
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+@pytest.mark.parametrize("mode", ["thread", "process", "fork"])
+def test_every_worker_mode_leaves_results_on_this_hosts_data_server(
+    url: str, data_server: ServedProcess, mode: str
+):
+    with JobQueue(url, token=False, queue="q") as q:
+        jobs = q.map("numbers", [30, 40], return_pointer=True)
+        w = Worker(url, ["q"], functions={"numbers": numbers}, mode=mode, poll_max=0.05)
+        thread = threading.Thread(target=w.work, kwargs={"burst": True})
+        thread.start()
+        thread.join(60)
+        assert not thread.is_alive()
+        first, second = (job.result(timeout=10) for job in jobs)
+    assert isinstance(first, undertow.Pointer)
+    assert (first[29], len(second)) == (29, 40)
+    assert first.address == second.address  # both on the one data server of this host

@@ -40,6 +40,7 @@ import msgspec
 from undertow.queue._payload import encode_result
 from undertow.queue._runner import (
     Functions,
+    Keep,
     Opened,
     Outcome,
     Retry,
@@ -88,7 +89,10 @@ def decode_message(data: bytes) -> list[Any]:
 
 
 def encode_setup(
-    functions: Mapping[str, Callable[..., Any]], auth: Authenticator | None, retry_max: float
+    functions: Mapping[str, Callable[..., Any]],
+    auth: Authenticator | None,
+    retry_max: float,
+    keep: Keep | None = None,
 ) -> list[bytes]:
     """What a "process" child needs, pickled once by the worker (the functions by reference
     where they can be imported, by value otherwise): the functions jobs may name, the
@@ -99,7 +103,7 @@ def encode_setup(
         portable: Any = ("tokens", [key.secret.decode() for key in keys if key is not None])
     else:
         portable = ("auth", auth)
-    setup = (dict(functions), portable, retry_max, dict(os.environ))
+    setup = (dict(functions), portable, retry_max, dict(os.environ), keep)
     return [bytes(frame) for frame in PickleCodec().encode(setup)]
 
 
@@ -163,12 +167,14 @@ def run_job(
     auth: Authenticator | None,
     retry: RetryPolicy,
     channel: Channel,
+    keep: Keep | None = None,
 ) -> Outcome:
-    """Open and run one job in this process, its output sent on ``channel``."""
+    """Open and run one job in this process, its output sent on ``channel`` (``keep``: how
+    results asked as pointers are kept)."""
     saved = sys.stdout, sys.stderr
     sys.stdout = sys.stderr = _Output(channel)  # one stream: what it prints stays in order
     try:
-        return _call(record, lookup, auth, retry)
+        return _call(record, lookup, auth, retry, keep)
     finally:
         sys.stdout, sys.stderr = saved
         channel.flush()
@@ -179,6 +185,7 @@ def _call(
     lookup: Callable[[str], Callable[..., Any]],
     auth: Authenticator | None,
     retry: RetryPolicy,
+    keep: Keep | None,
 ) -> Outcome:
     opened = open_job(record, auth, lookup)  # the signature first, then the unpickling
     if not isinstance(opened, Opened):
@@ -187,7 +194,7 @@ def _call(
         value = opened.fn(*opened.args, **opened.kwargs)
         if inspect.isawaitable(value):  # a coroutine function's job, or a partial of one
             value = asyncio.run(_awaited(value))
-        value = kept(None, opened.call, value, record)  # (results kept: thread mode only)
+        value = kept(keep, opened.call, value, record)
         return encode_result(record.id, record.function, record.codec, value, opened.key)
     except Exception as exc:
         return failure(record, opened.call, exc, retry, skip_frames=1)
@@ -236,7 +243,7 @@ def _parent_sentinel() -> int | None:
 
 def serve(conn: Connection, setup: list[bytes]) -> None:
     """A "process" child's life: run the jobs sent on ``conn`` until it closes."""
-    functions, (kind, auth), retry_max, env = PickleCodec().decode(setup)
+    functions, (kind, auth), retry_max, env, keep = PickleCodec().decode(setup)
     os.environ.clear()  # the worker's environment now (a fork server keeps its first one)
     os.environ.update(env)
     if kind == "tokens":
@@ -252,7 +259,7 @@ def serve(conn: Connection, setup: list[bytes]) -> None:
             return
         if not data:
             return
-        outcome = run_job(_decode_task(data), lookup, auth, retry, channel)
+        outcome = run_job(_decode_task(data), lookup, auth, retry, channel, keep)
         _send_outcome(channel, outcome)
 
 
@@ -265,6 +272,7 @@ def run_forked(
     retry: RetryPolicy,
     parent_gone: int,
     close: tuple[int, ...],
+    keep: Keep | None = None,
 ) -> NoReturn:
     """A "fork" child's life, just forked from the worker: run ``record`` and exit, never
     returning into the worker's code (nor running its exit handlers). ``close``: the
@@ -275,7 +283,7 @@ def run_forked(
             os.close(fd)
         _detach(parent_gone)
         channel = Channel(conn)
-        _send_outcome(channel, run_job(record, lookup, auth, retry, channel))
+        _send_outcome(channel, run_job(record, lookup, auth, retry, channel, keep))
         code = 0
     except SystemExit as exc:  # the job called sys.exit(): end as it asked
         code = exc.code if isinstance(exc.code, int) else 1

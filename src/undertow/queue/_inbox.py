@@ -34,8 +34,8 @@ log = logging.getLogger(__name__)
 
 #: the longest pause after a failed take (the pause doubles from 10 ms)
 PAUSE_MAX = 1.0
-#: the longest lease of a job handed to a worker (renewed to the full lease once adopted),
-#: so that a job handed to a worker that died meanwhile comes back soon
+#: the lease of a job handed to a worker (renewed to the full lease once its loop takes it,
+#: within two pauses), short so that a job handed to a worker that died comes back soon
 HANDED_LEASE = 5.0
 
 
@@ -60,9 +60,10 @@ class Handoff:
 
     def offer(self, state: WorkerState, now: float) -> Offer:
         """What the worker offers with a claim at ``now``: its free slots, until a little
-        after its next claim at the latest (a worker that died is soon passed over)."""
-        lease = min(state.lease, HANDED_LEASE)
-        return Offer(state.offered(), now + 2 * state.poll_max + 1.0, lease)
+        after its next claim at the latest (a worker that died is soon passed over); a job
+        handed is leased until the loop takes it at the latest (renewed then)."""
+        turn = 2 * state.poll_max + 1.0
+        return Offer(state.offered(), now + turn, min(state.lease, max(HANDED_LEASE, turn)))
 
     def taken(self) -> list[tuple[JobRecord, Sink]]:
         """The jobs handed since the last call (the loop holds them from now on)."""

@@ -38,6 +38,9 @@ class Keeper:
     def __repr__(self) -> str:
         return f"<Keeper to {self.data}>"
 
+    def __reduce__(self) -> tuple[Any, ...]:  # (to a "process" child: its target, afresh)
+        return (Keeper, (self.data, self._backend))
+
     def keep(self, value: Any, record: JobRecord) -> Pointer:
         """Leave ``value``, the result of ``record``, on the data server; its pointer."""
         try:

@@ -113,8 +113,8 @@ def start_slots(
     keep: Keep | None = None,
 ) -> Slots:
     """The worker's ``count`` slots in ``mode`` (see :func:`check_mode`), started; ``admit``
-    is asked before each job runs, ``keep`` leaves results asked as pointers on a data
-    server (both: thread mode only)."""
+    is asked before each job runs (thread mode only), ``keep`` leaves results asked as
+    pointers on a data server."""
     if mode == "thread":
         return JobThreads(
             count,
@@ -130,13 +130,13 @@ def start_slots(
         raise ValueError(f"mode={mode!r} takes no admission rule (admit=): use mode='thread'")
     children: list[ChildProc]
     if mode == "process":
-        setup = encode_setup(functions, auth, retry_max)  # SerializationError says what
+        setup = encode_setup(functions, auth, retry_max, keep)  # SerializationError says what
         context = process_context()
         starting = threading.Lock()
         children = [ProcessChild(i, context, setup, starting) for i in range(count)]
     else:
         liveness = os.pipe()
-        children = [ForkChild(lookup, auth, retry, liveness) for _ in range(count)]
+        children = [ForkChild(lookup, auth, retry, liveness, keep) for _ in range(count)]
     return ChildSlots(children, lookup=lookup, auth=auth, retry=retry, refuse=refuse, wake=wake)
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from undertow.queue._capture import Sink
 from undertow.queue._child import decode_message, encode_task, run_forked, serve
-from undertow.queue._runner import Outcome, RetryPolicy, Task
+from undertow.queue._runner import Keep, Outcome, RetryPolicy, Task
 from undertow.security import Authenticator
 
 __all__ = ["STOP_TIMEOUT", "ChildProc", "Ended", "ForkChild", "ProcessChild", "process_context"]
@@ -292,9 +292,10 @@ class ForkChild(ChildProc):
         auth: Authenticator | None,
         retry: RetryPolicy,
         liveness: tuple[int, int],
+        keep: Keep | None = None,
     ) -> None:
         super().__init__()
-        self._lookup, self._auth, self._retry = lookup, auth, retry
+        self._lookup, self._auth, self._retry, self._keep = lookup, auth, retry, keep
         #: a pipe whose write end only the worker keeps: its children see it close
         self._liveness = liveness
         #: children that sent their job's outcome, not yet reaped (they are exiting)
@@ -318,6 +319,7 @@ class ForkChild(ChildProc):
                     retry=self._retry,
                     parent_gone=gone,
                     close=(alive, reader.fileno()),
+                    keep=self._keep,
                 )
             writer.close()
         with contextlib.suppress(OSError):  # the child does it too; whichever is first

@@ -123,6 +123,8 @@ def _queue_name(text: str) -> str:
 
 def find_pointers(args: Iterable[Any], kwargs: Mapping[str, Any]) -> list[Pointer]:
     """The pointers among the arguments, each once, searched a few levels deep."""
+    if not args and not kwargs:
+        return []
     found: dict[tuple[str, str], Pointer] = {}
 
     def visit(value: Any, depth: int) -> None:

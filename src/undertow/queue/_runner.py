@@ -353,8 +353,8 @@ def kept(keep: Keep | None, call: Call, value: Any, record: JobRecord) -> Any:
         return value
     if keep is None:
         raise ConfigError(
-            f"job {record.id} asked for return_pointer, which its worker's mode does not "
-            "keep yet: run it on a worker in thread mode"
+            f"job {record.id} asked for return_pointer, and these slots keep no results: "
+            "run it on an undertow.queue.Worker (any mode), which keeps them"
         )
     return keep(value, record)
 

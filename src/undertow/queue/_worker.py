@@ -101,7 +101,7 @@ class Worker:
             unpickles a payload; ``"process"`` pickles ``functions`` and ``auth`` once.
         data: where jobs submitted with ``return_pointer`` leave their results: an address,
             or a service's name in the registry (default ``"data"``: this host's data
-            server first); thread mode only.
+            server first).
     """
 
     def __init__(
