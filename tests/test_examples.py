@@ -206,5 +206,7 @@ def test_jobs_on_a_cluster() -> None:
         "squares: [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]",
         "slice: ['beta', 'gamma']",
         "longest: alpha",
+        "rows 3-5: [9, 16, 25]",
+        f"total: {sum(i * i for i in range(100_000)) % 1000}",
         "stopped",
     ]

@@ -28,4 +28,10 @@ with undertow.Cluster(workers=2, concurrency=2, modules=["tasks"]) as cluster:
     words = cluster.put(["alpha", "beta", "gamma"])  # left on the cluster's data server
     print("slice:", words[1:])
     print("longest:", cluster.submit(lambda p: max(p.fetch(), key=len), words).result(60))
+
+    # a result left where it was computed: the job answers with a pointer to it
+    table = cluster.submit(lambda n: [i * i for i in range(n)], 100_000, return_pointer=True)
+    rows = table.result(timeout=60)
+    print("rows 3-5:", rows[3:6])  # only these travel
+    print("total:", cluster.submit(lambda p: sum(p.fetch()) % 1000, rows).result(60))
 print("stopped")
