@@ -79,6 +79,13 @@ class ServedProcess:
         return self.proc.returncode
 
 
+def data_node(backend: str, data_dir: Path, *options: str) -> ServedProcess:
+    """``undertow data serve`` registered in ``backend``, keeping its values in ``data_dir``
+    (``options``: more of its command line, e.g. ``--advertise HOST``)."""
+    args = [sys.executable, "-m", "undertow.cli", "data", "serve", "--backend", backend]
+    return ServedProcess([*args, "--data-dir", str(data_dir), *options])
+
+
 def is_stopped(pid: int) -> bool:
     """True once every thread of process ``pid`` is stopped (by SIGSTOP): the signal is only
     pending until each thread is next scheduled, which a loaded machine can delay."""

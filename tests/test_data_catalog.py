@@ -15,7 +15,7 @@ import pytest
 import undertow
 from undertow.errors import ServiceNotFound
 
-from ._processes import ServedProcess
+from ._processes import ServedProcess, data_node
 from ._waiting import wait_until
 
 pytestmark = pytest.mark.multiproc
@@ -47,21 +47,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_values_put_on_a_data_node_are_found_by_tag_and_owner(url: str, tmp_path: Path) -> None:
     backend = url
-    node = ServedProcess(
-        [
-            sys.executable,
-            "-m",
-            "undertow.cli",
-            "data",
-            "serve",
-            "--backend",
-            backend,
-            "--data-dir",
-            str(tmp_path / "data"),
-            "--memory-limit",
-            "1000",
-        ]
-    )
+    node = data_node(backend, tmp_path / "data", "--memory-limit", "1000")
     try:
         raw = undertow.put(np.arange(1000.0), tags=["raw", "2026"], backend=backend)
         other = undertow.put({"note": "x"}, tags=["raw"], backend=backend)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import concurrent.futures
 import signal
 import socket
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from undertow.data import DataStore, copy_to
 from undertow.errors import ConfigError, DataNotFound, PermissionDenied, RPCTimeout, ServiceNotFound
 from undertow.security import new_token
 
-from ._processes import ChildServer, ServedProcess, is_stopped
+from ._processes import ChildServer, ServedProcess, data_node, is_stopped
 from ._waiting import wait_until
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.multiproc]
@@ -50,23 +49,7 @@ def nodes(url: str, tmp_path: Path) -> Iterator[dict[str, ServedProcess]]:
             pytest.skip(f"host name {host!r} does not resolve here")
 
     def start(host: str) -> ServedProcess:
-        return ServedProcess(
-            [
-                sys.executable,
-                "-m",
-                "undertow.cli",
-                "data",
-                "serve",
-                "--backend",
-                url,
-                "--host",
-                "127.0.0.1",
-                "--advertise",
-                host,
-                "--data-dir",
-                str(tmp_path / host),
-            ]
-        )
+        return data_node(url, tmp_path / host, "--host", "127.0.0.1", "--advertise", host)
 
     with concurrent.futures.ThreadPoolExecutor(len(HOSTS)) as pool:
         started = {host: pool.submit(start, host) for host in HOSTS}

@@ -4,7 +4,6 @@ the result on its host's data server and the job answers with a pointer, which t
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ from undertow.queue._payload import Call
 from undertow.queue._runner import kept
 from undertow.storage import JobRecord
 
-from ._processes import ServedProcess
+from ._processes import ServedProcess, data_node
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -85,8 +84,7 @@ def numbers(n: int) -> list[int]:
 @pytest.fixture
 def data_server(url: str, tmp_path: Path) -> Iterator[ServedProcess]:
     """A data server registered in ``url`` (the service "data" of this host)."""
-    args = [sys.executable, "-m", "undertow.cli", "data", "serve", "--backend", url]
-    node = ServedProcess([*args, "--data-dir", str(tmp_path / "data")])
+    node = data_node(url, tmp_path / "data")
     try:
         yield node
     finally:
