@@ -4,10 +4,11 @@ the way: a submit from sync code, and a worker's inbox.
 A job's latency from submit to start is a chain of wake-ups, and on a quiet machine each
 hop into an asyncio loop that was asleep costs 0.1-0.25 ms (measured: a ``call_soon_threadsafe``
 into an idle loop 0.11 ms, a whole coroutine run through one 0.24 ms, a handoff through a
-``queue.SimpleQueue`` 0.03 ms). So the submitting thread runs the enqueue script itself,
-with redis-py's blocking client, instead of handing it to the portal loop; and a worker reads
-the jobs handed to it in a thread blocked on ``BLPOP``, which passes them straight to the job
-threads. Both use the scripts and encodings of ``storage/_redis_jobs.py``.
+``queue.SimpleQueue`` 0.03 ms). So the submitting thread runs the enqueue script itself
+instead of handing it to the portal loop, and the jobs handed to a worker are read by one of
+its idle job threads blocked on ``BLPOP``, which then runs the job itself (queue/_inbox.py).
+Both talk to Redis through a connection of their own (:class:`_Line`) and use the scripts
+and encodings of ``storage/_redis_jobs.py``.
 """
 
 from __future__ import annotations
