@@ -12,6 +12,7 @@ import pytest
 import undertow
 from undertow.cluster import Backend, open_backend
 from undertow.data import close_clients
+from undertow.patterns import shutdown as shutdown_patterns
 from undertow.storage._redis import RedisBackend
 
 from ._processes import ChildServer
@@ -85,6 +86,7 @@ def undertow_home(
         monkeypatch.delenv(name, raising=False)
     yield home
     close_clients()
+    shutdown_patterns()
 
 
 @pytest.fixture(params=["sqlite", "redis"])

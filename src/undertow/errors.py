@@ -24,10 +24,12 @@ UndertowError
 ├── ClusterError                a session cluster's process did not start, or it was closed
 ├── DataNotFound                (also a LookupError) no object under that key in a data store
 ├── ServiceNotFound             (also a LookupError) no live instance of a service
-└── QueueError                  a job of the queue did not give a result
-    ├── JobFailed               it failed for good (dead letter, or no error to rebuild)
-    ├── JobCancelled            it was cancelled
-    └── JobTimeout              (also a builtin TimeoutError) no result within the timeout
+├── QueueError                  a job of the queue did not give a result
+│   ├── JobFailed               it failed for good (dead letter, or no error to rebuild)
+│   ├── JobCancelled            it was cancelled
+│   └── JobTimeout              (also a builtin TimeoutError) no result within the timeout
+└── StreamError                 a message of a stream (master, pipeline) went wrong on its way
+    └── StreamTimeout           (also a builtin TimeoutError) no answer came within the timeout
 ```
 
 A remote exception whose type is a builtin (``ValueError``, ``KeyError``...) or a type
@@ -61,6 +63,8 @@ __all__ = [
     "RemoteTraceback",
     "SerializationError",
     "ServiceNotFound",
+    "StreamError",
+    "StreamTimeout",
     "TransportError",
     "UndertowError",
     "WireError",
@@ -199,6 +203,29 @@ class JobCancelled(QueueError):
 
 class JobTimeout(QueueError, TimeoutError):
     """A job gave no result within the time its caller waited (the job itself goes on).
+
+    Also a builtin :class:`TimeoutError`, so ``except TimeoutError`` catches it.
+    """
+
+
+class StreamError(UndertowError):
+    """A message of a stream (through a master, a pipeline, to a sink) could not be handled:
+    a stage or master refused it (full, not there, not allowed), it could not be encoded, or
+    a worker answered it with something that is not an answer. Raised for that message only;
+    the stream goes on.
+
+    Attributes:
+        item: the message's id in its stream (its input's position), or None.
+    """
+
+    def __init__(self, message: str, *, item: int | None = None) -> None:
+        super().__init__(message)
+        self.item = item
+
+
+class StreamTimeout(StreamError, TimeoutError):
+    """No answer of a stream arrived within the time its consumer waited; the messages still
+    out may yet be answered.
 
     Also a builtin :class:`TimeoutError`, so ``except TimeoutError`` catches it.
     """

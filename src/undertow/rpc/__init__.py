@@ -21,7 +21,7 @@ from undertow.rpc._functions import (
 from undertow.rpc._incoming import Incoming
 from undertow.rpc._options import FunctionOptions, GlobTable
 from undertow.rpc._output import OutputSink
-from undertow.rpc._plane import DataPlane, JobPlane, plug_data, plug_jobs
+from undertow.rpc._plane import DataPlane, JobPlane, PipePlane, plug_data, plug_jobs, plug_patterns
 from undertow.rpc._receivers import Job
 from undertow.rpc._server import Server
 
@@ -42,6 +42,7 @@ __all__ = [
     "JobPlane",
     "OutputCallback",
     "OutputSink",
+    "PipePlane",
     "RemoteFunctions",
     "Server",
     "as_attributes",
@@ -54,5 +55,6 @@ __all__ = [
     "not_found",
     "plug_data",
     "plug_jobs",
+    "plug_patterns",
     "rpc",
 ]

@@ -26,12 +26,15 @@ if TYPE_CHECKING:
 __all__ = [
     "DataPlane",
     "JobPlane",
+    "PipePlane",
     "enqueue_job",
     "make_data_plane",
     "make_job_plane",
+    "make_pipe_plane",
     "make_pointer",
     "plug_data",
     "plug_jobs",
+    "plug_patterns",
 ]
 
 Arguments = tuple[Sequence[Any], dict[str, Any]]
@@ -139,6 +142,38 @@ def enqueue_job(
         raise ConfigError("queueing calls needs undertow's job queue: import undertow.queue")
     where = getattr(client, "_jobs_backend", None)  # what the server said (RemoteFunctions)
     return factory(client, info.name, args, kwargs, info.queue, asynchronous, where)
+
+
+class PipePlane(Protocol):
+    """A server's part in the messaging patterns (masters, pipelines, sinks): the raw
+    handlers through which messages of streams reach it (``_pipe*``)."""
+
+    def handlers(self) -> dict[str, Callable[[Incoming], Job | None]]:
+        """The pattern functions (``_pipe*``), served as raw handlers."""
+
+    def close(self) -> None:
+        """The server stopped: stop passing messages on."""
+
+
+def plug_patterns(plane: Callable[..., PipePlane]) -> None:
+    """Called once by :mod:`undertow.patterns` when it is imported: ``plane(server,
+    token=...)`` makes a server's pattern plane."""
+    _factories["pipes"] = plane
+
+
+def make_pipe_plane(server: Any, *, token: str | None) -> PipePlane:
+    """The pattern plane of a new ``server`` (one that serves nothing when the patterns
+    layer was never imported)."""
+    factory = _factories.get("pipes")
+    return _NoPipes() if factory is None else factory(server, token=token)
+
+
+class _NoPipes:
+    def handlers(self) -> dict[str, Callable[[Incoming], Job | None]]:
+        return {}
+
+    def close(self) -> None:
+        return None
 
 
 class _NoData:

@@ -25,7 +25,7 @@ from undertow.rpc._dispatch import Dispatcher
 from undertow.rpc._entry import Entry
 from undertow.rpc._incoming import Incoming, RawHandler
 from undertow.rpc._options import GlobTable
-from undertow.rpc._plane import make_data_plane, make_job_plane
+from undertow.rpc._plane import make_data_plane, make_job_plane, make_pipe_plane
 from undertow.rpc._receivers import Job
 from undertow.rpc._setup import (
     checked_auth,
@@ -107,6 +107,14 @@ class Server:
             (``ptr.call("sum")``); False allows items, attributes and lengths only.
     """
 
+    #: the host name pointers carry when the server listens on every interface
+    advertise: str | None = None
+    #: the backend the jobs of queued functions go through (None: the default one)
+    job_backend: str | None = None
+    #: the registry its pipelines find the next stages in (None: the default one)
+    registry_url: str | None = None
+    loop: asyncio.AbstractEventLoop | None = None  #: the event loop it serves on, once it does
+
     def __init__(
         self,
         name: str | None = None,
@@ -121,10 +129,6 @@ class Server:
         #: the settings it was made with
         self.settings = settings
         self.name = settings.name
-        #: the host name pointers carry when the server listens on every interface
-        self.advertise: str | None = None
-        #: the backend the jobs of queued functions go through (None: the default one)
-        self.job_backend: str | None = None
         #: the data server: values kept here, served to pointer holders
         # the token is shown to other data servers this one fetches from
         self.data = make_data_plane(
@@ -134,6 +138,8 @@ class Server:
             calls=settings.data_calls,
             token=token,
         )
+        #: the server's part in masters, pipelines and sinks
+        self.pipes = make_pipe_plane(self, token=token)
         self._max_workers = settings.max_workers or min(32, (os.cpu_count() or 1) + 4)
         self._auth = auth
         #: the user's own token, when it is what the server accepts (given none, it serves
@@ -154,7 +160,6 @@ class Server:
         self._rebuild({}, self._globs)
         self._http: Any = None  # the HTTP server, while one serves
         self._gateway: Any = None  # what the HTTP server calls
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stop: asyncio.Event | None = None
 
@@ -248,6 +253,7 @@ class Server:
         handlers: dict[str, RawHandler] = dict.fromkeys(entries, self._calls.handle)
         handlers["_describe"] = self._describe
         handlers.update(self.data.handlers())
+        handlers.update(self.pipes.handlers())
         self._core.raw_handlers = handlers
 
     def _accept_user_token(self) -> None:
@@ -304,7 +310,7 @@ class Server:
         """
         if self._user_token is not None:
             refuse_user_token_beyond_loopback(address, self._entries)
-        self._loop = self._calls.loop = asyncio.get_running_loop()
+        self.loop = self._calls.loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         try:
             # one thread more than max_workers: one always stays free to receive
@@ -331,6 +337,7 @@ class Server:
                 await self._http.close()
                 self._http = None
                 self._gateway.close()
+            self.pipes.close()
             await self._core.close()
 
     async def _serve_http(self, address: str, port: int) -> Any:
@@ -374,10 +381,8 @@ class Server:
             if not quiet:
                 print(f"undertow: serving {self.name!r} on {real}", flush=True)  # noqa: T201
                 if self._http is not None:
-                    print(  # noqa: T201
-                        f"undertow: serving {self.name!r} over HTTP on {self.http_address}",
-                        flush=True,
-                    )
+                    http = f"undertow: serving {self.name!r} over HTTP on {self.http_address}"
+                    print(http, flush=True)  # noqa: T201
 
         async def main() -> None:
             loop = asyncio.get_running_loop()
@@ -409,9 +414,8 @@ class Server:
                 failure.append(exc)
                 started.set()
 
-        self._thread = threading.Thread(
-            target=run, name=f"undertow-server-{self.name}", daemon=True
-        )
+        name = f"undertow-server-{self.name}"
+        self._thread = threading.Thread(target=run, name=name, daemon=True)
         self._thread.start()
         if not started.wait(timeout):
             raise UndertowError(f"server {self.name!r} did not start within {timeout:g} s")
@@ -422,7 +426,7 @@ class Server:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop serving; from another thread, waits up to ``timeout`` for the server to close."""
-        loop, stop = self._loop, self._stop
+        loop, stop = self.loop, self._stop
         if loop is None or stop is None or loop.is_closed():
             return
         try:
@@ -443,8 +447,7 @@ class Server:
         self.stop()
 
     # -- calls that other transports receive ---------------------------------------------------
-    # What the HTTP gateway (and any other transport) uses: the same checks and the same code
-    # as a call over ZeroMQ, without the server's private parts.
+    # What the HTTP gateway (any other transport) uses: the same checks and code as ZeroMQ's.
 
     @property
     def max_message_size(self) -> int | None:

@@ -147,6 +147,7 @@ class ServiceHost:
         service = self.settings.name or _spec_of(obj).name
         server = build_server(obj, auth=auth, settings=self.settings.server_for(service))
         server.advertise = self.settings.advertise
+        server.registry_url = self.backend_url  # where its pipelines find the next stage
         if callable(getattr(obj, "bind_server", None)):
             obj.bind_server(server)
         return server

@@ -1,0 +1,333 @@
+"""Streaming a generator of messages through a master or a pipeline, from the client.
+
+::
+
+    for r in undertow.stream(range(10_000), "squares.square"):      # completion order
+        print(r.id, r.value)
+
+    undertow.map("squares.square", range(100), ordered=True)      # values, in input order
+
+The client sends its inputs in batches to the first stage (or master), found by name in the
+registry, and at most ``window`` inputs are out at once: the generator is read only as
+answers come back, so a slow consumer slows the generator, never fills anyone's memory. The
+answers come to a small server of the client's own process (started on first use, on
+loopback unless told otherwise), which the last stage sends them to directly, tagged with
+the stream's id and each input's id (its position in the input). An input is finished when
+its answers' weights add up (see ``_wire.py``): with tees, generators and gathers one input
+may have several answers, with filters none.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import queue
+import threading
+import time
+import weakref
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from undertow.config import home
+from undertow.errors import (
+    ConfigError,
+    SerializationError,
+    StreamError,
+    StreamTimeout,
+)
+from undertow.patterns._plane import endpoints
+from undertow.patterns._result import Result, rebuild_error
+from undertow.patterns._send import CONNECT_WAIT, sender_for
+from undertow.patterns._wire import ERR, FULL_WEIGHT, OK, Pipeline, count_option
+from undertow.rpc import CallOptions, FunctionInfo, Server
+from undertow.wire import NumpyCodec
+
+__all__ = ["Stream", "close_receiver", "receiver_address"]
+
+_PUSH = {
+    c: FunctionInfo("_pipe", input=c, output="msgpack", needs_auth=c == "pickle")
+    for c in ("numpy", "pickle")
+}
+_NUMPY = NumpyCodec()
+_receiver: dict[str, Any] = {}
+_receiver_lock = threading.Lock()
+
+
+def receiver_address(host: str = "127.0.0.1") -> str:
+    """The address this process's answers come to (its receiving server starts on first use)."""
+    with _receiver_lock:
+        server = _receiver.get("server")
+        mine = (os.getpid(), home(), host)  # a new home: a new user token to accept
+        if server is None or _receiver.get("mine") != mine:
+            if server is not None and _receiver.get("mine", (0,))[0] == os.getpid():
+                server.stop()
+            server = Server(name=f"undertow-streams-{os.getpid()}")
+
+            def streams() -> list[str]:
+                """The streams of this process still open."""
+                return sorted(k for k in endpoints if not k.startswith("sink:"))
+
+            # a function in pickle makes the server take the user's own token, on loopback
+            server.register("streams", streams)
+            server.config({"streams": {"output_serialization": "pickle"}})
+            address = server.start(f"tcp://{host}:0")
+            _receiver.update(server=server, mine=mine, address=address)
+        return str(_receiver["address"])
+
+
+def close_receiver() -> None:
+    """Stop this process's receiving server (the next stream starts another)."""
+    with _receiver_lock:
+        server = _receiver.pop("server", None)
+        mine = _receiver.pop("mine", (0,))
+        _receiver.clear()
+    if server is not None and mine[0] == os.getpid():
+        server.stop()
+
+
+class Stream:
+    """The answers of a stream of messages, as they come (see :func:`undertow.stream`)."""
+
+    def __init__(
+        self,
+        items: Iterable[Any],
+        target: str | Pipeline,
+        *,
+        window: int = 256,
+        batch: int = 64,
+        ordered: bool = False,
+        timeout: float | None = 60.0,
+        codec: str = "numpy",
+        progress: bool = False,
+        token: str | None = None,
+        registry: str | None = None,
+    ) -> None:
+        pipeline = target if isinstance(target, Pipeline) else Pipeline(target)
+        count_option("window", window, "how many inputs may be out at once")
+        count_option("batch", batch, "how many inputs to send per call")
+        if codec not in ("numpy", "pickle"):
+            raise ConfigError(f"codec={codec!r}: streams travel in 'numpy' (safe) or 'pickle'")
+        self.target = pipeline
+        self.id = os.urandom(12).hex()
+        self._service, _, self._function = pipeline.first.partition(".")
+        self._steps = pipeline.steps[1:]
+        self._window, self._batch, self._ordered = window, min(batch, window), ordered
+        self._timeout, self._codec = timeout, codec
+        self._items: Iterator[Any] | None = iter(items)
+        self._total = len(items) if hasattr(items, "__len__") else None  # type: ignore[arg-type]
+        self._next_id = 0
+        self._owed: dict[int, int] = {}
+        self._ready: collections.deque[Result] = collections.deque()
+        self._held: dict[int, list[Result]] = {}  # ordered: answers of inputs not yet due
+        self._due = 0  # ordered: the next input whose answers may be yielded
+        self._finished_ids: set[int] = set()
+        self._had: set[int] = set()  # inputs with an answer so far
+        self._erred: set[int] = set()  # inputs with an error so far
+        self._acks: collections.deque[tuple[Any, list[int]]] = collections.deque()
+        self._inbox: queue.SimpleQueue[list[Any]] = queue.SimpleQueue()
+        self._directory = sender_for(token, registry).directory  # clients shared in the process
+        self._reply = receiver_address()
+        self._bar = _progress_bar(progress, self._total, str(pipeline.first))
+        #: inputs sent, answers received, inputs that failed, inputs dropped by a filter,
+        #: answers that came twice (a message given again after a worker died)
+        self.sent = self.answered = self.failed = self.dropped = self.duplicates = 0
+        endpoints[self.id] = self
+        self._finalizer = weakref.finalize(self, endpoints.pop, self.id, None)
+
+    def __repr__(self) -> str:
+        return (
+            f"<Stream {self.target.first} sent={self.sent} answered={self.answered} "
+            f"failed={self.failed} in_flight={len(self._owed)}>"
+        )
+
+    @property
+    def in_flight(self) -> int:
+        """Inputs sent and not finished yet."""
+        return len(self._owed)
+
+    def deliver(self, entries: list[Any], ack: Any, codec: str) -> None:
+        """From the receiving server's thread: answers for this stream."""
+        self._inbox.put(entries)
+
+    def __iter__(self) -> Stream:
+        return self
+
+    def __next__(self) -> Result:
+        while True:
+            if self._ready:
+                return self._ready.popleft()
+            self._fill()
+            if self._ready:
+                continue
+            if not self._owed and self._items is None:
+                self.close()
+                raise StopIteration
+            self._wait()
+
+    def wait(self) -> list[Result]:
+        """Run the stream to its end; its answers (none for a stream into a sink)."""
+        return list(self)
+
+    def close(self) -> None:
+        """Stop: no more inputs are sent; answers still out are ignored."""
+        self._items = None
+        self._finalizer()
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def __enter__(self) -> Stream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- sending ------------------------------------------------------------------------------
+
+    def _fill(self) -> None:
+        while self._items is not None:
+            room = self._window - len(self._owed)
+            if room <= 0 or (room < self._batch and len(self._owed) > self._window // 2):
+                return
+            batch: list[list[Any]] = []
+            for value in self._items:
+                batch.append([self._next_id, FULL_WEIGHT, value])
+                self._owed[self._next_id] = FULL_WEIGHT
+                self._next_id += 1
+                if len(batch) >= min(room, self._batch):
+                    break
+            else:
+                self._items = None
+            if batch:
+                self._send(batch)
+
+    def _send(self, batch: list[list[Any]]) -> None:
+        self.sent += len(batch)
+        batch = self._encodable(batch)
+        if not batch:
+            return
+        group = [self.id, self._reply, self._function, self._steps, batch]
+        ids = [entry[0] for entry in batch]
+        try:
+            client = self._directory.client(self._directory.address_of(self._service))
+            options = CallOptions(timeout=CONNECT_WAIT + 60.0, output=False)
+            future = client._submit(_PUSH[self._codec], ([group],), {}, options)
+        except Exception as exc:
+            self._fail(ids, exc)
+            return
+        self._acks.append((future, ids))
+
+    def _encodable(self, batch: list[list[Any]]) -> list[list[Any]]:
+        """``batch`` without the inputs its codec cannot carry (each of those fails)."""
+        if self._codec == "pickle":
+            return batch  # checked as it is sent: pickle carries nearly everything
+        try:
+            _NUMPY.encode(batch)
+            return batch
+        except SerializationError:
+            pass
+        good = []
+        for entry in batch:
+            try:
+                _NUMPY.encode(entry[2])
+                good.append(entry)
+            except SerializationError as exc:
+                self._fail(
+                    [entry[0]],
+                    SerializationError(
+                        f"input {entry[0]} ({type(entry[2]).__name__}) cannot travel with the "
+                        f"numpy codec: {exc}; send numbers, strings, bytes, lists, dicts or "
+                        "arrays, or stream with codec='pickle'"
+                    ),
+                )
+        return good
+
+    def _fail(self, ids: list[int], exc: BaseException) -> None:
+        for item in ids:
+            weight = self._owed.get(item)
+            if weight is not None:
+                self._take([item, ERR, weight, exc])
+
+    # -- receiving ----------------------------------------------------------------------------
+
+    def _wait(self) -> None:
+        deadline = None if self._timeout is None else time.monotonic() + self._timeout
+        while True:
+            self._check_acks()
+            if self._ready or not self._owed:
+                return
+            left = 0.05 if deadline is None else min(0.05, deadline - time.monotonic())
+            if left <= 0:
+                raise StreamTimeout(
+                    f"no answer from {self.target.first} for {self._timeout:g} s; "
+                    f"{len(self._owed)} inputs are still out (the first: {min(self._owed)})"
+                )
+            try:
+                entries = self._inbox.get(timeout=left)
+            except queue.Empty:
+                continue
+            for entry in entries:
+                self._take(entry)
+            while not self._inbox.empty():
+                for entry in self._inbox.get_nowait():
+                    self._take(entry)
+            return
+
+    def _check_acks(self) -> None:
+        while self._acks and self._acks[0][0].done():
+            future, ids = self._acks.popleft()
+            exc = future.exception()
+            if exc is not None:
+                self._fail(ids, StreamError(f"{self.target.first} did not take the inputs: {exc}"))
+
+    def _take(self, entry: list[Any]) -> None:
+        item, status, weight, value = entry
+        owed = self._owed.get(item)
+        if owed is None:
+            self.duplicates += 1
+            return
+        if status == OK:
+            self._answer(Result(item, value))
+            self.answered += 1
+            self._had.add(item)
+        elif status == ERR:
+            error = value if isinstance(value, BaseException) else rebuild_error(value, self.target)
+            self._answer(Result(item, error=error))
+            self._erred.add(item)
+        owed -= weight
+        if owed > 0:
+            self._owed[item] = owed
+            return
+        del self._owed[item]
+        if item in self._erred:
+            self.failed += 1
+        elif item not in self._had:
+            self.dropped += 1
+        self._erred.discard(item)
+        self._had.discard(item)
+        if self._bar is not None:
+            self._bar.update(1)
+        if self._ordered:
+            self._finished_ids.add(item)
+            self._release()
+
+    def _answer(self, result: Result) -> None:
+        if self._ordered:
+            self._held.setdefault(result.id, []).append(result)
+        else:
+            self._ready.append(result)
+
+    def _release(self) -> None:
+        """Ordered: yield the answers of every finished input due, in input order."""
+        while self._due in self._finished_ids:
+            self._finished_ids.discard(self._due)
+            self._ready.extend(self._held.pop(self._due, ()))
+            self._due += 1
+
+
+def _progress_bar(progress: bool, total: int | None, what: str) -> Any:
+    if not progress:
+        return None
+    from tqdm.auto import tqdm  # a widget in Jupyter, text elsewhere
+
+    return tqdm(total=total, desc=what, unit="msg")
