@@ -750,3 +750,17 @@ def test_a_small_body_rides_in_the_header_frame() -> None:
     assert payload_of(decode_header(big[0]), big[1:]) == [b"x" * (INLINE_BODY + 1)]
     with_buffers = result([b"body", memoryview(b"buffer")])
     assert len(with_buffers) == 3
+
+
+def test_a_blob_travels_as_a_frame_of_its_own_in_numpy_and_pickle() -> None:
+    from undertow.wire import Blob, NumpyCodec, PickleCodec
+
+    data = bytes(range(256)) * 1024
+    for codec in (NumpyCodec(), PickleCodec()):
+        frames = codec.encode([1, Blob(data), "x"])
+        assert len(frames) == 2  # the body, and the blob's frame, not copied into the body
+        assert memoryview(frames[0]).nbytes < 1024
+        one, view, x = codec.decode(frames)
+        assert (one, x) == (1, "x")
+        assert isinstance(view, memoryview)
+        assert view.tobytes() == data

@@ -32,7 +32,7 @@ from undertow.errors import StreamError
 from undertow.patterns._plane import PipePlane
 from undertow.patterns._send import Outbox, error_entry
 from undertow.patterns._stage import pass_on
-from undertow.patterns._wire import ERR, OK, codec_named, split
+from undertow.patterns._wire import ERR, OK, blobs_out, codec_named, plain, size_of, split
 from undertow.rpc import Incoming
 from undertow.wire import error_info
 
@@ -44,6 +44,8 @@ PROTOCOL = 1
 TAKE_WAIT = 1.0
 #: the most messages a worker may hold at once
 MAX_WANT = 1024
+#: bytes of messages one take is given at most (at least one message)
+TAKE_BYTES = 2 << 20
 #: how many times a message may be handed out to workers that then died
 MAX_ATTEMPTS = 3
 
@@ -130,7 +132,7 @@ class MasterEngine:
         if self._scatter is None:
             return [(value, weight)]
         try:
-            pieces = list(self._scatter(value))
+            pieces = list(self._scatter(plain(value)))
         except Exception as exc:  # the hook's error, for this message only
             box.end(reply, stream, error_entry(item, weight, exc))
             self._plane.counters.failed_unrun(1)
@@ -196,10 +198,12 @@ class MasterEngine:
         if want <= 0 or not self._count:
             return tasks
         now = time.monotonic()
+        size = 0
         for function, codec in worker.lines:
             line = self._pending.get((function, codec))
-            while line and len(tasks) < want:
+            while line and len(tasks) < want and size < TAKE_BYTES:
                 task = line.popleft()
+                size += size_of(task[6])
                 self._count -= 1
                 task[8] += 1
                 task[9] = now
@@ -213,6 +217,7 @@ class MasterEngine:
     def _reply(self, incoming: Incoming, worker: _Worker, tasks: list[list[Any]]) -> None:
         worker.taken += len(tasks)
         codec = incoming.header.codec  # a worker in numpy is given messages in numpy only
+        blobs_out(tasks, 2)
         incoming.reply(codec_named(codec).encode(tasks), codec)
 
     def _hand_out(self) -> None:
@@ -271,6 +276,7 @@ class MasterEngine:
         if self._gather is None:
             return [value]
         try:
+            value = plain(value)
             return list(self._gather(value)) if self._gather_many else [self._gather(value)]
         except Exception as exc:  # the hook's error, for this message only
             box.end(reply, stream, error_entry(item, weight, exc))

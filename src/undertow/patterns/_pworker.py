@@ -22,7 +22,7 @@ from typing import Any
 from undertow.errors import ConfigError, SerializationError, StreamError, UndertowError
 from undertow.patterns._master import PROTOCOL, TAKE_WAIT
 from undertow.patterns._send import Directory
-from undertow.patterns._wire import ERR, OK, codec_named, count_option
+from undertow.patterns._wire import ERR, OK, blobs_out, codec_named, count_option, plain
 from undertow.rpc import CallOptions, FunctionInfo, client_token
 from undertow.wire import encode_error, error_info
 
@@ -186,7 +186,7 @@ class MasterWorker:
             try:
                 if fn is None:
                     raise StreamError(f"this worker does not serve {function!r}")
-                result = fn(value)
+                result = fn(plain(value))
                 if inspect.isgenerator(result):
                     raise StreamError(f"{function} is a generator; a master's worker answers once")
                 answers.append([key, OK, result])
@@ -194,6 +194,7 @@ class MasterWorker:
             except Exception as exc:  # the function's error, for this message only
                 answers.append([key, ERR, encode_error(error_info(exc))])
                 self.failed += 1
+        blobs_out(answers, 2)
         return _encodable(answers, codec)
 
     def _beats(self) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 from undertow.errors import ConfigError, StreamError
 from undertow.patterns._plane import endpoints, plane_of
 from undertow.patterns._send import Outbox, Sender
-from undertow.patterns._wire import TAKEN
+from undertow.patterns._wire import TAKEN, plain
 from undertow.service import Expose, ServiceHost
 
 __all__ = ["Sink", "SinkItem"]
@@ -76,7 +76,8 @@ class Sink:
         reply, stream = ack
         with self._ready:
             for item, _status, weight, value in entries:
-                self._items.append((SinkItem(stream, item, value), reply, stream, weight, codec))
+                entry = (SinkItem(stream, item, plain(value)), reply, stream, weight, codec)
+                self._items.append(entry)
                 self.counts[stream] += 1
             self._ready.notify_all()
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from undertow.errors import PermissionDenied, StreamError
 from undertow.patterns._send import Outbox, error_entry
-from undertow.patterns._wire import DROP, DROPPED, OK, Hop, next_hops, split
+from undertow.patterns._wire import DROP, DROPPED, OK, Hop, next_hops, plain, split
 
 __all__ = ["StageRunner", "pass_on"]
 
@@ -80,7 +80,7 @@ class StageRunner:
             for item, weight, value in entries:
                 start = time.perf_counter()
                 try:
-                    outputs = run(value)
+                    outputs = run(plain(value))
                 except Exception as exc:  # the function's error, for this message only
                     box.end(reply, stream, error_entry(item, weight, exc))
                     counters.done(function, time.perf_counter() - start, failed=True)

@@ -31,6 +31,7 @@ from typing import Any
 from undertow.config import home
 from undertow.errors import (
     ConfigError,
+    NotConnected,
     SerializationError,
     StreamError,
     StreamTimeout,
@@ -38,9 +39,18 @@ from undertow.errors import (
 from undertow.patterns._plane import endpoints
 from undertow.patterns._result import Result, rebuild_error
 from undertow.patterns._send import CONNECT_WAIT, sender_for
-from undertow.patterns._wire import ERR, FULL_WEIGHT, OK, Pipeline, count_option
+from undertow.patterns._wire import (
+    ERR,
+    FULL_WEIGHT,
+    OK,
+    Pipeline,
+    blobs_out,
+    codec_named,
+    count_option,
+    plain,
+    size_of,
+)
 from undertow.rpc import CallOptions, FunctionInfo, Server
-from undertow.wire import NumpyCodec
 
 __all__ = ["Stream", "close_receiver", "receiver_address"]
 
@@ -48,7 +58,8 @@ _PUSH = {
     c: FunctionInfo("_pipe", input=c, output="msgpack", needs_auth=c == "pickle")
     for c in ("numpy", "pickle")
 }
-_NUMPY = NumpyCodec()
+#: a batch of inputs closes once its values hold this many bytes
+BATCH_BYTES = 1 << 20
 _receiver: dict[str, Any] = {}
 _receiver_lock = threading.Lock()
 
@@ -190,11 +201,13 @@ class Stream:
             if room <= 0 or (room < self._batch and len(self._owed) > self._window // 2):
                 return
             batch: list[list[Any]] = []
+            size = 0
             for value in self._items:
                 batch.append([self._next_id, FULL_WEIGHT, value])
                 self._owed[self._next_id] = FULL_WEIGHT
                 self._next_id += 1
-                if len(batch) >= min(room, self._batch):
+                size += size_of(value)
+                if len(batch) >= min(room, self._batch) or size >= BATCH_BYTES:
                     break
             else:
                 self._items = None
@@ -203,43 +216,47 @@ class Stream:
 
     def _send(self, batch: list[list[Any]]) -> None:
         self.sent += len(batch)
-        batch = self._encodable(batch)
-        if not batch:
-            return
+        blobs_out(batch, 2)  # large bytes travel as frames of their own
         group = [self.id, self._reply, self._function, self._steps, batch]
-        ids = [entry[0] for entry in batch]
-        try:
-            client = self._directory.client(self._directory.address_of(self._service))
-            options = CallOptions(timeout=CONNECT_WAIT + 60.0, output=False)
-            future = client._submit(_PUSH[self._codec], ([group],), {}, options)
-        except Exception as exc:
-            self._fail(ids, exc)
+        options = CallOptions(timeout=CONNECT_WAIT + 60.0, output=False)
+        for attempt in range(3):  # an instance that went away: look again, try another
+            address = ""
+            try:
+                address = self._directory.address_of(self._service)
+                client = self._directory.client_for(address, self._codec)
+                try:
+                    future = client._submit(_PUSH[self._codec], ([group],), {}, options)
+                except SerializationError:  # some inputs cannot travel: they fail alone
+                    group[4] = batch = self._encodable(batch)
+                    if not batch:
+                        return
+                    future = client._submit(_PUSH[self._codec], ([group],), {}, options)
+            except NotConnected as exc:
+                self._directory.forget(self._service, address)
+                if attempt == 2:
+                    self._fail([entry[0] for entry in batch], exc)
+                continue
+            except Exception as exc:
+                self._fail([entry[0] for entry in batch], exc)
+                return
+            self._acks.append((future, [entry[0] for entry in batch]))
             return
-        self._acks.append((future, ids))
 
     def _encodable(self, batch: list[list[Any]]) -> list[list[Any]]:
         """``batch`` without the inputs its codec cannot carry (each of those fails)."""
-        if self._codec == "pickle":
-            return batch  # checked as it is sent: pickle carries nearly everything
-        try:
-            _NUMPY.encode(batch)
-            return batch
-        except SerializationError:
-            pass
+        encode = codec_named(self._codec).encode
         good = []
         for entry in batch:
             try:
-                _NUMPY.encode(entry[2])
+                encode(entry[2])
                 good.append(entry)
             except SerializationError as exc:
-                self._fail(
-                    [entry[0]],
-                    SerializationError(
-                        f"input {entry[0]} ({type(entry[2]).__name__}) cannot travel with the "
-                        f"numpy codec: {exc}; send numbers, strings, bytes, lists, dicts or "
-                        "arrays, or stream with codec='pickle'"
-                    ),
+                why = SerializationError(
+                    f"input {entry[0]} ({type(entry[2]).__name__}) cannot travel with the "
+                    f"{self._codec} codec: {exc}; send numbers, strings, bytes, lists, dicts "
+                    "or arrays, or stream with codec='pickle'"
                 )
+                self._fail([entry[0]], why)
         return good
 
     def _fail(self, ids: list[int], exc: BaseException) -> None:
@@ -287,7 +304,7 @@ class Stream:
             self.duplicates += 1
             return
         if status == OK:
-            self._answer(Result(item, value))
+            self._answer(Result(item, plain(value)))
             self.answered += 1
             self._had.add(item)
         elif status == ERR:

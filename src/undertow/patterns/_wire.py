@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from undertow.errors import ConfigError, StreamError
-from undertow.wire import Codec, NumpyCodec
+from undertow.wire import Blob, Codec, NumpyCodec
 
 __all__ = [
     "DROP",
@@ -46,11 +46,14 @@ __all__ = [
     "Hop",
     "Pipeline",
     "To",
+    "blobs_out",
     "check_steps",
     "codec_named",
     "count_option",
     "next_hops",
+    "plain",
     "route",
+    "size_of",
     "split",
     "tee",
 ]
@@ -291,6 +294,35 @@ def next_hops(steps: list[Any], value: Any, weight: int, stage: str) -> list[Hop
             f"{', '.join(map(repr, body))}"
         )
     return next_hops([*branch, *rest], value.value, weight, stage)
+
+
+#: bytes-like values this large travel in frames of their own, never copied on the way
+BLOB_MIN = 64 * 1024
+
+
+def size_of(value: Any) -> int:
+    """The bytes a value's buffer holds (bytes-like values, numpy arrays); 0 for others."""
+    if isinstance(value, bytes | bytearray):
+        return len(value)
+    if isinstance(value, memoryview):
+        return value.nbytes
+    nbytes = getattr(value, "nbytes", 0)
+    return nbytes if isinstance(nbytes, int) else 0
+
+
+def blobs_out(entries: list[Any], at: int) -> None:
+    """Mark the large bytes-like values at position ``at`` of ``entries`` to travel as frames
+    of their own (they arrive as ``memoryview`` s; :func:`plain` makes them bytes again)."""
+    for entry in entries:
+        value = entry[at]
+        if isinstance(value, bytes | bytearray | memoryview) and size_of(value) >= BLOB_MIN:
+            entry[at] = Blob(value)
+
+
+def plain(value: Any) -> Any:
+    """A value as a function or a consumer should see it: a frame that brought bytes, as
+    bytes."""
+    return value.tobytes() if type(value) is memoryview else value
 
 
 def count_option(name: str, value: object, what: str) -> int:

@@ -3,6 +3,7 @@
 from undertow.wire._codec import (
     BUILTIN_CODECS,
     POINTER_TYPE,
+    Blob,
     Codec,
     DumpsLoadsCodec,
     JsonCodec,
@@ -37,6 +38,7 @@ __all__ = [
     "POINTER_TYPE",
     "PROTOCOL_VERSION",
     "STREAM_WINDOW",
+    "Blob",
     "Codec",
     "DumpsLoadsCodec",
     "ErrorInfo",

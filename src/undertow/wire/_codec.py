@@ -27,6 +27,7 @@ from undertow.errors import ConfigError, DeserializationError, SerializationErro
 __all__ = [
     "BUILTIN_CODECS",
     "POINTER_TYPE",
+    "Blob",
     "Codec",
     "DumpsLoadsCodec",
     "JsonCodec",
@@ -135,6 +136,8 @@ class JsonCodec(_MsgspecCodec):
 _ARRAY_EXT = 1
 #: the msgpack extension type that stands for a numpy dtype
 _DTYPE_EXT = 2
+#: a Blob's frame (its index)
+_BLOB_EXT = 3
 _meta_encoder = msgspec.msgpack.Encoder()
 _meta_decoder = msgspec.msgpack.Decoder(tuple[int, str | list[Any], list[int]])
 _np: Any = None
@@ -155,6 +158,20 @@ def _numpy() -> Any:
     return _np
 
 
+class Blob:
+    """A bytes-like value the numpy codec sends as a frame of its own, never copied; it
+    decodes as a ``memoryview`` of the frame that brought it."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: Buffer) -> None:
+        self.data = data
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        # pickle 5 sends it out of band too, and it arrives as a memoryview of its frame
+        return memoryview, (pickle.PickleBuffer(self.data),)
+
+
 class NumpyCodec:
     """msgpack, with numpy arrays as out-of-band frames: fast, and safe to decode.
 
@@ -171,6 +188,9 @@ class NumpyCodec:
         buffers: list[Buffer] = []
 
         def hook(obj: Any) -> Any:
+            if type(obj) is Blob:
+                buffers.append(obj.data)
+                return msgspec.msgpack.Ext(_BLOB_EXT, _meta_encoder.encode(len(buffers)))
             np = _np if _np is not None else _numpy_if_array(obj)
             if np is not None and isinstance(obj, np.generic) and not obj.dtype.hasobject:
                 return obj.item()  # a numpy scalar: its Python value
@@ -201,6 +221,11 @@ class NumpyCodec:
         def ext_hook(code: int, data: memoryview) -> Any:
             if code == _DTYPE_EXT:
                 return _dtype(_numpy(), _dtype_decoder.decode(data))
+            if code == _BLOB_EXT:
+                at = _blob_decoder.decode(data)
+                if not 1 <= at < len(frames):
+                    raise ValueError(f"blob frame {at} is missing")
+                return memoryview(frames[at])
             if code != _ARRAY_EXT:
                 raise ValueError(f"unknown msgpack extension type {code}")
             index, descr, shape = _meta_decoder.decode(data)
@@ -225,6 +250,7 @@ class NumpyCodec:
 
 
 _dtype_decoder = msgspec.msgpack.Decoder(str | list[Any])
+_blob_decoder = msgspec.msgpack.Decoder(int)
 
 
 def _descr(np: Any, dtype: Any) -> Any:
