@@ -19,6 +19,7 @@ messages carry their route and weight (``_wire.py``); a stream's client sends an
 """
 
 from undertow.patterns._api import Client, Master, map, shutdown, stats, stream
+from undertow.patterns._gateway import Gateway
 from undertow.patterns._plane import PipePlane
 from undertow.patterns._pworker import MasterWorker
 from undertow.patterns._result import Result
@@ -29,6 +30,7 @@ from undertow.patterns._wire import DROP, Pipeline, To, route, tee
 __all__ = [
     "DROP",
     "Client",
+    "Gateway",
     "Master",
     "MasterWorker",
     "PipePlane",

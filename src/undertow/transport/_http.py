@@ -99,13 +99,27 @@ def _media(request: Request) -> str:
     """The body's media type; a request without one is refused: it is what a page from
     another site can send without the browser asking first."""
     media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media == NDJSON:
+        return media
     if media not in _JSON_TYPES and media not in _MSGPACK_TYPES and media != PICKLE:
         raise failure(
             "unsupported",
             "UnsupportedMediaType",
-            f"Content-Type {media or '(none)'!r} is not taken; send {JSON} or {MSGPACK}",
+            f"Content-Type {media or '(none)'!r} is not taken; send {JSON}, {MSGPACK} or "
+            f"{NDJSON} (a line per item: the function's one argument is their list)",
         )
     return media
+
+
+def _ndjson_as_json(body: bytes) -> bytes:
+    """An NDJSON body (a JSON value per line) as the JSON body of one argument, their list."""
+    try:
+        items = [msgspec.json.decode(line) for line in body.splitlines() if line.strip()]
+    except msgspec.DecodeError as exc:
+        raise failure(
+            "bad_request", "DeserializationError", f"a line of the body is not JSON: {exc}"
+        ) from None
+    return _json.encode([items])
 
 
 def _codec_of(media: str) -> str:
@@ -249,6 +263,8 @@ class _Endpoints:
             identity = self._admit(request)
             media = _media(request)
             body = await _read_body(request, gateway.max_message_size)
+            if media == NDJSON:
+                body, media = _ndjson_as_json(body), JSON
             codec = _codec_of(media)
             args, kwargs = ([], {}) if codec == "pickle" else _arguments(body, media)
             arrays = gateway.sends_arrays(name)
