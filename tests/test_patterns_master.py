@@ -99,6 +99,27 @@ def test_a_slow_consumer_keeps_the_master_within_the_window(start: Start) -> Non
     assert most <= window
 
 
+def test_undertow_status_shows_what_masters_and_stages_did(start: Start) -> None:
+    from click.testing import CliRunner
+
+    from undertow.cli import main
+
+    start("master", "counted")
+    start("worker", "counted", 2)
+    assert len(list(undertow.stream(range(500), "counted.fail3"))) == 500
+    shown = CliRunner().invoke(main, ["status", "--json"])
+    assert shown.exit_code == 0, shown.output
+    [row] = json.loads(shown.output)["patterns"]
+    assert row["service"] == "counted"
+    assert (row["received"], row["answered"], row["failed"]) == (500, 333, 167)
+    assert row["in_flight"] == row["pending"] == 0
+    assert len(row["workers"]) == 2
+    assert set(row["latency_ms"]["fail3"]) == {"p50", "p90", "p99"}
+    table = CliRunner().invoke(main, ["status"])
+    assert "patterns" in table.output
+    assert "fail3 " in table.output
+
+
 def test_a_worker_speaking_another_protocol_is_refused(start: Start) -> None:
     address = start("master", "strict").address
     with undertow.Client(address) as client:

@@ -123,15 +123,20 @@ def _duration(seconds: float) -> str:
 
 def show_status(backend: str | None, as_json: bool) -> None:
     """Print the live services of the registry, then the job queue's live workers."""
+    from undertow.cli._patterns import pattern_rows, render_patterns
+
     with Registry(backend) as registry:
-        rows = status_rows(registry.all_instances())
+        instances = registry.all_instances()
+        rows = status_rows(instances)
         url = registry.url
+    patterns = pattern_rows(instances, backend)
     try:
         workers: list[dict[str, Any]] | None = worker_rows(live_workers(backend))
     except BackendError as exc:  # the services are shown; the workers are not known
         workers, unknown = None, str(exc)
     if as_json:
-        click.echo(json.dumps({"backend": url, "instances": rows, "workers": workers}, indent=2))
+        found = {"backend": url, "instances": rows, "workers": workers, "patterns": patterns}
+        click.echo(json.dumps(found, indent=2))
         return
     if rows:
         click.echo(f"registry {url}")
@@ -142,6 +147,7 @@ def show_status(backend: str | None, as_json: bool) -> None:
     click.echo(
         "\n" + (render_workers(workers) if workers is not None else f"workers: unknown ({unknown})")
     )
+    click.echo("\n" + render_patterns(patterns, render_rows))
 
 
 def live_workers(backend: str | None, timeout: float = 10.0) -> list[WorkerInfo]:

@@ -1,0 +1,65 @@
+"""The patterns section of ``undertow status``: what each master, stage and sink has done."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from undertow.cluster import Instance
+from undertow.errors import UndertowError
+from undertow.patterns import stats
+
+__all__ = ["pattern_rows", "render_patterns"]
+
+#: seconds each server has to give its counters
+STATS_TIMEOUT = 3.0
+
+
+def pattern_rows(instances: list[Instance], backend: str | None) -> list[dict[str, Any]]:
+    """One row per instance that took part in a pattern (messages received, or a master)."""
+    rows = []
+    for instance in instances:
+        try:
+            counters = stats(instance.address, timeout=STATS_TIMEOUT, registry=backend)
+        except UndertowError as exc:  # gone since it was listed, or too old to answer
+            rows.append({"service": instance.service, "address": instance.address,
+                         "error": str(exc)})  # fmt: skip
+            continue
+        if counters.get("received") or "pending" in counters:
+            rows.append({"service": instance.service, "address": instance.address, **counters})
+    return rows
+
+
+def _latency(row: dict[str, Any]) -> str:
+    parts = [
+        f"{name} {p.get('p50', 0):g}/{p.get('p99', 0):g}"
+        for name, p in sorted(row.get("latency_ms", {}).items())
+    ]
+    return ", ".join(parts) or "-"
+
+
+def render_patterns(
+    rows: list[dict[str, Any]], render: Callable[[list[str], list[list[str]]], str]
+) -> str:
+    """The rows as a table (``render``: the table maker of ``undertow status``)."""
+    if not rows:
+        return "patterns: no master, stage or sink has passed messages on yet"
+    columns = ["SERVICE", "RECEIVED", "ANSWERED", "FAILED", "DROPPED", "IN FLIGHT", "WAITING",
+               "WORKERS", "LATENCY MS p50/p99"]  # fmt: skip
+    lines = []
+    for row in rows:
+        if "error" in row:
+            lines.append([row["service"], "?", "?", "?", "?", "?", "?", "?", row["error"][:60]])
+            continue
+        lines.append([
+            row["service"],
+            str(row["received"]),
+            str(row["answered"]),
+            str(row["failed"]),
+            str(row["dropped"]),
+            str(row["in_flight"]),
+            str(row.get("pending", "-")),
+            str(len(row["workers"])) if "workers" in row else "-",
+            _latency(row),
+        ])  # fmt: skip
+    return "patterns\n" + render(columns, lines)
