@@ -201,6 +201,7 @@ def stream(
     progress: bool = False,
     token: str | None = None,
     registry: str | None = None,
+    zero_copy: bool = False,
 ) -> Stream:
     """Send each of ``items`` through ``target`` and yield the answers as they come.
 
@@ -211,7 +212,9 @@ def stream(
     yields them in input order; ``timeout``: seconds to wait for any answer before
     :class:`~undertow.errors.StreamTimeout`; ``codec``: ``"numpy"`` (safe from anyone) or
     ``"pickle"`` (any Python object, between authenticated peers); ``progress=True`` shows a
-    progress bar (a widget in Jupyter).
+    progress bar (a widget in Jupyter). ``zero_copy=True``: bytes of 64 KiB or more reach
+    each stage's or worker's function, and come back to you, as read-only ``memoryview`` s
+    of the frames that carried them, never copied (``bytes(v)`` where bytes are needed).
     """
     return Stream(
         items,
@@ -224,6 +227,7 @@ def stream(
         progress=progress,
         token=token,
         registry=registry,
+        zero_copy=zero_copy,
     )
 
 

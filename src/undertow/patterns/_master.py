@@ -32,7 +32,16 @@ from undertow.errors import StreamError
 from undertow.patterns._plane import PipePlane
 from undertow.patterns._send import Outbox, error_entry
 from undertow.patterns._stage import pass_on
-from undertow.patterns._wire import ERR, OK, blobs_out, codec_named, plain, size_of, split
+from undertow.patterns._wire import (
+    ERR,
+    OK,
+    blobs_out,
+    codec_named,
+    plain,
+    size_of,
+    split,
+    zero_copy,
+)
 from undertow.rpc import Incoming
 from undertow.wire import error_info
 
@@ -51,14 +60,11 @@ MAX_ATTEMPTS = 3
 
 
 class _Worker:
-    __slots__ = ("functions", "held", "id", "lines", "seen", "taken")
+    __slots__ = ("functions", "held", "id", "seen", "taken")
 
-    def __init__(self, wid: str, functions: frozenset[str], codec: str) -> None:
+    def __init__(self, wid: str, functions: frozenset[str]) -> None:
         self.id = wid
         self.functions = functions
-        #: the lines it takes from: its functions, in numpy; in pickle too if it signs
-        codecs = ("numpy", "pickle") if codec == "pickle" else ("numpy",)
-        self.lines = [(f, c) for f in sorted(functions) for c in codecs]
         self.held: dict[int, list[Any]] = {}
         self.seen = time.monotonic()
         self.taken = 0
@@ -104,6 +110,7 @@ class MasterEngine:
         loop = self._plane.server.loop
         if loop is not None:
             loop.call_soon_threadsafe(self._accept, groups, codec)
+        return None
 
     def _accept(self, groups: list[Any], codec: str) -> None:
         self._start_reaper()
@@ -132,7 +139,7 @@ class MasterEngine:
         if self._scatter is None:
             return [(value, weight)]
         try:
-            pieces = list(self._scatter(plain(value)))
+            pieces = list(self._scatter(plain(value, stream)))
         except Exception as exc:  # the hook's error, for this message only
             box.end(reply, stream, error_entry(item, weight, exc))
             self._plane.counters.failed_unrun(1)
@@ -161,7 +168,7 @@ class MasterEngine:
                 )
             if not (isinstance(wid, str) and isinstance(want, int) and isinstance(answers, list)):
                 raise StreamError("a take is [version, worker id, want, functions, answers]")
-            worker = self._worker(wid, functions, codec)
+            worker = self._worker(wid, functions)
         except (StreamError, TypeError, ValueError) as exc:
             if isinstance(payload, list) and len(payload) > 1 and isinstance(payload[1], str):
                 self._drop(payload[1])
@@ -179,28 +186,31 @@ class MasterEngine:
         if answers:
             self._answers(worker, answers, codec)
         want = max(0, min(want, MAX_WANT - len(worker.held)))
-        tasks = self._tasks_for(worker, want)
-        if tasks or want == 0:
+        tasks = self._tasks_for(worker, want, codec)
+        if tasks or want == 0 or self._pickle_for(worker, codec):
             self._reply(incoming, worker, tasks)
         else:
             self._parked.append((incoming, worker, want, time.monotonic() + TAKE_WAIT))
 
-    def _worker(self, wid: str, functions: Any, codec: str) -> _Worker:
+    def _worker(self, wid: str, functions: Any) -> _Worker:
         worker = self._workers.get(wid)
         if worker is None:
             if not (isinstance(functions, list) and all(isinstance(f, str) for f in functions)):
                 raise StreamError("a worker names the functions it serves as a list of strings")
-            worker = self._workers[wid] = _Worker(wid, frozenset(functions), codec)
+            worker = self._workers[wid] = _Worker(wid, frozenset(functions))
         return worker
 
-    def _tasks_for(self, worker: _Worker, want: int) -> list[list[Any]]:
+    def _tasks_for(self, worker: _Worker, want: int, codec: str) -> list[list[Any]]:
+        """Up to ``want`` messages for a take in ``codec`` (in numpy: messages of streams
+        in numpy only; in pickle, from a signed worker: any)."""
         tasks: list[list[Any]] = []
         if want <= 0 or not self._count:
             return tasks
         now = time.monotonic()
         size = 0
-        for function, codec in worker.lines:
-            line = self._pending.get((function, codec))
+        codecs = ("numpy", "pickle") if codec == "pickle" else ("numpy",)
+        for function, line_codec in [(f, c) for f in worker.functions for c in codecs]:
+            line = self._pending.get((function, line_codec))
             while line and len(tasks) < want and size < TAKE_BYTES:
                 task = line.popleft()
                 size += size_of(task[6])
@@ -209,16 +219,23 @@ class MasterEngine:
                 task[9] = now
                 key = next(self._keys)
                 worker.held[key] = task
-                tasks.append([key, function, task[6]])
+                tasks.append([key, function, task[6], zero_copy(task[0])])
             if len(tasks) >= want:
                 break
         return tasks
 
+    def _pickle_for(self, worker: _Worker, codec: str) -> bool:
+        """True when messages in pickle wait for a worker that takes in numpy (it should
+        take in pickle next: signing every frame costs, so it does only when it must)."""
+        return codec == "numpy" and any(self._pending.get((f, "pickle")) for f in worker.functions)
+
     def _reply(self, incoming: Incoming, worker: _Worker, tasks: list[list[Any]]) -> None:
+        """Answer a take: ``[tasks, pickle waiting]``."""
         worker.taken += len(tasks)
-        codec = incoming.header.codec  # a worker in numpy is given messages in numpy only
+        codec = incoming.header.codec
         blobs_out(tasks, 2)
-        incoming.reply(codec_named(codec).encode(tasks), codec)
+        waiting = any(self._pending.get((f, "pickle")) for f in worker.functions)
+        incoming.reply(codec_named(codec).encode([tasks, waiting]), codec)
 
     def _hand_out(self) -> None:
         """Give waiting messages to parked takes."""
@@ -226,8 +243,8 @@ class MasterEngine:
             incoming, worker, want, _until = self._parked.popleft()
             if worker.id not in self._workers or incoming.finished:
                 continue
-            tasks = self._tasks_for(worker, want)
-            if tasks:
+            tasks = self._tasks_for(worker, want, incoming.header.codec)
+            if tasks or self._pickle_for(worker, incoming.header.codec):
                 self._reply(incoming, worker, tasks)
             else:  # nothing this worker serves: it waits on
                 self._parked.append((incoming, worker, want, _until))
@@ -276,7 +293,7 @@ class MasterEngine:
         if self._gather is None:
             return [value]
         try:
-            value = plain(value)
+            value = plain(value, stream)
             return list(self._gather(value)) if self._gather_many else [self._gather(value)]
         except Exception as exc:  # the hook's error, for this message only
             box.end(reply, stream, error_entry(item, weight, exc))

@@ -103,7 +103,8 @@ def _check_entries(entries: Any, width: int) -> None:
 class Engine(Protocol):
     """Where a server's ``_pipe`` messages go: its own functions, or a master's workers."""
 
-    def accept(self, groups: list[Any], codec: str, identity: str | None) -> None: ...
+    def accept(self, groups: list[Any], codec: str, identity: str | None) -> Job | None:
+        """Take a batch (from the receiving thread): work for a pool thread, or None."""
 
     def close(self) -> None: ...
 
@@ -170,8 +171,7 @@ class PipePlane:
             return None
         incoming.reply(_ACK, "msgpack")
         self.counters.arrived(sum(len(g[4]) for g in groups))
-        self._engine().accept(groups, codec, incoming.identity)
-        return None
+        return self._engine().accept(groups, codec, incoming.identity)
 
     def _end(self, incoming: Incoming) -> Job | None:
         decoded = decode_call(incoming)

@@ -146,18 +146,23 @@ class MasterWorker:
     def _slot(self, wid: str) -> None:
         answers: list[list[Any]] = []
         pace, pause = 0.001, 0.05
+        pickled = False  # the answers in hand came in pickle, or pickle work waits
         names = sorted(self.functions)
         while True:
             stopping = self._stop.is_set()
             want = 0 if stopping else max(1, min(1024, int(BATCH_TIME / pace)))
             try:
-                client = self._directory.client(self._address())
-                # signed: pickle both ways (messages of every stream); else numpy only
-                codec = "pickle" if client_token(client) is not None else "numpy"
+                address = self._address()
+                signed = self._directory.client(address)
+                # pickle (signed, each frame hashed) only while messages in pickle need it
+                can_pickle = client_token(signed) is not None
+                codec = "pickle" if pickled and can_pickle else "numpy"
+                client = signed if codec == "pickle" else self._directory.client_for(address, codec)
                 options = CallOptions(timeout=TAKE_WAIT + 30.0, output=False)
                 payload = [PROTOCOL, wid, want, names, answers]
-                tasks = client._invoke(_TAKE[codec], (payload,), {}, options)
+                tasks, waiting = client._invoke(_TAKE[codec], (payload,), {}, options)
                 answers, pause = [], 0.05
+                pickled = bool(waiting) or (codec == "pickle" and bool(tasks))
             except UndertowError as exc:
                 if stopping or isinstance(exc, StreamError):
                     log.warning("worker %s: the master refused it: %s", wid, exc)
@@ -181,12 +186,12 @@ class MasterWorker:
 
     def _run(self, tasks: list[Any], codec: str) -> list[list[Any]]:
         answers = []
-        for key, function, value in tasks:
+        for key, function, value, zero in tasks:
             fn = self.functions.get(function)
             try:
                 if fn is None:
                     raise StreamError(f"this worker does not serve {function!r}")
-                result = fn(plain(value))
+                result = fn(value if zero else plain(value))
                 if inspect.isgenerator(result):
                     raise StreamError(f"{function} is a generator; a master's worker answers once")
                 answers.append([key, OK, result])

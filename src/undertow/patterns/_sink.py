@@ -76,7 +76,7 @@ class Sink:
         reply, stream = ack
         with self._ready:
             for item, _status, weight, value in entries:
-                entry = (SinkItem(stream, item, plain(value)), reply, stream, weight, codec)
+                entry = (SinkItem(stream, item, plain(value, stream)), reply, stream, weight, codec)
                 self._items.append(entry)
                 self.counts[stream] += 1
             self._ready.notify_all()

@@ -18,18 +18,15 @@ value as the one argument.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import time
 from typing import Any
 
 from undertow.errors import PermissionDenied, StreamError
 from undertow.patterns._send import Outbox, error_entry
 from undertow.patterns._wire import DROP, DROPPED, OK, Hop, next_hops, plain, split
+from undertow.rpc import Job
 
 __all__ = ["StageRunner", "pass_on"]
-
-#: messages of one batch run by one thread before the rest go to another
-CHUNK = 64
 
 
 class StageRunner:
@@ -39,19 +36,20 @@ class StageRunner:
         """``plane``: the server's :class:`~undertow.patterns.PipePlane`."""
         self._plane = plane
         self._server = plane.server
-        self._pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=self._server.max_workers,
-            thread_name_prefix=f"undertow-stage-{self._server.name}",
-        )
 
-    def accept(self, groups: list[Any], codec: str, identity: str | None) -> None:
-        for stream, reply, function, steps, entries in groups:
-            for start in range(0, len(entries), CHUNK):
-                chunk = entries[start : start + CHUNK]
-                self._pool.submit(self._run, stream, reply, function, steps, chunk, codec, identity)
+    def accept(self, groups: list[Any], codec: str, identity: str | None) -> Job | None:
+        """The batch's work, for the server's receiver pool: it runs it in the thread that
+        received it (no hand-off) unless the function has been slow before, and lets other
+        calls in meanwhile (see ``rpc/_receivers.py``)."""
+
+        def work() -> None:
+            for stream, reply, function, steps, entries in groups:
+                self._run(stream, reply, function, steps, entries, codec, identity)
+
+        return f"_pipe {groups[0][2] if groups else ''}", work
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        return None
 
     def _run(
         self,
@@ -80,7 +78,7 @@ class StageRunner:
             for item, weight, value in entries:
                 start = time.perf_counter()
                 try:
-                    outputs = run(plain(value))
+                    outputs = run(plain(value, stream))
                 except Exception as exc:  # the function's error, for this message only
                     box.end(reply, stream, error_entry(item, weight, exc))
                     counters.done(function, time.perf_counter() - start, failed=True)
@@ -89,7 +87,8 @@ class StageRunner:
                 counters.done(
                     function, time.perf_counter() - start, answers=sent, dropped=sent == 0
                 )
-        self._plane.sender.post(box)
+        if box:
+            self._plane.sender.send(box)  # from this thread: no hand-off
 
 
 def _runner(

@@ -112,6 +112,7 @@ class Stream:
         progress: bool = False,
         token: str | None = None,
         registry: str | None = None,
+        zero_copy: bool = False,
     ) -> None:
         pipeline = target if isinstance(target, Pipeline) else Pipeline(target)
         count_option("window", window, "how many inputs may be out at once")
@@ -119,7 +120,8 @@ class Stream:
         if codec not in ("numpy", "pickle"):
             raise ConfigError(f"codec={codec!r}: streams travel in 'numpy' (safe) or 'pickle'")
         self.target = pipeline
-        self.id = os.urandom(12).hex()
+        #: the stream's id (its answers are addressed to it); zero-copy ones start with "z"
+        self.id = ("z" if zero_copy else "") + os.urandom(12).hex()
         self._service, _, self._function = pipeline.first.partition(".")
         self._steps = pipeline.steps[1:]
         self._window, self._batch, self._ordered = window, min(batch, window), ordered
@@ -304,7 +306,7 @@ class Stream:
             self.duplicates += 1
             return
         if status == OK:
-            self._answer(Result(item, plain(value)))
+            self._answer(Result(item, plain(value, self.id)))
             self.answered += 1
             self._had.add(item)
         elif status == ERR:

@@ -56,6 +56,7 @@ __all__ = [
     "size_of",
     "split",
     "tee",
+    "zero_copy",
 ]
 
 #: an answer: the value the line ended with
@@ -319,10 +320,22 @@ def blobs_out(entries: list[Any], at: int) -> None:
             entry[at] = Blob(value)
 
 
-def plain(value: Any) -> Any:
-    """A value as a function or a consumer should see it: a frame that brought bytes, as
-    bytes."""
-    return value.tobytes() if type(value) is memoryview else value
+def plain(value: Any, stream: str = "") -> Any:
+    """A value as a function or a consumer of ``stream`` should see it: a frame that brought
+    bytes, as bytes; left a memoryview for a zero-copy stream (:func:`zero_copy`)."""
+    if type(value) is memoryview and not stream.startswith(ZERO_COPY):
+        return value.tobytes()
+    return value
+
+
+#: how the id of a zero-copy stream starts: its large bytes reach every function and the
+#: consumer as read-only memoryviews of the frames that brought them, never copied
+ZERO_COPY = "z"
+
+
+def zero_copy(stream: str) -> bool:
+    """True for a stream whose large bytes are handed on as memoryviews, never copied."""
+    return stream.startswith(ZERO_COPY)
 
 
 def count_option(name: str, value: object, what: str) -> int:
