@@ -2,10 +2,11 @@
 
 A: ``undertow.Master("bench")`` and two ``MasterWorker`` processes serving ``echo``; the client
 streams the messages with ``undertow.stream(messages, "bench.echo", zero_copy=True)``, answers
-in completion order (zero-copy: bytes of 64 KiB or more reach the functions and the client as
-memoryviews of the frames that brought them, as the raw floor's relays handle them). B: three services (``stage1``, ``stage2``, ``stage3``, each a process of its own, each
-with ``echo``); the client streams through ``Pipeline("stage1.echo", "stage2.echo",
-"stage3.echo")``, each stage sending straight to the next and the last to the client.
+in completion order. B: three services (``stage1``, ``stage2``, ``stage3``, each a process of
+its own, each with ``echo``); the client streams through ``Pipeline("stage1.echo",
+"stage2.echo", "stage3.echo")``, each stage sending straight to the next and the last to the
+client. ``zero_copy=True``: bytes of 64 KiB or more reach the functions and the client as
+memoryviews of the frames that brought them, as the raw floor's relays handle them.
 
 Every process of a measurement shares one undertow home in a temporary directory (its
 registry, the user's own token), so nothing outside the benchmark is touched. Children run as

@@ -59,7 +59,7 @@ _PUSH = {
     for c in ("numpy", "pickle")
 }
 #: a batch of inputs closes once its values hold this many bytes
-BATCH_BYTES = 1 << 20
+BATCH_BYTES = 2 << 20
 _receiver: dict[str, Any] = {}
 _receiver_lock = threading.Lock()
 
@@ -129,6 +129,7 @@ class Stream:
         self._items: Iterator[Any] | None = iter(items)
         self._total = len(items) if hasattr(items, "__len__") else None  # type: ignore[arg-type]
         self._next_id = 0
+        self._item_size = 0  # bytes of the inputs of the last batch, on average
         self._owed: dict[int, int] = {}
         self._ready: collections.deque[Result] = collections.deque()
         self._held: dict[int, list[Result]] = {}  # ordered: answers of inputs not yet due
@@ -200,7 +201,9 @@ class Stream:
     def _fill(self) -> None:
         while self._items is not None:
             room = self._window - len(self._owed)
-            if room <= 0 or (room < self._batch and len(self._owed) > self._window // 2):
+            # a full batch's room (by count, or by bytes at the recent size), or half empty
+            full = room >= self._batch or room * self._item_size >= BATCH_BYTES
+            if room <= 0 or (not full and len(self._owed) > self._window // 2):
                 return
             batch: list[list[Any]] = []
             size = 0
@@ -213,6 +216,7 @@ class Stream:
                     break
             else:
                 self._items = None
+            self._item_size = size // max(1, len(batch))
             if batch:
                 self._send(batch)
 
