@@ -54,7 +54,7 @@ TAKE_WAIT = 1.0
 #: the most messages a worker may hold at once
 MAX_WANT = 1024
 #: bytes of messages one take is given at most (at least one message)
-TAKE_BYTES = 4 << 20
+TAKE_BYTES = 2 << 20
 #: how many times a message may be handed out to workers that then died
 MAX_ATTEMPTS = 3
 
