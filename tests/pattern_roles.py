@@ -8,6 +8,7 @@ stops on SIGTERM.
 - ``worker NAME SLOTS [DELAY]``: a worker of ``square``, ``echo``, ``words``, ``fail3``,
   ``cached`` and ``nap``; DELAY: seconds each message takes (0: none).
 - ``sink NAME``: a sink.
+- ``stage NAME``: the service NAME of ``pattern_stages.py`` (step1, step2, last).
 """
 
 from __future__ import annotations
@@ -59,6 +60,24 @@ def main(role: str, name: str, *rest: str) -> None:
         print(f"serving master {address}", flush=True)
         stop.wait()
         master.stop()
+        return
+    if role == "stage":  # one service of pattern_stages.py, in a process of its own
+        import asyncio
+
+        import pattern_stages  # type: ignore[import-not-found]  # next to this file
+        from undertow.service import ServiceHost
+
+        host = ServiceHost([getattr(pattern_stages, name)()], quiet=True)
+
+        def ready(instances: Any) -> None:
+            print(f"serving stage {instances[0].address}", flush=True)
+
+        async def serve() -> None:
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(signal.SIGTERM, host.stop)
+            await host.serve(ready)
+
+        asyncio.run(serve())
         return
     if role == "sink":
         sink = Sink(name)

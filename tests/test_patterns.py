@@ -17,7 +17,7 @@ from tests._processes import ServedProcess
 
 HERE = Path(__file__).parent
 ROLES = str(HERE / "pattern_roles.py")
-STAGES = str(HERE / "pattern_stages.py")
+STAGE_NAMES = ("step1", "step2", "last")
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -40,11 +40,12 @@ def start() -> Iterator[Start]:
 
 
 @pytest.fixture
-def stages() -> Iterator[ServedProcess]:
-    """step1, step2 and last, the three services of the seed's pipeline, in one process."""
-    proc = ServedProcess([sys.executable, "-m", "undertow.service", STAGES], lines=3)
-    yield proc
-    proc.stop()
+def stages() -> Iterator[list[ServedProcess]]:
+    """step1, step2 and last, the three services of the seed's pipeline, each a process."""
+    procs = [ServedProcess([sys.executable, ROLES, "stage", name]) for name in STAGE_NAMES]
+    yield procs
+    for proc in procs:
+        proc.stop()
 
 
 def test_master_with_four_workers_answers_every_input_once_when_one_dies(start: Start) -> None:
@@ -68,7 +69,9 @@ def test_master_with_four_workers_answers_every_input_once_when_one_dies(start: 
     assert stats["answered"] + stats["failed"] == n
 
 
-def test_three_stage_pipeline_answers_out_of_order_every_id_once(stages: ServedProcess) -> None:
+def test_three_stage_pipeline_answers_out_of_order_every_id_once(
+    stages: list[ServedProcess],
+) -> None:
     pipeline = undertow.Pipeline("step1.foo", "step2.bar", "last.baz")
     results = list(undertow.stream((f"m{i}" for i in range(600)), pipeline, timeout=30))
     ids = [r.id for r in results]
@@ -77,7 +80,7 @@ def test_three_stage_pipeline_answers_out_of_order_every_id_once(stages: ServedP
     assert all(r.value == f"m{r.id} step1 step2 last" for r in results)
 
 
-def test_ordered_streams_and_map_keep_input_order(stages: ServedProcess) -> None:
+def test_ordered_streams_and_map_keep_input_order(stages: list[ServedProcess]) -> None:
     pipeline = undertow.Pipeline("step1.foo", "last.baz")
     results = list(undertow.stream((f"m{i}" for i in range(200)), pipeline, ordered=True))
     assert [r.id for r in results] == list(range(200))
@@ -85,7 +88,7 @@ def test_ordered_streams_and_map_keep_input_order(stages: ServedProcess) -> None
     assert values == [-i for i in range(50)]
 
 
-def test_a_failing_stage_fails_only_its_inputs(stages: ServedProcess) -> None:
+def test_a_failing_stage_fails_only_its_inputs(stages: list[ServedProcess]) -> None:
     pipeline = undertow.Pipeline("step2.fail3", "last.neg")
     stream = undertow.stream(range(30), pipeline, timeout=30)
     results = {r.id: r for r in stream}
@@ -99,7 +102,7 @@ def test_a_failing_stage_fails_only_its_inputs(stages: ServedProcess) -> None:
     assert (stream.answered, stream.failed) == (20, 10)
 
 
-def test_filters_routes_generators_and_tees(stages: ServedProcess) -> None:
+def test_filters_routes_generators_and_tees(stages: list[ServedProcess]) -> None:
     kept = undertow.stream(range(10), undertow.Pipeline("step1.evens", "last.neg"))
     assert {r.id: r.value for r in kept} == {0: 0, 2: -2, 4: -4, 6: -6, 8: -8}
     assert kept.dropped == 5
@@ -132,7 +135,7 @@ def test_filters_routes_generators_and_tees(stages: ServedProcess) -> None:
 
 
 def test_a_sink_collects_several_streams_and_acknowledges_as_it_is_read(
-    stages: ServedProcess, start: Start
+    stages: list[ServedProcess], start: Start
 ) -> None:
     start("sink", "results")
     first = undertow.stream(range(30), undertow.Pipeline("step2.double", sink="results"))
@@ -159,7 +162,7 @@ def test_a_sink_collects_several_streams_and_acknowledges_as_it_is_read(
     sink.close()
 
 
-def test_bad_inputs_fail_alone_and_the_stream_goes_on(stages: ServedProcess) -> None:
+def test_bad_inputs_fail_alone_and_the_stream_goes_on(stages: list[ServedProcess]) -> None:
     items = [1, 2j, 3]  # a complex number cannot travel with the numpy codec
     results = {r.id: r for r in undertow.stream(items, "last.neg")}
     assert results[0].value == -1
