@@ -704,3 +704,25 @@ def test_options_that_mean_nothing_over_http_are_refused_by_name():
             undertow.AsyncClient("http://127.0.0.1:1", **{name: value})
     with pytest.raises(undertow.ConfigError, match="no transport for ftp://"):
         undertow.Client("ftp://127.0.0.1:1")
+
+
+def test_a_one_way_call_runs_and_is_answered_with_nothing(serve) -> None:
+    from undertow.rpc import FunctionInfo
+
+    server = undertow.Server(name="oneway")
+    seen: list[int] = []
+    arrived = threading.Event()
+
+    @server.register
+    def note(x: int) -> int:
+        seen.append(x)
+        arrived.set()
+        return x * 100
+
+    with undertow.Client(serve(server)) as client:
+        client._post(FunctionInfo("note"), (7,), {}, 10.0)
+        assert arrived.wait(10)
+        assert seen == [7]
+        # no answer came for it: the next call gets its own result, nothing stray
+        assert client.note(8) == 800
+        assert seen == [7, 8]

@@ -24,7 +24,7 @@ from undertow.patterns._stage import StageRunner
 from undertow.patterns._stats import Counters
 from undertow.patterns._wire import check_steps, codec_named
 from undertow.rpc import Incoming, Job, plug_patterns
-from undertow.wire import ErrorInfo, MsgpackCodec, error_info
+from undertow.wire import ErrorInfo, Flags, MsgpackCodec, error_info
 
 __all__ = [
     "Endpoint",
@@ -38,21 +38,30 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _MSGPACK = MsgpackCodec()
+_NO_REPLY = int(Flags.NO_REPLY)
 _ACK = _MSGPACK.encode(None)
 #: the longest stream id accepted
 _ID_LIMIT = 80
+
+
+def refuse(incoming: Incoming, info: ErrorInfo) -> None:
+    """Refuse a pattern call: answered, or logged when it is one-way (nobody waits)."""
+    if incoming.header.flags & _NO_REPLY:
+        log.warning("refused a one-way %s message: %s", incoming.name, info.message)
+    incoming.fail(info)
 
 
 def decode_call(incoming: Incoming) -> tuple[Any, str] | None:
     """The one argument of a pattern call and its codec, or None (the call was refused)."""
     codec = incoming.header.codec
     if codec not in ("numpy", "pickle"):
-        incoming.fail(
+        refuse(
+            incoming,
             ErrorInfo(
                 "SerializationError",
                 f"{incoming.name} takes numpy or pickle, not {codec!r}",
                 code="serialization",
-            )
+            ),
         )
         return None
     if codec == "pickle" and incoming.identity is None:
@@ -60,14 +69,17 @@ def decode_call(incoming: Incoming) -> tuple[Any, str] | None:
             "messages in pickle are taken only from authenticated peers; sign with a token, "
             "or use the numpy codec"
         )
-        incoming.fail(error_info(exc, code="auth"))
+        refuse(incoming, error_info(exc, code="auth"))
         return None
     try:
         args, _kwargs = codec_named(codec).decode(incoming.frames)
         return args[0], codec
     except Exception as exc:  # whatever came in, the sender hears why it was refused
-        incoming.fail(
-            error_info(StreamError(f"unreadable {incoming.name} call: {exc}"), code="serialization")
+        refuse(
+            incoming,
+            error_info(
+                StreamError(f"unreadable {incoming.name} call: {exc}"), code="serialization"
+            ),
         )
         return None
 
@@ -167,7 +179,7 @@ class PipePlane:
         try:
             _check_push(groups)
         except StreamError as exc:
-            incoming.fail(error_info(exc, code="serialization"))
+            refuse(incoming, error_info(exc, code="serialization"))
             return None
         incoming.reply(_ACK, "msgpack")
         self.counters.arrived(sum(len(g[4]) for g in groups))
@@ -186,7 +198,7 @@ class PipePlane:
                     raise StreamError("a _pipe_end group is [stream, entries, ack]")
                 _check_entries(group[1], 4)
         except StreamError as exc:
-            incoming.fail(error_info(exc, code="serialization"))
+            refuse(incoming, error_info(exc, code="serialization"))
             return None
         incoming.reply(_ACK, "msgpack")
         for key, entries, ack in groups:
@@ -200,13 +212,14 @@ class PipePlane:
     def _take(self, incoming: Incoming) -> Job | None:
         master = self.master
         if master is None:
-            incoming.fail(
+            refuse(
+                incoming,
                 error_info(
                     StreamError(
                         f"server {self.server.name!r} is not a master: its workers must take "
                         "messages from an undertow.Master"
                     )
-                )
+                ),
             )
             return None
         decoded = decode_call(incoming)

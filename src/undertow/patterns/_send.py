@@ -12,7 +12,6 @@ another instance once.
 
 from __future__ import annotations
 
-import concurrent.futures
 import itertools
 import logging
 import queue
@@ -31,7 +30,7 @@ from undertow.errors import (
     UndertowError,
 )
 from undertow.patterns._wire import ERR, Hop, blobs_out, codec_named
-from undertow.rpc import CallOptions, Client, FunctionInfo, client_token
+from undertow.rpc import Client, FunctionInfo, client_token
 from undertow.security import user_token
 from undertow.wire import encode_error, error_info
 
@@ -126,7 +125,6 @@ class Sender:
     def __init__(self, token: str | None, registry: str | None) -> None:
         self.directory = Directory(token, registry)
         self._queue: queue.SimpleQueue[Outbox | Callable[[], None] | None] = queue.SimpleQueue()
-        self._window = threading.BoundedSemaphore(MAX_OUTSTANDING)
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         #: messages that could not be passed on (each was reported to its client if it could be)
@@ -227,34 +225,20 @@ class Sender:
     def _call(
         self, client: Client, info: FunctionInfo, groups: list[Any], failed: Callable[..., None]
     ) -> None:
-        if not self._window.acquire(timeout=SEND_TIMEOUT):
-            failed(
-                StreamError(f"no call out of {MAX_OUTSTANDING} was answered in {SEND_TIMEOUT:g} s")
-            )
-            return
-        options = CallOptions(timeout=SEND_TIMEOUT, output=False)
+        """Send one-way: the next stage or the client answers nothing (what it cannot take
+        it tells the messages' clients itself); the streams' windows bound what is out."""
         ends = info.name == "_pipe_end"
         for group in groups:  # large bytes travel as frames of their own
             blobs_out(group[1] if ends else group[4], 3 if ends else 2)
         try:
             try:
-                future = client._submit(info, (groups,), {}, options)
+                client._post(info, (groups,), {}, SEND_TIMEOUT)
             except SerializationError:  # some values cannot travel: they fail alone
                 groups = self._salvage(groups, info)
-                future = client._submit(info, (groups,), {}, options)
+                if groups:
+                    client._post(info, (groups,), {}, SEND_TIMEOUT)
         except UndertowError as exc:
-            self._window.release()
             failed(exc)
-            return
-
-        def done(future: concurrent.futures.Future[Any]) -> None:
-            self._window.release()
-            exc = None if future.cancelled() else future.exception()
-            if future.cancelled() or exc is not None:
-                why = exc or StreamError("the call was cancelled")
-                self._put(lambda: failed(why))
-
-        future.add_done_callback(done)
 
     def _salvage(self, groups: list[Any], info: FunctionInfo) -> list[Any]:
         """``groups`` with each value its codec cannot carry taken out: an end becomes an

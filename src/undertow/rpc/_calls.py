@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 
 _NO_OUTPUT = int(Flags.NO_OUTPUT)
 _POINTER = int(Flags.POINTER)
+_NO_REPLY = int(Flags.NO_REPLY)
 _CALL, _RESULT, _ERROR = Kind.CALL, Kind.RESULT, Kind.ERROR
 _MSGPACK = MsgpackCodec()
 
@@ -293,9 +294,11 @@ class Protocol:
         timeout: float | None,
         output: bool,
         pointer: bool = False,
+        reply: bool = True,
     ) -> list[Any]:
         """Frames of a CALL to ``info`` with these arguments (``pointer``: the result is to
-        stay on the server)."""
+        stay on the server; ``reply=False``: a one-way message, which the server answers
+        with nothing)."""
         if info.needs_auth and self.key is None:
             raise AuthenticationError(
                 f"{self.where(info.name)} takes or returns pickle, which travels only between "
@@ -324,7 +327,9 @@ class Protocol:
             name=info.name,
             codec=codec.name,
             timeout=timeout,
-            flags=(0 if output else _NO_OUTPUT) | (_POINTER if pointer else 0),
+            flags=(0 if output else _NO_OUTPUT)
+            | (_POINTER if pointer else 0)
+            | (0 if reply else _NO_REPLY),
         )
 
     def check_size(self, name: str, size: int) -> None:

@@ -243,6 +243,16 @@ class Client(RemoteFunctions):
             return self._conn.stream(info, args, kwargs, self._settings(opts))
         return self._conn.call(info, args, kwargs, self._settings(opts))
 
+    def _post(
+        self, info: FunctionInfo, args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float
+    ) -> None:
+        """A one-way call over ZeroMQ (the patterns' messages between servers): sent, never
+        answered; :class:`NotConnected` if it could not be sent."""
+        post = getattr(self._conn, "post", None)
+        if post is None:
+            raise TypeError(f"one-way calls go over ZeroMQ, not {self.address}")
+        post(info, args, kwargs, timeout)
+
     def _submit(
         self, info: FunctionInfo, args: tuple[Any, ...], kwargs: dict[str, Any], opts: CallOptions
     ) -> Any:

@@ -140,6 +140,17 @@ class ZmqConnection(ZmqLinked):
         self.link.submit(call, frames, deadline, expire)
         return future
 
+    def post(
+        self, info: FunctionInfo, args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float
+    ) -> None:
+        """Send a one-way call: the server runs it and answers nothing (its errors are its
+        own to report)."""
+        proto = self.proto
+        frames = proto.request(
+            proto.next_id(), info, args, kwargs, timeout=timeout, output=False, reply=False
+        )
+        self.link.post(frames)
+
     def abandon(self, call: Call) -> None:
         """Stop waiting for ``call`` and ask the server to stop it."""
         self.link.forget(call)

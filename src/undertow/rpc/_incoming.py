@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 __all__ = ["VALUE", "Arguments", "CallTable", "Incoming", "RawHandler"]
 
 _NO_OUTPUT = int(Flags.NO_OUTPUT)
+_NO_REPLY = int(Flags.NO_REPLY)
 #: the codec name of an answer that is a Python value, not encoded frames
 VALUE = "value"
 #: a call's positional and keyword arguments
@@ -116,7 +117,7 @@ class Incoming:
         ends: bool = False,
     ) -> None:
         sock = self._server._sock
-        if sock is not None:  # None once the server closed
+        if sock is not None and not self.header.flags & _NO_REPLY:  # closed; one-way
             frames = pack(kind, self.header.call_id, payload, name=name, codec=codec)
             if self.seal is not None:
                 frames = self.seal(frames)

@@ -196,6 +196,15 @@ class SyncConnection:
         self.watch(call, deadline, expire)
         self.drain_nowait()  # settle whatever else has completed, here and now
 
+    def post(self, frames: list[Any]) -> None:
+        """Send a one-way call (a CALL flagged NO_REPLY); raises :class:`NotConnected`
+        (nothing sent) when no connection came up within ``connect_wait``."""
+        if self.closed:
+            raise ConnectionClosed(f"the client for {self.endpoint} is closed")
+        if self._seal is not None:
+            frames = self._seal.seal(frames)
+        self._sock.send(frames)
+
     def send(self, frames: list[Any]) -> None:
         """Send a message that expects no reply (a CANCEL, a CREDIT); with no connection up
         (``connect_wait``) there is nobody to tell, and it is dropped."""

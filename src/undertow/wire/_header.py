@@ -86,6 +86,7 @@ class Flags(enum.IntFlag):
     NONE = 0
     NO_OUTPUT = 1  # do not forward stdout/stderr for this call
     POINTER = 2  # leave the result on the server and answer with a pointer to it
+    NO_REPLY = 4  # the caller waits for no answer: the server sends none (a one-way message)
 
 
 class Header(msgspec.Struct, array_like=True, frozen=True):
