@@ -1,13 +1,14 @@
 """Passing messages on: to the next stage found by name, to a sink, back to a stream's client.
 
 What a stage or a master has to send after a batch is gathered in an :class:`Outbox`
-(grouped by where it goes) and handed to the process's :class:`Sender`, whose thread sends
-it: one ``_pipe`` call per next stage, one ``_pipe_end`` call per client or sink. Calls are
-not waited for one by one; at most :data:`MAX_OUTSTANDING` are out at once (the oldest is
-waited for beyond that), so a slow next stage slows this one down instead of filling its
-memory. A call that fails fails its messages: each becomes an error for its client, never
-silence. A next stage that cannot be reached is looked up again and the call tried on
-another instance once.
+(grouped by where it goes) and sent, from the thread that ran the batch (a stage) or the
+process's :class:`Sender` thread (a master, a sink): one ``_pipe`` call per next stage, one
+``_pipe_end`` call per client or sink. These calls are one-way (``Client._post``): nobody
+waits for an acknowledgement, and what the receiver cannot take it tells the messages'
+clients itself (or logs, if it cannot read them). What is out is bounded by the streams'
+windows. A call that cannot be sent fails its messages: each becomes an error for its
+client, never silence. A next stage that cannot be reached is looked up again and the call
+tried on another instance once.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ from undertow.security import user_token
 from undertow.wire import encode_error, error_info
 
 __all__ = [
-    "MAX_OUTSTANDING",
     "Directory",
     "Outbox",
     "Sender",
@@ -46,8 +46,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: calls a sender keeps out at once before it waits for the oldest
-MAX_OUTSTANDING = 32
 #: seconds a call to the next stage may take to be accepted
 SEND_TIMEOUT = 60.0
 #: seconds a lookup of a service's instances is reused
