@@ -354,7 +354,7 @@ class MasterEngine:
             "max_pending": self.max_pending,
             "workers": {
                 w.id: {"held": len(w.held), "taken": w.taken, "functions": sorted(w.functions)}
-                for w in self._workers.values()
+                for w in list(self._workers.values())  # from another thread: a copy
             },
             "requeued": self.requeued,
             "stale_answers": self.stale,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -127,8 +128,9 @@ class Endpoint(Protocol):
     def deliver(self, entries: list[Any], ack: Any, codec: str) -> None: ...
 
 
-#: the streams and sinks of this process, by stream id (sinks: ``sink:NAME``)
-endpoints: dict[str, Endpoint] = {}
+#: the streams and sinks of this process, by stream id (sinks: ``sink:NAME``); a stream
+#: its user dropped is forgotten with it
+endpoints: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
 
 
 class PipePlane:

@@ -24,7 +24,6 @@ import os
 import queue
 import threading
 import time
-import weakref
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -145,8 +144,8 @@ class Stream:
         #: inputs sent, answers received, inputs that failed, inputs dropped by a filter,
         #: answers that came twice (a message given again after a worker died)
         self.sent = self.answered = self.failed = self.dropped = self.duplicates = 0
-        endpoints[self.id] = self
-        self._finalizer = weakref.finalize(self, endpoints.pop, self.id, None)
+        self._closed = False
+        endpoints[self.id] = self  # weakly: a stream dropped unfinished is forgotten
 
     def __repr__(self) -> str:
         return (
@@ -170,6 +169,8 @@ class Stream:
         while True:
             if self._ready:
                 return self._ready.popleft()
+            if self._closed:
+                raise StopIteration
             self._fill()
             if self._ready:
                 continue
@@ -185,7 +186,8 @@ class Stream:
     def close(self) -> None:
         """Stop: no more inputs are sent; answers still out are ignored."""
         self._items = None
-        self._finalizer()
+        self._closed = True
+        endpoints.pop(self.id, None)
         if self._bar is not None:
             self._bar.close()
             self._bar = None
