@@ -164,10 +164,12 @@ class MasterWorker:
                 answers, pause = [], 0.05
                 pickled = bool(waiting) or (codec == "pickle" and bool(tasks))
             except UndertowError as exc:
-                if stopping or isinstance(exc, StreamError):
+                if isinstance(exc, StreamError):
                     log.warning("worker %s: the master refused it: %s", wid, exc)
-                    if stopping:
-                        return
+                if stopping:  # what it held goes to another worker once its time runs out
+                    log.info("worker %s: stopped without handing back %d answers: %s",
+                             wid, len(answers), exc)  # fmt: skip
+                    return
                 log.info(
                     "worker %s: master %s not reachable (%s); trying again", wid, self.master, exc
                 )

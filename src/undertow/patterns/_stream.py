@@ -123,7 +123,9 @@ class Stream:
         self.id = ("z" if zero_copy else "") + os.urandom(12).hex()
         self._service, _, self._function = pipeline.first.partition(".")
         self._steps = pipeline.steps[1:]
-        self._window, self._batch, self._ordered = window, min(batch, window), ordered
+        # at least four batches fit in the window, so that every stage has work
+        self._window, self._batch = window, max(1, min(batch, window // 4))
+        self._ordered = ordered
         self._timeout, self._codec = timeout, codec
         self._items: Iterator[Any] | None = iter(items)
         self._total = len(items) if hasattr(items, "__len__") else None  # type: ignore[arg-type]
