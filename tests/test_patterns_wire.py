@@ -125,3 +125,33 @@ def test_drop_survives_pickle() -> None:
     import pickle
 
     assert pickle.loads(pickle.dumps(undertow.DROP)) is undertow.DROP
+
+
+def test_a_client_that_went_away_is_given_up_on_for_a_while(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Answers for a client that cannot be reached fail once after the connect wait, then at
+    once: a stage does not wait on a dead client for every batch."""
+    import socket
+    import time
+
+    from undertow.patterns import _send
+
+    monkeypatch.setattr(_send, "CONNECT_WAIT", 0.3)
+    with socket.socket() as sock:  # a port nobody listens on (it was free a moment ago)
+        sock.bind(("127.0.0.1", 0))
+        dead = f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+    sender = _send.Sender(None, None)
+    try:
+        for attempt in range(2):
+            box = _send.Outbox("numpy")
+            box.end(dead, "s1", [attempt, 0, 1, "answer"])
+            started = time.monotonic()
+            sender.send(box)
+            took = time.monotonic() - started
+            assert sender.failed == attempt + 1
+            if attempt == 1:
+                assert took < 0.1  # given up on: no second wait
+    finally:
+        sender.close()
+        sender.directory.close()

@@ -25,6 +25,7 @@ from undertow.cluster import Registry
 from undertow.config import backend_url
 from undertow.errors import (
     NotConnected,
+    RPCTimeout,
     SerializationError,
     ServiceNotFound,
     StreamError,
@@ -52,6 +53,8 @@ SEND_TIMEOUT = 60.0
 LOOKUP_TTL = 2.0
 #: seconds to wait for a connection to an instance before trying another
 CONNECT_WAIT = 5.0
+#: seconds a client that could not be reached is given up on (its answers are not sent)
+GONE_FOR = 30.0
 
 
 def error_entry(item: Any, weight: int, exc: BaseException) -> list[Any]:
@@ -127,6 +130,8 @@ class Sender:
         self._lock = threading.Lock()
         #: messages that could not be passed on (each was reported to its client if it could be)
         self.failed = 0
+        #: clients that could not be reached, until when their answers are not tried
+        self._gone: dict[str, float] = {}
 
     def post(self, outbox: Outbox) -> None:
         """Send what ``outbox`` holds, soon, from the sender's thread."""
@@ -203,6 +208,8 @@ class Sender:
             if sink is None:  # the client is gone: there is no one left to tell
                 lost = sum(len(g[1]) for g in groups)
                 self.failed += lost
+                if reply is not None and isinstance(exc, NotConnected | RPCTimeout):
+                    self._gone[reply] = time.monotonic() + GONE_FOR  # no more waits on it
                 log.warning("the client at %s did not take %d answers: %s", reply, lost, exc)
                 return
             why = StreamError(f"sink {sink!r} did not take the messages: {exc}")
@@ -212,6 +219,9 @@ class Sender:
                     box.end(to, stream, error_entry(entry[0], entry[2], why))
             self.send(box)
 
+        if reply is not None and self._gone.get(reply, 0.0) > time.monotonic():
+            self.failed += sum(len(g[1]) for g in groups)  # a client that went away
+            return
         try:
             address = reply if reply is not None else self._address_of(str(sink))
             client = self.directory.client_for(address, codec)
