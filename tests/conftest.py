@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import signal
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ from undertow.data import close_clients
 from undertow.patterns import shutdown as shutdown_patterns
 from undertow.storage._redis import RedisBackend
 
-from ._processes import ChildServer
+from ._processes import ChildServer, ServedProcess
 
 
 @pytest.fixture
@@ -135,3 +137,20 @@ async def raw(redis_url: str) -> AsyncIterator[Any]:
 async def store(backend: Backend) -> Backend:
     """The backend as the job store tests call it (on both backends)."""
     return backend
+
+
+@pytest.fixture
+def role() -> Iterator[Callable[..., ServedProcess]]:
+    """Start a pattern role of tests/pattern_roles.py (master, worker, sink, stage) in a
+    process of its own: ``role("master", "squares")``; each is killed when the test ends."""
+    started: list[ServedProcess] = []
+
+    def run(kind: str, name: str, *args: object) -> ServedProcess:
+        script = str(Path(__file__).parent / "pattern_roles.py")
+        proc = ServedProcess([sys.executable, script, kind, name, *map(str, args)])
+        started.append(proc)
+        return proc
+
+    yield run
+    for proc in started:
+        proc.stop(signal.SIGKILL)

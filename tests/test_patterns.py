@@ -17,26 +17,10 @@ from tests._processes import ServedProcess
 
 HERE = Path(__file__).parent
 ROLES = str(HERE / "pattern_roles.py")
+Role = Callable[..., ServedProcess]
 STAGE_NAMES = ("step1", "step2", "last")
 
 pytestmark = pytest.mark.timeout(120)
-
-Start = Callable[..., ServedProcess]
-
-
-@pytest.fixture
-def start() -> Iterator[Start]:
-    """Start a pattern role (master, worker, sink) in a process of its own."""
-    started: list[ServedProcess] = []
-
-    def run(role: str, name: str, *args: object) -> ServedProcess:
-        proc = ServedProcess([sys.executable, ROLES, role, name, *map(str, args)])
-        started.append(proc)
-        return proc
-
-    yield run
-    for proc in started:
-        proc.stop(signal.SIGKILL)
 
 
 @pytest.fixture
@@ -48,9 +32,9 @@ def stages() -> Iterator[list[ServedProcess]]:
         proc.stop()
 
 
-def test_master_with_four_workers_answers_every_input_once_when_one_dies(start: Start) -> None:
-    start("master", "squares", 1.0)
-    workers = [start("worker", "squares", 1, 0.0002) for _ in range(4)]
+def test_master_with_four_workers_answers_every_input_once_when_one_dies(role: Role) -> None:
+    role("master", "squares", 1.0)
+    workers = [role("worker", "squares", 1, 0.0002) for _ in range(4)]
     n = 10_000
     seen: collections.Counter[int] = collections.Counter()
     stream = undertow.stream(range(n), "squares.square", window=512, timeout=30)
@@ -135,9 +119,9 @@ def test_filters_routes_generators_and_tees(stages: list[ServedProcess]) -> None
 
 
 def test_a_sink_collects_several_streams_and_acknowledges_as_it_is_read(
-    stages: list[ServedProcess], start: Start
+    stages: list[ServedProcess], role: Role
 ) -> None:
-    start("sink", "results")
+    role("sink", "results")
     first = undertow.stream(range(30), undertow.Pipeline("step2.double", sink="results"))
     second = undertow.stream(range(40), undertow.Pipeline("last.neg", sink="results"), window=8)
     runs = [threading.Thread(target=s.wait, daemon=True) for s in (first, second)]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 import sys
 import threading
 import time
@@ -22,25 +21,10 @@ from undertow.rpc import CallOptions, FunctionInfo
 
 HERE = Path(__file__).parent
 ROLES = str(HERE / "pattern_roles.py")
+Role = Callable[..., ServedProcess]
 STAGES = str(HERE / "pattern_stages.py")
 
 pytestmark = pytest.mark.timeout(120)
-
-Start = Callable[..., ServedProcess]
-
-
-@pytest.fixture
-def start() -> Iterator[Start]:
-    started: list[ServedProcess] = []
-
-    def run(role: str, name: str, *args: object) -> ServedProcess:
-        proc = ServedProcess([sys.executable, ROLES, role, name, *map(str, args)])
-        started.append(proc)
-        return proc
-
-    yield run
-    for proc in started:
-        proc.stop(signal.SIGKILL)
 
 
 def _take(client: undertow.Client, payload: list[Any]) -> Any:
@@ -48,18 +32,18 @@ def _take(client: undertow.Client, payload: list[Any]) -> Any:
     return client._invoke(info, (payload,), {}, CallOptions(timeout=10, output=False))
 
 
-def test_scatter_and_gather_hooks_shape_what_workers_see_and_send(start: Start) -> None:
-    start("master", "hooked", 10, "hooks")  # scatter: str.split; gather: str.upper
-    start("worker", "hooked", 2)
+def test_scatter_and_gather_hooks_shape_what_workers_see_and_send(role: Role) -> None:
+    role("master", "hooked", 10, "hooks")  # scatter: str.split; gather: str.upper
+    role("worker", "hooked", 2)
     by_id: dict[int, list[str]] = {}
     for r in undertow.stream(["a bc", "def", ""], "hooked.echo", timeout=30):
         by_id.setdefault(r.id, []).append(r.value)
     assert {k: sorted(v) for k, v in by_id.items()} == {0: ["A", "BC"], 1: ["DEF"]}
 
 
-def test_the_cache_is_shared_by_clients_and_workers(start: Start) -> None:
-    start("master", "cachy")
-    start("worker", "cachy")
+def test_the_cache_is_shared_by_clients_and_workers(role: Role) -> None:
+    role("master", "cachy")
+    role("worker", "cachy")
     master = undertow.connect("cachy")
     master.set("table", {"rows": [1, 2, 3]})
     assert [r.value for r in undertow.stream(["table"], "cachy.cached")] == [{"rows": [1, 2, 3]}]
@@ -73,9 +57,9 @@ def test_the_cache_is_shared_by_clients_and_workers(start: Start) -> None:
     master.close()
 
 
-def test_a_slow_consumer_keeps_the_master_within_the_window(start: Start) -> None:
-    start("master", "bounded")
-    start("worker", "bounded", 2)
+def test_a_slow_consumer_keeps_the_master_within_the_window(role: Role) -> None:
+    role("master", "bounded")
+    role("worker", "bounded", 2)
     window, most, seen, pulled = 64, 0, 0, 0
 
     def inputs() -> Iterator[int]:
@@ -99,13 +83,13 @@ def test_a_slow_consumer_keeps_the_master_within_the_window(start: Start) -> Non
     assert most <= window
 
 
-def test_undertow_status_shows_what_masters_and_stages_did(start: Start) -> None:
+def test_undertow_status_shows_what_masters_and_stages_did(role: Role) -> None:
     from click.testing import CliRunner
 
     from undertow.cli import main
 
-    start("master", "counted")
-    start("worker", "counted", 2)
+    role("master", "counted")
+    role("worker", "counted", 2)
     assert len(list(undertow.stream(range(500), "counted.fail3"))) == 500
     shown = CliRunner().invoke(main, ["status", "--json"])
     assert shown.exit_code == 0, shown.output
@@ -120,8 +104,8 @@ def test_undertow_status_shows_what_masters_and_stages_did(start: Start) -> None
     assert "fail3 " in table.output
 
 
-def test_a_worker_speaking_another_protocol_is_refused(start: Start) -> None:
-    address = start("master", "strict").address
+def test_a_worker_speaking_another_protocol_is_refused(role: Role) -> None:
+    address = role("master", "strict").address
     with undertow.Client(address) as client:
         with pytest.raises(StreamError, match="take protocol 99"):
             _take(client, [99, "odd-worker", 1, ["square"], []])
@@ -129,8 +113,8 @@ def test_a_worker_speaking_another_protocol_is_refused(start: Start) -> None:
             _take(client, [PROTOCOL, 42])
 
 
-def test_a_bad_answer_fails_that_input_and_the_rest_go_on(start: Start) -> None:
-    address = start("master", "judged", 10).address
+def test_a_bad_answer_fails_that_input_and_the_rest_go_on(role: Role) -> None:
+    address = role("master", "judged", 10).address
     results: list[undertow.Result] = []
     stream = undertow.stream(range(20), "judged.square", timeout=30)
     consumer = threading.Thread(target=lambda: results.extend(stream), daemon=True)
@@ -144,7 +128,7 @@ def test_a_bad_answer_fails_that_input_and_the_rest_go_on(start: Start) -> None:
         key, function, value, _zero = tasks[0]
         assert function == "square"
         _take(client, [PROTOCOL, "liar", 0, ["square"], [[key, 7, "not an answer"]]])
-    start("worker", "judged")
+    role("worker", "judged")
     consumer.join(30)
     assert not consumer.is_alive()
     by_id = {r.id: r for r in results}
@@ -155,10 +139,10 @@ def test_a_bad_answer_fails_that_input_and_the_rest_go_on(start: Start) -> None:
 
 
 def test_pickle_streams_progress_bars_and_the_pylm_client(
-    start: Start, capsys: pytest.CaptureFixture[str]
+    role: Role, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    start("master", "picky")
-    start("worker", "picky")
+    role("master", "picky")
+    role("worker", "picky")
     values = [1j, {1, 2}, frozenset({3})]  # only pickle carries these
     got = {r.id: r.value for r in undertow.stream(values, "picky.echo", codec="pickle")}
     assert got == dict(enumerate(values))

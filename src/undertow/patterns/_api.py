@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from undertow.errors import ConfigError, StreamError
+from undertow.patterns._hosted import Hosted
 from undertow.patterns._master import MasterEngine
 from undertow.patterns._plane import plane_of
 from undertow.patterns._result import Result
@@ -16,9 +15,9 @@ from undertow.patterns._stream import Stream
 from undertow.patterns._wire import Pipeline, count_option
 from undertow.rpc import CallOptions, FunctionInfo
 from undertow.rpc import Client as RpcClient
-from undertow.service import Expose, ServiceHost
+from undertow.service import Expose
 
-__all__ = ["Client", "Master", "map", "serve_in_thread", "shutdown", "stats", "stream"]
+__all__ = ["Client", "Master", "map", "shutdown", "stats", "stream"]
 
 _builtin_map = map
 
@@ -32,7 +31,7 @@ _builtin_map = map
         "keys": {"output_serialization": "pickle"},
     }
 )
-class Master:
+class Master(Hosted):
     """A master: spreads the messages streamed to it over the workers that join it, and
     passes their answers on (to the stream's client, or the next stage of a pipeline).
 
@@ -82,8 +81,6 @@ class Master:
         self._cache: dict[str, tuple[Any, int]] = {}
         self._cached = 0
         self._engine: MasterEngine | None = None
-        self._host: ServiceHost | None = None
-        self._thread: threading.Thread | None = None
 
     def __repr__(self) -> str:
         return f"<Master {self.name!r}>"
@@ -138,49 +135,6 @@ class Master:
     def keys(self) -> list[str]:
         """The keys of the cache."""
         return sorted(self._cache)
-
-    # -- serving ------------------------------------------------------------------------------
-
-    def serve_forever(self, **host_options: Any) -> None:
-        """Serve, registered under its name, until SIGINT or SIGTERM (options: those of
-        :class:`~undertow.service.ServiceHost`, such as ``host``, ``port``, ``backend``)."""
-        ServiceHost([self], name=self.name, **host_options).serve_forever()
-
-    def start(self, timeout: float = 30.0, **host_options: Any) -> str:
-        """Serve from a background thread (a notebook, a test); returns its address."""
-        self._host, self._thread, address = serve_in_thread(self, self.name, timeout, host_options)
-        return address
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop serving (after :meth:`start`)."""
-        if self._host is not None:
-            self._host.stop()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-
-def serve_in_thread(
-    obj: Any, name: str, timeout: float, options: dict[str, Any]
-) -> tuple[ServiceHost, threading.Thread, str]:
-    """Serve ``obj`` (a master, a sink) from a thread; its host, thread and address."""
-    host = ServiceHost([obj], name=name, **{"quiet": True, **options})
-    ready = threading.Event()
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            asyncio.run(host.serve(lambda _i: ready.set()))
-        except BaseException as exc:  # reported to the thread that called start()
-            failure.append(exc)
-            ready.set()
-
-    thread = threading.Thread(target=run, name=f"undertow-{name}", daemon=True)
-    thread.start()
-    if not ready.wait(timeout):
-        raise StreamError(f"{name!r} did not start within {timeout:g} s")
-    if failure:
-        raise failure[0]
-    return host, thread, host.instances[0].address
 
 
 def _own_hook(master: Master, name: str) -> Callable[..., Any] | None:

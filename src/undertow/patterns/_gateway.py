@@ -28,15 +28,16 @@ from collections.abc import Iterator
 from typing import Any
 
 from undertow.errors import ConfigError
-from undertow.patterns._api import serve_in_thread, stream
+from undertow.patterns._api import stream
+from undertow.patterns._hosted import Hosted
 from undertow.patterns._wire import Pipeline, count_option
-from undertow.service import Expose, ServiceHost
+from undertow.service import Expose
 
 __all__ = ["Gateway"]
 
 
 @Expose()
-class Gateway:
+class Gateway(Hosted):
     """Serves a master or a pipeline over HTTP (see the module's docstring).
 
     Args:
@@ -63,8 +64,6 @@ class Gateway:
         self.window = count_option("window", window, "how many inputs may be out at once")
         self.ordered = ordered
         self.timeout = timeout
-        self._host: ServiceHost | None = None
-        self._thread: Any = None
 
     def __repr__(self) -> str:
         return f"<Gateway {self.name!r} to {self.target.first}>"
@@ -88,19 +87,12 @@ class Gateway:
                         "error": {"type": type(error).__name__, "message": str(error)},
                     }
 
-    def serve_forever(self, http_port: int = 0, **host_options: Any) -> None:
-        """Serve (ZeroMQ and HTTP on ``http_port``), registered, until SIGINT or SIGTERM."""
-        ServiceHost([self], name=self.name, http_port=http_port, **host_options).serve_forever()
+    def serve_forever(self, http_port: int | None = 0, **host_options: Any) -> None:
+        """Serve (ZeroMQ, and HTTP on ``http_port``), registered, until SIGINT or SIGTERM."""
+        super().serve_forever(http_port=http_port, **host_options)
 
-    def start(self, http_port: int = 0, timeout: float = 30.0, **host_options: Any) -> str:
+    def start(self, timeout: float = 30.0, http_port: int | None = 0, **host_options: Any) -> str:
         """Serve from a background thread; returns its HTTP address."""
-        options = {"http_port": http_port, **host_options}
-        self._host, self._thread, _address = serve_in_thread(self, self.name, timeout, options)
+        super().start(timeout, http_port=http_port, **host_options)
+        assert self._host is not None
         return self._host.instances[0].addresses[-1]
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop serving (after :meth:`start`)."""
-        if self._host is not None:
-            self._host.stop()
-        if self._thread is not None:
-            self._thread.join(timeout)

@@ -24,10 +24,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from undertow.errors import ConfigError, StreamError
+from undertow.patterns._hosted import Hosted
 from undertow.patterns._plane import endpoints, plane_of
 from undertow.patterns._send import Outbox, Sender
 from undertow.patterns._wire import TAKEN, plain
-from undertow.service import Expose, ServiceHost
+from undertow.service import Expose
 
 __all__ = ["Sink", "SinkItem"]
 
@@ -42,7 +43,7 @@ class SinkItem:
 
 
 @Expose(config={"take": {"output_serialization": "pickle"}})
-class Sink:
+class Sink(Hosted):
     """Collects the answers of the streams that end in it (``Pipeline(..., sink=NAME)``).
 
     Args:
@@ -58,8 +59,6 @@ class Sink:
         self._sender: Sender | None = None
         #: answers collected so far, by the stream they came from
         self.counts: collections.Counter[str] = collections.Counter()
-        self._host: ServiceHost | None = None
-        self._thread: threading.Thread | None = None
 
     def __repr__(self) -> str:
         return f"<Sink {self.name!r} holding {len(self._items)}>"
@@ -124,23 +123,7 @@ class Sink:
         while True:
             yield from self.take(256, timeout=1.0)
 
-    # -- serving ------------------------------------------------------------------------------
-
-    def serve_forever(self, **host_options: Any) -> None:
-        """Serve, registered under its name, until SIGINT or SIGTERM."""
-        ServiceHost([self], name=self.name, **host_options).serve_forever()
-
-    def start(self, timeout: float = 30.0, **host_options: Any) -> str:
-        """Serve from a background thread; returns its address."""
-        from undertow.patterns._api import serve_in_thread
-
-        self._host, self._thread, address = serve_in_thread(self, self.name, timeout, host_options)
-        return address
-
     def stop(self, timeout: float = 10.0) -> None:
         """Stop serving (after :meth:`start`)."""
-        if self._host is not None:
-            self._host.stop()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        super().stop(timeout)
         endpoints.pop(f"sink:{self.name}", None)
