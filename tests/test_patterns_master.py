@@ -177,3 +177,17 @@ def test_the_http_gateway_streams_ndjson_answers_as_they_finish() -> None:
         else:
             assert line["value"] == -i
     assert sorted(whole, key=lambda a: a["id"]) == [{"id": 0, "value": -4}, {"id": 1, "value": -5}]
+
+
+def test_undertow_master_worker_serves_a_module_until_sigterm(role: Role, tmp_path: Path) -> None:
+    (tmp_path / "tasks.py").write_text("def cube(x):\n    return x ** 3\n")
+    role("master", "cubes")
+    worker = ServedProcess(
+        [sys.executable, "-m", "undertow.cli", "master-worker", "cubes", "--module", "tasks",
+         "--slots", "2"],
+        cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        assert sorted(undertow.map("cubes.cube", range(50))) == sorted(i**3 for i in range(50))
+    finally:
+        assert worker.stop() == 0  # SIGTERM: it hands back what it holds and exits

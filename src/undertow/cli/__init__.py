@@ -423,6 +423,35 @@ def worker(**options: Any) -> None:
 
 
 main.add_command(jobs)  # undertow jobs ls/show/cancel/retry (cli/_jobs.py)
+
+
+@main.command("master-worker")
+@click.argument("master")
+@click.option(
+    "--module",
+    "modules",
+    multiple=True,
+    metavar="MODULE",
+    help="Every public function defined in MODULE, by its name (repeatable).",
+)
+@click.option(
+    "--function",
+    "functions",
+    multiple=True,
+    metavar="NAME=module:attr",
+    help="A function to serve (repeatable).",
+)
+@click.option("--slots", default=1, show_default=True, help="Messages run at once (threads).")
+@click.option("--backend", default=None, help="Registry URL the master is found in.")
+@click.option("--token", default=None, help="Token to sign with (better: UNDERTOW_TOKEN).")
+def master_worker(master: str, **options: Any) -> None:  # fmt: skip
+    """Serve the messages of the master MASTER (undertow.Master) with the functions given,
+    until Ctrl-C or SIGTERM: `undertow master-worker squares --module tasks --slots 4`."""
+    from undertow.cli._patterns import run_master_worker
+
+    raise SystemExit(run_master_worker(master, **options))
+
+
 main.add_command(queues)
 main.add_command(host_groups)  # undertow group add/rm/ls/show (cli/_groups.py)
 

@@ -1,4 +1,5 @@
-"""The patterns section of ``undertow status``: what each master, stage and sink has done."""
+"""The patterns from the shell: ``undertow master-worker``, and the patterns section of
+``undertow status`` (what each master, stage and sink has done)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from undertow.cluster import Instance
 from undertow.errors import UndertowError
 from undertow.patterns import stats
 
-__all__ = ["pattern_rows", "render_patterns"]
+__all__ = ["pattern_rows", "render_patterns", "run_master_worker"]
 
 #: seconds each server has to give its counters
 STATS_TIMEOUT = 3.0
@@ -63,3 +64,29 @@ def render_patterns(
             _latency(row),
         ])  # fmt: skip
     return "patterns\n" + render(columns, lines)
+
+
+def run_master_worker(
+    master: str,
+    modules: tuple[str, ...],
+    functions: tuple[str, ...],
+    slots: int,
+    backend: str | None,
+    token: str | None,
+) -> int:
+    """Serve ``master``'s messages with the functions given until SIGINT or SIGTERM."""
+    import signal
+
+    import click
+
+    from undertow.cli._worker import collect_functions
+    from undertow.patterns import MasterWorker
+
+    found = collect_functions(functions, modules)
+    if not found:
+        raise click.UsageError("give the functions to serve: --module MODULE or --function ...")
+    worker = MasterWorker(master, found, slots=slots, token=token, registry=backend)
+    signal.signal(signal.SIGTERM, lambda *_: worker.request_stop())
+    click.echo(f"undertow: worker of master {master!r} serving {', '.join(sorted(found))}")
+    worker.run()
+    return 0

@@ -122,6 +122,10 @@ class MasterWorker:
         finally:
             self.stop()
 
+    def request_stop(self) -> None:
+        """Ask the slots to stop (from a signal handler, say); :meth:`run` then returns."""
+        self._stop.set()
+
     def stop(self, timeout: float = 10.0) -> None:
         """Stop taking messages; wait up to ``timeout`` for the slots to hand back answers."""
         self._stop.set()
