@@ -191,3 +191,24 @@ def test_undertow_master_worker_serves_a_module_until_sigterm(role: Role, tmp_pa
         assert sorted(undertow.map("cubes.cube", range(50))) == sorted(i**3 for i in range(50))
     finally:
         assert worker.stop() == 0  # SIGTERM: it hands back what it holds and exits
+
+
+def test_undertow_gateway_fronts_a_pipeline_from_the_shell(role: Role) -> None:
+    for name in ("step2", "last"):
+        role("stage", name)
+    gateway = ServedProcess(
+        [sys.executable, "-m", "undertow.cli", "gateway", "shellfront", "step2.fail3",
+         "last.neg", "--http", "0"]
+    )  # fmt: skip
+    try:
+        url = gateway.address  # the announcement's last word: its HTTP address
+        assert url.startswith("http://127.0.0.1:")
+        headers = {"Content-Type": "application/x-ndjson", "Accept": "application/x-ndjson"}
+        reply = httpx.post(f"{url}/call/run", content="1\n2\n3\n", headers=headers, timeout=30)
+        events = [json.loads(line) for line in reply.text.splitlines() if line.strip()]
+        items = {e["item"]["id"]: e["item"] for e in events if "item" in e}
+        assert items[0] == {"id": 0, "value": -1}
+        assert items[1] == {"id": 1, "value": -2}
+        assert items[2]["error"]["type"] == "ValueError"
+    finally:
+        assert gateway.stop() == 0

@@ -425,6 +425,20 @@ def worker(**options: Any) -> None:
 main.add_command(jobs)  # undertow jobs ls/show/cancel/retry (cli/_jobs.py)
 
 
+@main.command()
+@click.argument("name")
+@click.argument("stages", nargs=-1, required=True, metavar="SERVICE.FUNCTION...")
+@click.option("--http", default=8080, show_default=True, help="HTTP port (0: a free one).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
+@click.option("--backend", default=None, help="Registry URL the stages are found in.")
+def gateway(name: str, stages: tuple[str, ...], **options: Any) -> None:
+    """An HTTP gateway NAME in front of a master or a pipeline (stages in order): POST NDJSON
+    to /call/run, answers as NDJSON as they finish. `undertow gateway front step1.foo last.baz`"""
+    from undertow.cli._patterns import run_gateway
+
+    raise SystemExit(run_gateway(name, stages, **options))
+
+
 @main.command("master-worker")
 @click.argument("master")
 @click.option(

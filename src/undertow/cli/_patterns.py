@@ -1,4 +1,5 @@
-"""The patterns from the shell: ``undertow master-worker``, and the patterns section of
+"""The patterns from the shell: ``undertow master-worker``, ``undertow gateway``, and the
+patterns section of
 ``undertow status`` (what each master, stage and sink has done)."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from undertow.cluster import Instance
 from undertow.errors import UndertowError
 from undertow.patterns import stats
 
-__all__ = ["pattern_rows", "render_patterns", "run_master_worker"]
+__all__ = ["pattern_rows", "render_patterns", "run_gateway", "run_master_worker"]
 
 #: seconds each server has to give its counters
 STATS_TIMEOUT = 3.0
@@ -89,4 +90,29 @@ def run_master_worker(
     signal.signal(signal.SIGTERM, lambda *_: worker.request_stop())
     click.echo(f"undertow: worker of master {master!r} serving {', '.join(sorted(found))}")
     worker.run()
+    return 0
+
+
+def run_gateway(
+    name: str, stages: tuple[str, ...], http: int, host: str, backend: str | None
+) -> int:
+    """Serve an HTTP gateway in front of ``stages`` (one: a master's or a service's function;
+    several: a pipeline) until SIGINT or SIGTERM; its last word on start is its HTTP URL."""
+    import signal
+    import threading
+
+    import click
+
+    from undertow.patterns import Gateway, Pipeline
+
+    gateway = Gateway(name, Pipeline(*stages))
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    url = gateway.start(http_port=http, host=host, backend=backend)
+    click.echo(f"undertow: gateway {name!r} to {' -> '.join(stages)} serving on {url}")
+    try:
+        stop.wait()
+    finally:
+        gateway.stop()
     return 0
