@@ -6,7 +6,7 @@ stops on SIGTERM.
 - ``master NAME [TIMEOUT] [hooks]``: a master (workers silent TIMEOUT s count as dead);
   ``hooks``: scatter splits a string in words, gather upper-cases.
 - ``worker NAME SLOTS [DELAY]``: a worker of ``square``, ``echo``, ``words``, ``fail3``,
-  ``cached`` and ``nap``; DELAY: seconds each message takes (0: none).
+  ``cached``; DELAY: seconds each ``square`` takes (its work; 0: none).
 - ``sink NAME``: a sink.
 - ``stage NAME``: the service NAME of ``pattern_stages.py`` (step1, step2, last).
 """
@@ -39,11 +39,6 @@ def words(text: str) -> int:
 def fail3(x: int) -> int:
     if x % 3 == 0:
         raise ValueError(f"{x} is a multiple of three")
-    return x
-
-
-def nap(x: float) -> float:
-    time.sleep(x)
     return x
 
 
@@ -90,7 +85,7 @@ def main(role: str, name: str, *rest: str) -> None:
     delay = float(rest[1]) if len(rest) > 1 else 0.0
 
     def slow_square(x: int) -> int:
-        if delay:
+        if delay:  # the message's work: a worker killed while it runs holds messages
             time.sleep(delay)
         return x * x
 
@@ -105,7 +100,6 @@ def main(role: str, name: str, *rest: str) -> None:
         "echo": echo,
         "words": words,
         "fail3": fail3,
-        "nap": nap,
         "upper": upper,
         "cached": cached,
     }

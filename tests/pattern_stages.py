@@ -10,11 +10,17 @@ import undertow
 from undertow.service import Expose
 
 
+def _work() -> None:
+    """A stage's work: a random 0-3 ms, so that later messages overtake earlier ones (what
+    the pipeline test checks); not a wait for anything."""
+    time.sleep(random.random() * 0.003)
+
+
 @Expose()
 class step1:
     @Expose()
     def foo(self, message: str) -> str:
-        time.sleep(random.random() * 0.003)
+        _work()
         return message + " step1"
 
     @Expose()
@@ -34,7 +40,7 @@ class step1:
 class step2:
     @Expose()
     def bar(self, message: str) -> str:
-        time.sleep(random.random() * 0.003)
+        _work()
         return message + " step2"
 
     @Expose()
@@ -52,7 +58,7 @@ class step2:
 class last:
     @Expose()
     def baz(self, message: str) -> str:
-        time.sleep(random.random() * 0.003)
+        _work()
         return message + " last"
 
     @Expose()

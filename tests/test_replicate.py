@@ -46,7 +46,12 @@ def nodes(url: str, tmp_path: Path) -> Iterator[dict[str, ServedProcess]]:
         try:
             socket.getaddrinfo(host, None)
         except OSError:  # pragma: no cover - a resolver that does not fold letter case
-            pytest.skip(f"host name {host!r} does not resolve here")
+            pytest.skip(
+                f"this machine's resolver does not resolve {host!r} (glibc with /etc/hosts "
+                "folds letter case; this one does not), and the test needs three names of "
+                "this machine that are not the word 'localhost', which undertow takes for the "
+                "local host; nothing here is wrong with undertow"
+            )
 
     def start(host: str) -> ServedProcess:
         return data_node(url, tmp_path / host, "--host", "127.0.0.1", "--advertise", host)

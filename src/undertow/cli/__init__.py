@@ -31,6 +31,23 @@ def main(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
 
+#: the functions a worker (of the job queue, or of a master) serves
+_module_option = click.option(
+    "--module",
+    "modules",
+    multiple=True,
+    metavar="MODULE",
+    help="Every public function defined in MODULE, by its name (repeatable).",
+)
+_function_option = click.option(
+    "--function",
+    "functions",
+    multiple=True,
+    metavar="NAME=module:attr",
+    help="A function it serves under NAME (repeatable).",
+)
+
+
 @main.command()
 @click.option("--timeout", default=60.0, show_default=True, help="Give up after this many seconds.")
 def demo(timeout: float) -> None:
@@ -371,20 +388,8 @@ def call(
 @click.option(
     "--token", default=None, help="One such token (better: set UNDERTOW_TOKEN, unseen by others)."
 )
-@click.option(
-    "--function",
-    "functions",
-    multiple=True,
-    metavar="NAME=module:attr",
-    help="A function jobs may name (repeatable).",
-)
-@click.option(
-    "--module",
-    "modules",
-    multiple=True,
-    metavar="MODULE",
-    help="Every public function defined in MODULE, by its name (repeatable).",
-)
+@_function_option
+@_module_option
 @click.option(
     "--mode",
     default="thread",
@@ -441,20 +446,8 @@ def gateway(name: str, stages: tuple[str, ...], **options: Any) -> None:
 
 @main.command("master-worker")
 @click.argument("master")
-@click.option(
-    "--module",
-    "modules",
-    multiple=True,
-    metavar="MODULE",
-    help="Every public function defined in MODULE, by its name (repeatable).",
-)
-@click.option(
-    "--function",
-    "functions",
-    multiple=True,
-    metavar="NAME=module:attr",
-    help="A function to serve (repeatable).",
-)
+@_module_option
+@_function_option
 @click.option("--slots", default=1, show_default=True, help="Messages run at once (threads).")
 @click.option("--backend", default=None, help="Registry URL the master is found in.")
 @click.option("--token", default=None, help="Token to sign with (better: UNDERTOW_TOKEN).")

@@ -143,46 +143,8 @@ def _own_hook(master: Master, name: str) -> Callable[..., Any] | None:
     return getattr(master, name) if method is not None else None
 
 
-def stream(
-    items: Iterable[Any],
-    target: str | Pipeline,
-    *,
-    window: int = 256,
-    batch: int = 64,
-    ordered: bool = False,
-    timeout: float | None = 60.0,
-    codec: str = "numpy",
-    progress: bool = False,
-    token: str | None = None,
-    registry: str | None = None,
-    zero_copy: bool = False,
-) -> Stream:
-    """Send each of ``items`` through ``target`` and yield the answers as they come.
-
-    ``target`` is ``"name.function"`` (a master's workers' function, or any service's
-    function) or a :class:`Pipeline`. Answers are :class:`Result` objects: ``r.id`` is the
-    input's position, ``r.value`` its answer (raising its error, for that input only). At
-    most ``window`` inputs are out at once, sent ``batch`` at a time; ``ordered=True``
-    yields them in input order; ``timeout``: seconds to wait for any answer before
-    :class:`~undertow.errors.StreamTimeout`; ``codec``: ``"numpy"`` (safe from anyone) or
-    ``"pickle"`` (any Python object, between authenticated peers); ``progress=True`` shows a
-    progress bar (a widget in Jupyter). ``zero_copy=True``: bytes of 64 KiB or more reach
-    each stage's or worker's function, and come back to you, as read-only ``memoryview`` s
-    of the frames that carried them, never copied (``bytes(v)`` where bytes are needed).
-    """
-    return Stream(
-        items,
-        target,
-        window=window,
-        batch=batch,
-        ordered=ordered,
-        timeout=timeout,
-        codec=codec,
-        progress=progress,
-        token=token,
-        registry=registry,
-        zero_copy=zero_copy,
-    )
+#: ``undertow.stream(items, target, ...)``: the :class:`Stream` of their answers
+stream = Stream
 
 
 def map(

@@ -130,7 +130,7 @@ class Endpoint(Protocol):
 
 #: the streams and sinks of this process, by stream id (sinks: ``sink:NAME``); a stream
 #: its user dropped is forgotten with it
-endpoints: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+endpoints: weakref.WeakValueDictionary[str, Endpoint] = weakref.WeakValueDictionary()
 
 
 class PipePlane:

@@ -98,12 +98,6 @@ class Outbox:
         """Tell the client at ``reply`` how message ``entry[0]`` of ``stream`` ended."""
         self.ends.setdefault(reply, {}).setdefault(stream, []).append(entry)
 
-    def count(self) -> int:
-        """How many messages it holds."""
-        n = sum(len(g[4]) for groups in self.pushes.values() for g in groups.values())
-        n += sum(len(e) for streams in self.ends.values() for e in streams.values())
-        return n + sum(len(e) for into in self.sinks.values() for e in into.values())
-
 
 _PUSH = {
     c: FunctionInfo("_pipe", input=c, output="msgpack", needs_auth=c == "pickle")
@@ -189,14 +183,14 @@ class Sender:
 
         def failed(exc: BaseException) -> None:
             if retry and isinstance(exc, NotConnected):
-                self._forget(service, address)
+                self.directory.forget(service, address)
                 self._push(service, function, groups, codec, retry=False)
                 return
             why = StreamError(f"passing messages on to {service}.{function} failed: {exc}")
             self._fail_groups(groups, why, codec)
 
         try:
-            address = self._address_of(service)
+            address = self.directory.address_of(service)
             client = self.directory.client_for(address, codec)
         except UndertowError as exc:
             failed(exc)
@@ -223,7 +217,7 @@ class Sender:
             self.failed += sum(len(g[1]) for g in groups)  # a client that went away
             return
         try:
-            address = reply if reply is not None else self._address_of(str(sink))
+            address = reply if reply is not None else self.directory.address_of(str(sink))
             client = self.directory.client_for(address, codec)
         except UndertowError as exc:
             failed(exc)
@@ -287,12 +281,6 @@ class Sender:
         for reply, streams in box.ends.items():
             ends = [[stream, entries, None] for stream, entries in streams.items()]
             self._push_end(reply, None, ends, codec)
-
-    def _address_of(self, service: str) -> str:
-        return self.directory.address_of(service)
-
-    def _forget(self, service: str, address: str) -> None:
-        self.directory.forget(service, address)
 
 
 class Directory:

@@ -96,7 +96,22 @@ def close_receiver() -> None:
 
 
 class Stream:
-    """The answers of a stream of messages, as they come (see :func:`undertow.stream`)."""
+    """``undertow.stream(items, target, ...)``: send each of ``items`` through ``target``
+    and yield the answers as they come.
+
+    ``target`` is ``"name.function"`` (a master's workers' function, or any service's
+    function) or a :class:`Pipeline`. Answers are :class:`Result` objects: ``r.id`` is the
+    input's position, ``r.value`` its answer (raising its error, for that input only). At
+    most ``window`` inputs are out at once, sent ``batch`` at a time; ``ordered=True``
+    yields them in input order; ``timeout``: seconds to wait for any answer before
+    :class:`~undertow.errors.StreamTimeout`; ``codec``: ``"numpy"`` (safe from anyone) or
+    ``"pickle"`` (any Python object, between authenticated peers); ``progress=True`` shows a
+    progress bar (a widget in Jupyter). ``zero_copy=True``: bytes of 64 KiB or more reach
+    each stage's or worker's function, and come back to you, as read-only ``memoryview`` s
+    of the frames that carried them, never copied (``bytes(v)`` where bytes are needed).
+
+    Also a context manager; :meth:`close` stops it early, :meth:`wait` runs it to its end.
+    """
 
     def __init__(
         self,

@@ -29,7 +29,7 @@ The calls, all of them one argument (a list of groups) encoded by the stream's c
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -352,8 +352,3 @@ def split(weight: int, parts: int) -> list[int]:
         return [weight]
     share = weight // parts
     return [weight - share * (parts - 1), *([share] * (parts - 1))]
-
-
-def count_weights(entries: Iterable[Sequence[Any]]) -> int:
-    """The total weight of end entries ``[id, status, weight, value]``."""
-    return sum(int(e[2]) for e in entries)
