@@ -97,3 +97,22 @@ def test_only_addresses_of_this_machine_count_as_local():
         assert not is_local_address(address), address
     assert is_loopback("127.0.0.2")
     assert not is_loopback("127.example")
+
+
+def test_a_server_can_be_asked_to_take_the_users_own_token() -> None:
+    """For pickle that comes some other way than its functions (the patterns' messages)."""
+    import undertow
+    from undertow.security import new_token
+
+    plain = undertow.Server(name="plain")
+    assert plain.description()["user"] is None  # no pickle function: no token taken
+    plain.accept_user_token()
+    own = user_token(create=False)
+    assert own is not None
+    assert plain.description()["user"] == parse_token(own)[0]
+    assert plain.authenticate(own) is not None
+    token = new_token("alice")
+    given = undertow.Server(name="given", token=token)
+    given.accept_user_token()  # tokens given: nothing changes
+    assert given.description()["user"] is None
+    assert given.authenticate(own) is None

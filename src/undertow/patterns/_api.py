@@ -26,9 +26,6 @@ _builtin_map = map
     config={
         "set": {"input_serialization": "numpy"},
         "get": {"output_serialization": "numpy"},
-        # a function in pickle: on loopback the master takes the user's own token, so that
-        # streams in pickle (and workers that take them) need no set-up
-        "keys": {"output_serialization": "pickle"},
     }
 )
 class Master(Hosted):
@@ -88,6 +85,8 @@ class Master(Hosted):
     def bind_server(self, server: Any) -> None:
         """Told by the service host which server serves it: its messages go to workers."""
         plane = plane_of(server)
+        # streams in pickle, and workers that take them, need no set-up on this machine
+        server.accept_user_token()
         self._engine = MasterEngine(
             plane,
             scatter=self._scatter,

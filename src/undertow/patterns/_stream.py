@@ -72,14 +72,7 @@ def receiver_address(host: str = "127.0.0.1") -> str:
             if server is not None and _receiver.get("mine", (0,))[0] == os.getpid():
                 server.stop()
             server = Server(name=f"undertow-streams-{os.getpid()}")
-
-            def streams() -> list[str]:
-                """The streams of this process still open."""
-                return sorted(k for k in endpoints if not k.startswith("sink:"))
-
-            # a function in pickle makes the server take the user's own token, on loopback
-            server.register("streams", streams)
-            server.config({"streams": {"output_serialization": "pickle"}})
+            server.accept_user_token()  # answers in pickle, from the user's own processes
             address = server.start(f"tcp://{host}:0")
             _receiver.update(server=server, mine=mine, address=address)
         return str(_receiver["address"])

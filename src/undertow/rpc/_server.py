@@ -28,6 +28,7 @@ from undertow.rpc._options import GlobTable
 from undertow.rpc._plane import make_data_plane, make_job_plane, make_pipe_plane
 from undertow.rpc._receivers import Job
 from undertow.rpc._setup import (
+    accept_user_token,
     checked_auth,
     refuse_user_token_beyond_loopback,
     runs_code,
@@ -36,10 +37,8 @@ from undertow.rpc._setup import (
 from undertow.security import (
     Authenticator,
     ServerSeal,
-    TokenAuth,
     parse_token,
     user_proof,
-    user_token,
 )
 from undertow.transport import load_secret
 from undertow.wire import ErrorInfo, MsgpackCodec
@@ -247,7 +246,7 @@ class Server:
             entries[name] = Entry(name, fn, glob, options)
         if self._auth is None and runs_code(entries):
             refuse_user_token_beyond_loopback(self.address, entries)
-            self._accept_user_token()
+            accept_user_token(self)
         self._fns, self._globs, self._entries = dict(fns), globs, entries
         self._calls.entries = entries
         handlers: dict[str, RawHandler] = dict.fromkeys(entries, self._calls.handle)
@@ -256,15 +255,11 @@ class Server:
         handlers.update(self.pipes.handlers())
         self._core.raw_handlers = handlers
 
-    def _accept_user_token(self) -> None:
-        """Serve pickle to the user who runs the server, through the user's own token; other
-        callers stay anonymous (they reach the functions without pickle, as before)."""
-        token = user_token()
-        assert token is not None  # made if it was not there
-        self._auth = TokenAuth([token])
-        self._user_token = token
-        self._core.seal = ServerSeal(self._auth, self.settings.replay_window)
-        self._core.allow_anonymous = True
+    def accept_user_token(self) -> None:
+        """Take pickle from the user who runs the server (its own token), as a server with
+        pickle functions does, for pickle that comes another way (the patterns' messages);
+        nothing changes for a server given tokens. Other callers stay anonymous."""
+        accept_user_token(self)
 
     def description(self, challenge: str | None = None) -> dict[str, Any]:
         """What a client is told on connect (over every transport): the server's name, its

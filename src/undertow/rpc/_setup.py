@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from undertow._util import is_local_address
 from undertow.config import ServerSettings
 from undertow.errors import ConfigError
-from undertow.security import Authenticator, TokenAuth
+from undertow.security import Authenticator, ServerSeal, TokenAuth, user_token
 
 if TYPE_CHECKING:
     from undertow.rpc._entry import Entry
@@ -65,14 +65,28 @@ def runs_code(entries: Mapping[str, Entry]) -> bool:
     )
 
 
+def accept_user_token(server: Any) -> None:
+    """Let ``server`` (a :class:`~undertow.Server` with no tokens) take the user's own token;
+    other callers stay anonymous (they reach what needs no pickle, as before)."""
+    if server._auth is not None:  # tokens given, or the user's own taken already
+        return
+    token = user_token()
+    assert token is not None  # made if it was not there
+    server._auth = TokenAuth([token])
+    server._user_token = token
+    server._core.seal = ServerSeal(server._auth, server.settings.replay_window)
+    server._core.allow_anonymous = True
+
+
 def refuse_user_token_beyond_loopback(address: str, entries: Mapping[str, Entry]) -> None:
     """The user's own token is for this machine: beyond it, pickle needs tokens given
     (``address``: where the server listens or is about to; empty: not yet)."""
     if not address or is_local_address(address):
         return
     pickled = sorted(name for name, entry in entries.items() if runs_code({name: entry}))
+    what = ", ".join(map(repr, pickled)) or "messages in pickle"
     raise ConfigError(
-        f"refusing to serve {', '.join(map(repr, pickled))} (pickle, or another codec that "
+        f"refusing to serve {what} (pickle, or another codec that "
         f"runs code when decoded) on {address} with only your own user token: give the "
         "server tokens "
         "(Server(auth=TokenAuth(...)) or token=..., --tokens/--token for undertow serve) so "
