@@ -106,3 +106,25 @@ def test_a_new_owner_sends_directly_and_the_old_one_through_the_relay(server):
     assert peer.recv() == b"from the new owner"
     served.own()  # back to this thread, which closes it in the fixture
     peer.close(linger=0)
+
+
+def test_a_large_received_frame_passed_on_whole_is_shared_not_tracked(server):
+    # A stage passes a large value on as a memoryview of the frame that brought it: the
+    # frame itself goes out (ZeroMQ shares the buffer by reference count), so pyzmq's
+    # garbage-collecting thread is not woken for it. A slice is sent as what it is.
+    from undertow.transport._zmq import _outgoing
+
+    served, address = server
+    peer = dealer(address, b"peer")
+    big = os.urandom(1 << 20)
+    peer.send_multipart([b"small", big])
+    _, frames = served.recv(WAIT_MS) or (b"", [])
+    _, large = frames
+    view = memoryview(large)
+    assert _outgoing(view) == (large, False)
+    assert _outgoing(view[1:])[0] is not large
+    assert _outgoing(b"x" * 10) == (b"x" * 10, True)
+    assert _outgoing(big) == (big, False)
+    served.send(b"peer", [b"echo", view])
+    assert peer.recv_multipart() == [b"echo", big]
+    peer.close(linger=0)

@@ -31,6 +31,7 @@ from typing import Any
 import zmq
 from zmq.backend import Socket as _CSocket
 
+from undertow._util import tune_malloc
 from undertow.errors import ConnectError, NotConnected
 
 __all__ = ["LockedSocket", "OwnedSocket", "connect_dealer", "context", "parse_address"]
@@ -88,7 +89,9 @@ def parse_address(address: str, *, bind: bool = False) -> str:
 
 
 def context() -> zmq.Context[Any]:
-    """The process-wide ZeroMQ context (one I/O thread serves every socket)."""
+    """The process-wide ZeroMQ context (one I/O thread serves every socket). The process
+    moves frames from now on: its malloc keeps large buffers for reuse (``_util/_memory.py``)."""
+    tune_malloc()
     return zmq.Context.instance()
 
 
@@ -346,10 +349,9 @@ def _try_send(sock: zmq.Socket[Any], frames: Sequence[Any]) -> bool:
     without ``immediate``, no queue for one) to put it in. Once ZeroMQ takes the first
     frame, the rest of the message follows it and unbounded queues never block."""
     more = _SNDMORE if len(frames) > 1 else 0
-    first = frames[0]
-    small = len(first) < _COPY_BELOW if isinstance(first, bytes) else False
+    first, copy = _outgoing(frames[0])
     try:
-        _send(sock, first, _NOBLOCK | more, copy=small)
+        _send(sock, first, _NOBLOCK | more, copy=copy)
     except zmq.Again:
         return False
     if more:
@@ -359,9 +361,28 @@ def _try_send(sock: zmq.Socket[Any], frames: Sequence[Any]) -> bool:
 
 def _send_frames(sock: zmq.Socket[Any], frames: Sequence[Any]) -> None:
     last = len(frames) - 1
-    for i, frame in enumerate(frames):
-        small = len(frame) < _COPY_BELOW if isinstance(frame, bytes) else False
-        _send(sock, frame, _SNDMORE if i < last else 0, copy=small)
+    for i, each in enumerate(frames):
+        frame, copy = _outgoing(each)
+        _send(sock, frame, _SNDMORE if i < last else 0, copy=copy)
+
+
+def _outgoing(frame: Any) -> tuple[Any, bool]:
+    """What to hand ZeroMQ for ``frame``, and whether to copy it.
+
+    Bytes under :data:`_COPY_BELOW` are copied; anything larger is sent without a copy, which
+    pyzmq tracks with a message to its garbage-collecting thread when ZeroMQ is done with it
+    (a wake-up and the GIL, per frame). A memoryview of a whole received frame (a large value
+    passed on, as a pipeline stage does) sends that ``zmq.Frame`` itself instead: ZeroMQ then
+    shares the received buffer by reference count, and nothing needs tracking.
+    """
+    kind = type(frame)
+    if kind is bytes:
+        return frame, len(frame) < _COPY_BELOW
+    if kind is memoryview:
+        whole = frame.obj
+        if type(whole) is zmq.Frame and frame.nbytes == len(whole) and frame.c_contiguous:
+            return whole, False
+    return frame, False
 
 
 def _configure(sock: zmq.Socket[Any]) -> None:
