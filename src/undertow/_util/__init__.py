@@ -1,6 +1,7 @@
 """Helpers that import nothing above them: loopback hosts, the process's portal loop, the
-rule for queue names."""
+rule for queue names, malloc's settings for a process that moves frames."""
 
+from undertow._util._memory import tune_malloc
 from undertow._util._names import check_queue_name
 from undertow._util._net import address_host, is_local_address, is_loopback
 from undertow._util._portal import Portal, portal
@@ -12,4 +13,5 @@ __all__ = [
     "is_local_address",
     "is_loopback",
     "portal",
+    "tune_malloc",
 ]
