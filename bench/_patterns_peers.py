@@ -233,7 +233,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller N (a smoke test)")
     parser.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated")
     parser.add_argument("--topologies", default=",".join(TOPOLOGIES), help="A, B or A,B")
+    parser.add_argument(
+        "--cell", nargs=5, metavar=("SYSTEM", "TOPOLOGY", "SIZE", "N", "TIMEOUT"),
+        help="measure one cell; print msgs/s as the last line (bench.patterns runs each so)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.cell:
+        system, topology, size, n, timeout = args.cell
+        print(measure_function(system, topology)(int(n), int(size), float(timeout)))
+        return 0
     chosen = plan(args.quick)
     rows: list[str] = []
     began = time.monotonic()

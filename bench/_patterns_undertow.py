@@ -103,7 +103,9 @@ def _measure(topology: str, n: int, size: int, deadline: float) -> float:
 
 def _pass(undertow: Any, messages: Messages, target: Any, window: int, deadline: float) -> None:
     answers = Answers(messages)
-    stream = undertow.stream(messages.items, target, window=window, timeout=deadline_left(deadline))
+    stream = undertow.stream(
+        messages.items, target, window=window, timeout=deadline_left(deadline), zero_copy=True
+    )
     for result in stream:
         answers.add(result.value)
     answers.finish()
