@@ -126,6 +126,8 @@ class Sender:
         self.failed = 0
         #: clients that could not be reached, until when their answers are not tried
         self._gone: dict[str, float] = {}
+        #: set by close(): the process's next use gets a new sender
+        self.closed = False
 
     def post(self, outbox: Outbox) -> None:
         """Send what ``outbox`` holds, soon, from the sender's thread."""
@@ -144,6 +146,7 @@ class Sender:
 
     def close(self) -> None:
         """Stop the thread once what was posted is sent."""
+        self.closed = True
         if self._thread is not None:
             self._queue.put(None)
 

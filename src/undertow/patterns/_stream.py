@@ -58,7 +58,7 @@ _PUSH = {
     for c in ("numpy", "pickle")
 }
 #: a batch of inputs closes once its values hold this many bytes
-BATCH_BYTES = 2 << 20
+BATCH_BYTES = 4 << 20
 _receiver: dict[str, Any] = {}
 _receiver_lock = threading.Lock()
 
