@@ -12,6 +12,8 @@ Kinds:
                 without the token are served (all but total_signed, which takes pickle).
     pyro5       Pyro5 daemon exposing an object with an ``echo`` method (optional peer).
     rpyc        RPyC ThreadedServer with ``exposed_echo`` (optional peer).
+    undertow-plain  the same, also served on a plain socket (``tcp+plain://``): its sync
+                clients make blocking calls over it
     undertow-http  undertow.Server with echo, blob_len and blob, also served over HTTP; the
                 address printed is the HTTP one.
     memkv       the MemKeyValue service of examples/memkv/memkv.py (the design document's
@@ -28,6 +30,7 @@ import functools
 import importlib
 import os
 import resource
+import signal
 import sys
 import threading
 import time
@@ -41,6 +44,7 @@ KINDS = (
     "raw-rep",
     "raw-router",
     "undertow",
+    "undertow-plain",
     "undertow-http",
     "pyro5",
     "rpyc",
@@ -154,9 +158,9 @@ def serve_raw_router() -> None:
 # -- undertow ------------------------------------------------------------------------------------
 
 
-def serve_undertow() -> None:
+def serve_undertow(plain: bool = False) -> None:
     """Serve echo, total (numpy in), make (numpy out, one array per size), total_signed
-    (pickle in, for signed callers) and rss.
+    (pickle in, for signed callers) and rss; with ``plain``, also on a plain socket.
 
     ``rss()`` returns the peak RSS (KiB) recorded once the server is set up, before it serves
     any call, and the peak RSS now.
@@ -198,7 +202,16 @@ def serve_undertow() -> None:
         }
     )
     baseline = peak_rss_kib()
-    server.serve_forever("127.0.0.1", 0)
+    if not plain:
+        server.serve_forever("127.0.0.1", 0)
+        return
+    # also a plain socket: sync clients make their blocking calls over it
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    address = server.start("tcp://127.0.0.1:0", plain="tcp+plain://127.0.0.1:0")
+    print(f"undertow: serving {server.name!r} on {address}", flush=True)
+    stop.wait()
+    server.stop()
 
 
 def serve_undertow_data(memory_limit: int) -> None:
@@ -312,6 +325,7 @@ SERVERS: dict[str, Callable[[], None]] = {
     "raw-rep": serve_raw_rep,
     "raw-router": serve_raw_router,
     "undertow": serve_undertow,
+    "undertow-plain": functools.partial(serve_undertow, plain=True),
     "undertow-http": serve_undertow_http,
     "pyro5": serve_pyro5,
     "rpyc": serve_rpyc,

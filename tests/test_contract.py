@@ -32,6 +32,7 @@ class Served:
     release: threading.Event = field(default_factory=threading.Event)
     hello: threading.Event = field(default_factory=threading.Event)
     heard: list[tuple[str, str]] = field(default_factory=list)
+    plain: bool = False
 
     def output(self, stream: str, text: str) -> None:
         """The clients' output callback."""
@@ -78,17 +79,20 @@ def make_server(served: Served) -> None:
     server.config({"numbers": {"return_pointer": True}})
 
 
-@pytest.fixture(params=TRANSPORTS)
+@pytest.fixture(params=[*TRANSPORTS, "plain"])
 def served(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, undertow_home: object
 ) -> Iterator[Served]:
-    """A server with a token, listening on ZeroMQ and HTTP; the address of the transport
-    under test. Clients find the token in the environment, as users' clients do."""
+    """A server with a token, listening on ZeroMQ, HTTP and a plain socket; the address of
+    the transport under test ("plain": the ZeroMQ address, whose server tells sync clients
+    to make blocking calls over its plain socket). Clients find the token in the
+    environment, as users' clients do."""
     monkeypatch.setenv("UNDERTOW_TOKEN", TOKEN)
     server = undertow.Server(name="contract", token=TOKEN)
-    server.start("tcp://127.0.0.1:0", http_port=0)
-    address = server.address if request.param == "zmq" else server.http_address
+    server.start("tcp://127.0.0.1:0", http_port=0, plain="tcp+plain://127.0.0.1:0")
+    address = server.http_address if request.param == "http" else server.address
     served = Served(server, address)
+    served.plain = request.param == "plain"
     make_server(served)
     yield served
     served.release.set()
@@ -98,6 +102,12 @@ def served(
 @pytest.fixture
 def client(served: Served) -> Iterator[undertow.Client]:
     with undertow.connect(served.address, timeout=WAIT, output=served.output) as c:
+        conn = c._conn
+        if served.plain:
+            assert conn.plain is not None
+            assert conn.plain.usable()
+        elif hasattr(conn, "plain"):
+            conn.plain = None  # the ZeroMQ case: blocking calls stay on ZeroMQ
         yield c
 
 

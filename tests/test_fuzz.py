@@ -140,3 +140,32 @@ def test_envelope_parsers_raise_only_authentication_errors(
             except undertow.AuthenticationError:
                 continue
             pytest.fail(f"{data!r} passed as a valid signature")
+
+
+@BUDGET
+@given(
+    st.lists(st.lists(st.binary(max_size=40), min_size=1, max_size=4), max_size=4),
+    st.binary(max_size=60),
+    st.lists(st.integers(min_value=1, max_value=50), max_size=8),
+)
+def test_the_plain_socket_reader_survives_any_bytes(
+    messages: list[list[bytes]], garbage: bytes, cuts: list[int]
+) -> None:
+    # well-formed messages cut anywhere come out whole and in order; bytes after them may
+    # only give more messages, wait for more, or be refused (UndertowError), never crash
+    from undertow.errors import UndertowError
+    from undertow.transport._plain import _Reader, pack_message
+
+    wire = b"".join(bytes(b) for m in messages for b in pack_message(m)) + garbage
+    reader = _Reader(limit=1 << 20)
+    got: list[list[bytes]] = []
+    at = 0
+    try:
+        for cut in [*cuts, len(wire)]:
+            reader.feed(wire[at : at + cut] if cut < len(wire) else wire[at:])
+            at = min(len(wire), at + cut)
+            while (found := reader.next_message()) is not None:
+                got.append([f.bytes for f in found])
+    except UndertowError:
+        pass
+    assert got[: len(messages)] == messages  # every whole message, before any refusal

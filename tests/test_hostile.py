@@ -1,4 +1,5 @@
-"""A real server fed malformed and hostile messages from a raw ZeroMQ socket keeps serving."""
+"""A real server fed malformed and hostile messages from a raw ZeroMQ socket, and from a raw
+plain socket, keeps serving."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import zmq
 
 import undertow
 from undertow.security import ENVELOPE_MAGIC, ClientSeal, TokenAuth, client_key, strip_envelope
+from undertow.transport import PlainSocket
 from undertow.wire import (
     MAGIC,
     PROTOCOL_VERSION,
@@ -89,17 +91,56 @@ def make_server() -> undertow.Server:
 
 
 @pytest.fixture
-def address(serve: Any) -> str:
-    result: str = serve(make_server())
-    return result
+def server(undertow_home: Any) -> Iterator[undertow.Server]:
+    """The hostile-input server, on ZeroMQ and on a plain socket."""
+    served = make_server()
+    served.start(plain="tcp+plain://127.0.0.1:0")
+    yield served
+    served.stop()
 
 
 @pytest.fixture
-def raw(address: str) -> Iterator[zmq.Socket[Any]]:
+def address(server: undertow.Server) -> str:
+    return server.address
+
+
+class PlainRaw:
+    """A plain-socket connection with the few methods of a ZeroMQ socket these tests use."""
+
+    def __init__(self, address: str) -> None:
+        self.sock = PlainSocket(address)
+        self._next: list[Any] | None = None
+
+    def send_multipart(self, frames: list[bytes]) -> None:
+        self.sock.send(frames)
+
+    def poll(self, timeout_ms: int, _flags: int = 0) -> bool:
+        if self._next is None:
+            self._next = self.sock.recv(timeout_ms)
+        return self._next is not None
+
+    def recv_multipart(self) -> list[bytes]:
+        assert self.poll(ANSWER_MS)
+        frames, self._next = self._next or [], None
+        return [frame.bytes for frame in frames]
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture(params=["zmq", "plain"])
+def raw(request: pytest.FixtureRequest, server: undertow.Server) -> Iterator[Any]:
+    """Hostile messages go in over ZeroMQ, then over the server's plain socket."""
+    if request.param == "plain":
+        plain = PlainRaw(server.plain_address)
+        yield plain
+        _unread.pop(id(plain), None)
+        plain.close()
+        return
     sock: zmq.Socket[Any] = zmq.Context.instance().socket(zmq.DEALER)
     try:
         sock.setsockopt(zmq.LINGER, 0)
-        sock.connect(address)
+        sock.connect(server.address)
         yield sock
     finally:
         _unread.pop(id(sock), None)

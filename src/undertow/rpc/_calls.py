@@ -103,6 +103,8 @@ class Description(msgspec.Struct, frozen=True):
     proof: str | None = None
     #: where the jobs of its queued functions go (a backend URL, no password), if it has any
     jobs: str | None = None
+    #: a plain-socket address it also serves (``tcp+plain://``, ``unix://``), if any
+    plain: str | None = None
 
 
 class Call:

@@ -17,6 +17,7 @@ import msgspec
 from undertow.errors import ConnectionClosed
 from undertow.rpc._calls import Call, Description, FunctionInfo, Protocol
 from undertow.rpc._connection import ConnectOptions, Settings, timeout_error
+from undertow.rpc._plain_link import PlainLink
 from undertow.rpc._sync_conn import SyncConnection
 from undertow.security import client_key
 from undertow.transport import load_public
@@ -83,13 +84,19 @@ class ZmqConnection(ZmqLinked):
 
     def __init__(self, address: str, options: ConnectOptions) -> None:
         super().__init__(address, options, SyncConnection)
+        self._curve = options.curve_server_key
+        #: the server's plain socket, for blocking calls (``_plain_link.py``); None: ZeroMQ
+        self.plain: PlainLink | None = None
 
     def describe(self, timeout: float | None, challenge: str | None = None) -> Description:
         try:
             body = self.call(DESCRIBE_INFO, (), {}, (timeout, False, None, False))
         except TimeoutError:
             raise timeout_error(self.address, timeout, connecting=True) from None
-        return self._described(body)
+        desc = self._described(body)
+        if desc.plain and self._curve is None and self.plain is None:
+            self.plain = PlainLink(desc.plain, key=self.proto.key, limit=None)
+        return desc
 
     def call(
         self, info: FunctionInfo, args: tuple[Any, ...], kwargs: dict[str, Any], how: Settings
@@ -101,9 +108,10 @@ class ZmqConnection(ZmqLinked):
             call.call_id, info, args, kwargs, timeout=timeout, output=output, pointer=pointer
         )
         # Ctrl-C in a notebook or the deadline: the connection stops the remote call too
-        if not self.link.call(
-            call, frames, None if timeout is None else time.monotonic() + timeout
-        ):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        plain = self.plain
+        link = plain if plain is not None and plain.usable() else self.link
+        if not link.call(call, frames, deadline):
             raise timeout_error(proto.where(info.name), timeout)
         return proto.outcome(call)
 
@@ -158,6 +166,8 @@ class ZmqConnection(ZmqLinked):
             self.link.send(self.proto.cancel_frames(call.call_id))
 
     def close(self) -> None:
+        if self.plain is not None:
+            self.plain.close()
         self.link.close()
 
 

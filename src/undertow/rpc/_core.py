@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
 import operator
@@ -39,7 +40,7 @@ from undertow.errors import AuthenticationError, ConfigError, UndertowError
 from undertow.rpc._incoming import Incoming, RawHandler
 from undertow.rpc._receivers import Job, ReceiverPool
 from undertow.security import ENVELOPE_MAGIC, Authenticator, ServerSeal, strip_envelope
-from undertow.transport import ServerSocket, bind_router
+from undertow.transport import PlainHub, ServerSocket, bind_router
 from undertow.wire import (
     ErrorInfo,
     Header,
@@ -102,6 +103,8 @@ class HandlerServer:
         self.max_message_size: int | None = None
         self._refusals = 0
         self._next_refusal_log = 0.0
+        self._hub: PlainHub | None = None
+        self._plain_pool: ReceiverPool | None = None
 
     def __repr__(self) -> str:
         state = self._address or "not listening"
@@ -158,11 +161,49 @@ class HandlerServer:
         log.info("server %r listening on %s", self.name, self._address)
         return self._address
 
+    @property
+    def plain_address(self) -> str | None:
+        """The plain-socket address served next to ZeroMQ (None: none)."""
+        return None if self._hub is None else self._hub.address
+
+    def listen_plain(
+        self, address: str, *, threads: int, slow_after: float = 0.005, insecure: bool = False
+    ) -> str:
+        """Also serve on a plain socket (``tcp+plain://host:port``, ``unix:///path``; see
+        ``transport/_plain.py``), read by a receiver pool of its own; the real address."""
+        if self._sock is None:
+            raise UndertowError(f"server {self.name!r}: listen() on ZeroMQ first")
+        if self._hub is not None:
+            raise UndertowError(f"server {self.name!r} already listens on {self._hub.address}")
+        if address.startswith("tcp+plain://"):
+            check_exposure(
+                "tcp://" + address[len("tcp+plain://") :],
+                authenticated=self.seal is not None,
+                insecure=insecure,
+            )
+        hub = PlainHub(address, max_message_size=self.max_message_size)
+        pool = ReceiverPool(
+            hub,  # type: ignore[arg-type]  # a ServerSocket's shape, over plain sockets
+            functools.partial(self._dispatch, via=hub),
+            threads=max(2, threads),
+            slow_after=slow_after,
+            name=f"{self.name}-plain",
+        )
+        self._hub, self._plain_pool = hub, pool
+        pool.start()
+        log.info("server %r also listening on %s", self.name, hub.address)
+        return hub.address
+
     async def close(self) -> None:
         """Stop serving: unanswered calls are dropped and running handler tasks cancelled."""
         if self._sock is None:
             return
         assert self._loop is not None
+        if self._plain_pool is not None and self._hub is not None:
+            hub, pool = self._hub, self._plain_pool
+            await asyncio.to_thread(pool.stop)
+            hub.close()
+            self._hub = self._plain_pool = None
         if self._pool is not None:
             await asyncio.to_thread(self._pool.stop)
             self._pool = None
@@ -221,9 +262,9 @@ class HandlerServer:
             if job is not None and self._loop is not None:
                 self._loop.run_in_executor(None, job[1])
 
-    def _dispatch(self, peer: bytes, frames: list[zmq.Frame]) -> Job | None:
+    def _dispatch(self, peer: bytes, frames: list[Any], via: Any = None) -> Job | None:
         """Handle one message from ``peer`` in whichever thread received it; may return a job
-        to run.
+        to run. ``via``: the plain-socket hub it came through (None: the ZeroMQ socket).
 
         Its size and signature are checked before anything in it is decoded.
         """
@@ -231,7 +272,7 @@ class HandlerServer:
         rest = list(map(_buffer, frames[1:]))
         too_large = self._too_large(frames, view, rest)
         if too_large is not None:
-            self._refuse(peer, frames, too_large, code="too_large")
+            self._refuse(peer, frames, too_large, code="too_large", via=via)
             return None
         identity = seal = None
         if view[:2] == ENVELOPE_MAGIC:
@@ -241,10 +282,10 @@ class HandlerServer:
                 else:
                     identity, seal, view = self.seal.open(view, rest)
             except AuthenticationError as exc:  # the peer is told little; the log says why
-                self._refuse(peer, frames, _AUTH_FAILED, detail=str(exc))
+                self._refuse(peer, frames, _AUTH_FAILED, detail=str(exc), via=via)
                 return None
         elif self.seal is not None and not self.allow_anonymous:
-            self._refuse(peer, frames, self._unsigned_refused())
+            self._refuse(peer, frames, self._unsigned_refused(), via=via)
             return None
         try:
             header = decode_header(view)
@@ -255,7 +296,7 @@ class HandlerServer:
         if header.kind != _CALL:
             self._control(peer, header, payload)
             return None
-        incoming = Incoming(self, peer, header, payload, identity, seal)
+        incoming = Incoming(self, peer, header, payload, identity, seal, via)
         self._active[(peer, header.call_id)] = incoming
         raw = self.raw_handlers.get(header.name)
         if raw is not None:
@@ -289,6 +330,7 @@ class HandlerServer:
         reason: str,
         code: str = "auth",
         detail: str | None = None,
+        via: Any = None,
     ) -> None:
         """Answer a message that is not served, without decoding it: an error for call 0,
         which the client applies to every call waiting on that socket. ``detail`` goes to
@@ -308,7 +350,7 @@ class HandlerServer:
                 self._refusals,
                 detail or reason,
             )
-        sock = self._sock
+        sock = self._sock if via is None else via
         if sock is not None:  # answered after the log line, so that the line is there first
             error = ErrorInfo("AuthenticationError", reason, code=code)
             sock.send(peer, pack(Kind.ERROR, 0, [encode_error(error)]))

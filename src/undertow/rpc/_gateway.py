@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
-from undertow.errors import UndertowError
+from undertow._util import address_host, is_loopback
+from undertow.errors import ConfigError, UndertowError
 from undertow.rpc._calls import FunctionInfo
 from undertow.rpc._entry import Entry
 from undertow.rpc._incoming import VALUE, Arguments, Incoming
@@ -438,3 +439,26 @@ def _value(codec: str, payload: Any) -> Any:
 def _failed(info: ErrorInfo) -> CallFailed:
     """A server's error description as the HTTP transport's failure."""
     return CallFailed(msgspec.structs.asdict(info))
+
+
+async def serve_gateway(server: Any, address: str, port: int) -> tuple[ServerGateway, Any]:
+    """Serve ``server``'s functions over HTTP on ``port`` of the interface of its ZeroMQ
+    ``address``: (the gateway, the HTTP server)."""
+    try:
+        from undertow.transport import http_app, serve_http
+    except ImportError as exc:
+        raise ConfigError(
+            f"serving HTTP needs starlette and uvicorn ({exc.name} is missing): "
+            "pip install 'undertow[http]'"
+        ) from exc
+    host = address_host(address) if address.startswith("tcp://") else "127.0.0.1"
+    local = is_loopback(host)
+    if not local and not server._insecure:
+        raise ConfigError(
+            f"refusing to serve HTTP on {host}: plain HTTP carries bearer tokens (the same "
+            "secrets that sign ZeroMQ messages) in clear, so anyone who sees one request "
+            "can call as that user. Serve HTTP on 127.0.0.1 behind a TLS proxy, or pass "
+            "insecure=True (--insecure) on a network you trust"
+        )
+    gateway: Any = ServerGateway(server)
+    return gateway, await serve_http(http_app(gateway, local_only=local), host, port)

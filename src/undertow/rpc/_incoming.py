@@ -54,6 +54,7 @@ class Incoming:
         "identity",
         "peer",
         "seal",
+        "via",
     )
 
     #: False: answers are frames encoded by the function's codec (:meth:`reply`,
@@ -72,9 +73,13 @@ class Incoming:
         frames: list[Any],
         identity: str | None = None,
         seal: Callable[[list[Any]], list[Any]] | None = None,
+        via: Any = None,
     ) -> None:
         self._server = server
         self.peer = peer
+        #: the socket the call came in on, when it is not the server's ZeroMQ socket (a
+        #: plain-socket hub): answers go back through it
+        self.via = via
         self.header = header
         #: payload frames: the body, then any out-of-band buffers
         self.frames = frames
@@ -116,7 +121,7 @@ class Incoming:
         codec: str = "",
         ends: bool = False,
     ) -> None:
-        sock = self._server._sock
+        sock = self._server._sock if self.via is None else self.via
         if sock is not None and not self.header.flags & _NO_REPLY:  # closed; one-way
             frames = pack(kind, self.header.call_id, payload, name=name, codec=codec)
             if self.seal is not None:

@@ -16,7 +16,6 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, overload
 
-from undertow._util import address_host, is_loopback
 from undertow.config import ServerSettings, backend_url, redact_url
 from undertow.errors import ConfigError, UndertowError
 from undertow.rpc._calls import FunctionInfo
@@ -178,6 +177,11 @@ class Server:
         return "" if self._http is None else str(self._http.address)
 
     @property
+    def plain_address(self) -> str:
+        """Where the server listens on a plain socket (empty if it does not)."""
+        return self._core.plain_address or ""
+
+    @property
     def authenticates(self) -> bool:
         """True when callers must (or, with ``allow_anonymous``, may) sign their messages."""
         return self._auth is not None
@@ -276,6 +280,7 @@ class Server:
             "max_message_size": self._core.max_message_size,
             "user": None if token is None else parse_token(token)[0],
             "jobs": self._jobs_url(),
+            "plain": self._core.plain_address,
         }
         if token is not None and challenge:
             described["proof"] = user_proof(token, challenge)
@@ -297,26 +302,26 @@ class Server:
         *,
         ready: Callable[[str], None] | None = None,
         http_port: int | None = None,
+        plain: str | None = None,
     ) -> None:
         """Serve on the running loop until :meth:`stop` (or cancellation).
 
         ``http_port``: also serve the functions over HTTP on this port (0: a free one) of
         the same interface (see :attr:`http_address`; needs ``pip install 'undertow[http]'``).
+        ``plain``: also serve on a plain socket (``tcp+plain://host:port``, ``unix:///path``),
+        over which sync clients make their blocking calls (no ZeroMQ I/O thread in the way).
         """
+        if plain is not None and self._curve is not None:
+            raise ConfigError(
+                "a server that encrypts with CURVE cannot also serve a plain socket, which "
+                "would carry its calls in clear: leave plain= out"
+            )
         if self._user_token is not None:
             refuse_user_token_beyond_loopback(address, self._entries)
         self.loop = self._calls.loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         try:
-            # one thread more than max_workers: one always stays free to receive
-            real = await self._core.listen(
-                address,
-                threads=self._max_workers + 1,
-                insecure=self._insecure,
-                curve_secret=None if self._curve is None else self._curve[1],
-            )
-            if http_port is not None:
-                self._http = await self._serve_http(real, http_port)
+            real = await self._listen(address, http_port, plain)
             if ready is not None:
                 ready(real)
             jobs = make_job_plane(self)  # calls of queued functions are jobs: run them
@@ -335,26 +340,23 @@ class Server:
             self.pipes.close()
             await self._core.close()
 
-    async def _serve_http(self, address: str, port: int) -> Any:
-        try:
-            from undertow.rpc._gateway import ServerGateway
-            from undertow.transport import http_app, serve_http
-        except ImportError as exc:
-            raise ConfigError(
-                f"serving HTTP needs starlette and uvicorn ({exc.name} is missing): "
-                "pip install 'undertow[http]'"
-            ) from exc
-        host = address_host(address) if address.startswith("tcp://") else "127.0.0.1"
-        local = is_loopback(host)
-        if not local and not self._insecure:
-            raise ConfigError(
-                f"refusing to serve HTTP on {host}: plain HTTP carries bearer tokens (the same "
-                "secrets that sign ZeroMQ messages) in clear, so anyone who sees one request "
-                "can call as that user. Serve HTTP on 127.0.0.1 behind a TLS proxy, or pass "
-                "insecure=True (--insecure) on a network you trust"
-            )
-        self._gateway = ServerGateway(self)
-        return await serve_http(http_app(self._gateway, local_only=local), host, port)
+    async def _listen(self, address: str, http_port: int | None, plain: str | None) -> str:
+        """Listen on ZeroMQ, then on the plain socket and HTTP if asked; the ZeroMQ address.
+        Receivers: one more thread than ``max_workers`` a transport (one stays free)."""
+        threads = self._max_workers + 1
+        real = await self._core.listen(
+            address,
+            threads=threads,
+            insecure=self._insecure,
+            curve_secret=None if self._curve is None else self._curve[1],
+        )
+        if plain is not None:
+            self._core.listen_plain(plain, threads=threads, insecure=self._insecure)
+        if http_port is not None:
+            from undertow.rpc._gateway import serve_gateway  # starlette: only when asked
+
+            self._gateway, self._http = await serve_gateway(self, real, http_port)
+        return real
 
     def serve_forever(
         self,
@@ -394,17 +396,20 @@ class Server:
         *,
         timeout: float = 10.0,
         http_port: int | None = None,
+        plain: str | None = None,
     ) -> str:
         """Serve from a background thread (for notebooks and tests); returns the real address
-        (with ``http_port``, :attr:`http_address` says where HTTP is served)."""
+        (with ``http_port``, :attr:`http_address` says where HTTP is served; with ``plain``,
+        :attr:`plain_address` where the plain socket is)."""
         if self._thread is not None:
             raise UndertowError(f"server {self.name!r} is already serving on {self.address}")
         started = threading.Event()
         failure: list[BaseException] = []
 
         def run() -> None:
+            ready, http = (lambda _: started.set()), http_port
             try:
-                asyncio.run(self.serve(address, ready=lambda _: started.set(), http_port=http_port))
+                asyncio.run(self.serve(address, ready=ready, http_port=http, plain=plain))
             except BaseException as exc:  # reported to the thread that called start()
                 failure.append(exc)
                 started.set()

@@ -1,0 +1,117 @@
+"""Blocking calls over a server's plain socket, each thread on a connection of its own.
+
+A server that also serves a plain socket (``Server.serve(plain=...)``) says so when it
+describes itself. A sync client then makes its blocking calls over that socket instead of
+ZeroMQ: the calling thread writes the request and reads the answer itself, so no I/O thread
+wakes on either side. Streams, futures and one-way calls stay on ZeroMQ, as does every call
+when the plain socket cannot be reached (it is tried once per thread) or the client
+encrypts with CURVE (a plain socket carries calls in clear).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+import weakref
+from typing import Any
+
+from undertow.errors import ConnectError, ConnectionClosed, ConnectionLost, UndertowError
+from undertow.rpc._calls import Call, Protocol, deliver_all
+from undertow.security import ClientSeal, SigningKey
+from undertow.transport import PlainSocket
+
+__all__ = ["PlainLink"]
+
+log = logging.getLogger(__name__)
+
+#: seconds a thread waits for its plain connection before it keeps to ZeroMQ
+_CONNECT_WAIT = 2.0
+#: a waiting call looks at its deadline and at close() this often (ms)
+_SLICE_MS = 100
+
+
+class PlainLink:
+    """The plain-socket connections of one sync client, a thread each.
+
+    Args:
+        address: the server's plain address, as it described itself.
+        key: signs each message (a session per connection), None: unsigned.
+        limit: the largest message taken from the server (None: no limit).
+    """
+
+    def __init__(self, address: str, *, key: SigningKey | None, limit: int | None) -> None:
+        self.address = address
+        self._key = key
+        self._limit = limit
+        self._local = threading.local()
+        self._open: weakref.WeakSet[PlainSocket] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self.closed = False
+
+    def _socket(self) -> PlainSocket | None:
+        """This thread's connection (made on first use); None if it cannot be had."""
+        local = self._local
+        sock: PlainSocket | None = getattr(local, "sock", None)
+        if sock is not None:
+            return None if sock.closed or sock.lost() else sock
+        if getattr(local, "failed", False) or self.closed:
+            return None
+        try:
+            sock = PlainSocket(self.address, timeout=_CONNECT_WAIT, limit=self._limit)
+        except ConnectError as exc:
+            log.debug("calls stay on ZeroMQ: %s", exc)
+            local.failed = True
+            return None
+        weakref.finalize(sock, sock.close)  # the thread's slot holds the only reference
+        local.sock = sock
+        local.seal = ClientSeal(self._key) if self._key is not None else None
+        with self._lock:
+            self._open.add(sock)
+        return sock
+
+    def usable(self) -> bool:
+        """True when this thread's calls can go over the plain socket."""
+        return self._socket() is not None
+
+    def call(self, call: Call, frames: list[Any], deadline: float | None) -> bool:
+        """Send ``call`` and read its messages until it is done; False if the deadline passed
+        first (the server is then asked to stop the call)."""
+        sock = self._socket()
+        if sock is None:
+            raise ConnectionLost(f"the plain socket {self.address} is not available")
+        seal: ClientSeal | None = self._local.seal
+        with sock.lock:
+            mine = {call.call_id: call}
+            try:
+                sock.send(frames if seal is None else seal.seal(frames))
+                while not call.done:
+                    left = _SLICE_MS if deadline is None else (deadline - time.monotonic()) * 1000
+                    if left <= 0:
+                        return False
+                    msg = sock.recv(_SLICE_MS if left >= _SLICE_MS else int(left) + 1)
+                    if msg is None:
+                        if self.closed:
+                            raise ConnectionClosed(f"the client for {self.address} was closed")
+                        if sock.lost():
+                            raise ConnectionLost(
+                                f"the connection to {self.address} dropped while "
+                                f"{call.name}() was running; it may or may not have completed"
+                            )
+                        continue
+                    deliver_all(mine, msg, self.address, seal)
+                return True
+            finally:
+                if not call.done and not sock.lost() and not self.closed:
+                    cancel = Protocol.cancel_frames(call.call_id)
+                    with contextlib.suppress(UndertowError):
+                        sock.send(cancel if seal is None else seal.seal(cancel))
+
+    def close(self) -> None:
+        """Close every thread's connection."""
+        self.closed = True
+        with self._lock:
+            socks = list(self._open)
+        for sock in socks:
+            sock.close()

@@ -1,0 +1,242 @@
+"""Plain sockets (``tcp+plain://``, ``unix://``) next to ZeroMQ: a sync client's blocking
+calls go over them when the server serves one, with the same wire format, signatures and
+limits; streams and futures stay on ZeroMQ; hostile input is dropped."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import undertow
+from undertow.errors import ConfigError, MessageTooLarge
+from undertow.transport import PlainSocket
+from undertow.transport._plain import GREETING
+from undertow.wire import Kind, decode_header
+
+TOKEN = "ada.plain-secret-of-enough-length-000"
+WAIT = 10.0
+
+pytestmark = pytest.mark.usefixtures("undertow_home")
+
+
+def make_server(**options: Any) -> undertow.Server:
+    server = undertow.Server(name="p", **options)
+
+    @server.register
+    def echo(x: Any) -> Any:
+        return x
+
+    @server.register
+    def shout(text: str) -> str:
+        print(f"shouting {text}")
+        return text.upper()
+
+    @server.register
+    def fail(message: str) -> None:
+        raise ValueError(message)
+
+    @server.register
+    def nap(seconds: float) -> float:
+        time.sleep(seconds)
+        return seconds
+
+    @server.register
+    def count(n: int) -> Iterator[int]:
+        yield from range(n)
+
+    return server
+
+
+@pytest.fixture(params=["tcp", "unix"])
+def plain_address(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "tcp":
+        return "tcp+plain://127.0.0.1:0"
+    return f"unix://{tmp_path}/p.sock"
+
+
+@pytest.fixture
+def served(plain_address: str) -> Iterator[tuple[undertow.Server, str]]:
+    server = make_server()
+    address = server.start(plain=plain_address)
+    yield server, address
+    server.stop()
+
+
+def uses_plain(client: undertow.Client) -> bool:
+    plain = client._conn.plain  # type: ignore[attr-defined]
+    return plain is not None and bool(plain.usable())
+
+
+def test_blocking_calls_go_over_the_plain_socket_with_output_and_errors(served, capsys):
+    server, address = served
+    assert server.plain_address.startswith(("tcp+plain://127.0.0.1:", "unix:///"))
+    with undertow.connect(address, timeout=WAIT) as client:
+        assert client.echo({"a": [1, 2.5, "x", None]}) == {"a": [1, 2.5, "x", None]}
+        assert uses_plain(client)
+        assert client.shout("hi") == "HI"
+        assert "shouting hi" in capsys.readouterr().out  # remote output, live
+        with pytest.raises(ValueError, match="no good"):
+            client.fail("no good")
+        big = os.urandom(3 << 20)  # larger than one read: the body is read to its end
+        assert client.echo(big) == big
+        # generators and futures stay on ZeroMQ, next to it
+        assert list(client.count(5)) == [0, 1, 2, 3, 4]
+        assert client.echo.submit(7).result(WAIT) == 7
+
+
+def test_each_thread_has_its_own_connection(served):
+    _, address = served
+    with undertow.connect(address, timeout=WAIT) as client:
+        results: list[Any] = []
+
+        def work(k: int) -> None:
+            results.extend(client.echo(k * 1000 + i) for i in range(200))
+
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(WAIT)
+        assert sorted(results) == sorted(k * 1000 + i for k in range(4) for i in range(200))
+
+
+def test_a_deadline_cancels_the_call_and_the_connection_goes_on(served):
+    _, address = served
+    with undertow.connect(address, timeout=WAIT) as client:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError, match="nap"):
+            client.nap.options(timeout=0.2)(1.0)
+        assert time.monotonic() - started < 0.9
+        assert client.echo("after") == "after"  # the late answer is dropped, not taken
+
+
+def test_signed_calls_over_the_plain_socket(plain_address):
+    server = make_server(token=TOKEN)
+    address = server.start(plain=plain_address)
+    try:
+        with undertow.connect(address, token=TOKEN, timeout=WAIT) as client:
+            assert client.echo(5) == 5
+            assert uses_plain(client)
+        # unsigned: refused over the plain socket as over ZeroMQ, naming the fix
+        with pytest.raises(Exception, match="requires authentication"):
+            undertow.connect(address, token=False, timeout=WAIT)
+        raw = PlainSocket(server.plain_address)
+        raw.send([b"\x00not a header"])
+        # an unsigned message is refused before anything in it is read, as over ZeroMQ
+        answer = raw.recv(int(WAIT * 1000))
+        assert answer is not None
+        assert decode_header(answer[0].buffer).kind == Kind.ERROR
+        raw.close()
+        with undertow.connect(address, token=TOKEN, timeout=WAIT) as client:
+            assert client.echo(6) == 6
+    finally:
+        server.stop()
+
+
+def _raw(address: str) -> socket.socket:
+    if address.startswith("unix://"):
+        sock = socket.socket(socket.AF_UNIX)
+        sock.connect(address[len("unix://") :])
+    else:
+        host, port = address[len("tcp+plain://") :].rsplit(":", 1)
+        sock = socket.create_connection((host, int(port)))
+    sock.settimeout(WAIT)
+    assert sock.recv(len(GREETING)) == GREETING
+    return sock
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+@pytest.mark.parametrize(
+    "attack",
+    ["wrong greeting", "too many frames", "zero frames", "over the size limit", "stalls"],
+)
+def test_hostile_input_drops_that_connection_only(plain_address, attack):
+    server = make_server(max_message_size=1 << 20)
+    address = server.start(plain=plain_address)
+    try:
+        sock = _raw(server.plain_address)
+        if attack == "wrong greeting":
+            sock.sendall(b"GET / HTTP/1.1\r\n\r\n")
+        else:
+            sock.sendall(GREETING)
+            if attack == "too many frames":
+                sock.sendall(struct.pack(">I", 70_000))
+            elif attack == "zero frames":
+                sock.sendall(struct.pack(">I", 0))
+            elif attack == "over the size limit":  # announced, never allocated
+                sock.sendall(struct.pack(">IQ", 1, 1 << 40))
+            else:  # a large message that stops after its head: it holds a buffer, no thread
+                sock.sendall(struct.pack(">IQ", 1, 512 << 10) + b"x" * 1000)
+        if attack != "stalls":
+            assert _closed_by_peer(sock)
+        with undertow.connect(address, timeout=WAIT) as client:  # everyone else goes on
+            assert client.echo(1) == 1
+            assert uses_plain(client)
+        sock.close()
+    finally:
+        server.stop()
+
+
+def test_a_message_over_the_servers_limit_is_refused_before_it_is_sent(plain_address):
+    server = make_server(max_message_size=1 << 20)
+    address = server.start(plain=plain_address)
+    try:
+        with undertow.connect(address, timeout=WAIT) as client:
+            assert client.echo(b"x" * 1000) == b"x" * 1000
+            with pytest.raises(MessageTooLarge, match="nothing was sent"):
+                client.echo(b"x" * (2 << 20))
+            assert client.echo(2) == 2
+    finally:
+        server.stop()
+
+
+def test_the_unix_socket_is_its_users_alone_and_removed_on_stop(tmp_path):
+    path = tmp_path / "own.sock"
+    server = make_server()
+    server.start(plain=f"unix://{path}")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    server.stop()
+    assert not path.exists()
+
+
+def test_an_unreachable_plain_socket_leaves_calls_on_zeromq(tmp_path):
+    path = tmp_path / "gone.sock"
+    server = make_server()
+    address = server.start(plain=f"unix://{path}")
+    try:
+        os.unlink(path)  # the file is gone: the client cannot reach it
+        with undertow.connect(address, timeout=WAIT) as client:
+            assert client.echo(3) == 3
+            assert not uses_plain(client)
+    finally:
+        server.stop()
+
+
+def test_plain_sockets_and_curve_do_not_mix(tmp_path):
+    from undertow.transport import keygen
+
+    _, secret = keygen(tmp_path, "server")
+    server = make_server(curve_secret=str(secret))
+    with pytest.raises(ConfigError, match="in clear"):
+        server.start(plain=f"unix://{tmp_path}/c.sock")
+
+
+def test_a_plain_socket_beyond_loopback_needs_tokens():
+    server = make_server()
+    with pytest.raises(ConfigError, match="without authentication"):
+        server.start(plain="tcp+plain://0.0.0.0:0")
