@@ -9,11 +9,11 @@ Kinds:
     raw-rep     ZeroMQ REP socket that echoes each message (latency floor).
     raw-router  ZeroMQ ROUTER socket: ``echo``, ``up`` (tiny reply) and ``down`` (big reply).
     undertow    undertow.Server with echo, total, make, total_signed and rss; callers
-                without the token are served (all but total_signed, which takes pickle).
+                without the token are served (all but total_signed, which takes pickle);
+                sync clients make blocking calls over its plain socket (the default).
     pyro5       Pyro5 daemon exposing an object with an ``echo`` method (optional peer).
     rpyc        RPyC ThreadedServer with ``exposed_echo`` (optional peer).
-    undertow-plain  the same, also served on a plain socket (``tcp+plain://``): its sync
-                clients make blocking calls over it
+    undertow-zmq  the same without its plain socket: every call over ZeroMQ
     undertow-http  undertow.Server with echo, blob_len and blob, also served over HTTP; the
                 address printed is the HTTP one.
     memkv       the MemKeyValue service of examples/memkv/memkv.py (the design document's
@@ -44,7 +44,7 @@ KINDS = (
     "raw-rep",
     "raw-router",
     "undertow",
-    "undertow-plain",
+    "undertow-zmq",
     "undertow-http",
     "pyro5",
     "rpyc",
@@ -158,9 +158,10 @@ def serve_raw_router() -> None:
 # -- undertow ------------------------------------------------------------------------------------
 
 
-def serve_undertow(plain: bool = False) -> None:
+def serve_undertow(zmq_only: bool = False) -> None:
     """Serve echo, total (numpy in), make (numpy out, one array per size), total_signed
-    (pickle in, for signed callers) and rss; with ``plain``, also on a plain socket.
+    (pickle in, for signed callers) and rss; with ``zmq_only``, without the plain socket
+    servers have by default (blocking calls then go over ZeroMQ too).
 
     ``rss()`` returns the peak RSS (KiB) recorded once the server is set up, before it serves
     any call, and the peak RSS now.
@@ -202,13 +203,12 @@ def serve_undertow(plain: bool = False) -> None:
         }
     )
     baseline = peak_rss_kib()
-    if not plain:
+    if not zmq_only:
         server.serve_forever("127.0.0.1", 0)
         return
-    # also a plain socket: sync clients make their blocking calls over it
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    address = server.start("tcp://127.0.0.1:0", plain="tcp+plain://127.0.0.1:0")
+    address = server.start("tcp://127.0.0.1:0", plain=None)
     print(f"undertow: serving {server.name!r} on {address}", flush=True)
     stop.wait()
     server.stop()
@@ -325,7 +325,7 @@ SERVERS: dict[str, Callable[[], None]] = {
     "raw-rep": serve_raw_rep,
     "raw-router": serve_raw_router,
     "undertow": serve_undertow,
-    "undertow-plain": functools.partial(serve_undertow, plain=True),
+    "undertow-zmq": functools.partial(serve_undertow, zmq_only=True),
     "undertow-http": serve_undertow_http,
     "pyro5": serve_pyro5,
     "rpyc": serve_rpyc,

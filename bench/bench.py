@@ -230,8 +230,8 @@ class Clients:
     ut_signed: undertow.Client
     #: a kept-alive HTTP/1.1 connection to the server that also serves HTTP
     http: http.client.HTTPConnection
-    #: the server that also serves a plain socket (blocking calls go over it)
-    ut_plain: undertow.Client | None = None
+    #: the server without a plain socket (every call over ZeroMQ)
+    ut_zmq: undertow.Client | None = None
     pyro5: Any = None
     rpyc: Any = None
     closers: list[Callable[[], None]] = field(default_factory=list)
@@ -257,9 +257,9 @@ def connect_all(servers: dict[str, ServerProcess]) -> Clients:
         ut=undertow.connect(servers["undertow"].address, token=False, timeout=60),
         ut_signed=undertow.connect(servers["undertow"].address, token=TOKEN, timeout=60),
     )
-    if "undertow-plain" in servers:
-        clients.ut_plain = undertow.connect(servers["undertow-plain"].address, timeout=60)
-        clients.closers.append(clients.ut_plain.close)
+    if "undertow-zmq" in servers:
+        clients.ut_zmq = undertow.connect(servers["undertow-zmq"].address, timeout=60)
+        clients.closers.append(clients.ut_zmq.close)
     clients.closers += [
         clients.rep.close,
         clients.dealer.close,
@@ -328,9 +328,9 @@ def latency_calls(clients: Clients) -> dict[str, Callable[[], object]]:
         "undertow_http": _http_echo(clients.http),
     }
     signed = clients.ut_signed
-    if clients.ut_plain is not None:
-        plain = clients.ut_plain
-        calls["undertow_plain"] = lambda: plain.echo(42)
+    if clients.ut_zmq is not None:
+        over_zmq = clients.ut_zmq
+        calls["undertow_zmq"] = lambda: over_zmq.echo(42)
     if clients.pyro5 is not None:
         proxy = clients.pyro5
         calls["pyro5"] = lambda: proxy.echo(42)
@@ -375,10 +375,11 @@ def measure_latency(clients: Clients, plan: Plan) -> dict[str, Any]:
         "raw_zmq": f"pyzmq REQ/REP, {len(RAW_PAYLOAD)}-byte payload echoed",
         "raw_dealer_router": "pyzmq DEALER -> ROUTER echo, 2 frames, sent and received frame "
         "by frame (pyzmq's multipart helpers cost ~25% more)",
-        "undertow": "client.echo(42), sync client, default options, no token",
+        "undertow": "client.echo(42), sync client, default options, no token (the server's "
+        "plain socket: tcp+plain://)",
         "undertow_signed": "the same with a token: request and reply signed (HMAC-SHA256)",
-        "undertow_plain": "client.echo(42) to a server that also serves a plain socket "
-        "(tcp+plain://): the blocking call goes over it, not ZeroMQ",
+        "undertow_zmq": "client.echo(42) to a server without a plain socket: the blocking "
+        "call goes over ZeroMQ (what every call did before issue 17)",
         "undertow_http": "POST /call/echo with a JSON body on a kept-alive HTTP/1.1 connection "
         "(http.client), to a server that also serves HTTP",
         "pyro5": "Proxy.echo(42), default serpent serializer, thread-pool daemon",
@@ -959,7 +960,7 @@ def run(plan: Plan, quick: bool) -> dict[str, Any]:
         "raw-rep",
         "raw-router",
         "undertow",
-        "undertow-plain",
+        "undertow-zmq",
         "undertow#up",
         "undertow#down",
         "undertow#signed",

@@ -505,7 +505,8 @@ def test_a_finished_future_cannot_be_cancelled(served):
 
 
 def test_plain_functions_are_bounded_by_max_workers_and_async_ones_still_run(serve):
-    server = undertow.Server(name="bounded", max_workers=2)
+    # every call over ZeroMQ: the blocking ping() must meet the busy pool, not a plain socket's
+    server = undertow.Server(name="bounded", max_workers=2, plain=None)
     lock = threading.Lock()
     running = {"now": 0, "most": 0}
     release = threading.Event()
@@ -529,6 +530,7 @@ def test_plain_functions_are_bounded_by_max_workers_and_async_ones_still_run(ser
     address = serve(server)
     with undertow.connect(address, timeout=WAIT) as client:
         futures = [client.busy.submit() for _ in range(5)]
+        assert wait_until(lambda: running["now"] == 2, WAIT)
         # both workers busy, three calls queued: the server still answers async functions
         assert client.ping() == "pong"
         assert running["most"] <= 2

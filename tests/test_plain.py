@@ -240,3 +240,40 @@ def test_a_plain_socket_beyond_loopback_needs_tokens():
     server = make_server()
     with pytest.raises(ConfigError, match="without authentication"):
         server.start(plain="tcp+plain://0.0.0.0:0")
+
+
+def test_servers_serve_a_plain_socket_by_default_on_their_interface():
+    server = make_server()
+    address = server.start()
+    try:
+        assert server.plain_address.startswith("tcp+plain://127.0.0.1:")
+        with undertow.connect(address, timeout=WAIT) as client:
+            assert client.echo(1) == 1
+            assert uses_plain(client)
+    finally:
+        server.stop()
+
+
+def test_the_plain_setting_turns_it_off_and_ipc_or_curve_have_none_by_default(
+    monkeypatch, tmp_path
+):
+    from undertow.transport import keygen
+
+    monkeypatch.setenv("UNDERTOW_PLAIN", "none")
+    server = make_server()
+    server.start()
+    assert server.plain_address == ""
+    server.stop()
+    monkeypatch.delenv("UNDERTOW_PLAIN")
+    server = make_server()
+    server.start(f"ipc://{tmp_path}/z.ipc")  # auto: TCP beside TCP only
+    assert server.plain_address == ""
+    server.stop()
+    _, secret = keygen(tmp_path, "server")
+    server = make_server(curve_secret=str(secret))
+    server.start()  # auto with CURVE: no plain socket, and no complaint
+    assert server.plain_address == ""
+    server.stop()
+    monkeypatch.setenv("UNDERTOW_PLAIN", "udp://nope")
+    with pytest.raises(ConfigError, match="tcp\\+plain://host:port"):
+        make_server()

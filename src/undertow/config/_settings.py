@@ -44,6 +44,12 @@ def _message_size(value: int) -> str | None:
     return None if value >= 65536 else "a number of bytes of at least 65536 (or unset: no limit)"
 
 
+def _plain(value: str) -> str | None:
+    if value == "auto" or value.startswith(("tcp+plain://", "unix:///")):
+        return None
+    return "auto, tcp+plain://host:port, unix:///absolute/path (or unset: none)"
+
+
 def _backend(value: str) -> str | None:
     if backend_problem(value) is None:
         return None
@@ -87,6 +93,13 @@ class ServerSettings(Settings, section="server"):
     )
     replay_window: float = setting(
         60.0, doc="seconds a signed message's clock may differ from this one", check=_seconds
+    )
+    plain: str | None = setting(
+        "auto",
+        doc="a plain socket for sync clients' blocking calls: auto (TCP, the ZeroMQ "
+        "address's interface, a free port; none with CURVE), tcp+plain://host:port, "
+        "unix:///path (unset: none)",
+        check=_plain,
     )
     data_dir: str | None = setting(
         None,

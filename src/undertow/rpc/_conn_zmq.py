@@ -109,9 +109,10 @@ class ZmqConnection(ZmqLinked):
         )
         # Ctrl-C in a notebook or the deadline: the connection stops the remote call too
         deadline = None if timeout is None else time.monotonic() + timeout
-        plain = self.plain
-        link = plain if plain is not None and plain.usable() else self.link
-        if not link.call(call, frames, deadline):
+        done = None if self.plain is None else self.plain.call(call, frames, deadline)
+        if done is None:  # no plain socket (or none now): over ZeroMQ
+            done = self.link.call(call, frames, deadline)
+        if not done:
             raise timeout_error(proto.where(info.name), timeout)
         return proto.outcome(call)
 

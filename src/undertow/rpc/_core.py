@@ -168,11 +168,16 @@ class HandlerServer:
 
     def listen_plain(
         self, address: str, *, threads: int, slow_after: float = 0.005, insecure: bool = False
-    ) -> str:
+    ) -> str | None:
         """Also serve on a plain socket (``tcp+plain://host:port``, ``unix:///path``; see
-        ``transport/_plain.py``), read by a receiver pool of its own; the real address."""
+        ``transport/_plain.py``), read by a receiver pool of its own; the real address, or
+        None for ``"auto"`` (TCP on the ZeroMQ address's interface) beside ipc or inproc."""
         if self._sock is None:
             raise UndertowError(f"server {self.name!r}: listen() on ZeroMQ first")
+        if address == "auto":
+            if not self._address.startswith("tcp://"):
+                return None
+            address = f"tcp+plain://{self._address[len('tcp://') :].rpartition(':')[0]}:0"
         if self._hub is not None:
             raise UndertowError(f"server {self.name!r} already listens on {self._hub.address}")
         if address.startswith("tcp+plain://"):

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 #: seconds a thread waits for its plain connection before it keeps to ZeroMQ
 _CONNECT_WAIT = 2.0
+#: seconds a thread whose plain connection could not be made keeps to ZeroMQ
+_RETRY_AFTER = 10.0
 #: a waiting call looks at its deadline and at close() this often (ms)
 _SLICE_MS = 100
 
@@ -51,20 +53,26 @@ class PlainLink:
         self.closed = False
 
     def _socket(self) -> PlainSocket | None:
-        """This thread's connection (made on first use); None if it cannot be had."""
+        """This thread's connection (made on first use, and again once the server closed
+        it: a server that restarted); None while it cannot be had."""
         local = self._local
         sock: PlainSocket | None = getattr(local, "sock", None)
         if sock is not None:
-            return None if sock.closed or sock.lost() else sock
-        if getattr(local, "failed", False) or self.closed:
+            if sock.alive():
+                return sock
+            sock.close()
+            local.sock = None
+        if self.closed or getattr(local, "retry_at", 0.0) > time.monotonic():
             return None
         try:
             sock = PlainSocket(self.address, timeout=_CONNECT_WAIT, limit=self._limit)
         except ConnectError as exc:
-            log.debug("calls stay on ZeroMQ: %s", exc)
-            local.failed = True
+            log.debug("calls stay on ZeroMQ for %g s: %s", _RETRY_AFTER, exc)
+            local.retry_at = time.monotonic() + _RETRY_AFTER
             return None
-        weakref.finalize(sock, sock.close)  # the thread's slot holds the only reference
+        # the thread's slot holds the only reference: when the thread ends, the connection is
+        # collected and its socket closed (the finalizer must not hold the PlainSocket itself)
+        weakref.finalize(sock, sock.sock.close)
         local.sock = sock
         local.seal = ClientSeal(self._key) if self._key is not None else None
         with self._lock:
@@ -72,15 +80,16 @@ class PlainLink:
         return sock
 
     def usable(self) -> bool:
-        """True when this thread's calls can go over the plain socket."""
+        """True when this thread's calls can go over the plain socket now."""
         return self._socket() is not None
 
-    def call(self, call: Call, frames: list[Any], deadline: float | None) -> bool:
+    def call(self, call: Call, frames: list[Any], deadline: float | None) -> bool | None:
         """Send ``call`` and read its messages until it is done; False if the deadline passed
-        first (the server is then asked to stop the call)."""
+        first (the server is then asked to stop the call); None, with nothing sent, when the
+        plain socket cannot be had (the call goes over ZeroMQ)."""
         sock = self._socket()
         if sock is None:
-            raise ConnectionLost(f"the plain socket {self.address} is not available")
+            return None
         seal: ClientSeal | None = self._local.seal
         with sock.lock:
             mine = {call.call_id: call}

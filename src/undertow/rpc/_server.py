@@ -1,10 +1,9 @@
 """The function server: register functions, configure them by glob, serve them.
 
 What happens to one call (the checks, where it runs, its answer) is in ``_dispatch.py``;
-the low-level ZeroMQ server under it in ``_core.py``. Other transports (HTTP, through
-``_gateway.py``) reach the same code through the server's public call surface:
-:meth:`Server.function`, :meth:`Server.authenticate`, :meth:`Server.dispatch` and
-:meth:`Server.cancel`.
+the low-level server under it (ZeroMQ, plain sockets) in ``_core.py``. HTTP (``_gateway.py``)
+reaches the same code through :meth:`Server.function`, :meth:`Server.authenticate`,
+:meth:`Server.dispatch` and :meth:`Server.cancel`.
 """
 
 from __future__ import annotations
@@ -33,12 +32,7 @@ from undertow.rpc._setup import (
     runs_code,
     server_settings,
 )
-from undertow.security import (
-    Authenticator,
-    ServerSeal,
-    parse_token,
-    user_proof,
-)
+from undertow.security import Authenticator, ServerSeal, parse_token, user_proof
 from undertow.transport import load_secret
 from undertow.wire import ErrorInfo, MsgpackCodec
 
@@ -97,6 +91,8 @@ class Server:
         curve_secret: a CURVE secret key (Z85 text, or the ``.key_secret`` file from
             ``undertow keygen``): every connection is encrypted.
         replay_window: seconds a signed message's timestamp may differ from this clock.
+        plain: a plain socket for sync clients' blocking calls: ``"auto"`` (TCP beside a TCP
+            address, a free port), ``tcp+plain://host:port``, ``unix:///path`` or None.
         data_dir: where the server's data store spills values past ``memory_limit``
             (default: ``~/.undertow/data/<name>``); spilled values survive a restart.
         memory_limit: bytes of values (results kept with ``return_pointer``, uploads with
@@ -144,6 +140,7 @@ class Server:
         #: pickle); None otherwise
         self._user_token: str | None = None
         self._insecure = settings.insecure
+        self._plain = settings.plain
         curve = settings.curve_secret
         self._curve = None if curve is None else load_secret(curve)
         self._fns: dict[str, Callable[..., Any]] = {}
@@ -302,20 +299,23 @@ class Server:
         *,
         ready: Callable[[str], None] | None = None,
         http_port: int | None = None,
-        plain: str | None = None,
+        plain: str | None = "",
     ) -> None:
         """Serve on the running loop until :meth:`stop` (or cancellation).
 
         ``http_port``: also serve the functions over HTTP on this port (0: a free one) of
         the same interface (see :attr:`http_address`; needs ``pip install 'undertow[http]'``).
-        ``plain``: also serve on a plain socket (``tcp+plain://host:port``, ``unix:///path``),
-        over which sync clients make their blocking calls (no ZeroMQ I/O thread in the way).
+        ``plain``: a plain socket for sync clients' blocking calls (default: the ``plain``
+        setting, ``"auto"``; see the class).
         """
-        if plain is not None and self._curve is not None:
-            raise ConfigError(
-                "a server that encrypts with CURVE cannot also serve a plain socket, which "
-                "would carry its calls in clear: leave plain= out"
-            )
+        plain = self._plain if plain == "" else plain
+        if plain is not None and self._curve is not None:  # CURVE: never in clear
+            if plain != "auto":
+                raise ConfigError(
+                    "a server that encrypts with CURVE cannot also serve a plain socket, "
+                    "which would carry its calls in clear: leave plain= out"
+                )
+            plain = None
         if self._user_token is not None:
             refuse_user_token_beyond_loopback(address, self._entries)
         self.loop = self._calls.loop = asyncio.get_running_loop()
@@ -396,7 +396,7 @@ class Server:
         *,
         timeout: float = 10.0,
         http_port: int | None = None,
-        plain: str | None = None,
+        plain: str | None = "",
     ) -> str:
         """Serve from a background thread (for notebooks and tests); returns the real address
         (with ``http_port``, :attr:`http_address` says where HTTP is served; with ``plain``,

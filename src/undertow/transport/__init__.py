@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from undertow.transport._curve import curve_available, keygen, load_public, load_secret
 from undertow.transport._http_api import CallFailed, Gateway, failure
-from undertow.transport._plain import PlainFrame, PlainHub, PlainSocket, is_plain
+from undertow.transport._plain import PlainFrame, PlainHub, PlainSocket
 from undertow.transport._router import ServerSocket, bind_router
 from undertow.transport._zmq import (
     LockedSocket,
@@ -42,7 +42,6 @@ __all__ = [
     "failure",
     "fetch_data",
     "http_app",
-    "is_plain",
     "keygen",
     "load_public",
     "load_secret",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import select
 import selectors
 import socket
 import struct
@@ -33,7 +34,6 @@ __all__ = [
     "PlainFrame",
     "PlainHub",
     "PlainSocket",
-    "is_plain",
     "pack_message",
 ]
 
@@ -45,12 +45,8 @@ _CHUNK = 256 * 1024
 MAX_FRAMES = 65536
 #: messages smaller than this are joined into one buffer and sent with one system call
 _JOIN_BELOW = 64 * 1024
-_SCHEMES = ("tcp+plain://", "unix://")
-
-
-def is_plain(address: str) -> bool:
-    """True for a plain-socket address (``tcp+plain://``, ``unix://``)."""
-    return address.startswith(_SCHEMES)
+#: seconds a client's send may wait for the kernel to take a message
+SEND_WAIT = 60.0
 
 
 class PlainFrame:
@@ -236,7 +232,7 @@ class PlainSocket:
         except ConnectError:
             sock.close()
             raise
-        sock.settimeout(None)
+        sock.settimeout(SEND_WAIT)  # bounds a send; waits for input are polls (below)
         self.address = address
         self.sock = sock
         self.lock = threading.Lock()
@@ -244,10 +240,27 @@ class PlainSocket:
         self._lost = False
         self._reader = _Reader(limit)
         self._chunk = bytearray(_CHUNK)
-        self._timeout: float | None = None
+        self._poll = select.poll()
+        self._poll.register(sock.fileno(), select.POLLIN)
 
-    def send(self, frames: Sequence[Any], *, wait: bool = True) -> None:
-        """Send one message (blocks while the kernel's buffer is full)."""
+    def alive(self) -> bool:
+        """False if the peer has closed the connection (a server that stopped, say); a look
+        that does not wait (one ``poll``)."""
+        if self._lost or self.closed:
+            return False
+        if not self._poll.poll(0):
+            return True  # nothing waiting: the normal case between calls
+        try:
+            peeked = self.sock.recv(1, socket.MSG_PEEK)  # ready: returns at once
+        except OSError:
+            peeked = b""
+        if not peeked:
+            self._lost = True
+            return False
+        return True  # a late answer to a call given up on: the next recv drops it
+
+    def send(self, frames: Sequence[Any]) -> None:
+        """Send one message (:data:`SEND_WAIT` at most for the kernel to take it)."""
         try:
             _send_all(self.sock, pack_message(frames))
         except OSError as exc:
@@ -256,25 +269,22 @@ class PlainSocket:
 
     def recv(self, timeout_ms: int) -> list[PlainFrame] | None:
         """The next message, or None after ``timeout_ms`` (or once the peer is gone: see
-        :meth:`lost`)."""
+        :meth:`lost`). A message half read when the time runs out stays for the next call."""
         reader = self._reader
         found = reader.next_message()
         if found is not None:
             return found
-        timeout = timeout_ms / 1000
-        if timeout != self._timeout:
-            self.sock.settimeout(timeout)
-            self._timeout = timeout
+        deadline = time.monotonic() + timeout_ms / 1000
         chunk = memoryview(self._chunk)
         while True:
+            left = int((deadline - time.monotonic()) * 1000)
+            if not self._poll.poll(max(0, left)):
+                return None
             room = reader.room()
             try:
                 n = self.sock.recv_into(chunk if room is None else room)
-            except TimeoutError:
-                return None  # a message half read stays half read for the next call
             except OSError:
-                self._lost = True
-                return None
+                n = 0
             if n == 0:
                 self._lost = True
                 return None
