@@ -15,15 +15,11 @@ whole body into one buffer; frames are views of it.
 from __future__ import annotations
 
 import contextlib
-import errno
-import os
 import select
-import selectors
 import socket
 import struct
 import threading
 import time
-from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,7 +28,6 @@ from undertow.errors import ConnectError, ConnectionLost, UndertowError
 __all__ = [
     "GREETING",
     "PlainFrame",
-    "PlainHub",
     "PlainSocket",
     "pack_message",
 ]
@@ -45,8 +40,10 @@ _CHUNK = 256 * 1024
 MAX_FRAMES = 65536
 #: messages smaller than this are joined into one buffer and sent with one system call
 _JOIN_BELOW = 64 * 1024
-#: seconds a client's send may wait for the kernel to take a message
+#: seconds a client's send of a large message may wait for the kernel to take it
 SEND_WAIT = 60.0
+#: seconds unused after which a client looks whether the server closed the connection
+IDLE_LOOK = 0.05
 
 
 class PlainFrame:
@@ -232,7 +229,7 @@ class PlainSocket:
         except ConnectError:
             sock.close()
             raise
-        sock.settimeout(SEND_WAIT)  # bounds a send; waits for input are polls (below)
+        sock.settimeout(None)  # blocking: one system call a send or a read; waits are polls
         self.address = address
         self.sock = sock
         self.lock = threading.Lock()
@@ -242,13 +239,15 @@ class PlainSocket:
         self._chunk = bytearray(_CHUNK)
         self._poll = select.poll()
         self._poll.register(sock.fileno(), select.POLLIN)
+        self._used = time.monotonic()
 
     def alive(self) -> bool:
-        """False if the peer has closed the connection (a server that stopped, say); a look
-        that does not wait (one ``poll``)."""
+        """False if the peer has closed the connection (a server that stopped, say). Looked
+        at (one ``poll`` that does not wait) only after :data:`IDLE_LOOK` seconds unused:
+        calls back to back never pay for it."""
         if self._lost or self.closed:
             return False
-        if not self._poll.poll(0):
+        if time.monotonic() - self._used < IDLE_LOOK or not self._poll.poll(0):
             return True  # nothing waiting: the normal case between calls
         try:
             peeked = self.sock.recv(1, socket.MSG_PEEK)  # ready: returns at once
@@ -260,9 +259,18 @@ class PlainSocket:
         return True  # a late answer to a call given up on: the next recv drops it
 
     def send(self, frames: Sequence[Any]) -> None:
-        """Send one message (:data:`SEND_WAIT` at most for the kernel to take it)."""
+        """Send one message (a large one waits :data:`SEND_WAIT` at most for the kernel)."""
+        buffers = pack_message(frames)
+        sock = self.sock
         try:
-            _send_all(self.sock, pack_message(frames))
+            if len(buffers) == 1:  # small: the kernel's buffer takes it at once
+                sock.sendall(buffers[0])
+            else:
+                sock.settimeout(SEND_WAIT)
+                try:
+                    _send_all(sock, buffers)
+                finally:
+                    sock.settimeout(None)
         except OSError as exc:
             self._lost = True
             raise ConnectionLost(f"the connection to {self.address} dropped: {exc}") from exc
@@ -294,6 +302,7 @@ class PlainSocket:
                 reader.filled(n)
             found = reader.next_message()
             if found is not None:
+                self._used = time.monotonic()
                 return found
 
     def lost(self) -> bool:
@@ -305,189 +314,3 @@ class PlainSocket:
             self.closed = True
             with contextlib.suppress(OSError):
                 self.sock.close()
-
-
-class _Conn:
-    __slots__ = ("greeted", "lock", "peer", "reader", "sock")
-
-    def __init__(self, sock: socket.socket, peer: bytes, limit: int | None) -> None:
-        self.sock = sock
-        self.peer = peer
-        self.reader = _Reader(limit)
-        self.lock = threading.Lock()
-        self.greeted = b""
-
-
-class PlainHub:
-    """A server's plain-socket listener and its connections, read like a
-    :class:`~undertow.transport.ServerSocket`: :meth:`recv` gives ``(peer, frames)`` from any
-    connection to one thread at a time (a :class:`~undertow.rpc.ReceiverPool` drives it);
-    :meth:`send` answers a peer from any thread.
-
-    Args:
-        address: ``tcp+plain://host:port`` (port 0: a free one) or ``unix:///path``.
-        max_message_size: a connection that announces a larger message is closed.
-    """
-
-    def __init__(self, address: str, *, max_message_size: int | None = None) -> None:
-        family, where = _parse_plain(address)
-        listener = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            if family == socket.AF_UNIX:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(where)  # a socket file left by a server that died
-                old = os.umask(0o177)  # the socket file: readable and writable by its user only
-                try:
-                    listener.bind(where)
-                finally:
-                    os.umask(old)
-                self.address = address
-            else:
-                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                listener.bind(where)
-                host, port = listener.getsockname()[:2]
-                shown = f"[{host}]" if ":" in host else host
-                self.address = f"tcp+plain://{shown}:{port}"
-            listener.listen(128)
-        except OSError as exc:
-            listener.close()
-            raise ConnectError(f"cannot listen on {address!r}: {exc.strerror}") from exc
-        listener.setblocking(False)
-        self._family = family
-        self._path = where if family == socket.AF_UNIX else None
-        self._listener = listener
-        self._limit = max_message_size
-        self._selector = selectors.DefaultSelector()
-        self._selector.register(listener, selectors.EVENT_READ, None)
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
-        self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
-        self._conns: dict[bytes, _Conn] = {}
-        self._ready: deque[tuple[bytes, list[PlainFrame]]] = deque()
-        self._chunk = bytearray(_CHUNK)
-        self.closed = False
-
-    def own(self) -> None:
-        """Nothing to do: any thread may send on a plain socket (a lock per connection)."""
-
-    def recv(self, timeout_ms: int = -1) -> tuple[bytes, list[PlainFrame]] | None:
-        """The next message from any connection, or None after ``timeout_ms`` or a wake-up."""
-        if self._ready:
-            return self._ready.popleft()
-        if self.closed:
-            return None
-        for key, _ in self._selector.select(None if timeout_ms < 0 else timeout_ms / 1000):
-            data = key.data
-            if data is None:
-                self._accept()
-            elif data == "wake":
-                with contextlib.suppress(BlockingIOError, OSError):
-                    os.read(self._wake_r, 4096)
-            else:
-                self._read(data)
-        return self._ready.popleft() if self._ready else None
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                sock, _ = self._listener.accept()
-            except (BlockingIOError, OSError):
-                return
-            sock.setblocking(True)
-            if self._family != socket.AF_UNIX:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            peer = b"\x02" + os.urandom(15)  # no ZeroMQ routing id is chosen like this
-            conn = _Conn(sock, peer, self._limit)
-            try:
-                sock.sendall(GREETING)
-            except OSError:
-                sock.close()
-                continue
-            self._conns[peer] = conn
-            self._selector.register(sock, selectors.EVENT_READ, conn)
-
-    def _read(self, conn: _Conn) -> None:
-        room = conn.reader.room()
-        try:
-            if room is not None:  # the rest of a large body, straight into its buffer
-                n = conn.sock.recv_into(room, 0, socket.MSG_DONTWAIT)
-            else:
-                n = conn.sock.recv_into(self._chunk, _CHUNK, socket.MSG_DONTWAIT)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            n = 0
-        if n == 0:
-            self._drop(conn)
-            return
-        if room is not None:
-            conn.reader.filled(n)
-            self._collect(conn)
-            return
-        data = memoryview(self._chunk)[:n]
-        if len(conn.greeted) < len(GREETING):
-            need = len(GREETING) - len(conn.greeted)
-            conn.greeted += bytes(data[:need])
-            data = data[need:]
-            if not GREETING.startswith(conn.greeted):
-                self._drop(conn)  # not an undertow plain client
-                return
-        conn.reader.feed(data)
-        self._collect(conn)
-
-    def _collect(self, conn: _Conn) -> None:
-        try:
-            while True:
-                found = conn.reader.next_message()
-                if found is None:
-                    return
-                self._ready.append((conn.peer, found))
-        except UndertowError:
-            self._drop(conn)  # over the limits: nothing more is taken from it
-
-    def _drop(self, conn: _Conn) -> None:
-        if self._conns.pop(conn.peer, None) is not None:
-            with contextlib.suppress(KeyError, ValueError):
-                self._selector.unregister(conn.sock)
-            with contextlib.suppress(OSError):
-                conn.sock.close()
-
-    def send(self, peer: bytes, frames: Sequence[Any], *, hold: bool = False) -> None:
-        """Send ``frames`` to ``peer`` from any thread; a peer that is gone is skipped."""
-        conn = self._conns.get(peer)
-        if conn is None:
-            return
-        buffers = pack_message(frames)
-        with conn.lock:
-            try:
-                _send_all(conn.sock, buffers)
-            except OSError as exc:
-                if exc.errno not in (errno.EPIPE, errno.ECONNRESET, errno.EBADF):
-                    raise
-                # the reader sees the connection close and drops it
-
-    def wake(self) -> None:
-        """Make a :meth:`recv` waiting in another thread return soon."""
-        with contextlib.suppress(BlockingIOError, OSError):
-            os.write(self._wake_w, b"\0")
-
-    def close(self) -> None:
-        """Close the listener and every connection (and remove a Unix socket's file)."""
-        if self.closed:
-            return
-        self.closed = True
-        self.wake()
-        for conn in list(self._conns.values()):
-            self._drop(conn)
-        with contextlib.suppress(KeyError, ValueError):
-            self._selector.unregister(self._listener)
-        self._listener.close()
-        if self._path is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(self._path)
-        for fd in (self._wake_r, self._wake_w):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        with contextlib.suppress(OSError):
-            self._selector.close()
