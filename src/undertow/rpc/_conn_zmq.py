@@ -76,6 +76,11 @@ class ZmqLinked:
         return desc
 
 
+#: requests of this many bytes or more go over ZeroMQ even when a plain socket is there:
+#: ZeroMQ's I/O thread, in C, sends bulk faster (100 MB up: 1,610 against 1,540 MB/s)
+PLAIN_BELOW = 1 << 20
+
+
 class ZmqConnection(ZmqLinked):
     """A sync client's connection to a server's ZeroMQ address (``tcp://``, ``ipc://``,
     ``inproc://``, ``host:port``)."""
@@ -109,8 +114,10 @@ class ZmqConnection(ZmqLinked):
         )
         # Ctrl-C in a notebook or the deadline: the connection stops the remote call too
         deadline = None if timeout is None else time.monotonic() + timeout
-        done = None if self.plain is None else self.plain.call(call, frames, deadline)
-        if done is None:  # no plain socket (or none now): over ZeroMQ
+        done = None
+        if self.plain is not None and sum(map(len, frames)) < PLAIN_BELOW:
+            done = self.plain.call(call, frames, deadline)
+        if done is None:  # a large request, or no plain socket (now): over ZeroMQ
             done = self.link.call(call, frames, deadline)
         if not done:
             raise timeout_error(proto.where(info.name), timeout)

@@ -147,6 +147,7 @@ class PlainHub:
             return
         if room is not None:
             conn.reader.filled(n)
+            self._drain_body(conn)
             self._collect(conn)
             return
         data = memoryview(self._chunk)[:n]
@@ -159,6 +160,19 @@ class PlainHub:
                 return
         conn.reader.feed(data)
         self._collect(conn)
+
+    def _drain_body(self, conn: _Conn) -> None:
+        """Read as much more of a large body as has arrived, without waiting (one select a
+        chunk would cost a pass through the receive loop every few hundred kilobytes)."""
+        reader, sock = conn.reader, conn.sock
+        while (room := reader.room()) is not None and len(room):
+            try:
+                n = sock.recv_into(room, 0, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError, OSError):
+                return  # nothing more now, or gone: the next select tells
+            if n == 0:
+                return
+            reader.filled(n)
 
     def _collect(self, conn: _Conn) -> None:
         try:
