@@ -10,6 +10,7 @@ import itertools
 import logging
 import operator
 import sys
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -19,6 +20,8 @@ import msgspec
 from undertow.errors import (
     AuthenticationError,
     ConfigError,
+    ConnectionClosed,
+    ConnectionLost,
     MessageTooLarge,
     SerializationError,
     UndertowError,
@@ -44,7 +47,7 @@ from undertow.wire import (
     resolve_codec,
 )
 
-__all__ = ["Call", "FunctionInfo", "Protocol", "deliver_all", "write_output"]
+__all__ = ["Call", "FunctionInfo", "Protocol", "deliver_all", "run_call", "write_output"]
 
 OutputCallback = Callable[[str, str], None]
 
@@ -432,3 +435,40 @@ def _culprit(codec: Codec, args: Sequence[Any], kwargs: Mapping[str, Any]) -> st
         except UndertowError:
             return f"argument {key!r} ({type(value).__name__})"
     return "the arguments"
+
+
+#: a waiting blocking call looks at its deadline and at close() this often (ms)
+_SLICE_MS = 100
+
+
+def run_call(
+    sock: Any,
+    seal: ClientSeal | None,
+    call: Call,
+    frames: list[Any],
+    deadline: float | None,
+    endpoint: str,
+    owner: Any,
+) -> bool:
+    """Send ``call`` on ``sock`` (a thread's own socket: ZeroMQ or plain) and deliver what
+    comes back until it is done; False if ``deadline`` passed first. ``owner.closed`` ends
+    the wait with :class:`ConnectionClosed`; a connection that drops, with
+    :class:`ConnectionLost`. Messages of calls given up on before are dropped."""
+    mine = {call.call_id: call}
+    sock.send(frames if seal is None else seal.seal(frames))
+    while not call.done:
+        left = _SLICE_MS if deadline is None else (deadline - time.monotonic()) * 1000
+        if left <= 0:
+            return False
+        msg = sock.recv(_SLICE_MS if left >= _SLICE_MS else int(left) + 1)
+        if msg is None:
+            if owner.closed:
+                raise ConnectionClosed(f"the client for {endpoint} was closed")
+            if sock.lost():
+                raise ConnectionLost(
+                    f"the connection to {endpoint} dropped while {call.name}() was running; "
+                    "it may or may not have completed"
+                )
+            continue
+        deliver_all(mine, msg, endpoint, seal)
+    return True

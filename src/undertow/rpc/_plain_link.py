@@ -17,8 +17,8 @@ import time
 import weakref
 from typing import Any
 
-from undertow.errors import ConnectError, ConnectionClosed, ConnectionLost, UndertowError
-from undertow.rpc._calls import Call, Protocol, deliver_all
+from undertow.errors import ConnectError, UndertowError
+from undertow.rpc._calls import Call, Protocol, run_call
 from undertow.security import ClientSeal, SigningKey
 from undertow.transport import PlainSocket
 
@@ -30,8 +30,6 @@ log = logging.getLogger(__name__)
 _CONNECT_WAIT = 2.0
 #: seconds a thread whose plain connection could not be made keeps to ZeroMQ
 _RETRY_AFTER = 10.0
-#: a waiting call looks at its deadline and at close() this often (ms)
-_SLICE_MS = 100
 
 
 class PlainLink:
@@ -92,25 +90,8 @@ class PlainLink:
             return None
         seal: ClientSeal | None = self._local.seal
         with sock.lock:
-            mine = {call.call_id: call}
             try:
-                sock.send(frames if seal is None else seal.seal(frames))
-                while not call.done:
-                    left = _SLICE_MS if deadline is None else (deadline - time.monotonic()) * 1000
-                    if left <= 0:
-                        return False
-                    msg = sock.recv(_SLICE_MS if left >= _SLICE_MS else int(left) + 1)
-                    if msg is None:
-                        if self.closed:
-                            raise ConnectionClosed(f"the client for {self.address} was closed")
-                        if sock.lost():
-                            raise ConnectionLost(
-                                f"the connection to {self.address} dropped while "
-                                f"{call.name}() was running; it may or may not have completed"
-                            )
-                        continue
-                    deliver_all(mine, msg, self.address, seal)
-                return True
+                return run_call(sock, seal, call, frames, deadline, self.address, self)
             finally:
                 if not call.done and not sock.lost() and not self.closed:
                     cancel = Protocol.cancel_frames(call.call_id)

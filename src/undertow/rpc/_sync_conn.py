@@ -32,7 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 from undertow.errors import ConnectionClosed, ConnectionLost, NotConnected
-from undertow.rpc._calls import Call, Protocol, deliver_all
+from undertow.rpc._calls import Call, Protocol, deliver_all, run_call
 from undertow.security import ClientSeal, SigningKey
 from undertow.transport import LockedSocket, OwnedSocket, connect_dealer
 
@@ -117,26 +117,9 @@ class SyncConnection:
         with sock.lock:  # close() from another thread waits for this call to end
             if sock.closed:
                 raise ConnectionClosed(f"the client for {self.endpoint} is closed")
-            mine = {call.call_id: call}  # messages of calls given up on before are dropped
             try:
                 # inside the try: a Ctrl-C that lands right after the send still cancels
-                sock.send(frames if seal is None else seal.seal(frames))
-                while not call.done:
-                    left = _SLICE_MS if deadline is None else (deadline - time.monotonic()) * 1000
-                    if left <= 0:
-                        return False
-                    msg = sock.recv(_SLICE_MS if left >= _SLICE_MS else int(left) + 1)
-                    if msg is None:
-                        if self.closed:
-                            raise ConnectionClosed(f"the client for {self.endpoint} was closed")
-                        if sock.lost():
-                            raise ConnectionLost(
-                                f"the connection to {self.endpoint} dropped while "
-                                f"{call.name}() was running; it may or may not have completed"
-                            )
-                        continue
-                    deliver_all(mine, msg, self.endpoint, seal)
-                return True
+                return run_call(sock, seal, call, frames, deadline, self.endpoint, self)
             finally:
                 if self.closed:
                     sock.close()
