@@ -81,6 +81,11 @@ class ZmqLinked:
 PLAIN_BELOW = 1 << 20
 
 
+def _size(frames: list[Any]) -> int:
+    """The bytes of a message's frames (bytes, or views of arrays of any item size)."""
+    return sum(memoryview(frame).nbytes for frame in frames)
+
+
 class ZmqConnection(ZmqLinked):
     """A sync client's connection to a server's ZeroMQ address (``tcp://``, ``ipc://``,
     ``inproc://``, ``host:port``)."""
@@ -115,7 +120,7 @@ class ZmqConnection(ZmqLinked):
         # Ctrl-C in a notebook or the deadline: the connection stops the remote call too
         deadline = None if timeout is None else time.monotonic() + timeout
         done = None
-        if self.plain is not None and sum(map(len, frames)) < PLAIN_BELOW:
+        if self.plain is not None and _size(frames) < PLAIN_BELOW:
             done = self.plain.call(call, frames, deadline)
         if done is None:  # a large request, or no plain socket (now): over ZeroMQ
             done = self.link.call(call, frames, deadline)
