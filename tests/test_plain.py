@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 import undertow
-from undertow.errors import ConfigError, MessageTooLarge
+from undertow.errors import ConfigError, ConnectError, MessageTooLarge
 from undertow.transport import PlainSocket
 from undertow.transport._plain import GREETING
 from undertow.wire import Kind, decode_header
@@ -277,3 +277,12 @@ def test_the_plain_setting_turns_it_off_and_ipc_or_curve_have_none_by_default(
     monkeypatch.setenv("UNDERTOW_PLAIN", "udp://nope")
     with pytest.raises(ConfigError, match="tcp\\+plain://host:port"):
         make_server()
+
+
+def test_a_unix_path_that_is_a_file_is_never_removed(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("mine")
+    server = make_server()
+    with pytest.raises(ConnectError, match="cannot listen"):
+        server.start(plain=f"unix://{path}")
+    assert path.read_text() == "mine"

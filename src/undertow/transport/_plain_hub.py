@@ -12,6 +12,7 @@ import errno
 import os
 import selectors
 import socket
+import stat
 import threading
 from collections import deque
 from collections.abc import Sequence
@@ -59,7 +60,8 @@ class PlainHub:
         try:
             if family == socket.AF_UNIX:
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(where)  # a socket file left by a server that died
+                    if stat.S_ISSOCK(os.lstat(where).st_mode):
+                        os.unlink(where)  # a socket left by a server that died (not a file)
                 old = os.umask(0o177)  # the socket file: readable and writable by its user only
                 try:
                     listener.bind(where)
