@@ -14,13 +14,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 import undertow
 from undertow.errors import ConfigError, ConnectError, MessageTooLarge
+from undertow.security import TAG_SIZE, StreamSession, client_key, client_session
 from undertow.transport import PlainSocket
-from undertow.transport._plain import GREETING
-from undertow.wire import Kind, decode_header
+from undertow.transport._plain import GREETING, _Reader, pack_message
+from undertow.wire import Kind, decode_header, pack
 
 TOKEN = "ada.plain-secret-of-enough-length-000"
 WAIT = 10.0
@@ -286,3 +288,142 @@ def test_a_unix_path_that_is_a_file_is_never_removed(tmp_path):
     with pytest.raises(ConnectError, match="cannot listen"):
         server.start(plain=f"unix://{path}")
     assert path.read_text() == "mine"
+
+
+# -- signed connections: a handshake, then a tag on every message ------------------------
+
+
+def _signed_raw(address: str, token: str) -> tuple[socket.socket, StreamSession]:
+    """A connection that did the handshake by hand: the socket and its session."""
+    sock = _raw(address)
+    sock.sendall(GREETING)
+    key = client_key(token)
+    hello, finish = client_session(key.key_id, key.secret)
+    sock.sendall(pack_message(hello)[0])
+    reader = _Reader(None)
+    while (answer := reader.next_message()) is None:
+        reader.feed(sock.recv(65536))
+    return sock, finish([frame.bytes for frame in answer])
+
+
+def _call_frames(call_id: int) -> list[bytes]:
+    body = msgspec.msgpack.encode([[7], {}])
+    return pack(Kind.CALL, call_id, [body], name="echo", codec="msgpack")
+
+
+def _tagged(session: StreamSession, frames: list[bytes]) -> bytes:
+    wire = pack_message(frames)[0]
+    return wire + session.tag([wire])
+
+
+def test_a_token_signs_the_connection_and_its_messages_carry_no_envelope(plain_address):
+    server = make_server(token=TOKEN)
+    address = server.start(plain=plain_address)
+    try:
+        with undertow.connect(address, token=TOKEN, timeout=WAIT) as client:
+            assert client.echo(5) == 5
+            assert uses_plain(client)
+            sock = client._conn.plain._local.sock  # type: ignore[attr-defined]
+            assert sock.session is not None  # checked by the connection, not per envelope
+        # by hand: a good message is answered, and the answer's tag checks
+        sock, session = _signed_raw(server.plain_address, TOKEN)
+        sock.sendall(_tagged(session, _call_frames(1)))
+        reader = _Reader(None)
+        reader.sign(session)
+        while (answer := reader.next_message()) is None:
+            reader.feed(sock.recv(65536))
+        header = decode_header(answer[0].buffer)
+        assert (header.kind, header.call_id) == (Kind.RESULT, 1)
+        sock.close()
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    "attack", ["changed byte", "no tag", "replayed", "from another connection"]
+)
+def test_a_message_whose_tag_fails_closes_its_connection_unanswered(plain_address, attack):
+    server = make_server(token=TOKEN)
+    server.start(plain=plain_address)
+    try:
+        sock, session = _signed_raw(server.plain_address, TOKEN)
+        good = _tagged(session, _call_frames(1))
+        if attack == "changed byte":
+            bad = bytearray(good)
+            bad[-TAG_SIZE - 3] ^= 1  # in the body: the echoed value
+            sock.sendall(bytes(bad))
+        elif attack == "no tag":
+            sock.sendall(good[:-TAG_SIZE] + pack_message(_call_frames(2))[0])
+        elif attack == "replayed":
+            sock.sendall(good)
+            reader = _Reader(None)
+            reader.sign(session)
+            while reader.next_message() is None:  # answered
+                reader.feed(sock.recv(65536))
+            sock.sendall(good)  # the same bytes again count as message 2: its tag fails
+        else:  # a message recorded on one connection, played on another
+            other, _ = _signed_raw(server.plain_address, TOKEN)
+            other.sendall(good)
+            assert _closed_by_peer(other)
+            other.close()
+            sock.close()
+            return
+        assert _closed_by_peer(sock)  # and nothing was answered
+        sock.close()
+    finally:
+        server.stop()
+
+
+def test_a_handshake_the_server_cannot_take_leaves_calls_on_zeromq(plain_address):
+    # a key the server does not know: refused, and the client says why over ZeroMQ
+    server = make_server(token=TOKEN)
+    server.start(plain=plain_address)
+    try:
+        with pytest.raises(ConnectError, match="refused the signed connection: unknown key"):
+            PlainSocket(server.plain_address, key=client_key("bob.another-secret-of-enough-length"))
+        # the right key id with another secret: the server's proof does not match
+        with pytest.raises(ConnectError, match="does not hold the secret of key 'ada'"):
+            PlainSocket(server.plain_address, key=client_key("ada.not-the-secret-the-server-has"))
+    finally:
+        server.stop()
+    # a server that authenticates nobody refuses the handshake; the client falls back to
+    # ZeroMQ, which tells it that the answers come unsigned
+    server = make_server()
+    address = server.start(plain=plain_address)
+    try:
+        with pytest.raises(ConnectError, match="refused the signed connection"):
+            PlainSocket(server.plain_address, key=client_key(TOKEN))
+        with pytest.raises(Exception, match="without a signature"):
+            undertow.connect(address, token=TOKEN, timeout=WAIT)
+    finally:
+        server.stop()
+
+
+def test_a_withdrawn_key_ends_the_trust_in_its_open_connections(plain_address, monkeypatch):
+    from undertow.security import SigningKey
+    from undertow.transport import _plain_hub
+
+    class Keys:
+        def __init__(self) -> None:
+            key = client_key(TOKEN)
+            self.keys = {key.key_id: SigningKey("ada", key.key_id, key.secret)}
+
+        def signing_key(self, key_id: str) -> SigningKey | None:
+            return self.keys.get(key_id)
+
+        def authenticate(self, credential: str) -> str | None:
+            return None
+
+    monkeypatch.setattr(_plain_hub, "RECHECK", 0.0)
+    keys = Keys()
+    server = make_server(auth=keys)
+    address = server.start(plain=plain_address)
+    try:
+        with undertow.connect(address, token=TOKEN, timeout=WAIT) as client:
+            assert client.echo(1) == 1
+            assert uses_plain(client)
+            keys.keys.clear()
+            with pytest.raises(Exception, match="requires authentication"):
+                client.echo(2)
+    finally:
+        server.stop()

@@ -157,13 +157,18 @@ def _nothing() -> None:
 
 
 def deliver_all(
-    calls: dict[int, Call], frames: Sequence[Any], source: str, seal: ClientSeal | None = None
+    calls: dict[int, Call],
+    frames: Sequence[Any],
+    source: str,
+    seal: ClientSeal | None = None,
+    verified: bool = False,
 ) -> None:
     """Feed what a client received (ZeroMQ frames: one message, or a BATCH of them) to the
     calls in ``calls``, forgetting each call once it is done. A message for a call not in
     ``calls`` (given up on) is dropped; a malformed one, or one whose signature ``seal``
-    does not accept, is logged (naming ``source``) and dropped. An error for call 0 is the
-    server refusing the socket's messages: every call waiting on it gets it."""
+    does not accept, is logged (naming ``source``) and dropped. ``verified``: the frames came
+    over a signed connection that checked them already (they count as signed). An error for
+    call 0 is the server refusing the socket's messages: every call waiting on it gets it."""
     try:
         received = [_read(seal, frames[0].buffer, list(map(_buffer, frames[1:])))]
         header = received[0][0]
@@ -181,7 +186,7 @@ def deliver_all(
         log.warning("dropped a message from %s: %s", source, exc)
         return
     for header, payload, signed in received:
-        _feed(calls, header, payload, signed, seal is not None, source)
+        _feed(calls, header, payload, signed or verified, seal is not None, source)
 
 
 def _feed(
@@ -449,6 +454,8 @@ def run_call(
     deadline: float | None,
     endpoint: str,
     owner: Any,
+    *,
+    verified: bool = False,
 ) -> bool:
     """Send ``call`` on ``sock`` (a thread's own socket: ZeroMQ or plain) and deliver what
     comes back until it is done; False if ``deadline`` passed first. ``owner.closed`` ends
@@ -470,5 +477,5 @@ def run_call(
                     "it may or may not have completed"
                 )
             continue
-        deliver_all(mine, msg, endpoint, seal)
+        deliver_all(mine, msg, endpoint, seal, verified)
     return True

@@ -186,7 +186,7 @@ class HandlerServer:
                 authenticated=self.seal is not None,
                 insecure=insecure,
             )
-        hub = PlainHub(address, max_message_size=self.max_message_size)
+        hub = PlainHub(address, max_message_size=self.max_message_size, keys=self._stream_key)
         pool = ReceiverPool(
             hub,  # type: ignore[arg-type]  # a ServerSocket's shape, over plain sockets
             functools.partial(self._dispatch, via=hub),
@@ -198,6 +198,12 @@ class HandlerServer:
         pool.start()
         log.info("server %r also listening on %s", self.name, hub.address)
         return hub.address
+
+    def _stream_key(self, key_id: str) -> tuple[str, bytes] | None:
+        """The identity and secret of a key a plain connection's handshake names (None: not
+        known, or this server authenticates nobody)."""
+        key = None if self.seal is None else self.seal.auth.signing_key(key_id)
+        return None if key is None else (key.identity, key.secret)
 
     async def close(self) -> None:
         """Stop serving: unanswered calls are dropped and running handler tasks cancelled."""
@@ -267,9 +273,12 @@ class HandlerServer:
             if job is not None and self._loop is not None:
                 self._loop.run_in_executor(None, job[1])
 
-    def _dispatch(self, peer: bytes, frames: list[Any], via: Any = None) -> Job | None:
+    def _dispatch(
+        self, peer: bytes, frames: list[Any], identity: str | None = None, via: Any = None
+    ) -> Job | None:
         """Handle one message from ``peer`` in whichever thread received it; may return a job
-        to run. ``via``: the plain-socket hub it came through (None: the ZeroMQ socket).
+        to run. ``identity``: who signed the plain connection it came on (checked by the hub);
+        ``via``: the plain-socket hub it came through (None: the ZeroMQ socket).
 
         Its size and signature are checked before anything in it is decoded.
         """
@@ -279,8 +288,10 @@ class HandlerServer:
         if too_large is not None:
             self._refuse(peer, frames, too_large, code="too_large", via=via)
             return None
-        identity = seal = None
-        if view[:2] == ENVELOPE_MAGIC:
+        seal = None
+        if identity is not None:
+            pass  # every message of its connection is checked (and answers tagged) by the hub
+        elif view[:2] == ENVELOPE_MAGIC:
             try:
                 if self.seal is None:  # nobody is authenticated here: serve it as anonymous
                     view = strip_envelope(view)

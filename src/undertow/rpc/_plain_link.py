@@ -19,7 +19,7 @@ from typing import Any
 
 from undertow.errors import ConnectError, UndertowError
 from undertow.rpc._calls import Call, Protocol, run_call
-from undertow.security import ClientSeal, SigningKey
+from undertow.security import SigningKey
 from undertow.transport import PlainSocket
 
 __all__ = ["PlainLink"]
@@ -37,7 +37,7 @@ class PlainLink:
 
     Args:
         address: the server's plain address, as it described itself.
-        key: signs each message (a session per connection), None: unsigned.
+        key: signs each connection (a handshake, then a tag a message), None: unsigned.
         limit: the largest message taken from the server (None: no limit).
     """
 
@@ -63,7 +63,9 @@ class PlainLink:
         if self.closed or getattr(local, "retry_at", 0.0) > time.monotonic():
             return None
         try:
-            sock = PlainSocket(self.address, timeout=_CONNECT_WAIT, limit=self._limit)
+            sock = PlainSocket(
+                self.address, timeout=_CONNECT_WAIT, limit=self._limit, key=self._key
+            )
         except ConnectError as exc:
             log.debug("calls stay on ZeroMQ for %g s: %s", _RETRY_AFTER, exc)
             local.retry_at = time.monotonic() + _RETRY_AFTER
@@ -72,7 +74,6 @@ class PlainLink:
         # collected and its socket closed (the finalizer must not hold the PlainSocket itself)
         weakref.finalize(sock, sock.sock.close)
         local.sock = sock
-        local.seal = ClientSeal(self._key) if self._key is not None else None
         with self._lock:
             self._open.add(sock)
         return sock
@@ -88,15 +89,24 @@ class PlainLink:
         sock = self._socket()
         if sock is None:
             return None
-        seal: ClientSeal | None = self._local.seal
         with sock.lock:
             try:
-                return run_call(sock, seal, call, frames, deadline, self.address, self)
+                # a signed connection checks every message itself: the messages carry no
+                # envelope, and what it delivers counts as signed
+                return run_call(
+                    sock,
+                    None,
+                    call,
+                    frames,
+                    deadline,
+                    self.address,
+                    self,
+                    verified=sock.session is not None,
+                )
             finally:
                 if not call.done and not sock.lost() and not self.closed:
-                    cancel = Protocol.cancel_frames(call.call_id)
                     with contextlib.suppress(UndertowError):
-                        sock.send(cancel if seal is None else seal.seal(cancel))
+                        sock.send(Protocol.cancel_frames(call.call_id))
 
     def close(self) -> None:
         """Close every thread's connection."""

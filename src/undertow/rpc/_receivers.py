@@ -27,7 +27,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 
 from undertow.transport import ServerSocket
 
@@ -41,7 +40,7 @@ log = logging.getLogger(__name__)
 #: What a dispatcher returns for work to run in a pool thread: (key, function). The key
 #: (a function name) is what the pool learns "slow" about.
 Job = tuple[str, Callable[[], None]]
-Dispatch = Callable[[bytes, list[Any]], Job | None]
+Dispatch = Callable[..., Job | None]  # (peer, frames[, identity]): what the socket gave
 
 
 class _State:
@@ -66,7 +65,8 @@ class ReceiverPool:
 
     Args:
         sock: the server's socket.
-        dispatch: called in the receiving thread with each message (peer id, frames);
+        dispatch: called in the receiving thread with each message as the socket gives it
+            (peer id, frames; a plain-socket hub adds the identity of a signed connection);
             returns a job to run in a pool thread, or None when it handled (or forwarded) the
             message itself.
         threads: how many threads (at least 2).

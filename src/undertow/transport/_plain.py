@@ -10,6 +10,10 @@ Framing, after an 8-byte greeting each way (:data:`GREETING`): a message is its 
 (4 bytes, big-endian), each frame's length (8 bytes each), then the frames. A reader checks
 the count and the total against its limits before it allocates anything, and reads the
 whole body into one buffer; frames are views of it.
+
+A client holding a token signs its connection instead of each message's header
+(:mod:`undertow.security._stream`): its first message is a handshake, and from the answer on
+every message each way is followed by a 16-byte tag.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from undertow.errors import ConnectError, ConnectionLost, UndertowError
+from undertow.errors import AuthenticationError, ConnectError, ConnectionLost, UndertowError
+from undertow.security import TAG_SIZE, SigningKey, StreamSession, client_session
 
 __all__ = [
     "GREETING",
@@ -77,6 +82,14 @@ def _send_all(sock: socket.socket, buffers: list[Any]) -> None:
         sock.sendall(buffer)
 
 
+def _send_parts(sock: socket.socket, parts: list[Any]) -> None:
+    """Send small ``parts`` with one system call where the kernel takes them whole."""
+    sent = sock.sendmsg(parts)
+    total = sum(map(len, parts))
+    if sent < total:  # interrupted partway (a signal): send the rest
+        sock.sendall(b"".join(parts)[sent:])
+
+
 class _Reader:
     """Reassembles messages from what a stream socket delivers, within limits.
 
@@ -86,15 +99,23 @@ class _Reader:
     that stops halfway holds no thread, only its buffer.
     """
 
-    __slots__ = ("_body", "_buf", "_got", "_limit", "_sizes", "_start")
+    __slots__ = ("_body", "_buf", "_got", "_head", "_limit", "_session", "_sizes", "_start", "_tag")
 
     def __init__(self, limit: int | None) -> None:
         self._buf = bytearray()
         self._start = 0
         self._limit = limit
         self._body: memoryview | None = None  # a large message's body being filled
+        self._head = b""  # and its head, which its tag covers too
         self._sizes: tuple[int, ...] = ()
         self._got = 0
+        self._session: StreamSession | None = None
+        self._tag = 0  # bytes of tag after each message
+
+    def sign(self, session: StreamSession) -> None:
+        """Every message from now on is followed by a tag that ``session`` checks."""
+        self._session = session
+        self._tag = TAG_SIZE
 
     def room(self) -> memoryview | None:
         """Where the next bytes should go: the rest of a large body, or None (feed them)."""
@@ -122,6 +143,10 @@ class _Reader:
             if self._got < len(body):
                 return None
             self._body = None
+            if self._session is not None:
+                end = len(body) - TAG_SIZE
+                self._session.check((self._head, body[:end]), body[end:])
+                body = body[:end]
             return _frames(body, self._sizes)
         buf, start = self._buf, self._start
         have = len(buf) - start
@@ -139,17 +164,24 @@ class _Reader:
             raise UndertowError(
                 f"a message of {total:,} bytes is over the limit of {self._limit:,}"
             )
-        if have < head + total and total >= _CHUNK:  # large: a buffer of its own
-            self._body, self._sizes, self._got = memoryview(bytearray(total)), sizes, 0
+        end = head + total + self._tag
+        if have < end and total >= _CHUNK:  # large: a buffer of its own (its tag at the end)
+            self._body = memoryview(bytearray(total + self._tag))
+            self._sizes, self._got = sizes, 0
+            if self._session is not None:
+                self._head = bytes(buf[start : start + head])
             rest = self._buf[start + head :]  # what came after the head: the body's start
             self._buf, self._start = bytearray(), 0
             self.feed(rest)
             return self.next_message()
-        if have < head + total:
+        if have < end:
             return None
         with memoryview(buf) as whole:
+            if self._session is not None:
+                at = start + head + total
+                self._session.check((whole[start:at],), whole[at : at + TAG_SIZE])
             body = memoryview(whole[start + head : start + head + total].tobytes())
-        self._consume(start + head + total)
+        self._consume(start + end)
         return _frames(body, sizes)
 
     def _consume(self, upto: int) -> None:
@@ -206,6 +238,38 @@ def _greet(sock: socket.socket, deadline: float) -> None:
         raise ConnectError("the peer is not an undertow plain socket (wrong greeting)")
 
 
+def _next(reader: _Reader) -> list[PlainFrame] | None:
+    try:
+        return reader.next_message()
+    except UndertowError as exc:
+        raise ConnectError(f"a malformed answer to the connection's handshake: {exc}") from exc
+
+
+def _handshake(
+    sock: socket.socket, reader: _Reader, key: SigningKey, deadline: float
+) -> StreamSession:
+    """Sign a new connection with ``key`` (see :mod:`undertow.security._stream`);
+    ConnectError if the server does not take it (the calls then go over ZeroMQ, which says
+    why in full)."""
+    hello, finish = client_session(key.key_id, key.secret)
+    _send_all(sock, pack_message(hello))
+    while (answer := _next(reader)) is None:
+        sock.settimeout(max(0.001, deadline - time.monotonic()))
+        try:
+            chunk = sock.recv(_CHUNK)
+        except TimeoutError:
+            raise ConnectError("no answer to the connection's handshake in time") from None
+        if not chunk:
+            raise ConnectError("the server closed the connection during the handshake")
+        reader.feed(chunk)
+    try:
+        session: StreamSession = finish([bytes(frame.buffer) for frame in answer])
+    except AuthenticationError as exc:
+        raise ConnectError(str(exc)) from exc
+    reader.sign(session)
+    return session
+
+
 class PlainSocket:
     """A client's connection over a plain socket, used by one thread at a time.
 
@@ -214,15 +278,27 @@ class PlainSocket:
     uses them (``lock``, ``closed``, ``lost()``).
     """
 
-    def __init__(self, address: str, *, timeout: float = 5.0, limit: int | None = None) -> None:
+    def __init__(
+        self,
+        address: str,
+        *,
+        timeout: float = 5.0,
+        limit: int | None = None,
+        key: SigningKey | None = None,
+    ) -> None:
         family, where = _parse_plain(address)
         sock = socket.socket(family, socket.SOCK_STREAM)
+        reader = _Reader(limit)
+        session = None
         try:
             sock.settimeout(timeout)
             sock.connect(where)
             if family != socket.AF_UNIX:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            _greet(sock, time.monotonic() + timeout)
+            deadline = time.monotonic() + timeout
+            _greet(sock, deadline)
+            if key is not None:
+                session = _handshake(sock, reader, key, deadline)
         except OSError as exc:
             sock.close()
             raise ConnectError(f"cannot connect to {address}: {exc}") from exc
@@ -235,7 +311,9 @@ class PlainSocket:
         self.lock = threading.Lock()
         self.closed = False
         self._lost = False
-        self._reader = _Reader(limit)
+        self._reader = reader
+        #: signs and checks every message of a client holding a token (None: unsigned)
+        self.session = session
         self._chunk = bytearray(_CHUNK)
         self._poll = select.poll()
         self._poll.register(sock.fileno(), select.POLLIN)
@@ -262,10 +340,16 @@ class PlainSocket:
         """Send one message (a large one waits :data:`SEND_WAIT` at most for the kernel)."""
         buffers = pack_message(frames)
         sock = self.sock
+        session = self.session
         try:
             if len(buffers) == 1:  # small: the kernel's buffer takes it at once
-                sock.sendall(buffers[0])
+                if session is None:
+                    sock.sendall(buffers[0])
+                else:
+                    _send_parts(sock, [buffers[0], session.tag(buffers)])
             else:
+                if session is not None:
+                    buffers.append(session.tag(buffers))
                 sock.settimeout(SEND_WAIT)
                 try:
                     _send_all(sock, buffers)
@@ -300,7 +384,11 @@ class PlainSocket:
                 reader.feed(chunk[:n])
             else:
                 reader.filled(n)
-            found = reader.next_message()
+            try:
+                found = reader.next_message()
+            except AuthenticationError:
+                self._lost = True  # nothing more can be trusted on this connection
+                raise
             if found is not None:
                 self._used = time.monotonic()
                 return found

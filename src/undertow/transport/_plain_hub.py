@@ -3,22 +3,29 @@
 One selector watches the listener, every connection and a wake-up pipe; whichever receiver
 thread holds the receive role reads what is ready, and each connection's messages come out
 whole and in order. Answers go out from any thread, under a lock per connection.
+
+A connection whose first message is a handshake (a client holding a token) is signed from
+then on: the hub checks the tag of each message it reads, tags each it sends, and gives each
+message with the identity its connection proved.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import selectors
 import socket
 import stat
 import threading
+import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from undertow.errors import ConnectError, UndertowError
+from undertow.security import HELLO, StreamSession, server_hello
 from undertow.transport._plain import (
     _CHUNK,
     GREETING,
@@ -26,14 +33,37 @@ from undertow.transport._plain import (
     _parse_plain,
     _Reader,
     _send_all,
+    _send_parts,
     pack_message,
 )
 
 __all__ = ["PlainHub"]
 
+log = logging.getLogger(__name__)
+
+#: seconds between looks at whether a signed connection's key is still valid
+RECHECK = 10.0
+
+#: finds a key id's ``(identity, secret)`` for a handshake; None: not known here
+KeyFinder = Callable[[str], "tuple[str, bytes] | None"]
+
+
+def _nobody(key_id: str) -> None:
+    return None
+
 
 class _Conn:
-    __slots__ = ("greeted", "lock", "peer", "reader", "sock")
+    __slots__ = (
+        "greeted",
+        "key",
+        "lock",
+        "peer",
+        "reader",
+        "recheck_at",
+        "session",
+        "sock",
+        "started",
+    )
 
     def __init__(self, sock: socket.socket, peer: bytes, limit: int | None) -> None:
         self.sock = sock
@@ -41,6 +71,10 @@ class _Conn:
         self.reader = _Reader(limit)
         self.lock = threading.Lock()
         self.greeted = b""
+        self.started = False  # a first message came (only the first may be a handshake)
+        self.session: StreamSession | None = None
+        self.key: tuple[str, tuple[str, bytes]] | None = None  # key id, (identity, secret)
+        self.recheck_at = 0.0
 
 
 class PlainHub:
@@ -52,9 +86,13 @@ class PlainHub:
     Args:
         address: ``tcp+plain://host:port`` (port 0: a free one) or ``unix:///path``.
         max_message_size: a connection that announces a larger message is closed.
+        keys: finds the secret of a key id a client's handshake names (None: every
+            handshake is refused and clients sign each message, or nothing).
     """
 
-    def __init__(self, address: str, *, max_message_size: int | None = None) -> None:
+    def __init__(
+        self, address: str, *, max_message_size: int | None = None, keys: KeyFinder | None = None
+    ) -> None:
         family, where = _parse_plain(address)
         listener = socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -83,6 +121,7 @@ class PlainHub:
         self._path = where if family == socket.AF_UNIX else None
         self._listener = listener
         self._limit = max_message_size
+        self._keys = keys
         self._selector = selectors.DefaultSelector()
         self._selector.register(listener, selectors.EVENT_READ, None)
         self._wake_r, self._wake_w = os.pipe()
@@ -90,15 +129,17 @@ class PlainHub:
         os.set_blocking(self._wake_w, False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
         self._conns: dict[bytes, _Conn] = {}
-        self._ready: deque[tuple[bytes, list[PlainFrame]]] = deque()
+        self._ready: deque[tuple[bytes, list[PlainFrame], str | None]] = deque()
         self._chunk = bytearray(_CHUNK)
         self.closed = False
 
     def own(self) -> None:
         """Nothing to do: any thread may send on a plain socket (a lock per connection)."""
 
-    def recv(self, timeout_ms: int = -1) -> tuple[bytes, list[PlainFrame]] | None:
-        """The next message from any connection, or None after ``timeout_ms`` or a wake-up."""
+    def recv(self, timeout_ms: int = -1) -> tuple[bytes, list[PlainFrame], str | None] | None:
+        """The next message from any connection, ``(peer, frames, identity)``, or None after
+        ``timeout_ms`` or a wake-up. ``identity``: who signed the message's connection (the
+        token's identity; None for an unsigned connection)."""
         if self._ready:
             return self._ready.popleft()
         if self.closed:
@@ -182,9 +223,61 @@ class PlainHub:
                 found = conn.reader.next_message()
                 if found is None:
                     return
-                self._ready.append((conn.peer, found))
-        except UndertowError:
-            self._drop(conn)  # over the limits: nothing more is taken from it
+                if not conn.started:
+                    conn.started = True
+                    if found[0].buffer == HELLO:
+                        self._hello(conn, found)
+                        continue
+                session = conn.session
+                if session is None:
+                    self._ready.append((conn.peer, found, None))
+                    continue
+                if conn.key is not None:
+                    self._recheck(conn)
+                self._ready.append((conn.peer, found, session.identity))
+        except UndertowError as exc:  # over the limits, or a bad tag: nothing more is taken
+            log.debug("plain socket: dropped a connection: %s", exc)
+            self._drop(conn)
+
+    def _hello(self, conn: _Conn, hello: list[PlainFrame]) -> None:
+        """Answer a client's handshake; a refused one, with the reason, closes the connection."""
+        keys = self._keys if self._keys is not None else _nobody
+        looked: list[tuple[str, tuple[str, bytes] | None]] = []
+
+        def find(key_id: str) -> tuple[str, bytes] | None:
+            looked.append((key_id, keys(key_id)))
+            return looked[-1][1]
+
+        answer, session, why = server_hello([frame.bytes for frame in hello], find)
+        self.send(conn.peer, answer)
+        if session is None:
+            log.info("plain socket: refused a signed connection: %s", why)
+            self._drop(conn)
+            return
+        key_id, known = looked[0]
+        assert known is not None
+        conn.key = (key_id, known)
+        conn.recheck_at = time.monotonic() + RECHECK
+        conn.session = session
+        conn.reader.sign(session)
+
+    def _recheck(self, conn: _Conn) -> None:
+        """Every :data:`RECHECK` seconds, whether a signed connection's key is still known
+        with the same secret: once a token is withdrawn from the server's authenticator, the
+        connections it signed speak for nobody (their calls are refused as unsigned ones)."""
+        now = time.monotonic()
+        if now < conn.recheck_at:
+            return
+        assert conn.key is not None
+        assert conn.session is not None
+        assert self._keys is not None
+        key_id, known = conn.key
+        if self._keys(key_id) == known:
+            conn.recheck_at = now + RECHECK
+            return
+        log.info("plain socket: key %r was withdrawn: its connection is no longer trusted", key_id)
+        conn.key = None
+        conn.session.identity = None
 
     def _drop(self, conn: _Conn) -> None:
         if self._conns.pop(conn.peer, None) is not None:
@@ -201,7 +294,13 @@ class PlainHub:
         buffers = pack_message(frames)
         with conn.lock:
             try:
-                _send_all(conn.sock, buffers)
+                if conn.session is None:
+                    _send_all(conn.sock, buffers)
+                elif len(buffers) == 1:  # small: the message and its tag in one system call
+                    _send_parts(conn.sock, [buffers[0], conn.session.tag(buffers)])
+                else:  # tagged in the order the messages go out
+                    buffers.append(conn.session.tag(buffers))
+                    _send_all(conn.sock, buffers)
             except OSError as exc:
                 if exc.errno not in (errno.EPIPE, errno.ECONNRESET, errno.EBADF):
                     raise
