@@ -312,7 +312,7 @@ def _call_frames(call_id: int) -> list[bytes]:
 
 
 def _tagged(session: StreamSession, frames: list[bytes]) -> bytes:
-    wire = pack_message(frames)[0]
+    wire: bytes = pack_message(frames)[0]
     return wire + session.tag([wire])
 
 
@@ -323,8 +323,8 @@ def test_a_token_signs_the_connection_and_its_messages_carry_no_envelope(plain_a
         with undertow.connect(address, token=TOKEN, timeout=WAIT) as client:
             assert client.echo(5) == 5
             assert uses_plain(client)
-            sock = client._conn.plain._local.sock  # type: ignore[attr-defined]
-            assert sock.session is not None  # checked by the connection, not per envelope
+            link: Any = client._conn.plain
+            assert link._local.sock.session is not None  # the connection checks, no envelope
         # by hand: a good message is answered, and the answer's tag checks
         sock, session = _signed_raw(server.plain_address, TOKEN)
         sock.sendall(_tagged(session, _call_frames(1)))
