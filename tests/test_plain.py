@@ -21,7 +21,7 @@ import undertow
 from undertow.errors import ConfigError, ConnectError, MessageTooLarge
 from undertow.security import TAG_SIZE, StreamSession, client_key, client_session
 from undertow.transport import PlainSocket
-from undertow.transport._plain import GREETING, _Reader, pack_message
+from undertow.transport._plain import GREETING, _Reader, pack_message, spin_budget
 from undertow.wire import Kind, decode_header, pack
 
 TOKEN = "ada.plain-secret-of-enough-length-000"
@@ -427,3 +427,57 @@ def test_a_withdrawn_key_ends_the_trust_in_its_open_connections(plain_address, m
                 client.echo(2)
     finally:
         server.stop()
+
+
+# -- spinning before sleeping: bounded, and only where it pays -----------------------------
+
+
+def test_the_spin_budget_comes_from_the_setting_and_the_cpus():
+    assert spin_budget(None, 2) == pytest.approx(300e-6)  # the default
+    assert spin_budget(" 50 ", 8) == pytest.approx(50e-6)
+    assert spin_budget("0", 8) == 0.0  # off
+    assert spin_budget("300", 1) == 0.0  # one CPU: the server needs it
+    assert spin_budget("1e9", 4) == pytest.approx(0.01)  # capped at 10 ms
+    with pytest.warns(UserWarning, match="UNDERTOW_SPIN_US='soon' is not a number"):
+        assert spin_budget("soon", 2) == pytest.approx(300e-6)
+
+
+def _cpu_while(fn: Any) -> float:
+    """CPU seconds this thread spent in ``fn()``."""
+    started = time.thread_time()
+    fn()
+    return time.thread_time() - started
+
+
+def test_a_client_waiting_on_a_slow_call_spins_once_then_sleeps(served, monkeypatch):
+    from undertow.transport import _plain
+
+    monkeypatch.setattr(_plain._spin, "budget", 0.02)  # 20 ms: easy to tell from sleeping
+    _, address = served
+    with undertow.connect(address, timeout=WAIT) as client:
+        assert client.echo(1) == 1
+        assert uses_plain(client)
+        # the first slow call spins its 20 ms and counts a miss; the next 7 sleep at once
+        first = _cpu_while(lambda: client.nap(0.1))
+        assert first >= 0.01
+        later = [_cpu_while(lambda: client.nap(0.1)) for _ in range(3)]
+        assert max(later) < 0.01, later
+        # a quick answer within the budget makes the socket spin again
+        for _ in range(8):
+            client.echo(2)
+        link: Any = client._conn.plain
+        assert link._local.sock._misses == 0
+
+
+def test_an_idle_server_does_not_spin(served, monkeypatch):
+    from undertow.transport import _plain
+
+    monkeypatch.setattr(_plain._spin, "budget", 0.02)
+    _, address = served
+    with undertow.connect(address, timeout=WAIT) as client:
+        for _ in range(20):
+            assert client.echo(1) == 1
+        # no more calls: the server spins its 20 ms once, then sleeps in select
+        started = time.process_time()  # this process: the server's threads and the test's
+        time.sleep(0.5)
+        assert time.process_time() - started < 0.1

@@ -19,11 +19,13 @@ every message each way is followed by a 16-byte tag.
 from __future__ import annotations
 
 import contextlib
+import os
 import select
 import socket
 import struct
 import threading
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -49,6 +51,60 @@ _JOIN_BELOW = 64 * 1024
 SEND_WAIT = 60.0
 #: seconds unused after which a client looks whether the server closed the connection
 IDLE_LOOK = 0.05
+#: microseconds a thread waiting for an answer looks for it without sleeping, first
+#: (``UNDERTOW_SPIN_US``; 0: never): see :class:`_Spin`
+SPIN_ENV = "UNDERTOW_SPIN_US"
+DEFAULT_SPIN_US = 300
+
+
+class _Spin:
+    """Waiting for a quick answer without going to sleep first.
+
+    A thread that blocks in ``poll`` lets its CPU go idle; on a virtual machine an idle
+    virtual CPU is halted, and waking it for the answer costs more than a loopback round
+    trip (50 µs a wake-up measured on the 2-core test machine, where a raw TCP echo takes
+    130 µs blocking and 28 µs when the client looks for the answer without sleeping). So a
+    client thread waiting for an answer first polls without waiting for up to ``budget``
+    seconds, then sleeps in ``poll`` as before. That costs CPU only while it spins, and it
+    spins only where it pays:
+
+    * at most one thread of a process spins at a time (others sleep at once: several
+      spinning threads would fight for the GIL and for the CPU the server needs);
+    * never on a machine with one CPU (the server would wait for the spinner's time slice);
+    * a socket whose last answer came later than the budget stops spinning, and tries again
+      every :attr:`RETRY` waits (a server of slow functions costs one spin in eight).
+    """
+
+    RETRY = 8
+
+    def __init__(self, setting: str | None, cpus: int | None) -> None:
+        #: seconds a wait may spin (0: never)
+        self.budget = spin_budget(setting, cpus)
+        #: a thread of this process is spinning now
+        self.busy = False
+
+
+def spin_budget(setting: str | None, cpus: int | None) -> float:
+    """Seconds of spinning before a wait sleeps, from :data:`SPIN_ENV`'s value (microseconds,
+    at most 10,000) and the CPU count; 0 on one CPU or when the setting is 0."""
+    if setting is None or not setting.strip():
+        micros = float(DEFAULT_SPIN_US)
+    else:
+        try:
+            micros = float(setting)
+        except ValueError:
+            warnings.warn(
+                f"{SPIN_ENV}={setting!r} is not a number of microseconds: spinning "
+                f"{DEFAULT_SPIN_US} µs (0 turns it off)",
+                stacklevel=2,
+            )
+            micros = float(DEFAULT_SPIN_US)
+    if (cpus or 1) < 2 or not micros > 0:
+        return 0.0
+    return min(micros, 10_000.0) / 1e6
+
+
+_spin = _Spin(os.environ.get(SPIN_ENV), os.cpu_count())
 
 
 class PlainFrame:
@@ -318,6 +374,7 @@ class PlainSocket:
         self._poll = select.poll()
         self._poll.register(sock.fileno(), select.POLLIN)
         self._used = time.monotonic()
+        self._misses = 0  # waits since one ended within the spin (see _Spin)
 
     def alive(self) -> bool:
         """False if the peer has closed the connection (a server that stopped, say). Looked
@@ -369,9 +426,10 @@ class PlainSocket:
         deadline = time.monotonic() + timeout_ms / 1000
         chunk = memoryview(self._chunk)
         while True:
-            left = int((deadline - time.monotonic()) * 1000)
-            if not self._poll.poll(max(0, left)):
-                return None
+            if not self._spun():
+                left = int((deadline - time.monotonic()) * 1000)
+                if not self._poll.poll(max(0, left)):
+                    return None
             room = reader.room()
             try:
                 n = self.sock.recv_into(chunk if room is None else room)
@@ -392,6 +450,29 @@ class PlainSocket:
             if found is not None:
                 self._used = time.monotonic()
                 return found
+
+    def _spun(self) -> bool:
+        """Look for input without sleeping for up to the spin budget (see :class:`_Spin`);
+        True if some arrived."""
+        spin = _spin
+        if not spin.budget or spin.busy:
+            return False
+        misses = self._misses
+        if misses and misses % spin.RETRY:
+            self._misses = misses + 1
+            return False
+        spin.busy = True  # one spinner a process (a race lets two spin once: harmless)
+        try:
+            poll, clock = self._poll.poll, time.perf_counter
+            end = clock() + spin.budget
+            while clock() < end:
+                if poll(0):
+                    self._misses = 0
+                    return True
+        finally:
+            spin.busy = False
+        self._misses = misses + 1
+        return False
 
     def lost(self) -> bool:
         """True once the connection dropped."""

@@ -34,6 +34,7 @@ from undertow.transport._plain import (
     _Reader,
     _send_all,
     _send_parts,
+    _spin,
     pack_message,
 )
 
@@ -131,6 +132,7 @@ class PlainHub:
         self._conns: dict[bytes, _Conn] = {}
         self._ready: deque[tuple[bytes, list[PlainFrame], str | None]] = deque()
         self._chunk = bytearray(_CHUNK)
+        self._misses = 0
         self.closed = False
 
     def own(self) -> None:
@@ -144,7 +146,10 @@ class PlainHub:
             return self._ready.popleft()
         if self.closed:
             return None
-        for key, _ in self._selector.select(None if timeout_ms < 0 else timeout_ms / 1000):
+        events = self._spun()
+        if not events:
+            events = self._selector.select(None if timeout_ms < 0 else timeout_ms / 1000)
+        for key, _ in events:
             data = key.data
             if data is None:
                 self._accept()
@@ -154,6 +159,30 @@ class PlainHub:
             else:
                 self._read(data)
         return self._ready.popleft() if self._ready else None
+
+    def _spun(self) -> list[Any]:
+        """Look for input without sleeping for up to the spin budget, after a message (see
+        ``_plain._Spin``: the same budget and rules as a client's); the events, or none."""
+        spin = _spin
+        if not spin.budget or spin.busy:
+            return []
+        misses = self._misses
+        if misses and misses % spin.RETRY:
+            self._misses = misses + 1
+            return []
+        spin.busy = True
+        try:
+            select, clock = self._selector.select, time.perf_counter
+            end = clock() + spin.budget
+            while clock() < end:
+                events = select(0)
+                if events:
+                    self._misses = 0
+                    return events
+        finally:
+            spin.busy = False
+        self._misses = misses + 1
+        return []
 
     def _accept(self) -> None:
         while True:
