@@ -8,6 +8,9 @@ goes away, so an interrupted benchmark never leaves a server behind.
 Kinds:
     raw-rep     ZeroMQ REP socket that echoes each message (latency floor).
     raw-router  ZeroMQ ROUTER socket: ``echo``, ``up`` (tiny reply) and ``down`` (big reply).
+    raw-tcp     a plain TCP socket, one connection at a time: ``U`` + 8-byte size (the bytes
+                follow; answered with the count) and ``D`` + 8-byte size (answered with that
+                many bytes): the bulk floor of a plain socket.
     undertow    undertow.Server with echo, total, make, total_signed and rss; callers
                 without the token are served (all but total_signed, which takes pickle);
                 sync clients make blocking calls over its plain socket (the default).
@@ -43,6 +46,7 @@ TOKEN = "bench.Kb2xV9mQ2rT7yU1iO5pL8sD4fG6hJ0zCwE3rT5y"  # noqa: S105 - a loopba
 KINDS = (
     "raw-rep",
     "raw-router",
+    "raw-tcp",
     "undertow",
     "undertow-zmq",
     "undertow-http",
@@ -153,6 +157,45 @@ def serve_raw_router() -> None:
             if blob is None:  # made once, so the floor measures the transport alone
                 blob = blobs[size] = bytearray(b"\1" * size)
             send_frames(sock, [peer, blob])
+
+
+def serve_raw_tcp() -> None:
+    """Serve bulk uploads and downloads on a plain TCP socket, reading into one buffer."""
+    import socket
+    import struct
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    announce("raw-tcp", f"tcp://127.0.0.1:{listener.getsockname()[1]}")
+    blobs: dict[int, bytearray] = {}  # by size: download blobs and upload buffers, made once
+    head = memoryview(bytearray(9))
+    while True:
+        conn, _ = listener.accept()
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with conn:
+            while _recv_exactly(conn, head):
+                cmd, (size,) = bytes(head[:1]), struct.unpack(">Q", head[1:])
+                blob = blobs.get(size)
+                if blob is None:  # made once: the floor measures the transfer alone
+                    blob = blobs[size] = bytearray(b"\1" * size)
+                if cmd == b"U":
+                    if not _recv_exactly(conn, memoryview(blob)):
+                        break
+                    conn.sendall(struct.pack(">Q", size))
+                else:
+                    conn.sendall(blob)
+
+
+def _recv_exactly(conn: Any, view: memoryview) -> bool:
+    """Fill ``view`` from ``conn``; False if the peer closed first."""
+    got, size = 0, len(view)
+    while got < size:
+        n = conn.recv_into(view[got:])
+        if n == 0:
+            return False
+        got += n
+    return True
 
 
 # -- undertow ------------------------------------------------------------------------------------
@@ -324,6 +367,7 @@ def serve_memkv() -> None:
 SERVERS: dict[str, Callable[[], None]] = {
     "raw-rep": serve_raw_rep,
     "raw-router": serve_raw_router,
+    "raw-tcp": serve_raw_tcp,
     "undertow": serve_undertow,
     "undertow-zmq": functools.partial(serve_undertow, zmq_only=True),
     "undertow-http": serve_undertow_http,

@@ -30,6 +30,8 @@ import platform
 import re
 import select
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -69,6 +71,7 @@ WINDOW = 64
 TARGET_LATENCY_RATIO = 1.0  # issue 17 (was 1.3); and below RPyC and Pyro5
 TARGET_THROUGHPUT_RATIO = 0.5  # issue 17 (was 0.3)
 TARGET_BULK_MBPS = 1000.0
+TARGET_TCP_RATIO = 1.0  # issue 17: 100 MB each way at least a raw TCP socket's speed
 TARGET_RSS_GROWTH = 3.0
 TARGET_MEMKV_RATIO = 1.1  # issue 17 (was 1.3)
 MEMKV_PUTS = 10_000
@@ -566,6 +569,36 @@ def raw_bulk_steps(
     return {"raw_zmq_upload": upload, "raw_zmq_download": download}
 
 
+def raw_tcp_bulk_steps(
+    sock: socket.socket, arr: np.ndarray[Any, Any]
+) -> dict[str, Callable[[], None]]:
+    """A 100 MB transfer each way over one plain TCP connection: sent from the array's own
+    buffer, received into a buffer made once and reused (both ends), so the floor is the
+    transfer alone, without the page faults of a fresh buffer that undertow's receiver pays."""
+    into = bytearray(BULK_BYTES)
+
+    def upload() -> None:
+        sock.sendall(b"U" + struct.pack(">Q", BULK_BYTES))
+        sock.sendall(arr.data.cast("B"))
+        check(struct.unpack(">Q", _read_exactly(sock, memoryview(bytearray(8))))[0], BULK_BYTES)
+
+    def download() -> None:
+        sock.sendall(b"D" + struct.pack(">Q", BULK_BYTES))
+        check(len(_read_exactly(sock, memoryview(into))), BULK_BYTES)
+
+    return {"raw_tcp_upload": upload, "raw_tcp_download": download}
+
+
+def _read_exactly(sock: socket.socket, view: memoryview) -> memoryview:
+    got, size = 0, len(view)
+    while got < size:
+        n = sock.recv_into(view[got:])
+        if n == 0:
+            raise ConnectionError("the raw TCP server closed the connection")
+        got += n
+    return view
+
+
 def undertow_bulk_steps(
     up: undertow.Client, down: undertow.Client, signed: undertow.Client, arr: np.ndarray[Any, Any]
 ) -> dict[str, Callable[[], None]]:
@@ -647,8 +680,13 @@ def measure_bulk(servers: dict[str, ServerProcess], plan: Plan) -> dict[str, Any
         )
         conn = _http_connection(servers["undertow-http"].address)
         stack.callback(conn.close)
-        steps = raw_bulk_steps(sock, arr)
+        tcp_host, tcp_port = servers["raw-tcp"].address[len("tcp://") :].rsplit(":", 1)
+        tcp = socket.create_connection((tcp_host, int(tcp_port)), timeout=60)
+        stack.callback(tcp.close)
+        tcp.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        steps = raw_bulk_steps(sock, arr) | raw_tcp_bulk_steps(tcp, arr)
         steps["raw_zmq_download"]()  # the server makes its blob once, before any timing
+        steps["raw_tcp_download"]()
         steps |= undertow_bulk_steps(up, down, signed, arr) | memory_steps(arr)
         steps |= http_bulk_steps(conn)
         before = {"upload": up.rss(), "download": down.rss()}
@@ -660,6 +698,7 @@ def measure_bulk(servers: dict[str, ServerProcess], plan: Plan) -> dict[str, Any
         "runs": plan.bulk_runs,
         "memcpy": {k: entries[k] for k in MEMORY_STEPS},
         "raw_zmq": {d: entries[f"raw_zmq_{d}"] for d in ("upload", "download")},
+        "raw_tcp": {d: entries[f"raw_tcp_{d}"] for d in ("upload", "download")},
         "undertow": {
             d: {**entries[f"undertow_{d}"], "server_rss": _rss_growth(before[d], after[d])}
             for d in ("upload", "download")
@@ -672,6 +711,7 @@ def measure_bulk(servers: dict[str, ServerProcess], plan: Plan) -> dict[str, Any
     for d in ("upload", "download"):
         mbps = result["undertow"][d]["mb_per_s"]
         result["ratios"][f"{d}_vs_raw"] = round(mbps / result["raw_zmq"][d]["mb_per_s"], 3)
+        result["ratios"][f"{d}_vs_raw_tcp"] = round(mbps / result["raw_tcp"][d]["mb_per_s"], 3)
         result["ratios"][f"{d}_vs_numpy_copy"] = round(mbps / copy, 3)
     result["notes"] = {
         "undertow": "upload: client.total(arr) (the numpy codec: the array is an out-of-band "
@@ -686,6 +726,9 @@ def measure_bulk(servers: dict[str, ServerProcess], plan: Plan) -> dict[str, Any
         "own)",
         "raw_zmq": "DEALER -> ROUTER copy=False, 100 MB frame one way and a tiny reply; the "
         "server's download blob is allocated once",
+        "raw_tcp": "one plain TCP connection (TCP_NODELAY): a 9-byte command, then 100 MB sent "
+        "with sendall from the array's buffer and read with recv_into into a buffer made once "
+        "and reused (both ends); the server's download blob is made once",
         "server_rss": "peak RSS (VmHWM; ru_maxrss would include the parent's peak inherited "
         "across fork+exec) of a server process used only for that direction; growth is the peak "
         "after all runs minus the peak once set up, before any call",
@@ -812,6 +855,10 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         ),
         _target("upload MB/s", up["mb_per_s"], ">=", TARGET_BULK_MBPS),
         _target("download MB/s", down["mb_per_s"], ">=", TARGET_BULK_MBPS),
+        _target("upload / raw TCP", bulk["ratios"]["upload_vs_raw_tcp"], ">=", TARGET_TCP_RATIO),
+        _target(
+            "download / raw TCP", bulk["ratios"]["download_vs_raw_tcp"], ">=", TARGET_TCP_RATIO
+        ),
         _target(
             "server RSS growth / payload, upload",
             up["server_rss"]["growth_x_payload"],
@@ -905,6 +952,10 @@ def summary(results: dict[str, Any]) -> str:
             f"| 100 MB {d} ({verb}) | {raw_b[d]['mb_per_s']:,.0f} MB/s (zmq copy=False) "
             f"| {ut_b[d]['mb_per_s']:,.0f} MB/s | {bulk['ratios'][f'{d}_vs_raw']:.2f}x "
             f"| | | {goal(f'{d} MB/s', f'>= {TARGET_BULK_MBPS:.0f} MB/s')} |",
+            f"| 100 MB {d}, against a raw TCP socket | {bulk['raw_tcp'][d]['mb_per_s']:,.0f} MB/s "
+            f"(sendall / recv_into) | {ut_b[d]['mb_per_s']:,.0f} MB/s "
+            f"| {bulk['ratios'][f'{d}_vs_raw_tcp']:.2f}x "
+            f"| | | {goal(f'{d} / raw TCP', f'>= {TARGET_TCP_RATIO:.1f}x')} |",
             f"| server peak RSS growth, {d} | | {rss['growth_x_payload']:.2f}x of payload "
             f"({rss['growth_kib'] / 1024:,.0f} MiB) | | | "
             f"| {goal(f'server RSS growth / payload, {d}', f'<= {TARGET_RSS_GROWTH:.0f}x')} |",
@@ -968,6 +1019,7 @@ def run(plan: Plan, quick: bool) -> dict[str, Any]:
     kinds = [
         "raw-rep",
         "raw-router",
+        "raw-tcp",
         "undertow",
         "undertow-zmq",
         "undertow#up",
