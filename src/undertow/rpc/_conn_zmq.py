@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from undertow.errors import ConnectionClosed
+from undertow.errors import ConnectionClosed, UndertowError
 from undertow.rpc._calls import Call, Description, FunctionInfo, Protocol
 from undertow.rpc._connection import ConnectOptions, Settings, timeout_error
 from undertow.rpc._plain_link import PlainLink
@@ -79,6 +79,8 @@ class ZmqLinked:
 #: requests of this many bytes or more go over ZeroMQ even when a plain socket is there:
 #: ZeroMQ's I/O thread, in C, sends bulk faster (100 MB up: 1,610 against 1,540 MB/s)
 PLAIN_BELOW = 1 << 20
+#: seconds a client waits for the server's description after its plain socket went away
+_REDESCRIBE_WAIT = 5.0
 
 
 def _size(frames: list[Any]) -> int:
@@ -104,9 +106,34 @@ class ZmqConnection(ZmqLinked):
         except TimeoutError:
             raise timeout_error(self.address, timeout, connecting=True) from None
         desc = self._described(body)
-        if desc.plain and self._curve is None and self.plain is None:
-            self.plain = PlainLink(desc.plain, key=self.proto.key, limit=None)
+        if self._curve is None:
+            self._use_plain(desc.plain)
         return desc
+
+    def _use_plain(self, address: str | None) -> None:
+        """Make blocking calls over the plain socket at ``address`` from now on (None: none;
+        a server that restarted may name another port)."""
+        old = self.plain
+        if address == (None if old is None else old.address):
+            return
+        self.plain = None
+        if address:
+            self.plain = PlainLink(
+                address, key=self.proto.key, limit=None, on_unreachable=self._rediscover
+            )
+        if old is not None:
+            old.close()
+
+    def _rediscover(self) -> None:
+        """The plain socket could not be reached: describe the server again, in the
+        background (calls go over ZeroMQ meanwhile), to learn where it listens now."""
+
+        def describe() -> None:
+            with contextlib.suppress(UndertowError, TimeoutError):
+                self.describe(_REDESCRIBE_WAIT)
+
+        if not self.closed:
+            threading.Thread(target=describe, name="undertow-redescribe", daemon=True).start()
 
     def call(
         self, info: FunctionInfo, args: tuple[Any, ...], kwargs: dict[str, Any], how: Settings

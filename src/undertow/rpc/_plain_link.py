@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from undertow.errors import ConnectError, UndertowError
@@ -39,12 +40,24 @@ class PlainLink:
         address: the server's plain address, as it described itself.
         key: signs each connection (a handshake, then a tag a message), None: unsigned.
         limit: the largest message taken from the server (None: no limit).
+        on_unreachable: called when a connection cannot be made (at most every 10 s).
     """
 
-    def __init__(self, address: str, *, key: SigningKey | None, limit: int | None) -> None:
+    def __init__(
+        self,
+        address: str,
+        *,
+        key: SigningKey | None,
+        limit: int | None,
+        on_unreachable: Callable[[], None] | None = None,
+    ) -> None:
         self.address = address
         self._key = key
         self._limit = limit
+        #: called (once per retry period) when a connection cannot be made: the server may
+        #: have restarted on another port, which describing it again tells
+        self._on_unreachable = on_unreachable
+        self._told_at = float("-inf")
         self._local = threading.local()
         self._open: weakref.WeakSet[PlainSocket] = weakref.WeakSet()
         self._lock = threading.Lock()
@@ -68,7 +81,11 @@ class PlainLink:
             )
         except ConnectError as exc:
             log.debug("calls stay on ZeroMQ for %g s: %s", _RETRY_AFTER, exc)
-            local.retry_at = time.monotonic() + _RETRY_AFTER
+            now = time.monotonic()
+            local.retry_at = now + _RETRY_AFTER
+            if self._on_unreachable is not None and now - self._told_at >= _RETRY_AFTER:
+                self._told_at = now
+                self._on_unreachable()
             return None
         # the thread's slot holds the only reference: when the thread ends, the connection is
         # collected and its socket closed (the finalizer must not hold the PlainSocket itself)

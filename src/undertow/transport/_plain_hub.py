@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 #: seconds between looks at whether a signed connection's key is still valid
 RECHECK = 10.0
+#: seconds the listener is set aside when the process is out of file descriptors
+_PAUSE = 0.1
 
 #: finds a key id's ``(identity, secret)`` for a handshake; None: not known here
 KeyFinder = Callable[[str], "tuple[str, bytes] | None"]
@@ -133,6 +135,8 @@ class PlainHub:
         self._ready: deque[tuple[bytes, list[PlainFrame], str | None]] = deque()
         self._chunk = bytearray(_CHUNK)
         self._misses = 0
+        self._accept_paused = 0.0  # until when the listener is out of the selector (0: not)
+        self._warned_at = float("-inf")
         self.closed = False
 
     def own(self) -> None:
@@ -146,9 +150,16 @@ class PlainHub:
             return self._ready.popleft()
         if self.closed:
             return None
+        wait = None if timeout_ms < 0 else timeout_ms / 1000
+        if self._accept_paused:  # out of descriptors: look at the listener again soon
+            if time.monotonic() >= self._accept_paused:
+                self._accept_paused = 0.0
+                self._selector.register(self._listener, selectors.EVENT_READ, None)
+            else:
+                wait = _PAUSE if wait is None else min(wait, _PAUSE)
         events = self._spun()
         if not events:
-            events = self._selector.select(None if timeout_ms < 0 else timeout_ms / 1000)
+            events = self._selector.select(wait)
         for key, _ in events:
             data = key.data
             if data is None:
@@ -188,7 +199,18 @@ class PlainHub:
         while True:
             try:
                 sock, _ = self._listener.accept()
-            except (BlockingIOError, OSError):
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    # the connection waits in the backlog; a listener left in the selector
+                    # would report it again at once, round and round: set it aside a moment
+                    now = time.monotonic()
+                    if now - self._warned_at > 10.0:
+                        self._warned_at = now
+                        log.warning("plain socket: cannot accept connections now: %s", exc)
+                    self._selector.unregister(self._listener)
+                    self._accept_paused = time.monotonic() + _PAUSE
                 return
             sock.setblocking(True)
             if self._family != socket.AF_UNIX:
