@@ -154,7 +154,7 @@ def test_the_plain_socket_reader_survives_any_bytes(
     # well-formed messages cut anywhere come out whole and in order; bytes after them may
     # only give more messages, wait for more, or be refused (UndertowError), never crash
     from undertow.errors import UndertowError
-    from undertow.transport._plain import _Reader, pack_message
+    from undertow.transport._plain_wire import _Reader, pack_message
 
     wire = b"".join(bytes(b) for m in messages for b in pack_message(m)) + garbage
     reader = _Reader(limit=1 << 20)

@@ -22,7 +22,8 @@ import undertow
 from undertow.errors import ConfigError, ConnectError, ConnectionLost, MessageTooLarge
 from undertow.security import TAG_SIZE, StreamSession, client_key, client_session
 from undertow.transport import PlainSocket
-from undertow.transport._plain import GREETING, _Reader, pack_message, spin_budget
+from undertow.transport._plain_wire import GREETING, _Reader, pack_message
+from undertow.transport._spin import spin_budget
 from undertow.wire import Kind, decode_header, pack
 
 TOKEN = "ada.plain-secret-of-enough-length-000"
@@ -451,9 +452,9 @@ def _cpu_while(fn: Any) -> float:
 
 
 def test_a_client_waiting_on_a_slow_call_spins_once_then_sleeps(served, monkeypatch):
-    from undertow.transport import _plain
+    from undertow.transport import _spin
 
-    monkeypatch.setattr(_plain._spin, "budget", 0.02)  # 20 ms: easy to tell from sleeping
+    monkeypatch.setattr(_spin._spin, "budget", 0.02)  # 20 ms: easy to tell from sleeping
     _, address = served
     with undertow.connect(address, timeout=WAIT) as client:
         assert client.echo(1) == 1
@@ -471,9 +472,9 @@ def test_a_client_waiting_on_a_slow_call_spins_once_then_sleeps(served, monkeypa
 
 
 def test_an_idle_server_does_not_spin(served, monkeypatch):
-    from undertow.transport import _plain
+    from undertow.transport import _spin
 
-    monkeypatch.setattr(_plain._spin, "budget", 0.02)
+    monkeypatch.setattr(_spin._spin, "budget", 0.02)
     _, address = served
     with undertow.connect(address, timeout=WAIT) as client:
         for _ in range(20):

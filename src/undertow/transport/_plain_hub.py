@@ -26,17 +26,17 @@ from typing import Any
 
 from undertow.errors import ConnectError, UndertowError
 from undertow.security import HELLO, StreamSession, server_hello
-from undertow.transport._plain import (
+from undertow.transport._plain import _parse_plain
+from undertow.transport._plain_wire import (
     _CHUNK,
     GREETING,
     PlainFrame,
-    _parse_plain,
     _Reader,
     _send_all,
     _send_parts,
-    _spin,
     pack_message,
 )
+from undertow.transport._spin import _spin
 
 __all__ = ["PlainHub"]
 
