@@ -147,8 +147,9 @@ class ZmqConnection(ZmqLinked):
         # Ctrl-C in a notebook or the deadline: the connection stops the remote call too
         deadline = None if timeout is None else time.monotonic() + timeout
         done = None
-        if self.plain is not None and _size(frames) < PLAIN_BELOW:
-            done = self.plain.call(call, frames, deadline)
+        plain = self.plain
+        if plain is not None and (plain.shared or _size(frames) < PLAIN_BELOW):
+            done = plain.call(call, frames, deadline)
         if done is None:  # a large request, or no plain socket (now): over ZeroMQ
             done = self.link.call(call, frames, deadline)
         if not done:

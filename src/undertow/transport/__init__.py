@@ -12,6 +12,7 @@ from undertow.transport._http_api import CallFailed, Gateway, failure
 from undertow.transport._plain import PlainFrame, PlainSocket
 from undertow.transport._plain_hub import PlainHub
 from undertow.transport._router import ServerSocket, bind_router
+from undertow.transport._shm import sending as shm_sending
 from undertow.transport._zmq import (
     LockedSocket,
     OwnedSocket,
@@ -48,6 +49,7 @@ __all__ = [
     "load_secret",
     "parse_address",
     "serve_http",
+    "shm_sending",
 ]
 
 #: names imported on first use, and the module each comes from

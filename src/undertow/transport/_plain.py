@@ -34,9 +34,11 @@ from undertow.transport._plain_wire import (
     PlainFrame,
     _Reader,
     _send_all,
-    _send_parts,
     pack_message,
+    read_into,
+    write_message,
 )
+from undertow.transport._shm import sending
 from undertow.transport._spin import _spin, spin_budget
 
 __all__ = [
@@ -136,7 +138,7 @@ class PlainSocket:
     ) -> None:
         family, where = _parse_plain(address)
         sock = socket.socket(family, socket.SOCK_STREAM)
-        reader = _Reader(limit)
+        reader = _Reader(limit, fds=family == socket.AF_UNIX)
         session = None
         try:
             sock.settimeout(timeout)
@@ -162,6 +164,8 @@ class PlainSocket:
         self._reader = reader
         #: signs and checks every message of a client holding a token (None: unsigned)
         self.session = session
+        #: large frames go through shared memory (a Unix socket; ``UNDERTOW_SHM``)
+        self.shared = family == socket.AF_UNIX and sending()
         self._chunk = bytearray(_CHUNK)
         self._poll = select.poll()
         self._poll.register(sock.fileno(), select.POLLIN)
@@ -187,21 +191,14 @@ class PlainSocket:
 
     def send(self, frames: Sequence[Any]) -> None:
         """Send one message (a large one waits :data:`SEND_WAIT` at most for the kernel)."""
-        buffers = pack_message(frames)
         sock = self.sock
-        session = self.session
         try:
-            if len(buffers) == 1:  # small: the kernel's buffer takes it at once
-                if session is None:
-                    sock.sendall(buffers[0])
-                else:
-                    _send_parts(sock, [buffers[0], session.tag(buffers)])
+            if len(frames) == 1:  # small (a header): the kernel's buffer takes it at once
+                write_message(sock, frames, self.session, False)
             else:
-                if session is not None:
-                    buffers.append(session.tag(buffers))
                 sock.settimeout(SEND_WAIT)
                 try:
-                    _send_all(sock, buffers)
+                    write_message(sock, frames, self.session, self.shared)
                 finally:
                     sock.settimeout(None)
         except OSError as exc:
@@ -224,9 +221,12 @@ class PlainSocket:
                     return None
             room = reader.room()
             try:
-                n = self.sock.recv_into(chunk if room is None else room)
+                n = read_into(self.sock, chunk if room is None else room, 0, reader)
             except OSError:
                 n = 0
+            except UndertowError:  # descriptors cut off, or too many
+                self._lost = True
+                raise
             if n == 0:
                 self._lost = True
                 return None
@@ -275,3 +275,4 @@ class PlainSocket:
             self.closed = True
             with contextlib.suppress(OSError):
                 self.sock.close()
+            self._reader.close()

@@ -32,10 +32,10 @@ from undertow.transport._plain_wire import (
     GREETING,
     PlainFrame,
     _Reader,
-    _send_all,
-    _send_parts,
-    pack_message,
+    read_into,
+    write_message,
 )
+from undertow.transport._shm import sending
 from undertow.transport._spin import _spin
 
 __all__ = ["PlainHub"]
@@ -71,7 +71,7 @@ class _Conn:
     def __init__(self, sock: socket.socket, peer: bytes, limit: int | None) -> None:
         self.sock = sock
         self.peer = peer
-        self.reader = _Reader(limit)
+        self.reader = _Reader(limit, fds=sock.family == socket.AF_UNIX)
         self.lock = threading.Lock()
         self.greeted = b""
         self.started = False  # a first message came (only the first may be a handshake)
@@ -125,6 +125,8 @@ class PlainHub:
         self._listener = listener
         self._limit = max_message_size
         self._keys = keys
+        #: large answers go through shared memory (a Unix socket; ``UNDERTOW_SHM``)
+        self._shared = family == socket.AF_UNIX and sending()
         self._selector = selectors.DefaultSelector()
         self._selector.register(listener, selectors.EVENT_READ, None)
         self._wake_r, self._wake_w = os.pipe()
@@ -228,13 +230,12 @@ class PlainHub:
     def _read(self, conn: _Conn) -> None:
         room = conn.reader.room()
         try:
-            if room is not None:  # the rest of a large body, straight into its buffer
-                n = conn.sock.recv_into(room, 0, socket.MSG_DONTWAIT)
-            else:
-                n = conn.sock.recv_into(self._chunk, _CHUNK, socket.MSG_DONTWAIT)
+            # the rest of a large body goes straight into its buffer
+            target = self._chunk if room is None else room
+            n = read_into(conn.sock, target, socket.MSG_DONTWAIT, conn.reader)
         except (BlockingIOError, InterruptedError):
             return
-        except OSError:
+        except (OSError, UndertowError):  # gone; or descriptors cut off, or too many
             n = 0
         if n == 0:
             self._drop(conn)
@@ -261,8 +262,8 @@ class PlainHub:
         reader, sock = conn.reader, conn.sock
         while (room := reader.room()) is not None and len(room):
             try:
-                n = sock.recv_into(room, 0, socket.MSG_DONTWAIT)
-            except (BlockingIOError, InterruptedError, OSError):
+                n = read_into(sock, room, socket.MSG_DONTWAIT, reader)
+            except (BlockingIOError, InterruptedError, OSError, UndertowError):
                 return  # nothing more now, or gone: the next select tells
             if n == 0:
                 return
@@ -336,22 +337,16 @@ class PlainHub:
                 self._selector.unregister(conn.sock)
             with contextlib.suppress(OSError):
                 conn.sock.close()
+            conn.reader.close()
 
     def send(self, peer: bytes, frames: Sequence[Any], *, hold: bool = False) -> None:
         """Send ``frames`` to ``peer`` from any thread; a peer that is gone is skipped."""
         conn = self._conns.get(peer)
         if conn is None:
             return
-        buffers = pack_message(frames)
-        with conn.lock:
+        with conn.lock:  # tags and descriptors go in the order the messages do
             try:
-                if conn.session is None:
-                    _send_all(conn.sock, buffers)
-                elif len(buffers) == 1:  # small: the message and its tag in one system call
-                    _send_parts(conn.sock, [buffers[0], conn.session.tag(buffers)])
-                else:  # tagged in the order the messages go out
-                    buffers.append(conn.session.tag(buffers))
-                    _send_all(conn.sock, buffers)
+                write_message(conn.sock, frames, conn.session, self._shared)
             except OSError as exc:
                 if exc.errno not in (errno.EPIPE, errno.ECONNRESET, errno.EBADF):
                     raise

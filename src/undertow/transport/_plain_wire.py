@@ -8,13 +8,24 @@ big-endian), each frame's length (8 bytes each), then the frames; on a signed co
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
 from undertow.errors import UndertowError
 from undertow.security import TAG_SIZE, StreamSession
+from undertow.transport._shm import (
+    FD_BIT,
+    SHM_ABOVE,
+    close_all,
+    map_frame,
+    recv_into,
+    send_head,
+    to_memfd,
+)
 
 __all__ = ["GREETING", "MAX_FRAMES", "PlainFrame", "pack_message"]
 
@@ -54,6 +65,34 @@ def pack_message(frames: Sequence[Any]) -> list[Any]:
     return [head, *frames]
 
 
+def wants_memory(frames: Sequence[Any]) -> bool:
+    """True when a frame after the header is large enough to go through shared memory."""
+    return len(frames) > 1 and any(memoryview(f).nbytes >= SHM_ABOVE for f in frames[1:])
+
+
+def pack_shared(frames: Sequence[Any]) -> tuple[list[Any], list[int]]:
+    """Like :func:`pack_message`, with each large frame in a sealed memfd instead: the
+    buffers (the first starts with the head) and the descriptors to pass with it (the
+    caller closes them once sent)."""
+    sizes, inline, fds = [], [], []
+    try:
+        for i, frame in enumerate(frames):
+            size = memoryview(frame).nbytes
+            if i and size >= SHM_ABOVE:
+                fd, size = to_memfd(frame)
+                fds.append(fd)
+                sizes.append(size | FD_BIT)
+            else:
+                sizes.append(size)
+                inline.append(frame)
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    head = _COUNT.pack(len(frames)) + struct.pack(f">{len(frames)}Q", *sizes)
+    return [b"".join([head, *inline])], fds
+
+
 def _send_all(sock: socket.socket, buffers: list[Any]) -> None:
     for buffer in buffers:
         sock.sendall(buffer)
@@ -67,6 +106,43 @@ def _send_parts(sock: socket.socket, parts: list[Any]) -> None:
         sock.sendall(b"".join(parts)[sent:])
 
 
+def write_message(
+    sock: socket.socket, frames: Sequence[Any], session: StreamSession | None, shared: bool
+) -> None:
+    """Write one message on ``sock`` (the caller keeps the connection's messages in order):
+    tagged if ``session``; its large frames through shared memory if ``shared``."""
+    fds: list[int] = []
+    if shared and wants_memory(frames):
+        buffers, fds = pack_shared(frames)
+    else:
+        buffers = pack_message(frames)
+    try:
+        if fds:
+            tag = None if session is None else session.tag(buffers)
+            send_head(sock, buffers[0], fds)
+            if tag is not None:
+                sock.sendall(tag)
+        elif len(buffers) == 1:  # small: the message (and its tag) in one system call
+            if session is None:
+                sock.sendall(buffers[0])
+            else:
+                _send_parts(sock, [buffers[0], session.tag(buffers)])
+        else:
+            if session is not None:
+                buffers.append(session.tag(buffers))
+            _send_all(sock, buffers)
+    finally:
+        for fd in fds:  # the message in flight holds copies of its own
+            os.close(fd)
+
+
+def read_into(sock: socket.socket, buffer: Any, flags: int, reader: _Reader) -> int:
+    """``sock.recv_into(buffer, 0, flags)``, keeping passed descriptors for ``reader``."""
+    if reader.fds is None:
+        return sock.recv_into(buffer, 0, flags)
+    return recv_into(sock, buffer, flags, reader.fds)
+
+
 class _Reader:
     """Reassembles messages from what a stream socket delivers, within limits.
 
@@ -76,9 +152,23 @@ class _Reader:
     that stops halfway holds no thread, only its buffer.
     """
 
-    __slots__ = ("_body", "_buf", "_got", "_head", "_limit", "_session", "_sizes", "_start", "_tag")
+    __slots__ = (
+        "_body",
+        "_buf",
+        "_got",
+        "_head",
+        "_limit",
+        "_session",
+        "_sizes",
+        "_start",
+        "_tag",
+        "fds",
+    )
 
-    def __init__(self, limit: int | None) -> None:
+    def __init__(self, limit: int | None, fds: bool = False) -> None:
+        #: descriptors passed with the bytes read so far, in order (None: a connection that
+        #: cannot pass any, where a frame announced in memory is an error)
+        self.fds: deque[int] | None = deque() if fds else None
         self._buf = bytearray()
         self._start = 0
         self._limit = limit
@@ -115,16 +205,8 @@ class _Reader:
 
     def next_message(self) -> list[PlainFrame] | None:
         """The next whole message, or None until more is fed."""
-        body = self._body
-        if body is not None:
-            if self._got < len(body):
-                return None
-            self._body = None
-            if self._session is not None:
-                end = len(body) - TAG_SIZE
-                self._session.check((self._head, body[:end]), body[end:])
-                body = body[:end]
-            return _frames(body, self._sizes)
+        if self._body is not None:
+            return self._large()
         buf, start = self._buf, self._start
         have = len(buf) - start
         if have < 4:
@@ -136,11 +218,7 @@ class _Reader:
         if have < head:
             return None
         sizes = struct.unpack_from(f">{count}Q", buf, start + 4)
-        total = sum(sizes)
-        if self._limit is not None and total > self._limit:
-            raise UndertowError(
-                f"a message of {total:,} bytes is over the limit of {self._limit:,}"
-            )
+        total = self._checked_total(sizes)
         end = head + total + self._tag
         if have < end and total >= _CHUNK:  # large: a buffer of its own (its tag at the end)
             self._body = memoryview(bytearray(total + self._tag))
@@ -159,7 +237,54 @@ class _Reader:
                 self._session.check((whole[start:at],), whole[at : at + TAG_SIZE])
             body = memoryview(whole[start + head : start + head + total].tobytes())
         self._consume(start + end)
-        return _frames(body, sizes)
+        return _frames(body, sizes, self.fds)
+
+    def _large(self) -> list[PlainFrame] | None:
+        """The large message whose body is being filled, once it is whole."""
+        body = self._body
+        assert body is not None
+        if self._got < len(body):
+            return None
+        self._body = None
+        if self._session is not None:
+            end = len(body) - TAG_SIZE
+            self._session.check((self._head, body[:end]), body[end:])
+            body = body[:end]
+        return _frames(body, self._sizes, self.fds)
+
+    def _checked_total(self, sizes: tuple[int, ...]) -> int:
+        """The bytes of a message's frames that are in the stream, checked against the
+        limit (with those in shared memory)."""
+        total = sum(sizes)
+        if total >= FD_BIT:  # some frames are in shared memory: the stream has the rest
+            total = self._in_memory(sizes)
+            if total >= FD_BIT:
+                raise UndertowError("a message announcing more bytes than can exist")
+        if self._limit is not None and total > self._limit:
+            raise UndertowError(
+                f"a message of {total:,} bytes is over the limit of {self._limit:,}"
+            )
+        return total
+
+    def _in_memory(self, sizes: tuple[int, ...]) -> int:
+        """The bytes of a message's frames that are in the stream, once the size of those in
+        shared memory is checked against the limit and the descriptors passed."""
+        if self.fds is None:
+            raise UndertowError("a frame in shared memory over a connection that cannot pass one")
+        shared = [size & ~FD_BIT for size in sizes if size & FD_BIT]
+        if len(shared) > len(self.fds):
+            raise UndertowError("a frame announced in shared memory came without its descriptor")
+        if self._limit is not None and sum(sizes) - len(shared) * FD_BIT > self._limit:
+            raise UndertowError(
+                f"a message of {sum(sizes) - len(shared) * FD_BIT:,} bytes is over the limit of "
+                f"{self._limit:,}"
+            )
+        return sum(size for size in sizes if not size & FD_BIT)
+
+    def close(self) -> None:
+        """Close the descriptors nobody took (the connection is done)."""
+        if self.fds:
+            close_all(self.fds)
 
     def _consume(self, upto: int) -> None:
         buf = self._buf
@@ -173,10 +298,16 @@ class _Reader:
             self._start = upto
 
 
-def _frames(body: memoryview, sizes: tuple[int, ...]) -> list[PlainFrame]:
+def _frames(
+    body: memoryview, sizes: tuple[int, ...], fds: deque[int] | None = None
+) -> list[PlainFrame]:
     frames = []
     at = 0
     for size in sizes:
+        if size & FD_BIT:  # checked in next_message: a descriptor waits for it
+            assert fds is not None
+            frames.append(PlainFrame(map_frame(fds.popleft(), size & ~FD_BIT)))
+            continue
         frames.append(PlainFrame(body[at : at + size]))
         at += size
     return frames
