@@ -17,6 +17,8 @@ Kinds:
     pyro5       Pyro5 daemon exposing an object with an ``echo`` method (optional peer).
     rpyc        RPyC ThreadedServer with ``exposed_echo`` (optional peer).
     undertow-zmq  the same without its plain socket: every call over ZeroMQ
+    undertow-tcp  the same with a plain socket on TCP only (no local Unix socket, so no
+                shared memory): bulk with shared memory off
     undertow-http  undertow.Server with echo, blob_len and blob, also served over HTTP; the
                 address printed is the HTTP one.
     memkv       the MemKeyValue service of examples/memkv/memkv.py (the design document's
@@ -49,6 +51,7 @@ KINDS = (
     "raw-tcp",
     "undertow",
     "undertow-zmq",
+    "undertow-tcp",
     "undertow-http",
     "pyro5",
     "rpyc",
@@ -201,7 +204,7 @@ def _recv_exactly(conn: Any, view: memoryview) -> bool:
 # -- undertow ------------------------------------------------------------------------------------
 
 
-def serve_undertow(zmq_only: bool = False) -> None:
+def serve_undertow(zmq_only: bool = False, tcp_only: bool = False) -> None:
     """Serve echo, total (numpy in), make (numpy out, one array per size), total_signed
     (pickle in, for signed callers) and rss; with ``zmq_only``, without the plain socket
     servers have by default (blocking calls then go over ZeroMQ too).
@@ -246,12 +249,15 @@ def serve_undertow(zmq_only: bool = False) -> None:
         }
     )
     baseline = peak_rss_kib()
-    if not zmq_only:
+    if not zmq_only and not tcp_only:
         server.serve_forever("127.0.0.1", 0)
         return
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    address = server.start("tcp://127.0.0.1:0", plain=None)
+    # TCP only: no local Unix socket, so nothing goes through shared memory
+    address = server.start(
+        "tcp://127.0.0.1:0", plain="tcp+plain://127.0.0.1:0" if tcp_only else None
+    )
     print(f"undertow: serving {server.name!r} on {address}", flush=True)
     stop.wait()
     server.stop()
@@ -370,6 +376,7 @@ SERVERS: dict[str, Callable[[], None]] = {
     "raw-tcp": serve_raw_tcp,
     "undertow": serve_undertow,
     "undertow-zmq": functools.partial(serve_undertow, zmq_only=True),
+    "undertow-tcp": functools.partial(serve_undertow, tcp_only=True),
     "undertow-http": serve_undertow_http,
     "pyro5": serve_pyro5,
     "rpyc": serve_rpyc,

@@ -13,6 +13,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -264,3 +265,37 @@ def test_bad_descriptors_close_the_connection_and_none_leak(tmp_path, attack):
         assert memfds() == 0
     finally:
         server.stop()
+
+
+def test_clients_on_the_servers_host_use_its_local_socket_by_default():
+    import stat
+
+    server = make_server()
+    address = server.start("tcp://127.0.0.1:0")  # plain="auto"
+    try:
+        local = server.local_address
+        assert local.startswith(f"unix://{tempfile.gettempdir()}/undertow-{os.getuid()}/")
+        path = Path(local[len("unix://") :])
+        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        with undertow.connect(address, timeout=WAIT) as client:
+            assert client._conn.plain.address == local
+            assert in_memory(client.make(SIZE))
+    finally:
+        server.stop()
+    assert not path.exists()
+
+
+def test_a_local_socket_directory_that_is_not_ours_is_not_used(tmp_path, monkeypatch):
+    from undertow.transport import local_address
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    folder = tmp_path / f"undertow-{os.getuid()}"
+    folder.mkdir(mode=0o755)
+    folder.chmod(0o755)  # open to others: someone could swap the socket under us
+    assert local_address("s") is None
+    folder.chmod(0o700)
+    assert (local_address("s") or "").startswith(f"unix://{folder}/s-")
+    folder.rmdir()
+    folder.symlink_to(tmp_path)  # a link (to a directory of ours, even): not used
+    assert local_address("s") is None

@@ -108,6 +108,8 @@ class Description(msgspec.Struct, frozen=True):
     jobs: str | None = None
     #: a plain-socket address it also serves (``tcp+plain://``, ``unix://``), if any
     plain: str | None = None
+    #: a Unix socket for clients on its host (large values in shared memory), if any
+    local: str | None = None
 
 
 class Call:

@@ -14,13 +14,13 @@ from typing import Any
 
 import msgspec
 
-from undertow.errors import ConnectionClosed, UndertowError
+from undertow.errors import ConnectError, ConnectionClosed, UndertowError
 from undertow.rpc._calls import Call, Description, FunctionInfo, Protocol
 from undertow.rpc._connection import ConnectOptions, Settings, timeout_error
 from undertow.rpc._plain_link import PlainLink
 from undertow.rpc._sync_conn import SyncConnection
 from undertow.security import client_key
-from undertow.transport import load_public
+from undertow.transport import PlainSocket, load_public
 
 __all__ = ["DESCRIBE", "CallFuture", "ZmqConnection", "zmq_protocol"]
 
@@ -107,7 +107,7 @@ class ZmqConnection(ZmqLinked):
             raise timeout_error(self.address, timeout, connecting=True) from None
         desc = self._described(body)
         if self._curve is None:
-            self._use_plain(desc.plain)
+            self._use_plain(_nearest(desc))
         return desc
 
     def _use_plain(self, address: str | None) -> None:
@@ -366,6 +366,18 @@ class StreamItems:
         self._finished = True
         proto.outcome(call)  # raises the remote error, if any
         return END
+
+
+def _nearest(desc: Description) -> str | None:
+    """The plain address to use: the server's local socket when this client is on its host
+    (the socket file is there and answers), else its TCP one."""
+    if desc.local and desc.plain:
+        try:
+            PlainSocket(desc.local, timeout=0.5).close()
+        except ConnectError:
+            return desc.plain
+        return desc.local
+    return desc.plain
 
 
 class _Stream(StreamItems, Iterator[Any]):

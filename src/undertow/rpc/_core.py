@@ -40,7 +40,7 @@ from undertow.errors import AuthenticationError, ConfigError, UndertowError
 from undertow.rpc._incoming import Incoming, RawHandler
 from undertow.rpc._receivers import Job, ReceiverPool
 from undertow.security import ENVELOPE_MAGIC, Authenticator, ServerSeal, strip_envelope
-from undertow.transport import PlainHub, ServerSocket, bind_router
+from undertow.transport import PlainHub, ServerSocket, bind_router, local_address
 from undertow.wire import (
     ErrorInfo,
     Header,
@@ -166,6 +166,11 @@ class HandlerServer:
         """The plain-socket address served next to ZeroMQ (None: none)."""
         return None if self._hub is None else self._hub.address
 
+    @property
+    def local_address(self) -> str | None:
+        """The Unix socket also served for this host's clients (None: none)."""
+        return None if self._hub is None else self._hub.local_address
+
     def listen_plain(
         self, address: str, *, threads: int, slow_after: float = 0.005, insecure: bool = False
     ) -> str | None:
@@ -174,10 +179,12 @@ class HandlerServer:
         None for ``"auto"`` (TCP on the ZeroMQ address's interface) beside ipc or inproc."""
         if self._sock is None:
             raise UndertowError(f"server {self.name!r}: listen() on ZeroMQ first")
+        local = None
         if address == "auto":
             if not self._address.startswith("tcp://"):
                 return None
             address = f"tcp+plain://{self._address[len('tcp://') :].rpartition(':')[0]}:0"
+            local = local_address(self.name)  # this host's clients: shared memory for bulk
         if self._hub is not None:
             raise UndertowError(f"server {self.name!r} already listens on {self._hub.address}")
         if address.startswith("tcp+plain://"):
@@ -186,7 +193,9 @@ class HandlerServer:
                 authenticated=self.seal is not None,
                 insecure=insecure,
             )
-        hub = PlainHub(address, max_message_size=self.max_message_size, keys=self._stream_key)
+        hub = PlainHub(
+            address, max_message_size=self.max_message_size, keys=self._stream_key, local=local
+        )
         pool = ReceiverPool(
             hub,  # type: ignore[arg-type]  # a ServerSocket's shape, over plain sockets
             functools.partial(self._dispatch, via=hub),

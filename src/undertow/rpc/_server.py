@@ -179,6 +179,12 @@ class Server:
         return self._core.plain_address or ""
 
     @property
+    def local_address(self) -> str:
+        """The Unix socket it also listens on for clients on this host, through which large
+        values travel in shared memory (empty if none: ``plain`` other than ``"auto"``)."""
+        return self._core.local_address or ""
+
+    @property
     def authenticates(self) -> bool:
         """True when callers must (or, with ``allow_anonymous``, may) sign their messages."""
         return self._auth is not None
@@ -278,6 +284,7 @@ class Server:
             "user": None if token is None else parse_token(token)[0],
             "jobs": self._jobs_url(),
             "plain": self._core.plain_address,
+            "local": self._core.local_address,
         }
         if token is not None and challenge:
             described["proof"] = user_proof(token, challenge)

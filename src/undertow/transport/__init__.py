@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from undertow.transport._curve import curve_available, keygen, load_public, load_secret
 from undertow.transport._http_api import CallFailed, Gateway, failure
-from undertow.transport._plain import PlainFrame, PlainSocket
+from undertow.transport._plain import PlainFrame, PlainSocket, local_address
 from undertow.transport._plain_hub import PlainHub
 from undertow.transport._router import ServerSocket, bind_router
 from undertow.transport._shm import sending as shm_sending
@@ -47,6 +47,7 @@ __all__ = [
     "keygen",
     "load_public",
     "load_secret",
+    "local_address",
     "parse_address",
     "serve_http",
     "shm_sending",

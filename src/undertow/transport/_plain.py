@@ -19,8 +19,12 @@ every message each way is followed by a 16-byte tag.
 from __future__ import annotations
 
 import contextlib
+import os
+import secrets
 import select
 import socket
+import stat
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -45,6 +49,7 @@ __all__ = [
     "GREETING",
     "PlainFrame",
     "PlainSocket",
+    "local_address",
     "pack_message",
     "spin_budget",
 ]
@@ -53,6 +58,26 @@ __all__ = [
 SEND_WAIT = 60.0
 #: seconds unused after which a client looks whether the server closed the connection
 IDLE_LOOK = 0.05
+
+
+def local_address(name: str) -> str | None:
+    """A ``unix://`` address for a server's local socket (this host's clients; large frames
+    through shared memory), in a directory of this user's own (``/tmp/undertow-UID``, mode
+    700; a directory there that is not a real directory of ours is not used); None where
+    Unix sockets or that directory are not to be had."""
+    if not hasattr(socket, "AF_UNIX") or not hasattr(os, "getuid"):
+        return None
+    folder = os.path.join(tempfile.gettempdir(), f"undertow-{os.getuid()}")
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        info = os.lstat(folder)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        return None  # someone else's, a link, or open to others: not ours to trust
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:40]
+    path = os.path.join(folder, f"{safe}-{os.getpid()}-{secrets.token_hex(4)}.sock")
+    return f"unix://{path}"
 
 
 def _parse_plain(address: str) -> tuple[int, Any]:
@@ -254,6 +279,7 @@ class PlainSocket:
             self._misses = misses + 1
             return False
         spin.busy = True  # one spinner a process (a race lets two spin once: harmless)
+        spin.spins += 1
         try:
             poll, clock = self._poll.poll, time.perf_counter
             end = clock() + spin.budget

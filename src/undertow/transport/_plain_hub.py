@@ -51,6 +51,35 @@ _PAUSE = 0.1
 KeyFinder = Callable[[str], "tuple[str, bytes] | None"]
 
 
+def _listen(address: str) -> tuple[socket.socket, str, str | None]:
+    """A listening socket for ``address``, the address it is reached at (the real port),
+    and its file (a Unix socket's) to remove on close."""
+    family, where = _parse_plain(address)
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        if family == socket.AF_UNIX:
+            with contextlib.suppress(FileNotFoundError):
+                if stat.S_ISSOCK(os.lstat(where).st_mode):
+                    os.unlink(where)  # a socket left by a server that died (not a file)
+            old = os.umask(0o177)  # the socket file: readable and writable by its user only
+            try:
+                listener.bind(where)
+            finally:
+                os.umask(old)
+            shown = address
+        else:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(where)
+            host, port = listener.getsockname()[:2]
+            shown = f"tcp+plain://[{host}]:{port}" if ":" in host else f"tcp+plain://{host}:{port}"
+        listener.listen(128)
+    except OSError as exc:
+        listener.close()
+        raise ConnectError(f"cannot listen on {address!r}: {exc.strerror}") from exc
+    listener.setblocking(False)
+    return listener, shown, where if family == socket.AF_UNIX else None
+
+
 def _nobody(key_id: str) -> None:
     return None
 
@@ -64,14 +93,18 @@ class _Conn:
         "reader",
         "recheck_at",
         "session",
+        "shared",
         "sock",
         "started",
     )
 
-    def __init__(self, sock: socket.socket, peer: bytes, limit: int | None) -> None:
+    def __init__(self, sock: socket.socket, peer: bytes, limit: int | None, shared: bool) -> None:
         self.sock = sock
         self.peer = peer
-        self.reader = _Reader(limit, fds=sock.family == socket.AF_UNIX)
+        unix = sock.family == socket.AF_UNIX
+        self.reader = _Reader(limit, fds=unix)
+        #: large answers go through shared memory
+        self.shared = unix and shared
         self.lock = threading.Lock()
         self.greeted = b""
         self.started = False  # a first message came (only the first may be a handshake)
@@ -94,41 +127,33 @@ class PlainHub:
     """
 
     def __init__(
-        self, address: str, *, max_message_size: int | None = None, keys: KeyFinder | None = None
+        self,
+        address: str,
+        *,
+        max_message_size: int | None = None,
+        keys: KeyFinder | None = None,
+        local: str | None = None,
     ) -> None:
-        family, where = _parse_plain(address)
-        listener = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            if family == socket.AF_UNIX:
-                with contextlib.suppress(FileNotFoundError):
-                    if stat.S_ISSOCK(os.lstat(where).st_mode):
-                        os.unlink(where)  # a socket left by a server that died (not a file)
-                old = os.umask(0o177)  # the socket file: readable and writable by its user only
-                try:
-                    listener.bind(where)
-                finally:
-                    os.umask(old)
-                self.address = address
+        listener, self.address, path = _listen(address)
+        self._listeners = [listener]
+        self._paths = [] if path is None else [path]
+        #: a Unix socket also listened on, for clients on this host (None: none)
+        self.local_address: str | None = None
+        if local is not None:
+            try:
+                extra, self.local_address, path = _listen(local)
+            except ConnectError as exc:  # only a faster way in: the server does without
+                log.info("plain socket: no local socket: %s", exc)
             else:
-                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                listener.bind(where)
-                host, port = listener.getsockname()[:2]
-                shown = f"[{host}]" if ":" in host else host
-                self.address = f"tcp+plain://{shown}:{port}"
-            listener.listen(128)
-        except OSError as exc:
-            listener.close()
-            raise ConnectError(f"cannot listen on {address!r}: {exc.strerror}") from exc
-        listener.setblocking(False)
-        self._family = family
-        self._path = where if family == socket.AF_UNIX else None
-        self._listener = listener
+                self._listeners.append(extra)
+                self._paths += [] if path is None else [path]
         self._limit = max_message_size
         self._keys = keys
-        #: large answers go through shared memory (a Unix socket; ``UNDERTOW_SHM``)
-        self._shared = family == socket.AF_UNIX and sending()
+        #: large answers go through shared memory over Unix sockets (``UNDERTOW_SHM``)
+        self._shared = sending()
         self._selector = selectors.DefaultSelector()
-        self._selector.register(listener, selectors.EVENT_READ, None)
+        for each in self._listeners:
+            self._selector.register(each, selectors.EVENT_READ, None)
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -156,7 +181,8 @@ class PlainHub:
         if self._accept_paused:  # out of descriptors: look at the listener again soon
             if time.monotonic() >= self._accept_paused:
                 self._accept_paused = 0.0
-                self._selector.register(self._listener, selectors.EVENT_READ, None)
+                for each in self._listeners:
+                    self._selector.register(each, selectors.EVENT_READ, None)
             else:
                 wait = _PAUSE if wait is None else min(wait, _PAUSE)
         events = self._spun()
@@ -165,7 +191,7 @@ class PlainHub:
         for key, _ in events:
             data = key.data
             if data is None:
-                self._accept()
+                self._accept(key.fileobj)  # type: ignore[arg-type]  # a listener
             elif data == "wake":
                 with contextlib.suppress(BlockingIOError, OSError):
                     os.read(self._wake_r, 4096)
@@ -184,6 +210,7 @@ class PlainHub:
             self._misses = misses + 1
             return []
         spin.busy = True
+        spin.spins += 1
         try:
             select, clock = self._selector.select, time.perf_counter
             end = clock() + spin.budget
@@ -197,10 +224,10 @@ class PlainHub:
         self._misses = misses + 1
         return []
 
-    def _accept(self) -> None:
+    def _accept(self, listener: socket.socket) -> None:
         while True:
             try:
-                sock, _ = self._listener.accept()
+                sock, _ = listener.accept()
             except BlockingIOError:
                 return
             except OSError as exc:
@@ -211,14 +238,15 @@ class PlainHub:
                     if now - self._warned_at > 10.0:
                         self._warned_at = now
                         log.warning("plain socket: cannot accept connections now: %s", exc)
-                    self._selector.unregister(self._listener)
+                    for each in self._listeners:
+                        self._selector.unregister(each)
                     self._accept_paused = time.monotonic() + _PAUSE
                 return
             sock.setblocking(True)
-            if self._family != socket.AF_UNIX:
+            if sock.family != socket.AF_UNIX:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             peer = b"\x02" + os.urandom(15)  # no ZeroMQ routing id is chosen like this
-            conn = _Conn(sock, peer, self._limit)
+            conn = _Conn(sock, peer, self._limit, self._shared)
             try:
                 sock.sendall(GREETING)
             except OSError:
@@ -346,7 +374,7 @@ class PlainHub:
             return
         with conn.lock:  # tags and descriptors go in the order the messages do
             try:
-                write_message(conn.sock, frames, conn.session, self._shared)
+                write_message(conn.sock, frames, conn.session, conn.shared)
             except OSError as exc:
                 if exc.errno not in (errno.EPIPE, errno.ECONNRESET, errno.EBADF):
                     raise
@@ -365,12 +393,13 @@ class PlainHub:
         self.wake()
         for conn in list(self._conns.values()):
             self._drop(conn)
-        with contextlib.suppress(KeyError, ValueError):
-            self._selector.unregister(self._listener)
-        self._listener.close()
-        if self._path is not None:
+        for listener in self._listeners:
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(listener)
+            listener.close()
+        for path in self._paths:
             with contextlib.suppress(OSError):
-                os.unlink(self._path)
+                os.unlink(path)
         for fd in (self._wake_r, self._wake_w):
             with contextlib.suppress(OSError):
                 os.close(fd)

@@ -38,6 +38,8 @@ class _Spin:
         self.budget = spin_budget(setting, cpus)
         #: a thread of this process is spinning now
         self.busy = False
+        #: spins begun in this process (for tests and curious users)
+        self.spins = 0
 
 
 def spin_budget(setting: str | None, cpus: int | None) -> float:
