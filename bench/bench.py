@@ -620,7 +620,7 @@ def undertow_bulk_steps(
 
     def download() -> None:
         got = down.make(BULK_BYTES)
-        touched = int(got.view(np.uint8)[::4096].sum())  # one byte a page: every page faulted in
+        touched = int(got.view(np.uint8)[7::4096].sum())  # a byte a page (0x3f of each 1.0)
         check((got.nbytes, float(got[-1]), touched > 0), (BULK_BYTES, 1.0, True))
 
     return {

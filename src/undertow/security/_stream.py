@@ -70,11 +70,13 @@ class StreamSession:
     sends, in order, and :meth:`check` for each it receives, in order. Not thread-safe: the
     sender tags under the lock that orders its writes."""
 
-    __slots__ = ("_in_key", "_out_key", "_received", "_sent", "identity")
+    __slots__ = ("_in", "_out", "_received", "_sent", "identity")
 
     def __init__(self, out_key: bytes, in_key: bytes, identity: str | None = None) -> None:
-        self._out_key = out_key
-        self._in_key = in_key
+        # keyed once, copied for each message: a copy skips hashing the key block again
+        # (0.61 against 1.06 µs a small message)
+        self._out = hashlib.blake2b(key=out_key, digest_size=TAG_SIZE)
+        self._in = hashlib.blake2b(key=in_key, digest_size=TAG_SIZE)
         self._sent = 0
         self._received = 0
         #: who the peer is (on the server: the token's identity)
@@ -85,7 +87,8 @@ class StreamSession:
 
     def tag(self, buffers: Sequence[Any]) -> bytes:
         """The tag of the next message sent, whose bytes on the wire are ``buffers``."""
-        mac = hashlib.blake2b(_COUNT.pack(self._sent), key=self._out_key, digest_size=TAG_SIZE)
+        mac = self._out.copy()
+        mac.update(_COUNT.pack(self._sent))
         for buffer in buffers:
             mac.update(buffer)
         self._sent += 1
@@ -94,7 +97,8 @@ class StreamSession:
     def check(self, buffers: Sequence[Any], tag: Any) -> None:
         """Raise :class:`AuthenticationError` unless ``tag`` is that of the next message
         received, whose bytes on the wire are ``buffers``."""
-        mac = hashlib.blake2b(_COUNT.pack(self._received), key=self._in_key, digest_size=TAG_SIZE)
+        mac = self._in.copy()
+        mac.update(_COUNT.pack(self._received))
         for buffer in buffers:
             mac.update(buffer)
         if not hmac.compare_digest(mac.digest(), tag):
