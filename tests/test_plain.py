@@ -462,10 +462,13 @@ def test_a_client_waiting_on_a_slow_call_spins_once_then_sleeps(served, monkeypa
         assert misses >= 1
         client.nap(0.05)
         assert sock._misses > misses
-        # quick answers again: within eight waits it spins, gets the answer in time, and
-        # spins on every wait from then on
-        for _ in range(8):
+        # quick answers again: one wait in eight spins (when no other thread of the process,
+        # such as this in-process server's, is spinning), gets the answer in time, and from
+        # then on every wait spins
+        for _ in range(200):
             client.echo(2)
+            if sock._misses == 0:
+                break
         assert sock._misses == 0
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import array
 import contextlib
-import mmap
 import os
 import signal
 import socket
@@ -33,19 +32,42 @@ pytestmark = [
 ]
 
 WAIT = 20.0
+
+
+@pytest.fixture(autouse=True)
+def shared_memory_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On whatever the kernel's huge-page setting (unset, it is on only where shared memory
+    gets huge pages); the processes the tests start inherit it."""
+    monkeypatch.setenv("UNDERTOW_SHM", "1")
+
+
+def test_unset_it_is_on_where_shared_memory_gets_huge_pages(monkeypatch):
+    from undertow.transport import _shm
+
+    assert _shm.shmem_huge_pages("always within_size advise [never] deny force\n") is False
+    assert _shm.shmem_huge_pages("[always] within_size advise never deny force\n") is True
+    assert _shm.shmem_huge_pages("always [within_size] advise never deny force\n") is True
+    assert _shm.shmem_huge_pages("always within_size [advise] never deny force\n") is False
+    monkeypatch.delenv("UNDERTOW_SHM")
+    for huge in (True, False):
+        monkeypatch.setattr(_shm, "_HUGE", huge)
+        assert _shm.sending() is huge
+    monkeypatch.setenv("UNDERTOW_SHM", "off")
+    assert _shm.sending() is False
+
+
 SIZE = 8 << 20  # 8 MiB: well over the 1 MiB from which frames go through memory
 
 
 def in_memory(value: Any) -> bool:
-    """True if ``value``'s bytes are a mapping of shared memory (an mmap)."""
-    seen = value
-    for _ in range(8):
-        if isinstance(seen, mmap.mmap):
-            return True
-        base = getattr(seen, "base", None)
-        seen = base if base is not None else getattr(seen, "obj", None)
-        if seen is None:
-            return False
+    """True if numpy array ``value``'s bytes are in a shared-memory frame mapped here (a
+    memfd of undertow's, in this process's memory map)."""
+    address = int(value.__array_interface__["data"][0])
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        if "memfd:undertow-frame" in line:
+            start, end = (int(x, 16) for x in line.split()[0].split("-"))
+            if start <= address < end:
+                return True
     return False
 
 

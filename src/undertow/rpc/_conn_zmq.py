@@ -76,16 +76,8 @@ class ZmqLinked:
         return desc
 
 
-#: requests of this many bytes or more go over ZeroMQ even when a plain socket is there:
-#: ZeroMQ's I/O thread, in C, sends bulk faster (100 MB up: 1,610 against 1,540 MB/s)
-PLAIN_BELOW = 1 << 20
 #: seconds a client waits for the server's description after its plain socket went away
 _REDESCRIBE_WAIT = 5.0
-
-
-def _size(frames: list[Any]) -> int:
-    """The bytes of a message's frames (bytes, or views of arrays of any item size)."""
-    return sum(memoryview(frame).nbytes for frame in frames)
 
 
 class ZmqConnection(ZmqLinked):
@@ -147,10 +139,9 @@ class ZmqConnection(ZmqLinked):
         # Ctrl-C in a notebook or the deadline: the connection stops the remote call too
         deadline = None if timeout is None else time.monotonic() + timeout
         done = None
-        plain = self.plain
-        if plain is not None and (plain.shared or _size(frames) < PLAIN_BELOW):
-            done = plain.call(call, frames, deadline)
-        if done is None:  # a large request, or no plain socket (now): over ZeroMQ
+        if self.plain is not None:
+            done = self.plain.call(call, frames, deadline)
+        if done is None:  # no plain socket (now): over ZeroMQ
             done = self.link.call(call, frames, deadline)
         if not done:
             raise timeout_error(proto.where(info.name), timeout)

