@@ -19,6 +19,8 @@ Kinds:
     undertow-zmq  the same without its plain socket: every call over ZeroMQ
     undertow-tcp  the same with a plain socket on TCP only (no local Unix socket, so no
                 shared memory): bulk with shared memory off
+    undertow-shm  the same with large answers through shared memory over its local socket
+                (``UNDERTOW_SHM=1``, whatever the kernel's huge-page setting)
     undertow-http  undertow.Server with echo, blob_len and blob, also served over HTTP; the
                 address printed is the HTTP one.
     memkv       the MemKeyValue service of examples/memkv/memkv.py (the design document's
@@ -52,6 +54,7 @@ KINDS = (
     "undertow",
     "undertow-zmq",
     "undertow-tcp",
+    "undertow-shm",
     "undertow-http",
     "pyro5",
     "rpyc",
@@ -204,7 +207,7 @@ def _recv_exactly(conn: Any, view: memoryview) -> bool:
 # -- undertow ------------------------------------------------------------------------------------
 
 
-def serve_undertow(zmq_only: bool = False, tcp_only: bool = False) -> None:
+def serve_undertow(zmq_only: bool = False, tcp_only: bool = False, shm: bool = False) -> None:
     """Serve echo, total (numpy in), make (numpy out, one array per size), total_signed
     (pickle in, for signed callers) and rss; with ``zmq_only``, without the plain socket
     servers have by default (blocking calls then go over ZeroMQ too).
@@ -212,6 +215,9 @@ def serve_undertow(zmq_only: bool = False, tcp_only: bool = False) -> None:
     ``rss()`` returns the peak RSS (KiB) recorded once the server is set up, before it serves
     any call, and the peak RSS now.
     """
+    if shm:  # large answers through shared memory whatever the kernel's huge-page setting
+        os.environ["UNDERTOW_SHM"] = "1"
+
     import numpy as np
 
     import undertow
@@ -377,6 +383,7 @@ SERVERS: dict[str, Callable[[], None]] = {
     "undertow": serve_undertow,
     "undertow-zmq": functools.partial(serve_undertow, zmq_only=True),
     "undertow-tcp": functools.partial(serve_undertow, tcp_only=True),
+    "undertow-shm": functools.partial(serve_undertow, shm=True),
     "undertow-http": serve_undertow_http,
     "pyro5": serve_pyro5,
     "rpyc": serve_rpyc,

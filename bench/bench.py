@@ -59,6 +59,7 @@ from bench._common import (
     zmq_socket,
 )
 from bench._servers import CMD_DOWN, CMD_ECHO, CMD_UP, TOKEN, recv_frames, send_frames
+from undertow.transport import shm_sending
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = Path(__file__).resolve().parent / "results.json"
@@ -702,6 +703,23 @@ def measure_bulk(servers: dict[str, ServerProcess], plan: Plan) -> dict[str, Any
         tcp_steps = undertow_bulk_steps(tcp_up, tcp_down, signed, arr, prefix="undertow_tcp")
         del tcp_steps["undertow_tcp_upload_signed"]
         steps |= tcp_steps
+        saved = os.environ.get("UNDERTOW_SHM")
+        os.environ["UNDERTOW_SHM"] = "1"  # these clients' connections send through memory
+        try:
+            shm_up, shm_down = (
+                stack.enter_context(undertow.connect(servers[n].address, token=False, timeout=60))
+                for n in ("undertow-shm#up", "undertow-shm#down")
+            )
+            shm_up.total(arr[:1])  # connected now, while the setting holds
+            shm_down.total(arr[:1])
+        finally:
+            if saved is None:
+                os.environ.pop("UNDERTOW_SHM", None)
+            else:
+                os.environ["UNDERTOW_SHM"] = saved
+        shm_steps = undertow_bulk_steps(shm_up, shm_down, signed, arr, prefix="undertow_shm")
+        del shm_steps["undertow_shm_upload_signed"]
+        steps |= shm_steps
         steps |= http_bulk_steps(conn)
         before = {"upload": up.rss(), "download": down.rss()}
         times = run_interleaved(steps, plan.bulk_runs)
@@ -719,6 +737,8 @@ def measure_bulk(servers: dict[str, ServerProcess], plan: Plan) -> dict[str, Any
         },
         "undertow_signed": {"upload": entries["undertow_upload_signed"]},
         "undertow_tcp": {d: entries[f"undertow_tcp_{d}"] for d in ("upload", "download")},
+        "undertow_shm": {d: entries[f"undertow_shm_{d}"] for d in ("upload", "download")},
+        "shm_by_default": shm_sending(),
         "undertow_http": {d: entries[f"http_{d}"] for d in ("upload", "download")},
     }
     copy = result["memcpy"]["numpy_copy"]["mb_per_s"]
@@ -736,7 +756,9 @@ def measure_bulk(servers: dict[str, ServerProcess], plan: Plan) -> dict[str, Any
         "undertow": "upload: client.total(arr) (the numpy codec: the array is an out-of-band "
         "frame), server sums it; download: client.make(100_000_000), server sends out of band "
         "an array it made on the first call (as the raw floor makes its blob once; the best "
-        "run counts); no token, so nothing is signed",
+        "run counts); no token, so nothing is signed; by default over the local Unix socket, "
+        "through shared memory only where the kernel gives shared memory huge pages "
+        "(shm_by_default)",
         "undertow_http": "100 MB of bytes in a msgpack body: POST /call/blob_len up, POST "
         "/call/blob down (Accept: application/msgpack), kept-alive http.client connection; the "
         "client's msgpack encoding and decoding included",
@@ -746,7 +768,10 @@ def measure_bulk(servers: dict[str, ServerProcess], plan: Plan) -> dict[str, Any
         "raw_zmq": "DEALER -> ROUTER copy=False, 100 MB frame one way and a tiny reply; the "
         "server's download blob is allocated once",
         "undertow_tcp": "the same calls on servers whose plain socket is TCP only (no local "
-        "Unix socket: nothing through shared memory); uploads of 1 MiB or more go over ZeroMQ",
+        "Unix socket: nothing through shared memory)",
+        "undertow_shm": "the same calls over the local Unix socket with large frames through "
+        "shared memory both ways (UNDERTOW_SHM=1 in the server and for these connections), "
+        "whatever the kernel's huge-page setting for shared memory",
         "raw_tcp": "one plain TCP connection (TCP_NODELAY): a 9-byte command, then 100 MB sent "
         "with sendall from the array's buffer and read with recv_into into a buffer made once "
         "and reused (both ends); the server's download blob is made once",
@@ -975,10 +1000,11 @@ def summary(results: dict[str, Any]) -> str:
         f"| {thr['undertow_callbacks']['calls_per_s']:,} calls/s "
         f"| {thr['ratios_vs_raw']['undertow_callbacks']:.2f}x | | | context only |",
     ]
+    shm_note = ", shared memory" if bulk["shm_by_default"] else ""
     for d, verb in (("upload", "client.total(arr)"), ("download", "client.make(100_000_000)")):
         rss = ut_b[d]["server_rss"]
         rows += [
-            f"| 100 MB {d} ({verb}; one host: shared memory) "
+            f"| 100 MB {d} ({verb}; local socket{shm_note}) "
             f"| {raw_b[d]['mb_per_s']:,.0f} MB/s (zmq copy=False) "
             f"| {ut_b[d]['mb_per_s']:,.0f} MB/s | {bulk['ratios'][f'{d}_vs_raw']:.2f}x "
             f"| | | {goal(f'{d} MB/s', f'>= {TARGET_BULK_MBPS:.0f} MB/s')} |",
@@ -991,6 +1017,12 @@ def summary(results: dict[str, Any]) -> str:
             f"({rss['growth_kib'] / 1024:,.0f} MiB) | | | "
             f"| {goal(f'server RSS growth / payload, {d}', f'<= {TARGET_RSS_GROWTH:.0f}x')} |",
         ]
+    for d in ("upload", "download"):
+        shm, tcp = bulk["undertow_shm"][d]["mb_per_s"], bulk["raw_tcp"][d]["mb_per_s"]
+        rows.append(
+            f"| 100 MB {d}, shared memory on (UNDERTOW_SHM=1) | {tcp:,.0f} MB/s (raw TCP) "
+            f"| {shm:,.0f} MB/s | {shm / tcp:.2f}x | | | context only |"
+        )
     for d in ("upload", "download"):
         over_http = bulk["undertow_http"][d]["mb_per_s"]
         rows.append(
@@ -1057,6 +1089,8 @@ def run(plan: Plan, quick: bool) -> dict[str, Any]:
         "undertow#down",
         "undertow-tcp#up",
         "undertow-tcp#down",
+        "undertow-shm#up",
+        "undertow-shm#down",
         "undertow#signed",
         "undertow-http",
         "memkv",

@@ -321,3 +321,16 @@ def test_a_local_socket_directory_that_is_not_ours_is_not_used(tmp_path, monkeyp
     folder.rmdir()
     folder.symlink_to(tmp_path)  # a link (to a directory of ours, even): not used
     assert local_address("s") is None
+
+
+def test_without_shared_memory_clients_keep_to_tcp(monkeypatch):
+    monkeypatch.setenv("UNDERTOW_SHM", "0")
+    server = make_server()
+    address = server.start("tcp://127.0.0.1:0")
+    try:
+        assert server.local_address  # served all the same, for clients that use memory
+        with undertow.connect(address, timeout=WAIT) as client:
+            assert client._conn.plain.address == server.plain_address
+            assert client.make(SIZE).nbytes == SIZE
+    finally:
+        server.stop()

@@ -20,7 +20,7 @@ from undertow.rpc._connection import ConnectOptions, Settings, timeout_error
 from undertow.rpc._plain_link import PlainLink
 from undertow.rpc._sync_conn import SyncConnection
 from undertow.security import client_key
-from undertow.transport import PlainSocket, load_public
+from undertow.transport import PlainSocket, load_public, shm_sending
 
 __all__ = ["DESCRIBE", "CallFuture", "ZmqConnection", "zmq_protocol"]
 
@@ -361,8 +361,10 @@ class StreamItems:
 
 def _nearest(desc: Description) -> str | None:
     """The plain address to use: the server's local socket when this client is on its host
-    (the socket file is there and answers), else its TCP one."""
-    if desc.local and desc.plain:
+    (the socket file is there and answers) and sends large frames through shared memory,
+    else its TCP one. (Without shared memory, TCP moved large messages faster and steadier
+    than a Unix socket on the test machine: 100 MB at 1.5-2.1 GB/s against 0.2-2.0.)"""
+    if desc.local and desc.plain and shm_sending():
         try:
             PlainSocket(desc.local, timeout=0.5).close()
         except ConnectError:

@@ -80,6 +80,18 @@ def local_address(name: str) -> str | None:
     return f"unix://{path}"
 
 
+def _widen(sock: socket.socket) -> None:
+    """Give a Unix socket a send buffer of :data:`UNIX_BUFFER`: with the default (about
+    200 KiB), a large message crosses in small pieces, each waking the reader (measured,
+    100 MB: 213-1,135 MB/s erratic, against TCP's autotuned windows at 1,500-2,100)."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, UNIX_BUFFER)
+
+
+#: bytes of send buffer asked for on a Unix socket (the kernel caps it at ``wmem_max``)
+UNIX_BUFFER = 4 << 20
+
+
 def _parse_plain(address: str) -> tuple[int, Any]:
     """(socket family, bind/connect address) of a plain-socket address."""
     if address.startswith("unix://"):
@@ -170,6 +182,8 @@ class PlainSocket:
             sock.connect(where)
             if family != socket.AF_UNIX:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            else:
+                _widen(sock)
             deadline = time.monotonic() + timeout
             _greet(sock, deadline)
             if key is not None:

@@ -26,7 +26,7 @@ from typing import Any
 
 from undertow.errors import ConnectError, UndertowError
 from undertow.security import HELLO, StreamSession, server_hello
-from undertow.transport._plain import _parse_plain
+from undertow.transport._plain import _parse_plain, _widen
 from undertow.transport._plain_wire import (
     _CHUNK,
     GREETING,
@@ -245,6 +245,8 @@ class PlainHub:
             sock.setblocking(True)
             if sock.family != socket.AF_UNIX:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            else:
+                _widen(sock)
             peer = b"\x02" + os.urandom(15)  # no ZeroMQ routing id is chosen like this
             conn = _Conn(sock, peer, self._limit, self._shared)
             try:
