@@ -334,3 +334,31 @@ def test_without_shared_memory_clients_keep_to_tcp(monkeypatch):
             assert client.make(SIZE).nbytes == SIZE
     finally:
         server.stop()
+
+
+def test_sockets_of_servers_that_died_are_swept_when_another_starts(tmp_path, monkeypatch):
+    from undertow.transport import local_address
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    folder = tmp_path / f"undertow-{os.getuid()}"
+    first = local_address("s")
+    assert first is not None
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    dead = int(gone.stdout)  # a process that has exited
+    stale = folder / f"old-{dead}-abcd1234.sock"
+    mine = folder / f"live-{os.getpid()}-abcd1234.sock"
+    notes = folder / f"notes-{dead}-abcd1234.sock.txt"
+    for path in (stale, mine):
+        listener = socket.socket(socket.AF_UNIX)
+        listener.bind(str(path))
+        listener.close()  # the file stays, as a killed server's does
+    notes.write_text("not a socket")
+    local_address("s")
+    assert not stale.exists()  # its process is gone
+    assert mine.exists()  # a live process's
+    assert notes.exists()  # not a socket of ours

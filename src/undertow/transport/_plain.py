@@ -75,9 +75,30 @@ def local_address(name: str) -> str | None:
         return None
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
         return None  # someone else's, a link, or open to others: not ours to trust
+    _sweep(folder)
     safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:40]
     path = os.path.join(folder, f"{safe}-{os.getpid()}-{secrets.token_hex(4)}.sock")
     return f"unix://{path}"
+
+
+def _sweep(folder: str) -> None:
+    """Remove the sockets of servers that died without closing them (SIGKILL): their names
+    end in ``-PID-RANDOM.sock``, and that process is gone."""
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            parts = entry.name.rsplit("-", 2)
+            if len(parts) != 3 or not parts[1].isdigit() or not entry.name.endswith(".sock"):
+                continue
+            try:
+                os.kill(int(parts[1]), 0)
+                continue  # alive (or someone else's, which we may not signal)
+            except ProcessLookupError:
+                pass
+            except OSError:
+                continue
+            with contextlib.suppress(OSError):
+                if stat.S_ISSOCK(os.lstat(entry.path).st_mode):
+                    os.unlink(entry.path)
 
 
 def _widen(sock: socket.socket) -> None:

@@ -124,6 +124,8 @@ class PlainHub:
         max_message_size: a connection that announces a larger message is closed.
         keys: finds the secret of a key id a client's handshake names (None: every
             handshake is refused and clients sign each message, or nothing).
+        local: a ``unix://`` address also listened on, for clients on this host (large
+            frames in shared memory); if it cannot be had the hub does without it.
     """
 
     def __init__(
