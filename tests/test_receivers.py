@@ -78,3 +78,40 @@ def test_a_blocked_call_does_not_stop_the_server_receiving(serve):
         for round_ in range(3):
             futures = [client.meet.submit(round_ * 2 + k) for k in range(2)]
             assert sorted(f.result(WAIT) for f in futures) == [round_ * 2, round_ * 2 + 1]
+
+
+def test_max_workers_bounds_the_functions_running_over_both_transports(serve):
+    from ._waiting import wait_until
+
+    server = undertow.Server(name="bound", max_workers=2)
+    lock = threading.Lock()
+    running = {"now": 0, "most": 0}
+    release = threading.Event()
+
+    @server.register
+    def hold(i: int) -> int:
+        with lock:
+            running["now"] += 1
+            running["most"] = max(running["most"], running["now"])
+        release.wait(WAIT)
+        with lock:
+            running["now"] -= 1
+        return i
+
+    address = serve(server)
+    with undertow.connect(address, timeout=WAIT) as client:
+        assert client._conn.plain is not None
+        futures = [client.hold.submit(i) for i in range(2)]  # over ZeroMQ
+        blocking = [threading.Thread(target=client.hold, args=(i,)) for i in range(2, 4)]
+        for thread in blocking:  # blocking calls: over the plain socket
+            thread.start()
+        try:
+            assert wait_until(lambda: running["now"] == 2, WAIT)
+            # four calls are in; two run, the other two wait for a slot, whichever transport
+            assert not wait_until(lambda: running["now"] > 2, 0.5)
+        finally:
+            release.set()
+        assert [f.result(WAIT) for f in futures] == [0, 1]
+        for thread in blocking:
+            thread.join(WAIT)
+    assert running["most"] == 2

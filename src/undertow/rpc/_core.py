@@ -202,6 +202,8 @@ class HandlerServer:
             threads=max(2, threads),
             slow_after=slow_after,
             name=f"{self.name}-plain",
+            # max_workers bounds the functions running over both transports together
+            slots=None if self._pool is None else self._pool.slots,
         )
         self._hub, self._plain_pool = hub, pool
         pool.start()

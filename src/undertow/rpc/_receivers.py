@@ -30,7 +30,7 @@ from collections.abc import Callable
 
 from undertow.transport import ServerSocket
 
-__all__ = ["Job", "ReceiverPool"]
+__all__ = ["Job", "ReceiverPool", "Slots"]
 
 #: After this many seconds without an inline call the sentinel stops polling.
 _IDLE_AFTER = 1.0
@@ -60,6 +60,38 @@ class _State:
         self.stopping = False
 
 
+class Slots:
+    """How many jobs may run at once across the pools that share this (a server's ZeroMQ and
+    plain-socket pools share one: ``max_workers`` bounds the functions running, not each
+    transport's share of them). A pool whose job finds no slot keeps it in its backlog; a
+    slot given back wakes every pool with a backlog."""
+
+    def __init__(self, count: int) -> None:
+        self._free = count
+        self._lock = threading.Lock()
+        self._pools: list[ReceiverPool] = []
+
+    def take(self) -> bool:
+        """Take a slot if one is free."""
+        with self._lock:
+            if self._free <= 0:
+                return False
+            self._free -= 1
+            return True
+
+    def give(self) -> None:
+        """Give a slot back; pools with waiting jobs look again."""
+        with self._lock:
+            self._free += 1
+            pools = list(self._pools)
+        for pool in pools:
+            pool._backlog_may_run()
+
+    def join(self, pool: ReceiverPool) -> None:
+        with self._lock:
+            self._pools.append(pool)
+
+
 class ReceiverPool:
     """``threads`` threads sharing one socket; at most ``threads - 1`` run jobs at once.
 
@@ -72,6 +104,8 @@ class ReceiverPool:
         threads: how many threads (at least 2).
         slow_after: seconds after which an inline call counts as slow.
         name: prefix of the threads' names.
+        slots: shared with other pools, bounds the jobs running in all of them (default:
+            ``threads - 1``, this pool's own).
     """
 
     def __init__(
@@ -82,6 +116,7 @@ class ReceiverPool:
         threads: int,
         slow_after: float = 0.005,
         name: str = "undertow",
+        slots: Slots | None = None,
     ) -> None:
         if threads < 2:
             raise ValueError(f"a receiver pool needs at least 2 threads, not {threads}")
@@ -94,6 +129,9 @@ class ReceiverPool:
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._busy: set[int] = set()
+        #: the jobs this pool may run, shared with the pools of the server's other transports
+        self.slots = Slots(threads - 1) if slots is None else slots
+        self.slots.join(self)
         self._threads = [
             threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
             for i in range(threads)
@@ -136,7 +174,7 @@ class ReceiverPool:
         st = self._state
         with self._lock:
             while not st.stopping:
-                if st.backlog:
+                if st.backlog and self.slots.take():
                     return st.backlog.popleft()
                 if not st.receiving and st.inline_since is None:
                     # the role is free; while a quick call runs inline it is not: that
@@ -203,7 +241,7 @@ class ReceiverPool:
         key = job[0]
         me = threading.get_ident()
         with self._lock:
-            if st.idle == 0:
+            if st.idle == 0 or not self.slots.take():
                 st.backlog.append(job)  # the last free thread keeps receiving
                 return False
             st.receiving = False
@@ -240,6 +278,13 @@ class ReceiverPool:
             log.exception("a job for %r failed outside its own error handling", job[0])
         finally:
             self._busy.discard(me)
+            self.slots.give()
+
+    def _backlog_may_run(self) -> None:
+        """A slot came free: an idle thread looks at the backlog again."""
+        with self._lock:
+            if self._state.backlog:
+                self._cond.notify()
 
 
 def _receive_marker() -> None:
