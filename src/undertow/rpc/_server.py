@@ -1,9 +1,8 @@
 """The function server: register functions, configure them by glob, serve them.
 
-What happens to one call (the checks, where it runs, its answer) is in ``_dispatch.py``;
-the low-level server under it (ZeroMQ, plain sockets) in ``_core.py``. HTTP (``_gateway.py``)
-reaches the same code through :meth:`Server.function`, :meth:`Server.authenticate`,
-:meth:`Server.dispatch` and :meth:`Server.cancel`.
+One call's checks, place and answer: ``_dispatch.py``; the server under it (ZeroMQ, plain
+sockets): ``_core.py``. HTTP (``_gateway.py``) reaches the same code through ``function``,
+``authenticate``, ``dispatch`` and ``cancel``.
 """
 
 from __future__ import annotations
@@ -180,8 +179,8 @@ class Server:
 
     @property
     def local_address(self) -> str:
-        """The Unix socket it also listens on for clients on this host, through which large
-        values travel in shared memory (empty if none: ``plain`` other than ``"auto"``)."""
+        """The Unix socket for clients on this host (large values in shared memory; empty:
+        none, as with a ``plain`` other than ``"auto"``)."""
         return self._core.local_address or ""
 
     @property
@@ -269,30 +268,25 @@ class Server:
         accept_user_token(self)
 
     def description(self, challenge: str | None = None) -> dict[str, Any]:
-        """What a client is told on connect (over every transport): the server's name, its
-        functions (:meth:`info`), whether it checks signatures, its message size limit, and
-        (``user``) the name of the user whose own token it accepts, if it serves pickle with
-        no tokens given (:func:`undertow.security.user_token`). Given a ``challenge``, such
-        a server also proves that it holds that token (``proof``), which a client asks for
-        before it sends the token itself (an HTTP bearer)."""
+        """What a client is told on connect (over every transport): name, functions, whether
+        it checks signatures, its size limit, its plain and local sockets, and (``user``) whose
+        own token it accepts, if it serves pickle with no tokens given; given a ``challenge``,
+        its proof that it holds that token (``proof``), asked before an HTTP bearer is sent."""
         token = self._user_token
+        queued = any(e.options.queue for e in self._entries.values())
         described: dict[str, Any] = {
             "server": self.name,
             "functions": self.info(),
             "authenticates": self._auth is not None,
             "max_message_size": self._core.max_message_size,
             "user": None if token is None else parse_token(token)[0],
-            "jobs": self._jobs_url(),
+            "jobs": redact_url(backend_url(self.job_backend)) if queued else None,
             "plain": self._core.plain_address,
             "local": self._core.local_address,
         }
         if token is not None and challenge:
             described["proof"] = user_proof(token, challenge)
         return described
-
-    def _jobs_url(self) -> str | None:
-        queued = any(e.options.queue for e in self._entries.values())
-        return redact_url(backend_url(self.job_backend)) if queued else None
 
     def _describe(self, incoming: Incoming) -> Job | None:
         incoming.reply(_MSGPACK.encode(self.description()), _MSGPACK.name)
@@ -348,8 +342,8 @@ class Server:
             await self._core.close()
 
     async def _listen(self, address: str, http_port: int | None, plain: str | None) -> str:
-        """Listen on ZeroMQ, then on the plain socket and HTTP if asked; the ZeroMQ address.
-        Receivers: one more thread than ``max_workers`` a transport (one stays free)."""
+        """Listen on ZeroMQ, then the plain socket and HTTP if asked; the ZeroMQ address.
+        Receivers: ``max_workers`` + 1 threads a transport, ``max_workers`` running in all."""
         threads = self._max_workers + 1
         real = await self._core.listen(
             address,
@@ -453,8 +447,7 @@ class Server:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    # -- calls that other transports receive ---------------------------------------------------
-    # What the HTTP gateway (any other transport) uses: the same checks and code as ZeroMQ's.
+    # -- calls that other transports (the HTTP gateway) receive: ZeroMQ's checks and code ----
 
     @property
     def max_message_size(self) -> int | None:
