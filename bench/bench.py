@@ -901,17 +901,10 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         ),
         _target("upload MB/s", up["mb_per_s"], ">=", TARGET_BULK_MBPS),
         _target("download MB/s", down["mb_per_s"], ">=", TARGET_BULK_MBPS),
-        _target(
-            "upload, no shared memory / raw TCP",
-            bulk["ratios"]["upload_no_shm_vs_raw_tcp"],
-            ">=",
-            TARGET_TCP_RATIO,
-        ),
-        _target(
-            "download, no shared memory / raw TCP",
-            bulk["ratios"]["download_no_shm_vs_raw_tcp"],
-            ">=",
-            TARGET_TCP_RATIO,
+        *(
+            _target(f"{d}, no shared memory / raw TCP", ratio, ">=", TARGET_TCP_RATIO)
+            for d in ("upload", "download")
+            for ratio in (bulk["ratios"][f"{d}_no_shm_vs_raw_tcp"],)
         ),
         _target(
             "server RSS growth / payload, upload",

@@ -130,6 +130,8 @@ def test_signed_calls_over_the_plain_socket(plain_address):
         with undertow.connect(address, token=TOKEN, timeout=WAIT) as client:
             assert client.echo(5) == 5
             assert uses_plain(client)
+            link: Any = client._conn.plain
+            assert link._local.sock.session is not None  # the connection checks, no envelope
         # unsigned: refused over the plain socket as over ZeroMQ, naming the fix
         with pytest.raises(Exception, match="requires authentication"):
             undertow.connect(address, token=False, timeout=WAIT)
@@ -319,14 +321,10 @@ def _tagged(session: StreamSession, frames: list[bytes]) -> bytes:
 
 
 def test_a_token_signs_the_connection_and_its_messages_carry_no_envelope(plain_address):
+    # (a client's own: test_signed_calls_over_the_plain_socket)
     server = make_server(token=TOKEN)
-    address = server.start(plain=plain_address)
+    server.start(plain=plain_address)
     try:
-        with undertow.connect(address, token=TOKEN, timeout=WAIT) as client:
-            assert client.echo(5) == 5
-            assert uses_plain(client)
-            link: Any = client._conn.plain
-            assert link._local.sock.session is not None  # the connection checks, no envelope
         # by hand: a good message is answered, and the answer's tag checks
         sock, session = _signed_raw(server.plain_address, TOKEN)
         sock.sendall(_tagged(session, _call_frames(1)))
