@@ -89,7 +89,7 @@ class PlainLink:
             return None
         # the thread's slot holds the only reference: when the thread ends, the connection is
         # collected and its socket closed (the finalizer must not hold the PlainSocket itself)
-        weakref.finalize(sock, sock.sock.close)
+        weakref.finalize(sock, _release, sock.sock, sock._reader)
         local.sock = sock
         with self._lock:
             self._open.add(sock)
@@ -132,3 +132,10 @@ class PlainLink:
             socks = list(self._open)
         for sock in socks:
             sock.close()
+
+
+def _release(raw: Any, reader: Any) -> None:
+    """Close a thread's connection once the thread is gone: its socket, and any descriptors
+    of shared-memory frames that came with it and were never taken."""
+    raw.close()
+    reader.close()
