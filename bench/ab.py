@@ -7,7 +7,8 @@ for B, a server process and a client process that import undertow from that chec
 alternate so that background load falls on both alike; the output gives each round's figures
 and their medians, and the ratio B/A of each row.
 
-Rows: ``latency`` (p50 of sequential ``client.echo(42)``, µs), ``window`` (calls per second
+Rows: ``latency`` (p50 of sequential ``client.echo(42)``, µs), ``signed`` (the same with a
+token: every message signed), ``window`` (calls per second
 with 64 ``client.echo.submit(42)`` futures in flight, oldest first) and ``http`` (p50 of
 ``POST /call/echo`` with a JSON body on a kept-alive connection, µs); ``latency_cpu`` and
 ``http_cpu``: the server process's CPU time per call during those runs (every thread, µs),
@@ -29,11 +30,14 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+#: the A/B server's one token (a loopback benchmark's secret)
+TOKEN = "ab.Qm3xV9nL2rT7yU1iO5pK8sD4fG6hJ0zCwE3rT5y"  # noqa: S105
 
 SERVER = textwrap.dedent(
     """
     import sys, time, undertow
-    server = undertow.Server(name="ab")
+    # a token, and callers without one served too: the same server answers both latency rows
+    server = undertow.Server(name="ab", token=sys.argv[1], allow_anonymous=True)
 
     @server.register
     def echo(x):
@@ -53,10 +57,19 @@ SERVER = textwrap.dedent(
 CLIENT = textwrap.dedent(
     """
     import collections, http.client, json, sys, time, urllib.parse, undertow
-    address, http_address, calls = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    client = undertow.connect(address)
+    address, http_address, calls, token = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    client = undertow.connect(address, token=False)
+    signed = undertow.connect(address, token=token)
     for _ in range(500):
         client.echo(42)
+        signed.echo(42)
+    signed_times = []
+    for _ in range(calls):
+        t = time.perf_counter()
+        signed.echo(42)
+        signed_times.append(time.perf_counter() - t)
+    signed_times.sort()
+    signed.close()
     times = []
     cpu0 = client.cpu()
     for _ in range(calls):
@@ -95,6 +108,7 @@ CLIENT = textwrap.dedent(
     http_times.sort()
     client.close()
     print(json.dumps({"latency": latency, "window": rate,
+                      "signed": signed_times[len(signed_times) // 2] * 1e6,
                       "http": http_times[len(http_times) // 2] * 1e6,
                       "latency_cpu": latency_cpu, "http_cpu": http_cpu}))
     """
@@ -160,7 +174,7 @@ def _env(tree: Path) -> dict[str, str]:
 def measure(tree: Path, calls: int) -> dict[str, float]:
     """One round of one checkout: a server process and a client process."""
     server = subprocess.Popen(
-        [sys.executable, "-c", SERVER],
+        [sys.executable, "-c", SERVER, TOKEN],
         env=_env(tree),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -170,7 +184,7 @@ def measure(tree: Path, calls: int) -> dict[str, float]:
         assert server.stdout is not None
         address, http_address = server.stdout.readline().split()
         out = subprocess.run(
-            [sys.executable, "-c", CLIENT, address, http_address, str(calls)],
+            [sys.executable, "-c", CLIENT, address, http_address, str(calls), TOKEN],
             env=_env(tree),
             capture_output=True,
             text=True,
@@ -255,6 +269,7 @@ def report(rounds: list[dict[str, Any]]) -> None:
     print(f"\nmedians of {len(rounds)} rounds (raw REQ/REP p50 {raw:.0f} µs):")
     rows = (
         ("latency", "µs p50"),
+        ("signed", "µs p50 (a token)"),
         ("latency_cpu", "µs server CPU/call"),
         ("window", "calls/s"),
         ("http", "µs p50"),
