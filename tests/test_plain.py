@@ -451,23 +451,23 @@ def test_a_client_waiting_on_a_slow_call_spins_once_then_sleeps(served, monkeypa
         assert client.echo(1) == 1
         assert uses_plain(client)
         sock = client._conn.plain._local.sock
-        assert sock._misses == 0  # quick answers: it spins on every wait
+        assert sock._spinner.misses == 0  # quick answers: it spins on every wait
         # a slow call: the wait spins 20 ms without an answer, counts a miss, and from then
         # on the socket's waits sleep at once, all but one in eight (each 100 ms slice of a
         # wait counts as one)
         client.nap(0.1)
-        misses = sock._misses
+        misses = sock._spinner.misses
         assert misses >= 1
         client.nap(0.05)
-        assert sock._misses > misses
+        assert sock._spinner.misses > misses
         # quick answers again: one wait in eight spins (when no other thread of the process,
         # such as this in-process server's, is spinning), gets the answer in time, and from
         # then on every wait spins
         for _ in range(200):
             client.echo(2)
-            if sock._misses == 0:
+            if sock._spinner.misses == 0:
                 break
-        assert sock._misses == 0
+        assert sock._spinner.misses == 0
 
 
 def test_an_idle_server_does_not_spin(served, monkeypatch):

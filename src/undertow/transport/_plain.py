@@ -19,6 +19,7 @@ every message each way is followed by a 16-byte tag.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import secrets
 import select
@@ -43,7 +44,7 @@ from undertow.transport._plain_wire import (
     write_message,
 )
 from undertow.transport._shm import sending
-from undertow.transport._spin import _spin, spin_budget
+from undertow.transport._spin import Spinner, spin_budget
 
 __all__ = [
     "GREETING",
@@ -230,7 +231,8 @@ class PlainSocket:
         self._poll = select.poll()
         self._poll.register(sock.fileno(), select.POLLIN)
         self._used = time.monotonic()
-        self._misses = 0  # waits since one ended within the spin (see _Spin)
+        self._spinner = Spinner()  # looks for an answer without sleeping first (_spin.py)
+        self._look = functools.partial(self._poll.poll, 0)
 
     def alive(self) -> bool:
         """False if the peer has closed the connection (a server that stopped, say). Looked
@@ -275,7 +277,7 @@ class PlainSocket:
         deadline = time.monotonic() + timeout_ms / 1000
         chunk = memoryview(self._chunk)
         while True:
-            if not self._spun():
+            if not self._spinner.look(self._look):
                 left = int((deadline - time.monotonic()) * 1000)
                 if not self._poll.poll(max(0, left)):
                     return None
@@ -302,30 +304,6 @@ class PlainSocket:
             if found is not None:
                 self._used = time.monotonic()
                 return found
-
-    def _spun(self) -> bool:
-        """Look for input without sleeping for up to the spin budget (see :class:`_Spin`);
-        True if some arrived."""
-        spin = _spin
-        if not spin.budget or spin.busy:
-            return False
-        misses = self._misses
-        if misses and misses % spin.RETRY:
-            self._misses = misses + 1
-            return False
-        spin.busy = True  # one spinner a process (a race lets two spin once: harmless)
-        spin.spins += 1
-        try:
-            poll, clock = self._poll.poll, time.perf_counter
-            end = clock() + spin.budget
-            while clock() < end:
-                if poll(0):
-                    self._misses = 0
-                    return True
-        finally:
-            spin.busy = False
-        self._misses = misses + 1
-        return False
 
     def lost(self) -> bool:
         """True once the connection dropped."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
 import os
 import selectors
@@ -36,7 +37,7 @@ from undertow.transport._plain_wire import (
     write_message,
 )
 from undertow.transport._shm import sending
-from undertow.transport._spin import _spin
+from undertow.transport._spin import Spinner
 
 __all__ = ["PlainHub"]
 
@@ -163,7 +164,8 @@ class PlainHub:
         self._conns: dict[bytes, _Conn] = {}
         self._ready: deque[tuple[bytes, list[PlainFrame], str | None]] = deque()
         self._chunk = bytearray(_CHUNK)
-        self._misses = 0
+        self._spinner = Spinner()
+        self._look = functools.partial(self._selector.select, 0)
         self._accept_paused = 0.0  # until when the listener is out of the selector (0: not)
         self._warned_at = float("-inf")
         self.closed = False
@@ -187,7 +189,8 @@ class PlainHub:
                     self._selector.register(each, selectors.EVENT_READ, None)
             else:
                 wait = _PAUSE if wait is None else min(wait, _PAUSE)
-        events = self._spun()
+        # after a message, look for the next without sleeping first (_spin.py)
+        events = self._spinner.look(self._look)
         if not events:
             events = self._selector.select(wait)
         for key, _ in events:
@@ -200,31 +203,6 @@ class PlainHub:
             else:
                 self._read(data)
         return self._ready.popleft() if self._ready else None
-
-    def _spun(self) -> list[Any]:
-        """Look for input without sleeping for up to the spin budget, after a message (see
-        ``_plain._Spin``: the same budget and rules as a client's); the events, or none."""
-        spin = _spin
-        if not spin.budget or spin.busy:
-            return []
-        misses = self._misses
-        if misses and misses % spin.RETRY:
-            self._misses = misses + 1
-            return []
-        spin.busy = True
-        spin.spins += 1
-        try:
-            select, clock = self._selector.select, time.perf_counter
-            end = clock() + spin.budget
-            while clock() < end:
-                events = select(0)
-                if events:
-                    self._misses = 0
-                    return events
-        finally:
-            spin.busy = False
-        self._misses = misses + 1
-        return []
 
     def _accept(self, listener: socket.socket) -> None:
         while True:

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+import time
 import warnings
+from collections.abc import Callable
+from typing import TypeVar
 
-__all__ = ["DEFAULT_SPIN_US", "SPIN_ENV", "spin_budget"]
+__all__ = ["DEFAULT_SPIN_US", "SPIN_ENV", "Spinner", "spin_budget"]
+
+T = TypeVar("T")
 
 #: microseconds a thread waiting for an answer looks for it without sleeping, first
 #: (``UNDERTOW_SPIN_US``; 0: never): see :class:`_Spin`
@@ -63,3 +68,38 @@ def spin_budget(setting: str | None, cpus: int | None) -> float:
 
 
 _spin = _Spin(os.environ.get(SPIN_ENV), os.cpu_count())
+
+
+class Spinner:
+    """One socket's side of :class:`_Spin`: how many of its waits since one ended within the
+    budget (a client's connection, a server's hub)."""
+
+    __slots__ = ("misses",)
+
+    def __init__(self) -> None:
+        self.misses = 0
+
+    def look(self, poll: Callable[[], T]) -> T | None:
+        """Call ``poll`` (a look that does not wait) until it returns something true or the
+        spin budget is spent; what it returned, or None when this wait should sleep."""
+        spin = _spin
+        if not spin.budget or spin.busy:
+            return None
+        misses = self.misses
+        if misses and misses % spin.RETRY:
+            self.misses = misses + 1
+            return None
+        spin.busy = True  # one spinner a process (a race lets two spin once: harmless)
+        spin.spins += 1
+        try:
+            clock = time.perf_counter
+            end = clock() + spin.budget
+            while clock() < end:
+                found = poll()
+                if found:
+                    self.misses = 0
+                    return found
+        finally:
+            spin.busy = False
+        self.misses = misses + 1
+        return None
