@@ -1,5 +1,7 @@
 """Batches: a server answering calls that arrive back to back sends its small answers to one
-client as one BATCH message, and every client takes it apart in order."""
+client as one BATCH message, and every client takes it apart in order; a sync client that
+submits calls while earlier ones are outstanding sends them as one BATCH, which the server
+takes apart in order."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import undertow
 from undertow.errors import WireError
 from undertow.rpc._calls import Description, FunctionInfo
 from undertow.transport import ServerSocket, bind_router
-from undertow.wire import Kind, decode_header, pack, pack_batch, unbatch
+from undertow.wire import Kind, decode_header, pack, pack_batch, split_batch, unbatch
 
 from ._waiting import wait_until
 
@@ -195,6 +197,8 @@ class BatchingServer:
     def __init__(self, n: int) -> None:
         self.n = n
         self.sock, self.address = bind_router("tcp://127.0.0.1:0")
+        #: how many calls each message the server received carried (a batch: several)
+        self.received: list[int] = []
         self.sock.setsockopt(zmq.RCVTIMEO, 50)  # to look at `stopping` (only this thread
         self.stopping = threading.Event()  # may touch the socket, close it included)
         self.thread = threading.Thread(target=self._serve, daemon=True)
@@ -213,23 +217,30 @@ class BatchingServer:
                 peer, frame = self.sock.recv_multipart()
             except zmq.Again:
                 continue
-            header = decode_header(frame)
-            if header.name == "_describe":
-                info = FunctionInfo("echo", params=[("x", 1, None, None)])
-                body = msgspec.msgpack.encode(Description("batching", [info]))
-                self.sock.send_multipart(
-                    [peer, *pack(Kind.RESULT, header.call_id, [body], codec="msgpack")]
-                )
-                continue
-            (x,), _ = msgspec.msgpack.decode(header.body)
-            line = f"echo {x}\n".encode()
-            held.append(pack(Kind.OUTPUT, header.call_id, [line], name="stdout", codec="text")[0])
-            held.append(
-                pack(Kind.RESULT, header.call_id, [msgspec.msgpack.encode(x)], codec="msgpack")[0]
+            first = decode_header(frame)  # futures submitted together come as a batch too
+            inner = unbatch(first) if first.kind == Kind.BATCH else [first]
+            self.received.append(len(inner))
+            for header in inner:
+                self._answer(peer, header, held)
+
+    def _answer(self, peer: bytes, header: Any, held: list[bytes]) -> None:
+        """Answer ``_describe`` at once; hold echo's answers until ``n`` calls came."""
+        if header.name == "_describe":
+            info = FunctionInfo("echo", params=[("x", 1, None, None)])
+            body = msgspec.msgpack.encode(Description("batching", [info]))
+            self.sock.send_multipart(
+                [peer, *pack(Kind.RESULT, header.call_id, [body], codec="msgpack")]
             )
-            if len(held) == 2 * self.n:
-                self.sock.send_multipart([peer, pack_batch(held)])
-                held.clear()
+            return
+        (x,), _ = msgspec.msgpack.decode(header.body)
+        line = f"echo {x}\n".encode()
+        held.append(pack(Kind.OUTPUT, header.call_id, [line], name="stdout", codec="text")[0])
+        held.append(
+            pack(Kind.RESULT, header.call_id, [msgspec.msgpack.encode(x)], codec="msgpack")[0]
+        )
+        if len(held) == 2 * self.n:
+            self.sock.send_multipart([peer, pack_batch(held)])
+            held.clear()
 
     def close(self) -> None:
         self.stopping.set()
@@ -288,3 +299,124 @@ def test_pipelined_calls_to_a_real_server_keep_their_output_and_results(serve):
         futures = [c.shout.submit(i) for i in range(300)]
         assert [f.result(WAIT) for f in futures] == [i * 10 for i in range(300)]
     assert sorted(lines) == sorted(f"call {i}\n" for i in range(300))
+
+
+# -- the client's batches of calls ---------------------------------------------------------
+
+
+def test_split_batch_takes_a_client_batch_apart_and_leaves_other_messages_alone() -> None:
+    calls = [pack(Kind.CALL, i, [msgspec.msgpack.encode([[i], {}])], name="f")[0] for i in (1, 2)]
+    inner = split_batch([_Frame(pack_batch(calls))])
+    assert inner is not None
+    assert [decode_header(m[0].buffer).call_id for m in inner] == [1, 2]
+    assert split_batch([_Frame(calls[0])]) is None  # a lone call
+    assert split_batch([_Frame(calls[0]), _Frame(b"buffer")]) is None  # several frames
+    assert split_batch([_Frame(b"UA\x01" + bytes(40))]) is None  # a signature envelope
+    broken = pack(Kind.BATCH, 0, [b"\xc1 not msgpack"])[0]
+    assert split_batch([_Frame(broken)]) == []  # malformed: nothing in it is taken
+
+
+class _Frame:
+    """A received frame as the server sees one (``buffer``)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.buffer = memoryview(data)
+
+
+def test_futures_submitted_while_others_run_go_out_as_one_message(monkeypatch) -> None:
+    # the pump would send a batch held longer than this: here only result() sends it
+    monkeypatch.setattr(undertow.rpc._sync_pump, "_HOLD_MAX", 60.0)
+    server = BatchingServer(n=8)  # answers only once all 8 came: all stay outstanding
+    try:
+        with undertow.connect(server.address, timeout=WAIT, output=False) as c:
+            futures = [c.echo.submit(i) for i in range(8)]
+            assert [f.result(WAIT) for f in futures] == list(range(8))
+        # _describe alone, the first call alone (nothing outstanding), then the 7 held
+        # behind it in one message
+        assert server.received == [1, 1, 7]
+    finally:
+        server.close()
+
+
+def test_held_calls_go_out_when_nobody_waits() -> None:
+    server = BatchingServer(n=6)
+    try:
+        with undertow.connect(server.address, timeout=WAIT, output=False) as c:
+            done = threading.Semaphore(0)
+            for i in range(6):  # never result(): only the pump can send what is held
+                c.echo.submit(i).add_done_callback(lambda f: done.release())
+            for _ in range(6):
+                assert done.acquire(timeout=WAIT)
+    finally:
+        server.close()
+
+
+def test_a_batch_with_broken_messages_serves_the_good_ones(serve) -> None:
+    server = undertow.Server(name="partly")
+
+    @server.register
+    def echo(x: int) -> int:
+        return x
+
+    address = serve(server)
+    dealer = zmq.Context.instance().socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.setsockopt(zmq.RCVTIMEO, int(WAIT * 1000))
+    dealer.connect(address)
+    try:
+        good = [
+            pack(Kind.CALL, i, [msgspec.msgpack.encode([[i], {}])], name="echo", codec="msgpack")[0]
+            for i in (1, 2)
+        ]
+        nested = pack_batch([good[0]])
+        dealer.send(pack_batch([good[0], b"UT\xff garbage", nested, b"", good[1]]))
+        got: dict[int, Any] = {}
+        while len(got) < 2:
+            header = decode_header(dealer.recv())
+            for one in unbatch(header) if header.kind == Kind.BATCH else [header]:
+                assert one.kind == Kind.RESULT
+                got[one.call_id] = msgspec.msgpack.decode(one.body)
+        assert got == {1: 1, 2: 2}
+        with undertow.connect(address, timeout=WAIT) as c:  # and it still serves
+            assert c.echo(3) == 3
+    finally:
+        dealer.close()
+
+
+def test_signed_futures_in_a_batch_are_each_checked(serve) -> None:
+    token = undertow.security.new_token("batcher")
+    server = undertow.Server(name="signed-batch", token=token)
+
+    @server.register
+    def echo(x: int) -> int:
+        return x
+
+    address = serve(server)
+    with undertow.connect(address, token=token, timeout=WAIT) as c:
+        futures = [c.echo.submit(i) for i in range(200)]
+        assert [f.result(WAIT) for f in futures] == list(range(200))
+
+
+def test_a_blocking_call_sends_the_held_calls_first(serve, monkeypatch) -> None:
+    monkeypatch.setattr(undertow.rpc._sync_pump, "_HOLD_MAX", 60.0)  # the pump sends nothing
+    server = undertow.Server(name="ordered")
+    noted = threading.Event()
+
+    @server.register
+    def note() -> None:
+        noted.set()
+
+    @server.register
+    def saw_note() -> bool:
+        return noted.wait(WAIT)
+
+    @server.register
+    async def slow() -> None:
+        await asyncio.sleep(0.5)
+
+    with undertow.connect(serve(server), timeout=WAIT, output=False) as c:
+        first = c.slow.submit()  # outstanding: what follows is held
+        later = c.note.submit()
+        assert c.saw_note()  # the held call went out before this one
+        assert later.result(WAIT) is None
+        assert first.result(WAIT) is None

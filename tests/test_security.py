@@ -31,7 +31,15 @@ from undertow.security import (
     new_token,
     parse_token,
 )
-from undertow.wire import Header, Kind, decode_error, decode_header, encode_header, payload_of
+from undertow.wire import (
+    PROTOCOL_VERSION,
+    Header,
+    Kind,
+    decode_error,
+    decode_header,
+    encode_header,
+    payload_of,
+)
 
 WAIT = 10.0
 ALICE = "alice.Ak3xV9mQ2rT7yU1iO5pL8sD4fG6hJ0zC"
@@ -338,7 +346,7 @@ def test_clients_refuse_what_a_rogue_server_cannot_sign(tmp_path) -> None:
             if not router.poll(50):
                 continue
             peer, first, *_ = router.recv_multipart()
-            header = decode_header(first[first.index(b"UT\x03") :])
+            header = decode_header(first[first.index(b"UT" + bytes([PROTOCOL_VERSION])) :])
             if header.name == "_describe":
                 body = msgspec.msgpack.encode({"server": "rogue", "functions": functions})
                 reply = [encode_header(Header(Kind.RESULT, header.call_id, codec="msgpack")), body]
@@ -478,7 +486,7 @@ def test_a_flood_of_bad_messages_neither_crashes_the_server_nor_grows_its_memory
     sock = raw(address)
     bad = [
         [b"UA\x01\x05alice" + b"\x00" * 80],  # a signature envelope that does not verify
-        [b"UT\x03\xc1"],  # a header that is not msgpack
+        [b"UT" + bytes([PROTOCOL_VERSION]) + b"\xc1"],  # a header that is not msgpack
         [b"UT\x09" + b"\x00" * 10],  # a protocol version from the future
         [encode_header(Header(Kind.CALL, 5, "add", "msgpack", 0))[:-3]],  # truncated
         [b"\x00" * 64, b"extra"],

@@ -52,6 +52,7 @@ from undertow.wire import (
     pack,
     pack_batch,
     payload_of,
+    split_batch,
 )
 
 __all__ = ["MAX_FRAMES", "HandlerServer", "check_exposure"]
@@ -147,14 +148,14 @@ class HandlerServer:
             address, max_message_size=self.max_message_size, curve_secret=curve_secret
         )
         if threads:
-            self._sock = ServerSocket(sock, coalesce=pack_batch)
+            self._sock = ServerSocket(sock, coalesce=pack_batch, split=split_batch)
             self._pool = ReceiverPool(
                 self._sock, self._dispatch, threads=threads, slow_after=slow_after, name=self.name
             )
             self._pool.start()
         else:
             # the loop owns the socket and waits on its descriptor
-            self._sock = ServerSocket(sock, on_input=self._wake)
+            self._sock = ServerSocket(sock, on_input=self._wake, split=split_batch)
             self._sock.own()
             self._loop.add_reader(self._sock.fd, self._drain)
             self._drain()

@@ -17,6 +17,12 @@ Futures (``submit``) have no thread waiting on them. ``submit`` itself delivers 
 arrived, so a thread that keeps submitting settles its own futures; and a pump thread, started
 on first use, waits for input without the role while futures are outstanding and takes the
 role only to deliver.
+
+A call submitted while earlier futures are still outstanding is held, not sent (as Nagle's
+algorithm holds bytes while earlier ones are unacknowledged): the held calls go out together,
+as one BATCH message, when any thread starts waiting on this socket, before any other message,
+when a blocking call starts, when 64 are held, or when the pump next wakes (at the latest
+:data:`_HOLD_MAX` after the first was held). A lone call is never held.
 """
 
 from __future__ import annotations
@@ -33,23 +39,20 @@ from typing import Any
 
 from undertow.errors import ConnectionClosed, ConnectionLost, NotConnected
 from undertow.rpc._calls import Call, Protocol, deliver_all, run_call
+from undertow.rpc._sync_pump import Pump, pipe
 from undertow.security import ClientSeal, SigningKey
 from undertow.transport import LockedSocket, OwnedSocket, connect_dealer
+from undertow.wire import pack_batch
 
 __all__ = ["SyncConnection"]
 
 log = logging.getLogger(__name__)
 
-#: Longest the pump waits at a time (for input, or for the receive role), in seconds; it then
-#: looks for futures whose deadline has passed.
-_PUMP_SLICE = 0.05
-#: How long the pump stands back after a submitting thread delivered replies itself.
-_PUMP_DEFER = 0.001
 #: A thread waiting on its own socket looks at its deadline and at close() this often (ms).
 _SLICE_MS = 100
 
 
-class SyncConnection:
+class SyncConnection(Pump):
     """One DEALER socket shared by every thread of a sync client."""
 
     def __init__(
@@ -73,28 +76,23 @@ class SyncConnection:
         #: ``NotConnected``, ``ConnectionLost``).
         self.connect_wait = connect_wait
         self._sock = LockedSocket(
-            sock, on_input=self._poke, connect_wait=connect_wait, endpoint=self.endpoint
+            sock,
+            on_input=self._poke,
+            connect_wait=connect_wait,
+            endpoint=self.endpoint,
+            # a client that waits for connections sends each call as it comes: a call that
+            # cannot go out must fail at once (NotConnected), not later in a batch
+            coalesce=pack_batch if connect_wait is None else None,
         )
         self._calls: dict[int, Call] = {}
         self._role = threading.Lock()
         self._waiters: set[threading.Event] = set()
         self._waiters_lock = threading.Lock()
-        self._wake_r, self._wake_w = _pipe()
+        self._wake_r, self._wake_w = pipe()
         self._poller = select.poll()
         self._poller.register(self._sock.fd, select.POLLIN)
         self._poller.register(self._wake_r, select.POLLIN)
-        # The pump waits for input *without* the receive role, on its own wake-up pipe.
-        self._pump_r, self._pump_w = _pipe()
-        self._pump_poller = select.poll()
-        self._pump_poller.register(self._sock.fd, select.POLLIN)
-        self._pump_poller.register(self._pump_r, select.POLLIN)
-        self._pump_waiting = False
-        self._pump_polling = False
-        self._last_delivery = 0.0  # when a thread other than the pump last delivered replies
-        self._next_expiry_scan = 0.0
-        self._orphans: dict[int, tuple[Call, float | None, Callable[[BaseException], None]]] = {}
-        self._pump_cond = threading.Condition()
-        self._pump: threading.Thread | None = None
+        self._init_pump()
         self._local = threading.local()
         self._owned: weakref.WeakSet[OwnedSocket] = weakref.WeakSet()
         self._owned_lock = threading.Lock()
@@ -146,8 +144,11 @@ class SyncConnection:
 
     # -- sending ----------------------------------------------------------------------------
 
-    def start(self, call: Call, frames: list[Any], *, then_drain: bool = False) -> None:
-        """Register ``call`` and send its request.
+    def start(
+        self, call: Call, frames: list[Any], *, then_drain: bool = False, hold: bool = False
+    ) -> bool:
+        """Register ``call`` and send its request; with ``hold``, hold it for a batch if it
+        is small (True if held).
 
         ``then_drain`` promises a :meth:`drain_nowait` right after, which makes the send's
         own check for waiting input unnecessary. Otherwise that check must stay: besides
@@ -160,11 +161,14 @@ class SyncConnection:
         self._calls[call.call_id] = call
         if self._seal is not None:
             frames = self._seal.seal(frames)
+        if hold and len(frames) == 1 and self._sock.hold(frames[0]):
+            return True
         try:
             self._sock.send(frames, report=not then_drain)
         except NotConnected:
             self._calls.pop(call.call_id, None)
             raise
+        return False
 
     def submit(
         self,
@@ -175,9 +179,27 @@ class SyncConnection:
     ) -> None:
         """Send a call no thread waits on: :meth:`start`, :meth:`watch` and
         :meth:`drain_nowait` in one, as a thread that keeps submitting runs it for each call."""
-        self.start(call, frames, then_drain=True)
+        first = not self._sock.holding
+        held = self.start(call, frames, then_drain=True, hold=bool(self._orphans))
         self.watch(call, deadline, expire)
-        self.drain_nowait()  # settle whatever else has completed, here and now
+        if not held:
+            self.drain_nowait()  # settle whatever else has completed, here and now
+        elif first:
+            # In a burst of submits, the replies are delivered by whoever waits next (or the
+            # pump): looking for them after each submit would cost more than the send saved.
+            self._held_at = time.monotonic()
+            if self._pump_polling:
+                self._poke_pump()  # it sends the batch within _HOLD_MAX unless a waiter does first
+
+    def flush(self) -> None:
+        """Send the calls held for a batch now; if ZeroMQ has no route for them, their
+        futures fail with why."""
+        try:
+            self._sock.flush()
+        except NotConnected as exc:
+            for call_id, (_, _, expire) in self._orphans.copy().items():
+                if self._orphans.pop(call_id, None) is not None:
+                    expire(exc)
 
     def post(self, frames: list[Any]) -> None:
         """Send a one-way call (a CALL flagged NO_REPLY); raises :class:`NotConnected`
@@ -206,13 +228,14 @@ class SyncConnection:
         with contextlib.suppress(BlockingIOError, OSError):
             os.write(self._wake_w, b"\0")
         if self._pump_polling:
-            with contextlib.suppress(BlockingIOError, OSError):
-                os.write(self._pump_w, b"\0")
+            self._poke_pump()
 
     # -- receiving --------------------------------------------------------------------------
 
     def wait(self, call: Call, ready: Callable[[], bool], deadline: float | None) -> bool:
         """Block until ``ready()`` or the deadline; True if ready."""
+        if self._sock.holding:  # what we wait for may be among them
+            self.flush()
         # Fast path, the common one: nobody else is receiving, so receive for ourselves.
         if self._role.acquire(blocking=False):
             try:
@@ -255,8 +278,11 @@ class SyncConnection:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
-                if self._role.locked():
-                    event.wait(remaining)
+                # No look at locked() first: a thread woken inside a blocking acquire holds
+                # the lock before locked() says so (that is set once it has the GIL again),
+                # so asking would spin here, holding the GIL it needs. The holder's release
+                # sets our event (we registered before trying), so this wait is never lost.
+                event.wait(remaining)
         finally:
             call.notify = previous
             with self._waiters_lock:
@@ -306,39 +332,25 @@ class SyncConnection:
                         "they may or may not have completed"
                     )
                 timeout_ms = _SLICE_MS if timeout_ms is None else min(timeout_ms, _SLICE_MS)
-            likely = False
-            for fd, _ in self._poller.poll(timeout_ms):
-                if fd == self._wake_r:
-                    self._drain_pipe(self._wake_r)
-                else:
-                    likely = True
+            likely = self._sleep(timeout_ms)
 
-    @staticmethod
-    def _drain_pipe(fd: int) -> None:
-        with contextlib.suppress(BlockingIOError, OSError):
-            while os.read(fd, 4096):
-                pass
+    def _sleep(self, timeout_ms: float | None) -> bool:
+        """Wait for input (or a wake-up) up to ``timeout_ms``; True if the socket has some.
+        Calls submitted by other threads meanwhile go out first."""
+        if self._sock.holding:
+            self.flush()
+        likely = False
+        for fd, _ in self._poller.poll(timeout_ms):
+            if fd == self._wake_r:
+                self._drain_pipe(self._wake_r)
+            else:
+                likely = True
+        return likely
 
     def _deliver(self, frames: list[Any]) -> None:
         deliver_all(self._calls, frames, self.endpoint, self._seal)
 
     # -- futures ------------------------------------------------------------------------------
-
-    def watch(
-        self, call: Call, deadline: float | None, expire: Callable[[BaseException], None]
-    ) -> None:
-        """Have the pump thread receive for ``call``, which no thread waits on."""
-        self._orphans[call.call_id] = (call, deadline, expire)
-        # The pump says it is about to wait *before* it checks for orphans, so either it
-        # sees this one or we see its flag; the lock is taken only when it may be asleep.
-        if self._pump_waiting or self._pump is None:
-            with self._pump_cond:
-                if self._pump is None:
-                    self._pump = threading.Thread(
-                        target=self._pump_loop, name="undertow-client-pump", daemon=True
-                    )
-                    self._pump.start()
-                self._pump_cond.notify()
 
     def drain_nowait(self) -> None:
         """Deliver whatever has arrived, if no other thread is receiving; never blocks.
@@ -358,79 +370,6 @@ class SyncConnection:
                 self._release_role()
         else:
             self._poke()  # whoever holds the role may sleep on an edge our send consumed
-
-    def _idle(self) -> bool:
-        """True when the pump has nothing to do."""
-        # settled futures remove themselves (forget), and expired ones are dropped by
-        # _expire_orphans, so no scan is needed here: thousands may be outstanding
-        return not self.closed and not self._orphans
-
-    def _pump_loop(self) -> None:
-        try:
-            self._pump_forever()
-        except Exception:  # a dead pump would hang every future; say so loudly
-            log.exception("the client's receive pump for %s failed", self.endpoint)
-            raise
-
-    def _pump_forever(self) -> None:
-        while not self.closed:
-            with self._pump_cond:
-                self._pump_waiting = True
-                while self._idle():
-                    self._pump_cond.wait()
-                self._pump_waiting = False
-            if self.closed:
-                return  # type: ignore[unreachable]  # closed is set by another thread
-            # Wait for input without holding the role, so that threads submitting calls can
-            # drain replies themselves; take the role only to deliver.
-            # Senders poke the pump only while it polls; look once more after saying so, so
-            # that input whose wake-up a sender consumed just before is not slept on.
-            self._pump_polling = True
-            if not self._sock.has_input():
-                for fd, _ in self._pump_poller.poll(_PUMP_SLICE * 1000):
-                    if fd == self._pump_r:
-                        self._drain_pipe(self._pump_r)
-            self._pump_polling = False
-            if time.monotonic() - self._last_delivery < _PUMP_DEFER:
-                # A thread that keeps submitting is delivering replies itself; competing with
-                # it for the socket would only make both wait on each other (measured: half
-                # the throughput). Stand back for a moment.
-                time.sleep(_PUMP_DEFER)
-            elif self._role.acquire(timeout=_PUMP_SLICE):
-                try:
-                    while (frames := self._sock.recv_nowait()) is not None:
-                        self._deliver(frames)
-                finally:
-                    self._release_role()
-            self._expire_orphans()
-
-    def _lose_calls(self) -> bool:
-        """With ``connect_wait``: if the connection is gone, fail every future with
-        :class:`ConnectionLost` and return True."""
-        if not self._sock.lost():
-            return False
-        lost = ConnectionLost(
-            f"the connection to {self.endpoint} dropped while the call was running; "
-            "it may or may not have completed"
-        )
-        for call_id, (_, _, expire) in self._orphans.copy().items():
-            self._orphans.pop(call_id, None)
-            expire(lost)
-        return True
-
-    def _expire_orphans(self) -> None:
-        now = time.monotonic()
-        if now < self._next_expiry_scan:
-            return
-        self._next_expiry_scan = now + _PUMP_SLICE
-        if self.connect_wait is not None and self._orphans and self._lose_calls():
-            return
-        for call_id, (call, deadline, expire) in self._orphans.copy().items():
-            if call.done:
-                self._orphans.pop(call_id, None)
-            elif deadline is not None and now >= deadline:
-                self._orphans.pop(call_id, None)
-                expire(TimeoutError())
 
     # -- closing ------------------------------------------------------------------------------
 
@@ -466,11 +405,3 @@ class SyncConnection:
             self._role.release()
         for fd in (self._wake_r, self._wake_w, self._pump_r, self._pump_w):
             os.close(fd)
-
-
-def _pipe() -> tuple[int, int]:
-    """A non-blocking pipe for wake-ups."""
-    r, w = os.pipe()
-    os.set_blocking(r, False)
-    os.set_blocking(w, False)
-    return r, w

@@ -53,6 +53,8 @@ _send = _CSocket.send
 _COPY_BELOW = 65536
 #: seconds between attempts of a send waiting for a connection
 _CONNECT_LOOK = 0.01
+#: one-frame messages up to this size may be held to go out in a batch
+_HOLD_BELOW = 4096
 _HOST_PORT = re.compile(r"^(?P<host>\[[^\]]+\]|[^:/]+):(?P<port>\d+)$")
 
 
@@ -98,9 +100,17 @@ def context() -> zmq.Context[Any]:
 class LockedSocket:
     """A ZeroMQ socket whose operations are serialised by a lock.
 
+    With ``coalesce``, small one-frame messages may be held (:meth:`hold`) and sent together
+    as one message made by ``coalesce(frames)`` (:meth:`flush`, or the next :meth:`send`,
+    which keeps them in order): a client that submits calls faster than they are answered
+    sends one message for many, and the server receives one (measured: ~9 µs of pyzmq and
+    I/O-thread work a message on each side).
+
     Args:
         sock: the socket; this object owns it from now on.
         on_input: called, outside the lock, when a send finds input waiting.
+        coalesce: turns held one-frame messages into one frame (None: nothing is held).
+        max_batch: most messages held at once.
     """
 
     def __init__(
@@ -110,6 +120,8 @@ class LockedSocket:
         *,
         connect_wait: float | None = None,
         endpoint: str = "",
+        coalesce: Callable[[list[bytes]], bytes] | None = None,
+        max_batch: int = 64,
     ) -> None:
         self.sock = sock
         #: for a socket made with ``immediate``: seconds a send waits for a connection
@@ -125,6 +137,45 @@ class LockedSocket:
         #: ZeroMQ will then signal the descriptor when input arrives, so a receiver may
         #: sleep on it without looking again.
         self.armed = False
+        self._coalesce = coalesce
+        self._max_batch = max_batch
+        self._held: list[bytes] = []
+
+    @property
+    def holding(self) -> bool:
+        """True while messages are held for a batch."""
+        return bool(self._held)
+
+    def hold(self, frame: Any) -> bool:
+        """Hold a one-frame message to go out with others; False if it cannot be held (too
+        large, or this socket does not batch): send it with :meth:`send` then. A full
+        batch goes out at once."""
+        if self._coalesce is None or type(frame) is not bytes or len(frame) > _HOLD_BELOW:
+            return False
+        with self.lock:
+            if self.closed:
+                return True  # dropped, as a send would be
+            self._held.append(frame)
+            if len(self._held) >= self._max_batch:
+                self._flush()
+        return True
+
+    def flush(self) -> None:
+        """Send the held messages now (one message for all of them). Raises
+        :class:`NotConnected` when ZeroMQ has no route for them, as :meth:`send` does."""
+        if self._held:
+            with self.lock:
+                self._flush()
+
+    def _flush(self) -> None:
+        """Send what is held (lock held). Whoever flushes looks for input afterwards, as the
+        send may have consumed the descriptor's signal."""
+        held, self._held = self._held, []
+        if held and not self.closed:
+            assert self._coalesce is not None
+            self.armed = False
+            if not _try_send(self.sock, held if len(held) == 1 else [self._coalesce(held)]):
+                raise _no_route(self.endpoint)
 
     def send(self, frames: Sequence[Any], *, report: bool = True, wait: bool = True) -> None:
         """Send one multipart message from any thread; never blocks (queues are unbounded).
@@ -141,6 +192,8 @@ class LockedSocket:
             with self.lock:
                 if self.closed:
                     return
+                if self._held:  # they were sent first
+                    self._flush()
                 sent = _try_send(self.sock, frames)
                 if not sent and self.connect_wait is None:
                     raise _no_route(self.endpoint)

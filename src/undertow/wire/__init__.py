@@ -28,6 +28,7 @@ from undertow.wire._header import (
     pack,
     pack_batch,
     payload_of,
+    split_batch,
     unbatch,
 )
 
@@ -60,6 +61,7 @@ __all__ = [
     "payload_of",
     "rebuild",
     "resolve_codec",
+    "split_batch",
     "unbatch",
     "wire_form",
 ]

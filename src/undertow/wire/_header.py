@@ -28,7 +28,9 @@ On an authenticated connection frame 0 starts with a signature envelope (``b"UA"
 
 A server answering calls that arrive back to back may put several one-frame messages for the
 same client into one BATCH message: its body is a msgpack array of their header frames, in
-order. A batch never holds another batch.
+order. A client submitting calls while earlier ones are still running does the same with its
+small CALLs (each signed on its own, as if it travelled alone); the server takes them one at a
+time, in order (:func:`split_batch`). A batch never holds another batch.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ __all__ = [
     "pack",
     "pack_batch",
     "payload_of",
+    "split_batch",
     "unbatch",
 ]
 
@@ -62,7 +65,8 @@ MAGIC = b"UT"
 #: A stream may run this many items ahead of what its caller has consumed; the caller
 #: grants more with CREDIT messages (every half window), so a fast generator cannot flood it.
 STREAM_WINDOW = 64
-PROTOCOL_VERSION = 3  # 2: BATCH; 3: no token in the header (messages are signed instead)
+#: 2: BATCH; 3: no token in the header (messages are signed instead); 4: clients batch too
+PROTOCOL_VERSION = 4
 _PREFIX = MAGIC + bytes([PROTOCOL_VERSION])
 
 
@@ -77,7 +81,7 @@ class Kind(enum.IntEnum):
     END = 6  # server -> client: the generator is exhausted; ends the call
     CANCEL = 7  # client -> server: the caller gave up on call_id
     CREDIT = 8  # client -> server: body = msgpack int, items of a stream consumed so far
-    BATCH = 9  # server -> client: several one-frame messages, in order (see pack_batch)
+    BATCH = 9  # either way: several one-frame messages, in order (see pack_batch)
 
 
 class Flags(enum.IntFlag):
@@ -161,6 +165,44 @@ def batch_frames(header: Header) -> list[bytes]:
         return _frames_decoder.decode(header.body)
     except (msgspec.DecodeError, ValueError) as exc:
         raise WireError(f"malformed batch: {exc}") from exc
+
+
+class InnerFrame:
+    """One message of a received batch, shaped like a received frame (``buffer``)."""
+
+    __slots__ = ("buffer",)
+
+    def __init__(self, data: bytes) -> None:
+        self.buffer = memoryview(data)
+
+    def __len__(self) -> int:
+        return len(self.buffer)
+
+
+#: where a header frame's kind sits: after the prefix and the msgpack array's first byte
+_KIND_AT = len(_PREFIX) + 1
+
+
+def split_batch(frames: Sequence[Any]) -> list[list[Any]] | None:
+    """The messages a received BATCH carries, each as a one-frame message (an empty list
+    for a malformed batch: nothing in it is taken); None for any other message.
+
+    Runs on every message a server receives, so it looks at one byte before decoding
+    anything; the messages themselves are checked (signature, header) as if each had come
+    alone, and a batch inside a batch is dropped as an unknown kind would be.
+    """
+    if len(frames) != 1:
+        return None
+    view = frames[0].buffer
+    if len(view) <= _KIND_AT or view[_KIND_AT] != Kind.BATCH or view[:3] != _PREFIX:
+        return None
+    try:
+        header = decode_header(view)
+        if header.kind != Kind.BATCH:
+            return None
+        return [[InnerFrame(frame)] for frame in batch_frames(header)]
+    except WireError:
+        return []
 
 
 def unbatch(header: Header) -> list[Header]:
