@@ -359,7 +359,7 @@ def test_a_batch_with_broken_messages_serves_the_good_ones(serve) -> None:
         return x
 
     address = serve(server)
-    dealer = zmq.Context.instance().socket(zmq.DEALER)
+    dealer: zmq.Socket[Any] = zmq.Context.instance().socket(zmq.DEALER)
     dealer.setsockopt(zmq.LINGER, 0)
     dealer.setsockopt(zmq.RCVTIMEO, int(WAIT * 1000))
     dealer.connect(address)

@@ -130,7 +130,8 @@ class Call:
         self.call_id = call_id
         self.name = name
         self.on_output = on_output
-        self.items: deque[tuple[Header, list[Any]]] = deque()
+        #: a stream's items not taken yet (made on the first: most calls have none)
+        self.items: deque[tuple[Header, list[Any]]] = _NO_ITEMS
         self.outcome: tuple[Header, list[Any]] | None = None
         self.done = False
         self.notify: Callable[[], None] = _nothing
@@ -145,6 +146,8 @@ class Call:
                 self.on_output(header.name, bytes(frames[0]).decode("utf-8", "replace"))
             return
         if kind == Kind.ITEM:
+            if self.items is _NO_ITEMS:
+                self.items = deque()
             self.items.append((header, frames))
         elif kind in (Kind.RESULT, Kind.ERROR, Kind.END):
             self.outcome = (header, frames)
@@ -156,6 +159,10 @@ class Call:
 
 def _nothing() -> None:
     pass
+
+
+#: the items of every call that has none yet (never appended to: ``feed`` makes a deque)
+_NO_ITEMS: deque[tuple[Header, list[Any]]] = deque(maxlen=0)
 
 
 def deliver_all(
@@ -331,7 +338,9 @@ class Protocol:
         except UndertowError:
             payload = encode_arguments(codec, info.name, args, kwargs)  # raises, naming the culprit
         if self.max_message_size is not None:
-            self.check_size(info.name, sum(map(_nbytes, payload)))
+            first = payload[0] if len(payload) == 1 else None
+            size = len(first) if type(first) is bytes else sum(map(_nbytes, payload))
+            self.check_size(info.name, size)
         return pack(
             _CALL,
             call_id,

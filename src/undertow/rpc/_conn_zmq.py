@@ -170,15 +170,9 @@ class ZmqConnection(ZmqLinked):
             call.call_id, info, args, kwargs, timeout=timeout, output=output, pointer=pointer
         )
         deadline = None if timeout is None else time.monotonic() + timeout
-
-        def expire(reason: BaseException) -> None:
-            if type(reason) is TimeoutError:  # the deadline, not a closed or lost connection
-                reason = timeout_error(proto.where(info.name), timeout)
-            future._expire(reason)
-
-        future = CallFuture(self, call, deadline, expire)
+        future = CallFuture(self, call, deadline, timeout)
         call.notify = future._settle
-        self.link.submit(call, frames, deadline, expire)
+        self.link.submit(call, frames, deadline, future._deadline_passed)
         return future
 
     def post(
@@ -215,7 +209,7 @@ class CallFuture(concurrent.futures.Future[Any]):
         owner: ZmqConnection | None = None,
         call: Call | None = None,
         deadline: float | None = None,
-        on_deadline: Callable[[BaseException], None] | None = None,
+        timeout: float | None = None,
     ) -> None:
         # Future.__init__ without its Condition, which most futures never need: it is made
         # on first use (see __getattr__); until then set_result takes a shorter path.
@@ -227,7 +221,7 @@ class CallFuture(concurrent.futures.Future[Any]):
         self._owner = owner
         self._call = call
         self._deadline = deadline
-        self._on_deadline = on_deadline or self._expire
+        self._timeout = timeout  # the call's deadline in seconds, for the error
         self._once = [True]  # popped by whichever of result, expiry or cancel comes first
 
     def __await__(self) -> Generator[Any, None, Any]:
@@ -288,6 +282,14 @@ class CallFuture(concurrent.futures.Future[Any]):
         else:
             self.set_result(result)
 
+    def _deadline_passed(self, reason: BaseException) -> None:
+        """The deadline passed (``TimeoutError``: said as the call's timeout error), or the
+        connection closed or dropped (``reason`` as it is)."""
+        call, owner = self._call, self._owner
+        if type(reason) is TimeoutError and call is not None and owner is not None:
+            reason = timeout_error(owner.proto.where(call.name), self._timeout)
+        self._expire(reason)
+
     def _expire(self, reason: BaseException) -> None:
         """The deadline passed, or the client closed."""
         if self._call is not None and self._owner is not None and self._claim():
@@ -310,7 +312,7 @@ class CallFuture(concurrent.futures.Future[Any]):
             with contextlib.suppress(ConnectionClosed):  # reported by the future itself
                 owner.link.wait(call, lambda: call.done or self._state != _PENDING, until)
             if self._deadline is not None and time.monotonic() >= self._deadline:
-                self._on_deadline(TimeoutError())
+                self._deadline_passed(TimeoutError())
             if mine is not None:
                 timeout = max(0.0, mine - time.monotonic())
         if self._state == _FINISHED and self._exception is None:

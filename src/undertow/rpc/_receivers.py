@@ -70,19 +70,27 @@ class Slots:
         self._free = count
         self._lock = threading.Lock()
         self._pools: list[ReceiverPool] = []
+        #: a take() found no slot since the last give(): some pool may have a job waiting
+        #: (a pool takes and queues under its own lock, which _backlog_may_run waits for)
+        self._wanted = False
 
     def take(self) -> bool:
         """Take a slot if one is free."""
         with self._lock:
             if self._free <= 0:
+                self._wanted = True
                 return False
             self._free -= 1
             return True
 
     def give(self) -> None:
-        """Give a slot back; pools with waiting jobs look again."""
+        """Give a slot back; if a take() found none meanwhile, pools with waiting jobs look
+        again (otherwise no pool can have one: the common case costs one lock)."""
         with self._lock:
             self._free += 1
+            if not self._wanted:
+                return
+            self._wanted = False
             pools = list(self._pools)
         for pool in pools:
             pool._backlog_may_run()
