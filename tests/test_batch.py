@@ -420,3 +420,39 @@ def test_a_blocking_call_sends_the_held_calls_first(serve, monkeypatch) -> None:
         assert c.saw_note()  # the held call went out before this one
         assert later.result(WAIT) is None
         assert first.result(WAIT) is None
+
+
+def test_a_client_batch_is_answered_as_one_before_the_next_message() -> None:
+    sock, _ = bind_router("tcp://127.0.0.1:0")
+    endpoint = f"inproc://test-batch-{uuid.uuid4().hex}"
+    sock.bind(endpoint)
+    served = ServerSocket(sock, coalesce=pack_batch, burst_gap=60.0, split=split_batch)
+    served.own()
+    peer: zmq.Socket[Any] = zmq.Context.instance().socket(zmq.DEALER)
+    peer.setsockopt(zmq.LINGER, 0)
+    peer.setsockopt(zmq.RCVTIMEO, int(WAIT * 1000))
+    peer.connect(endpoint)
+    try:
+        peer.send(pack_batch([pack(Kind.CALL, i, name="f")[0] for i in (0, 1, 2)]))
+        peer.send(pack_batch([pack(Kind.CALL, i, name="f")[0] for i in (3, 4)]))
+        for i in range(5):  # the second batch is waiting all along
+            handle(served, i)
+        assert served.recv(0) is None
+        # each batch's answers went out as it ended, not held across the next one
+        assert answers(peer) == [[0, 1, 2], [3, 4]]
+    finally:
+        peer.close()
+        served.close()
+
+
+def test_a_batch_of_calls_holds_at_most_sixteen(monkeypatch) -> None:
+    monkeypatch.setattr(undertow.rpc._sync_pump, "_HOLD_MAX", 60.0)
+    server = BatchingServer(n=40)
+    try:
+        with undertow.connect(server.address, timeout=WAIT, output=False) as c:
+            futures = [c.echo.submit(i) for i in range(40)]
+            assert [f.result(WAIT) for f in futures] == list(range(40))
+        # the server starts on a batch while the caller still submits the next
+        assert server.received == [1, 1, 16, 16, 7]
+    finally:
+        server.close()

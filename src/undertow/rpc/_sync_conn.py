@@ -46,6 +46,10 @@ from undertow.wire import pack_batch
 
 __all__ = ["SyncConnection"]
 
+#: Most calls held for one batch. Small enough that the server starts on a burst while its
+#: caller is still submitting: batches of the whole window (64) made both sides take turns.
+_MAX_BATCH = 16
+
 log = logging.getLogger(__name__)
 
 #: A thread waiting on its own socket looks at its deadline and at close() this often (ms).
@@ -83,6 +87,7 @@ class SyncConnection(Pump):
             # a client that waits for connections sends each call as it comes: a call that
             # cannot go out must fail at once (NotConnected), not later in a batch
             coalesce=pack_batch if connect_wait is None else None,
+            max_batch=_MAX_BATCH,
         )
         self._calls: dict[int, Call] = {}
         self._role = threading.Lock()

@@ -108,6 +108,7 @@ class ServerSocket(_Waiter):
         self._split = split
         #: messages of a split batch not received yet, with their peer
         self._pending: deque[tuple[bytes, list[Any]]] = deque()
+        self._split_done = False  # the last of a split batch was received: answer it now
 
     def own(self) -> None:
         """Make the calling thread the owner (after any send of the previous owner ends)."""
@@ -180,6 +181,13 @@ class ServerSocket(_Waiter):
         if self._pending:  # the rest of a batch: a burst
             self._burst = self._coalesce is not None
             return self._pending.popleft()
+        if self._split_done:
+            # A batch in, a batch out: a client that batches keeps several in flight, and
+            # answering each as it ends keeps both sides busy (holding on across them would
+            # answer the whole window at once, and each side would wait for the other).
+            self._split_done = False
+            with self._own_lock:
+                self._release()
         sock = self.sock
         peer = None
         if self._held:
@@ -232,6 +240,7 @@ class ServerSocket(_Waiter):
                 if not inner:  # an empty or malformed batch: dropped
                     return None
                 self._pending.extend((peer, message) for message in inner[1:])
+                self._split_done = True
                 return peer, inner[0]
         return peer, frames
 
