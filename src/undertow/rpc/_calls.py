@@ -154,7 +154,8 @@ class Call:
             self.done = True
         else:
             return
-        self.notify()
+        if self.notify is not _nothing:
+            self.notify()
 
 
 def _nothing() -> None:
@@ -337,10 +338,12 @@ class Protocol:
             payload = codec.encode((args, kwargs))
         except UndertowError:
             payload = encode_arguments(codec, info.name, args, kwargs)  # raises, naming the culprit
-        if self.max_message_size is not None:
+        limit = self.max_message_size
+        if limit is not None:
             first = payload[0] if len(payload) == 1 else None
             size = len(first) if type(first) is bytes else sum(map(_nbytes, payload))
-            self.check_size(info.name, size)
+            if size > limit - _HEADROOM:
+                self.check_size(info.name, size)
         return pack(
             _CALL,
             call_id,

@@ -139,7 +139,8 @@ class ZmqConnection(ZmqLinked):
         # Ctrl-C in a notebook or the deadline: the connection stops the remote call too
         deadline = None if timeout is None else time.monotonic() + timeout
         done = None
-        self.link.flush()  # calls submitted before this one go out first
+        if self.link.held:  # calls submitted before this one go out first
+            self.link.flush()
         if self.plain is not None:
             done = self.plain.call(call, frames, deadline)
         if done is None:  # no plain socket (now): over ZeroMQ

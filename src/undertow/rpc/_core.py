@@ -295,8 +295,8 @@ class HandlerServer:
         Its size and signature are checked before anything in it is decoded.
         """
         view = frames[0].buffer
-        rest = list(map(_buffer, frames[1:]))
-        too_large = self._too_large(frames, view, rest)
+        rest = list(map(_buffer, frames[1:])) if len(frames) > 1 else []
+        too_large = self._too_large(frames, view, rest) if rest else None
         if too_large is not None:
             self._refuse(peer, frames, too_large, code="too_large", via=via)
             return None

@@ -113,7 +113,7 @@ class Dispatcher:
         return uncaptured()
 
     def _run_sync(self, entry: Entry, incoming: Incoming) -> None:
-        if incoming.finished:
+        if not incoming._once:  # answered already (its deadline, say): the property inlined
             return
         admitted = admit(entry, incoming, self.name)
         if admitted is not None and self._data.mentions_pointers(incoming.frames):
@@ -197,11 +197,12 @@ class Dispatcher:
         if entry.mode in ("generator", "asyncgen"):
             incoming.end()
             return
-        try:
-            result = self._kept(entry, incoming, result)
-        except UndertowError as exc:  # the data store could not take it
-            incoming.fail(self._data.failure(exc))
-            return
+        if entry.options.return_pointer or incoming.header.flags & _POINTER:
+            try:
+                result = self._data.keep(result, incoming)
+            except UndertowError as exc:  # the data store could not take it
+                incoming.fail(self._data.failure(exc))
+                return
         if incoming.values:
             send_value(entry, incoming, result)
         else:

@@ -265,7 +265,7 @@ class ReceiverPool:
             # role, or becomes the sentinel (the post is empty after a sentinel took the role).
             if not inline or st.sentinel_deep or not st.sentinel:
                 self._cond.notify()
-        self._run(job)
+        self._run(job, me)
         with self._lock:
             if inline and st.inline_since is not None and st.inline_owner == me:
                 # nobody took over: the call was quick; carry on receiving
@@ -277,8 +277,8 @@ class ReceiverPool:
                 st.slow.discard(key)  # it got quick again
         return True
 
-    def _run(self, job: Job) -> None:
-        me = threading.get_ident()
+    def _run(self, job: Job, me: int = 0) -> None:
+        me = me or threading.get_ident()
         self._busy.add(me)
         try:
             job[1]()

@@ -89,6 +89,8 @@ class SyncConnection(Pump):
             coalesce=pack_batch if connect_wait is None else None,
             max_batch=_MAX_BATCH,
         )
+        #: the calls held for a batch (the socket's list: empty when none are)
+        self.held = self._sock.held
         self._calls: dict[int, Call] = {}
         self._role = threading.Lock()
         self._waiters: set[threading.Event] = set()
@@ -184,7 +186,7 @@ class SyncConnection(Pump):
     ) -> None:
         """Send a call no thread waits on: :meth:`start`, :meth:`watch` and
         :meth:`drain_nowait` in one, as a thread that keeps submitting runs it for each call."""
-        first = not self._sock.holding
+        first = not self.held
         held = self.start(call, frames, then_drain=True, hold=bool(self._orphans))
         self.watch(call, deadline, expire)
         if not held:
@@ -239,7 +241,7 @@ class SyncConnection(Pump):
 
     def wait(self, call: Call, ready: Callable[[], bool], deadline: float | None) -> bool:
         """Block until ``ready()`` or the deadline; True if ready."""
-        if self._sock.holding:  # what we wait for may be among them
+        if self.held:  # what we wait for may be among them
             self.flush()
         # Fast path, the common one: nobody else is receiving, so receive for ourselves.
         if self._role.acquire(blocking=False):
@@ -342,7 +344,7 @@ class SyncConnection(Pump):
     def _sleep(self, timeout_ms: float | None) -> bool:
         """Wait for input (or a wake-up) up to ``timeout_ms``; True if the socket has some.
         Calls submitted by other threads meanwhile go out first."""
-        if self._sock.holding:
+        if self.held:
             self.flush()
         likely = False
         for fd, _ in self._poller.poll(timeout_ms):

@@ -138,7 +138,7 @@ class Pump:
 
     def _hold_left(self) -> float:
         """How long the pump may sleep: until the held batch is due (sent now if it is)."""
-        if not self._sock.holding:
+        if not self._sock.held:
             return _PUMP_SLICE
         left = self._held_at + _HOLD_MAX - time.monotonic()
         if left > 0:

@@ -9,6 +9,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from itertools import repeat
 from typing import Any
 
 import zmq
@@ -239,7 +240,7 @@ class ServerSocket(_Waiter):
             if inner is not None:
                 if not inner:  # an empty or malformed batch: dropped
                     return None
-                self._pending.extend((peer, message) for message in inner[1:])
+                self._pending.extend(zip(repeat(peer), inner[1:]))
                 self._split_done = True
                 return peer, inner[0]
         return peer, frames

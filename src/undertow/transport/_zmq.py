@@ -139,12 +139,14 @@ class LockedSocket:
         self.armed = False
         self._coalesce = coalesce
         self._max_batch = max_batch
-        self._held: list[bytes] = []
+        #: the messages held for a batch, in order (the same list for the socket's life:
+        #: callers may test it without a call)
+        self.held: list[bytes] = []
 
     @property
     def holding(self) -> bool:
         """True while messages are held for a batch."""
-        return bool(self._held)
+        return bool(self.held)
 
     def hold(self, frame: Any) -> bool:
         """Hold a one-frame message to go out with others; False if it cannot be held (too
@@ -155,22 +157,24 @@ class LockedSocket:
         with self.lock:
             if self.closed:
                 return True  # dropped, as a send would be
-            self._held.append(frame)
-            if len(self._held) >= self._max_batch:
+            held = self.held
+            held.append(frame)
+            if len(held) >= self._max_batch:
                 self._flush()
         return True
 
     def flush(self) -> None:
         """Send the held messages now (one message for all of them). Raises
         :class:`NotConnected` when ZeroMQ has no route for them, as :meth:`send` does."""
-        if self._held:
+        if self.held:
             with self.lock:
                 self._flush()
 
     def _flush(self) -> None:
         """Send what is held (lock held). Whoever flushes looks for input afterwards, as the
         send may have consumed the descriptor's signal."""
-        held, self._held = self._held, []
+        held = self.held[:]
+        self.held.clear()
         if held and not self.closed:
             assert self._coalesce is not None
             self.armed = False
@@ -192,7 +196,7 @@ class LockedSocket:
             with self.lock:
                 if self.closed:
                     return
-                if self._held:  # they were sent first
+                if self.held:  # they were sent first
                     self._flush()
                 sent = _try_send(self.sock, frames)
                 if not sent and self.connect_wait is None:

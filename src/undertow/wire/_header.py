@@ -223,16 +223,21 @@ def payload_of(header: Header, frames: list[Any]) -> list[Any]:
 def decode_header(frame: bytes | memoryview) -> Header:
     """Decode frame 0, raising :class:`WireError` for anything that is not a valid header."""
     view = memoryview(frame)
-    if len(view) < 3:
-        raise WireError(f"truncated header: {len(view)} bytes, at least 3 expected")
-    if view[:2] != MAGIC:
-        raise WireError("not an undertow message (bad magic bytes)")
-    if view[2] != PROTOCOL_VERSION:
-        raise WireError(
-            f"protocol version {view[2]} is not supported (this side speaks {PROTOCOL_VERSION}); "
-            "upgrade the older side"
-        )
+    if view[:3] != _PREFIX:  # one look on the common path; the cases below say what is wrong
+        _bad_prefix(view)
     try:
         return _decoder.decode(view[3:])
     except (msgspec.DecodeError, ValueError) as exc:
         raise WireError(f"malformed header: {exc}") from exc
+
+
+def _bad_prefix(view: memoryview) -> None:
+    """Raise the :class:`WireError` that says what is wrong with a frame's first bytes."""
+    if len(view) < 3:
+        raise WireError(f"truncated header: {len(view)} bytes, at least 3 expected")
+    if view[:2] != MAGIC:
+        raise WireError("not an undertow message (bad magic bytes)")
+    raise WireError(
+        f"protocol version {view[2]} is not supported (this side speaks {PROTOCOL_VERSION}); "
+        "upgrade the older side"
+    )
