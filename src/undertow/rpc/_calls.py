@@ -15,8 +15,6 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-import msgspec
-
 from undertow.errors import (
     AuthenticationError,
     ConfigError,
@@ -26,6 +24,7 @@ from undertow.errors import (
     SerializationError,
     UndertowError,
 )
+from undertow.rpc._info import Description, FunctionInfo
 from undertow.security import ENVELOPE_MAGIC, ClientSeal, SigningKey
 from undertow.wire import (
     POINTER_TYPE,
@@ -47,7 +46,15 @@ from undertow.wire import (
     resolve_codec,
 )
 
-__all__ = ["Call", "FunctionInfo", "Protocol", "deliver_all", "run_call", "write_output"]
+__all__ = [
+    "Call",
+    "Description",
+    "FunctionInfo",
+    "Protocol",
+    "deliver_all",
+    "run_call",
+    "write_output",
+]
 
 OutputCallback = Callable[[str, str], None]
 
@@ -65,51 +72,6 @@ def write_output(stream: str, text: str) -> None:
     target = sys.stderr if stream == "stderr" else sys.stdout
     target.write(text)
     target.flush()
-
-
-class FunctionInfo(msgspec.Struct, frozen=True):
-    """What a server says about one of its functions."""
-
-    name: str
-    doc: str = ""
-    #: [name, kind, default repr or None, annotation or None] per parameter
-    params: list[tuple[str, int, str | None, str | None]] = []
-    returns: str | None = None
-    mode: str = "function"  # "function" | "async" | "generator" | "asyncgen"
-    input: str = "msgpack"
-    output: str = "msgpack"
-    #: takes or returns pickle: only an authenticated caller may call it
-    needs_auth: bool = False
-    forwards_output: bool = True
-    timeout: float | None = None
-    #: calls of it are durable jobs on this queue (``client.f(...)`` returns a Job)
-    queue: str | None = None
-
-    @property
-    def streams(self) -> bool:
-        """True for generator functions: the call yields items."""
-        return self.mode in ("generator", "asyncgen")
-
-
-class Description(msgspec.Struct, frozen=True):
-    """The reply to ``_describe``."""
-
-    server: str
-    functions: list[FunctionInfo]
-    #: the server checks signatures (it has an authenticator)
-    authenticates: bool = False
-    #: the largest message the server accepts, in bytes (None: no limit)
-    max_message_size: int | None = None
-    #: the user whose own token the server accepts (it serves pickle with no tokens given)
-    user: str | None = None
-    #: the server's proof that it holds that token, when the client sent a challenge
-    proof: str | None = None
-    #: where the jobs of its queued functions go (a backend URL, no password), if it has any
-    jobs: str | None = None
-    #: a plain-socket address it also serves (``tcp+plain://``, ``unix://``), if any
-    plain: str | None = None
-    #: a Unix socket for clients on its host (large values in shared memory), if any
-    local: str | None = None
 
 
 class Call:
@@ -160,6 +122,11 @@ class Call:
 
 def _nothing() -> None:
     pass
+
+
+def _slow(frame: Any) -> Any:
+    """Stands for "no fast decoder": the codec itself decodes."""
+    raise NotImplementedError
 
 
 #: the items of every call that has none yet (never appended to: ``feed`` makes a deque)
@@ -286,6 +253,10 @@ class Protocol:
         self.safe_exceptions = tuple(safe_exceptions)
         self._ids = itertools.count(1)
         self._codec_cache: dict[str, Codec] = {}
+        #: msgspec's own encoders and decoders by codec name, for the common call (they skip
+        #: the codec's wrapper; on failure the codec runs, to say why)
+        self._encoders: dict[str, Callable[[Any], bytes]] = {}
+        self._decoders: dict[str, Any] = {}
         #: makes a :class:`~undertow.Pointer` of a pointer's JSON form in an answer
         self.pointer: Callable[[dict[str, Any]], Any] | None = None
 
@@ -324,20 +295,14 @@ class Protocol:
                 f"{self.where(info.name)} takes or returns pickle, which travels only between "
                 "authenticated peers; pass token=... to connect() (or set UNDERTOW_TOKEN)"
             )
-        codec = self._codec_cache.get(info.input)
-        if codec is None:
+        fast = self._encoders.get(info.input)  # msgspec's own encoder (msgpack, json)
+        if fast is not None:
             try:
-                codec = self.codec(info.input)
-            except ConfigError as exc:
-                raise ConfigError(
-                    f"{self.where(info.name)} takes {info.input!r} input, a serialization this "
-                    f"client does not know; pass codecs={{{info.input!r}: <object with "
-                    "dumps/loads>}} to connect()"
-                ) from exc
-        try:
-            payload = codec.encode((args, kwargs))
-        except UndertowError:
-            payload = encode_arguments(codec, info.name, args, kwargs)  # raises, naming the culprit
+                payload = [fast((args, kwargs))]
+            except Exception:  # the codec says why, naming the argument
+                payload = encode_arguments(self.codec(info.input), info.name, args, kwargs)
+        else:
+            payload = self._encode_slowly(info, args, kwargs)
         limit = self.max_message_size
         if limit is not None:
             first = payload[0] if len(payload) == 1 else None
@@ -349,12 +314,35 @@ class Protocol:
             call_id,
             payload,
             name=info.name,
-            codec=codec.name,
+            codec=info.input,  # the codec's name (the server names it so)
             timeout=timeout,
             flags=(0 if output else _NO_OUTPUT)
             | (_POINTER if pointer else 0)
             | (0 if reply else _NO_REPLY),
         )
+
+    def _encode_slowly(
+        self, info: FunctionInfo, args: Sequence[Any], kwargs: Mapping[str, Any]
+    ) -> list[Any]:
+        """The payload of a call through its codec (learning the codec's own encoder, where
+        it has one, for the next calls)."""
+        codec = self._codec_cache.get(info.input)
+        if codec is None:
+            try:
+                codec = self.codec(info.input)
+            except ConfigError as exc:
+                raise ConfigError(
+                    f"{self.where(info.name)} takes {info.input!r} input, a serialization this "
+                    f"client does not know; pass codecs={{{info.input!r}: <object with "
+                    "dumps/loads>}} to connect()"
+                ) from exc
+        fast = getattr(codec, "encode_body", None)
+        if fast is not None:
+            self._encoders[info.input] = fast
+        try:
+            return codec.encode((args, kwargs))
+        except UndertowError:
+            return encode_arguments(codec, info.name, args, kwargs)  # raises, naming the culprit
 
     def check_size(self, name: str, size: int) -> None:
         """Raise :class:`MessageTooLarge` if a call of ``size`` bytes is over the server's
@@ -410,7 +398,17 @@ class Protocol:
                 "decoded, as decoding it could run code: pickle is accepted only from a "
                 "server that signs its replies with your token"
             )
-        value = codec.decode(frames)
+        fast = self._decoders.get(codec.name)
+        if fast is None:
+            fast = self._decoders[codec.name] = getattr(codec, "decode_body", None) or _slow
+        value: Any = _slow
+        if fast is not _slow and len(frames) == 1:
+            try:
+                value = fast(frames[0])
+            except Exception:  # the codec says why
+                value = _slow
+        if value is _slow:
+            value = codec.decode(frames)
         if type(value) is dict and value.get("type") == POINTER_TYPE and self.pointer:
             return self.pointer(value)
         return value
