@@ -9,8 +9,9 @@ Run from the repository root::
 
 Every server runs in its own process (``python -m bench._servers KIND``); the client side
 runs in this process. Each undertow figure is set against a floor measured in the same run:
-raw pyzmq for the transport and ``numpy.copy`` for memory bandwidth. Results go to
-``bench/results.json`` and a markdown summary to stdout.
+raw pyzmq for the transport and ``numpy.copy`` for memory bandwidth; the bulk rows also set
+Ray's same-host fetch (when ray is installed) against the download through shared memory.
+Results go to ``bench/results.json`` and a markdown summary to stdout.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import gc
 import http.client
 import importlib
 import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
@@ -49,7 +51,7 @@ import numpy as np
 import zmq
 
 import undertow
-from bench import _remote_data
+from bench import _ray_fetch, _remote_data
 from bench._common import (
     RAW_PAYLOAD,
     check,
@@ -76,6 +78,7 @@ TARGET_TCP_RATIO = 1.0  # issue 17: 100 MB each way at least a raw TCP socket's 
 TARGET_RSS_GROWTH = 3.0
 TARGET_MEMKV_RATIO = 1.1  # issue 17 (was 1.3)
 MEMKV_PUTS = 10_000
+RAY_GOAL = "download with shared memory on (undertow-shm) >= Ray same-host fetch"
 
 
 @dataclass(frozen=True)
@@ -218,9 +221,21 @@ def optional(module: str) -> ModuleType | None:
         return None
 
 
+#: the peers that run a server of their own (latency and throughput rows)
+SERVER_PEERS = ("pyro5", "rpyc")
+
+
 def peers_available() -> dict[str, bool]:
-    """Which of the optional peers (Pyro5, RPyC) can be imported."""
-    return {"pyro5": optional("Pyro5.api") is not None, "rpyc": optional("rpyc") is not None}
+    """Which of the optional peers (Pyro5, RPyC, Ray) can be imported.
+
+    Ray is found, not imported: a large import, made by the bulk section that uses it
+    (``optional("ray")``), so it does not weigh on the rows measured before.
+    """
+    return {
+        "pyro5": optional("Pyro5.api") is not None,
+        "rpyc": optional("rpyc") is not None,
+        "ray": importlib.util.find_spec("ray") is not None,
+    }
 
 
 @dataclass
@@ -668,15 +683,47 @@ def memory_steps(arr: np.ndarray[Any, Any]) -> dict[str, Callable[[], None]]:
     return dict(zip(MEMORY_STEPS, (copy, copyto, ones), strict=True))
 
 
+def _ray_section(
+    fetch: _ray_fetch.RayFetch | None, entries: dict[str, dict[str, Any]], copy_mbps: float
+) -> dict[str, Any]:
+    """The Ray rows of the bulk results: figures, or why there are none."""
+    if fetch is None:
+        return {"status": "not installed"}
+    if fetch.failure is not None:
+        return {"status": "failed", **fetch.failure, "shutdown_error": fetch.shutdown_error}
+    kept, fresh = entries["ray_fetch"], entries["ray_fresh_fetch"]
+    return {
+        "status": "measured",
+        "version": _version("ray"),
+        "startup_s": fetch.startup_s,
+        "object_store_bytes": _ray_fetch.STORE_BYTES,
+        "download": kept,
+        "download_fresh_object": fresh,
+        "fresh_object_task_best_s": entries["ray_fresh_make"]["best_s"],
+        "ratios_vs_numpy_copy": {
+            "download": round(kept["mb_per_s"] / copy_mbps, 3),
+            "download_fresh_object": round(fresh["mb_per_s"] / copy_mbps, 3),
+        },
+        "shutdown_error": fetch.shutdown_error,
+    }
+
+
 def measure_bulk(servers: dict[str, ServerProcess], plan: Plan) -> dict[str, Any]:
-    """Upload and download of 100 MB of float64, undertow against raw ZeroMQ and memcpy.
+    """Upload and download of 100 MB of float64, undertow against raw ZeroMQ and memcpy, and
+    Ray's same-host fetch of as many bytes when ray is installed.
 
     The steps run interleaved, run after run, so background load hits all of them alike;
     the best run of each counts. Each undertow direction has a fresh server of its own, whose
-    peak RSS growth is read before and after all its runs.
+    peak RSS growth is read before and after all its runs. Ray is started (untimed) for this
+    section only; a Ray failure is recorded and the other steps go on.
     """
     arr = np.ones(BULK_BYTES // 8)
+    fetch: _ray_fetch.RayFetch | None = None
     with contextlib.ExitStack() as stack:
+        ray = optional("ray") if peers_available()["ray"] else None
+        if ray is not None:
+            print("starting a local Ray for its fetch row ...", file=sys.stderr, flush=True)
+            fetch = stack.enter_context(_ray_fetch.session(ray, BULK_BYTES))
         sock = zmq_socket(zmq.DEALER, servers["raw-router"].address)
         stack.callback(sock.close)
         up, down = (
@@ -692,7 +739,10 @@ def measure_bulk(servers: dict[str, ServerProcess], plan: Plan) -> dict[str, Any
         tcp = socket.create_connection((tcp_host, int(tcp_port)), timeout=60)
         stack.callback(tcp.close)
         tcp.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        steps = raw_bulk_steps(sock, arr) | raw_tcp_bulk_steps(tcp, arr)
+        # steps may return what they got, let go of after the clock stops (Ray's do)
+        steps: dict[str, Callable[[], object]] = dict(
+            raw_bulk_steps(sock, arr) | raw_tcp_bulk_steps(tcp, arr)
+        )
         steps["raw_zmq_download"]()  # the server makes its blob once, before any timing
         steps["raw_tcp_download"]()
         tcp_up, tcp_down = (
@@ -721,6 +771,8 @@ def measure_bulk(servers: dict[str, ServerProcess], plan: Plan) -> dict[str, Any
         del shm_steps["undertow_shm_upload_signed"]
         steps |= shm_steps
         steps |= http_bulk_steps(conn)
+        if fetch is not None:
+            steps |= fetch.steps()
         before = {"upload": up.rss(), "download": down.rss()}
         times = run_interleaved(steps, plan.bulk_runs)
         after = {"upload": up.rss(), "download": down.rss()}
@@ -742,6 +794,7 @@ def measure_bulk(servers: dict[str, ServerProcess], plan: Plan) -> dict[str, Any
         "undertow_http": {d: entries[f"http_{d}"] for d in ("upload", "download")},
     }
     copy = result["memcpy"]["numpy_copy"]["mb_per_s"]
+    result["ray"] = _ray_section(fetch, entries, copy)
     result["ratios"] = {}
     for d in ("upload", "download"):
         mbps = result["undertow"][d]["mb_per_s"]
@@ -752,6 +805,11 @@ def measure_bulk(servers: dict[str, ServerProcess], plan: Plan) -> dict[str, Any
             tcp / result["raw_tcp"][d]["mb_per_s"], 3
         )
         result["ratios"][f"{d}_vs_numpy_copy"] = round(mbps / copy, 3)
+    if result["ray"]["status"] == "measured":
+        result["ratios"]["download_shm_vs_ray"] = round(
+            result["undertow_shm"]["download"]["mb_per_s"] / result["ray"]["download"]["mb_per_s"],
+            3,
+        )
     result["notes"] = {
         "undertow": "upload: client.total(arr) (the numpy codec: the array is an out-of-band "
         "frame), server sums it; download: client.make(100_000_000), server sends out of band "
@@ -778,7 +836,16 @@ def measure_bulk(servers: dict[str, ServerProcess], plan: Plan) -> dict[str, Any
         "server_rss": "peak RSS (VmHWM; ru_maxrss would include the parent's peak inherited "
         "across fork+exec) of a server process used only for that direction; growth is the peak "
         "after all runs minus the peak once set up, before any call",
-        "order": "each run times every step in turn (raw, undertow, numpy), best run counts",
+        "ray": "same host, when ray is installed: a local Ray (1 CPU, 1 GB object store, no "
+        "dashboard, all on 127.0.0.1), started before any timing; a task makes the array "
+        "(np.ones) into Ray's shared-memory object store; download: the driver's "
+        "ray.get(ref) of one object made once (fetched once, untimed, at start), a read-only "
+        "zero-copy view; download_fresh_object: ray.get of a new task's result each run, the "
+        "task started and awaited with ray.wait before the clock starts "
+        "(fresh_object_task_best_s is that untimed part); each reads one byte of each 4 KiB "
+        "page within the timed step, as the undertow download does; a failure is recorded "
+        "(status, where, error) and the other rows go on",
+        "order": "each run times every step in turn (raw, undertow, numpy, Ray), best run counts",
     }
     return result
 
@@ -873,6 +940,7 @@ def machine_info(peers: dict[str, bool]) -> dict[str, Any]:
         "cloudpickle": _version("cloudpickle"),
         "Pyro5": _version("Pyro5") if peers["pyro5"] else "not installed",
         "rpyc": _version("rpyc") if peers["rpyc"] else "not installed",
+        "ray": _version("ray") if peers["ray"] else "not installed",
     }
 
 
@@ -886,6 +954,19 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     lat, thr, bulk = results["latency"], results["throughput"], results["bulk"]
     data = results["remote_data"]
     up, down = bulk["undertow"]["upload"], bulk["undertow"]["download"]
+    # only when Ray was measured: a peer that is not installed has no target
+    versus_ray = (
+        [
+            _target(
+                RAY_GOAL,
+                bulk["undertow_shm"]["download"]["mb_per_s"],
+                ">=",
+                bulk["ray"]["download"]["mb_per_s"],
+            )
+        ]
+        if bulk["ray"]["status"] == "measured"
+        else []
+    )
     return [
         _target(
             "latency p50 / raw p50",
@@ -901,6 +982,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         ),
         _target("upload MB/s", up["mb_per_s"], ">=", TARGET_BULK_MBPS),
         _target("download MB/s", down["mb_per_s"], ">=", TARGET_BULK_MBPS),
+        *versus_ray,
         *(
             _target(f"{d}, no shared memory / raw TCP", ratio, ">=", TARGET_TCP_RATIO)
             for d in ("upload", "download")
@@ -941,6 +1023,26 @@ def _peer_cell(section: dict[str, Any], name: str, key: str, ratios: str, unit: 
 
 def _mark(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
+
+
+def _ray_rows(bulk: dict[str, Any], goal: Callable[[str, str], str]) -> list[str]:
+    """Ray's same-host fetch against the download with shared memory on, and the fresh-object
+    variant as context; one line saying why when Ray was not measured."""
+    ray = bulk["ray"]
+    if ray["status"] != "measured":
+        error = str(ray.get("error", "")).replace("|", "/")[:160]  # a cell of the table
+        why = ray["status"] + (f" ({ray['where']}: {error})" if error else "")
+        return [f"| 100 MB download against Ray's same-host fetch | Ray {why} | | | | | |"]
+    shm = bulk["undertow_shm"]["download"]["mb_per_s"]
+    kept, fresh = ray["download"]["mb_per_s"], ray["download_fresh_object"]["mb_per_s"]
+    return [
+        f"| 100 MB download, shared memory on (UNDERTOW_SHM=1), against Ray {ray['version']} "
+        f"same-host fetch | {kept:,.0f} MB/s (ray.get of one object, zero-copy view) "
+        f"| {shm:,.0f} MB/s | {shm / kept:.2f}x | | | {goal(RAY_GOAL, '>= Ray')} |",
+        f"| 100 MB download, shared memory on, against Ray's fetch of a fresh object "
+        f"| {fresh:,.0f} MB/s (ray.get of a new task result, after ray.wait) "
+        f"| {shm:,.0f} MB/s | {shm / fresh:.2f}x | | | context only |",
+    ]
 
 
 def summary(results: dict[str, Any]) -> str:
@@ -1016,6 +1118,7 @@ def summary(results: dict[str, Any]) -> str:
             f"| 100 MB {d}, shared memory on (UNDERTOW_SHM=1) | {tcp:,.0f} MB/s (raw TCP) "
             f"| {shm:,.0f} MB/s | {shm / tcp:.2f}x | | | context only |"
         )
+    rows += _ray_rows(bulk, goal)
     for d in ("upload", "download"):
         over_http = bulk["undertow_http"][d]["mb_per_s"]
         rows.append(
@@ -1044,7 +1147,8 @@ def summary(results: dict[str, Any]) -> str:
     head = (
         f"undertow {m['undertow']} ({m['undertow_commit']}), {m['date_utc']}: "
         f"{m['cpu_count']} CPUs, {m['platform']}, Python {m['python']}, "
-        f"pyzmq {m['pyzmq']} / libzmq {m['libzmq']}, Pyro5 {m['Pyro5']}, rpyc {m['rpyc']}"
+        f"pyzmq {m['pyzmq']} / libzmq {m['libzmq']}, Pyro5 {m['Pyro5']}, rpyc {m['rpyc']}, "
+        f"ray {m.get('ray', 'not installed')}"
         f"{' (--quick)' if results['config']['quick'] else ''}; load average "
         f"{m['loadavg_1_5_15_at_start'][0]} at start; all traffic on 127.0.0.1, "
         "each server in its own process; MB = 10^6 bytes."
@@ -1089,7 +1193,7 @@ def run(plan: Plan, quick: bool) -> dict[str, Any]:
         "memkv",
         *_remote_data.KINDS,
     ]
-    kinds += [name for name, ok in peers.items() if ok]
+    kinds += [name for name in SERVER_PEERS if peers[name]]
     started = time.perf_counter()
     results: dict[str, Any] = {
         "machine": machine_info(peers),
@@ -1120,7 +1224,7 @@ def run(plan: Plan, quick: bool) -> dict[str, Any]:
     results["server_exits"] = _server_exits(servers)
     for section in ("latency", "throughput"):
         results[section]["peers"] = {
-            name: "measured" if ok else "not installed" for name, ok in peers.items()
+            name: "measured" if peers[name] else "not installed" for name in SERVER_PEERS
         }
     results["targets"] = targets(results)
     results["all_targets_pass"] = all(t["pass"] for t in results["targets"])
