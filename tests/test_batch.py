@@ -21,6 +21,7 @@ from undertow.errors import WireError
 from undertow.rpc._calls import Description, FunctionInfo
 from undertow.transport import ServerSocket, bind_router
 from undertow.wire import Kind, decode_header, pack, pack_batch, split_batch, unbatch
+from undertow.wire._header import BATCH_MAX_BYTES, BATCH_MAX_MESSAGES
 
 from ._waiting import wait_until
 
@@ -314,6 +315,11 @@ def test_split_batch_takes_a_client_batch_apart_and_leaves_other_messages_alone(
     assert split_batch([_Frame(b"UA\x01" + bytes(40))]) is None  # a signature envelope
     broken = pack(Kind.BATCH, 0, [b"\xc1 not msgpack"])[0]
     assert split_batch([_Frame(broken)]) == []  # malformed: nothing in it is taken
+    # a flood of tiny messages in one batch, or a huge one, is dropped whole
+    assert split_batch([_Frame(pack_batch([b"x"] * (BATCH_MAX_MESSAGES + 1)))]) == []
+    assert len(split_batch([_Frame(pack_batch([b"x"] * BATCH_MAX_MESSAGES))]) or []) == 1024
+    huge = pack_batch([b"x" * 4096] * (BATCH_MAX_BYTES // 4096 + 1))
+    assert split_batch([_Frame(huge)]) == []
 
 
 class _Frame:

@@ -181,6 +181,11 @@ class InnerFrame:
 
 #: where a header frame's kind sits: after the prefix and the msgpack array's first byte
 _KIND_AT = len(_PREFIX) + 1
+#: the largest batch a server takes apart, in bytes and in messages: clients send at most 16
+#: calls of at most 4 KiB; a peer's larger batch (anyone may send one before any signature is
+#: checked) is dropped whole rather than turned into millions of tiny messages
+BATCH_MAX_BYTES = 1 << 20
+BATCH_MAX_MESSAGES = 1024
 
 
 def split_batch(frames: Sequence[Any]) -> list[list[Any]] | None:
@@ -196,13 +201,18 @@ def split_batch(frames: Sequence[Any]) -> list[list[Any]] | None:
     view = frames[0].buffer
     if len(view) <= _KIND_AT or view[_KIND_AT] != Kind.BATCH or view[:3] != _PREFIX:
         return None
+    if len(view) > BATCH_MAX_BYTES:
+        return []
     try:
         header = decode_header(view)
         if header.kind != Kind.BATCH:
             return None
-        return [[InnerFrame(frame)] for frame in batch_frames(header)]
+        inner = batch_frames(header)
     except WireError:
         return []
+    if len(inner) > BATCH_MAX_MESSAGES:
+        return []
+    return [[InnerFrame(frame)] for frame in inner]
 
 
 def unbatch(header: Header) -> list[Header]:
