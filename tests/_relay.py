@@ -9,12 +9,16 @@ import threading
 
 class CountingRelay:
     """Listens on a free port of 127.0.0.1 and relays each connection to ``target``
-    (``host``, ``port``), counting bytes each way."""
+    (``host``, ``port``), counting bytes each way (and, with ``record``, keeping them)."""
 
-    def __init__(self, target: tuple[str, int]) -> None:
+    def __init__(self, target: tuple[str, int], *, record: bool = False) -> None:
         self.target = target
         self.to_client = 0  # bytes from the server to the client
         self.to_server = 0
+        #: with ``record``: every byte carried, each way (what an eavesdropper would see)
+        self.seen: dict[bool, bytearray] | None = (
+            {True: bytearray(), False: bytearray()} if record else None
+        )
         self._lock = threading.Lock()
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
@@ -50,6 +54,8 @@ class CountingRelay:
                     self.to_client += len(chunk)
                 else:
                     self.to_server += len(chunk)
+                if self.seen is not None:
+                    self.seen[to_client] += chunk
             try:
                 sink.sendall(chunk)
             except OSError:

@@ -10,10 +10,14 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 import undertow
+
+from ._tls import make_tls
 
 WAIT = 10.0
 TOKEN = "t.Zx8cV2bN6mQ4wE9rT1yU5iO3pA7s"
@@ -79,20 +83,29 @@ def make_server(served: Served) -> None:
     server.config({"numbers": {"return_pointer": True}})
 
 
-@pytest.fixture(params=[*TRANSPORTS, "plain"])
+@pytest.fixture(params=[*TRANSPORTS, "plain", "tls"])
 def served(
-    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, undertow_home: object
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    undertow_home: object,
+    tmp_path: Path,
 ) -> Iterator[Served]:
     """A server with a token, listening on ZeroMQ, HTTP and a plain socket; the address of
     the transport under test ("plain": the ZeroMQ address, whose server tells sync clients
-    to make blocking calls over its plain socket). Clients find the token in the
-    environment, as users' clients do."""
+    to make blocking calls over its plain socket; "tls": the same socket speaking TLS).
+    Clients find the token (and the TLS authority) in the environment, as users' clients
+    do."""
     monkeypatch.setenv("UNDERTOW_TOKEN", TOKEN)
-    server = undertow.Server(name="contract", token=TOKEN)
+    options: dict[str, Any] = {}
+    if request.param == "tls":
+        files = make_tls(tmp_path)
+        options = {"tls_cert": files.cert, "tls_key": files.key}
+        monkeypatch.setenv("UNDERTOW_TLS_CA", files.ca)
+    server = undertow.Server(name="contract", token=TOKEN, **options)
     server.start("tcp://127.0.0.1:0", http_port=0, plain="tcp+plain://127.0.0.1:0")
     address = server.http_address if request.param == "http" else server.address
     served = Served(server, address)
-    served.plain = request.param == "plain"
+    served.plain = request.param in ("plain", "tls")
     make_server(served)
     yield served
     served.release.set()
@@ -106,6 +119,7 @@ def client(served: Served) -> Iterator[undertow.Client]:
         if served.plain:
             assert conn.plain is not None
             assert conn.plain.usable()
+            assert conn.plain.address == served.server.plain_address
         elif hasattr(conn, "plain"):
             conn.plain = None  # the ZeroMQ case: blocking calls stay on ZeroMQ
         yield c

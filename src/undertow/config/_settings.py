@@ -97,9 +97,23 @@ class ServerSettings(Settings, section="server"):
     plain: str | None = setting(
         "auto",
         doc="a plain socket for sync clients' blocking calls: auto (TCP, the ZeroMQ "
-        "address's interface, a free port; none with CURVE), tcp+plain://host:port, "
-        "unix:///path (unset: none)",
+        "address's interface, a free port; with CURVE, none unless tls_cert is set), "
+        "tcp+plain://host:port, unix:///path (unset: none)",
         check=_plain,
+    )
+    tls_cert: str | None = setting(
+        None,
+        doc="a PEM file of the server's certificate chain: its plain TCP socket speaks TLS "
+        "(tls+plain://); unset: no TLS",
+        check=_filled,
+    )
+    tls_key: str | None = setting(
+        None, doc="the PEM file of tls_cert's private key (unset: in tls_cert)", check=_filled
+    )
+    tls_handshake_timeout: float = setting(
+        10.0,
+        doc="seconds a connection to the TLS socket has to finish its handshake",
+        check=_seconds,
     )
     data_dir: str | None = setting(
         None,

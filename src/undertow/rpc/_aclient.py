@@ -31,7 +31,8 @@ class AsyncClient(RemoteFunctions):
             async for row in client.rows(10): ...
 
     It belongs to the event loop it was opened on. Arguments, and the transports its
-    address's scheme picks, are those of ``Client``.
+    address's scheme picks, are those of ``Client`` (its calls all go over ZeroMQ, never a
+    plain socket: ``tls_ca`` is taken, and checked, for the same signature).
     """
 
     def __init__(
@@ -46,6 +47,7 @@ class AsyncClient(RemoteFunctions):
         output: bool | OutputCallback = True,
         connect_wait: float | None = None,
         curve_server_key: Any = None,
+        tls_ca: Any = None,
     ) -> None:
         super().__init__(address, timeout=timeout, output=output)
         self._scheme, self._options = prepare(
@@ -55,6 +57,7 @@ class AsyncClient(RemoteFunctions):
             safe_exceptions=safe_exceptions,
             connect_wait=connect_wait,
             curve_server_key=curve_server_key,
+            tls_ca=tls_ca,
         )
         self._token_arg = token
         self._connect_timeout = connect_timeout

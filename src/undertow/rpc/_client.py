@@ -30,6 +30,7 @@ from undertow.rpc._connection import (
 from undertow.rpc._functions import CallOptions, RemoteFunctions
 from undertow.rpc._plane import make_pointer
 from undertow.security import find_client_token, parse_token, user_proof, user_token
+from undertow.transport import client_tls
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -53,11 +54,14 @@ def prepare(
     safe_exceptions: Iterable[type[BaseException]],
     connect_wait: float | None,
     curve_server_key: Any,
+    tls_ca: Any = None,
 ) -> tuple[Scheme, ConnectOptions]:
     """The transport of ``client``'s address and the options of its connection, checked
     against it (for :class:`Client` and ``AsyncClient``)."""
     scheme = scheme_of(client.address)
     client._token = find_client_token(token)
+    # where no plain socket is used, none is looked for in the environment or settings file
+    unused = tls_ca is None and "tls_ca" in scheme.refuses
     options = connect_options(
         token=client._token,
         codecs=codecs,
@@ -65,6 +69,7 @@ def prepare(
         connect_wait=connect_wait,
         curve_server_key=curve_server_key,
         pointer=functools.partial(make_pointer, via=client),
+        tls_ca=None if unused else client_tls(tls_ca),
     )
     scheme.check(options)
     return scheme, options
@@ -147,6 +152,12 @@ class Client(RemoteFunctions):
             For clients that can go elsewhere, such as a service's several instances.
         curve_server_key: the server's CURVE public key (Z85 text, or its ``.key`` file):
             the connection is encrypted, and only that server can answer.
+        tls_ca: the PEM file of the certificate authority that signed the certificate of a
+            server whose plain socket speaks TLS (``tls+plain://``), or an
+            :class:`ssl.SSLContext`: blocking calls then go over that socket, the server's
+            certificate verified for the host of ``address``. Default: ``$UNDERTOW_TLS_CA``,
+            else ``tls_ca`` in ``~/.undertow/config.toml``; without one (or with False),
+            such a server's calls stay on ZeroMQ.
     """
 
     def __init__(
@@ -161,6 +172,7 @@ class Client(RemoteFunctions):
         output: bool | OutputCallback = True,
         connect_wait: float | None = None,
         curve_server_key: Any = None,
+        tls_ca: Any = None,
     ) -> None:
         super().__init__(address, timeout=timeout, output=output)
         scheme, options = prepare(
@@ -170,6 +182,7 @@ class Client(RemoteFunctions):
             safe_exceptions=safe_exceptions,
             connect_wait=connect_wait,
             curve_server_key=curve_server_key,
+            tls_ca=tls_ca,
         )
         self._conn_options = options
         self._conn: ClientConnection = scheme.connection(address, options)

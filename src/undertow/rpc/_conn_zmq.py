@@ -14,13 +14,14 @@ from typing import Any
 
 import msgspec
 
+from undertow._util import address_host
 from undertow.errors import ConnectError, ConnectionClosed, UndertowError
 from undertow.rpc._calls import Call, Description, FunctionInfo, Protocol
 from undertow.rpc._connection import ConnectOptions, Settings, timeout_error
 from undertow.rpc._plain_link import PlainLink
 from undertow.rpc._sync_conn import SyncConnection
 from undertow.security import client_key
-from undertow.transport import PlainSocket, load_public, shm_sending
+from undertow.transport import PlainSocket, is_tls, load_public, shm_sending
 
 __all__ = ["DESCRIBE", "CallFuture", "ZmqConnection", "zmq_protocol"]
 
@@ -89,6 +90,7 @@ class ZmqConnection(ZmqLinked):
     def __init__(self, address: str, options: ConnectOptions) -> None:
         super().__init__(address, options, SyncConnection)
         self._curve = options.curve_server_key
+        self._tls = options.tls_ca  # verifies a tls+plain:// socket (None: not used)
         #: the server's plain socket, for blocking calls (``_plain_link.py``); None: ZeroMQ
         self.plain: PlainLink | None = None
 
@@ -100,6 +102,8 @@ class ZmqConnection(ZmqLinked):
         desc = self._described(body)
         if self._curve is None:
             self._use_plain(_nearest(desc))
+        elif is_tls(desc.plain):  # CURVE: never a socket in clear, not even the local one
+            self._use_plain(desc.plain)
         return desc
 
     def _use_plain(self, address: str | None) -> None:
@@ -111,7 +115,12 @@ class ZmqConnection(ZmqLinked):
         self.plain = None
         if address:
             self.plain = PlainLink(
-                address, key=self.proto.key, limit=None, on_unreachable=self._rediscover
+                address,
+                key=self.proto.key,
+                limit=None,
+                on_unreachable=self._rediscover,
+                tls=self._tls,
+                server_name=address_host(self.address) or None,  # the host the user meant
             )
         if old is not None:
             old.close()

@@ -60,6 +60,8 @@ class ConnectOptions:
     curve_server_key: Any = None
     #: makes a :class:`~undertow.Pointer` of a pointer's JSON form in an answer
     pointer: Callable[[dict[str, Any]], Any] | None = field(default=None, compare=False)
+    #: verifies a server's ``tls+plain://`` socket (an ``ssl.SSLContext``; None: not used)
+    tls_ca: Any = field(default=None, compare=False)
 
 
 class ClientConnection(Protocol):
@@ -172,6 +174,7 @@ HTTP = Scheme(  # its module imports httpx: only when an HTTP address is used
         "fails at once with ConnectError",
         "curve_server_key": "CURVE encrypts ZeroMQ connections; for HTTP, put a TLS proxy "
         "in front of the server and use its https:// address",
+        "tls_ca": "it verifies a server's tls+plain:// socket, which only ZeroMQ clients use",
     },
 )
 
@@ -207,6 +210,7 @@ def connect_options(
     connect_wait: float | None,
     curve_server_key: Any,
     pointer: Callable[[dict[str, Any]], Any],
+    tls_ca: Any = None,
 ) -> ConnectOptions:
     """The connection's options, with ``connect_wait`` checked."""
     if connect_wait is not None and connect_wait <= 0:
@@ -214,7 +218,7 @@ def connect_options(
             f"connect_wait must be a positive number of seconds or None, not {connect_wait!r}"
         )
     return ConnectOptions(
-        token, codecs, tuple(safe_exceptions), connect_wait, curve_server_key, pointer
+        token, codecs, tuple(safe_exceptions), connect_wait, curve_server_key, pointer, tls_ca
     )
 
 

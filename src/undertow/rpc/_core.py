@@ -40,7 +40,7 @@ from undertow.errors import AuthenticationError, ConfigError, UndertowError
 from undertow.rpc._incoming import Incoming, RawHandler
 from undertow.rpc._receivers import Job, ReceiverPool
 from undertow.security import ENVELOPE_MAGIC, Authenticator, ServerSeal, strip_envelope
-from undertow.transport import PlainHub, ServerSocket, bind_router, local_address
+from undertow.transport import PlainHub, ServerSocket, ServerTls, bind_router, local_address
 from undertow.wire import (
     ErrorInfo,
     Header,
@@ -173,11 +173,18 @@ class HandlerServer:
         return None if self._hub is None else self._hub.local_address
 
     def listen_plain(
-        self, address: str, *, threads: int, slow_after: float = 0.005, insecure: bool = False
+        self,
+        address: str,
+        *,
+        threads: int,
+        slow_after: float = 0.005,
+        insecure: bool = False,
+        tls: ServerTls | None = None,
     ) -> str | None:
         """Also serve on a plain socket (``tcp+plain://host:port``, ``unix:///path``; see
         ``transport/_plain.py``), read by a receiver pool of its own; the real address, or
-        None for ``"auto"`` (TCP on the ZeroMQ address's interface) beside ipc or inproc."""
+        None for ``"auto"`` (TCP on the ZeroMQ address's interface) beside ipc or inproc.
+        ``tls``: the TCP socket speaks TLS (``tls+plain://``)."""
         if self._sock is None:
             raise UndertowError(f"server {self.name!r}: listen() on ZeroMQ first")
         local = None
@@ -188,14 +195,15 @@ class HandlerServer:
             local = local_address(self.name)  # this host's clients: shared memory for bulk
         if self._hub is not None:
             raise UndertowError(f"server {self.name!r} already listens on {self._hub.address}")
-        if address.startswith("tcp+plain://"):
-            check_exposure(
-                "tcp://" + address[len("tcp+plain://") :],
-                authenticated=self.seal is not None,
-                insecure=insecure,
-            )
+        if address.startswith(("tcp+plain://", "tls+plain://")):
+            where = "tcp://" + address.partition("://")[2]
+            check_exposure(where, authenticated=self.seal is not None, insecure=insecure)
         hub = PlainHub(
-            address, max_message_size=self.max_message_size, keys=self._stream_key, local=local
+            address,
+            max_message_size=self.max_message_size,
+            keys=self._stream_key,
+            local=local,
+            tls=tls,
         )
         pool = ReceiverPool(
             hub,  # type: ignore[arg-type]  # a ServerSocket's shape, over plain sockets

@@ -5,13 +5,16 @@ describes itself. A sync client then makes its blocking calls over that socket i
 ZeroMQ: the calling thread writes the request and reads the answer itself, so no I/O thread
 wakes on either side. Streams, futures and one-way calls stay on ZeroMQ, as does every call
 when the plain socket cannot be reached (it is tried once per thread) or the client
-encrypts with CURVE (a plain socket carries calls in clear).
+encrypts with CURVE (a plain socket carries calls in clear) and the server's plain socket
+does not speak TLS. A ``tls+plain://`` socket is used only by a client given the certificate
+authority to verify it with (``tls_ca``), for the host the client asked for.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import ssl
 import threading
 import time
 import weakref
@@ -21,7 +24,7 @@ from typing import Any
 from undertow.errors import ConnectError, UndertowError
 from undertow.rpc._calls import Call, Protocol, run_call
 from undertow.security import SigningKey
-from undertow.transport import PlainSocket
+from undertow.transport import PlainSocket, cert_refused, is_tls
 
 __all__ = ["PlainLink"]
 
@@ -41,6 +44,11 @@ class PlainLink:
         key: signs each connection (a handshake, then a tag a message), None: unsigned.
         limit: the largest message taken from the server (None: no limit).
         on_unreachable: called when a connection cannot be made (at most every 10 s).
+        tls: verifies a ``tls+plain://`` server's certificate (None: such a server's calls
+            stay on ZeroMQ).
+        server_name: the host the client reached the server at (its ZeroMQ address's): a
+            TLS certificate must be for it, and it stands in for a wildcard host in
+            ``address`` (a server on every interface). None: the address's host.
     """
 
     def __init__(
@@ -50,10 +58,24 @@ class PlainLink:
         key: SigningKey | None,
         limit: int | None,
         on_unreachable: Callable[[], None] | None = None,
+        tls: ssl.SSLContext | None = None,
+        server_name: str | None = None,
     ) -> None:
         self.address = address
         self._key = key
         self._limit = limit
+        self._tls, self._server_name = tls, server_name
+        #: where this client connects: ``address``, reachable from here
+        self.target = _reachable(address, server_name)
+        #: a TLS socket this client cannot verify: never tried (verification is never skipped)
+        self._unverifiable = is_tls(address) and tls is None
+        if self._unverifiable:
+            log.info(
+                "%s speaks TLS and this client has no tls_ca to verify it with: blocking "
+                "calls go over ZeroMQ",
+                self.target,
+            )
+        self._warned = False
         #: called (once per retry period) when a connection cannot be made: the server may
         #: have restarted on another port, which describing it again tells
         self._on_unreachable = on_unreachable
@@ -73,17 +95,24 @@ class PlainLink:
                 return sock
             sock.close()
             local.sock = None
-        if self.closed or getattr(local, "retry_at", 0.0) > time.monotonic():
+        if self.closed or self._unverifiable or getattr(local, "retry_at", 0.0) > time.monotonic():
             return None
         try:
             sock = PlainSocket(
-                self.address, timeout=_CONNECT_WAIT, limit=self._limit, key=self._key
+                self.target,
+                timeout=_CONNECT_WAIT,
+                limit=self._limit,
+                key=self._key,
+                tls=self._tls,
+                server_name=self._server_name,
             )
         except ConnectError as exc:
             log.debug("calls stay on ZeroMQ for %g s: %s", _RETRY_AFTER, exc)
             now = time.monotonic()
             local.retry_at = now + _RETRY_AFTER
-            if self._on_unreachable is not None and now - self._told_at >= _RETRY_AFTER:
+            if cert_refused(exc):  # not a server that moved: say so once, tell nobody
+                self._refused(exc)
+            elif self._on_unreachable is not None and now - self._told_at >= _RETRY_AFTER:
                 self._told_at = now
                 self._on_unreachable()
             return None
@@ -94,6 +123,17 @@ class PlainLink:
         with self._lock:
             self._open.add(sock)
         return sock
+
+    def _refused(self, exc: ConnectError) -> None:
+        if not self._warned:
+            self._warned = True
+            log.warning(
+                "the TLS certificate of %s did not verify, so blocking calls go over ZeroMQ "
+                "(is tls_ca the authority that signed it, and is it for %r?): %s",
+                self.target,
+                self._server_name or self.target,
+                exc,
+            )
 
     def usable(self) -> bool:
         """True when this thread's calls can go over the plain socket now."""
@@ -116,7 +156,7 @@ class PlainLink:
                     call,
                     frames,
                     deadline,
-                    self.address,
+                    self.target,
                     self,
                     verified=sock.session is not None,
                 )
@@ -132,6 +172,19 @@ class PlainLink:
             socks = list(self._open)
         for sock in socks:
             sock.close()
+
+
+#: hosts a server names when it listens on every interface, which no client can connect to
+_WILDCARDS = ("0.0.0.0", "::", "")  # noqa: S104 - recognised, not bound
+
+
+def _reachable(address: str, host: str | None) -> str:
+    """``address`` (a plain TCP address) with ``host`` in place of a wildcard host."""
+    scheme, sep, rest = address.partition("://")
+    where, _, port = rest.rpartition(":")
+    if not sep or scheme == "unix" or not host or where.strip("[]") not in _WILDCARDS:
+        return address
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 def _release(raw: Any, reader: Any) -> None:

@@ -27,9 +27,11 @@ from undertow.rpc._receivers import Job
 from undertow.rpc._setup import (
     accept_user_token,
     checked_auth,
+    plain_to_serve,
     refuse_user_token_beyond_loopback,
     runs_code,
     server_settings,
+    tls_of,
 )
 from undertow.security import Authenticator, ServerSeal, parse_token, user_proof
 from undertow.transport import load_secret
@@ -92,6 +94,9 @@ class Server:
         replay_window: seconds a signed message's timestamp may differ from this clock.
         plain: a plain socket for sync clients' blocking calls: ``"auto"`` (TCP beside a TCP
             address, a free port), ``tcp+plain://host:port``, ``unix:///path`` or None.
+        tls_cert: a PEM certificate chain: the plain TCP socket speaks TLS (``tls+plain://``).
+        tls_key: its private key's PEM file (None: in ``tls_cert``).
+        tls_handshake_timeout: seconds a TLS connection may take over its handshake.
         data_dir: where the server's data store spills values past ``memory_limit``
             (default: ``~/.undertow/data/<name>``); spilled values survive a restart.
         memory_limit: bytes of values (results kept with ``return_pointer``, uploads with
@@ -119,6 +124,7 @@ class Server:
     ) -> None:
         settings = server_settings(name, settings, options)
         auth = checked_auth(auth, token)
+        self._tls = tls_of(settings)  # bad certificate files fail here, before anything is made
         #: the settings it was made with
         self.settings = settings
         self.name = settings.name
@@ -310,13 +316,7 @@ class Server:
         setting, ``"auto"``; see the class).
         """
         plain = self._plain if plain == "" else plain
-        if plain is not None and self._curve is not None:  # CURVE: never in clear
-            if plain != "auto":
-                raise ConfigError(
-                    "a server that encrypts with CURVE cannot also serve a plain socket, "
-                    "which would carry its calls in clear: leave plain= out"
-                )
-            plain = None
+        plain = plain_to_serve(plain, curve=self._curve is not None, tls=self._tls is not None)
         if self._user_token is not None:
             refuse_user_token_beyond_loopback(address, self._entries)
         self.loop = self._calls.loop = asyncio.get_running_loop()
@@ -352,7 +352,7 @@ class Server:
             curve_secret=None if self._curve is None else self._curve[1],
         )
         if plain is not None:
-            self._core.listen_plain(plain, threads=threads, insecure=self._insecure)
+            self._core.listen_plain(plain, threads=threads, insecure=self._insecure, tls=self._tls)
         if http_port is not None:
             from undertow.rpc._gateway import serve_gateway  # starlette: only when asked
 

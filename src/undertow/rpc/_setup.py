@@ -11,15 +11,18 @@ from undertow._util import is_local_address
 from undertow.config import ServerSettings
 from undertow.errors import ConfigError
 from undertow.security import Authenticator, ServerSeal, TokenAuth, user_token
+from undertow.transport import ServerTls, server_tls
 
 if TYPE_CHECKING:
     from undertow.rpc._entry import Entry
 
 __all__ = [
     "checked_auth",
+    "plain_to_serve",
     "refuse_user_token_beyond_loopback",
     "runs_code",
     "server_settings",
+    "tls_of",
 ]
 
 
@@ -92,3 +95,30 @@ def refuse_user_token_beyond_loopback(address: str, entries: Mapping[str, Entry]
         "(Server(auth=TokenAuth(...)) or token=..., --tokens/--token for undertow serve) so "
         "that callers on other machines can be told apart, or serve on 127.0.0.1"
     )
+
+
+def tls_of(settings: ServerSettings) -> ServerTls | None:
+    """The server's TLS configuration from its settings (None: no TLS); ConfigError naming
+    the file and the fix when its certificate or key cannot be used."""
+    if settings.tls_cert is None:
+        if settings.tls_key is not None:
+            raise ConfigError(
+                f"tls_key is set ({settings.tls_key!r}) but tls_cert is not: give the "
+                "certificate chain's PEM file as tls_cert too"
+            )
+        return None
+    return server_tls(settings.tls_cert, settings.tls_key, settings.tls_handshake_timeout)
+
+
+def plain_to_serve(plain: str | None, *, curve: bool, tls: bool) -> str | None:
+    """The plain socket a server serves: none beside CURVE (its calls would travel in
+    clear), unless its TCP socket speaks TLS."""
+    if plain is None or not curve or (tls and not plain.startswith("unix://")):
+        return plain
+    if plain != "auto":
+        raise ConfigError(
+            "a server that encrypts with CURVE cannot also serve a plain socket, which "
+            f"would carry its calls in clear ({plain!r}): leave plain= out, or give the "
+            "server tls_cert (and tls_key) to serve it over TLS"
+        )
+    return None

@@ -1,4 +1,5 @@
-"""Transports: frames over connections. ZeroMQ (tcp, ipc, inproc) and HTTP.
+"""Transports: frames over connections. ZeroMQ (tcp, ipc, inproc), plain sockets (TCP, with
+or without TLS, and Unix) and HTTP.
 
 The HTTP names (the server app on starlette and uvicorn, the callers on httpx) are imported
 on first use, so that a program that never speaks HTTP never loads the ``http`` extra.
@@ -11,6 +12,7 @@ from undertow.transport._curve import curve_available, keygen, load_public, load
 from undertow.transport._http_api import CallFailed, Gateway, failure
 from undertow.transport._plain import PlainFrame, PlainSocket, local_address
 from undertow.transport._plain_hub import PlainHub
+from undertow.transport._plain_tls import ServerTls, cert_refused, client_tls, is_tls, server_tls
 from undertow.transport._router import ServerSocket, bind_router
 from undertow.transport._shm import sending as shm_sending
 from undertow.transport._zmq import (
@@ -37,19 +39,24 @@ __all__ = [
     "PlainHub",
     "PlainSocket",
     "ServerSocket",
+    "ServerTls",
     "bind_router",
+    "cert_refused",
+    "client_tls",
     "connect_dealer",
     "context",
     "curve_available",
     "failure",
     "fetch_data",
     "http_app",
+    "is_tls",
     "keygen",
     "load_public",
     "load_secret",
     "local_address",
     "parse_address",
     "serve_http",
+    "server_tls",
     "shm_sending",
 ]
 

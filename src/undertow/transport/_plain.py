@@ -4,7 +4,7 @@ A blocking call on ZeroMQ crosses libzmq's I/O thread twice on each side (a wake
 way); a plain socket read and written by the calling thread does not. Servers listen on one
 next to their ZeroMQ address; clients use it for blocking calls (``rpc/_plain_link.py``).
 
-Addresses: ``tcp+plain://host:port`` and ``unix:///absolute/path``.
+Addresses: ``tcp+plain://host:port``, ``tls+plain://host:port`` and ``unix:///absolute/path``.
 
 Framing, after an 8-byte greeting each way (:data:`GREETING`): a message is its frame count
 (4 bytes, big-endian), each frame's length (8 bytes each), then the frames. A reader checks
@@ -14,6 +14,8 @@ whole body into one buffer; frames are views of it.
 A client holding a token signs its connection instead of each message's header
 (:mod:`undertow.security._stream`): its first message is a handshake, and from the answer on
 every message each way is followed by a 16-byte tag.
+
+``tls+plain://host:port``: the same inside TLS (``_plain_tls.py``), greetings included.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import os
 import secrets
 import select
 import socket
+import ssl
 import stat
 import tempfile
 import threading
@@ -33,6 +36,7 @@ from typing import Any
 
 from undertow.errors import AuthenticationError, ConnectError, ConnectionLost, UndertowError
 from undertow.security import SigningKey, StreamSession, client_session
+from undertow.transport._plain_tls import TlsStream, is_tls
 from undertow.transport._plain_wire import (
     _CHUNK,
     GREETING,
@@ -121,10 +125,12 @@ def _parse_plain(address: str) -> tuple[int, Any]:
         if not path.startswith("/"):
             raise ConnectError(f"a unix:// address takes an absolute path, not {address!r}")
         return socket.AF_UNIX, path
-    rest = address[len("tcp+plain://") :]
+    scheme, _, rest = address.partition("://")
     host, sep, port = rest.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ConnectError(f"a tcp+plain:// address is tcp+plain://host:port, not {address!r}")
+    if scheme not in ("tcp+plain", "tls+plain") or not sep or not port.isdigit():
+        raise ConnectError(
+            f"a plain TCP address is tcp+plain://host:port (tls+plain:// with TLS), not {address!r}"
+        )
     host = host.strip("[]")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     return family, (host, int(port))
@@ -179,12 +185,52 @@ def _handshake(
     return session
 
 
+def _open(
+    address: str,
+    timeout: float,
+    reader: _Reader,
+    key: SigningKey | None,
+    tls: ssl.SSLContext | None,
+    server_name: str | None,
+) -> tuple[socket.socket, StreamSession | None]:
+    """A connected socket that greeted the server (TLS, if ``address`` is ``tls+plain://``:
+    its certificate verified for ``server_name``), and its session if ``key`` signed it."""
+    family, where = _parse_plain(address)
+    if is_tls(address) and tls is None:
+        raise ConnectError(
+            f"{address} speaks TLS: give the client tls_ca= (the certificate authority "
+            "that signed the server's certificate) to use it"
+        )
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(where)
+        if family != socket.AF_UNIX:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        else:
+            _widen(sock)
+        if tls is not None and is_tls(address):  # verified: the chain, and the name
+            sock = tls.wrap_socket(sock, server_hostname=server_name or where[0])
+        deadline = time.monotonic() + timeout
+        _greet(sock, deadline)
+        session = None if key is None else _handshake(sock, reader, key, deadline)
+    except OSError as exc:
+        sock.close()
+        raise ConnectError(f"cannot connect to {address}: {exc}") from exc
+    except ConnectError:
+        sock.close()
+        raise
+    return sock, session
+
+
 class PlainSocket:
     """A client's connection over a plain socket, used by one thread at a time.
 
     ``send`` writes a whole message; ``recv`` reads the next one within a timeout. The
     attributes match :class:`~undertow.transport.OwnedSocket`'s where the sync client
-    uses them (``lock``, ``closed``, ``lost()``).
+    uses them (``lock``, ``closed``, ``lost()``). A ``tls+plain://`` address needs ``tls``,
+    which verifies the server's certificate for ``server_name`` (default: the address's
+    host); ConnectError when it does not verify (:func:`cert_refused` tells).
     """
 
     def __init__(
@@ -194,29 +240,17 @@ class PlainSocket:
         timeout: float = 5.0,
         limit: int | None = None,
         key: SigningKey | None = None,
+        tls: ssl.SSLContext | None = None,
+        server_name: str | None = None,
     ) -> None:
-        family, where = _parse_plain(address)
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        family, _ = _parse_plain(address)
         reader = _Reader(limit, fds=family == socket.AF_UNIX)
-        session = None
-        try:
-            sock.settimeout(timeout)
-            sock.connect(where)
-            if family != socket.AF_UNIX:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            else:
-                _widen(sock)
-            deadline = time.monotonic() + timeout
-            _greet(sock, deadline)
-            if key is not None:
-                session = _handshake(sock, reader, key, deadline)
-        except OSError as exc:
-            sock.close()
-            raise ConnectError(f"cannot connect to {address}: {exc}") from exc
-        except ConnectError:
-            sock.close()
-            raise
-        sock.settimeout(None)  # blocking: one system call a send or a read; waits are polls
+        sock, session = _open(address, timeout, reader, key, tls, server_name)
+        #: the TLS connection (None: the socket itself carries the bytes)
+        self._tls = TlsStream(sock) if isinstance(sock, ssl.SSLSocket) else None
+        # blocking: one system call a send or a read, waits are polls; TLS: non-blocking, so
+        # that a record that stops halfway never holds the thread past its deadline
+        sock.settimeout(None if self._tls is None else 0.0)
         self.address = address
         self.sock = sock
         self.lock = threading.Lock()
@@ -242,8 +276,12 @@ class PlainSocket:
             return False
         if time.monotonic() - self._used < IDLE_LOOK or not self._poll.poll(0):
             return True  # nothing waiting: the normal case between calls
-        try:
-            peeked = self.sock.recv(1, socket.MSG_PEEK)  # ready: returns at once
+        if self._tls is not None and self._tls.pending():
+            return True
+        try:  # the bytes on the wire, TLS or not; ready, so this returns at once
+            peeked = socket.socket.recv(self.sock, 1, socket.MSG_PEEK)
+        except BlockingIOError:
+            return True
         except OSError:
             peeked = b""
         if not peeked:
@@ -255,7 +293,9 @@ class PlainSocket:
         """Send one message (a large one waits :data:`SEND_WAIT` at most for the kernel)."""
         sock = self.sock
         try:
-            if len(frames) == 1:  # small (a header): the kernel's buffer takes it at once
+            if self._tls is not None:
+                self._tls.send_message(frames, self.session, SEND_WAIT)
+            elif len(frames) == 1:  # small (a header): the kernel's buffer takes it at once
                 write_message(sock, frames, self.session, False)
             else:
                 sock.settimeout(SEND_WAIT)
@@ -276,14 +316,23 @@ class PlainSocket:
             return found
         deadline = time.monotonic() + timeout_ms / 1000
         chunk = memoryview(self._chunk)
+        tls = self._tls
         while True:
-            if not self._spinner.look(self._look):
+            # bytes TLS decrypted already are no news to poll: take them first
+            if not (tls is not None and tls.pending()) and not self._spinner.look(self._look):
                 left = int((deadline - time.monotonic()) * 1000)
                 if not self._poll.poll(max(0, left)):
                     return None
             room = reader.room()
+            target = chunk if room is None else room
             try:
-                n = read_into(self.sock, chunk if room is None else room, 0, reader)
+                n = (
+                    read_into(self.sock, target, 0, reader)
+                    if tls is None
+                    else tls.recv_into(target)
+                )
+            except BlockingIOError:
+                continue  # part of a TLS record: wait for the rest
             except OSError:
                 n = 0
             except UndertowError:  # descriptors cut off, or too many
@@ -312,6 +361,6 @@ class PlainSocket:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            with contextlib.suppress(OSError):
-                self.sock.close()
+            with contextlib.suppress(OSError):  # TLS: never under a send in another thread
+                (self.sock if self._tls is None else self._tls).close()
             self._reader.close()

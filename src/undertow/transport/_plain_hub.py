@@ -7,6 +7,11 @@ whole and in order. Answers go out from any thread, under a lock per connection.
 A connection whose first message is a handshake (a client holding a token) is signed from
 then on: the hub checks the tag of each message it reads, tags each it sends, and gives each
 message with the identity its connection proved.
+
+A TCP listener given TLS (``_plain_tls.py``) wraps each connection it accepts and lets the
+selector drive its handshake: no thread waits on a client that stalls, and a handshake not
+done within its timeout closes the connection. The greeting and everything after it then
+travel inside TLS.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ from typing import Any
 
 from undertow.errors import ConnectError, UndertowError
 from undertow.security import HELLO, StreamSession, server_hello
-from undertow.transport._plain import _parse_plain, _widen
+from undertow.transport._plain import SEND_WAIT, _parse_plain, _widen
+from undertow.transport._plain_tls import ServerTls, TlsStream, is_tls
 from undertow.transport._plain_wire import (
     _CHUNK,
     GREETING,
@@ -52,10 +58,12 @@ _PAUSE = 0.1
 KeyFinder = Callable[[str], "tuple[str, bytes] | None"]
 
 
-def _listen(address: str) -> tuple[socket.socket, str, str | None]:
-    """A listening socket for ``address``, the address it is reached at (the real port),
-    and its file (a Unix socket's) to remove on close."""
+def _listen(address: str, tls: bool = False) -> tuple[socket.socket, str, str | None]:
+    """A listening socket for ``address``, the address it is reached at (the real port;
+    ``tls+plain://`` if ``tls``), and its file (a Unix socket's) to remove on close."""
     family, where = _parse_plain(address)
+    if is_tls(address) and not tls:
+        raise ConnectError(f"cannot listen on {address!r} without tls_cert (and tls_key)")
     listener = socket.socket(family, socket.SOCK_STREAM)
     try:
         if family == socket.AF_UNIX:
@@ -72,7 +80,8 @@ def _listen(address: str) -> tuple[socket.socket, str, str | None]:
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             listener.bind(where)
             host, port = listener.getsockname()[:2]
-            shown = f"tcp+plain://[{host}]:{port}" if ":" in host else f"tcp+plain://{host}:{port}"
+            scheme = "tls+plain" if tls else "tcp+plain"
+            shown = f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
         listener.listen(128)
     except OSError as exc:
         listener.close()
@@ -94,9 +103,11 @@ class _Conn:
         "reader",
         "recheck_at",
         "session",
+        "shake_until",
         "shared",
         "sock",
         "started",
+        "tls",
     )
 
     def __init__(self, sock: socket.socket, peer: bytes, limit: int | None, shared: bool) -> None:
@@ -112,6 +123,19 @@ class _Conn:
         self.session: StreamSession | None = None
         self.key: tuple[str, tuple[str, bytes]] | None = None  # key id, (identity, secret)
         self.recheck_at = 0.0
+        #: a TLS connection's stream (None: the socket carries the bytes in clear)
+        self.tls: TlsStream | None = None
+        #: when a TLS handshake under way is given up (0: none under way)
+        self.shake_until = 0.0
+
+
+def _pull(conn: _Conn, buffer: Any) -> int:
+    """Bytes that have arrived on ``conn`` into ``buffer`` (0: it closed); BlockingIOError
+    when there are none yet."""
+    tls = conn.tls
+    if tls is None:
+        return read_into(conn.sock, buffer, socket.MSG_DONTWAIT, conn.reader)
+    return tls.recv_into(buffer)
 
 
 class PlainHub:
@@ -127,6 +151,8 @@ class PlainHub:
             handshake is refused and clients sign each message, or nothing).
         local: a ``unix://`` address also listened on, for clients on this host (large
             frames in shared memory); if it cannot be had the hub does without it.
+        tls: speak TLS on a TCP ``address`` (named ``tls+plain://`` then), each handshake
+            driven by the selector and given up after its ``handshake_timeout``.
     """
 
     def __init__(
@@ -136,9 +162,15 @@ class PlainHub:
         max_message_size: int | None = None,
         keys: KeyFinder | None = None,
         local: str | None = None,
+        tls: ServerTls | None = None,
     ) -> None:
-        listener, self.address, path = _listen(address)
+        listener, self.address, path = _listen(address, tls=tls is not None)
         self._listeners = [listener]
+        self._tls = tls
+        #: the listener whose connections speak TLS (None: none does)
+        self._tls_listener = listener if is_tls(self.address) else None
+        #: connections whose TLS handshake is under way, oldest (first to expire) first
+        self._shaking: dict[bytes, _Conn] = {}
         self._paths = [] if path is None else [path]
         #: a Unix socket also listened on, for clients on this host (None: none)
         self.local_address: str | None = None
@@ -189,6 +221,8 @@ class PlainHub:
                     self._selector.register(each, selectors.EVENT_READ, None)
             else:
                 wait = _PAUSE if wait is None else min(wait, _PAUSE)
+        if self._shaking:  # handshakes that take too long are given up
+            wait = self._expire(wait)
         # after a message, look for the next without sleeping first (_spin.py)
         events = self._spinner.look(self._look)
         if not events:
@@ -200,8 +234,10 @@ class PlainHub:
             elif data == "wake":
                 with contextlib.suppress(BlockingIOError, OSError):
                     os.read(self._wake_r, 4096)
-            else:
+            elif data.tls is None:
                 self._read(data)
+            else:
+                self._tls_ready(data)
         return self._ready.popleft() if self._ready else None
 
     def _accept(self, listener: socket.socket) -> None:
@@ -222,6 +258,9 @@ class PlainHub:
                         self._selector.unregister(each)
                     self._accept_paused = time.monotonic() + _PAUSE
                 return
+            if listener is self._tls_listener:
+                self._start_tls(sock)
+                continue
             sock.setblocking(True)
             if sock.family != socket.AF_UNIX:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -237,12 +276,73 @@ class PlainHub:
             self._conns[peer] = conn
             self._selector.register(sock, selectors.EVENT_READ, conn)
 
+    def _start_tls(self, sock: socket.socket) -> None:
+        """Begin a new connection's TLS handshake, which the selector drives (:meth:`_shake`)
+        and :meth:`_expire` gives up after the handshake timeout."""
+        assert self._tls is not None
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setblocking(False)
+            wrapped = self._tls.context.wrap_socket(
+                sock, server_side=True, do_handshake_on_connect=False
+            )
+        except OSError:  # gone already
+            sock.close()
+            return
+        conn = _Conn(wrapped, b"\x02" + os.urandom(15), self._limit, False)
+        conn.tls = TlsStream(wrapped)
+        conn.shake_until = time.monotonic() + self._tls.handshake_timeout
+        self._conns[conn.peer] = self._shaking[conn.peer] = conn
+        self._selector.register(wrapped, selectors.EVENT_READ, conn)
+
+    def _shake(self, conn: _Conn) -> None:
+        """Take a TLS handshake a step further; once it is done, greet the client inside it."""
+        tls = conn.tls
+        assert tls is not None
+        try:
+            wanted = tls.handshake()
+            if not wanted:
+                tls.send([GREETING], SEND_WAIT)  # a few bytes on a new connection: at once
+        except (OSError, ValueError) as exc:  # not TLS, not trusting us, or gone
+            log.debug("plain socket: a TLS handshake failed: %s", exc)
+            self._drop(conn)
+            return
+        if not wanted:
+            del self._shaking[conn.peer]
+            conn.shake_until = 0.0
+        self._selector.modify(conn.sock, wanted or selectors.EVENT_READ, conn)
+
+    def _expire(self, wait: float | None) -> float | None:
+        """Close the connections whose TLS handshake is overdue; ``wait`` cut to the time
+        left to the next one's deadline (the first: they all have the same timeout)."""
+        now = time.monotonic()
+        while self._shaking:
+            conn = next(iter(self._shaking.values()))
+            left = conn.shake_until - now
+            if left > 0:
+                return left if wait is None else min(wait, left)
+            log.debug("plain socket: a TLS handshake did not finish in time: closed")
+            self._drop(conn)
+        return wait
+
+    def _tls_ready(self, conn: _Conn) -> None:
+        """A TLS connection has bytes (or room) for its handshake, or bytes to read."""
+        if conn.shake_until:
+            self._shake(conn)
+            return
+        tls = conn.tls
+        assert tls is not None
+        self._read(conn)
+        # what OpenSSL has decrypted already, the selector cannot see: read it now
+        while conn.peer in self._conns and tls.pending():
+            self._read(conn)
+
     def _read(self, conn: _Conn) -> None:
         room = conn.reader.room()
         try:
             # the rest of a large body goes straight into its buffer
             target = self._chunk if room is None else room
-            n = read_into(conn.sock, target, socket.MSG_DONTWAIT, conn.reader)
+            n = _pull(conn, target)
         except (BlockingIOError, InterruptedError):
             return
         except (OSError, UndertowError):  # gone; or descriptors cut off, or too many
@@ -269,10 +369,10 @@ class PlainHub:
     def _drain_body(self, conn: _Conn) -> None:
         """Read as much more of a large body as has arrived, without waiting (one select a
         chunk would cost a pass through the receive loop every few hundred kilobytes)."""
-        reader, sock = conn.reader, conn.sock
+        reader = conn.reader
         while (room := reader.room()) is not None and len(room):
             try:
-                n = read_into(sock, room, socket.MSG_DONTWAIT, reader)
+                n = _pull(conn, room)
             except (BlockingIOError, InterruptedError, OSError, UndertowError):
                 return  # nothing more now, or gone: the next select tells
             if n == 0:
@@ -342,11 +442,12 @@ class PlainHub:
         conn.session.identity = None
 
     def _drop(self, conn: _Conn) -> None:
+        self._shaking.pop(conn.peer, None)
         if self._conns.pop(conn.peer, None) is not None:
             with contextlib.suppress(KeyError, ValueError):
                 self._selector.unregister(conn.sock)
-            with contextlib.suppress(OSError):
-                conn.sock.close()
+            with contextlib.suppress(OSError):  # TLS: never under a send in another thread
+                (conn.sock if conn.tls is None else conn.tls).close()
             conn.reader.close()
 
     def send(self, peer: bytes, frames: Sequence[Any], *, hold: bool = False) -> None:
@@ -355,6 +456,12 @@ class PlainHub:
         if conn is None:
             return
         with conn.lock:  # tags and descriptors go in the order the messages do
+            if conn.tls is not None:
+                try:
+                    conn.tls.send_message(frames, conn.session, SEND_WAIT)
+                except OSError:  # gone, or took nothing for SEND_WAIT: shut for its reader
+                    conn.tls.abort()
+                return
             try:
                 write_message(conn.sock, frames, conn.session, conn.shared)
             except OSError as exc:

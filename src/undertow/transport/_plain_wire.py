@@ -149,6 +149,19 @@ def write_message(
             os.close(fd)
 
 
+def tagged_message(frames: Sequence[Any], session: StreamSession | None) -> list[Any]:
+    """The buffers of one message as :func:`write_message` sends it without shared memory,
+    its tag included (a small message and its tag in one buffer): for a TLS stream, which
+    cannot send several buffers in one call."""
+    buffers = pack_message(frames)
+    if session is None:
+        return buffers
+    tag = session.tag(buffers)
+    if len(buffers) == 1:
+        return [b"".join([buffers[0], tag])]
+    return [*buffers, tag]
+
+
 def read_into(sock: socket.socket, buffer: Any, flags: int, reader: _Reader) -> int:
     """``sock.recv_into(buffer, 0, flags)``, keeping passed descriptors for ``reader``."""
     if reader.fds is None:
