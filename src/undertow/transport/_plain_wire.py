@@ -33,6 +33,8 @@ __all__ = ["GREETING", "MAX_FRAMES", "PlainFrame", "pack_message"]
 #: what each side sends first: a peer that is not an undertow plain socket is told apart
 GREETING = b"\x00UTWplain"[:8]
 _COUNT = struct.Struct(">I")
+#: the head of a one-frame message (the common one: a header frame with its body inside)
+_ONE = struct.Struct(">IQ")
 _CHUNK = 256 * 1024
 #: the most frames a message may have (as over ZeroMQ)
 MAX_FRAMES = 65536
@@ -59,6 +61,10 @@ class PlainFrame:
 
 def pack_message(frames: Sequence[Any]) -> list[Any]:
     """The buffers that carry ``frames`` on the wire (one when the message is small)."""
+    if len(frames) == 1:  # the common message, put together without a list of sizes
+        frame = frames[0]
+        if type(frame) is bytes and len(frame) < _JOIN_BELOW:
+            return [_ONE.pack(1, len(frame)) + frame]
     sizes = [memoryview(f).nbytes if not isinstance(f, bytes) else len(f) for f in frames]
     head = _COUNT.pack(len(frames)) + struct.pack(f">{len(frames)}Q", *sizes)
     if sum(sizes) < _JOIN_BELOW:
@@ -238,6 +244,10 @@ class _Reader:
         if have < 4:
             return None
         (count,) = _COUNT.unpack_from(buf, start)
+        if count == 1 and self._tag == 0 and have >= 12:
+            one = self._one(buf, start)
+            if one is not None:
+                return one if one else None
         if not 0 < count <= MAX_FRAMES:
             raise UndertowError(f"a message of {count} frames (1 to {MAX_FRAMES} allowed)")
         head = 4 + 8 * count
@@ -264,6 +274,20 @@ class _Reader:
             body = memoryview(whole[start + head : start + head + total].tobytes())
         self._consume(start + end)
         return _frames(body, sizes, self.fds)
+
+    def _one(self, buf: bytearray, start: int) -> list[PlainFrame] | None:
+        """A small one-frame message of an unsigned connection, cut out with one look at its
+        head: the message, ``[]`` while it is not whole, None for any other (the general
+        path then reads it, its limits and errors included)."""
+        size = _ONE.unpack_from(buf, start)[1]
+        if size >= _CHUNK or (self._limit is not None and size > self._limit):
+            return None  # large, in shared memory (FD_BIT) or over the limit
+        end = start + 12 + size
+        if len(buf) < end:
+            return []
+        body = buf[start + 12 : end]  # a copy: the buffer keeps changing size
+        self._consume(end)
+        return [PlainFrame(memoryview(body))]
 
     def _large(self) -> list[PlainFrame] | None:
         """The large message whose body is being filled, once it is whole."""
