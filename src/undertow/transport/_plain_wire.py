@@ -144,8 +144,8 @@ def write_message(
         elif len(buffers) == 1:  # small: the message (and its tag) in one system call
             if session is None:
                 sock.sendall(buffers[0])
-            else:
-                _send_parts(sock, [buffers[0], session.tag(buffers)])
+            else:  # joined: one send() costs less than a sendmsg() of two parts
+                sock.sendall(buffers[0] + session.tag(buffers))
         else:
             if session is not None:
                 buffers.append(session.tag(buffers))
@@ -244,7 +244,7 @@ class _Reader:
         if have < 4:
             return None
         (count,) = _COUNT.unpack_from(buf, start)
-        if count == 1 and self._tag == 0 and have >= 12:
+        if count == 1 and have >= 12:
             one = self._one(buf, start)
             if one is not None:
                 return one if one else None
@@ -276,17 +276,21 @@ class _Reader:
         return _frames(body, sizes, self.fds)
 
     def _one(self, buf: bytearray, start: int) -> list[PlainFrame] | None:
-        """A small one-frame message of an unsigned connection, cut out with one look at its
-        head: the message, ``[]`` while it is not whole, None for any other (the general
-        path then reads it, its limits and errors included)."""
+        """A small one-frame message, cut out with one look at its head (and its tag checked,
+        on a signed connection): the message, ``[]`` while it is not whole, None for any
+        other (the general path then reads it, its limits and errors included)."""
         size = _ONE.unpack_from(buf, start)[1]
         if size >= _CHUNK or (self._limit is not None and size > self._limit):
             return None  # large, in shared memory (FD_BIT) or over the limit
         end = start + 12 + size
-        if len(buf) < end:
+        tagged = end + self._tag
+        if len(buf) < tagged:
             return []
+        if self._session is not None:
+            with memoryview(buf) as whole:
+                self._session.check((whole[start:end],), whole[end:tagged])
         body = buf[start + 12 : end]  # a copy: the buffer keeps changing size
-        self._consume(end)
+        self._consume(tagged)
         return [PlainFrame(memoryview(body))]
 
     def _large(self) -> list[PlainFrame] | None:
