@@ -462,3 +462,41 @@ def test_a_batch_of_calls_holds_at_most_sixteen(monkeypatch) -> None:
         assert server.received == [1, 1, 16, 16, 7]
     finally:
         server.close()
+
+
+def test_a_thread_waiting_on_a_future_spins_before_it_sleeps(monkeypatch) -> None:
+    from undertow.transport import _spin
+
+    monkeypatch.setattr(_spin._spin, "budget", 0.02)  # 20 ms: far shorter than the nap
+    server = undertow.Server(name="spinning")
+
+    @server.register
+    def echo(x: int) -> int:
+        return x
+
+    @server.register
+    def nap(seconds: float) -> float:
+        threading.Event().wait(seconds)  # a slow function, not a wait for readiness
+        return seconds
+
+    # no plain socket: its receiving thread, in this process, would spin after messages too,
+    # and one thread of a process spins at a time
+    address = server.start("tcp://127.0.0.1:0", plain=None)
+    try:
+        _spinning_future_waits(address)
+    finally:
+        server.stop()
+
+
+def _spinning_future_waits(address: str) -> None:
+    with undertow.connect(address, timeout=WAIT, output=False) as c:
+        sock = c._conn.link._sock
+        assert c.echo.submit(1).result(WAIT) == 1
+        assert sock._spinner.misses == 0  # a quick answer: found while spinning
+        assert c.nap.submit(0.2).result(WAIT) == 0.2
+        assert sock._spinner.misses >= 1  # spun 20 ms, found nothing, slept
+        for i in range(200):  # quick answers again: one wait in eight spins, then all do
+            assert c.echo.submit(i).result(WAIT) == i
+            if sock._spinner.misses == 0:
+                break
+        assert sock._spinner.misses == 0

@@ -346,6 +346,8 @@ class SyncConnection(Pump):
         Calls submitted by other threads meanwhile go out first."""
         if self.held:
             self.flush()
+        if self._sock.spin_for_input():
+            return True
         likely = False
         for fd, _ in self._poller.poll(timeout_ms):
             if fd == self._wake_r:

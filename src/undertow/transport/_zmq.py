@@ -33,6 +33,7 @@ from zmq.backend import Socket as _CSocket
 
 from undertow._util import tune_malloc
 from undertow.errors import ConnectError, NotConnected
+from undertow.transport._spin import Spinner
 
 __all__ = ["LockedSocket", "OwnedSocket", "connect_dealer", "context", "parse_address"]
 
@@ -142,6 +143,7 @@ class LockedSocket:
         #: the messages held for a batch, in order (the same list for the socket's life:
         #: callers may test it without a call)
         self.held: list[bytes] = []
+        self._spinner = Spinner()
 
     @property
     def holding(self) -> bool:
@@ -268,6 +270,16 @@ class LockedSocket:
         if pending and self.on_input is not None:
             self.on_input()
         return not events & (_POLLOUT | _POLLIN)
+
+    def spin_for_input(self) -> bool:
+        """Look for input without sleeping for up to the spin budget (``_spin.py``); True
+        if some came. For the one thread about to sleep on the descriptor: a halted CPU
+        wakes slowly, and an answer often comes within the budget."""
+        return bool(self._spinner.look(self._peek_input))
+
+    def _peek_input(self) -> bool:
+        with self.lock:
+            return not self.closed and bool(self._getopt(_EVENTS) & _POLLIN)
 
     def has_input(self) -> bool:
         """True if a message is waiting to be received.
