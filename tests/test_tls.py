@@ -25,7 +25,9 @@ from undertow.transport._plain_wire import GREETING, _Reader, pack_message
 from undertow.wire import Kind, decode_header, pack
 
 from ._relay import CountingRelay
+from ._threads import run_in_threads
 from ._tls import TlsFiles, make_tls
+from .test_plain import make_server as plain_server
 
 TOKEN = "ada.tls-secret-of-enough-length-0000"
 WAIT = 10.0
@@ -41,27 +43,10 @@ def tls(tmp_path: Path) -> TlsFiles:
 
 
 def make_server(tls: TlsFiles | None, **options: Any) -> undertow.Server:
+    """The plain-socket tests' server (echo, shout, fail, nap, count), with ``make`` too."""
     if tls is not None:
         options.update(tls_cert=tls.cert, tls_key=tls.key)
-    server = undertow.Server(name="tls", **options)
-
-    @server.register
-    def echo(x: Any) -> Any:
-        return x
-
-    @server.register
-    def shout(text: str) -> str:
-        print(f"shouting {text}")
-        return text.upper()
-
-    @server.register
-    def fail(message: str) -> None:
-        raise ValueError(message)
-
-    @server.register
-    def nap(seconds: float) -> float:
-        time.sleep(seconds)
-        return seconds
+    server = plain_server(**options)
 
     @server.register
     def make(n: int) -> bytes:
@@ -145,11 +130,7 @@ def test_threads_and_deadlines_over_tls(served, tls):
             results.extend(client.echo(k * 1000 + i) for i in range(100))
             assert tls_socket(client) is not None
 
-        threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(WAIT)
+        run_in_threads(work, range(4), WAIT)  # its assertions fail the test too
         assert sorted(results) == sorted(k * 1000 + i for k in range(4) for i in range(100))
         # a deadline: the client writes a cancel while the server may be answering
         with pytest.raises(TimeoutError, match="nap"):
