@@ -570,3 +570,22 @@ def test_a_server_out_of_descriptors_waits_instead_of_spinning(tmp_path):
         proc.stdin.close()
         proc.wait(WAIT)
         proc.stdout.close()
+
+
+def test_plain_none_serves_no_plain_socket(monkeypatch):
+    server = make_server()
+    address = server.start("tcp://127.0.0.1:0", plain="none")
+    try:
+        assert server.plain_address == ""
+        with undertow.connect(address, timeout=WAIT) as client:
+            assert client.echo(1) == 1
+            assert not uses_plain(client)
+    finally:
+        server.stop()
+    monkeypatch.setenv("UNDERTOW_PLAIN", "none")  # the setting says the same
+    server = make_server()
+    server.start("tcp://127.0.0.1:0")
+    try:
+        assert server.plain_address == ""
+    finally:
+        server.stop()

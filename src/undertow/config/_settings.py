@@ -45,9 +45,9 @@ def _message_size(value: int) -> str | None:
 
 
 def _plain(value: str) -> str | None:
-    if value == "auto" or value.startswith(("tcp+plain://", "unix:///")):
+    if value in ("auto", "none") or value.startswith(("tcp+plain://", "unix:///")):
         return None
-    return "auto, tcp+plain://host:port, unix:///absolute/path (or unset: none)"
+    return "auto, none, tcp+plain://host:port, unix:///absolute/path"
 
 
 def _backend(value: str) -> str | None:
@@ -98,7 +98,7 @@ class ServerSettings(Settings, section="server"):
         "auto",
         doc="a plain socket for sync clients' blocking calls: auto (TCP, the ZeroMQ "
         "address's interface, a free port; with CURVE, none unless tls_cert is set), "
-        "tcp+plain://host:port, unix:///path (unset: none)",
+        "tcp+plain://host:port, unix:///path, or none",
         check=_plain,
     )
     tls_cert: str | None = setting(

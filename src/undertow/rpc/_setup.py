@@ -111,8 +111,10 @@ def tls_of(settings: ServerSettings) -> ServerTls | None:
 
 
 def plain_to_serve(plain: str | None, *, curve: bool, tls: bool) -> str | None:
-    """The plain socket a server serves: none beside CURVE (its calls would travel in
-    clear), unless its TCP socket speaks TLS."""
+    """The plain socket a server serves (``"none"``: none); none beside CURVE (its calls
+    would travel in clear), unless its TCP socket speaks TLS."""
+    if plain is not None and plain.strip().lower() == "none":
+        return None
     if plain is None or not curve or (tls and not plain.startswith("unix://")):
         return plain
     if plain != "auto":
