@@ -21,7 +21,7 @@ role only to deliver.
 A call submitted while earlier futures are still outstanding is held, not sent (as Nagle's
 algorithm holds bytes while earlier ones are unacknowledged): the held calls go out together,
 as one BATCH message, when any thread starts waiting on this socket, before any other message,
-when a blocking call starts, when 64 are held, or when the pump next wakes (at the latest
+when a blocking call starts, when 16 are held, or when the pump next wakes (at the latest
 :data:`_HOLD_MAX` after the first was held). A lone call is never held.
 """
 
