@@ -418,7 +418,7 @@ def test_a_blocking_call_sends_the_held_calls_first(serve, monkeypatch) -> None:
 
     @server.register
     async def slow() -> None:
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.5)  # the function's work: outstanding while the test calls
 
     with undertow.connect(serve(server), timeout=WAIT, output=False) as c:
         first = c.slow.submit()  # outstanding: what follows is held
