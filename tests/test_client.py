@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import gc
 import inspect
@@ -217,6 +218,37 @@ def test_futures_work_with_the_concurrent_futures_helpers(served):
     assert future.result(WAIT) == 3
     future.add_done_callback(lambda f: calls.append(f.exception()))
     assert calls == [3, None]
+
+
+def test_callbacks_run_once_each_and_keep_the_short_path(served):
+    server, client = served
+    counts: collections.Counter[int] = collections.Counter()
+    done = threading.Semaphore(0)
+
+    def note(f: concurrent.futures.Future[Any]) -> None:
+        counts[f.result()] += 1
+        done.release()
+
+    futures = [client.add.submit(i, 0) for i in range(300)]
+    for f in futures:  # some are done already, most not
+        f.add_done_callback(note)
+    for _ in futures:
+        assert done.acquire(timeout=WAIT)
+    assert counts == collections.Counter(range(300))  # each once
+    # no future made a condition for its callback (only waiting does)
+    assert not any("_condition" in f.__dict__ for f in futures)
+    # a callback added once the future is done runs at once; its error is logged, not raised
+    late: list[int] = []
+    futures[0].add_done_callback(lambda f: late.append(f.result()))
+    futures[0].add_done_callback(lambda f: 1 / 0)
+    assert late == [0]
+    # a cancelled future runs its callback too, once
+    blocked = client.wait_gate.submit()
+    cancelled: list[bool] = []
+    blocked.add_done_callback(lambda f: cancelled.append(f.cancelled()))
+    assert blocked.cancel()
+    assert cancelled == [True]
+    server.gate.set()
 
 
 def test_failed_future_carries_the_remote_exception(served):

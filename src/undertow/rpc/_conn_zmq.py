@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator
@@ -24,6 +25,8 @@ from undertow.security import client_key
 from undertow.transport import PlainSocket, is_tls, load_public, shm_sending
 
 __all__ = ["DESCRIBE", "CallFuture", "ZmqConnection", "zmq_protocol"]
+
+log = logging.getLogger(__name__)
 
 #: the function every server answers with its description
 DESCRIBE = "_describe"
@@ -258,6 +261,25 @@ class CallFuture(concurrent.futures.Future[Any]):
         if self._done_callbacks:
             self._invoke_callbacks()
         return True
+
+    def add_done_callback(self, fn: Callable[[concurrent.futures.Future[Any]], object]) -> None:
+        """Call ``fn(future)`` once the future is done (at once if it is). Without making the
+        future's condition, as long as no thread used it: settling then stays on the short
+        path (a future driven by callbacks costs no lock of its own)."""
+        with _CONDITIONS:
+            # No condition yet: whoever settles or cancels makes one under this lock first,
+            # or settles here, so this callback is either seen by them or finds it done.
+            quick = "_condition" not in self.__dict__
+            if quick and self._state not in _DONE:
+                self._done_callbacks.append(fn)
+                return
+        if not quick:
+            super().add_done_callback(fn)
+            return
+        try:  # done already, settled on the short path: call it now, as Future does
+            fn(self)
+        except Exception:
+            log.exception("exception calling callback for %r", self)
 
     def set_result(self, result: Any) -> None:
         if not self._settle_unwatched(result, None):
