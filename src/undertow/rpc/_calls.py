@@ -6,6 +6,7 @@ they wait; everything a message means is decided here, once.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import operator
@@ -122,11 +123,6 @@ class Call:
 
 def _nothing() -> None:
     pass
-
-
-def _slow(frame: Any) -> Any:
-    """Stands for "no fast decoder": the codec itself decodes."""
-    raise NotImplementedError
 
 
 #: the items of every call that has none yet (never appended to: ``feed`` makes a deque)
@@ -253,10 +249,10 @@ class Protocol:
         self.safe_exceptions = tuple(safe_exceptions)
         self._ids = itertools.count(1)
         self._codec_cache: dict[str, Codec] = {}
-        #: msgspec's own encoders and decoders by codec name, for the common call (they skip
-        #: the codec's wrapper; on failure the codec runs, to say why)
+        #: msgspec's own encoders and decoders by codec name (learnt by :meth:`codec`), for
+        #: the common call: they skip the codec's wrapper; on failure the codec runs, to say why
         self._encoders: dict[str, Callable[[Any], bytes]] = {}
-        self._decoders: dict[str, Any] = {}
+        self._decoders: dict[str, Callable[[Any], Any]] = {}
         #: makes a :class:`~undertow.Pointer` of a pointer's JSON form in an answer
         self.pointer: Callable[[dict[str, Any]], Any] | None = None
 
@@ -265,6 +261,14 @@ class Protocol:
         codec = self._codec_cache.get(name)
         if codec is None:
             codec = self._codec_cache[name] = resolve_codec(name, self.codecs)
+            encode, decode = (
+                getattr(codec, "encode_body", None),
+                getattr(codec, "decode_body", None),
+            )
+            if encode is not None:  # msgspec's own functions, for the common call
+                self._encoders[name] = encode
+            if decode is not None:
+                self._decoders[name] = decode
         return codec
 
     def next_id(self) -> int:
@@ -336,9 +340,6 @@ class Protocol:
                     f"client does not know; pass codecs={{{info.input!r}: <object with "
                     "dumps/loads>}} to connect()"
                 ) from exc
-        fast = getattr(codec, "encode_body", None)
-        if fast is not None:
-            self._encoders[info.input] = fast
         try:
             return codec.encode((args, kwargs))
         except UndertowError:
@@ -398,16 +399,12 @@ class Protocol:
                 "decoded, as decoding it could run code: pickle is accepted only from a "
                 "server that signs its replies with your token"
             )
-        fast = self._decoders.get(codec.name)
-        if fast is None:
-            fast = self._decoders[codec.name] = getattr(codec, "decode_body", None) or _slow
-        value: Any = _slow
-        if fast is not _slow and len(frames) == 1:
-            try:
-                value = fast(frames[0])
-            except Exception:  # the codec says why
-                value = _slow
-        if value is _slow:
+        fast = self._decoders.get(header.codec)  # msgspec's own decoder (msgpack, json)
+        decoded = False
+        if fast is not None and len(frames) == 1:
+            with contextlib.suppress(Exception):  # the codec below says why
+                value, decoded = fast(frames[0]), True
+        if not decoded:
             value = codec.decode(frames)
         if type(value) is dict and value.get("type") == POINTER_TYPE and self.pointer:
             return self.pointer(value)

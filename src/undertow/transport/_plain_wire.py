@@ -105,14 +105,6 @@ def _send_all(sock: socket.socket, buffers: list[Any]) -> None:
         sock.sendall(buffer)
 
 
-def _send_parts(sock: socket.socket, parts: list[Any]) -> None:
-    """Send small ``parts`` with one system call where the kernel takes them whole."""
-    sent = sock.sendmsg(parts)
-    total = sum(map(len, parts))
-    if sent < total:  # interrupted partway (a signal): send the rest
-        sock.sendall(b"".join(parts)[sent:])
-
-
 def big_buffer(size: int) -> memoryview:
     """A writable buffer for a large body: private anonymous memory the kernel may back with
     huge pages (``MADV_HUGEPAGE``), which a socket fills five times faster than a
@@ -130,41 +122,29 @@ def write_message(
 ) -> None:
     """Write one message on ``sock`` (the caller keeps the connection's messages in order):
     tagged if ``session``; its large frames through shared memory if ``shared``."""
-    fds: list[int] = []
-    if shared and wants_memory(frames):
-        buffers, fds = pack_shared(frames)
-    else:
-        buffers = pack_message(frames)
+    if not (shared and wants_memory(frames)):
+        _send_all(sock, tagged_message(frames, session))  # small: one system call
+        return
+    buffers, fds = pack_shared(frames)
     try:
-        if fds:
-            tag = None if session is None else session.tag(buffers)
-            send_head(sock, buffers[0], fds)
-            if tag is not None:
-                sock.sendall(tag)
-        elif len(buffers) == 1:  # small: the message (and its tag) in one system call
-            if session is None:
-                sock.sendall(buffers[0])
-            else:  # joined: one send() costs less than a sendmsg() of two parts
-                sock.sendall(buffers[0] + session.tag(buffers))
-        else:
-            if session is not None:
-                buffers.append(session.tag(buffers))
-            _send_all(sock, buffers)
+        tag = None if session is None else session.tag(buffers)
+        send_head(sock, buffers[0], fds)
+        if tag is not None:
+            sock.sendall(tag)
     finally:
         for fd in fds:  # the message in flight holds copies of its own
             os.close(fd)
 
 
 def tagged_message(frames: Sequence[Any], session: StreamSession | None) -> list[Any]:
-    """The buffers of one message as :func:`write_message` sends it without shared memory,
-    its tag included (a small message and its tag in one buffer): for a TLS stream, which
-    cannot send several buffers in one call."""
+    """The buffers of one message as it goes out without shared memory, its tag included: a
+    small message and its tag in one buffer (one send costs less than a sendmsg of two)."""
     buffers = pack_message(frames)
     if session is None:
         return buffers
     tag = session.tag(buffers)
     if len(buffers) == 1:
-        return [b"".join([buffers[0], tag])]
+        return [buffers[0] + tag]
     return [*buffers, tag]
 
 

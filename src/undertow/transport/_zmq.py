@@ -145,11 +145,6 @@ class LockedSocket:
         self.held: list[bytes] = []
         self._spinner = Spinner()
 
-    @property
-    def holding(self) -> bool:
-        """True while messages are held for a batch."""
-        return bool(self.held)
-
     def hold(self, frame: Any) -> bool:
         """Hold a one-frame message to go out with others; False if it cannot be held (too
         large, or this socket does not batch): send it with :meth:`send` then. A full
