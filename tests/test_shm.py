@@ -22,7 +22,7 @@ import pytest
 
 import undertow
 from undertow.transport._plain_wire import GREETING
-from undertow.transport._shm import FD_BIT
+from undertow.transport._shm import FD_BIT, KEPT_BIT
 
 from ._waiting import wait_until
 
@@ -237,9 +237,9 @@ def _unix_raw(path: str) -> socket.socket:
     return sock
 
 
-def _head(size: int) -> bytes:
-    """A message of one frame announced in shared memory."""
-    return struct.pack(">IQ", 1, size | FD_BIT)
+def _head(size: int, marks: int = FD_BIT) -> bytes:
+    """A message of one frame announced in shared memory (a lasting value's, with KEPT_BIT)."""
+    return struct.pack(">IQ", 1, size | marks)
 
 
 def _memfd(size: int, sealed: bool) -> int:
@@ -254,7 +254,17 @@ def _memfd(size: int, sealed: bool) -> int:
 
 
 @pytest.mark.parametrize(
-    "attack", ["no descriptor", "a plain file", "not sealed", "wrong size", "a flood"]
+    "attack",
+    [
+        "no descriptor",
+        "a plain file",
+        "not sealed",
+        "wrong size",
+        "a flood",
+        "lasting, not sealed",
+        "lasting, wrong size",
+        "lasting, in the stream",
+    ],
 )
 def test_bad_descriptors_close_the_connection_and_none_leak(tmp_path, attack):
     server = make_server()
@@ -264,18 +274,22 @@ def test_bad_descriptors_close_the_connection_and_none_leak(tmp_path, attack):
         before = len(os.listdir("/proc/self/fd"))
         sock = _unix_raw(path)
         fds: list[int] = []
+        marks = FD_BIT | KEPT_BIT if attack.startswith("lasting") else FD_BIT
         if attack == "no descriptor":
             sock.sendall(_head(100))
+        elif attack == "lasting, in the stream":  # marked lasting, yet not in memory
+            sock.sendall(_head(100, KEPT_BIT) + b"x" * 100)
         else:
             if attack == "a plain file":
                 fds = [os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT)]
             elif attack == "a flood":
                 fds = [_memfd(10, sealed=True) for _ in range(200)]
             else:
-                fds = [_memfd(100, sealed=attack != "not sealed")]
-            announced = 50 if attack == "wrong size" else 100
+                fds = [_memfd(100, sealed=not attack.endswith("not sealed"))]
+            announced = 50 if attack.endswith("wrong size") else 100
             sock.sendmsg(
-                [_head(announced)], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+                [_head(announced, marks)],
+                [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))],
             )
         for fd in fds:
             os.close(fd)

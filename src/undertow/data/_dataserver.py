@@ -39,6 +39,7 @@ from undertow.errors import (
     UndertowError,
 )
 from undertow.rpc import Incoming, Job
+from undertow.transport import shm_sending
 from undertow.wire import POINTER_TYPE, ErrorInfo, error_info, resolve_codec
 
 if TYPE_CHECKING:
@@ -105,7 +106,9 @@ class DataService:
             with self._lock:
                 if self._store is None:
                     directory = self._directory or home() / "data" / self._server.name
-                    self._store = DataStore(directory, memory_limit=self._memory_limit)
+                    self._store = DataStore(
+                        directory, memory_limit=self._memory_limit, shared_memory=shm_sending()
+                    )
                 store = self._store
         return store
 

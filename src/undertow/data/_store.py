@@ -32,6 +32,7 @@ from typing import Any
 
 from undertow.data._records import is_data_key
 from undertow.errors import ConfigError, DataNotFound
+from undertow.transport import SHM_ABOVE, shared_copy, shared_of
 
 __all__ = ["DEFAULT_MEMORY_LIMIT", "DataStore", "Entry"]
 
@@ -108,6 +109,7 @@ class DataStore:
         *,
         user: str | None = None,
         memory_limit: int = DEFAULT_MEMORY_LIMIT,
+        shared_memory: bool = False,
     ) -> None:
         valid = isinstance(memory_limit, int) and not isinstance(memory_limit, bool)  # type: ignore[redundant-expr]
         if not valid or memory_limit < 0:
@@ -119,6 +121,8 @@ class DataStore:
         self._made: set[str] = set()  # owners whose directory exists
         self._home(self.user)  # fails now, not at the first spill, if it cannot be made
         self.memory_limit = memory_limit
+        #: keep large numpy arrays in shared memory, which same-host peers map, not copy
+        self.shared_memory = shared_memory
         self._lock = threading.RLock()
         self._entries: dict[str, Entry] = {}
         #: objects in memory, least recently used first
@@ -151,6 +155,7 @@ class DataStore:
             owner=_owner_name(owner or self.user),
             tags=_tags(tags),
         )
+        obj = self._placed(obj)
         with self._lock:
             return self._keep(entry, obj)
 
@@ -184,11 +189,27 @@ class DataStore:
             tags=_tags(tags),
             shared=tuple(dict.fromkeys(_owner_name(i) for i in shared)),
         )
+        if key in self._entries:
+            return self._entries[key], False
+        obj = self._placed(obj)
         with self._lock:
             found = self._entries.get(key)
             if found is not None:
                 return found, False
             return self._keep(entry, obj), True
+
+    def _placed(self, obj: Any) -> Any:
+        """``obj``, or a read-only copy of it in shared memory where a same-host peer can map
+        it (a numpy array of :data:`SHM_ABOVE` bytes or more, with ``shared_memory`` on and
+        not in shared memory already): the one copy Ray's object store makes too."""
+        np = _numpy(obj) if self.shared_memory else None
+        if np is None or type(obj) is not np.ndarray or shared_of(obj) is not None:
+            return obj  # not an array, or a subclass (a masked array's mask would be lost)
+        if not SHM_ABOVE <= obj.nbytes <= self.memory_limit:
+            return obj  # small, or spilled at once
+        arr = obj if obj.flags.c_contiguous else np.ascontiguousarray(obj)
+        placed = np.frombuffer(shared_copy(arr.reshape(-1).view(np.uint8)), dtype=arr.dtype)
+        return placed.reshape(arr.shape)
 
     def _keep(self, entry: Entry, obj: Any) -> Entry:
         """Keep ``obj`` under ``entry`` (the lock held): in memory, or on disk if it is

@@ -14,6 +14,7 @@ from undertow.transport._plain import PlainFrame, PlainSocket, local_address
 from undertow.transport._plain_hub import PlainHub
 from undertow.transport._plain_tls import ServerTls, cert_refused, client_tls, is_tls, server_tls
 from undertow.transport._router import ServerSocket, bind_router
+from undertow.transport._shm import SHM_ABOVE, SharedValue, shared_copy, shared_of
 from undertow.transport._shm import sending as shm_sending
 from undertow.transport._zmq import (
     LockedSocket,
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from undertow.transport._http_client import AsyncHttpCaller, HttpCaller, fetch_data
 
 __all__ = [
+    "SHM_ABOVE",
     "AsyncHttpCaller",
     "CallFailed",
     "Gateway",
@@ -40,6 +42,7 @@ __all__ = [
     "PlainSocket",
     "ServerSocket",
     "ServerTls",
+    "SharedValue",
     "bind_router",
     "cert_refused",
     "client_tls",
@@ -57,6 +60,8 @@ __all__ = [
     "parse_address",
     "serve_http",
     "server_tls",
+    "shared_copy",
+    "shared_of",
     "shm_sending",
 ]
 

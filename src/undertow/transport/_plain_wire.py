@@ -20,11 +20,14 @@ from undertow.errors import UndertowError
 from undertow.security import TAG_SIZE, StreamSession
 from undertow.transport._shm import (
     FD_BIT,
+    KEPT_BIT,
     SHM_ABOVE,
     close_all,
     map_frame,
+    map_kept,
     recv_into,
     send_head,
+    shared_of,
     to_memfd,
 )
 
@@ -38,6 +41,8 @@ _ONE = struct.Struct(">IQ")
 _CHUNK = 256 * 1024
 #: the most frames a message may have (as over ZeroMQ)
 MAX_FRAMES = 65536
+#: the marks a frame's length may carry: in shared memory, and a lasting value there
+_MARKS = FD_BIT | KEPT_BIT
 #: messages smaller than this are joined into one buffer and sent with one system call
 _JOIN_BELOW = 64 * 1024
 
@@ -77,27 +82,34 @@ def wants_memory(frames: Sequence[Any]) -> bool:
     return len(frames) > 1 and any(memoryview(f).nbytes >= SHM_ABOVE for f in frames[1:])
 
 
-def pack_shared(frames: Sequence[Any]) -> tuple[list[Any], list[int]]:
-    """Like :func:`pack_message`, with each large frame in a sealed memfd instead: the
-    buffers (the first starts with the head) and the descriptors to pass with it (the
-    caller closes them once sent)."""
-    sizes, inline, fds = [], [], []
+def pack_shared(frames: Sequence[Any]) -> tuple[list[Any], list[int], list[int]]:
+    """Like :func:`pack_message`, with each large frame in shared memory instead: the
+    buffers (the first starts with the head), the descriptors to pass with it, and those of
+    them the caller closes once sent (the copies made here into new memfds; a frame that is
+    a lasting value already goes as its own descriptor, marked :data:`KEPT_BIT`)."""
+    sizes, inline, fds, made = [], [], [], []
     try:
         for i, frame in enumerate(frames):
             size = memoryview(frame).nbytes
             if i and size >= SHM_ABOVE:
+                kept = shared_of(frame)
+                if kept is not None:
+                    fds.append(kept.fd)
+                    sizes.append(size | FD_BIT | KEPT_BIT)
+                    continue
                 fd, size = to_memfd(frame)
                 fds.append(fd)
+                made.append(fd)
                 sizes.append(size | FD_BIT)
             else:
                 sizes.append(size)
                 inline.append(frame)
     except BaseException:
-        for fd in fds:
+        for fd in made:
             os.close(fd)
         raise
     head = _COUNT.pack(len(frames)) + struct.pack(f">{len(frames)}Q", *sizes)
-    return [b"".join([head, *inline])], fds
+    return [b"".join([head, *inline])], fds, made
 
 
 def _send_all(sock: socket.socket, buffers: list[Any]) -> None:
@@ -125,14 +137,14 @@ def write_message(
     if not (shared and wants_memory(frames)):
         _send_all(sock, tagged_message(frames, session))  # small: one system call
         return
-    buffers, fds = pack_shared(frames)
+    buffers, fds, made = pack_shared(frames)
     try:
         tag = None if session is None else session.tag(buffers)
         send_head(sock, buffers[0], fds)
         if tag is not None:
             sock.sendall(tag)
     finally:
-        for fd in fds:  # the message in flight holds copies of its own
+        for fd in made:  # the message in flight holds copies of its own
             os.close(fd)
 
 
@@ -305,13 +317,15 @@ class _Reader:
         shared memory is checked against the limit and the descriptors passed."""
         if self.fds is None:
             raise UndertowError("a frame in shared memory over a connection that cannot pass one")
-        shared = [size & ~FD_BIT for size in sizes if size & FD_BIT]
+        shared = [size & ~_MARKS for size in sizes if size & FD_BIT]
+        if len(shared) < sum(1 for size in sizes if size & KEPT_BIT):
+            raise UndertowError("a frame marked as a lasting value that is not in shared memory")
         if len(shared) > len(self.fds):
             raise UndertowError("a frame announced in shared memory came without its descriptor")
-        if self._limit is not None and sum(sizes) - len(shared) * FD_BIT > self._limit:
+        announced = sum(size & ~_MARKS for size in sizes)
+        if self._limit is not None and announced > self._limit:
             raise UndertowError(
-                f"a message of {sum(sizes) - len(shared) * FD_BIT:,} bytes is over the limit of "
-                f"{self._limit:,}"
+                f"a message of {announced:,} bytes is over the limit of {self._limit:,}"
             )
         return sum(size for size in sizes if not size & FD_BIT)
 
@@ -340,7 +354,8 @@ def _frames(
     for size in sizes:
         if size & FD_BIT:  # checked in next_message: a descriptor waits for it
             assert fds is not None
-            frames.append(PlainFrame(map_frame(fds.popleft(), size & ~FD_BIT)))
+            take = map_kept if size & KEPT_BIT else map_frame
+            frames.append(PlainFrame(take(fds.popleft(), size & ~_MARKS)))
             continue
         frames.append(PlainFrame(body[at : at + size]))
         at += size
