@@ -208,7 +208,7 @@ def _recv_exactly(conn: Any, view: memoryview) -> bool:
 
 
 def serve_undertow(zmq_only: bool = False, tcp_only: bool = False, shm: bool = False) -> None:
-    """Serve echo, total (numpy in), make (numpy out, one array per size), total_signed
+    """Serve echo, total and size (numpy in), make (numpy out, one array per size), total_signed
     (pickle in, for signed callers) and rss; with ``zmq_only``, without the plain socket
     servers have by default (blocking calls then go over ZeroMQ too).
 
@@ -228,6 +228,9 @@ def serve_undertow(zmq_only: bool = False, tcp_only: bool = False, shm: bool = F
     def total(a: Any) -> float:
         return float(a.sum())
 
+    def size(a: Any) -> int:  # the transfer alone, as the raw TCP server answers its length
+        return int(a.nbytes)
+
     made: dict[int, Any] = {}
 
     def make(n: int) -> Any:
@@ -244,12 +247,14 @@ def serve_undertow(zmq_only: bool = False, tcp_only: bool = False, shm: bool = F
     server = undertow.Server(name="bench", token=TOKEN, allow_anonymous=True)
     server.register("echo", echo)
     server.register("total", total)
+    server.register("size", size)
     server.register("total_signed", total)
     server.register("make", make)
     server.register("rss", rss)
     server.config(
         {
             "total": {"input_serialization": "numpy"},
+            "size": {"input_serialization": "numpy"},
             "make": {"output_serialization": "numpy"},
             "total_signed": {"input_serialization": "pickle"},
         }

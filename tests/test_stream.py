@@ -42,9 +42,23 @@ def test_a_repeated_or_reordered_message_fails():
     client.tag([b"one"])
     second = client.tag([b"two"])
     with pytest.raises(AuthenticationError):
-        server.check([b"two"], second)  # out of order: it counts as message 0
+        server.check([b"two"], second)  # out of order: its tag covers "one" before it
     client, server = _pair()
     first = client.tag([b"one"])
     server.check([b"one"], first)
     with pytest.raises(AuthenticationError):
-        server.check([b"one"], first)  # the same again: message 1 now
+        server.check([b"one"], first)  # the same again: its tag would cover "one" twice
+
+
+def test_the_one_buffer_shortcuts_agree_with_the_general_path():
+    up, down = os.urandom(32), os.urandom(32)
+    general, short = StreamSession(up, down), StreamSession(up, down)
+    server = StreamSession(down, up, "ada")
+    for data in (b"one", os.urandom(5000), b"three"):
+        tagged = short.tagged(data)
+        assert tagged == data + general.tag([memoryview(data)])
+        server.check_one(memoryview(tagged)[: len(data)], tagged[len(data) :])
+    forged = bytearray(short.tagged(b"four"))
+    forged[0] ^= 1
+    with pytest.raises(AuthenticationError, match="bad signature"):
+        server.check_one(forged[:4], forged[4:])

@@ -9,15 +9,19 @@ ordered connection between two peers, which allows something cheaper with the sa
    (or authenticates nobody).
 2. Both derive two keys from the token's secret and both nonces (one per direction), with
    keyed BLAKE2b; ``proof`` shows the client that the server holds the secret too.
-3. Each message after that is followed on the wire by a 16-byte tag: keyed BLAKE2b of the
-   message's count of earlier messages in that direction (8 bytes) and its bytes as sent
-   (framing included), each whole megabyte of which goes in by its SHA-256 digest
-   (:func:`_feed`).
+3. Each message after that is followed on the wire by a 16-byte tag: keyed BLAKE2b of every
+   byte sent in that direction so far, this message's included (framing included, so the
+   sequence of messages is unambiguous), each whole megabyte of a message going in by its
+   SHA-256 digest (:func:`_feed`). One running hash per direction: a message adds its bytes
+   and reads the digest (which leaves the hash going on), two calls into C.
 
 A message changed, dropped, repeated, reordered or moved to another connection fails its tag:
-the counter is implicit, and every connection has keys of its own (the server's fresh nonce
-makes a recorded connection useless to replay). What a handshake costs once, a message no
-longer pays: a keyed hash and a comparison on each side, no clock and no shared table.
+the tag covers the whole conversation before it, and every connection has keys of its own (the
+server's fresh nonce makes a recorded connection useless to replay). What a handshake costs
+once, a message no longer pays: a keyed hash and a comparison on each side, no clock and no
+shared table. (Until the session of 2026-12-07 the tag covered a counter and the message
+alone: the running hash makes two calls of five, 0.9 against 1.6 µs a small message each
+way here, the same work in C.)
 """
 
 from __future__ import annotations
@@ -25,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import struct
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,8 +44,8 @@ __all__ = [
     "server_hello",
 ]
 
-#: frame 0 of a handshake message, each way
-HELLO = b"UTWhello1"
+#: frame 0 of a handshake message, each way (2: tags of a running hash, not a counter)
+HELLO = b"UTWhello2"
 #: frame 0 of the server's answer to a handshake it cannot take
 REFUSED = b"UTWrefused"
 NONCE_SIZE = 16
@@ -50,7 +53,6 @@ NONCE_SIZE = 16
 TAG_SIZE = 16
 #: a message's bytes are hashed in blocks of this size, each by its SHA-256 digest
 BLOCK = 1 << 20
-_COUNT = struct.Struct(">Q")
 
 
 def _root(secret: bytes) -> bytes:
@@ -73,15 +75,13 @@ class StreamSession:
     sends, in order, and :meth:`check` for each it receives, in order. Not thread-safe: the
     sender tags under the lock that orders its writes."""
 
-    __slots__ = ("_in", "_out", "_received", "_sent", "identity")
+    __slots__ = ("_in", "_out", "identity")
 
     def __init__(self, out_key: bytes, in_key: bytes, identity: str | None = None) -> None:
-        # keyed once, copied for each message: a copy skips hashing the key block again
-        # (0.61 against 1.06 µs a small message)
+        # one running hash per direction: each message's bytes are added, and its tag is the
+        # digest so far (digest() leaves the hash going on)
         self._out = hashlib.blake2b(key=out_key, digest_size=TAG_SIZE)
         self._in = hashlib.blake2b(key=in_key, digest_size=TAG_SIZE)
-        self._sent = 0
-        self._received = 0
         #: who the peer is (on the server: the token's identity)
         self.identity = identity
 
@@ -90,24 +90,36 @@ class StreamSession:
 
     def tag(self, buffers: Sequence[Any]) -> bytes:
         """The tag of the next message sent, whose bytes on the wire are ``buffers``."""
-        mac = self._out.copy()
-        mac.update(_COUNT.pack(self._sent))
-        _feed(mac, buffers)
-        self._sent += 1
-        return mac.digest()
+        _feed(self._out, buffers)
+        return self._out.digest()
+
+    def tagged(self, data: bytes) -> bytes:
+        """``data`` (the whole of the next message sent, under :data:`BLOCK` bytes) followed
+        by its tag: the common small message, in one call."""
+        out = self._out
+        out.update(data)
+        return data + out.digest()
 
     def check(self, buffers: Sequence[Any], tag: Any) -> None:
         """Raise :class:`AuthenticationError` unless ``tag`` is that of the next message
         received, whose bytes on the wire are ``buffers``."""
-        mac = self._in.copy()
-        mac.update(_COUNT.pack(self._received))
-        _feed(mac, buffers)
+        _feed(self._in, buffers)
+        if not hmac.compare_digest(self._in.digest(), tag):
+            raise _bad_tag()
+
+    def check_one(self, message: Any, tag: Any) -> None:
+        """:meth:`check` of a message that is one buffer under :data:`BLOCK` bytes."""
+        mac = self._in
+        mac.update(message)
         if not hmac.compare_digest(mac.digest(), tag):
-            raise AuthenticationError(
-                "bad signature on a signed connection: a wrong token, or a message changed, "
-                "dropped or repeated on the way"
-            )
-        self._received += 1
+            raise _bad_tag()
+
+
+def _bad_tag() -> AuthenticationError:
+    return AuthenticationError(
+        "bad signature on a signed connection: a wrong token, or a message changed, "
+        "dropped or repeated on the way"
+    )
 
 
 def _feed(mac: Any, buffers: Sequence[Any]) -> None:

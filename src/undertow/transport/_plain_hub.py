@@ -394,7 +394,7 @@ class PlainHub:
                 if session is None:
                     self._ready.append((conn.peer, found, None))
                     continue
-                if conn.key is not None:
+                if conn.key is not None and time.monotonic() >= conn.recheck_at:
                     self._recheck(conn)
                 self._ready.append((conn.peer, found, session.identity))
         except UndertowError as exc:  # over the limits, or a bad tag: nothing more is taken
@@ -424,12 +424,11 @@ class PlainHub:
         conn.reader.sign(session)
 
     def _recheck(self, conn: _Conn) -> None:
-        """Every :data:`RECHECK` seconds, whether a signed connection's key is still known
-        with the same secret: once a token is withdrawn from the server's authenticator, the
-        connections it signed speak for nobody (their calls are refused as unsigned ones)."""
+        """Every :data:`RECHECK` seconds (the caller looks at the clock), whether a signed
+        connection's key is still known with the same secret: once a token is withdrawn from
+        the server's authenticator, the connections it signed speak for nobody (their calls
+        are refused as unsigned ones)."""
         now = time.monotonic()
-        if now < conn.recheck_at:
-            return
         assert conn.key is not None
         assert conn.session is not None
         assert self._keys is not None

@@ -154,10 +154,9 @@ def tagged_message(frames: Sequence[Any], session: StreamSession | None) -> list
     buffers = pack_message(frames)
     if session is None:
         return buffers
-    tag = session.tag(buffers)
-    if len(buffers) == 1:
-        return [buffers[0] + tag]
-    return [*buffers, tag]
+    if len(buffers) == 1:  # joined: bytes, under _JOIN_BELOW
+        return [session.tagged(buffers[0])]
+    return [*buffers, session.tag(buffers)]
 
 
 def read_into(sock: socket.socket, buffer: Any, flags: int, reader: _Reader) -> int:
@@ -279,8 +278,9 @@ class _Reader:
         if len(buf) < tagged:
             return []
         if self._session is not None:
-            with memoryview(buf) as whole:
-                self._session.check((whole[start:end],), whole[end:tagged])
+            # the view lives only for the call (then nothing holds the buffer's export and
+            # it can change size again), the tag's 16 bytes are copied
+            self._session.check_one(memoryview(buf)[start:end], buf[end:tagged])
         body = buf[start + 12 : end]  # a copy: the buffer keeps changing size
         self._consume(tagged)
         return [PlainFrame(memoryview(body))]
