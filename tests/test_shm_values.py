@@ -5,9 +5,12 @@ a value passed back goes as its descriptor."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,8 +20,8 @@ import pytest
 
 import undertow
 from undertow.data import DataStore
-from undertow.transport import _shm
-from undertow.transport._shm import shared_copy, shared_of
+from undertow.transport import _lasting as _shm
+from undertow.transport._lasting import shared_copy, shared_of
 
 from ._waiting import wait_until
 
@@ -46,8 +49,10 @@ def address_of(arr: Any) -> int:
 
 
 def value_mappings(pid: int | str = "self") -> int:
-    """Mappings of lasting values (memfds named undertow-value) in a process."""
-    return Path(f"/proc/{pid}/maps").read_text().count("/memfd:undertow-value")
+    """Lasting values (memfds named undertow-value) a process has mapped (each is mapped
+    twice: the value, and its status page)."""
+    lines = Path(f"/proc/{pid}/maps").read_text().splitlines()
+    return len({line.split()[4] for line in lines if "/memfd:undertow-value" in line})
 
 
 def holds(fd: int, value: _shm.SharedValue) -> bool:
@@ -110,7 +115,7 @@ def test_the_mapped_values_are_bounded_and_each_is_mapped_once():
 _SERVER = """
 import sys, numpy as np, undertow
 from undertow.transport import shared_of
-server = undertow.Server(name="values")
+server = undertow.Server(name="values", memory_limit=int(sys.argv[2]))
 
 def make(n):
     return np.arange(n // 8, dtype=np.float64)
@@ -129,7 +134,7 @@ sys.stdin.read()
 @pytest.fixture
 def server_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
     proc = subprocess.Popen(
-        [sys.executable, "-c", _SERVER, f"unix://{tmp_path}/v.sock"],
+        [sys.executable, "-c", _SERVER, f"unix://{tmp_path}/v.sock", str(3 * SIZE)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -205,3 +210,73 @@ def test_without_shared_memory_values_are_copied_and_writable(tmp_path, monkeypa
             assert value_mappings() == 0
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def stopped(proc: subprocess.Popen[str]) -> Iterator[None]:
+    """The process frozen (SIGSTOP): it answers nothing until the block ends."""
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        proc.send_signal(signal.SIGCONT)
+
+
+def test_a_pointer_fetched_again_asks_nobody_while_its_server_keeps_the_value(server_process):
+    proc, address = server_process
+    with undertow.connect(address, timeout=WAIT) as client:
+        ptr = client.make(SIZE)
+        first = ptr.fetch()
+        with stopped(proc):  # a round trip would wait for the deadline and fail
+            started = time.monotonic()
+            again = ptr.fetch(timeout=5)
+            assert time.monotonic() - started < 1.0
+        assert address_of(again) == address_of(first)
+        assert again is not first  # a view of its own
+        assert not again.flags.writeable
+        other = undertow.Pointer(ptr.to_json(), via=client)  # another pointer asks once
+        with stopped(proc), pytest.raises(undertow.UndertowError):
+            other.fetch(timeout=0.5)
+
+
+def test_a_value_deleted_or_spilled_is_asked_for_again(server_process):
+    _, address = server_process
+    with undertow.connect(address, timeout=WAIT) as client:
+        ptr, spilled = client.make(SIZE), client.make(SIZE)
+        spilled.fetch()
+        ptr.fetch()
+        other = undertow.Pointer(ptr.to_json(), via=client)
+        other.fetch()
+        assert ptr.delete() is True
+        with pytest.raises(undertow.DataNotFound):
+            other.fetch()  # its server no longer keeps it: asked, and gone
+        for _ in range(3):  # the limit is three values: the oldest go to disk
+            client.make(SIZE)
+        got = spilled.fetch()  # read back from disk
+        assert shared_of(got) is None
+        assert float(got[-1]) == SIZE // 8 - 1
+
+
+def test_a_pointer_whose_server_died_or_stopped_does_not_answer_from_memory(tmp_path):
+    server = undertow.Server(name="stops")
+    server.register("make", lambda n: np.ones(n // 8))
+    server.config({"make": {"return_pointer": True}})
+    address = server.start("tcp://127.0.0.1:0", plain=f"unix://{tmp_path}/s.sock")
+    with undertow.connect(address, timeout=WAIT) as client:
+        ptr = client.make(SIZE)
+        ptr.fetch()
+        server.stop()
+        with pytest.raises(undertow.UndertowError):
+            ptr.fetch(timeout=0.5)
+
+
+def test_a_pointer_whose_server_was_killed_does_not_answer_from_memory(server_process):
+    proc, address = server_process
+    with undertow.connect(address, timeout=WAIT) as client:
+        ptr = client.make(SIZE)
+        got = ptr.fetch()
+        proc.kill()
+        proc.wait(WAIT)
+        with pytest.raises(undertow.UndertowError):
+            ptr.fetch(timeout=0.5)
+        assert float(got[-1]) == SIZE // 8 - 1  # what was fetched stays readable

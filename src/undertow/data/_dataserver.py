@@ -117,6 +117,12 @@ class DataService:
         """The store, if anything was ever kept (None: it was never needed)."""
         return self._store
 
+    def stopped(self) -> None:
+        """The server stopped serving: values it keeps in shared memory are marked so that
+        peers that mapped them ask again (and find nobody) instead of viewing them."""
+        if self._store is not None:
+            self._store.retire_all()
+
     def handlers(self) -> dict[str, Callable[[Incoming], Job | None]]:
         """The data functions, as the server's raw handlers."""
         ops: dict[str, Callable[..., Any]] = {

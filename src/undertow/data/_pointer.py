@@ -26,6 +26,7 @@ from typing import Any
 from undertow.errors import ConfigError, SerializationError
 from undertow.rpc import CallOptions, FunctionInfo, RemoteFunctions, client_token, connect
 from undertow.security import find_client_token
+from undertow.transport import SharedValue, shared_of
 from undertow.wire import POINTER_TYPE
 
 __all__ = [
@@ -90,7 +91,7 @@ class Pointer:
     attribute is read from the remote value (``ptr.shape``, ``ptr.dtype``, ``ptr.columns``).
     """
 
-    __slots__ = ("_form", "_via")
+    __slots__ = ("_form", "_held", "_via")
 
     def __init__(self, form: Mapping[str, Any], *, via: Any = None) -> None:
         if not isinstance(form, Mapping) or form.get("type") != POINTER_TYPE:  # type: ignore[redundant-expr]
@@ -109,6 +110,8 @@ class Pointer:
         self._form = {"type": POINTER_TYPE, **{name: form[name] for name in _FIELDS}}
         #: the client it came from, used again when it talks to the same server
         self._via = via
+        #: the last value fetched, if it is in shared memory its keeper still keeps
+        self._held: tuple[Any, SharedValue] | None = None
 
     # -- what it is -----------------------------------------------------------------------
 
@@ -172,7 +175,10 @@ class Pointer:
 
     def fetch(self, *, timeout: float | None = DEFAULT_TIMEOUT) -> Any:
         """The value itself, straight from its data server: over ZeroMQ, arrays travel as
-        frames of their own, never copied; over HTTP, as ``.npy`` read into place."""
+        frames of their own, never copied; over HTTP, as ``.npy`` read into place. An array
+        its server keeps in shared memory on this host arrives as a read-only view of that
+        memory, and fetching it again through this pointer asks nobody while the server is
+        alive and keeps it (the pointer holds the mapping until then)."""
         form = self._form
         if form["protocol"] == "http":
             from undertow.transport import fetch_data  # the http extra
@@ -184,7 +190,16 @@ class Pointer:
             found = (client_token(via) if same else None) or find_client_token(None)
             url = self.address + str(form["path"])
             return fetch_data(url, str(form["secret_key"]), found or None, timeout)
-        return self._ask("_data_fetch", timeout, self.key, form["secret_key"])
+        held = self._held
+        if held is not None:  # fetched already, in shared memory: still the same memory?
+            if held[1].live():
+                return held[0].view()  # no round trip: a new view of what its keeper keeps
+            self._held = None
+        value = self._ask("_data_fetch", timeout, self.key, form["secret_key"])
+        shared = shared_of(value) if type(value).__name__ == "ndarray" else None
+        if shared is not None and shared.status is not None:
+            self._held = (value, shared)
+        return value
 
     def call(self, method: str, /, *args: Any, keep: bool = False, **kwargs: Any) -> Any:
         """Call ``method`` of the remote value with these arguments where it is; its answer
@@ -219,6 +234,7 @@ class Pointer:
 
     def delete(self) -> bool:
         """Delete the value on its server; False if it was gone already."""
+        self._held = None
         return bool(self._ask("_data_delete", DEFAULT_TIMEOUT, self.key, self._form["secret_key"]))
 
     def replicate(

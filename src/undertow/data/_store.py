@@ -87,6 +87,15 @@ def _size(obj: Any) -> int:
     return len(pickle.dumps(obj, protocol=5))
 
 
+def _retire(obj: Any) -> None:
+    """``obj`` leaves the store's memory: if it is a value in shared memory this process
+    keeps, peers that mapped it are told to ask again (they get it from disk, or not at all)."""
+    if _numpy(obj) is not None:
+        shared = shared_of(obj)
+        if shared is not None:
+            shared.retire()
+
+
 def _type_name(obj: Any) -> str:
     kind = type(obj)
     return (
@@ -266,12 +275,19 @@ class DataStore:
             if entry is None:
                 return False
             if key in self._memory:
-                del self._memory[key]
+                _retire(self._memory.pop(key))
                 self.memory_used -= entry.size
         for path in self._files(entry):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
         return True
+
+    def retire_all(self) -> None:
+        """Mark every value this store keeps in shared memory as no longer to be viewed
+        directly by peers (its server stopped): they ask again, and the values stay here."""
+        with self._lock:
+            for obj in self._memory.values():
+                _retire(obj)
 
     # -- spilling ------------------------------------------------------------------------------
 
@@ -282,6 +298,7 @@ class DataStore:
             if key is None:
                 return
             obj = self._memory.pop(key)
+            _retire(obj)
             self.memory_used -= self._entries[key].size
             self._entries[key] = self._write(self._entries[key], obj)
 

@@ -64,6 +64,9 @@ class DataPlane(Protocol):
     def failure(self, exc: UndertowError) -> ErrorInfo:
         """How a data error (a value not found, denied, not storable) reaches the caller."""
 
+    def stopped(self) -> None:
+        """The server stopped serving: peers holding its values in shared memory ask again."""
+
 
 #: builds a server's data plane: (server, directory=, memory_limit=, calls=, token=)
 PlaneFactory = Callable[..., DataPlane]
@@ -199,3 +202,6 @@ class _NoData:
 
     def failure(self, exc: UndertowError) -> ErrorInfo:
         return error_info(exc)
+
+    def stopped(self) -> None:
+        pass

@@ -313,8 +313,7 @@ class Server:
         ``http_port``: also serve the functions over HTTP on this port (0: a free one) of
         the same interface (see :attr:`http_address`; needs ``pip install 'undertow[http]'``).
         ``plain``: a plain socket for sync clients' blocking calls (default: the ``plain``
-        setting, ``"auto"``; see the class).
-        """
+        setting, ``"auto"``; see the class)."""
         plain = self._plain if plain == "" else plain
         plain = plain_to_serve(plain, curve=self._curve is not None, tls=self._tls is not None)
         if self._user_token is not None:
@@ -339,6 +338,7 @@ class Server:
                 self._http = None
                 self._gateway.close()
             self.pipes.close()
+            self.data.stopped()  # values in shared memory: peers ask again (and find nobody)
             await self._core.close()
 
     async def _listen(self, address: str, http_port: int | None, plain: str | None) -> str:

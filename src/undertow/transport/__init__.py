@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 from undertow.transport._curve import curve_available, keygen, load_public, load_secret
 from undertow.transport._http_api import CallFailed, Gateway, failure
+from undertow.transport._lasting import SharedValue, shared_copy, shared_of
 from undertow.transport._plain import PlainFrame, PlainSocket, local_address
 from undertow.transport._plain_hub import PlainHub
 from undertow.transport._plain_tls import ServerTls, cert_refused, client_tls, is_tls, server_tls
 from undertow.transport._router import ServerSocket, bind_router
-from undertow.transport._shm import SHM_ABOVE, SharedValue, shared_copy, shared_of
+from undertow.transport._shm import SHM_ABOVE
 from undertow.transport._shm import sending as shm_sending
 from undertow.transport._zmq import (
     LockedSocket,

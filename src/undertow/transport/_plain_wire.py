@@ -18,16 +18,15 @@ from typing import Any
 
 from undertow.errors import UndertowError
 from undertow.security import TAG_SIZE, StreamSession
+from undertow.transport._lasting import map_kept, shared_of
 from undertow.transport._shm import (
     FD_BIT,
     KEPT_BIT,
     SHM_ABOVE,
     close_all,
     map_frame,
-    map_kept,
     recv_into,
     send_head,
-    shared_of,
     to_memfd,
 )
 

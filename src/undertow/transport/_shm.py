@@ -16,25 +16,17 @@ way: ``UNDERTOW_SHM=1`` always, ``0`` never, unset where the kernel gives shared
 pages (without them, writing into a memfd is slower than the socket: see
 :func:`shmem_huge_pages`). Frames that come in memory are always taken.
 
-**Lasting values.** A frame whose bytes are already a :class:`SharedValue` (memory a data
-store keeps its large arrays in, sealed once written) is not copied at all: its descriptor
-goes as it is, marked :data:`KEPT_BIT` as well. The receiver maps it read-only and shared and
-keeps the mapping in a bounded cache keyed by the memfd's inode (:func:`map_kept`), so the
-next fetch of the same value maps nothing: it is a view of memory already mapped, as Ray's
-object store hands out. Such views are read-only (their memory is the server's value).
+A frame whose bytes are a lasting value already (``_lasting.py``) goes as its own descriptor,
+marked :data:`KEPT_BIT` as well.
 """
 
 from __future__ import annotations
 
 import array
-import collections
 import fcntl
 import mmap
 import os
-import pickle
 import socket
-import threading
-import weakref
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -46,14 +38,11 @@ __all__ = [
     "KEPT_BIT",
     "SHM_ABOVE",
     "SHM_ENV",
-    "SharedValue",
+    "check_sealed",
     "map_frame",
-    "map_kept",
     "recv_into",
     "send_head",
     "sending",
-    "shared_copy",
-    "shared_of",
     "shmem_huge_pages",
     "to_memfd",
 ]
@@ -137,130 +126,23 @@ def map_frame(fd: int, size: int) -> memoryview:
     return memoryview(mapped)
 
 
-class SharedValue(mmap.mmap):
-    """A read-only mapping of a sealed memfd, with the descriptor kept open (as ``fd``) so
-    that it can be passed on; the descriptor is closed when the mapping is let go of.
-    Make one with :func:`shared_copy` or receive one (:func:`map_kept`)."""
-
-    fd: int
-    #: (device, inode) of the memfd: the same value, wherever its descriptor came from
-    identity: tuple[int, int]
-
-
-def _shared_value(fd: int, size: int) -> SharedValue:
-    """Map sealed memfd ``fd`` read-only; the mapping owns ``fd`` from then on."""
-    value = SharedValue(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
-    value.fd = fd
-    stat = os.fstat(fd)
-    value.identity = (stat.st_dev, stat.st_ino)
-    weakref.finalize(value, os.close, fd)
-    return value
-
-
-def shared_copy(buffer: Any) -> SharedValue:
-    """A copy of ``buffer``'s bytes in a new memfd, sealed against any change and mapped
-    read-only: memory a data store keeps a large value in, which same-host peers then map
-    instead of receiving a copy. ``buffer`` must be C-contiguous."""
-    view = memoryview(buffer).cast("B")
-    size = len(view)
-    if size == 0:
-        raise ValueError("an empty buffer has no shared memory")
-    fd = os.memfd_create("undertow-value", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-    try:
-        os.ftruncate(fd, size)
-        with mmap.mmap(fd, size, flags=mmap.MAP_SHARED) as writable:
-            writable[:] = view  # one copy; os.write would copy once more into the kernel
-        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS | fcntl.F_SEAL_SEAL)
-        return _shared_value(fd, size)
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def shared_of(frame: Any) -> SharedValue | None:
-    """The :class:`SharedValue` whose whole memory ``frame`` is (a memoryview of it, a numpy
-    array or a view of one on it, a pickle buffer of one), else None."""
-    try:
-        nbytes = memoryview(frame).nbytes
-    except TypeError:
-        return None
-    obj = frame
-    for _ in range(8):  # an array's bases, memoryviews' objects: a short chain
-        if isinstance(obj, SharedValue):
-            return obj if len(obj) == nbytes else None
-        if isinstance(obj, pickle.PickleBuffer):
-            obj = memoryview(obj)
-        obj = obj.obj if isinstance(obj, memoryview) else getattr(obj, "base", None)
-        if obj is None:
-            return None
-    return None
-
-
-class _Mapped:
-    """Lasting values mapped in this process, the most recently used last, kept up to
-    ``limit`` bytes (mapped, not copied: while the sender keeps the value, its pages are
-    the sender's own; past that, the mapping holds them until it is let go of)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._values: collections.OrderedDict[tuple[int, int], SharedValue] = (
-            collections.OrderedDict()
-        )
-        self._bytes = 0
-        self._lock = threading.Lock()
-
-    def take(self, fd: int, size: int) -> SharedValue:
-        """The mapping of sealed memfd ``fd`` (closed here if one is mapped already)."""
-        stat = os.fstat(fd)
-        identity = (stat.st_dev, stat.st_ino)
-        with self._lock:  # mapping is quick: no two threads map one value twice
-            value = self._values.get(identity)
-            if value is not None:
-                self._values.move_to_end(identity)
-                os.close(fd)
-                return value
-            value = self._values[identity] = _shared_value(fd, size)
-            self._bytes += size
-            while self._bytes > self.limit and len(self._values) > 1:
-                _, dropped = self._values.popitem(last=False)
-                self._bytes -= len(dropped)
-        return value
-
-    def clear(self) -> None:
-        with self._lock:
-            self._values.clear()
-            self._bytes = 0
-
-
-#: bytes of lasting values a process keeps mapped after their views are gone
-MAPPED_LIMIT = 1 << 30
-mapped = _Mapped(MAPPED_LIMIT)
-
-
-def map_kept(fd: int, size: int) -> memoryview:
-    """A read-only view of lasting value ``fd`` (closed here in any case) of ``size``
-    bytes, mapped once per process while it stays in :data:`mapped`; raises
-    :class:`UndertowError` unless ``fd`` is a memfd sealed against any change of that size."""
-    try:
-        _check_sealed(fd, size)
-        if size == 0:
-            raise UndertowError("an empty shared-memory value")
-    except BaseException:
-        os.close(fd)
-        raise
-    return memoryview(mapped.take(fd, size))
-
-
 def _check_sealed(fd: int, size: int) -> None:
-    try:
-        seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
-    except OSError:
-        raise UndertowError("a shared-memory frame that is not a sealed memfd") from None
-    if seals & _SEALS != _SEALS:
-        raise UndertowError("a shared-memory frame that is not sealed against change")
+    check_sealed(fd, _SEALS)
     actual = os.fstat(fd).st_size
     if actual != size:
         raise UndertowError(f"a shared-memory frame of {actual:,} bytes announced {size:,}")
+
+
+def check_sealed(fd: int, seals: int) -> int:
+    """The seals of memfd ``fd``; raises :class:`UndertowError` unless it is a memfd with
+    at least ``seals``."""
+    try:
+        have = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
+    except OSError:
+        raise UndertowError("a shared-memory frame that is not a sealed memfd") from None
+    if have & seals != seals:
+        raise UndertowError("a shared-memory frame that is not sealed against change")
+    return have
 
 
 def recv_into(sock: socket.socket, buffer: Any, flags: int, fds: deque[int]) -> int:
