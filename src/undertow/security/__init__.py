@@ -17,6 +17,7 @@ from undertow.security._stream import (
     HELLO,
     TAG_SIZE,
     StreamSession,
+    bad_tag,
     client_session,
     server_hello,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "TokenAuth",
     "allow",
     "authenticated",
+    "bad_tag",
     "client_key",
     "client_session",
     "config_path",

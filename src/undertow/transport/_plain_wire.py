@@ -8,6 +8,7 @@ big-endian), each frame's length (8 bytes each), then the frames; on a signed co
 
 from __future__ import annotations
 
+import hmac
 import mmap
 import os
 import socket
@@ -20,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from undertow.errors import UndertowError
-from undertow.security import TAG_SIZE, StreamSession
+from undertow.security import TAG_SIZE, StreamSession, bad_tag
 from undertow.transport._lasting import map_kept, shared_of
 from undertow.transport._shm import (
     FD_BIT,
@@ -184,8 +185,10 @@ def tagged_message(frames: Sequence[Any], session: StreamSession | None) -> list
     buffers = pack_message(frames)
     if session is None:
         return buffers
-    if len(buffers) == 1:  # joined: bytes, under _JOIN_BELOW
-        return [session.tagged(buffers[0])]
+    if len(buffers) == 1:  # joined: bytes, under _JOIN_BELOW: fed here, as tag() would
+        data, mac = buffers[0], session.sending
+        mac.update(data)
+        return [data + mac.digest()]
     return [*buffers, session.tag(buffers)]
 
 
@@ -310,10 +313,13 @@ class _Reader:
         tagged = end + self._tag
         if len(buf) < tagged:
             return []
-        if self._session is not None:
+        if self._session is not None:  # fed here, as check() would (one small buffer)
+            mac = self._session.receiving
             # the view lives only for the call (then nothing holds the buffer's export and
             # it can change size again), the tag's 16 bytes are copied
-            self._session.check_one(memoryview(buf)[start:end], buf[end:tagged])
+            mac.update(memoryview(buf)[start:end])
+            if not hmac.compare_digest(mac.digest(), buf[end:tagged]):
+                raise bad_tag()
         body = buf[start + 12 : end]  # a copy: the buffer keeps changing size
         self._consume(tagged)
         return [PlainFrame(memoryview(body))]
