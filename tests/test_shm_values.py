@@ -6,6 +6,7 @@ a value passed back goes as its descriptor."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import signal
 import subprocess
@@ -42,6 +43,7 @@ def shared_memory_on(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     _shm.mapped.clear()
     yield
     _shm.mapped.clear()
+    gc.collect()  # servers and stores in reference cycles let go of their values now
 
 
 def address_of(arr: Any) -> int:
@@ -188,13 +190,38 @@ def test_a_fetched_value_outlives_its_deletion_and_its_server(server_process):
     assert wait_until(lambda: value_mappings() == 0, WAIT)  # nothing left once let go of
 
 
-def test_a_value_passed_back_goes_as_its_descriptor(server_process):
+def value_descriptors() -> int:
+    """Descriptors of lasting values this process holds open."""
+    count = 0
+    for name in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            count += os.readlink(f"/proc/self/fd/{name}").startswith("/memfd:undertow-value")
+    return count
+
+
+def test_a_peer_holds_one_descriptor_a_value_and_passing_it_back_copies(server_process):
     _, address = server_process
     with undertow.connect(address, timeout=WAIT) as client:
         got = client.make(SIZE).fetch()
-        assert client.lasting(got) == [True, float(got.sum())]  # the server's own memory
+        assert value_mappings() == 1
+        assert value_descriptors() == 1  # the mapping's own (none kept to pass it on)
+        assert client.lasting(got) == [False, float(got.sum())]  # sent as a copy
         fresh = np.ones(SIZE // 8)
-        assert client.lasting(fresh) == [False, float(SIZE // 8)]  # a copy in a new memfd
+        assert client.lasting(fresh) == [False, float(SIZE // 8)]
+
+
+def test_the_values_a_process_keeps_in_shared_memory_are_bounded(tmp_path, monkeypatch):
+    monkeypatch.setattr(_shm, "kept", _shm._Kept(limit=2))
+    store = DataStore(tmp_path, shared_memory=True)
+    arrays = [store.get(store.put(np.full(SIZE // 8, float(i))).key) for i in range(3)]
+    assert [shared_of(a) is not None for a in arrays] == [True, True, False]
+    assert store.delete(store.put(np.ones(1)).key)
+    first = store.entries()[0].key
+    store.delete(first)  # a value let go of gives its place back
+    del arrays
+    gc.collect()
+    again = store.get(store.put(np.full(SIZE // 8, 9.0)).key)
+    assert shared_of(again) is not None
 
 
 def test_without_shared_memory_values_are_copied_and_writable(tmp_path, monkeypatch):

@@ -197,7 +197,7 @@ class Pointer:
             self._held = None
         value = self._ask("_data_fetch", timeout, self.key, form["secret_key"])
         shared = shared_of(value) if type(value).__name__ == "ndarray" else None
-        if shared is not None and shared.status is not None:
+        if shared is not None and shared.status_at >= 0:
             self._held = (value, shared)
         return value
 

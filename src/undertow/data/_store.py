@@ -217,8 +217,12 @@ class DataStore:
         if not SHM_ABOVE <= obj.nbytes <= self.memory_limit:
             return obj  # small, or spilled at once
         arr = obj if obj.flags.c_contiguous else np.ascontiguousarray(obj)
-        placed = np.frombuffer(shared_copy(arr.reshape(-1).view(np.uint8)), dtype=arr.dtype)
-        return placed.reshape(arr.shape)
+        shared = shared_copy(arr.reshape(-1).view(np.uint8))
+        if shared is None:  # this process keeps as many as it may: private memory, then
+            return obj
+        placed = np.frombuffer(shared.view(), dtype=arr.dtype).reshape(arr.shape)
+        placed.flags.writeable = False  # a value does not change once kept
+        return placed
 
     def _keep(self, entry: Entry, obj: Any) -> Entry:
         """Keep ``obj`` under ``entry`` (the lock held): in memory, or on disk if it is

@@ -21,10 +21,12 @@ same memory: a pointer fetched once is then fetched again with no round trip at 
 from __future__ import annotations
 
 import collections
+import contextlib
 import fcntl
 import mmap
 import os
 import pickle
+import resource
 import struct
 import threading
 import weakref
@@ -53,26 +55,31 @@ def _status_at(size: int) -> int:
 
 
 class SharedValue(mmap.mmap):
-    """A read-only mapping of a lasting value's memfd, with the descriptor kept open (as
-    ``fd``) so that it can be passed on, and its status page (``status``); both are closed
-    when the mapping is let go of. Made by :func:`shared_copy` (its keeper) or
-    :func:`map_kept` (a peer)."""
+    """A mapping of a lasting value's memfd: the value's ``nbytes`` bytes, then its status page
+    (at ``status_at``; -1: none, never asked again directly). The keeper maps it writable and
+    keeps the descriptor (``fd``) to pass it on; a peer maps it read-only and keeps none
+    (``fd`` is -1: passed back, the value is copied). Made by :func:`shared_copy` (the keeper)
+    or :func:`map_kept` (a peer); :meth:`view` is the value."""
 
     fd: int
     #: (device, inode) of the memfd: the same value, wherever its descriptor came from
     identity: tuple[int, int]
-    #: the value's status page (None: a memfd without one, never asked again directly)
-    status: mmap.mmap | None
+    #: the value's bytes (the mapping goes on with its status page)
+    nbytes: int
+    status_at: int
     #: True in the process that keeps the value (its status is writable there)
     keeper: bool
+
+    def view(self) -> memoryview:
+        """The value's bytes (read-only in a peer)."""
+        return memoryview(self)[: self.nbytes]
 
     def live(self) -> bool:
         """Whether the value's keeper is alive and still keeps it, so that asking for it
         again would hand out this very memory."""
-        status = self.status
-        if status is None:
+        if self.status_at < 0:
             return False
-        mark, pid, live = _STATUS.unpack_from(status)
+        mark, pid, live = _STATUS.unpack_from(self, self.status_at)
         if mark != _MARK or live != 1:
             return False
         try:
@@ -83,63 +90,80 @@ class SharedValue(mmap.mmap):
 
     def retire(self) -> None:
         """(The keeper) The value leaves this process's memory: peers ask again from now."""
-        if self.keeper and self.status is not None:
-            self.status[_LIVE_AT] = 0
+        if self.keeper and self.status_at >= 0 and not self.closed:
+            self[self.status_at + _LIVE_AT] = 0
+
+    def __del__(self) -> None:  # before the memory is unmapped: the keeper lets go of it
+        with contextlib.suppress(AttributeError, ValueError):  # half made, or closed
+            self.retire()
 
 
-def _let_go(fd: int, status: mmap.mmap | None, keeper: bool) -> None:
-    if status is not None:
-        if keeper:
-            status[_LIVE_AT] = 0
-        status.close()
-    os.close(fd)
+class _Kept:
+    """How many values this process keeps in shared memory, each holding two descriptors
+    (its own and its mapping's): at most ``limit``, past which values stay in private memory
+    (a process may open 1,024 descriptors in all on many systems)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self._lock:
+            if self.count >= self.limit:
+                return False
+            self.count += 1
+            return True
+
+    def give(self) -> None:
+        with self._lock:
+            self.count -= 1
 
 
-def _shared_value(fd: int, size: int, status: mmap.mmap | None, keeper: bool) -> SharedValue:
-    """Map the value in sealed memfd ``fd`` read-only; the mapping owns ``fd`` and ``status``
-    from then on."""
-    try:
-        value = SharedValue(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
-    except BaseException:
-        if status is not None:
-            status.close()
-        raise
-    stat = os.fstat(fd)
-    value.fd, value.identity = fd, (stat.st_dev, stat.st_ino)
-    value.status, value.keeper = status, keeper
-    weakref.finalize(value, _let_go, fd, status, keeper)
-    return value
+kept = _Kept(max(16, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 8))
 
 
-def shared_copy(buffer: Any) -> SharedValue:
+def _let_go(value_fd: int, counted: _Kept) -> None:
+    """(The keeper's value, let go of) its descriptor closed; it counts no more."""
+    os.close(value_fd)
+    counted.give()
+
+
+def shared_copy(buffer: Any) -> SharedValue | None:
     """A copy of ``buffer``'s bytes (C-contiguous) in a new memfd with a status page saying
-    this process keeps it, sealed, mapped read-only: memory a data store keeps a large value
-    in, which same-host peers then map instead of receiving a copy."""
+    this process keeps it, sealed against shrinking, growing and any new writable mapping:
+    memory a data store keeps a large value in, which same-host peers then map instead of
+    receiving a copy. None when this process keeps as many as :data:`kept` allows."""
     view = memoryview(buffer).cast("B")
     size = len(view)
     if size == 0:
         raise ValueError("an empty buffer has no shared memory")
+    counted = kept
+    if not counted.take():
+        return None
     fd = os.memfd_create("undertow-value", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-    status: mmap.mmap | None = None
     try:
         at = _status_at(size)
         os.ftruncate(fd, at + _PAGE)
-        with mmap.mmap(fd, size, flags=mmap.MAP_SHARED) as writable:
-            writable[:] = view  # one copy; os.write would copy once more into the kernel
-        status = mmap.mmap(fd, _PAGE, flags=mmap.MAP_SHARED, offset=at)
-        status[: _STATUS.size] = _STATUS.pack(_MARK, os.getpid(), 1)
-        try:
+        value = SharedValue(fd, at + _PAGE, flags=mmap.MAP_SHARED)
+        value[:size] = view  # one copy; os.write would copy once more into the kernel
+        value[at : at + _STATUS.size] = _STATUS.pack(_MARK, os.getpid(), 1)
+        try:  # no writable mapping but this one from now on (Linux 5.1)
             fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS | _FUTURE_WRITE | fcntl.F_SEAL_SEAL)
-        except OSError:  # a kernel before 5.1: sealed against writing, without a status
-            status.close()
-            status = None
+        except OSError:  # an older kernel: sealed against writing, read-only, no status
+            value.close()
             fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL)
-        return _shared_value(fd, size, status, keeper=True)
+            value = SharedValue(fd, at + _PAGE, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
+            at = -1
     except BaseException:
-        if status is not None:
-            status.close()
         os.close(fd)
+        counted.give()
         raise
+    stat = os.fstat(fd)
+    value.fd, value.identity, value.nbytes = fd, (stat.st_dev, stat.st_ino), size
+    value.status_at, value.keeper = at, at >= 0
+    weakref.finalize(value, _let_go, fd, counted)
+    return value
 
 
 def shared_of(frame: Any) -> SharedValue | None:
@@ -152,7 +176,7 @@ def shared_of(frame: Any) -> SharedValue | None:
     obj = frame
     for _ in range(8):  # an array's bases, memoryviews' objects: a short chain
         if isinstance(obj, SharedValue):
-            return obj if len(obj) == nbytes else None
+            return obj if obj.nbytes == nbytes else None
         if isinstance(obj, pickle.PickleBuffer):
             obj = memoryview(obj)
         obj = obj.obj if isinstance(obj, memoryview) else getattr(obj, "base", None)
@@ -163,11 +187,14 @@ def shared_of(frame: Any) -> SharedValue | None:
 
 class _Mapped:
     """Lasting values mapped in this process, the most recently used last, kept up to
-    ``limit`` bytes (mapped, not copied: while the keeper keeps the value, its pages are the
-    keeper's own; past that, the mapping holds them until it is let go of)."""
+    ``limit`` bytes and ``count`` values (mapped, not copied: while the keeper keeps the
+    value, its pages are the keeper's own; past that, the mapping holds them until it is let
+    go of)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, count: int = 64) -> None:
         self.limit = limit
+        #: at most this many (each holds a descriptor, its mapping's)
+        self.count = count
         self._values: collections.OrderedDict[tuple[int, int], SharedValue] = (
             collections.OrderedDict()
         )
@@ -193,14 +220,19 @@ class _Mapped:
                 self._values.move_to_end(identity)
                 os.close(fd)
                 return value
-            status = None
-            if actual > size:
-                status = mmap.mmap(fd, _PAGE, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ, offset=at)
-            value = self._values[identity] = _shared_value(fd, size, status, keeper=False)
+            try:  # the mapping holds the memfd from now on; a peer keeps no descriptor
+                value = SharedValue(fd, actual, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
+            finally:
+                os.close(fd)
+            value.fd, value.identity, value.nbytes = -1, identity, size
+            value.status_at, value.keeper = (at if actual > size else -1), False
+            self._values[identity] = value
             self._bytes += size
-            while self._bytes > self.limit and len(self._values) > 1:
+            while len(self._values) > 1 and (
+                self._bytes > self.limit or len(self._values) > self.count
+            ):
                 _, dropped = self._values.popitem(last=False)
-                self._bytes -= len(dropped)
+                self._bytes -= dropped.nbytes
         return value
 
     def clear(self) -> None:
@@ -213,11 +245,11 @@ mapped = _Mapped(MAPPED_LIMIT)
 
 
 def map_kept(fd: int, size: int) -> memoryview:
-    """A read-only view of lasting value ``fd`` (closed here in any case, or owned by the
-    mapping) of ``size`` bytes, mapped once per process while it stays in :data:`mapped`."""
+    """A read-only view of lasting value ``fd`` (closed here in any case) of ``size`` bytes,
+    mapped once per process while it stays in :data:`mapped`."""
     try:
-        return memoryview(mapped.take(fd, size))
-    except BaseException:
-        # not mapped: close it (when it was mapped already, take closed it and did not raise)
-        os.close(fd)
+        value = mapped.take(fd, size)
+    except UndertowError:
+        os.close(fd)  # refused before it was mapped or closed
         raise
+    return value.view()

@@ -96,7 +96,7 @@ def pack_shared(frames: Sequence[Any]) -> tuple[list[Any], list[int], list[int]]
             size = memoryview(frame).nbytes
             if i and size >= SHM_ABOVE:
                 kept = shared_of(frame)
-                if kept is not None:
+                if kept is not None and kept.fd >= 0:  # the keeper's own: no copy
                     fds.append(kept.fd)
                     sizes.append(size | FD_BIT | KEPT_BIT)
                     continue
