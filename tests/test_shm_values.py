@@ -100,16 +100,30 @@ def test_a_value_in_shared_memory_spills_and_comes_back(tmp_path):
 
 
 def test_the_mapped_values_are_bounded_and_each_is_mapped_once():
-    values = [shared_copy(np.full(1 << 18, float(i))) for i in range(3)]  # 2 MiB each
-    mapped = _shm._Mapped(limit=5 << 20)
-    first = mapped.take(os.dup(values[0].fd), len(values[0]))
+    made = [shared_copy(np.full(1 << 18, float(i))) for i in range(4)]  # 2 MiB each
+    values = [value for value in made if value is not None]
+    assert len(values) == 4
+
+    def take(value: _shm.SharedValue, fd: int | None = None) -> _shm.SharedValue:
+        return mapped.take(os.dup(value.fd) if fd is None else fd, value.nbytes)
+
+    mapped = _shm._Mapped(limit=5 << 20, count=3)
+    first = take(values[0])
+    assert first.status_at >= 0  # with its status page
+    assert first.live()  # kept by this process, alive
     fd = os.dup(values[0].fd)
-    assert mapped.take(fd, len(values[0])) is first  # the same mapping
+    assert take(values[0], fd) is first  # the same mapping
     assert not holds(fd, values[0])  # and the descriptor it came with is closed
-    mapped.take(os.dup(values[1].fd), len(values[1]))
-    mapped.take(os.dup(values[2].fd), len(values[2]))  # 6 MiB: the oldest goes
-    assert mapped.take(os.dup(values[0].fd), len(values[0])) is not first
-    assert float(np.frombuffer(first)[0]) == 0.0  # what was handed out stays valid
+    take(values[1])
+    take(values[2])  # 6 MiB: the oldest goes
+    assert take(values[0]) is not first
+    assert float(np.frombuffer(first.view())[0]) == 0.0  # what was handed out stays valid
+    values[0].retire()
+    assert not first.live()  # the keeper let go: peers ask again
+    small = _shm._Mapped(limit=1 << 30, count=2)  # bound by count, not bytes
+    taken = [small.take(os.dup(value.fd), value.nbytes) for value in values[1:]]
+    assert small.take(os.dup(values[3].fd), values[3].nbytes) is taken[2]
+    assert small.take(os.dup(values[1].fd), values[1].nbytes) is not taken[0]
 
 
 # -- between processes ------------------------------------------------------------------------
