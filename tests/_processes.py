@@ -33,7 +33,9 @@ class ServedProcess:
     def __init__(self, args: list[str], *, cwd: Path | None = None, lines: int = 1) -> None:
         self.proc = subprocess.Popen(args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.stderr = b""
-        self.addresses = [line.rsplit(" ", 1)[-1] for line in self._ready_lines(lines)]
+        #: the lines that said it was ready
+        self.lines = self._ready_lines(lines)
+        self.addresses = [line.rsplit(" ", 1)[-1] for line in self.lines]
         self.address = self.addresses[0]
 
     def _ready_lines(self, n: int) -> list[str]:

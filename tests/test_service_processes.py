@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -16,7 +17,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from undertow.cluster import Registry
 from undertow.errors import ConnectionLost, NotConnected
@@ -439,3 +442,23 @@ def test_undertow_serve_http_registers_an_http_address_that_curl_can_call(
         tmp_path,
     )
     assert (done.returncode, done.stdout) == (0, '"hi"')
+
+
+def test_undertow_serve_metrics_serves_each_services_figures(tmp_path, services_file, launch):
+    launched = launch(services_file.name, "--metrics", "0", services=2, cli=True)
+    urls = [re.search(r"metrics (http://\S+/metrics)\)", line) for line in launched.lines]
+    assert all(urls), launched.lines
+    with ServiceModule.discover("Echo", timeout=READY_TIMEOUT) as echo:
+        for i in range(3):
+            assert echo.echo(i) == i
+    scraped = {}
+    for found in urls:
+        assert found is not None
+        assert found.group(1).startswith("http://127.0.0.1:")  # the services' own host
+        text = httpx.get(found.group(1), timeout=CLIENT_TIMEOUT).text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "undertow_calls_total":
+                    scraped[(sample.labels["server"], sample.labels["function"])] = sample.value
+    assert scraped[("Echo", "echo")] == 3
+    assert ("Adder", "echo") not in scraped  # each service counts its own calls

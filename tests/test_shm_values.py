@@ -257,6 +257,12 @@ def test_without_shared_memory_values_are_copied_and_writable(tmp_path, monkeypa
 def stopped(proc: subprocess.Popen[str]) -> Iterator[None]:
     """The process frozen (SIGSTOP): it answers nothing until the block ends."""
     proc.send_signal(signal.SIGSTOP)
+
+    def frozen() -> bool:  # the signal lands a moment later: until then it may still answer
+        stat = Path(f"/proc/{proc.pid}/stat").read_text()
+        return stat[stat.rindex(")") + 2] == "T"
+
+    assert wait_until(frozen, WAIT)
     try:
         yield
     finally:

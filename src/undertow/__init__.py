@@ -85,6 +85,8 @@ from undertow.rpc import (
     Server,
     connect_async,
     functions,
+    serve_metrics,
+    stats,
 )
 from undertow.service import connect, put
 
@@ -150,6 +152,8 @@ __all__ = [
     "map",
     "put",
     "route",
+    "serve_metrics",
+    "stats",
     "stream",
     "tee",
     "wait",

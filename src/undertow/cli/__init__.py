@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from typing import Any
 
 import click
 
+from undertow._util import LOG_FORMATS, setup_logging
 from undertow.cli._groups import host_groups
 from undertow.cli._jobs import jobs, queues
-from undertow.config import HostSettings
+from undertow.cli._serving import serving
 
 __all__ = ["main"]
 
@@ -25,10 +25,18 @@ _NOT_GIVEN = (
 @click.group()
 @click.version_option(package_name="undertow")
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
-def main(verbose: int) -> None:
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    default="text",
+    show_default=True,
+    envvar="UNDERTOW_LOG_FORMAT",
+    help="Log records as text lines or one JSON object a line, each with the id of the call "
+    "it was made in ($UNDERTOW_LOG_FORMAT).",
+)
+def main(verbose: int, log_format: str) -> None:
     """undertow: call Python on other machines as if it were local."""
-    level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    setup_logging(logging.WARNING - 10 * min(verbose, 2), log_format)
 
 
 #: the functions a worker (of the job queue, or of a master) serves
@@ -57,99 +65,9 @@ def demo(timeout: float) -> None:
     raise SystemExit(run_demo(timeout=timeout))
 
 
-def _serving(fn: Any) -> Any:
-    """The options of every command that serves: where, how it registers, its security."""
-    for option in reversed(_SERVING_OPTIONS):
-        fn = option(fn)
-    return fn
-
-
-def _default(name: str) -> str:
-    """The default of the ``HostSettings`` field ``name``, as an option's help shows it."""
-    (field,) = [f for f in dataclasses.fields(HostSettings) if f.name == name]
-    value = field.default
-    if isinstance(value, int) and value >= 2**30 and value % 2**30 == 0:
-        return f"{value}, {value >> 30} GiB"
-    return str(value)
-
-
-# no default but None, "not given": the loader then takes the environment, the file, the default
-_SERVING_OPTIONS = [
-    click.option("--host", default=None, help=f"Interface to bind (default: {_default('host')})."),
-    click.option(
-        "--port",
-        default=None,
-        type=int,
-        help=f"Port (default: {_default('port')}, a free one).",
-    ),
-    click.option(
-        "--backend",
-        default=None,
-        help="Registry URL (default: $UNDERTOW_BACKEND, else ~/.undertow/cluster.db).",
-    ),
-    click.option("--name", default=None, help="Register the one service under this name."),
-    click.option("--advertise", default=None, help="Host name clients should use to reach it."),
-    click.option(
-        "--ttl",
-        default=None,
-        type=float,
-        help="Seconds the registry keeps an instance without a heartbeat.",
-    ),
-    click.option(
-        "--token",
-        default=None,
-        help="A token callers must sign with (better: set UNDERTOW_TOKEN, which other users "
-        "cannot see).",
-    ),
-    click.option(
-        "--tokens",
-        default=None,
-        type=click.Path(dir_okay=False),
-        help="A file of tokens callers may sign with, one per line ($UNDERTOW_TOKENS).",
-    ),
-    click.option(
-        "--allow-anonymous", is_flag=True, help="With tokens, also serve callers without one."
-    ),
-    click.option(
-        "--insecure",
-        is_flag=True,
-        help="Serve beyond loopback without tokens, or plain HTTP beyond loopback (tokens travel "
-        "in clear); prints a warning.",
-    ),
-    click.option(
-        "--curve-secret",
-        default=None,
-        type=click.Path(dir_okay=False),
-        help="CURVE secret key file (from `undertow keygen`): encrypt every connection.",
-    ),
-    click.option(
-        "--http",
-        "http_port",
-        type=int,
-        default=None,
-        metavar="PORT",
-        help="Also serve over HTTP on this port (0: a free one); needs undertow[http].",
-    ),
-    click.option(
-        "--data-dir",
-        default=None,
-        type=click.Path(file_okay=False),
-        help="Where data servers spill values, a directory per service "
-        "(default: ~/.undertow/data/SERVICE).",
-    ),
-    click.option(
-        "--memory-limit",
-        default=None,
-        type=int,
-        help="Bytes of values each data server keeps in memory before it spills "
-        f"(default: {_default('memory_limit')}).",
-    ),
-]
-
-
 @main.command(epilog=_NOT_GIVEN)
 @click.argument("targets", nargs=-1, required=True, metavar="FILE_OR_MODULE...")
-@_serving
+@serving
 def serve(targets: tuple[str, ...], **options: object) -> None:
     """Serve every class marked with @Expose() in the given files or modules.
 
@@ -167,7 +85,7 @@ def data() -> None:
 
 
 @data.command("serve", epilog=_NOT_GIVEN)
-@_serving
+@serving
 def data_serve(**options: Any) -> None:
     """Serve a data server on its own, registered as the service "data" (where
     undertow.put() sends values by default), until Ctrl-C or SIGTERM."""

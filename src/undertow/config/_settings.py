@@ -181,6 +181,12 @@ class HostSettings(Settings, section="host"):
         doc="also serve over HTTP, the first service on this port (0: a free one)",
         check=_port,
     )
+    metrics_port: int | None = setting(
+        None,
+        doc="serve each service's figures for Prometheus at /metrics, the first service's "
+        "on this port (0: a free one); they are also at /metrics on the HTTP port",
+        check=_port,
+    )
     data_dir: str | None = setting(
         None,
         doc="where data servers spill values, a directory per service (unset: "

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from undertow._util import address_host
+from undertow._util import address_host, current_call
 from undertow.config import home
 from undertow.data._pointer import Pointer, ask, client_for, decode_index, plain, pointer_form
 from undertow.data._replicate import copy_here, described
@@ -58,6 +58,7 @@ _PICKLE_NAME = "pickle"
 _NEEDLE = POINTER_TYPE.encode()
 _SEARCH = re.compile(re.escape(_NEEDLE)).search  # searches a memoryview without a copy
 _WILDCARDS = ("0.0.0.0", "::", "*", "")  # noqa: S104 - recognised, not bound
+_NOTHING_KEPT = dict.fromkeys(("bytes_memory", "bytes_disk", "objects_memory", "objects_disk"), 0)
 #: the deadline of a fetch from another node, when the call that needs it has none
 _FETCH_TIMEOUT = 300.0
 
@@ -116,6 +117,10 @@ class DataService:
     def kept(self) -> DataStore | None:
         """The store, if anything was ever kept (None: it was never needed)."""
         return self._store
+
+    def stats(self) -> dict[str, int]:
+        """Bytes and objects kept, in memory and spilled to disk (zero before any is kept)."""
+        return self.store.stats() if self._store is not None else dict(_NOTHING_KEPT)
 
     def stopped(self) -> None:
         """The server stopped serving: values it keeps in shared memory are marked so that
@@ -245,6 +250,7 @@ class DataService:
     def _run(self, op: Callable[..., Any], incoming: Incoming) -> None:
         if incoming.finished:
             return
+        running = current_call.set(incoming)  # log records made meanwhile carry its id
         try:
             args, kwargs = _arguments(incoming)
             answer = op(incoming, *args, **kwargs)
@@ -254,6 +260,8 @@ class DataService:
         except Exception as exc:  # the value's own failure (a bad index, say) is the caller's
             incoming.fail(error_info(exc, skip_frames=2))
             return
+        finally:
+            current_call.reset(running)
         self._answer(incoming, answer)
 
     def _answer(self, incoming: Incoming, value: Any) -> None:

@@ -286,6 +286,17 @@ class DataStore:
                 path.unlink()
         return True
 
+    def stats(self) -> dict[str, int]:
+        """Bytes and objects kept in memory and spilled to disk."""
+        with self._lock:
+            on_disk = [e.size for e in self._entries.values() if e.where == "disk"]
+            return {
+                "bytes_memory": self.memory_used,
+                "bytes_disk": sum(on_disk),
+                "objects_memory": len(self._memory),
+                "objects_disk": len(on_disk),
+            }
+
     def retire_all(self) -> None:
         """Mark every value this store keeps in shared memory as no longer to be viewed
         directly by peers (its server stopped): they ask again, and the values stay here."""

@@ -21,6 +21,7 @@ from undertow.queue._local import Child, start_child, stop_children
 from undertow.queue._queue import JobQueue
 from undertow.queue._sessions import forget_session, keep_session
 from undertow.rpc import Client
+from undertow.rpc import stats as server_stats
 from undertow.security import find_client_token, new_token
 from undertow.service import connect, put
 from undertow.storage import JobState, check_queue_name
@@ -208,6 +209,14 @@ class Cluster:
     def queue_length(self, queue: str | None = None) -> int:
         """How many entries a queue holds (default: the cluster's first queue)."""
         return self._jobs.queue_length(queue)
+
+    def stats(self) -> dict[str, Any]:
+        """The cluster's figures: its queues (length, jobs by state) and live workers, as
+        :meth:`JobQueue.stats <undertow.queue.JobQueue.stats>` gives them, and its data
+        server's (``data``: ``server.stats()`` there; None without one)."""
+        figures = self._jobs.stats()
+        figures["data"] = None if self._data is None else server_stats(self._data, self.timeout)
+        return figures
 
     # -- data and services -------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 
 from undertow._util import address_host
-from undertow.config import backend_url
+from undertow.config import backend_url, redact_url
 from undertow.data import Pointer
 from undertow.errors import BrokerUnavailable
 from undertow.queue._handle import StoreHandle
@@ -283,6 +283,30 @@ class JobQueue:
         """How many entries a queue holds (default: this queue's)."""
         name = check_queue_name(queue or self.queue)
         return self._handle.run(lambda b: b.queue_length(name))
+
+    def stats(self) -> dict[str, Any]:
+        """The backend's figures: each queue's length and stored jobs by state, and the live
+        workers (name, queues, slots, jobs running, done and failed since they started);
+        ``undertow.serve_metrics(queue)`` serves them for Prometheus."""
+
+        async def read(backend: Any) -> tuple[list[Any], list[Any]]:
+            return await backend.queues(), await backend.workers()
+
+        queues, workers = self._handle.run(read)
+        return {
+            "backend": redact_url(self.url),
+            "queues": {q.name: {"length": q.length, "states": dict(q.states)} for q in queues},
+            "workers": {
+                w.name: {
+                    "queues": list(w.queues),
+                    "concurrency": w.concurrency,
+                    "running": w.running,
+                    "done": w.done,
+                    "failed": w.failed,
+                }
+                for w in workers
+            },
+        }
 
     def close(self) -> None:
         """Release the backend's connections (the jobs' handles stop working too)."""

@@ -8,7 +8,7 @@ lives in :mod:`undertow.data`, above this layer).
 
 from undertow.rpc._aclient import AsyncClient, connect_async, rpc
 from undertow.rpc._calls import Description, FunctionInfo, OutputCallback
-from undertow.rpc._client import CallFuture, Client, connect, functions
+from undertow.rpc._client import CallFuture, Client, connect, functions, stats
 from undertow.rpc._core import MAX_FRAMES, HandlerServer, check_exposure
 from undertow.rpc._functions import (
     CallOptions,
@@ -19,6 +19,7 @@ from undertow.rpc._functions import (
     not_found,
 )
 from undertow.rpc._incoming import Incoming
+from undertow.rpc._observe import MetricsServer, serve_metrics
 from undertow.rpc._options import FunctionOptions, GlobTable
 from undertow.rpc._output import OutputSink
 from undertow.rpc._plane import DataPlane, JobPlane, PipePlane, plug_data, plug_jobs, plug_patterns
@@ -40,6 +41,7 @@ __all__ = [
     "Incoming",
     "Job",
     "JobPlane",
+    "MetricsServer",
     "OutputCallback",
     "OutputSink",
     "PipePlane",
@@ -57,4 +59,6 @@ __all__ = [
     "plug_jobs",
     "plug_patterns",
     "rpc",
+    "serve_metrics",
+    "stats",
 ]

@@ -32,6 +32,9 @@ from undertow.rpc._plane import make_pointer
 from undertow.security import find_client_token, parse_token, user_proof, user_token
 from undertow.transport import client_tls
 
+#: the built-in function that answers a server's figures
+STATS_FUNCTION = FunctionInfo("_stats", forwards_output=False)
+
 __all__ = [
     "DEFAULT_TIMEOUT",
     "CallFuture",
@@ -285,3 +288,22 @@ def connect(address: str, **options: Any) -> Client:
     """Connect to the server at ``address``; options are those of :class:`Client`, whose
     transport the address's scheme picks (``http://`` and ``https://``: HTTP)."""
     return Client(address, **options)
+
+
+def stats(target: Any, timeout: float | None = None) -> dict[str, Any]:
+    """The figures of a :class:`Server` (``server.stats()``), of the server a sync
+    :class:`Client` is connected to (asked over the connection), or of a
+    :class:`~undertow.Cluster` or job queue (``.stats()``). A function, not a client method:
+    ``client.stats`` stays the server's own function of that name, if it has one."""
+    if isinstance(target, Client):
+        options = CallOptions(timeout=timeout or target.timeout, output=False)
+        figures: dict[str, Any] = target._invoke(STATS_FUNCTION, (), {}, options)
+        return figures
+    asked = getattr(type(target), "stats", None)
+    if asked is None:
+        raise TypeError(
+            f"undertow.stats() takes a Server, a Client, a Cluster or a JobQueue, not "
+            f"{type(target).__name__}"
+        )
+    figures = asked(target)
+    return figures

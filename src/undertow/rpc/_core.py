@@ -38,6 +38,7 @@ import zmq
 from undertow._util import address_host, is_loopback
 from undertow.errors import AuthenticationError, ConfigError, UndertowError
 from undertow.rpc._incoming import Incoming, RawHandler
+from undertow.rpc._metrics import CallStats
 from undertow.rpc._receivers import Job, ReceiverPool
 from undertow.security import ENVELOPE_MAGIC, Authenticator, ServerSeal, strip_envelope
 from undertow.transport import PlainHub, ServerSocket, ServerTls, bind_router, local_address
@@ -93,6 +94,7 @@ class HandlerServer:
         self._address = ""
         self._tasks: set[asyncio.Task[Any]] = set()
         self._active: dict[tuple[bytes, int], Incoming] = {}
+        self.stats = CallStats()  #: every answered call, by function (``/metrics``)
         self._drain_scheduled = False
         self._pool: ReceiverPool | None = None
         self._loop_thread = 0

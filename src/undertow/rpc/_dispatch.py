@@ -17,6 +17,7 @@ import asyncio
 import functools
 from typing import Any
 
+from undertow._util import current_call
 from undertow.errors import UndertowError
 from undertow.rpc._core import HandlerServer
 from undertow.rpc._entry import (
@@ -121,6 +122,7 @@ class Dispatcher:
         if admitted is None:
             return
         args, kwargs = admitted
+        running = current_call.set(incoming)  # log records made meanwhile carry its id
         try:
             with self._capture(entry, incoming):
                 if entry.mode == "generator":
@@ -135,9 +137,12 @@ class Dispatcher:
         except Exception as exc:  # the function's failure is the caller's error
             incoming.fail(error_info(exc, skip_frames=1))
             return
+        finally:
+            current_call.reset(running)
         self._finish(entry, incoming, result)
 
     async def _run_async(self, entry: Entry, incoming: Incoming) -> None:
+        current_call.set(incoming)  # the task's own context: log records carry its id
         try:
             admitted = admit(entry, incoming, self.name)
             if admitted is not None and self._data.mentions_pointers(incoming.frames):

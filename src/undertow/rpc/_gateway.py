@@ -30,6 +30,8 @@ from undertow.errors import ConfigError, UndertowError
 from undertow.rpc._calls import FunctionInfo
 from undertow.rpc._entry import Entry
 from undertow.rpc._incoming import VALUE, Arguments, Incoming
+from undertow.rpc._metrics import CallStats
+from undertow.rpc._observe import prometheus_text
 from undertow.rpc._receivers import Job
 from undertow.transport import CallFailed, failure
 from undertow.wire import (
@@ -82,6 +84,9 @@ class Serving(Protocol):
     def dispatch(self, incoming: Incoming) -> Job | None: ...
     def cancel(self, incoming: Incoming) -> None: ...
     def not_found(self, name: str) -> ErrorInfo: ...
+    def stats(self) -> dict[str, Any]: ...
+    @property
+    def call_stats(self) -> CallStats: ...
 
 
 #: an answer as it waits for the request: (kind, payload, codec, stream name)
@@ -92,9 +97,11 @@ class _Unlisted:
     """The call table of calls from HTTP: no socket (answers go to their requests), and no
     table of open calls (a request that ends stops its call itself)."""
 
-    def __init__(self) -> None:
+    def __init__(self, stats: CallStats) -> None:
         self._sock: ServerSocket | None = None
         self._active: dict[tuple[bytes, int], Incoming] = {}
+        #: the server's own: a call from HTTP counts as any other
+        self.stats = stats
 
 
 class _HttpIncoming(Incoming):
@@ -152,11 +159,14 @@ class _HttpIncoming(Incoming):
     def _send(
         self, kind: Kind, payload: Any, *, name: str = "", codec: str = "", ends: bool = False
     ) -> None:
+        if ends:
+            self._count(kind)
         self._put((kind, payload, codec, name))
 
     def fail(self, info: ErrorInfo) -> bool:
         if not self._finish():
             return False
+        self._count(Kind.ERROR)
         self._put((Kind.ERROR, info, "", ""))
         return True
 
@@ -173,7 +183,7 @@ class ServerGateway:
         self.name = server.name
         self.max_message_size = server.max_message_size
         self._peer = b"http:" + os.urandom(8)
-        self._table = _Unlisted()
+        self._table = _Unlisted(server.call_stats)
         # plain functions run here, as many at once as the server allows; not in the loop's
         # default executor, whose shutdown would wait for every running call
         self._pool = concurrent.futures.ThreadPoolExecutor(
@@ -198,6 +208,10 @@ class ServerGateway:
         of it, in plain values (functions as dicts)."""
         described: dict[str, Any] = msgspec.to_builtins(self._server.description(challenge))
         return described
+
+    def metrics(self) -> bytes:
+        """The server's figures in Prometheus' text format (``GET /metrics``)."""
+        return prometheus_text(self._server.stats)
 
     def identify(self, bearer: str | None) -> str | None:
         server = self._server

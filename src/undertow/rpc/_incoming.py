@@ -8,10 +8,12 @@ nothing is encoded only to be decoded again; its subclass says where the answers
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from undertow.rpc._flow import StreamCredit
+from undertow.rpc._metrics import CallStats
 from undertow.rpc._receivers import Job
 from undertow.wire import ErrorInfo, Flags, Header, Kind, encode_error, pack
 
@@ -35,6 +37,8 @@ class CallTable(Protocol):
     _sock: ServerSocket | None
     #: the calls not answered yet, by peer and call id
     _active: dict[tuple[bytes, int], Incoming]
+    #: each answered call is counted there
+    stats: CallStats
 
 
 class Incoming:
@@ -52,8 +56,11 @@ class Incoming:
         "frames",
         "header",
         "identity",
+        "lines",
         "peer",
         "seal",
+        "sent",
+        "started",
         "via",
     )
 
@@ -75,6 +82,10 @@ class Incoming:
         seal: Callable[[list[Any]], list[Any]] | None = None,
         via: Any = None,
     ) -> None:
+        #: when the call was taken apart (its time runs until it is answered)
+        self.started = time.perf_counter()
+        #: bytes of the answers sent so far, lines of output sent
+        self.sent, self.lines = 0, 0
         self._server = server
         self.peer = peer
         #: the socket the call came in on, when it is not the server's ZeroMQ socket (a
@@ -108,6 +119,12 @@ class Incoming:
         return not (self.header.flags & _NO_OUTPUT)
 
     @property
+    def log_id(self) -> str:
+        """The call's id on log records: ``SERVER/PEER/NUMBER``."""
+        where = getattr(self._server, "name", "http")
+        return f"{where}/{self.peer.hex()[:8]}/{self.header.call_id}"
+
+    @property
     def finished(self) -> bool:
         """True once the call has been answered."""
         return not self._once
@@ -126,7 +143,12 @@ class Incoming:
             frames = pack(kind, self.header.call_id, payload, name=name, codec=codec)
             if self.seal is not None:
                 frames = self.seal(frames)
+            self.sent += len(frames[0]) if len(frames) == 1 else sum(map(_nbytes, frames))
+            if ends:  # counted before it goes: whoever it reaches finds it counted
+                self._count(kind)
             sock.send(self.peer, frames, hold=ends)
+        elif ends:
+            self._count(kind)
 
     def _finish(self) -> bool:
         # list.pop() is atomic under the GIL: exactly one caller gets the token.
@@ -136,6 +158,17 @@ class Incoming:
             return False
         self._server._active.pop((self.peer, self.header.call_id), None)
         return True
+
+    def _count(self, kind: Kind) -> None:
+        """Count the call, answered now with ``kind`` (a result, an error, a stream's end),
+        in the server's figures (bytes received: its payload, the arguments' encoding and
+        any frames of their own)."""
+        failed = kind is Kind.ERROR
+        seconds = time.perf_counter() - self.started
+        frames = self.frames
+        received = sum(map(_nbytes, frames)) if len(frames) != 1 else _nbytes(frames[0])
+        stats = self._server.stats
+        stats.record(self.header.name, seconds, failed, received, self.sent, self.lines)
 
     def reply(self, payload: Sequence[Any], codec: str) -> bool:
         """Send the result, already encoded by ``codec``; False if the call was answered already."""
@@ -179,7 +212,12 @@ class Incoming:
     def output(self, stream: str, text: str) -> None:
         """Send text the handler wrote to ``stream`` (``"stdout"`` or ``"stderr"``)."""
         if self._once:
+            self.lines += text.count("\n")
             self._send(Kind.OUTPUT, [text.encode("utf-8", "replace")], name=stream, codec="text")
+
+
+def _nbytes(frame: Any) -> int:
+    return len(frame) if type(frame) is bytes else memoryview(frame).nbytes
 
 
 #: A raw handler gets the Incoming call in the receiving thread and must not block: it

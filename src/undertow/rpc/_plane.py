@@ -67,6 +67,9 @@ class DataPlane(Protocol):
     def stopped(self) -> None:
         """The server stopped serving: peers holding its values in shared memory ask again."""
 
+    def stats(self) -> dict[str, int]:
+        """Bytes and objects kept, in memory and spilled to disk (empty: no data layer)."""
+
 
 #: builds a server's data plane: (server, directory=, memory_limit=, calls=, token=)
 PlaneFactory = Callable[..., DataPlane]
@@ -205,3 +208,6 @@ class _NoData:
 
     def stopped(self) -> None:
         pass
+
+    def stats(self) -> dict[str, int]:
+        return {}

@@ -14,26 +14,29 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, overload
 
-from undertow.config import ServerSettings, backend_url, redact_url
+from undertow.config import ServerSettings
 from undertow.errors import ConfigError, UndertowError
 from undertow.rpc._calls import FunctionInfo
 from undertow.rpc._core import HandlerServer
 from undertow.rpc._dispatch import Dispatcher
 from undertow.rpc._entry import Entry
 from undertow.rpc._incoming import Incoming, RawHandler
+from undertow.rpc._metrics import CallStats
+from undertow.rpc._observe import snapshot, stats_handler
 from undertow.rpc._options import GlobTable
 from undertow.rpc._plane import make_data_plane, make_job_plane, make_pipe_plane
 from undertow.rpc._receivers import Job
 from undertow.rpc._setup import (
     accept_user_token,
     checked_auth,
+    describe,
     plain_to_serve,
     refuse_user_token_beyond_loopback,
     runs_code,
     server_settings,
     tls_of,
 )
-from undertow.security import Authenticator, ServerSeal, parse_token, user_proof
+from undertow.security import Authenticator, ServerSeal
 from undertow.transport import load_secret
 from undertow.wire import ErrorInfo, MsgpackCodec
 
@@ -164,9 +167,19 @@ class Server:
         self._stop: asyncio.Event | None = None
 
     def __repr__(self) -> str:
-        where = self._core.address or "not serving"
-        count = len(self._fns)
+        where, count = self._core.address or "not serving", len(self._fns)
         return f"<Server {self.name!r} {where} [{count} function{'' if count == 1 else 's'}]>"
+
+    @property
+    def call_stats(self) -> CallStats:
+        """The counts behind :meth:`stats` (every transport adds to them)."""
+        return self._core.stats
+
+    def stats(self) -> dict[str, Any]:
+        """Its figures: calls by function (answered, errors, time, bytes, output lines), calls
+        in flight, its data (docs/guide.md, "Observing"); ``/metrics`` says the same."""
+        core = self._core
+        return snapshot(self.name, core.address, core.stats, len(core._active), self.data)
 
     @property
     def address(self) -> str:
@@ -185,8 +198,7 @@ class Server:
 
     @property
     def local_address(self) -> str:
-        """The Unix socket for clients on this host (large values in shared memory; empty:
-        none, as with a ``plain`` other than ``"auto"``)."""
+        """The Unix socket for clients on this host (empty: none; ``plain="auto"`` has one)."""
         return self._core.local_address or ""
 
     @property
@@ -263,6 +275,7 @@ class Server:
         self._calls.entries = entries
         handlers: dict[str, RawHandler] = dict.fromkeys(entries, self._calls.handle)
         handlers["_describe"] = self._describe
+        handlers["_stats"] = stats_handler(self.stats, _MSGPACK.encode)
         handlers.update(self.data.handlers())
         handlers.update(self.pipes.handlers())
         self._core.raw_handlers = handlers
@@ -278,21 +291,8 @@ class Server:
         it checks signatures, its size limit, its plain and local sockets, and (``user``) whose
         own token it accepts, if it serves pickle with no tokens given; given a ``challenge``,
         its proof that it holds that token (``proof``), asked before an HTTP bearer is sent."""
-        token = self._user_token
         queued = any(e.options.queue for e in self._entries.values())
-        described: dict[str, Any] = {
-            "server": self.name,
-            "functions": self.info(),
-            "authenticates": self._auth is not None,
-            "max_message_size": self._core.max_message_size,
-            "user": None if token is None else parse_token(token)[0],
-            "jobs": redact_url(backend_url(self.job_backend)) if queued else None,
-            "plain": self._core.plain_address,
-            "local": self._core.local_address,
-        }
-        if token is not None and challenge:
-            described["proof"] = user_proof(token, challenge)
-        return described
+        return describe(self, self._core, self._user_token, queued, challenge)
 
     def _describe(self, incoming: Incoming) -> Job | None:
         incoming.reply(_MSGPACK.encode(self.description()), _MSGPACK.name)

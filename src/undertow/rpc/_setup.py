@@ -8,9 +8,16 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from undertow._util import is_local_address
-from undertow.config import ServerSettings
+from undertow.config import ServerSettings, backend_url, redact_url
 from undertow.errors import ConfigError
-from undertow.security import Authenticator, ServerSeal, TokenAuth, user_token
+from undertow.security import (
+    Authenticator,
+    ServerSeal,
+    TokenAuth,
+    parse_token,
+    user_proof,
+    user_token,
+)
 from undertow.transport import ServerTls, server_tls
 
 if TYPE_CHECKING:
@@ -18,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "checked_auth",
+    "describe",
     "plain_to_serve",
     "refuse_user_token_beyond_loopback",
     "runs_code",
@@ -124,3 +132,23 @@ def plain_to_serve(plain: str | None, *, curve: bool, tls: bool) -> str | None:
             "server tls_cert (and tls_key) to serve it over TLS"
         )
     return None
+
+
+def describe(
+    server: Any, core: Any, token: str | None, queued: bool, challenge: str | None
+) -> dict[str, Any]:
+    """``server.description(challenge)``: ``token`` is the user's own it accepts (if any),
+    ``queued`` whether some function is queued (then the job backend is named)."""
+    described: dict[str, Any] = {
+        "server": server.name,
+        "functions": server.info(),
+        "authenticates": server.authenticates,
+        "max_message_size": core.max_message_size,
+        "user": None if token is None else parse_token(token)[0],
+        "jobs": redact_url(backend_url(server.job_backend)) if queued else None,
+        "plain": core.plain_address,
+        "local": core.local_address,
+    }
+    if token is not None and challenge:
+        described["proof"] = user_proof(token, challenge)
+    return described

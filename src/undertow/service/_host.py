@@ -18,7 +18,7 @@ from undertow._util import is_loopback
 from undertow.config import HostSettings, embedded_backend, redact_url
 from undertow.data import catalog_listener, data_service, location_of
 from undertow.errors import BackendError, ConfigError
-from undertow.rpc import Server, check_exposure
+from undertow.rpc import MetricsServer, Server, check_exposure, serve_metrics
 from undertow.security import Authenticator, TokenAuth
 from undertow.service._expose import ServiceSpec, exposed_methods, service_spec
 from undertow.storage import Backend, Instance, open_backend
@@ -129,6 +129,9 @@ class ServiceHost:
         self._ttls = [_ttl_of(obj, settings.ttl) for obj in objects]
         self.host, self.port, self.advertise = settings.host, settings.port, settings.advertise
         self.quiet, self.http_port = settings.quiet, settings.http_port
+        self.metrics_port = settings.metrics_port
+        #: each service's /metrics on a port of its own (with metrics_port)
+        self.metrics: list[MetricsServer] = []
         self.instances: list[Instance] = []
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -206,6 +209,8 @@ class ServiceHost:
             await self._deregister(backend)
             for server in self._servers:
                 server.stop()
+            for metrics in self.metrics:
+                metrics.close()
             await asyncio.gather(*tasks, return_exceptions=True)
             await backend.close()
 
@@ -225,6 +230,9 @@ class ServiceHost:
                 bound.cancel()
                 await task
             addresses.append(bound.result())
+            if self.metrics_port is not None:
+                where = self.metrics_port if i == 0 else 0
+                self.metrics.append(serve_metrics(server, port=where, host=self.host))
         return addresses
 
     def _record(self, server: Server, address: str, ttl: float) -> Instance:
@@ -256,8 +264,9 @@ class ServiceHost:
     def _announce(self, backend: Backend) -> None:
         if self.quiet:
             return
-        for instance in self.instances:
-            http = "".join(f", HTTP {a}" for a in instance.addresses[1:])
+        metrics = [f", metrics {m.url}" for m in self.metrics] or [""] * len(self.instances)
+        for instance, scraped in zip(self.instances, metrics, strict=True):
+            http = "".join(f", HTTP {a}" for a in instance.addresses[1:]) + scraped
             print(  # noqa: T201 - the launcher's report; the last word is the address
                 f"undertow: service {instance.service!r} ({len(instance.methods)} methods, "
                 f"registry {backend.url}{http}) serving on {instance.address}",

@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import logging
+import os
 import sys
 import traceback
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from undertow._util import LOG_FORMATS, setup_logging
 from undertow.errors import UndertowError
 from undertow.service._expose import service_spec
 
@@ -151,6 +154,15 @@ _FLAGS: list[tuple[str, dict[str, Any]]] = [
         },
     ),
     (
+        "--metrics",
+        {
+            "type": int,
+            "dest": "metrics_port",
+            "metavar": "PORT",
+            "help": "serve the figures for Prometheus at /metrics on this port (0: a free one)",
+        },
+    ),
+    (
         "--curve-secret",
         {"help": "CURVE secret key file (undertow keygen): encrypt every connection"},
     ),
@@ -177,12 +189,23 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("targets", nargs="+", metavar="FILE_OR_MODULE")
     for flag, options in _FLAGS:
         parser.add_argument(flag, **options)
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log output (-v info, -vv debug)"
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=os.environ.get("UNDERTOW_LOG_FORMAT", "text"),
+        help="log records as text or one JSON object a line, with the id of the call each "
+        "was made in ($UNDERTOW_LOG_FORMAT)",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m undertow.service FILE_OR_MODULE ...``: serve every exposed class."""
     options = vars(_parser().parse_args(argv))
+    setup_logging(logging.WARNING - 10 * min(options.pop("verbose"), 2), options.pop("log_format"))
     return launch(options.pop("targets"), **options)
 
 

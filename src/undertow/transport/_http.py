@@ -30,7 +30,10 @@ from undertow._util import is_loopback
 from undertow.errors import ConnectError
 from undertow.transport._http_api import (
     JSON,
+    JSON_TYPES,
+    METRICS_TYPE,
     MSGPACK,
+    MSGPACK_TYPES,
     NDJSON,
     NPY,
     PICKLE,
@@ -40,7 +43,9 @@ from undertow.transport._http_api import (
     STATUS,
     CallFailed,
     Gateway,
+    codec_of,
     failure,
+    ndjson_as_json,
     openapi,
     signature_text,
 )
@@ -66,9 +71,6 @@ _strict_json = msgspec.json.Encoder(enc_hook=wire_form)
 _strict_msgpack = msgspec.msgpack.Encoder(enc_hook=wire_form)
 #: bytes of an array sent per chunk of a response
 _CHUNK = 1 << 22
-#: the body types taken for arguments, with the names some clients use
-_JSON_TYPES = (JSON, "text/json")
-_MSGPACK_TYPES = (MSGPACK, "application/x-msgpack")
 
 
 def _error(info: dict[str, Any]) -> Response:
@@ -101,7 +103,7 @@ def _media(request: Request) -> str:
     media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media == NDJSON:
         return media
-    if media not in _JSON_TYPES and media not in _MSGPACK_TYPES and media != PICKLE:
+    if media not in JSON_TYPES and media not in MSGPACK_TYPES and media != PICKLE:
         raise failure(
             "unsupported",
             "UnsupportedMediaType",
@@ -111,29 +113,11 @@ def _media(request: Request) -> str:
     return media
 
 
-def _ndjson_as_json(body: bytes) -> bytes:
-    """An NDJSON body (a JSON value per line) as the JSON body of one argument, their list."""
-    try:
-        items = [msgspec.json.decode(line) for line in body.splitlines() if line.strip()]
-    except msgspec.DecodeError as exc:
-        raise failure(
-            "bad_request", "DeserializationError", f"a line of the body is not JSON: {exc}"
-        ) from None
-    return _json.encode([items])
-
-
-def _codec_of(media: str) -> str:
-    """The name of the codec a body of ``media`` (checked by :func:`_media`) is in."""
-    if media in _JSON_TYPES:
-        return "json"
-    return "msgpack" if media in _MSGPACK_TYPES else "pickle"
-
-
 def _arguments(body: bytes, media: str) -> tuple[list[Any], dict[str, Any]]:
     """Positional and keyword arguments from a JSON or msgpack body (``media``, checked)."""
     if not body.strip():
         return [], {}
-    decode = msgspec.json.decode if media in _JSON_TYPES else msgspec.msgpack.decode
+    decode = msgspec.json.decode if media in JSON_TYPES else msgspec.msgpack.decode
     try:
         decoded = decode(body)
     except msgspec.DecodeError as exc:
@@ -240,6 +224,7 @@ def http_app(gateway: Gateway, *, local_only: bool = True) -> Starlette:
         Route("/openapi.json", endpoints.openapi_json, methods=["GET"]),
         Route("/call/{name}", endpoints.call, methods=["POST"]),
         Route("/data/{key}", endpoints.data, methods=["GET"]),
+        Route("/metrics", endpoints.metrics, methods=["GET"]),
     ]
     return Starlette(routes=routes)
 
@@ -264,8 +249,8 @@ class _Endpoints:
             media = _media(request)
             body = await _read_body(request, gateway.max_message_size)
             if media == NDJSON:
-                body, media = _ndjson_as_json(body), JSON
-            codec = _codec_of(media)
+                body, media = ndjson_as_json(body), JSON
+            codec = codec_of(media)
             args, kwargs = ([], {}) if codec == "pickle" else _arguments(body, media)
             arrays = gateway.sends_arrays(name)
             pointer = _return_pointer(request)
@@ -301,6 +286,14 @@ class _Endpoints:
         if _is_array(value) and not asked:
             return _npy(value)
         return _answer("fetch", value, accept, authenticated=identity is not None)
+
+    async def metrics(self, request: Request) -> Response:
+        """The server's figures for Prometheus (who may call it may read them)."""
+        try:
+            self._admit(request)
+        except CallFailed as failed:
+            return _error(failed.info)
+        return Response(self.gateway.metrics(), media_type=METRICS_TYPE)
 
     async def functions(self, request: Request) -> Response:
         try:

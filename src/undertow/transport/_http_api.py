@@ -39,9 +39,14 @@ import importlib.metadata
 from collections.abc import AsyncGenerator, Awaitable
 from typing import Any, Protocol
 
+import msgspec
+
 __all__ = [
     "JSON",
+    "JSON_TYPES",
+    "METRICS_TYPE",
     "MSGPACK",
+    "MSGPACK_TYPES",
     "NDJSON",
     "PICKLE",
     "POINTER_HEADER",
@@ -49,7 +54,9 @@ __all__ = [
     "STATUS",
     "CallFailed",
     "Gateway",
+    "codec_of",
     "failure",
+    "ndjson_as_json",
     "openapi",
     "signature_text",
 ]
@@ -104,6 +111,10 @@ class Gateway(Protocol):
         """What a client is told on connect, as over ZeroMQ: ``server``, ``functions`` (as
         :meth:`functions` gives them), ``authenticates``, ``max_message_size`` and any field
         the server adds (``user``, and ``proof`` of its token given a ``challenge``)."""
+        ...
+
+    def metrics(self) -> bytes:
+        """The server's figures in Prometheus' text format."""
         ...
 
     def identify(self, bearer: str | None) -> str | None:
@@ -311,3 +322,28 @@ def signature_text(function: dict[str, Any]) -> str:
         text = name + (f": {annotation}" if annotation else "")
         parts.append(text + (f" = {default}" if default is not None else ""))
     return ", ".join(parts)
+
+
+#: the body types taken for arguments, with the names some clients use
+JSON_TYPES = (JSON, "text/json")
+MSGPACK_TYPES = (MSGPACK, "application/x-msgpack")
+#: Prometheus' text format, version 0.0.4 (``GET /metrics``)
+METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def ndjson_as_json(body: bytes) -> bytes:
+    """An NDJSON body (a JSON value per line) as the JSON body of one argument, their list."""
+    try:
+        items = [msgspec.json.decode(line) for line in body.splitlines() if line.strip()]
+    except msgspec.DecodeError as exc:
+        raise failure(
+            "bad_request", "DeserializationError", f"a line of the body is not JSON: {exc}"
+        ) from None
+    return msgspec.json.encode([items])
+
+
+def codec_of(media: str) -> str:
+    """The name of the codec a body of ``media`` (one of those taken) is in."""
+    if media in JSON_TYPES:
+        return "json"
+    return "msgpack" if media in MSGPACK_TYPES else "pickle"
