@@ -165,8 +165,8 @@ class Incoming:
         any frames of their own)."""
         failed = kind is Kind.ERROR
         seconds = time.perf_counter() - self.started
-        frames = self.frames
-        received = sum(map(_nbytes, frames)) if len(frames) != 1 else _nbytes(frames[0])
+        frames = self.frames  # one frame: a view of bytes (its length is its size)
+        received = len(frames[0]) if len(frames) == 1 else sum(map(_nbytes, frames))
         stats = self._server.stats
         stats.record(self.header.name, seconds, failed, received, self.sent, self.lines)
 
