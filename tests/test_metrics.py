@@ -179,6 +179,11 @@ def test_a_clusters_queues_and_workers_for_prometheus():
         with pytest.raises(Exception, match="upper"):
             broken.result(timeout=60)
         queue = cluster.queues[0]
+        told = undertow.explain(jobs[0])  # where its time went
+        assert "s from submit to its last attempt's start" in told
+        assert "s running on " in told
+        with pytest.raises(TypeError, match="takes a Job"):
+            undertow.explain(42)
         stats = cluster.stats()
         assert stats["queues"][queue]["states"] == {"done": 3, "failed": 1}
         assert stats["queues"][queue]["length"] == 0
