@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import undertow
-from undertow._util import CallIdFilter, JsonFormatter, setup_logging
+from undertow._util import CallIdFilter, JsonFormatter
 from undertow.security import new_token, parse_token
 
 pytestmark = [pytest.mark.usefixtures("undertow_home"), pytest.mark.timeout(60)]
@@ -86,7 +86,7 @@ def test_setup_logging_writes_json_lines_and_refuses_unknown_formats():
     root = logging.getLogger()
     saved = (root.handlers[:], root.level)
     try:
-        setup_logging(logging.INFO, "json", stream)
+        undertow.setup_logging(logging.INFO, "json", stream)
         logging.getLogger("tests.setup").info("hello %s", "there")
         try:
             raise ValueError("boom")
@@ -98,7 +98,7 @@ def test_setup_logging_writes_json_lines_and_refuses_unknown_formats():
     assert (first["message"], first["level"], first["call_id"]) == ("hello there", "INFO", None)
     assert "ValueError: boom" in second["exception"]
     with pytest.raises(ValueError, match="log format 'xml'"):
-        setup_logging(logging.INFO, "xml")
+        undertow.setup_logging(logging.INFO, "xml")
 
 
 def test_no_secret_in_any_record(json_records, tmp_path):

@@ -20,6 +20,7 @@
 import contextlib
 
 from undertow import catalog
+from undertow._util import setup_logging
 from undertow.data import Pointer
 from undertow.errors import (
     AuthenticationError,
@@ -155,6 +156,7 @@ __all__ = [
     "put",
     "route",
     "serve_metrics",
+    "setup_logging",
     "stats",
     "stream",
     "tee",
