@@ -50,7 +50,7 @@ def make_server(**options: Any) -> undertow.Server:
 
     @server.register
     def nap(seconds: float) -> float:
-        time.sleep(seconds)
+        time.sleep(seconds)  # the function's work: a slow call, not a wait for readiness
         return seconds
 
     @server.register

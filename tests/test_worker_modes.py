@@ -48,7 +48,7 @@ def double(x: int) -> int:
 
 
 async def double_async(x: int) -> int:
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # one turn of the loop: a coroutine that suspends, no waiting
     print("async", x)
     return x * 2
 
