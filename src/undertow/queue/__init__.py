@@ -19,8 +19,8 @@ run it only if their authenticator knows the token, and never unpickle anything 
 """
 
 from undertow.queue._cluster import Cluster, local
+from undertow.queue._explain import explain_where_time_went as explain
 from undertow.queue._job import Job
-from undertow.queue._job import explain_where_time_went as explain
 from undertow.queue._queue import JobQueue, job
 from undertow.queue._serve import ServerJobs, enqueue
 from undertow.queue._wait import (

@@ -26,7 +26,7 @@ from undertow.queue._sessions import session_key
 from undertow.storage import FINAL_STATES, Backend, JobRecord, JobState
 from undertow.wire import decode_error, rebuild
 
-__all__ = ["Job", "explain", "explain_where_time_went", "outcome"]
+__all__ = ["Job", "explain", "outcome"]
 
 #: the first pause between two looks at a job, and the longest
 POLL_MIN, POLL_MAX = 0.005, 0.5
@@ -246,15 +246,3 @@ def _timing(record: JobRecord) -> str:
         f"time: {waited:.3f} s from submit to its last attempt's start{earlier}, "
         f"{ran:.3f} s running on {record.worker or 'a worker'}"
     )
-
-
-def explain_where_time_went(target: Any) -> str:
-    """``undertow.explain(job)``: where a job was sent and why, where it is now, and for a
-    finished one where its time went (waiting for a worker, running). Calls are not timed
-    this way yet: a :class:`~undertow.Job` only."""
-    if not isinstance(target, Job):
-        raise TypeError(
-            f"undertow.explain() takes a Job (cluster.submit(...), or a queued function's "
-            f"call), not {type(target).__name__}; calls are not timed this way yet"
-        )
-    return target.explain()
