@@ -78,8 +78,17 @@ def test_header_repr_leaves_the_body_out() -> None:
 
 def test_header_ignores_unknown_trailing_fields() -> None:
     # The header is a msgpack array so that later versions can append fields.
-    frame = PREFIX + msgspec.msgpack.encode([1, 5, "f", "msgpack", 0, None, 0, b"", "new", 7])
-    assert decode_header(frame) == Header(Kind.CALL, 5, "f", "msgpack", 0)
+    frame = PREFIX + msgspec.msgpack.encode(
+        [1, 5, "f", "msgpack", 0, None, 0, b"", [1, 2, 3], "new", 7]
+    )
+    assert decode_header(frame) == Header(Kind.CALL, 5, "f", "msgpack", 0, timing=(1, 2, 3))
+
+
+def test_an_answers_server_timings_must_be_three_whole_numbers() -> None:
+    for timing in ([1, 2], [1.5, 2, 3], "fast", {"ran": 1}):
+        frame = PREFIX + msgspec.msgpack.encode([2, 5, "", "", 0, None, 0, b"", timing])
+        with pytest.raises(undertow.WireError):
+            decode_header(frame)
 
 
 @pytest.mark.parametrize(

@@ -25,12 +25,14 @@ from undertow.rpc._output import OutputSink
 from undertow.rpc._plane import DataPlane, JobPlane, PipePlane, plug_data, plug_jobs, plug_patterns
 from undertow.rpc._receivers import Job
 from undertow.rpc._server import Server
+from undertow.rpc._timing import CallTiming, call_timing, explain_target
 
 __all__ = [
     "MAX_FRAMES",
     "AsyncClient",
     "CallFuture",
     "CallOptions",
+    "CallTiming",
     "Client",
     "DataPlane",
     "Description",
@@ -48,10 +50,12 @@ __all__ = [
     "RemoteFunctions",
     "Server",
     "as_attributes",
+    "call_timing",
     "check_exposure",
     "client_token",
     "connect",
     "connect_async",
+    "explain_target",
     "functions",
     "make_function",
     "not_found",

@@ -59,6 +59,7 @@ class AsyncConnection:
         except NotConnected:
             self._calls.pop(call.call_id, None)
             raise
+        call.sent = time.perf_counter()
 
     async def start_connected(self, call: Call, frames: list[Any]) -> None:
         """:meth:`start` over an established connection, waiting up to ``connect_wait`` for

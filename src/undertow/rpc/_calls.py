@@ -66,6 +66,7 @@ _POINTER = int(Flags.POINTER)
 _NO_REPLY = int(Flags.NO_REPLY)
 _CALL, _RESULT, _ERROR = Kind.CALL, Kind.RESULT, Kind.ERROR
 _MSGPACK = MsgpackCodec()
+_clock = time.perf_counter
 
 
 def write_output(stream: str, text: str) -> None:
@@ -79,17 +80,27 @@ class Call:
     """One outstanding call, fed by whichever thread or task receives its messages."""
 
     __slots__ = (
+        "answered",
         "call_id",
         "done",
         "items",
+        "made",
         "name",
         "notify",
         "on_output",
         "outcome",
+        "printed",
+        "sent",
         "unsigned",
     )
 
     def __init__(self, call_id: int, name: str, on_output: OutputCallback | None) -> None:
+        #: when it was made, its request went out (0.0: not known, as for calls held for a
+        #: batch) and its outcome came back: where its time went (``undertow.explain``)
+        self.made = _clock()
+        self.sent = self.answered = 0.0
+        #: lines of output it printed here and the seconds that took (None: none came)
+        self.printed: list[float] | None = None
         self.call_id = call_id
         self.name = name
         self.on_output = on_output
@@ -106,19 +117,31 @@ class Call:
         kind = header.kind
         if kind == Kind.OUTPUT:
             if self.on_output is not None and frames:
-                self.on_output(header.name, bytes(frames[0]).decode("utf-8", "replace"))
+                self._print(header.name, bytes(frames[0]).decode("utf-8", "replace"))
             return
         if kind == Kind.ITEM:
             if self.items is _NO_ITEMS:
                 self.items = deque()
             self.items.append((header, frames))
         elif kind in (Kind.RESULT, Kind.ERROR, Kind.END):
+            self.answered = _clock()
             self.outcome = (header, frames)
             self.done = True
         else:
             return
         if self.notify is not _nothing:
             self.notify()
+
+    def _print(self, stream: str, text: str) -> None:
+        """Hand output to the call's sink, counting its lines and the time that takes."""
+        assert self.on_output is not None
+        start = _clock()
+        self.on_output(stream, text)
+        printed = self.printed
+        if printed is None:
+            printed = self.printed = [0, 0.0]
+        printed[0] += text.count("\n")
+        printed[1] += _clock() - start
 
 
 def _nothing() -> None:
@@ -472,6 +495,7 @@ def run_call(
     :class:`ConnectionLost`. Messages of calls given up on before are dropped."""
     mine = {call.call_id: call}
     sock.send(frames if seal is None else seal.seal(frames))
+    call.sent = _clock()
     while not call.done:
         left = _SLICE_MS if deadline is None else (deadline - time.monotonic()) * 1000
         if left <= 0:

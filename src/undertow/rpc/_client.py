@@ -29,6 +29,7 @@ from undertow.rpc._connection import (
 )
 from undertow.rpc._functions import CallOptions, RemoteFunctions
 from undertow.rpc._plane import make_pointer
+from undertow.rpc._timing import explain_call
 from undertow.security import find_client_token, parse_token, user_proof, user_token
 from undertow.transport import client_tls
 
@@ -234,6 +235,14 @@ class Client(RemoteFunctions):
         fn: Any = self._lookup(name)
         result: concurrent.futures.Future[Any] = fn.submit(*args, **kwargs)
         return result
+
+    def _explain_call(self) -> str:
+        """``undertow.explain(client)``: where the time of the last blocking call made
+        through this client went."""
+        call = getattr(self._conn, "last_call", None)
+        if call is None:
+            return f"no call made through the client for {self.address} has been timed"
+        return explain_call(call, self.address)
 
     def close(self) -> None:
         """Close the connection; calls still waiting raise :class:`ConnectionClosed`."""

@@ -21,6 +21,7 @@ from undertow.rpc._calls import Call, Description, FunctionInfo, Protocol
 from undertow.rpc._connection import ConnectOptions, Settings, timeout_error
 from undertow.rpc._plain_link import PlainLink
 from undertow.rpc._sync_conn import SyncConnection
+from undertow.rpc._timing import explain_call
 from undertow.security import client_key
 from undertow.transport import PlainSocket, is_tls, load_public, shm_sending
 
@@ -96,6 +97,8 @@ class ZmqConnection(ZmqLinked):
         self._tls = options.tls_ca  # verifies a tls+plain:// socket (None: not used)
         #: the server's plain socket, for blocking calls (``_plain_link.py``); None: ZeroMQ
         self.plain: PlainLink | None = None
+        #: the last blocking call made through this connection (``undertow.explain(client)``)
+        self.last_call: Call | None = None
 
     def describe(self, timeout: float | None, challenge: str | None = None) -> Description:
         try:
@@ -144,7 +147,7 @@ class ZmqConnection(ZmqLinked):
     ) -> Any:
         timeout, output, sink, pointer = how
         proto = self.proto
-        call = Call(proto.next_id(), info.name, sink)
+        call = self.last_call = Call(proto.next_id(), info.name, sink)
         frames = proto.request(
             call.call_id, info, args, kwargs, timeout=timeout, output=output, pointer=pointer
         )
@@ -239,6 +242,16 @@ class CallFuture(concurrent.futures.Future[Any]):
 
     def __await__(self) -> Generator[Any, None, Any]:
         return asyncio.wrap_future(self).__await__()
+
+    def explain(self) -> str:
+        """Where the call's time went: here before it went out, on the way, on the server
+        before, while and after its function ran, and showing its output
+        (``undertow.explain(future)``)."""
+        if self._call is None or self._owner is None:
+            return "a future made by hand: no call to explain"
+        return explain_call(self._call, self._owner.address)
+
+    _explain_call = explain
 
     def __getattr__(self, name: str) -> Any:
         if name != "_condition":

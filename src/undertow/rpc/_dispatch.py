@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from typing import Any
 
 from undertow._util import current_call
@@ -42,6 +43,7 @@ _NO_OUTPUT = int(Flags.NO_OUTPUT)
 _POINTER = int(Flags.POINTER)
 #: A stream whose caller set no deadline gives up after this long without asking for more.
 _IDLE_STREAM = 300.0
+_clock = time.perf_counter_ns  # as Incoming.started
 
 
 class Dispatcher:
@@ -123,6 +125,7 @@ class Dispatcher:
             return
         args, kwargs = admitted
         running = current_call.set(incoming)  # log records made meanwhile carry its id
+        incoming.began = _clock()
         try:
             with self._capture(entry, incoming):
                 if entry.mode == "generator":
@@ -135,10 +138,12 @@ class Dispatcher:
                 else:
                     result = entry.fn(*args, **kwargs)
         except Exception as exc:  # the function's failure is the caller's error
+            incoming.ended = _clock()
             incoming.fail(error_info(exc, skip_frames=1))
             return
         finally:
             current_call.reset(running)
+        incoming.ended = _clock()
         self._finish(entry, incoming, result)
 
     async def _run_async(self, entry: Entry, incoming: Incoming) -> None:
@@ -152,6 +157,7 @@ class Dispatcher:
                 return
             args, kwargs = admitted
             limit = asyncio.timeout(entry.options.timeout)
+            incoming.began = _clock()
             try:
                 async with limit:
                     with self._capture(entry, incoming):
@@ -165,11 +171,13 @@ class Dispatcher:
                         else:
                             result = await entry.fn(*args, **kwargs)
             except Exception as exc:  # the function's failure is the caller's error
+                incoming.ended = _clock()
                 if isinstance(exc, TimeoutError) and limit.expired():
                     incoming.fail(timeout_info(entry))  # our limit, not the function's own
                 else:
                     incoming.fail(error_info(exc, skip_frames=1))
                 return
+            incoming.ended = _clock()
             self._finish(entry, incoming, result)
         finally:
             self._tasks.pop(incoming, None)

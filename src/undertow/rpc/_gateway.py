@@ -20,6 +20,7 @@ import itertools
 import logging
 import os
 import re
+import time
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -160,13 +161,13 @@ class _HttpIncoming(Incoming):
         self, kind: Kind, payload: Any, *, name: str = "", codec: str = "", ends: bool = False
     ) -> None:
         if ends:
-            self._count(kind)
+            self._count(kind, time.perf_counter_ns())
         self._put((kind, payload, codec, name))
 
     def fail(self, info: ErrorInfo) -> bool:
         if not self._finish():
             return False
-        self._count(Kind.ERROR)
+        self._count(Kind.ERROR, time.perf_counter_ns())
         self._put((Kind.ERROR, info, "", ""))
         return True
 

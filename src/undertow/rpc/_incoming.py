@@ -20,6 +20,8 @@ from undertow.wire import ErrorInfo, Flags, Header, Kind, encode_error, pack
 if TYPE_CHECKING:
     from undertow.transport import ServerSocket
 
+_clock = time.perf_counter_ns
+
 __all__ = ["VALUE", "Arguments", "CallTable", "Incoming", "RawHandler"]
 
 _NO_OUTPUT = int(Flags.NO_OUTPUT)
@@ -51,8 +53,10 @@ class Incoming:
     __slots__ = (
         "_once",
         "_server",
+        "began",
         "cancelled",
         "credit",
+        "ended",
         "frames",
         "header",
         "identity",
@@ -82,8 +86,12 @@ class Incoming:
         seal: Callable[[list[Any]], list[Any]] | None = None,
         via: Any = None,
     ) -> None:
-        #: when the call was taken apart (its time runs until it is answered)
-        self.started = time.perf_counter()
+        #: when the call was taken apart (its time runs until it is answered), and when its
+        #: function started and returned (0: it has not; a server's own operations leave
+        #: them so, and count as having run from the arrival to the answer); nanoseconds of
+        #: ``perf_counter_ns``, whose differences are the answer's timings with no arithmetic
+        self.started = _clock()
+        self.began = self.ended = 0
         #: bytes of the answers sent so far, lines of output sent
         self.sent, self.lines = 0, 0
         self._server = server
@@ -140,15 +148,27 @@ class Incoming:
     ) -> None:
         sock = self._server._sock if self.via is None else self.via
         if sock is not None and not self.header.flags & _NO_REPLY:  # closed; one-way
-            frames = pack(kind, self.header.call_id, payload, name=name, codec=codec)
+            now = _clock() if ends else 0
+            timing = self._timing(now) if ends else None
+            frames = pack(kind, self.header.call_id, payload, name=name, codec=codec, timing=timing)
             if self.seal is not None:
                 frames = self.seal(frames)
             self.sent += len(frames[0]) if len(frames) == 1 else sum(map(_nbytes, frames))
             if ends:  # counted before it goes: whoever it reaches finds it counted
-                self._count(kind)
+                self._count(kind, now)
             sock.send(self.peer, frames, hold=ends)
         elif ends:
-            self._count(kind)
+            self._count(kind, _clock())
+
+    def _timing(self, now: int) -> tuple[int, int, int]:
+        """Where the call's time went here, in nanoseconds: before its function started,
+        while it ran, after it returned (until ``now``, the answer)."""
+        began, ended = self.began, self.ended
+        if not began:  # a server's own operation: all of it counts as running
+            return 0, now - self.started, 0
+        if not ended:  # answered while the function still runs (its deadline passed)
+            ended = now
+        return began - self.started, ended - began, now - ended
 
     def _finish(self) -> bool:
         # list.pop() is atomic under the GIL: exactly one caller gets the token.
@@ -159,12 +179,12 @@ class Incoming:
         self._server._active.pop((self.peer, self.header.call_id), None)
         return True
 
-    def _count(self, kind: Kind) -> None:
+    def _count(self, kind: Kind, now: int) -> None:
         """Count the call, answered now with ``kind`` (a result, an error, a stream's end),
         in the server's figures (bytes received: its payload, the arguments' encoding and
         any frames of their own)."""
         failed = kind is Kind.ERROR
-        seconds = time.perf_counter() - self.started
+        seconds = (now - self.started) * 1e-9
         frames = self.frames  # one frame: a view of bytes (its length is its size)
         received = len(frames[0]) if len(frames) == 1 else sum(map(_nbytes, frames))
         stats = self._server.stats

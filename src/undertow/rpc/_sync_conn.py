@@ -175,6 +175,7 @@ class SyncConnection(Pump):
         except NotConnected:
             self._calls.pop(call.call_id, None)
             raise
+        call.sent = time.perf_counter()
         return False
 
     def submit(

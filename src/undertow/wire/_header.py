@@ -21,6 +21,9 @@ Header fields, in order (msgpack array, so unknown trailing fields can be added 
     timeout      CALL: seconds the caller will wait (``None``: no deadline)
     flags        CALL: :class:`Flags`
     body         a body of at most INLINE_BODY bytes, carried here instead of in frame 1
+    timing       RESULT, ERROR, END: where the call's time went on the server, in whole
+                 nanoseconds: ``[before, ran, after]`` (from its arrival to the function's
+                 start; the function; from its return to this answer); else ``None``
     ===========  =====================================================================
 
 On an authenticated connection frame 0 starts with a signature envelope (``b"UA"``, see
@@ -105,6 +108,9 @@ class Header(msgspec.Struct, array_like=True, frozen=True):
     flags: int = 0
     #: a small body travels inside the header frame: one ZeroMQ frame fewer to send and receive
     body: bytes = b""
+    #: an answer's server-side timings in nanoseconds: before the function ran, while it
+    #: ran, after it returned (``undertow.explain`` of a call shows them)
+    timing: tuple[int, int, int] | None = None
 
     def __repr__(self) -> str:  # the body may be large
         return (
@@ -135,6 +141,7 @@ def pack(
     codec: str = "",
     timeout: float | None = None,
     flags: int = 0,
+    timing: tuple[int, int, int] | None = None,
 ) -> list[Any]:
     """The frames of a message; a lone small body goes inside the header frame.
 
@@ -143,10 +150,10 @@ def pack(
     if len(payload) == 1:
         body = payload[0]
         if type(body) is bytes and len(body) <= INLINE_BODY:
-            header = Header(kind, call_id, name, codec, 0, timeout, flags, body)
+            header = Header(kind, call_id, name, codec, 0, timeout, flags, body, timing)
             return [_PREFIX + _encoder.encode(header)]
     nbuffers = len(payload) - 1 if payload else 0
-    header = Header(kind, call_id, name, codec, nbuffers, timeout, flags)
+    header = Header(kind, call_id, name, codec, nbuffers, timeout, flags, b"", timing)
     return [_PREFIX + _encoder.encode(header), *payload]
 
 
