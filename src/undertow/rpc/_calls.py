@@ -19,13 +19,12 @@ from typing import Any
 from undertow.errors import (
     AuthenticationError,
     ConfigError,
-    ConnectionClosed,
-    ConnectionLost,
     MessageTooLarge,
     SerializationError,
     UndertowError,
 )
 from undertow.rpc._info import Description, FunctionInfo
+from undertow.rpc._tracing import client_span, configured_tracer
 from undertow.security import ENVELOPE_MAGIC, ClientSeal, SigningKey
 from undertow.wire import (
     POINTER_TYPE,
@@ -53,7 +52,6 @@ __all__ = [
     "FunctionInfo",
     "Protocol",
     "deliver_all",
-    "run_call",
     "write_output",
 ]
 
@@ -278,6 +276,8 @@ class Protocol:
         self._decoders: dict[str, Callable[[Any], Any]] = {}
         #: makes a :class:`~undertow.Pointer` of a pointer's JSON form in an answer
         self.pointer: Callable[[dict[str, Any]], Any] | None = None
+        #: makes a span of each call's outcome (None: OpenTelemetry is not set up)
+        self.tracer = configured_tracer()
 
     def codec(self, name: str) -> Codec:
         """The codec called ``name``."""
@@ -438,6 +438,8 @@ class Protocol:
         assert call.outcome is not None
         header, frames = call.outcome
         kind = header.kind
+        if self.tracer is not None:
+            client_span(self.tracer, call, self.address, kind is _ERROR)
         if kind is _RESULT and header.codec:
             return self.decode_value(call, header, frames)
         if kind is _ERROR:
@@ -472,43 +474,3 @@ def _culprit(codec: Codec, args: Sequence[Any], kwargs: Mapping[str, Any]) -> st
         except UndertowError:
             return f"argument {key!r} ({type(value).__name__})"
     return "the arguments"
-
-
-#: a waiting blocking call looks at its deadline and at close() this often (ms)
-_SLICE_MS = 100
-
-
-def run_call(
-    sock: Any,
-    seal: ClientSeal | None,
-    call: Call,
-    frames: list[Any],
-    deadline: float | None,
-    endpoint: str,
-    owner: Any,
-    *,
-    verified: bool = False,
-) -> bool:
-    """Send ``call`` on ``sock`` (a thread's own socket: ZeroMQ or plain) and deliver what
-    comes back until it is done; False if ``deadline`` passed first. ``owner.closed`` ends
-    the wait with :class:`ConnectionClosed`; a connection that drops, with
-    :class:`ConnectionLost`. Messages of calls given up on before are dropped."""
-    mine = {call.call_id: call}
-    sock.send(frames if seal is None else seal.seal(frames))
-    call.sent = _clock()
-    while not call.done:
-        left = _SLICE_MS if deadline is None else (deadline - time.monotonic()) * 1000
-        if left <= 0:
-            return False
-        msg = sock.recv(_SLICE_MS if left >= _SLICE_MS else int(left) + 1)
-        if msg is None:
-            if owner.closed:
-                raise ConnectionClosed(f"the client for {endpoint} was closed")
-            if sock.lost():
-                raise ConnectionLost(
-                    f"the connection to {endpoint} dropped while {call.name}() was running; "
-                    "it may or may not have completed"
-                )
-            continue
-        deliver_all(mine, msg, endpoint, seal, verified)
-    return True

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from undertow.rpc._flow import StreamCredit
 from undertow.rpc._metrics import CallStats
 from undertow.rpc._receivers import Job
+from undertow.rpc._tracing import call_span
 from undertow.wire import ErrorInfo, Flags, Header, Kind, encode_error, pack
 
 if TYPE_CHECKING:
@@ -189,6 +190,8 @@ class Incoming:
         received = len(frames[0]) if len(frames) == 1 else sum(map(_nbytes, frames))
         stats = self._server.stats
         stats.record(self.header.name, seconds, failed, received, self.sent, self.lines)
+        if stats.tracer is not None:
+            call_span(stats.tracer, self, getattr(self._server, "name", "http"), failed, now)
 
     def reply(self, payload: Sequence[Any], codec: str) -> bool:
         """Send the result, already encoded by ``codec``; False if the call was answered already."""

@@ -80,6 +80,9 @@ class CallStats:
     def __init__(self) -> None:
         self._functions: dict[str, FunctionStats] = {}
         self._lock = threading.Lock()
+        #: makes a span of each answered call (None: OpenTelemetry is not set up); the
+        #: server sets it when it starts serving
+        self.tracer: Any = None
 
     def record(
         self, name: str, seconds: float, failed: bool, bytes_in: int, bytes_out: int, lines: int

@@ -22,7 +22,8 @@ from collections.abc import Callable
 from typing import Any
 
 from undertow.errors import ConnectError, UndertowError
-from undertow.rpc._calls import Call, Protocol, run_call
+from undertow.rpc._blocking import run_call
+from undertow.rpc._calls import Call, Protocol
 from undertow.security import SigningKey
 from undertow.transport import PlainSocket, cert_refused, is_tls
 

@@ -1,9 +1,7 @@
 """The function server: register functions, configure them by glob, serve them.
 
-One call's checks, place and answer: ``_dispatch.py``; the server under it (ZeroMQ, plain
-sockets): ``_core.py``. HTTP (``_gateway.py``) reaches the same code through ``function``,
-``authenticate``, ``dispatch`` and ``cancel``.
-"""
+A call's checks and answer: ``_dispatch.py``; the server under it: ``_core.py``; HTTP
+(``_gateway.py``) comes in through ``function``, ``authenticate``, ``dispatch``, ``cancel``."""
 
 from __future__ import annotations
 
@@ -36,6 +34,7 @@ from undertow.rpc._setup import (
     server_settings,
     tls_of,
 )
+from undertow.rpc._tracing import configured_tracer
 from undertow.security import Authenticator, ServerSeal
 from undertow.transport import load_secret
 from undertow.wire import ErrorInfo, MsgpackCodec
@@ -320,6 +319,7 @@ class Server:
             refuse_user_token_beyond_loopback(address, self._entries)
         self.loop = self._calls.loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        self._core.stats.tracer = configured_tracer()  # spans of calls, if set up
         try:
             real = await self._listen(address, http_port, plain)
             if ready is not None:

@@ -38,7 +38,8 @@ from collections.abc import Callable
 from typing import Any
 
 from undertow.errors import ConnectionClosed, ConnectionLost, NotConnected
-from undertow.rpc._calls import Call, Protocol, deliver_all, run_call
+from undertow.rpc._blocking import run_call
+from undertow.rpc._calls import Call, Protocol, deliver_all
 from undertow.rpc._sync_pump import Pump, pipe
 from undertow.security import ClientSeal, SigningKey
 from undertow.transport import LockedSocket, OwnedSocket, connect_dealer
