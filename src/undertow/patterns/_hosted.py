@@ -54,6 +54,14 @@ class Hosted:
         self._host, self._thread = serve_in_thread(self, self.name, timeout, host_options)
         return self._host.instances[0].address
 
+    def stats(self) -> dict[str, Any]:
+        """Its figures while it serves from :meth:`start`: what it passed on (messages
+        received, answered, failed, in flight, latency; a master's queue and workers) under
+        ``"patterns"``, beside its server's calls (``server.stats()``)."""
+        if self._host is None:
+            raise StreamError(f"{self.name!r} is not serving here: start() it first")
+        return self._host.servers[0].stats()
+
     def stop(self, timeout: float = 10.0) -> None:
         """Stop serving (after :meth:`start`)."""
         if self._host is not None:

@@ -239,6 +239,14 @@ class PipePlane:
         incoming.reply(_MSGPACK.encode(self.counters.snapshot(**extra)), "msgpack")
         return None
 
+    def stats(self) -> dict[str, Any] | None:
+        """Its counters (a master's figures added), for ``server.stats()`` and ``/metrics``;
+        None while the server has taken no part in a pattern (no master, no message)."""
+        if self.master is None and not self.counters.received:
+            return None
+        extra = self.master.stats() if self.master is not None else {}
+        return self.counters.snapshot(**extra)
+
 
 def plane_of(server: Any) -> PipePlane:
     """The pattern plane of ``server``."""

@@ -92,11 +92,22 @@ class MasterWorker:
         self._busy: dict[str, bool] = {}
         base = f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
         self._ids = [f"{base}-{i}" for i in range(slots)]
+        self._name = base
         #: messages answered and failed by this worker
         self.answered = self.failed = 0
+        self._counting = threading.Lock()  # slots add their batch's counts under it
 
     def __repr__(self) -> str:
         return f"<MasterWorker for {self.master!r} {sorted(self.functions)} slots={self.slots}>"
+
+    def stats(self) -> dict[str, Any]:
+        """Its figures: slots, those running messages now, messages answered and failed
+        (``undertow.serve_metrics(worker, port)`` serves them for Prometheus)."""
+        busy = sum(1 for running in list(self._busy.values()) if running)
+        with self._counting:
+            answered, failed = self.answered, self.failed
+        figures = {"master": self.master, "worker": self._name, "slots": self.slots}
+        return {"pattern_worker": {**figures, "busy": busy, "answered": answered, "failed": failed}}
 
     def start(self) -> MasterWorker:
         """Run in background threads; :meth:`stop` ends them."""
@@ -133,6 +144,8 @@ class MasterWorker:
         for t in self._threads:
             if t is not threading.current_thread():
                 t.join(max(0.0, deadline - time.monotonic()))
+        if not any(t.is_alive() for t in self._threads):
+            self._directory.close()  # its connections to the master, once no slot uses them
 
     def __enter__(self) -> MasterWorker:
         return self.start()
@@ -191,7 +204,8 @@ class MasterWorker:
                 pace = 0.8 * pace + 0.2 * max(1e-6, (time.perf_counter() - start) / len(tasks))
 
     def _run(self, tasks: list[Any], codec: str) -> list[list[Any]]:
-        answers = []
+        answers: list[list[Any]] = []
+        failed = 0
         for key, function, value, zero in tasks:
             fn = self.functions.get(function)
             try:
@@ -201,10 +215,12 @@ class MasterWorker:
                 if inspect.isgenerator(result):
                     raise StreamError(f"{function} is a generator; a master's worker answers once")
                 answers.append([key, OK, result])
-                self.answered += 1
             except Exception as exc:  # the function's error, for this message only
                 answers.append([key, ERR, encode_error(error_info(exc))])
-                self.failed += 1
+                failed += 1
+        with self._counting:
+            self.answered += len(answers) - failed
+            self.failed += failed
         blobs_out(answers, 2)
         return _encodable(answers, codec)
 

@@ -342,12 +342,17 @@ class Directory:
             return signed
         plain = self._unsigned.get(address)
         if plain is None or plain.closed:
-            token = client_token(signed)
-            plain = signed
-            if token is not None and self._token is None and token == user_token(create=False):
-                plain = self._make(address, token=False)
-            self._unsigned[address] = plain
+            with self._lock:  # two slots at once must not make two (one would never close)
+                plain = self._unsigned.get(address)
+                if plain is None or plain.closed:
+                    plain = self._unsigned[address] = self._unsigned_client(address, signed)
         return plain
+
+    def _unsigned_client(self, address: str, signed: Client) -> Client:
+        token = client_token(signed)
+        if token is not None and self._token is None and token == user_token(create=False):
+            return self._make(address, token=False)
+        return signed
 
     def client(self, address: str) -> Client:
         """The client of ``address`` (made on first use)."""

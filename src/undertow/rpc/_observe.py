@@ -15,6 +15,7 @@ from typing import Any
 from undertow.errors import ConfigError
 from undertow.rpc._incoming import Incoming
 from undertow.rpc._metrics import CallStats
+from undertow.rpc._observe_patterns import pattern_families, pattern_worker_families
 from undertow.rpc._receivers import Job
 
 __all__ = ["MetricsServer", "prometheus_text", "serve_metrics", "snapshot", "stats_handler"]
@@ -24,16 +25,21 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def snapshot(
-    name: str, address: str, calls: CallStats, in_flight: int, data: Any
+    name: str, address: str, calls: CallStats, in_flight: int, data: Any, pipes: Any = None
 ) -> dict[str, Any]:
-    """A server's figures as plain data (what ``server.stats()`` returns)."""
-    return {
+    """A server's figures as plain data (what ``server.stats()`` returns): its calls, its
+    data and, for a master, a pipeline's stage or a sink, what it passed on."""
+    figures = {
         "server": name,
         "address": address,
         "calls_in_flight": in_flight,
         "functions": calls.functions(),
         "data": data.stats(),
     }
+    patterns = None if pipes is None else pipes.stats()
+    if patterns is not None:
+        figures["patterns"] = patterns
+    return figures
 
 
 def stats_handler(
@@ -62,6 +68,10 @@ class _Collector:
         figures = self._stats()
         if "functions" in figures:
             yield from _server_families(figures)
+        if "patterns" in figures:
+            yield from pattern_families(figures["server"], figures["patterns"])
+        if "pattern_worker" in figures:
+            yield from pattern_worker_families(figures["pattern_worker"])
         if "queues" in figures:
             yield from _queue_families(figures)
         data = figures.get("data")

@@ -160,6 +160,10 @@ class PipePlane(Protocol):
     def close(self) -> None:
         """The server stopped: stop passing messages on."""
 
+    def stats(self) -> dict[str, Any] | None:
+        """What it passed on (messages received, answered, failed, dropped, in flight,
+        latency; a master's queue and workers); None if it took no part in a pattern."""
+
 
 def plug_patterns(plane: Callable[..., PipePlane]) -> None:
     """Called once by :mod:`undertow.patterns` when it is imported: ``plane(server,
@@ -179,6 +183,9 @@ class _NoPipes:
         return {}
 
     def close(self) -> None:
+        return None
+
+    def stats(self) -> dict[str, Any] | None:
         return None
 
 

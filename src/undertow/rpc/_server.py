@@ -143,8 +143,7 @@ class Server:
         self.pipes = make_pipe_plane(self, token=token)
         self._max_workers = settings.max_workers or min(32, (os.cpu_count() or 1) + 4)
         self._auth = auth
-        #: the user's own token, when it is what the server accepts (given none, it serves
-        #: pickle); None otherwise
+        #: the user's own token, if it is what the server accepts (given none, it serves pickle)
         self._user_token: str | None = None
         self._insecure = settings.insecure
         self._plain = settings.plain
@@ -176,9 +175,10 @@ class Server:
 
     def stats(self) -> dict[str, Any]:
         """Its figures: calls by function (answered, errors, time, bytes, output lines), calls
-        in flight, its data (docs/guide.md, "Observing"); ``/metrics`` says the same."""
-        core = self._core
-        return snapshot(self.name, core.address, core.stats, len(core._active), self.data)
+        in flight, its data, what it passed on in a pattern (docs/guide.md, "Observing");
+        ``/metrics`` says the same."""
+        c = self._core
+        return snapshot(self.name, c.address, c.stats, len(c._active), self.data, self.pipes)
 
     @property
     def address(self) -> str:

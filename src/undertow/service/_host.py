@@ -125,7 +125,8 @@ class ServiceHost:
         if not settings.insecure:  # refused now rather than once the registry is open
             where = f"tcp://{settings.host}:{settings.port}"
             check_exposure(where, authenticated=auth is not None, insecure=False)
-        self._servers = [self._server_of(obj, auth) for obj in objects]
+        #: one server for each object, in order (``server.stats()``: its figures)
+        self.servers = [self._server_of(obj, auth) for obj in objects]
         self._ttls = [_ttl_of(obj, settings.ttl) for obj in objects]
         self.host, self.port, self.advertise = settings.host, settings.port, settings.advertise
         self.quiet, self.http_port = settings.quiet, settings.http_port
@@ -190,7 +191,7 @@ class ServiceHost:
             addresses = await self._listen(tasks)
             self.instances = [
                 self._record(server, address, ttl)
-                for server, address, ttl in zip(self._servers, addresses, self._ttls, strict=True)
+                for server, address, ttl in zip(self.servers, addresses, self._ttls, strict=True)
             ]
             for instance in self.instances:
                 await backend.register(instance)
@@ -207,7 +208,7 @@ class ServiceHost:
                 catalog.cancel()
             await self._forget_memory(backend)
             await self._deregister(backend)
-            for server in self._servers:
+            for server in self.servers:
                 server.stop()
             for metrics in self.metrics:
                 metrics.close()
@@ -216,7 +217,7 @@ class ServiceHost:
 
     async def _listen(self, tasks: list[asyncio.Task[None]]) -> list[str]:
         addresses: list[str] = []
-        for i, server in enumerate(self._servers):
+        for i, server in enumerate(self.servers):
             bound: asyncio.Future[str] = asyncio.get_running_loop().create_future()
             port = self.port if i == 0 else 0
             http = None if self.http_port is None else self.http_port if i == 0 else 0
@@ -316,7 +317,7 @@ class ServiceHost:
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 loop.call_soon_threadsafe(changes.put_nowait, op)
 
-        for server in self._servers:
+        for server in self.servers:
             data = data_service(server)
             data.listeners.append(
                 catalog_listener(
@@ -334,7 +335,7 @@ class ServiceHost:
 
     async def _forget_memory(self, backend: Backend) -> None:
         """Take out of the catalog what is lost with this process (values only in memory)."""
-        for server in self._servers:
+        for server in self.servers:
             data = data_service(server)
             store = data.kept
             for entry in store.entries() if store is not None else ():
