@@ -4,12 +4,15 @@ by name or as signed callables, and a signal drains it."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from undertow import AuthenticationError
 from undertow.queue import JobQueue, JobState
@@ -194,3 +197,50 @@ def test_the_help_shows_examples_one_a_line(workdir: Path):
     lines = [line.strip() for line in done.stdout.splitlines()]
     assert "undertow worker --module imaging" in lines
     assert "undertow worker --function resize=imaging:resize --concurrency 4" in lines
+
+
+def _scraped(url: str) -> dict[tuple[str, str], float]:
+    text = httpx.get(url, timeout=10).text
+    return {
+        (s.name, s.labels.get("worker", "")): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_a_worker_serves_its_own_figures_with_metrics(workdir: Path):
+    url = f"sqlite://{workdir / 'cluster.db'}"
+    with JobQueue(url, token=False) as jobs:
+        done = [jobs.submit("double", i) for i in range(3)] + [jobs.submit("shout", 7)]
+        proc = subprocess.Popen(
+            [*UNDERTOW, "worker", "--backend", url, "--module", "jobfns", "--metrics", "0"],
+            cwd=workdir,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            ready = read_line(proc)
+            assert ready.startswith("undertow: worker "), ready
+            name = ready.split()[2]
+            metrics = re.search(r"metrics (http://127\.0\.0\.1:\d+/metrics)", ready)
+            assert metrics is not None, ready
+            for job in done[:3]:
+                job.exception(timeout=30)
+            assert isinstance(done[3].exception(timeout=30), AttributeError)  # 7.upper()
+
+            def finished() -> bool:
+                seen = _scraped(metrics.group(1))
+                return seen.get(("undertow_worker_jobs_total", name)) == 4
+
+            assert wait_until(finished, 30), _scraped(metrics.group(1))
+            seen = _scraped(metrics.group(1))
+            assert seen["undertow_worker_failed_jobs_total", name] == 1
+            assert seen["undertow_worker_running", name] == 0
+            assert seen["undertow_worker_slots", name] == 1
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            proc.communicate(timeout=10)

@@ -74,22 +74,31 @@ def run_master_worker(
     slots: int,
     backend: str | None,
     token: str | None,
+    metrics_port: int | None = None,
 ) -> int:
-    """Serve ``master``'s messages with the functions given until SIGINT or SIGTERM."""
+    """Serve ``master``'s messages with the functions given until SIGINT or SIGTERM (with
+    ``metrics_port``, its figures for Prometheus at /metrics on that port of 127.0.0.1)."""
     import signal
 
     import click
 
     from undertow.cli._worker import collect_functions
     from undertow.patterns import MasterWorker
+    from undertow.rpc import serve_metrics
 
     found = collect_functions(functions, modules)
     if not found:
         raise click.UsageError("give the functions to serve: --module MODULE or --function ...")
     worker = MasterWorker(master, found, slots=slots, token=token, registry=backend)
     signal.signal(signal.SIGTERM, lambda *_: worker.request_stop())
-    click.echo(f"undertow: worker of master {master!r} serving {', '.join(sorted(found))}")
-    worker.run()
+    served = None if metrics_port is None else serve_metrics(worker, port=metrics_port)
+    where = "" if served is None else f", metrics {served.url}"
+    click.echo(f"undertow: worker of master {master!r} serving {', '.join(sorted(found))}{where}")
+    try:
+        worker.run()
+    finally:
+        if served is not None:
+            served.close()
     return 0
 
 

@@ -23,6 +23,7 @@ import click
 from undertow.config import HostSettings
 from undertow.errors import UndertowError
 from undertow.queue import Worker
+from undertow.rpc import serve_metrics
 from undertow.security import TokenAuth
 from undertow.storage import Backend, check_queue_name, open_backend
 
@@ -47,9 +48,11 @@ def run_worker(
     modules: Sequence[str],
     mode: str = "thread",
     data: str | None = None,
+    metrics_port: int | None = None,
 ) -> int:
     """Run a worker until it is drained (or, with ``burst``, until its queues are empty);
-    the exit status. ``mode``: where its jobs run (``Worker(mode=...)``)."""
+    the exit status. ``mode``: where its jobs run (``Worker(mode=...)``); ``metrics_port``:
+    its figures for Prometheus at /metrics on that port of 127.0.0.1."""
     cwd = os.getcwd()
     if cwd not in sys.path:
         sys.path.insert(0, cwd)  # as `python -m` does: the user's modules are found here
@@ -72,6 +75,7 @@ def run_worker(
         )
     _say_what_runs(registry, auth)
     runner = _Runner(settings.backend, queues, registry, auth, concurrency, lease, mode, data)
+    runner.metrics_port = metrics_port
     code = asyncio.run(runner.run(burst))
     if code:  # stopped at once: the job threads still running would hold the exit up
         sys.stdout.flush()
@@ -117,6 +121,7 @@ class _Runner:
         self.signals = 0
         self.worker: Worker | None = None
         self.task: asyncio.Task[None] | None = None
+        self.metrics_port: int | None = None
 
     async def run(self, burst: bool) -> int:
         backend, queues, registry, auth, concurrency, lease, mode, data = self.args
@@ -139,12 +144,19 @@ class _Runner:
             loop.add_signal_handler(sig, self._on_signal, sig)
         self.task = asyncio.create_task(self.worker.run(burst=burst))
         where = ", ".join(self.worker.queues)
+        metrics = None
+        if self.metrics_port is not None:
+            metrics = serve_metrics(self.worker, port=self.metrics_port)
+            where += f", metrics {metrics.url}"
         click.echo(f"undertow: worker {self.worker.name} on queues {where} ({store.url})")
         sys.stdout.flush()
         try:
             await self.task
         except asyncio.CancelledError:  # the second signal
             return 128 + self.signals
+        finally:
+            if metrics is not None:
+                metrics.close()
         return 0
 
     def _on_signal(self, sig: signal.Signals) -> None:

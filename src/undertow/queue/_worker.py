@@ -21,6 +21,8 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import msgspec
+
 from undertow.errors import BackendError
 from undertow.queue._capture import Sink
 from undertow.queue._handle import warn_if_not_durable
@@ -264,6 +266,11 @@ class Worker:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(max(until - now, 0.0)):
                 await self._wake.wait()
+
+    def stats(self) -> dict[str, Any]:
+        """Its figures as its beats give them (queues, slots, jobs running, finished, failed):
+        ``undertow.serve_metrics(worker, port)``, ``undertow worker --metrics PORT``."""
+        return {"workers": {self.name: msgspec.structs.asdict(self.info())}}
 
     def info(self) -> WorkerInfo:
         """What the worker says of itself on each heartbeat (``undertow status`` shows it)."""

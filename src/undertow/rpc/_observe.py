@@ -74,6 +74,8 @@ class _Collector:
             yield from pattern_worker_families(figures["pattern_worker"])
         if "queues" in figures:
             yield from _queue_families(figures)
+        elif "workers" in figures:  # a job worker's own (Worker.stats())
+            yield from _worker_families(figures["workers"])
         data = figures.get("data")
         if isinstance(data, dict) and "functions" in data:  # a cluster's data server
             yield from _server_families(data)
@@ -123,7 +125,7 @@ def _server_families(figures: dict[str, Any]) -> Iterator[Any]:
 
 def _queue_families(figures: dict[str, Any]) -> Iterator[Any]:
     """A job backend's queues and workers."""
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+    from prometheus_client.core import GaugeMetricFamily
 
     length = GaugeMetricFamily(
         "undertow_queue_length", "Entries a queue holds (waiting to be claimed)", labels=["queue"]
@@ -141,6 +143,13 @@ def _queue_families(figures: dict[str, Any]) -> Iterator[Any]:
             jobs.add_metric([name, state], count)
         serving.add_metric([name], sum(name in w["queues"] for w in workers.values()))
     yield from (length, jobs, serving)
+    yield from _worker_families(workers)
+
+
+def _worker_families(workers: dict[str, dict[str, Any]]) -> Iterator[Any]:
+    """Each job worker's slots, jobs running, finished and failed."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
     per_worker: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
         "concurrency": GaugeMetricFamily(
             "undertow_worker_slots", "Jobs a worker may run at once", labels=["worker"]
