@@ -4,6 +4,7 @@ killed inside a write transaction, and a file that outlives its backend object."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sqlite3
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from undertow.storage import JobRecord, JobState
 from undertow.storage._sqlite import SqliteBackend
+from undertow.storage._sqlite_jobs_sql import _COUNT_BY_QUEUES
 
 LEASE = 30.0
 
@@ -163,3 +165,56 @@ async def test_a_job_on_two_queues_waits_out_its_retry_on_both(tmp_path: Path):
     [again] = await store.claim(["b"], "w", lease=LEASE, now=11)
     assert (again.id, again.attempts) == (job.id, 2)
     await store.close()
+
+
+def _recount(path: Path) -> dict[tuple[str, str], int]:
+    """Jobs by queue and state, counted from every job (what the kept counts must say)."""
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        rows = conn.execute(
+            "SELECT q.value, jobs.state, COUNT(DISTINCT jobs.id) FROM jobs, "
+            "json_each(jobs.queues) AS q GROUP BY q.value, jobs.state"
+        ).fetchall()
+    return {(q, s): n for q, s, n in rows}
+
+
+async def _states(store: SqliteBackend) -> dict[tuple[str, str], int]:
+    return {(q.name, s): n for q in await store.queues() for s, n in q.states.items()}
+
+
+async def test_jobs_by_queue_and_state_stay_counted_through_every_change(tmp_path: Path):
+    path = tmp_path / "jobs.db"
+    store = _store(path)
+    jobs = [
+        JobRecord(id=uuid.uuid4().hex, queues=q, function="f", max_attempts=2, result_ttl=5)
+        for q in (["a"], ["a", "b"], ["b"], ["a", "a"], ["c"], ["a"])
+    ]
+    await store.enqueue_many(jobs, now=0)
+    assert await _states(store) == _recount(path) == {
+        ("a", "queued"): 4, ("b", "queued"): 2, ("c", "queued"): 1,
+    }  # fmt: skip
+    claimed = await store.claim(["a", "b", "c"], "w", lease=LEASE, count=4, now=0)
+    assert len(claimed) == 4
+    first, second, third, fourth = claimed
+    assert await store.complete(first.id, 1, b"ok", now=1)
+    assert await store.fail(second.id, 1, b"boom", retry_delay=1, now=1) == JobState.QUEUED
+    assert await store.fail(third.id, 1, b"boom", now=1) == JobState.FAILED
+    waiting = [j for j in await store.jobs(state=JobState.QUEUED) if j.id != second.id]
+    assert await store.cancel(waiting[0].id, now=1) == JobState.CANCELLED
+    assert await _states(store) == _recount(path)
+    assert await store.retry(third.id, now=2) == JobState.QUEUED
+    await store.sweep(now=LEASE + 10)  # fourth's lease ran out; old finished jobs purged
+    assert fourth.id not in {j.id for j in await store.jobs(state=JobState.RUNNING)}
+    assert await _states(store) == _recount(path)
+    await store.sweep(now=LEASE + 100)
+    assert await _states(store) == _recount(path)
+    await store.close()
+
+
+def test_jobs_are_counted_by_queue_and_state_from_an_index_alone(tmp_path: Path):
+    # /metrics and the dashboard count them every few seconds: never a read of every job
+    store = _store(tmp_path / "jobs.db")
+    asyncio.run(store.enqueue(_job()))
+    with contextlib.closing(sqlite3.connect(tmp_path / "jobs.db")) as conn:
+        plan = conn.execute(f"EXPLAIN QUERY PLAN {_COUNT_BY_QUEUES}").fetchall()
+    assert "COVERING INDEX jobs_by_queues" in " ".join(str(row[-1]) for row in plan)
+    asyncio.run(store.close())
