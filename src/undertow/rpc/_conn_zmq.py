@@ -162,7 +162,10 @@ class ZmqConnection(ZmqLinked):
             done = self.link.call(call, frames, deadline)
         if not done:
             raise timeout_error(proto.where(info.name), timeout)
-        return proto.outcome(call)
+        try:
+            return proto.outcome(call)
+        finally:  # kept for explain(): its header, not the answer's memory (a value's own)
+            call.outcome = (call.outcome[0], []) if call.outcome is not None else None
 
     def stream(
         self, info: FunctionInfo, args: tuple[Any, ...], kwargs: dict[str, Any], how: Settings
