@@ -293,12 +293,16 @@ class RedisJobs(JobStore):
         queue: str | None = None,
         submitter: str | None = None,
         limit: int = 1000,
+        after: str | None = None,
+        newest_first: bool = False,
     ) -> list[JobRecord]:
         found: list[JobRecord] = []
-        start = 0
         try:
+            start = await self._start_after(after, newest_first)
             while len(found) < limit:
-                ids = await self._redis.zrange(keys.JOBS, start, start + _PAGE - 1)
+                ids = await self._redis.zrange(
+                    keys.JOBS, start, start + _PAGE - 1, desc=newest_first
+                )
                 if not ids:
                     break
                 start += len(ids)
@@ -316,6 +320,24 @@ class RedisJobs(JobStore):
         except RedisError as exc:
             raise self._failed(exc) from exc
         return found[: max(limit, 0)]
+
+    async def _start_after(self, after: str | None, newest_first: bool) -> int:
+        """The index, in the jobs' sorted set read in that order, of the job after ``after``
+        (0 without one); a LookupError if ``after`` is not stored."""
+        if after is None:
+            return 0
+        name = keys.JOBS
+        rank = await (
+            self._redis.zrevrank(name, check_job_id(after))
+            if newest_first
+            else self._redis.zrank(name, check_job_id(after))
+        )
+        if rank is None:
+            raise LookupError(
+                f"job {after} is not stored (purged?): it cannot mark where a page starts; "
+                "ask for the first page again (after=None)"
+            )
+        return int(rank) + 1
 
     async def queue_length(self, queue: str) -> int:
         try:
