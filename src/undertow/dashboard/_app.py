@@ -86,6 +86,7 @@ class _Routes:
         #: behind the poll loop's read (SQLite: another connection and thread)
         self.pages = pages
         self._explainer: JobQueue | None = None
+        self._encoded: tuple[tuple[int, str], bytes] = ((-1, ""), b"")
 
     def authed(self, handler: Handler) -> Handler:
         """``handler`` behind the token: 401 and nothing else without it."""
@@ -139,12 +140,20 @@ class _Routes:
             return Response("not found\n", 404, media_type="text/plain")
         return Response(path.read_bytes(), media_type=_TYPES[path.suffix])
 
+    def encoded(self) -> bytes:
+        """The board's snapshot (with the poll loop's error) as JSON, encoded once per
+        version however many pages ask for it."""
+        key = (self.poller.board.version, self.poller.errors)
+        if key != self._encoded[0]:
+            snapshot = {**self.poller.board.snapshot, "error": self.poller.errors}
+            self._encoded = (key, _json.encode(snapshot))
+        return self._encoded[1]
+
     async def snapshot(self, request: Request) -> Response:
         self.poller.want()
-        board = self.poller.board
-        if not board.version:
+        if not self.poller.board.version:
             await self.poller.next_snapshot(0, timeout=5.0)
-        return _json_response({**board.snapshot, "error": self.poller.errors})
+        return Response(self.encoded(), media_type="application/json")
 
     async def events(self, request: Request) -> Response:
         async def stream() -> AsyncIterator[bytes]:
@@ -160,8 +169,7 @@ class _Routes:
                     yield b": still here\n\n"
                     continue
                 seen = snapshot["version"]
-                data = _json.encode({**snapshot, "error": self.poller.errors})
-                yield b"event: snapshot\ndata: " + data + b"\n\n"
+                yield b"event: snapshot\ndata: " + self.encoded() + b"\n\n"
 
         return StreamingResponse(stream(), media_type="text/event-stream")
 

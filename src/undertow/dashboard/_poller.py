@@ -98,6 +98,9 @@ class Poller:
         """Each reachable instance's server figures (in a thread: blocking calls); an
         instance that does not answer within a second is left out this turn."""
         found: dict[str, dict[str, Any]] = {}
+        live = {i.address for i in instances if i.addresses}
+        for address in [a for a in self._clients if a not in live]:  # gone: let go
+            self._clients.pop(address).close()
         for instance in instances:
             if not instance.addresses or not instance.alive():
                 continue
