@@ -110,6 +110,8 @@ class Board:
         totals: dict[str, list[float]] = {}
         for instance_id, server in figures.items():
             for name, stats in (server.get("functions") or {}).items():
+                if name.startswith("_"):  # the server's own (this page's _stats calls)
+                    continue
                 key = f"{server.get('server', instance_id)}.{name}"
                 total = totals.setdefault(key, [0, 0, 0.0, 0.0])
                 total[0] += int(stats.get("calls", 0))

@@ -208,7 +208,7 @@ function dataFilterChanged() {
 function renderFunctions(snap) {
   const functions = snap.functions;
   drawPlot(document.getElementById("latency-plot"),
-    functions.slice(0, 6).map((f) => ({ name: f.name, values: f.latency })), 900, 220, true);
+    functions.slice(0, 6).map((f) => ({ name: f.name, values: f.latency })), 0, 220, true);
   fillRows(document.getElementById("functions"), functions, (f) => row([
     el("td", f.name, "mono"), f.calls, f.errors,
     f.mean_ms === null ? "" : f.mean_ms.toFixed(2), plotCell(f.latency, 200),
@@ -241,6 +241,7 @@ function showView() {
   for (const link of document.querySelectorAll("nav a")) {
     link.classList.toggle("active", link.dataset.view === wanted);
   }
+  if (state.snapshot) renderFunctions(state.snapshot);  // the plot takes its view's width
 }
 
 function connect() {

@@ -12,7 +12,9 @@ function svgNode(name, attrs) {
 // Draw `series` ([{name, values: [number|null]}]) into `box` as lines of width x height;
 // with `legend`, the names are written along the top.
 function drawPlot(box, series, width, height, legend) {
+  if (width === 0) width = Math.max(box.clientWidth - 2, 300);  // 0: as wide as its box
   const pad = legend ? 16 : 3;
+  let legendX = 6;
   const svg = svgNode("svg", { width, height, viewBox: `0 0 ${width} ${height}` });
   const values = series.flatMap((s) => s.values.filter((v) => v !== null));
   const top = Math.max(1e-9, ...values);
@@ -30,13 +32,14 @@ function drawPlot(box, series, width, height, legend) {
     });
     if (path) svg.appendChild(svgNode("path", { d: path, class: `line c${i % 6}` }));
     if (legend) {
-      const label = svgNode("text", { x: 6 + i * 160, y: 11, class: `label k${i % 6}` });
+      const label = svgNode("text", { x: legendX, y: 11, class: `label k${i % 6}` });
       label.textContent = s.name;
       svg.appendChild(label);
+      legendX += s.name.length * 6 + 24;
     }
   });
   const peak = svgNode("text", { x: width - 4, y: legend ? 24 : 10, class: "label", "text-anchor": "end" });
-  peak.textContent = values.length ? formatNumber(top) : "";
+  peak.textContent = values.length && top > 1e-9 ? formatNumber(top) : "";
   svg.appendChild(peak);
   box.replaceChildren(svg);
 }
