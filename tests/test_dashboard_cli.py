@@ -1,5 +1,5 @@
 """``undertow dashboard`` as a process (its readiness line, its refusals, a clean stop on
-SIGTERM), and the dashboard on the Redis backend."""
+SIGTERM), the dashboard on the Redis backend, and the figures of a registered service."""
 
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+import undertow
 from undertow.dashboard import serve
 from undertow.data import DataRecord, Location
 from undertow.storage import JobRecord, open_backend
 
 from ._dashboard import UNDERTOW
-from ._processes import read_line
+from ._processes import ServedProcess, read_line
 from ._waiting import wait_until
 
 pytestmark = [pytest.mark.timeout(60)]
@@ -95,3 +96,43 @@ def test_the_dashboard_reads_a_redis_backend(redis_url: str):
             rest = http.get(f"/api/data?limit=2&after={first['next']}").json()
             assert [d["key"] for d in first["data"] + rest["data"]] == keys[::-1]
             assert "never-sent" not in http.get("/api/data").text
+
+
+SERVICE = """
+from undertow.service import Expose
+
+@Expose(name="Imaging")
+class Imaging:
+    @Expose()
+    def thumbnail(self, size):
+        return size // 4
+"""
+
+
+def test_the_functions_of_a_registered_service_show_their_calls(tmp_path, monkeypatch):
+    url = f"sqlite://{tmp_path / 'cluster.db'}"
+    monkeypatch.setenv("UNDERTOW_BACKEND", url)
+    (tmp_path / "imaging.py").write_text(SERVICE)
+    service = ServedProcess([*UNDERTOW, "serve", "imaging.py"], cwd=tmp_path)
+    try:
+        with (
+            undertow.connect("Imaging", backend=url) as imaging,
+            serve(url, port=0, token=TOKEN, interval=0.2) as dashboard,
+            httpx.Client(
+                base_url=dashboard.address, headers={"authorization": f"Bearer {TOKEN}"}
+            ) as http,
+        ):
+            for size in range(10):
+                assert imaging.thumbnail(size * 4) == size
+
+            def thumbnail_calls() -> int:
+                functions = http.get("/api/snapshot").json()["functions"]
+                return sum(f["calls"] for f in functions if f["name"] == "Imaging.thumbnail")
+
+            assert wait_until(lambda: thumbnail_calls() >= 10, 20), thumbnail_calls()
+            snapshot = http.get("/api/snapshot").json()
+    finally:
+        service.stop()
+    assert [s["name"] for s in snapshot["services"]] == ["Imaging"]
+    assert snapshot["services"][0]["instances"][0]["address"] == service.address
+    assert [f["name"] for f in snapshot["functions"]] == ["Imaging.thumbnail"]  # no _stats

@@ -44,6 +44,8 @@ class Poller:
         self._wake = asyncio.Event()
         self._changed = asyncio.Condition()
         self._clients: dict[str, Client] = {}
+        self._figures_task: asyncio.Future[dict[str, dict[str, Any]]] | None = None
+        self._figures_read: dict[str, dict[str, Any]] = {}
         self.closing = asyncio.Event()
 
     def want(self) -> None:
@@ -72,9 +74,9 @@ class Poller:
         """One read of the cluster into the board; the pages waiting are woken."""
         try:
             reads = await self._read()
-        except (UndertowError, OSError) as exc:
+        except Exception as exc:  # the loop outlives a bad read: the next one may do
             self.errors = f"the backend {self.backend.url} did not answer: {exc}"
-            log.warning("dashboard: %s", self.errors)
+            log.warning("dashboard: %s", self.errors, exc_info=not isinstance(exc, UndertowError))
             return
         self.errors = ""
         self.board.update(reads)
@@ -91,8 +93,20 @@ class Poller:
             queues=await backend.queues(),
             jobs=await backend.jobs(limit=FIRST_PAGE, newest_first=True),
             data=await backend.find_data(limit=FIRST_PAGE, newest_first=True),
-            figures=await asyncio.to_thread(self._figures, instances[:MAX_SERVERS]),
+            figures=self._latest_figures(instances[:MAX_SERVERS]),
         )
+
+    def _latest_figures(self, instances: list[Instance]) -> dict[str, dict[str, Any]]:
+        """The servers' figures read last, and a new read started in a thread if none runs:
+        servers slow to answer never hold the loop back (their figures come a turn late)."""
+        task = self._figures_task
+        if task is not None and task.done():
+            self._figures_task = None
+            if not task.cancelled() and task.exception() is None:
+                self._figures_read = task.result()
+        if self._figures_task is None and not self.closing.is_set():
+            self._figures_task = asyncio.ensure_future(asyncio.to_thread(self._figures, instances))
+        return self._figures_read
 
     def _figures(self, instances: list[Instance]) -> dict[str, dict[str, Any]]:
         """Each reachable instance's server figures (in a thread: blocking calls); an
@@ -135,6 +149,9 @@ class Poller:
         self.closing.set()
         async with self._changed:
             self._changed.notify_all()
+        if self._figures_task is not None:  # the thread uses the clients: let it end
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._figures_task, timeout=MAX_SERVERS * 2.0)
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:
             with contextlib.suppress(Exception):
