@@ -74,6 +74,7 @@ def page(browser: Any) -> Iterator[Any]:
         context.close()
 
 
+@pytest.mark.multiproc
 def test_a_job_submitted_now_appears_and_finishes_on_the_open_page(
     dashboard, page, worker, backend_url
 ):
@@ -96,6 +97,7 @@ def test_a_job_submitted_now_appears_and_finishes_on_the_open_page(
     assert page.problems == []
 
 
+@pytest.mark.multiproc
 def test_a_killed_worker_turns_unhealthy_within_its_ttl(dashboard, page, worker):
     from playwright.sync_api import expect
 
@@ -174,6 +176,8 @@ def test_the_login_form_needs_this_origin_and_its_csrf_value(dashboard):
         body = urllib.parse.urlencode({"csrf": csrf, "token": TOKEN})
         other_site = {**origin, "sec-fetch-site": "cross-site"}
         assert http.post("/login", content=body, headers=other_site).status_code == 403
+        huge = body + "&pad=" + "x" * 100_000
+        assert http.post("/login", content=huge, headers=origin).status_code == 413
         good = http.post("/login", content=body, headers=origin)
         assert good.status_code == 303
         assert http.get("/api/snapshot").status_code == 200
@@ -276,3 +280,51 @@ def seed(backend_url: str) -> tuple[str, str]:
     with concurrent.futures.ThreadPoolExecutor(1) as thread:  # (Playwright's loop is on this one)
         thread.submit(asyncio.run, write()).result(30)
     return key, job_id
+
+
+def test_the_lists_page_in_the_browser(dashboard, page, backend_url):
+    from playwright.sync_api import expect
+
+    keys = fill_catalog(backend_url, 120)  # newest first on the page
+    page.goto(dashboard.url)
+    page.click('nav a[data-view="data"]')
+    rows = page.locator("#data tbody tr")
+    expect(rows).to_have_count(50, timeout=WAIT_MS)
+    expect(rows.first).to_have_attribute("data-key", keys[0])
+    page.click("#data-older")
+    expect(page.locator("#data-mode")).to_have_text("page 2 (not live)")
+    expect(rows.first).to_have_attribute("data-key", keys[50])
+    page.click("#data-older")
+    expect(rows).to_have_count(20)
+    expect(rows.last).to_have_attribute("data-key", keys[-1])
+    expect(page.locator("#data-older")).to_be_disabled()
+    page.fill("#data-tag", "even")
+    page.press("#data-tag", "Enter")
+    expect(rows).to_have_count(50)
+    expect(rows.first).to_have_attribute("data-key", keys[1])  # the newest is odd
+    page.click("#data-newest")
+    expect(page.locator("#data-mode")).to_have_text("newest, live")
+    assert page.problems == []
+
+
+def fill_catalog(backend_url: str, count: int) -> list[str]:
+    """``count`` catalog records, every other one tagged "even"; their keys, newest first."""
+    keys = [uuid.uuid4().hex for _ in range(count)]
+
+    async def write() -> None:
+        backend = open_backend(backend_url)
+        try:
+            for i, key in enumerate(keys):
+                await backend.record_data(
+                    DataRecord(
+                        key=key, secret=SECRET, type_name="bytes", size=i, created=1000.0 + i,
+                        owner="o", tags=["even" if i % 2 == 0 else "odd"],
+                        locations=[Location(protocol="zmq", host="node-1", port=5600)],
+                    )
+                )  # fmt: skip
+        finally:
+            await backend.close()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as thread:  # (Playwright's loop is on this one)
+        thread.submit(asyncio.run, write()).result(60)
+    return keys[::-1]

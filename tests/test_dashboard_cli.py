@@ -27,6 +27,7 @@ pytestmark = [pytest.mark.timeout(60)]
 TOKEN = "t0ken-for-the-cli-tests"
 
 
+@pytest.mark.multiproc
 def test_the_command_prints_its_url_serves_and_stops_on_sigterm(tmp_path: Path):
     url = f"sqlite://{tmp_path / 'cluster.db'}"
     proc = subprocess.Popen(
@@ -53,6 +54,7 @@ def test_the_command_prints_its_url_serves_and_stops_on_sigterm(tmp_path: Path):
     assert b"Traceback" not in err
 
 
+@pytest.mark.multiproc
 def test_the_command_refuses_another_interface_without_expose(tmp_path: Path):
     done = subprocess.run(
         [*UNDERTOW, "dashboard", "--backend", f"sqlite://{tmp_path / 'c.db'}",
@@ -109,6 +111,7 @@ class Imaging:
 """
 
 
+@pytest.mark.multiproc
 def test_the_functions_of_a_registered_service_show_their_calls(tmp_path, monkeypatch):
     url = f"sqlite://{tmp_path / 'cluster.db'}"
     monkeypatch.setenv("UNDERTOW_BACKEND", url)

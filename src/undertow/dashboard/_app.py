@@ -41,6 +41,8 @@ _TYPES = {
 MAX_PAGE = 200
 #: seconds between keep-alive comments on a quiet event stream
 KEEPALIVE = 15.0
+#: bytes the login form's body may have (a token and a CSRF value)
+MAX_FORM = 4096
 #: the output pieces of a job its page shows (the last ones)
 OUTPUT_TAIL = 200
 _json = msgspec.json.Encoder()
@@ -113,8 +115,12 @@ class _Routes:
     async def login(self, request: Request) -> Response:
         if not self.guard.same_origin(dict(request.headers)):
             return Response("cross-origin request refused\n", 403, media_type="text/plain")
-        body = (await request.body())[:4096].decode("utf-8", "replace")
-        form = urllib.parse.parse_qs(body)
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_FORM:
+                return Response("form too large\n", 413, media_type="text/plain")
+        form = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
         if not self.guard.csrf_ok(dict(request.cookies), _first(form, "csrf")):
             return self._login(403, "The form expired; try again.")
         if not self.guard.token_ok(_first(form, "token")):
