@@ -20,9 +20,19 @@ CHROMIUM = os.environ.get("UNDERTOW_CHROMIUM", "/usr/bin/chromium")
 UNDERTOW = [str(Path(sys.executable).parent / "undertow")]
 
 JOBS_MODULE = """
+import threading
+from pathlib import Path
+
 def double(x):
     print("doubling", x)
     return x * 2
+
+def hold(release):
+    idle, turns = threading.Event(), 0
+    while not Path(release).exists() and turns < 3000:   # 30 s at most
+        idle.wait(0.01)
+        turns += 1
+    return "held"
 """
 
 

@@ -76,7 +76,7 @@ def page(browser: Any) -> Iterator[Any]:
 
 @pytest.mark.multiproc
 def test_a_job_submitted_now_appears_and_finishes_on_the_open_page(
-    dashboard, page, worker, backend_url
+    dashboard, page, worker, backend_url, tmp_path
 ):
     from playwright.sync_api import expect
 
@@ -84,7 +84,14 @@ def test_a_job_submitted_now_appears_and_finishes_on_the_open_page(
     assert "token=" not in page.url  # exchanged for a cookie, and out of the address bar
     expect(page.locator("#status")).to_contain_text("live", timeout=WAIT_MS)
     expect(page.locator(f'tr[data-worker="{worker.name}"] .health')).to_have_text("healthy")
+    release = tmp_path / "release"
     with JobQueue(backend_url, token=False) as jobs:
+        held = jobs.submit("hold", str(release))
+        runs = page.locator(f'tr[data-worker="{worker.name}"] .runs')
+        expect(runs).to_have_text("hold", timeout=WAIT_MS)  # what the worker runs, live
+        release.touch()
+        assert held.result(timeout=30) == "held"
+        expect(runs).to_have_text("", timeout=WAIT_MS)
         job = jobs.submit("double", 21)
         assert job.result(timeout=30) == 42
     page.click('nav a[data-view="jobs"]')

@@ -96,3 +96,15 @@ def test_rows_hold_no_secret_payload_or_result():
     assert "the-secret" not in repr(snapshot)
     assert snapshot["data"][0]["hosts"] == ["h"]
     assert snapshot["jobs"][0]["state"] == "done"
+
+
+def test_each_worker_shows_what_it_runs():
+    running = [
+        JobRecord(id=uuid.uuid4().hex, queues=["q"], function=f, worker=w, state=JobState.RUNNING)
+        for f, w in [("resize", "host:1:abc"), ("resize", "host:1:abc"), ("crop", "host:1:abc")]
+    ]
+    snapshot = Board().update(Reads(now=T0, workers=[worker(T0)], running=running))
+    assert snapshot["workers"][0]["runs"] == [
+        {"function": "crop", "count": 1},
+        {"function": "resize", "count": 2},
+    ]

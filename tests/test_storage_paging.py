@@ -112,3 +112,23 @@ async def test_a_catalog_page_after_an_unknown_key_is_refused_by_name(backend: B
     gone = uuid.uuid4().hex
     with pytest.raises(LookupError, match=gone):
         await backend.find_data(limit=5, after=gone)
+
+
+async def test_running_jobs_page_like_the_others(store: Backend):
+    jobs = [job("a" if i % 2 else "b") for i in range(6)]
+    for i, j in enumerate(jobs):
+        await store.enqueue(j, now=T0 + i)
+    claimed = await store.claim(["a", "b"], "w", lease=30.0, count=4, now=T0 + 10)
+    running = sorted(claimed, key=lambda r: r.submitted)
+    listed = await store.jobs(state=JobState.RUNNING)
+    assert [r.id for r in listed] == [r.id for r in running]
+    newest = await store.jobs(state=JobState.RUNNING, limit=2, newest_first=True)
+    assert [r.id for r in newest] == [r.id for r in running[::-1][:2]]
+    rest = await store.jobs(state=JobState.RUNNING, after=newest[-1].id, newest_first=True)
+    assert [r.id for r in rest] == [r.id for r in running[::-1][2:]]
+    on_a = await store.jobs(state=JobState.RUNNING, queue="a")
+    assert [r.id for r in on_a] == [r.id for r in running if r.queues == ["a"]]
+    assert await store.complete(running[0].id, 1, b"", now=T0 + 11)
+    assert running[0].id not in [r.id for r in await store.jobs(state=JobState.RUNNING)]
+    with pytest.raises(LookupError):
+        await store.jobs(state=JobState.RUNNING, after=uuid.uuid4().hex)

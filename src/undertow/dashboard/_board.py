@@ -42,6 +42,8 @@ class Reads(msgspec.Struct, kw_only=True):
     #: the newest jobs and catalog records (the first page of each list)
     jobs: list[JobRecord] = []
     data: list[DataRecord] = []
+    #: the jobs running now (what each worker runs)
+    running: list[JobRecord] = []
     #: each reachable server's figures (``undertow.stats``), by instance id
     figures: dict[str, dict[str, Any]] = {}
 
@@ -66,6 +68,9 @@ class Board:
         """Take a poll's reads in; the new snapshot (its ``version`` one more)."""
         now = reads.now
         workers = _remember(self._workers, [worker_row(w, now) for w in reads.workers], "name")
+        runs = _runs(reads.running)
+        for name, row in workers.items():
+            row["runs"] = runs.get(name, [])
         instances = _remember(self._instances, [instance_row(i, now) for i in reads.instances])
         for row in [*workers.values(), *instances.values()]:
             row["healthy"] = healthy(row["beat"], row["ttl"], now)
@@ -175,3 +180,14 @@ def _services(instances: Any) -> list[dict[str, Any]]:
         {"name": name, "instances": rows, "healthy": sum(r["healthy"] for r in rows)}
         for name, rows in by_service.items()
     ]
+
+
+def _runs(running: Sequence[JobRecord]) -> dict[str, list[dict[str, Any]]]:
+    """What each worker runs: its running jobs' functions, with how many of each."""
+    counts: dict[str, collections.Counter[str]] = {}
+    for job in running:
+        counts.setdefault(job.worker, collections.Counter())[job.function] += 1
+    return {
+        worker: [{"function": f, "count": n} for f, n in sorted(counter.items())]
+        for worker, counter in counts.items()
+    }

@@ -16,7 +16,7 @@ from typing import Any
 from undertow.dashboard._board import Board, Reads
 from undertow.errors import UndertowError
 from undertow.rpc import Client, stats
-from undertow.storage import Backend, Instance
+from undertow.storage import Backend, Instance, JobState
 
 __all__ = ["Poller"]
 
@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 #: the newest jobs and catalog records each snapshot holds (older ones: by page)
 FIRST_PAGE = 50
+#: running jobs read each turn at most (what the workers run)
+MAX_RUNNING = 1000
 #: servers whose figures are read each turn at most (the latency plot)
 MAX_SERVERS = 32
 
@@ -92,6 +94,7 @@ class Poller:
             workers=await backend.workers(),
             queues=await backend.queues(),
             jobs=await backend.jobs(limit=FIRST_PAGE, newest_first=True),
+            running=await backend.jobs(state=JobState.RUNNING, limit=MAX_RUNNING),
             data=await backend.find_data(limit=FIRST_PAGE, newest_first=True),
             figures=self._latest_figures(instances[:MAX_SERVERS]),
         )

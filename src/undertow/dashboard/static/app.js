@@ -70,7 +70,9 @@ function renderOverview(snap) {
     ago(i.beat, snap.now), health(i.healthy),
   ], { instance: i.id }));
   fillRows(document.getElementById("workers"), snap.workers, (w) => row([
-    el("td", w.name, "mono"), w.queues.join(", "), w.running, w.concurrency, w.done, w.failed,
+    el("td", w.name, "mono"), w.queues.join(", "),
+    el("td", w.runs.map((r) => (r.count > 1 ? `${r.function} ×${r.count}` : r.function)).join(", "), "runs"),
+    w.running, w.concurrency, w.done, w.failed,
     ago(w.beat, snap.now), health(w.healthy),
   ], { worker: w.name }));
   fillRows(document.getElementById("queues"), snap.queues, (q) => row([
