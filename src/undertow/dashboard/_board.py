@@ -69,8 +69,9 @@ class Board:
         now = reads.now
         workers = _remember(self._workers, [worker_row(w, now) for w in reads.workers], "name")
         runs = _runs(reads.running)
-        for name, row in workers.items():
+        for name, row in workers.items():  # the jobs table is newer than the last beat
             row["runs"] = runs.get(name, [])
+            row["running"] = sum(run["count"] for run in row["runs"])
         instances = _remember(self._instances, [instance_row(i, now) for i in reads.instances])
         for row in [*workers.values(), *instances.values()]:
             row["healthy"] = healthy(row["beat"], row["ttl"], now)
