@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import socket
 import time
 import urllib.parse
 import uuid
@@ -252,6 +253,19 @@ def test_a_bad_page_request_is_answered_with_what_to_fix(dashboard):
         gone = uuid.uuid4().hex
         assert "first page" in http.get(f"/api/jobs?after={gone}").json()["error"]
         assert http.get(f"/api/jobs/{gone}").status_code == 404
+
+
+def test_every_interface_with_expose_answers_by_this_machines_name():
+    with serve(host="0.0.0.0", port=0, token=TOKEN, expose=True) as dashboard:  # noqa: S104
+        assert socket.gethostname() in dashboard.address
+        local = f"http://127.0.0.1:{dashboard.port}"
+        with httpx.Client(base_url=local, headers={"authorization": f"Bearer {TOKEN}"}) as http:
+            own = {"host": f"{socket.gethostname()}:{dashboard.port}"}
+            assert http.get("/api/snapshot", headers=own).status_code == 200
+            evil = {"host": f"evil.example:{dashboard.port}"}
+            refused = http.get("/api/snapshot", headers=evil)
+            assert refused.status_code == 400
+            assert "--allow-host" in refused.text
 
 
 def test_beyond_loopback_needs_expose():

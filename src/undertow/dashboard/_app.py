@@ -71,7 +71,12 @@ class _Shield:
             await send(message)
 
         if not self.guard.host_ok(headers):
-            refused = Response("unknown Host\n", status_code=400, media_type="text/plain")
+            refused = Response(
+                "unknown Host: open the dashboard by the name it printed, or start it with "
+                "--allow-host NAME for this one\n",
+                status_code=400,
+                media_type="text/plain",
+            )
             await refused(scope, receive, send_guarded)
             return
         await self.app(scope, receive, send_guarded)

@@ -24,7 +24,7 @@ import socket
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["HEADERS", "Guard", "is_loopback"]
+__all__ = ["HEADERS", "Guard", "is_loopback", "is_wildcard"]
 
 HEADERS = [
     (
@@ -54,6 +54,21 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def is_wildcard(host: str) -> bool:
+    """Whether binding ``host`` listens on every interface."""
+    return host in ("0.0.0.0", "::", "")  # noqa: S104 - this is the test for it
+
+
+def _own_names() -> set[str]:
+    """This machine's host name, its full name and the addresses they resolve to."""
+    names = {socket.gethostname().lower(), socket.getfqdn().lower()}
+    try:
+        _, aliases, addresses = socket.gethostbyname_ex(socket.gethostname())
+    except OSError:  # a name that does not resolve: the names alone
+        return names
+    return names | {a.lower() for a in aliases} | set(addresses)
+
+
 def _host_name(header: str) -> str:
     """The name part of a Host header (``[::1]:8787`` -> ``::1``), lowercased."""
     header = header.strip().lower()
@@ -77,8 +92,8 @@ class Guard:
         self.cookie = f"undertow_dashboard_{port}"
         self.csrf_cookie = f"undertow_dashboard_csrf_{port}"
         names = {*_LOOPBACK_NAMES, host.lower(), *(h.lower() for h in allowed_hosts)}
-        if host in ("0.0.0.0", "::", ""):  # noqa: S104 - every interface: this machine's names too
-            names |= {socket.gethostname().lower(), socket.getfqdn().lower()}
+        if is_wildcard(host):  # every interface: this machine's names and addresses too
+            names |= _own_names()
         self.hosts = frozenset(names)
 
     def session_value(self) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 import uvicorn
 
 from undertow.dashboard._app import build_app
-from undertow.dashboard._guard import Guard, is_loopback
+from undertow.dashboard._guard import Guard, is_loopback, is_wildcard
 from undertow.dashboard._poller import Poller
 from undertow.errors import ConfigError
 from undertow.storage import open_backend
@@ -40,8 +40,10 @@ class Dashboard:
 
     @property
     def address(self) -> str:
-        """``http://host:port`` (IPv6 bracketed), without the token."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
+        """``http://host:port`` (IPv6 bracketed; this machine's name when it listens on
+        every interface), without the token."""
+        host = socket.gethostname() if is_wildcard(self.host) else self.host
+        host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.port}"
 
     @property
