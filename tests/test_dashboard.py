@@ -253,6 +253,8 @@ def test_a_bad_page_request_is_answered_with_what_to_fix(dashboard):
         gone = uuid.uuid4().hex
         assert "first page" in http.get(f"/api/jobs?after={gone}").json()["error"]
         assert http.get(f"/api/jobs/{gone}").status_code == 404
+        for path in ("/static/login.html", "/static/..%2f_app.py", "/static/%2e%2e/_app.py"):
+            assert http.get(path).status_code == 404, path
 
 
 def test_every_interface_with_expose_answers_by_this_machines_name():

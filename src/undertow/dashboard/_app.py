@@ -93,6 +93,8 @@ class _Routes:
         #: behind the poll loop's read (SQLite: another connection and thread)
         self.pages = pages
         self._explainer: JobQueue | None = None
+        #: the page's files, read once (no file is read while answering)
+        self._files = {path.name: path.read_bytes() for path in STATIC.iterdir()}
         self._encoded: tuple[tuple[int, str], bytes] = ((-1, ""), b"")
 
     def authed(self, handler: Handler) -> Handler:
@@ -115,7 +117,7 @@ class _Routes:
             return answer
         if not self.guard.authenticated(dict(request.headers), dict(request.cookies)):
             return self._login(200, "")  # the form alone: nothing to refuse yet
-        return Response((STATIC / "index.html").read_bytes(), media_type="text/html")
+        return Response(self._files["index.html"], media_type="text/html")
 
     async def login(self, request: Request) -> Response:
         if not self.guard.same_origin(dict(request.headers)):
@@ -137,7 +139,7 @@ class _Routes:
     def _login(self, status: int, message: str) -> Response:
         """The login form, with a new CSRF value in the form and in its cookie."""
         csrf, cookie = self.guard.new_csrf_cookie()
-        page = (STATIC / "login.html").read_text()
+        page = self._files["login.html"].decode()
         page = page.replace("{csrf}", html.escape(csrf)).replace("{message}", html.escape(message))
         answer = HTMLResponse(page, status_code=status)
         answer.headers["referrer-policy"] = "same-origin"  # else its POST says Origin: null
@@ -146,10 +148,9 @@ class _Routes:
 
     async def static(self, request: Request) -> Response:
         name = request.path_params["name"]
-        path = STATIC / name
-        if name not in {"app.js", "app.css", "plot.js"} or not path.is_file():
+        if name not in {"app.js", "app.css", "plot.js"}:  # (the HTML pages have their routes)
             return Response("not found\n", 404, media_type="text/plain")
-        return Response(path.read_bytes(), media_type=_TYPES[path.suffix])
+        return Response(self._files[name], media_type=_TYPES[Path(name).suffix])
 
     def encoded(self) -> bytes:
         """The board's snapshot (with the poll loop's error) as JSON, encoded once per
