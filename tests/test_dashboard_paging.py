@@ -95,7 +95,9 @@ def test_finished_jobs_come_a_page_at_a_time(http):
     assert len(set(ids)) == 100  # no job twice
     submitted = [job["submitted"] for job in first["jobs"] + second["jobs"]]
     assert submitted == sorted(submitted, reverse=True)  # newest first, across the pages
-    times = [timed(http, f"/api/jobs?state=done&limit=50&after={ids[i]}")[0] for i in range(100)]
+    times = [
+        timed(http, f"/api/jobs?state=done&limit=50&after={ids[i % 100]}")[0] for i in range(200)
+    ]
     assert p99(times) < P99, f"p99 of a page of jobs: {p99(times) * 1000:.0f} ms"
 
 
@@ -107,7 +109,7 @@ def test_the_catalog_comes_a_page_at_a_time(http):
     assert len(set(keys)) == 400
     sizes = [d["size"] for d in first["data"] + second["data"]]
     assert sizes == list(range(RECORDS - 1, RECORDS - 401, -1))  # created in that order
-    times = [timed(http, f"/api/data?limit=50&after={keys[i]}")[0] for i in range(100)]
+    times = [timed(http, f"/api/data?limit=50&after={keys[i]}")[0] for i in range(200)]
     assert p99(times) < P99, f"p99 of a page of the catalog: {p99(times) * 1000:.0f} ms"
 
 
