@@ -44,7 +44,8 @@ class Poller:
         self.errors = ""
         self._wanted_until = 0.0
         self._wake = asyncio.Event()
-        self._changed = asyncio.Condition()
+        #: set (and replaced by a new one) each time the board changes: what pages wait on
+        self._tick = asyncio.Event()
         self._clients: dict[str, Client] = {}
         self._figures_task: asyncio.Future[dict[str, dict[str, Any]]] | None = None
         self._figures_read: dict[str, dict[str, Any]] = {}
@@ -82,8 +83,11 @@ class Poller:
             return
         self.errors = ""
         self.board.update(reads)
-        async with self._changed:
-            self._changed.notify_all()
+        self._wake_pages()
+
+    def _wake_pages(self) -> None:
+        tick, self._tick = self._tick, asyncio.Event()
+        tick.set()
 
     async def _read(self) -> Reads:
         backend = self.backend
@@ -135,26 +139,22 @@ class Poller:
         """The board's snapshot once its version is past ``seen``; None after ``timeout``
         seconds without one, or when closing."""
         self.want()
-        async with self._changed:
+        deadline = time.monotonic() + timeout
+        while self.board.version <= seen and not self.closing.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._changed.wait_for(
-                        lambda: self.board.version > seen or self.closing.is_set()
-                    ),
-                    timeout=timeout,
-                )
-        if self.closing.is_set() or self.board.version <= seen:
-            return None
-        return self.board.snapshot
+                await asyncio.wait_for(self._tick.wait(), timeout=left)
+        return None if self.closing.is_set() else self.board.snapshot
 
     async def close(self) -> None:
         """Stop the loop and the streams; close the servers' clients."""
         self.closing.set()
-        async with self._changed:
-            self._changed.notify_all()
+        self._wake_pages()
         if self._figures_task is not None:  # the thread uses the clients: let it end
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._figures_task, timeout=MAX_SERVERS * 2.0)
+                await asyncio.wait_for(self._figures_task, timeout=5.0)
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:
             with contextlib.suppress(Exception):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import secrets
 import socket
 import threading
@@ -21,6 +22,8 @@ from undertow.errors import ConfigError
 from undertow.storage import open_backend
 
 __all__ = ["Dashboard", "serve"]
+
+log = logging.getLogger(__name__)
 
 #: seconds :func:`serve` waits for the server to listen
 START_TIMEOUT = 30.0
@@ -58,8 +61,10 @@ class Dashboard:
         """Stop serving (open event streams end) and wait for the thread."""
         server, loop = self._server, self._loop
         if server is not None and loop is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):  # the loop ended meanwhile
+            try:  # the streams end first, then the server
                 asyncio.run_coroutine_threadsafe(self._stop(), loop).result(10)
+            except (RuntimeError, TimeoutError) as exc:  # the loop ended, or stuck: stop anyway
+                log.warning("dashboard %s: closing its streams: %r", self.address, exc)
             server.should_exit = True
         if self._thread is not None:
             self._thread.join(15)
