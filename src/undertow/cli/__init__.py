@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from undertow._util import LOG_FORMATS, setup_logging
+from undertow.cli import _dashboard
 from undertow.cli._groups import host_groups
 from undertow.cli._jobs import jobs, queues
 from undertow.cli._serving import serving
@@ -395,6 +396,7 @@ def master_worker(master: str, **options: Any) -> None:  # fmt: skip
 
 main.add_command(queues)
 main.add_command(host_groups)  # undertow group add/rm/ls/show (cli/_groups.py)
+main.add_command(_dashboard.dashboard)  # undertow dashboard (cli/_dashboard.py)
 
 
 @main.command()

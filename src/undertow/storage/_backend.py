@@ -80,9 +80,18 @@ class Backend(JobStore):
         tags: Sequence[str] = (),
         owner: str | None = None,
         type_name: str | None = None,
+        limit: int | None = None,
+        after: str | None = None,
+        newest_first: bool = False,
     ) -> list[DataRecord]:
         """The records carrying every one of ``tags`` (every record if none are given), of
-        ``owner`` and ``type_name`` if given; oldest first."""
+        ``owner`` and ``type_name`` if given; oldest first (newest first with
+        ``newest_first``), at most ``limit`` (all without one).
+
+        Paging: ``after`` is the key of the last record of the page before (same filters,
+        same order); the page continues right after it. A LookupError names an ``after``
+        key the catalog does not hold (forgotten meanwhile: start again from the first
+        page)."""
 
     @abc.abstractmethod
     async def set_group(self, name: str, hosts: Sequence[str]) -> None:

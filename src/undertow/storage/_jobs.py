@@ -399,9 +399,16 @@ class JobStore(abc.ABC):
         queue: str | None = None,
         submitter: str | None = None,
         limit: int = 1000,
+        after: str | None = None,
+        newest_first: bool = False,
     ) -> list[JobRecord]:
         """Jobs with that state, on that queue, of that submitter (each if given), oldest
-        submitted first, at most ``limit``."""
+        submitted first (newest first with ``newest_first``), at most ``limit``.
+
+        Paging: ``after`` is the id of the last job of the page before (same filters, same
+        order); the page continues right after it, so that a long list is read a page at a
+        time in the query itself, never all at once. A LookupError names an ``after`` job
+        that is not stored (purged meanwhile: start again from the first page)."""
 
     @abc.abstractmethod
     async def queue_length(self, queue: str) -> int:

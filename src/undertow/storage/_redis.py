@@ -258,6 +258,9 @@ class RedisBackend(RedisJobs, RedisGroups, Backend):
         tags: Sequence[str] = (),
         owner: str | None = None,
         type_name: str | None = None,
+        limit: int | None = None,
+        after: str | None = None,
+        newest_first: bool = False,
     ) -> list[DataRecord]:
         wanted = sorted(set(tags))
         try:
@@ -265,10 +268,15 @@ class RedisBackend(RedisJobs, RedisGroups, Backend):
                 raw = await self._redis.sinter([keys.tag(tag) for tag in wanted])
             else:
                 raw = await self._redis.smembers(keys.DATA)
-            found = await self._data(sorted(k.decode() for k in raw))
+            if limit is None and after is None:
+                found = await self._data(sorted(k.decode() for k in raw))
+            else:  # the heads alone choose the page; only its records are read whole
+                heads = await self._heads(sorted(k.decode() for k in raw))
+                chosen = _page(heads, owner, type_name, (after, newest_first, limit))
+                found = await self._data(chosen)
         except RedisError as exc:
             raise self._failed(exc) from exc
-        return by_creation(
+        listed = by_creation(
             [
                 record
                 for record in found
@@ -276,6 +284,17 @@ class RedisBackend(RedisJobs, RedisGroups, Backend):
                 and (type_name is None or record.type_name == type_name)
             ]
         )
+        return listed[::-1] if newest_first else listed
+
+    async def _heads(self, ids: list[str]) -> dict[str, _Fields]:
+        """The fields of the records of ``ids`` without their tags and locations (a page
+        of the catalog is chosen by them; Redis keeps no index by creation time)."""
+        ids = [key for key in ids if is_data_key(key)]
+        if not ids:
+            return {}
+        heads = await self._redis.mget([keys.data(key) for key in ids])
+        read = {key: self._fields(key, head) for key, head in zip(ids, heads, strict=True) if head}
+        return {key: fields for key, fields in read.items() if fields is not None}
 
     async def _data(self, ids: list[str]) -> list[DataRecord]:
         """The records of ``ids``, read in one transaction; missing ones are left out."""
@@ -358,3 +377,32 @@ def _listed(location: Location, size: int) -> bytes:
             size=size,
         )
     )
+
+
+def _page(
+    heads: dict[str, _Fields],
+    owner: str | None,
+    type_name: str | None,
+    page: tuple[str | None, bool, int | None],
+) -> list[str]:
+    """The keys of a page of the catalog, chosen among ``heads``: ``page`` is (the key
+    before the page, newest first?, the page's size or None)."""
+    after, newest_first, limit = page
+    order = sorted(
+        (
+            (fields.created, key)
+            for key, fields in heads.items()
+            if (owner is None or fields.owner == owner)
+            and (type_name is None or fields.type_name == type_name)
+        ),
+        reverse=newest_first,
+    )
+    if after is not None:
+        if after not in heads:
+            raise LookupError(
+                f"data record {after!r} is not in the catalog (forgotten?): it cannot mark "
+                "where a page starts; ask for the first page again (after=None)"
+            )
+        mark = (heads[after].created, after)
+        order = [item for item in order if (item < mark if newest_first else item > mark)]
+    return [key for _, key in order[: None if limit is None else max(limit, 0)]]

@@ -293,12 +293,26 @@ class RedisJobs(JobStore):
         queue: str | None = None,
         submitter: str | None = None,
         limit: int = 1000,
+        after: str | None = None,
+        newest_first: bool = False,
     ) -> list[JobRecord]:
+        def wanted(record: JobRecord) -> bool:
+            return (
+                (state is None or record.state == state)
+                and (queue is None or queue in record.queues)
+                and (submitter is None or record.submitter == submitter)
+            )
+
         found: list[JobRecord] = []
-        start = 0
         try:
+            if state == JobState.RUNNING:  # the running set (jobs held by workers), no scan
+                running = await self.jobs_by_id(await self._running(after, newest_first))
+                return [r for r in running if r is not None and wanted(r)][: max(limit, 0)]
+            start = await self._start_after(after, newest_first)
             while len(found) < limit:
-                ids = await self._redis.zrange(keys.JOBS, start, start + _PAGE - 1)
+                ids = await self._redis.zrange(
+                    keys.JOBS, start, start + _PAGE - 1, desc=newest_first
+                )
                 if not ids:
                     break
                 start += len(ids)
@@ -306,16 +320,42 @@ class RedisJobs(JobStore):
                     for job_id in ids:
                         pipe.hgetall(keys.job(job_id.decode()))
                     replies = await pipe.execute()
-                found += [
-                    record
-                    for record in (_decode(fields.items()) for fields in replies if fields)
-                    if (state is None or record.state == state)
-                    and (queue is None or queue in record.queues)
-                    and (submitter is None or record.submitter == submitter)
-                ]
+                records = (_decode(fields.items()) for fields in replies if fields)
+                found += [record for record in records if wanted(record)]
         except RedisError as exc:
             raise self._failed(exc) from exc
         return found[: max(limit, 0)]
+
+    async def _start_after(self, after: str | None, newest_first: bool) -> int:
+        """The index, in the jobs' sorted set read in that order, of the job after ``after``
+        (0 without one); a LookupError if ``after`` is not stored."""
+        if after is None:
+            return 0
+        name = keys.JOBS
+        rank = await (
+            self._redis.zrevrank(name, check_job_id(after))
+            if newest_first
+            else self._redis.zrank(name, check_job_id(after))
+        )
+        if rank is None:
+            raise LookupError(
+                f"job {after} is not stored (purged?): it cannot mark where a page starts; "
+                "ask for the first page again (after=None)"
+            )
+        return int(rank) + 1
+
+    async def _running(self, after: str | None, newest_first: bool) -> list[str]:
+        """The ids of the RUNNING jobs in the jobs' order (by submission, then id), those
+        after ``after`` only; a LookupError if ``after`` is not stored."""
+        ids = [i.decode() for i in await self._redis.zrange(keys.JOBS_RUNNING, 0, -1)]
+        scores = await self._redis.zmscore(keys.JOBS, ids) if ids else []
+        order = sorted(((s, i) for s, i in zip(scores, ids, strict=True) if s is not None))
+        order = order[::-1] if newest_first else order
+        if after is not None:
+            await self._start_after(after, newest_first)  # (it names an unknown one)
+            mark = (await self._redis.zscore(keys.JOBS, after), after)
+            order = [o for o in order if (o < mark if newest_first else o > mark)]
+        return [job_id for _, job_id in order]
 
     async def queue_length(self, queue: str) -> int:
         try:

@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS data (
     created   REAL NOT NULL,   -- Unix time
     owner     TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS data_by_created ON data (created, key);   -- pages of the catalog
 CREATE TABLE IF NOT EXISTS data_tags (
     key TEXT NOT NULL,
     tag TEXT NOT NULL,
@@ -252,6 +253,9 @@ class SqliteBackend(SqliteJobs, Backend):
         tags: Sequence[str] = (),
         owner: str | None = None,
         type_name: str | None = None,
+        limit: int | None = None,
+        after: str | None = None,
+        newest_first: bool = False,
     ) -> list[DataRecord]:
         where: list[str] = ["1"]
         args: list[str | int] = []
@@ -269,12 +273,34 @@ class SqliteBackend(SqliteJobs, Backend):
                 "GROUP BY key HAVING COUNT(*) = ?)"
             )
             args += [*wanted, len(wanted)]
-        return await asyncio.to_thread(self._select_data, " AND ".join(where), args)
+        page = (after, newest_first, limit)
+        records = await asyncio.to_thread(self._select_data, " AND ".join(where), args, page)
+        return records[::-1] if newest_first else records
 
-    def _select_data(self, where: str, args: list[str | int]) -> list[DataRecord]:
-        """The records whose row in ``data`` matches ``where``, read in one transaction."""
-        found = f"WITH found AS (SELECT key FROM data WHERE {where}) "  # noqa: S608 - fixed text
+    def _select_data(
+        self,
+        where: str,
+        args: list[str | int],
+        page: tuple[str | None, bool, int | None] = (None, False, None),
+    ) -> list[DataRecord]:
+        """The records whose row in ``data`` matches ``where``, read in one transaction;
+        ``page`` is (the key before the page, newest first?, the page's size or None), and
+        the page is chosen in the query, by the index on (created, key)."""
+        after, newest_first, limit = page
+        order, beyond = ("DESC", "<") if newest_first else ("ASC", ">")
         with self._connect() as conn, _transaction(conn, "BEGIN"):
+            if after is not None:
+                row = conn.execute("SELECT created FROM data WHERE key = ?", (after,)).fetchone()
+                if row is None:
+                    raise LookupError(
+                        f"data record {after!r} is not in the catalog (forgotten?): it cannot "
+                        "mark where a page starts; ask for the first page again (after=None)"
+                    )
+                where += f" AND (created, key) {beyond} (?, ?)"
+                args = [*args, row[0], after]
+            if limit is not None:
+                where += f" ORDER BY created {order}, key {order} LIMIT {max(int(limit), 0)}"
+            found = f"WITH found AS (SELECT key FROM data WHERE {where}) "  # noqa: S608 - fixed text
             rows, tags, locations = (
                 conn.execute(found + query, args).fetchall()
                 for query in (_SELECT_DATA, _SELECT_TAGS, _SELECT_LOCATIONS)

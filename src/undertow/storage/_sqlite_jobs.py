@@ -252,7 +252,11 @@ class SqliteJobs(JobStore):
         queue: str | None = None,
         submitter: str | None = None,
         limit: int = 1000,
+        after: str | None = None,
+        newest_first: bool = False,
     ) -> list[JobRecord]:
+        if after is not None:
+            check_job_id(after)
         tests = {
             "state = ?": None if state is None else JobState(state).value,
             "EXISTS (SELECT 1 FROM json_each(queues) WHERE value = ?)": (
@@ -262,8 +266,8 @@ class SqliteJobs(JobStore):
         }
         where = ["1"] + [test for test, value in tests.items() if value is not None]
         args = [value for value in tests.values() if value is not None]
-        query = f"WHERE {' AND '.join(where)} ORDER BY submitted, rowid LIMIT ?"
-        return await self._run(sql.select, query, [*args, max(limit, 0)])
+        page = (after, newest_first, limit)
+        return await self._run(sql.select_page, f"WHERE {' AND '.join(where)}", args, page)
 
     async def queue_length(self, queue: str) -> int:
         check_queue_name(queue)

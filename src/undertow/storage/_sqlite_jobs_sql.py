@@ -379,6 +379,27 @@ def select(conn: sqlite3.Connection, where: str, args: list[Any]) -> list[JobRec
     return [_record(row) for row in conn.execute(f"{_SELECT} {where}", args).fetchall()]
 
 
+def select_page(
+    conn: sqlite3.Connection, where: str, args: list[Any], page: tuple[str | None, bool, int]
+) -> list[JobRecord]:
+    """The jobs matching ``where``, a page of them: ``page`` is (the id of the job before
+    the page or None, newest first?, the page's size), in submission order (the rowid
+    breaks ties). The index by submission (and by state) serves it without a full scan."""
+    after, newest_first, limit = page
+    order, beyond = ("DESC", "<") if newest_first else ("ASC", ">")
+    if after is not None:
+        row = conn.execute("SELECT submitted, rowid FROM jobs WHERE id = ?", (after,)).fetchone()
+        if row is None:
+            raise LookupError(
+                f"job {after} is not stored (purged?): it cannot mark where a page starts; "
+                "ask for the first page again (after=None)"
+            )
+        where += f" AND (submitted, rowid) {beyond} (?, ?)"
+        args = [*args, *row]
+    query = f"{where} ORDER BY submitted {order}, rowid {order} LIMIT ?"
+    return select(conn, query, [*args, max(limit, 0)])
+
+
 def queue_length(conn: sqlite3.Connection, queue: str) -> int:
     row = conn.execute("SELECT COUNT(*) FROM job_queue WHERE queue = ?", (queue,)).fetchone()
     return int(row[0])
