@@ -1,0 +1,250 @@
+"""The notebook experience through a real Jupyter kernel (tests/_kernel.py): where remote
+output shows, rich HTML forms, help and completion on remote functions, a map's progress
+widget, and remote tracebacks."""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ._kernel import Kernel, plain
+from ._processes import ChildServer
+
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow, pytest.mark.multiproc]
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SERVER = """
+import threading
+import undertow
+
+server = undertow.Server(name="nb")
+gates = {}
+
+def gate_named(name):  # setdefault is atomic: two calls at once share one gate
+    return gates.setdefault(name, threading.Event())
+
+@server.register
+def hello(name: str, times: int = 1) -> str:
+    \"\"\"Greet someone, printing on the way.
+
+    The greeting is printed on the server and shows where the call was made.\"\"\"
+    for _ in range(times):
+        print(f"hello {name} from the server", flush=True)
+    return name.upper()
+
+@server.register
+def late(gate: str) -> int:
+    \"\"\"Print, wait for the gate to open, print again.\"\"\"
+    print(f"{gate}: started", flush=True)
+    gate_named(gate).wait(60)
+    print(f"{gate}: finished", flush=True)
+    return 1
+
+@server.register
+def wait_gate(gate: str) -> bool:
+    return gate_named(gate).wait(60)
+
+@server.register
+def open_gate(gate: str) -> None:
+    gate_named(gate).set()
+
+@server.register
+def explode(value: int) -> int:
+    \"\"\"Fail with a ValueError.\"\"\"
+    checked = value * 2
+    raise ValueError(f"value {checked} is out of range")
+
+server.serve_forever("127.0.0.1", 0)
+"""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChildServer]:
+    child = ChildServer(SERVER, tmp_path_factory.mktemp("server"))
+    yield child
+    child.stop()
+
+
+@pytest.fixture(scope="module")
+def nb(tmp_path_factory: pytest.TempPathFactory, server: ChildServer) -> Iterator[Kernel]:
+    """A kernel whose ``client`` is connected to the test server."""
+    kernel = Kernel(tmp_path_factory.mktemp("kernel"), ROOT)
+    try:
+        kernel.run(f"import undertow\nclient = undertow.connect({server.address!r}, timeout=60)")
+        yield kernel
+    finally:
+        kernel.shutdown()
+
+
+def cell(code: str) -> str:
+    return textwrap.dedent(code).strip()
+
+
+def test_a_blocking_calls_output_shows_under_its_cell(nb: Kernel) -> None:
+    msg_id = nb.run("client.hello('ada', times=2)")
+    assert nb.stream(msg_id) == "hello ada from the server\n" * 2
+    (result,) = nb.of_type(msg_id, "execute_result")
+    assert result["content"]["data"]["text/plain"] == "'ADA'"
+
+
+def test_a_futures_late_output_shows_under_the_cell_that_submitted_it(nb: Kernel) -> None:
+    first = nb.run("future = client.late.submit('g1')")
+    nb.pump_until(lambda: "g1: started" in nb.stream(first), 30, "the first line")
+    second = nb.run("client.open_gate('g1'); print('B ran'); future.result(timeout=60)")
+    nb.pump_until(lambda: "g1: finished" in nb.stream(first), 30, "the late line under A")
+    assert nb.stream(first) == "g1: started\ng1: finished\n"
+    assert nb.stream(second) == "B ran\n"  # nothing of A's under B
+
+
+JOB = """
+def slow_job(address, gate):
+    import undertow
+    print(f"{gate}: job started", flush=True)
+    with undertow.connect(address, timeout=60, token=False) as client:
+        client.wait_gate(gate)
+    print(f"{gate}: job finished", flush=True)
+    return 7
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster(nb: Kernel) -> Iterator[Kernel]:
+    """The kernel with ``cluster``, an undertow.Cluster of one worker process (which
+    knows the functions of tests/_cluster_jobs.py by name)."""
+    started = (
+        "cluster = undertow.Cluster(workers=1, concurrency=2, modules=['tests._cluster_jobs'])"
+    )
+    nb.run(started, timeout=180)
+    try:
+        yield nb
+    finally:
+        nb.run("cluster.close()", timeout=120)
+
+
+def test_a_jobs_output_shows_under_the_cell_that_submitted_it(
+    cluster: Kernel, server: ChildServer
+) -> None:
+    nb = cluster
+    nb.run(cell(JOB))
+    first = nb.run(f"job = cluster.submit(slow_job, {server.address!r}, 'j1')")
+    nb.pump_until(lambda: "j1: job started" in nb.stream(first), 60, "the job's first line")
+    second = nb.run("client.open_gate('j1'); print('B ran')")
+    third = nb.run("job.result(timeout=60)")
+    nb.pump_until(lambda: "j1: job finished" in nb.stream(first), 30, "the job's last line")
+    assert nb.stream(first) == "j1: job started\nj1: job finished\n"
+    assert nb.stream(second) == "B ran\n"
+    assert nb.stream(third) == ""  # printed once, under the submitting cell
+    (result,) = nb.of_type(third, "execute_result")
+    assert result["content"]["data"]["text/plain"] == "7"
+
+
+def html_of(nb: Kernel, code: str) -> str:
+    """The ``text/html`` that ``display(...)`` of ``code`` shows in a cell."""
+    msg_id = nb.run(f"from IPython.display import display\ndisplay({code})")
+    (shown,) = nb.of_type(msg_id, "display_data")
+    return str(shown["content"]["data"]["text/html"])
+
+
+def test_a_client_shows_its_functions_with_signatures_in_html(nb: Kernel) -> None:
+    shown = html_of(nb, "client")
+    assert "hello(name: str, times: int = 1) -&gt; str" in shown
+    assert "Greet someone, printing on the way." in shown
+    assert "explode(value: int) -&gt; int" in shown
+    assert "The greeting is printed" not in shown  # the first line of each docstring only
+
+
+def test_a_pointer_shows_what_it_points_to_in_html_and_never_its_secret(nb: Kernel) -> None:
+    nb.run("import numpy\nptr = undertow.put(numpy.arange(12).reshape(3, 4), to=client)")
+    secret = nb.run("print(ptr.to_json()['secret_key'])")
+    shown = html_of(nb, "ptr")
+    for expected in ("numpy.ndarray", "(3, 4)", "int64", "96 bytes", "memory"):
+        assert expected in shown
+    assert nb.stream(secret).strip() not in shown
+
+
+def test_a_job_and_the_cluster_show_in_html(cluster: Kernel) -> None:
+    nb = cluster
+    nb.run("shouted = cluster.submit(print, 'a line the job printed'); shouted.result(timeout=60)")
+    job = html_of(nb, "shouted")
+    assert "done" in job
+    assert "attempt 1 of 1" in job
+    assert "a line the job printed" in job
+    shown = html_of(nb, "cluster")
+    assert "1 x 2 slots" in shown
+    assert "default: 0 waiting" in shown
+    assert "dashboard" in shown
+
+
+def test_help_and_completion_on_a_remote_function_come_from_the_server(nb: Kernel) -> None:
+    code = "client.hello"
+    asked = nb.client.inspect(code, cursor_pos=len(code), detail_level=0)
+    reply = nb.shell_reply(asked)["content"]
+    assert reply["found"]
+    text = plain(reply["data"]["text/plain"])
+    assert "hello(name: str, times: int = 1) -> str" in text
+    assert "The greeting is printed on the server" in text
+    asked = nb.client.complete("client.he", cursor_pos=len("client.he"))
+    matches = nb.shell_reply(asked)["content"]["matches"]
+    assert any(m.endswith("hello") for m in matches), matches
+    asked = nb.client.complete("client.", cursor_pos=len("client."))
+    matches = nb.shell_reply(asked)["content"]["matches"]
+    assert {"hello", "explode", "late"} <= {m.rsplit(".", 1)[-1] for m in matches}, matches
+
+
+def progress_values(nb: Kernel, msg_id: str) -> tuple[float, list[float]]:
+    """The ``max`` of the progress bar widget a cell opened, and each value it was set to."""
+    opened = [
+        m
+        for m in nb.of_type(msg_id, "comm_open")
+        if m["content"]["data"]["state"].get("_model_name")
+        in ("FloatProgressModel", "IntProgressModel")
+    ]
+    assert len(opened) == 1, [m["content"]["data"]["state"].get("_model_name") for m in opened]
+    comm_id = opened[0]["content"]["comm_id"]
+    state = opened[0]["content"]["data"]["state"]
+    updates = [
+        m["content"]["data"].get("state", {})
+        for m in nb.all_of_type("comm_msg")
+        if m["content"]["comm_id"] == comm_id
+    ]
+    values = [state.get("value", 0)] + [u["value"] for u in updates if "value" in u]
+    return state["max"], values
+
+
+def test_a_maps_progress_widget_reaches_the_total(cluster: Kernel) -> None:
+    nb = cluster
+    msg_id = nb.run(
+        "jobs = cluster.map(abs, range(-5, 0), progress=True)\n[j.result() for j in jobs]"
+    )
+    total, values = progress_values(nb, msg_id)
+    assert total == 5
+    assert values[-1] == 5
+    (result,) = nb.of_type(msg_id, "execute_result")
+    assert result["content"]["data"]["text/plain"] == "[5, 4, 3, 2, 1]"
+    by_name = """
+        from undertow.queue import JobQueue
+        with JobQueue(cluster.backend) as q:
+            jobs = q.map("shout", ["a", "b"], progress=True)
+    """
+    queued = nb.run(cell(by_name))
+    total, values = progress_values(nb, queued)
+    assert (total, values[-1]) == (2, 2)
+
+
+def test_a_remote_exception_shows_the_remote_frame_readably(nb: Kernel) -> None:
+    msg_id = nb.run("client.explode(21)", fails=True)
+    (error,) = nb.of_type(msg_id, "error")
+    assert error["content"]["ename"] == "ValueError"
+    assert error["content"]["evalue"] == "value 42 is out of range"
+    text = plain("\n".join(error["content"]["traceback"]))
+    assert re.search(r'File "[^"]*server_\d+_\d+\.py", line \d+, in explode', text), text
+    assert 'raise ValueError(f"value {checked} is out of range")' in text
+    assert "ValueError: value 42 is out of range" in text
+    assert "_calls.py" not in text  # the frames that carried the error back are left out
+    assert "\\x" not in text, text  # no raw bytes
+    assert "b'" not in text, text
