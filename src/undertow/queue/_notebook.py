@@ -11,13 +11,13 @@ count, under a lock. Outside a kernel nothing is followed and nothing here runs.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from undertow._util import cell_output, in_kernel
 from undertow.errors import UndertowError
 from undertow.queue._job import POLL_MAX, POLL_MIN, Job
-from undertow.queue._wait import as_completed
+from undertow.queue._wait import Waitable, as_completed
 from undertow.storage import FINAL_STATES
 
 __all__ = ["follow_in_cell", "wait_with_bar"]
@@ -83,8 +83,10 @@ def follow_in_cell(job: Job) -> Job:
     return job
 
 
-def wait_with_bar(jobs: list[Job], what: str, bar: Callable[..., Any] | None = None) -> None:
-    """Wait for ``jobs`` to end, showing how many did on a tqdm bar (``tqdm.auto``: a
+def wait_with_bar(
+    jobs: Sequence[Waitable], what: str, bar: Callable[..., Any] | None = None
+) -> None:
+    """Wait for ``jobs`` (or futures) to end, showing how many did on a tqdm bar (``tqdm.auto``: a
     widget in a notebook, text on stderr elsewhere) that reaches the total when all have;
     ``bar`` replaces tqdm (tests). An interrupt stops the waiting, not the jobs."""
     if bar is None:
