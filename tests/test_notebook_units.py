@@ -234,7 +234,8 @@ def test_the_follower_looks_until_each_job_ends_then_its_thread_ends() -> None:
 def test_follow_in_cell_outside_a_kernel_leaves_the_job_alone() -> None:
     fake = FakeJob([JobState.DONE])
     job: Any = fake
-    assert follow_in_cell(job) is fake
+    followed: Any = follow_in_cell(job)
+    assert followed is fake
     assert fake.looks == 0
 
 
