@@ -86,8 +86,10 @@ def cell(code: str) -> str:
 
 
 def test_a_blocking_calls_output_shows_under_its_cell(nb: Kernel) -> None:
-    msg_id = nb.run("client.hello('ada', times=2)")
-    assert nb.stream(msg_id) == "hello ada from the server\n" * 2
+    msg_id = nb.run("print('before'); client.hello('ada', times=2)")
+    assert nb.stream(msg_id) == "before\n" + "hello ada from the server\n" * 2
+    kinds = [m["msg_type"] for m in nb.of_type(msg_id, "stream", "execute_result")]
+    assert kinds[-1] == "execute_result"  # the output came before the result
     (result,) = nb.of_type(msg_id, "execute_result")
     assert result["content"]["data"]["text/plain"] == "'ADA'"
 

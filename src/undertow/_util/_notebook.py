@@ -65,11 +65,12 @@ def _kernel_stream(name: str) -> Any | None:
 class CellOutput:
     """Writes remote output to one notebook cell, from any thread, at any time.
 
-    With an ipykernel whose streams keep a parent per thread (``set_thread_parent``,
-    ipykernel 6.29 and later), text goes through the kernel's own stream under the cell's
-    parent: it is buffered and ordered with what the cell printed itself. With an older
-    ipykernel, a ``stream`` message with that parent is published on the kernel's iopub
-    socket (which its I/O thread sends, so any thread may).
+    When the kernel's streams keep a parent per thread (their ``set_thread_parent``, as in
+    ipykernel 7), text goes through the kernel's own stream under the cell's parent, set
+    for this one write in this thread only: it is buffered and ordered with what the cell
+    printed itself. Without that method (older ipykernels), a ``stream`` message with the
+    cell's parent is published on the kernel's iopub socket, which the kernel's I/O thread
+    sends, so any thread may.
     """
 
     __slots__ = ("_kernel", "_parent", "_streams")

@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from undertow._util import cell_output, in_kernel
-from undertow.errors import UndertowError
 from undertow.queue._job import POLL_MAX, POLL_MIN, Job
 from undertow.queue._wait import Waitable, as_completed
 from undertow.storage import FINAL_STATES
@@ -65,7 +64,7 @@ def _look(job: Job) -> bool:
     ended, or its store cannot be read: ``job.result()`` says why)."""
     try:
         return job._print_new(True).state in FINAL_STATES
-    except UndertowError:
+    except Exception:  # UndertowError mostly; anything else must not end the thread either
         return True
 
 
