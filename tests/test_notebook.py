@@ -250,3 +250,39 @@ def test_a_remote_exception_shows_the_remote_frame_readably(nb: Kernel) -> None:
     assert "_calls.py" not in text  # the frames that carried the error back are left out
     assert "\\x" not in text, text  # no raw bytes
     assert "b'" not in text, text
+
+
+TOUR = ROOT / "examples" / "notebook" / "tour.py"
+
+
+def tour_cells() -> list[str]:
+    """The code cells of examples/notebook/tour.py (``# %%`` starts a cell)."""
+    cells = re.split(r"^# %%.*$", TOUR.read_text(), flags=re.MULTILINE)[1:]
+    return [c.strip() for c in cells if c.strip() and not c.lstrip().startswith("# #")]
+
+
+def test_the_notebook_tour_runs_cell_by_cell(tmp_path: Path) -> None:
+    kernel = Kernel(tmp_path, TOUR.parent)
+    ran: list[tuple[str, str]] = []
+
+    def cell_with(text: str) -> str:
+        return next(msg_id for code, msg_id in ran if text in code)
+
+    try:
+        ran += [(code, kernel.run(code, timeout=180)) for code in tour_cells()]
+        future = cell_with("future = client.train.submit")
+        kernel.pump_until(lambda: "epoch 4" in kernel.stream(future), 30, "the late lines")
+        squared = cell_with("cluster.submit(square")
+        kernel.pump_until(lambda: "squaring 7" in kernel.stream(squared), 30, "the job's line")
+    finally:
+        kernel.shutdown()
+    assert kernel.stream(future) == "".join(f"epoch {i}: loss {0.5**i:.3f}\n" for i in range(1, 5))
+    helped = kernel.stream(cell_with("help(client.train)"))
+    assert not re.search(r"epoch \d: loss", helped)  # the future's lines, all under its cell
+    assert "train(epochs: int = 3, pause: float = 0.3) -> float" in helped
+    assert kernel.stream(squared) == "squaring 7\n"
+    (shown,) = kernel.of_type(cell_with("ptr = undertow.put"), "execute_result")
+    assert "(1000, 1000)" in shown["content"]["data"]["text/html"]
+    total, values = progress_values(kernel, cell_with("progress=True"))
+    assert (total, values[-1]) == (20, 20)
+    assert "raised here: ValueError" in kernel.stream(cell_with("client.explode(21)"))
