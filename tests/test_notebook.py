@@ -5,6 +5,7 @@ widget, and remote tracebacks."""
 from __future__ import annotations
 
 import re
+import socket
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,14 +20,10 @@ pytestmark = [pytest.mark.timeout(300), pytest.mark.slow, pytest.mark.multiproc]
 ROOT = Path(__file__).resolve().parent.parent
 
 SERVER = """
-import threading
+import socket
 import undertow
 
 server = undertow.Server(name="nb")
-gates = {}
-
-def gate_named(name):  # setdefault is atomic: two calls at once share one gate
-    return gates.setdefault(name, threading.Event())
 
 @server.register
 def hello(name: str, times: int = 1) -> str:
@@ -38,20 +35,13 @@ def hello(name: str, times: int = 1) -> str:
     return name.upper()
 
 @server.register
-def late(gate: str) -> int:
-    \"\"\"Print, wait for the gate to open, print again.\"\"\"
-    print(f"{gate}: started", flush=True)
-    gate_named(gate).wait(60)
-    print(f"{gate}: finished", flush=True)
+def late(port: int) -> int:
+    \"\"\"Print, wait until the test opens the gate at ``port``, print again.\"\"\"
+    print("late: started", flush=True)
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as gate:
+        gate.recv(1)
+    print("late: finished", flush=True)
     return 1
-
-@server.register
-def wait_gate(gate: str) -> bool:
-    return gate_named(gate).wait(60)
-
-@server.register
-def open_gate(gate: str) -> None:
-    gate_named(gate).set()
 
 @server.register
 def explode(value: int) -> int:
@@ -61,6 +51,33 @@ def explode(value: int) -> int:
 
 server.serve_forever("127.0.0.1", 0)
 """
+
+
+class Gate:
+    """What a remote function (or job) waits at until the test opens it: a socket of the
+    test's that the function connects to and reads one byte from. (Not a second call to
+    the same server: the function's own server is not needed to let it go on.)"""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.listener.getsockname()[1]
+
+    def open(self, timeout: float = 60) -> None:
+        """Let the function that connected (or connects within ``timeout``) go on."""
+        self.listener.settimeout(timeout)
+        conn, _ = self.listener.accept()
+        with conn:
+            conn.sendall(b"x")
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def gate() -> Iterator[Gate]:
+    opened = Gate()
+    yield opened
+    opened.close()
 
 
 @pytest.fixture(scope="module")
@@ -94,22 +111,26 @@ def test_a_blocking_calls_output_shows_under_its_cell(nb: Kernel) -> None:
     assert result["content"]["data"]["text/plain"] == "'ADA'"
 
 
-def test_a_futures_late_output_shows_under_the_cell_that_submitted_it(nb: Kernel) -> None:
-    first = nb.run("future = client.late.submit('g1')")
-    nb.pump_until(lambda: "g1: started" in nb.stream(first), 30, "the first line")
-    second = nb.run("client.open_gate('g1'); print('B ran'); future.result(timeout=60)")
-    nb.pump_until(lambda: "g1: finished" in nb.stream(first), 30, "the late line under A")
-    assert nb.stream(first) == "g1: started\ng1: finished\n"
+def test_a_futures_late_output_shows_under_the_cell_that_submitted_it(
+    nb: Kernel, gate: Gate
+) -> None:
+    first = nb.run(f"future = client.late.submit({gate.port})")
+    nb.pump_until(lambda: "late: started" in nb.stream(first), 30, "the first line")
+    second = nb.start("print('B ran'); future.result(timeout=60)")  # B runs...
+    gate.open()  # ... when late() goes on
+    nb.wait(second)
+    nb.pump_until(lambda: "late: finished" in nb.stream(first), 30, "the late line under A")
+    assert nb.stream(first) == "late: started\nlate: finished\n"
     assert nb.stream(second) == "B ran\n"  # nothing of A's under B
 
 
 JOB = """
-def slow_job(address, gate):
-    import undertow
-    print(f"{gate}: job started", flush=True)
-    with undertow.connect(address, timeout=60, token=False) as client:
-        client.wait_gate(gate)
-    print(f"{gate}: job finished", flush=True)
+def slow_job(port):
+    import socket
+    print("job started", flush=True)
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as gate:
+        gate.recv(1)
+    print("job finished", flush=True)
     return 7
 """
 
@@ -128,20 +149,18 @@ def cluster(nb: Kernel) -> Iterator[Kernel]:
         nb.run("cluster.close()", timeout=120)
 
 
-def test_a_jobs_output_shows_under_the_cell_that_submitted_it(
-    cluster: Kernel, server: ChildServer
-) -> None:
+def test_a_jobs_output_shows_under_the_cell_that_submitted_it(cluster: Kernel, gate: Gate) -> None:
     nb = cluster
     nb.run(cell(JOB))
-    first = nb.run(f"job = cluster.submit(slow_job, {server.address!r}, 'j1')")
-    nb.pump_until(lambda: "j1: job started" in nb.stream(first), 60, "the job's first line")
-    second = nb.run("client.open_gate('j1'); print('B ran')")
-    third = nb.run("job.result(timeout=60)")
-    nb.pump_until(lambda: "j1: job finished" in nb.stream(first), 30, "the job's last line")
-    assert nb.stream(first) == "j1: job started\nj1: job finished\n"
-    assert nb.stream(second) == "B ran\n"
-    assert nb.stream(third) == ""  # printed once, under the submitting cell
-    (result,) = nb.of_type(third, "execute_result")
+    first = nb.run(f"job = cluster.submit(slow_job, {gate.port})")
+    nb.pump_until(lambda: "job started" in nb.stream(first), 60, "the job's first line")
+    second = nb.start("print('B ran'); job.result(timeout=60)")  # B runs...
+    gate.open()  # ... when the job goes on
+    nb.wait(second)
+    nb.pump_until(lambda: "job finished" in nb.stream(first), 30, "the job's last line")
+    assert nb.stream(first) == "job started\njob finished\n"
+    assert nb.stream(second) == "B ran\n"  # the job's output printed once, under A
+    (result,) = nb.of_type(second, "execute_result")
     assert result["content"]["data"]["text/plain"] == "7"
 
 
