@@ -56,7 +56,11 @@ class Kernel:
         self.manager.start_kernel(cwd=str(cwd), env={**os.environ, **env})
         self.client: BlockingKernelClient = self.manager.client()
         self.client.start_channels()
-        self.client.wait_for_ready(timeout=START_TIMEOUT)
+        try:
+            self.client.wait_for_ready(timeout=START_TIMEOUT)
+        except BaseException:
+            self.shutdown()  # never leave a kernel behind
+            raise
         #: iopub messages by the msg_id of the request they answer
         self.by_parent: dict[str, list[Message]] = defaultdict(list)
 

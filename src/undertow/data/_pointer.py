@@ -164,11 +164,12 @@ class Pointer:
         """The pointer in a notebook: the value's type, shape, dtype (or length), size,
         owner, where it is kept and which server holds it; never the secret. What the
         pointer itself does not carry is asked of the value's server, each answer within
-        :data:`_REPR_TIMEOUT` seconds, and left out if it does not come."""
+        :data:`_REPR_TIMEOUT` seconds, and left out if it does not come (a server that
+        does not answer the first question is asked no more)."""
         about = self._ask_quietly("_data_describe", self.key, self._form["secret_key"])
         described = about if isinstance(about, dict) else {}
         rows = [("type", f"<code>{html.escape(self.type_name)}</code>")]
-        for name in _shape_fields(self.type_name):
+        for name in _shape_fields(self.type_name) if about is not None else ():
             value = self._ask_quietly(
                 "_data_look", self.key, self._form["secret_key"], *_look_args(name)
             )
