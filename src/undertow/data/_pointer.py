@@ -19,10 +19,12 @@ server authenticates, only its owner and those it was shared with).
 from __future__ import annotations
 
 import atexit
+import html
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from undertow._util import html_table
 from undertow.errors import ConfigError, SerializationError
 from undertow.rpc import CallOptions, FunctionInfo, RemoteFunctions, client_token, connect
 from undertow.security import find_client_token
@@ -55,6 +57,10 @@ _FIELDS: dict[str, type | tuple[type, ...]] = {
 }
 #: a pointer operation's deadline when the caller gives none (seconds)
 DEFAULT_TIMEOUT = 300.0
+#: how long a pointer's HTML form waits for each thing it asks its server (seconds)
+_REPR_TIMEOUT = 2.0
+#: builtin types whose length a pointer's HTML form shows
+_SIZED = frozenset({"list", "tuple", "dict", "set", "frozenset", "str", "bytes", "bytearray"})
 
 
 def pointer_form(
@@ -153,6 +159,38 @@ class Pointer:
 
     def __repr__(self) -> str:  # never the secret
         return f"<Pointer {self.key} {self.type_name} {self.nbytes:,} bytes at {self.address}>"
+
+    def _repr_html_(self) -> str:
+        """The pointer in a notebook: the value's type, shape, dtype (or length), size,
+        owner, where it is kept and which server holds it; never the secret. What the
+        pointer itself does not carry is asked of the value's server, each answer within
+        :data:`_REPR_TIMEOUT` seconds, and left out if it does not come (a server that
+        does not answer the first question is asked no more)."""
+        about = self._ask_quietly("_data_describe", self.key, self._form["secret_key"])
+        described = about if isinstance(about, dict) else {}
+        rows = [("type", f"<code>{html.escape(self.type_name)}</code>")]
+        for name in _shape_fields(self.type_name) if about is not None else ():
+            value = self._ask_quietly(
+                "_data_look", self.key, self._form["secret_key"], *_look_args(name)
+            )
+            if isinstance(value, list | tuple) and len(value) == 2:  # (answer, was_tuple)
+                answer = tuple(value[0]) if value[1] else value[0]
+                rows.append((name, html.escape(str(answer))))
+        rows.append(("size", f"{self.nbytes:,} bytes"))
+        rows += [
+            (field, html.escape(str(described[field])))
+            for field in ("owner", "where", "tags")
+            if described.get(field) not in (None, "", [], ())
+        ]
+        rows += [("server", html.escape(self.address)), ("key", html.escape(self.key))]
+        return html_table("undertow.Pointer", rows)
+
+    def _ask_quietly(self, function: str, *args: Any) -> Any:
+        """``function(*args)`` on the value's server, or None if it fails or is late."""
+        try:
+            return self._ask(function, _REPR_TIMEOUT, *args)
+        except Exception:  # a display shows what it can
+            return None
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Pointer):
@@ -293,6 +331,21 @@ class Pointer:
         ):
             return via
         return client_for(self.address)
+
+
+def _shape_fields(type_name: str) -> tuple[str, ...]:
+    """What a pointer's HTML form asks of a value of this type: a builtin container's
+    length, another type's ``shape`` and ``dtype`` (arrays, frames, tensors)."""
+    if "." not in type_name:
+        return ("length",) if type_name in _SIZED else ()
+    return ("shape", "dtype")
+
+
+def _look_args(name: str) -> tuple[Any, ...]:
+    """The ``_data_look`` arguments that read ``name`` (``length``: ``len()``)."""
+    if name == "length":
+        return ("len", "", None, [], {}, False)
+    return ("getattr", name, None, [], {}, False)
 
 
 class _Kept:

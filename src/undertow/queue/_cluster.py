@@ -13,9 +13,10 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from undertow._util import html_table
 from undertow.config import redact_url
 from undertow.data import Pointer
-from undertow.errors import ClusterError
+from undertow.errors import ClusterError, UndertowError
 from undertow.queue._job import Job
 from undertow.queue._local import Child, start_child, stop_children
 from undertow.queue._queue import JobQueue
@@ -185,11 +186,18 @@ class Cluster:
         return self._jobs.submit(fn, *args, **kwargs)
 
     def map(
-        self, fn: Callable[..., Any] | str, /, *iterables: Iterable[Any], **options: Any
+        self,
+        fn: Callable[..., Any] | str,
+        /,
+        *iterables: Iterable[Any],
+        progress: bool = False,
+        **options: Any,
     ) -> list[Job]:
-        """Queue ``fn(*items)`` for each set of items of ``iterables``; the jobs, in order."""
+        """Queue ``fn(*items)`` for each set of items of ``iterables``; the jobs, in order.
+        With ``progress=True``, wait for them to end under a progress bar (a widget in a
+        notebook); see :meth:`JobQueue.map <undertow.queue.JobQueue.map>`."""
         self._check_open()
-        return self._jobs.map(fn, *iterables, **options)
+        return self._jobs.map(fn, *iterables, progress=progress, **options)
 
     def job(self, job_id: str) -> Job:
         """The job with that id (submitted from anywhere)."""
@@ -280,12 +288,37 @@ class Cluster:
         )
 
     def _repr_html_(self) -> str:
-        rows = "".join(
-            f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
-            f"<td style='text-align:left'>{html.escape(v)}</td></tr>"
-            for k, v in self._summary().items()
-        )
-        return f"<div><strong>undertow.Cluster</strong><table>{rows}</table></div>"
+        """The cluster in a notebook: its backend, its workers by name, its queues with
+        how many entries each holds, its data server, and its dashboard's link."""
+        summary = self._summary()
+        rows = [(key, html.escape(summary[key])) for key in ("backend", "started", "state")]
+        names = self.workers
+        listed = "<br>".join(html.escape(name) for name in names) or "none running"
+        rows.append(("workers", f"{html.escape(summary['workers'])}<br>{listed}"))
+        rows.append(("queues", self._queues_html()))
+        rows.append(("data server", html.escape(summary["data server"])))
+        rows.append(("dashboard", _link(getattr(self, "dashboard_link", None))))
+        return html_table("undertow.Cluster", rows)
+
+    def _queues_html(self) -> str:
+        """Each queue and how many entries it holds (left out if the backend cannot say)."""
+        if self.closed:
+            return html.escape(", ".join(self.queues))
+        shown = []
+        for queue in self.queues:
+            try:
+                shown.append(f"{html.escape(queue)}: {self.queue_length(queue)} waiting")
+            except UndertowError:
+                shown.append(html.escape(queue))
+        return "<br>".join(shown)
+
+
+def _link(url: object) -> str:
+    """A link to ``url``, or "none" when there is none."""
+    if not isinstance(url, str) or not url:
+        return "none"
+    safe = html.escape(url, quote=True)
+    return f"<a href='{safe}' target='_blank'>{safe}</a>"
 
 
 def _here() -> list[str]:

@@ -9,16 +9,18 @@ deadline.
 from __future__ import annotations
 
 import asyncio
+import html
 import sys
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any
 
 import msgspec
 
+from undertow._util import html_table
 from undertow.data import Pointer, client_for
-from undertow.errors import JobCancelled, JobFailed, JobTimeout, QueueError
+from undertow.errors import JobCancelled, JobFailed, JobTimeout, QueueError, UndertowError
 from undertow.queue._handle import StoreHandle
 from undertow.queue._payload import PICKLE, decode_result, result_signer
 from undertow.queue._route import Route
@@ -26,10 +28,12 @@ from undertow.queue._sessions import session_key
 from undertow.storage import FINAL_STATES, Backend, JobRecord, JobState
 from undertow.wire import decode_error, rebuild
 
-__all__ = ["Job", "explain", "outcome"]
+__all__ = ["Job", "explain", "job_html", "outcome"]
 
 #: the first pause between two looks at a job, and the longest
 POLL_MIN, POLL_MAX = 0.005, 0.5
+#: how much of a job's output its HTML form shows: the last lines, at most this many
+_TAIL_LINES = 12
 
 
 class Job:
@@ -46,6 +50,11 @@ class Job:
         self._handle = handle
         #: output pieces printed here so far (waiting prints the job's output as it comes)
         self._printed = 0
+        #: held while output is fetched and printed, so no piece is printed twice
+        self._printing = threading.Lock()
+        #: where its output is printed: the notebook cell that submitted it (see
+        #: undertow.queue._follow), or None for sys.stdout
+        self._cell: Callable[[str, str], None] | None = None
         #: the record once it is final (it never changes again), as undertow.wait found it
         self._final: JobRecord | None = None
         self.id = job_id
@@ -58,6 +67,10 @@ class Job:
         except QueueError:
             state = "unknown"
         return f"<Job {self.id} {self.function} {state}>"
+
+    def _repr_html_(self) -> str:
+        """The job in a notebook: see :func:`job_html`."""
+        return job_html(self)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Job) and other.id == self.id
@@ -133,10 +146,23 @@ class Job:
         return record, await backend.output(self.id, self._printed)
 
     def _print(self, pieces: list[str]) -> None:
-        if pieces:
-            self._printed += len(pieces)
-            sys.stdout.write("".join(pieces))
-            sys.stdout.flush()
+        if not pieces:
+            return
+        self._printed += len(pieces)
+        if self._cell is not None:
+            self._cell("stdout", "".join(pieces))
+            return
+        sys.stdout.write("".join(pieces))
+        sys.stdout.flush()
+
+    def _print_new(self, output: bool) -> JobRecord:
+        """The record now, after printing (with ``output``) what the job printed since the
+        last look; one store operation. Safe from any thread."""
+        with self._printing:
+            found, pieces = self._handle.run(lambda b: self._look(b, output))
+            record = self._known(found)
+            self._print(pieces)
+        return record
 
     def _wait(self, timeout: float | None, output: bool) -> JobRecord:
         if self._final is not None:  # found by undertow.wait/as_completed: nothing to fetch
@@ -144,9 +170,7 @@ class Job:
         deadline = None if timeout is None else time.monotonic() + timeout
         pause, idle = POLL_MIN, threading.Event()
         while True:
-            found, pieces = self._handle.run(lambda b: self._look(b, output))
-            record = self._known(found)
-            self._print(pieces)
+            record = self._print_new(output)
             if record.state in FINAL_STATES:
                 return record
             idle.wait(self._pause(pause, deadline, timeout))
@@ -167,9 +191,9 @@ class Job:
     async def result_async(self, timeout: float | None = None) -> Any:
         """:meth:`result` for async code (``await job`` waits without a timeout)."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        pause = POLL_MIN
+        pause, output = POLL_MIN, self._cell is None  # a followed job's output: its follower's
         while True:
-            found, pieces = await self._handle.arun(lambda b: self._look(b, True))
+            found, pieces = await self._handle.arun(lambda b: self._look(b, output))
             record = self._known(found)
             self._print(pieces)
             if record.state in FINAL_STATES:
@@ -179,6 +203,37 @@ class Job:
 
     def __await__(self) -> Generator[Any, None, Any]:
         return self.result_async().__await__()
+
+
+def job_html(job: Job) -> str:
+    """``job._repr_html_()``: its state, how far it got, and the tail of its output, read
+    in two store operations (or the reason it cannot be read)."""
+    title = f"undertow.Job {job.id}"
+    try:
+        record = job.record()
+        text = job.output()
+    except UndertowError as exc:
+        return html_table(title, [("state", html.escape(f"unknown: {exc}"))])
+    tail = "\n".join(text.rstrip("\n").splitlines()[-_TAIL_LINES:])
+    rows = [
+        ("function", f"<code>{html.escape(record.function)}</code>"),
+        ("state", f"<strong>{html.escape(record.state.value)}</strong>"),
+        ("progress", html.escape(_progress(record, time.time()))),
+        ("queues", html.escape(", ".join(record.queues))),
+        ("output", f"<pre>{html.escape(tail)}</pre>" if tail else "none yet"),
+    ]
+    return html_table(title, rows)
+
+
+def _progress(record: JobRecord, now: float) -> str:
+    """How far a job got, in a few words."""
+    attempt = f"attempt {record.attempts} of {record.max_attempts}"
+    if record.state is JobState.QUEUED:
+        return f"waiting for a worker for {now - record.submitted:.1f} s"
+    if record.state is JobState.RUNNING:
+        return f"{attempt}, running for {now - record.started:.1f} s on {record.worker}"
+    ended = f"ended {record.finished - record.submitted:.1f} s after submit, {attempt}"
+    return ended + (f": {record.reason}" if record.reason else "")
 
 
 def outcome(record: JobRecord, handle: StoreHandle) -> Any:

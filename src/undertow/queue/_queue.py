@@ -15,6 +15,7 @@ from undertow.data import Pointer
 from undertow.errors import BrokerUnavailable
 from undertow.queue._handle import StoreHandle
 from undertow.queue._job import Job
+from undertow.queue._notebook import follow_in_cell, wait_with_bar
 from undertow.queue._payload import Call, encode_call, type_names
 from undertow.queue._route import DEFAULT_THRESHOLD, Held, find_pointers, plan
 from undertow.security import client_key, find_client_token
@@ -148,7 +149,7 @@ class JobQueue:
         if not pointers:  # (on Redis, straight from this thread: 0.2-0.4 ms sooner)
             stored = self._handle.enqueue_now(record)
             if stored is not None:
-                return self._job(stored)
+                return follow_in_cell(self._job(stored))
 
         async def enqueue(backend: Backend) -> JobRecord:
             if pointers:
@@ -156,7 +157,7 @@ class JobQueue:
                 self._route(record, pointers, known, groups)
             return await backend.enqueue(record)
 
-        return self._job(self._handle.run(enqueue))
+        return follow_in_cell(self._job(self._handle.run(enqueue)))
 
     async def submit_call_async(
         self,
@@ -169,19 +170,37 @@ class JobQueue:
         """:meth:`submit_call` for async code (the common options)."""
         args, kwargs = tuple(args), dict(kwargs or {})
         record = self._record(fn, args, kwargs, queue)
-        return self._job(await self._handle.arun(lambda b: b.enqueue(record)))
+        return follow_in_cell(self._job(await self._handle.arun(lambda b: b.enqueue(record))))
 
     def _job(self, stored: JobRecord) -> Job:
         return Job(self._handle, stored.id, stored.function)
 
     def map(
-        self, fn: Callable[..., Any] | str, /, *iterables: Iterable[Any], **options: Any
+        self,
+        fn: Callable[..., Any] | str,
+        /,
+        *iterables: Iterable[Any],
+        progress: bool = False,
+        **options: Any,
     ) -> list[Job]:
         """Queue ``fn(*items)`` for each set of items of ``iterables`` taken together (as
         :func:`map` does); the jobs, in order. ``options``: those of :meth:`submit`, except
         ``idempotency_key``. Jobs are made and stored 500 at a time, each batch one backend
         operation under ``timeout``; a BrokerUnavailable carries the jobs queued before it
-        (``exc.jobs``)."""
+        (``exc.jobs``).
+
+        With ``progress=True``, map then waits for the jobs to end (done or not: their
+        results and errors are theirs to tell), showing a progress bar that counts them: a
+        widget in a notebook, text on stderr elsewhere. Interrupting the wait leaves the
+        jobs running."""
+        jobs = self._map(fn, iterables, options)
+        if progress:
+            wait_with_bar(jobs, _what(fn))
+        return jobs
+
+    def _map(
+        self, fn: Callable[..., Any] | str, iterables: Sequence[Iterable[Any]], options: Any
+    ) -> list[Job]:
         if "idempotency_key" in options:
             raise TypeError("map() takes no idempotency_key: submit each job with its own")
         route = options.get("queue") is None
@@ -317,6 +336,11 @@ class JobQueue:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _what(fn: Callable[..., Any] | str) -> str:
+    """A function's name for a progress bar."""
+    return fn if isinstance(fn, str) else getattr(fn, "__name__", type(fn).__name__)
 
 
 async def _catalog(

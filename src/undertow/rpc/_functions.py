@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from undertow.errors import ConfigError, FunctionNotFound
+from undertow._util import cell_output, html_table
+from undertow.errors import ConfigError, FunctionNotFound, RemoteTraceback
 from undertow.rpc._calls import Description, FunctionInfo, OutputCallback, write_output
 from undertow.rpc._connection import Settings
 from undertow.rpc._plane import enqueue_job
@@ -62,8 +64,7 @@ def make_function(
     enqueue = enqueue or _cannot_queue
     invoke = enqueue if info.queue is not None and enqueue is not _cannot_queue else invoke
 
-    def remote(*args: Any, **kwargs: Any) -> Any:
-        return invoke(info, args, kwargs, opts)
+    remote = _caller(info, invoke, opts)
 
     def enqueue_call(*args: Any, **kwargs: Any) -> Any:
         return enqueue(info, args, kwargs, opts)
@@ -96,6 +97,28 @@ def make_function(
     remote.options = with_options  # type: ignore[attr-defined]
     remote.info = info  # type: ignore[attr-defined]
     return remote
+
+
+def _caller(info: FunctionInfo, invoke: Invoke, opts: CallOptions) -> Callable[..., Any]:
+    """The function that calls ``info`` through ``invoke``. An error the remote function
+    raised is raised without the client's frames (see :func:`_without_our_frames`)."""
+
+    def remote(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return invoke(info, args, kwargs, opts)
+        except Exception as exc:
+            if isinstance(exc.__cause__, RemoteTraceback):
+                raise _without_our_frames(exc) from exc.__cause__  # raised remotely: see above
+            raise
+
+    return remote
+
+
+def _without_our_frames(exc: Exception) -> Exception:
+    """``exc``, raised by the remote function, without the client's own frames: its cause
+    shows the remote traceback, where the error happened; the frames of the client that
+    carried it back are noise to the caller (and fill a notebook cell)."""
+    return exc.with_traceback(None)
 
 
 def _cannot_queue(info: FunctionInfo, *_: Any) -> Any:
@@ -184,10 +207,18 @@ class RemoteFunctions:
 
     def _settings(self, opts: CallOptions) -> Settings:
         """A call's deadline in seconds, whether it wants output, where output goes, and
-        whether its result stays on the server."""
+        whether its result stays on the server.
+
+        Called when the call is made, in the caller's thread. In a Jupyter kernel the
+        default sink is the cell running then, so that a future's output arriving while a
+        later cell runs still shows under the cell that made the call; a sink the client
+        was given is used as it is. Outside a kernel this costs one cached look-up.
+        """
         timeout = self.timeout if opts.timeout is None else opts.timeout
         output = (self._sink is not None) if opts.output is None else opts.output
         sink = (self._sink or write_output) if output else None
+        if sink is write_output:
+            sink = cell_output() or write_output
         return timeout, output, sink, opts.return_pointer
 
     def _lookup(self, name: str) -> Callable[..., Any]:
@@ -201,6 +232,20 @@ class RemoteFunctions:
 
     def __dir__(self) -> Iterable[str]:
         return sorted({*super().__dir__(), *self._bound})
+
+    def _repr_html_(self) -> str:
+        """The client in a notebook: where it is connected and each function with its
+        signature and the first line of its docstring."""
+        rows = [("address", html.escape(self.address)), ("server", html.escape(self._server))]
+        for name in sorted(self._bound):
+            fn = self._bound[name]
+            signature = getattr(fn, "__signature__", "(...)")
+            doc = (fn.__doc__ or "").strip().splitlines()
+            first = f"<br><span>{html.escape(doc[0])}</span>" if doc else ""
+            rows.append((name, f"<code>{html.escape(f'{name}{signature}')}</code>{first}"))
+        if not self._bound:
+            rows.append(("functions", "none"))
+        return html_table(type(self).__name__, rows)
 
     def __repr__(self) -> str:
         count = len(self._bound)
