@@ -139,3 +139,27 @@ def test_the_functions_of_a_registered_service_show_their_calls(tmp_path, monkey
     assert [s["name"] for s in snapshot["services"]] == ["Imaging"]
     assert snapshot["services"][0]["instances"][0]["address"] == service.address
     assert [f["name"] for f in snapshot["functions"]] == ["Imaging.thumbnail"]  # no _stats
+
+
+@pytest.mark.usefixtures("undertow_home")
+def test_a_clusters_dashboard_link_starts_its_dashboard_and_stops_with_it() -> None:
+    cluster = undertow.Cluster(workers=0, data=False)
+    try:
+        assert "cluster.dashboard_link" in cluster._repr_html_()  # displaying starts nothing
+        link = cluster.dashboard_link
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/\?token=\S+", link), link
+        assert cluster.dashboard_link == link  # one dashboard a cluster
+        assert link in cluster._repr_html_()
+        with httpx.Client(timeout=10, follow_redirects=True) as http:
+            page = http.get(link)  # the token, swapped for a cookie
+            assert page.status_code == 200
+            assert "token=" not in str(page.url)
+            cluster.submit("len", [1, 2])  # no worker: it waits on the cluster's queue
+            api = link.split("?")[0] + "api/snapshot"
+            assert wait_until(lambda: '"queued":1' in http.get(api).text.replace(" ", ""), 20)
+    finally:
+        cluster.close()
+    with pytest.raises(httpx.HTTPError):  # stopped with the cluster
+        httpx.get(link, timeout=5)
+    with pytest.raises(undertow.ClusterError):
+        _ = cluster.dashboard_link

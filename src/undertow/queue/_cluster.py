@@ -104,6 +104,7 @@ class Cluster:
         self._token = token
         self._jobs = JobQueue(backend, token=token or False, queue=self.queues[0], timeout=timeout)
         self._data: Client | None = None
+        self._dashboard: str | None = None  # its URL, once dashboard_link started it
         try:
             if data if data is not None else self.started_here:
                 self._start_data()
@@ -269,6 +270,17 @@ class Cluster:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def dashboard_link(self) -> str:
+        """The URL of a live page of this cluster: ``undertow dashboard`` on its backend,
+        started on first use in a process of the cluster's (stopped with it), on a free port
+        of 127.0.0.1. The URL carries the page's token, which the page swaps for a cookie."""
+        self._check_open()
+        if self._dashboard is None:
+            args = ["dashboard", "--backend", self.backend, "--port", "0"]
+            self._dashboard = self._start("dashboard", args).ready
+        return self._dashboard
+
     def _summary(self) -> dict[str, str]:
         data = next((c.ready for c in self._children if c.kind == "data"), None)
         return {
@@ -297,7 +309,7 @@ class Cluster:
         rows.append(("workers", f"{html.escape(summary['workers'])}<br>{listed}"))
         rows.append(("queues", self._queues_html()))
         rows.append(("data server", html.escape(summary["data server"])))
-        rows.append(("dashboard", _link(getattr(self, "dashboard_link", None))))
+        rows.append(("dashboard", _link(self._dashboard)))
         return html_table("undertow.Cluster", rows)
 
     def _queues_html(self) -> str:
@@ -314,9 +326,9 @@ class Cluster:
 
 
 def _link(url: object) -> str:
-    """A link to ``url``, or "none" when there is none."""
+    """A link to ``url``, or how to have one."""
     if not isinstance(url, str) or not url:
-        return "none"
+        return "not started: <code>cluster.dashboard_link</code> starts it"
     safe = html.escape(url, quote=True)
     return f"<a href='{safe}' target='_blank'>{safe}</a>"
 

@@ -29,6 +29,7 @@ __all__ = ["Child", "start_child", "stop_children"]
 READY = {
     "worker": re.compile(r"^undertow: worker (\S+) on queues"),
     "data": re.compile(r"serving on (\S+)\s*$"),
+    "dashboard": re.compile(r"^undertow: dashboard at (\S+)"),
 }
 
 
