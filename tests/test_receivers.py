@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import undertow
 
@@ -115,3 +116,29 @@ def test_max_workers_bounds_the_functions_running_over_both_transports(serve):
         for thread in blocking:
             thread.join(WAIT)
     assert running["most"] == 2
+
+
+def test_a_blocked_call_after_the_server_was_idle_does_not_stop_it_receiving(serve, monkeypatch):
+    # After an idle spell the sentinel sleeps deeply and waits behind the other idle threads:
+    # the first call that then blocks must still wake it (it once woke another thread, which
+    # went back to sleep, and every later call waited for the blocked one to end).
+    monkeypatch.setattr("undertow.rpc._receivers._IDLE_AFTER", 0.05)
+    server = undertow.Server(name="after-idle", max_workers=4)
+    pair = threading.Barrier(2, timeout=WAIT)
+
+    @server.register
+    def meet(i: int) -> int:
+        pair.wait()
+        return i
+
+    @server.register
+    def quick(i: int) -> int:
+        return i
+
+    address = serve(server)
+    with undertow.connect(address, timeout=WAIT) as client:
+        for round_ in range(3):
+            assert [client.quick(i) for i in range(20)] == list(range(20))  # busy: it polls
+            time.sleep(0.2)  # an idle spell longer than _IDLE_AFTER, the condition under test
+            futures = [client.meet.submit(round_ * 2 + k) for k in range(2)]
+            assert sorted(f.result(WAIT) for f in futures) == [round_ * 2, round_ * 2 + 1]

@@ -263,7 +263,12 @@ class ReceiverPool:
                 st.inline_key, st.inline_owner = key, me
             # Wake an idle thread unless an awake sentinel is already watching: it takes the
             # role, or becomes the sentinel (the post is empty after a sentinel took the role).
-            if not inline or st.sentinel_deep or not st.sentinel:
+            # A sentinel sleeping deeply (after an idle spell) must wake itself: it may wait
+            # behind other idle threads, and one of those, woken instead, would go back to
+            # sleep while the call blocks every caller behind it. Once an idle spell, so all.
+            if st.sentinel_deep:
+                self._cond.notify_all()
+            elif not inline or not st.sentinel:
                 self._cond.notify()
         self._run(job, me)
         with self._lock:
