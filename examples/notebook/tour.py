@@ -4,7 +4,7 @@
 #
 # A tour in cells (`# %%` marks a cell: JupyterLab with jupytext, VS Code and PyCharm open
 # this file as a notebook; `jupytext --to notebook tour.py` makes a `.ipynb`). Run the
-# cells one by one and watch where each output lands. docs/notebook.md explains how.
+# cells one by one and watch where each output lands. docs/guide.md, "In a notebook", explains how.
 #
 # For the tour the server runs inside the kernel; usually it is on another machine and you
 # only `undertow.connect()` to it.
