@@ -6,7 +6,7 @@ import html
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from undertow._util import cell_output, html_table
+from undertow._util import cell_output, html_table, in_kernel
 from undertow.errors import ConfigError, FunctionNotFound, RemoteTraceback
 from undertow.rpc._calls import Description, FunctionInfo, OutputCallback, write_output
 from undertow.rpc._connection import Settings
@@ -181,6 +181,8 @@ class RemoteFunctions:
         self.timeout = timeout
         #: where remote output goes by default (None: nowhere, and the server is told so)
         self._sink = write_output if output is True else None if output is False else output
+        #: in a Jupyter kernel (looked up once): output goes to the cell that made the call
+        self._cells = in_kernel()
         #: the token this client signs its calls with (None: none); pointers ask
         self._token: str | None = None
         self._server = ""
@@ -217,7 +219,7 @@ class RemoteFunctions:
         timeout = self.timeout if opts.timeout is None else opts.timeout
         output = (self._sink is not None) if opts.output is None else opts.output
         sink = (self._sink or write_output) if output else None
-        if sink is write_output:
+        if sink is write_output and self._cells:
             sink = cell_output() or write_output
         return timeout, output, sink, opts.return_pointer
 

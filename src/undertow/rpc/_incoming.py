@@ -149,8 +149,16 @@ class Incoming:
     ) -> None:
         sock = self._server._sock if self.via is None else self.via
         if sock is not None and not self.header.flags & _NO_REPLY:  # closed; one-way
-            now = _clock() if ends else 0
-            timing = self._timing(now) if ends else None
+            if ends:  # the call's timings here ride in its answer (see _timing)
+                now = _clock()
+                began, ended = self.began, self.ended
+                timing = (
+                    (began - self.started, (ended or now) - began, now - (ended or now))
+                    if began
+                    else self._timing(now)
+                )
+            else:
+                now, timing = 0, None
             frames = pack(kind, self.header.call_id, payload, name=name, codec=codec, timing=timing)
             if self.seal is not None:
                 frames = self.seal(frames)
@@ -169,7 +177,7 @@ class Incoming:
             return 0, now - self.started, 0
         if not ended:  # answered while the function still runs (its deadline passed)
             ended = now
-        return began - self.started, ended - began, now - ended
+        return began - self.started, ended - began, now - ended  # (inlined in _send)
 
     def _finish(self) -> bool:
         # list.pop() is atomic under the GIL: exactly one caller gets the token.
