@@ -5,6 +5,7 @@ parser."""
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -182,6 +183,8 @@ def test_a_clusters_queues_and_workers_for_prometheus():
         told = undertow.explain(jobs[0])  # where its time went
         assert "s from submit to its last attempt's start" in told
         assert "s running on " in told
+        assert "output: 1 line(s), 11 characters" in told  # "shouting a\n"
+        assert re.search(r"outcome: seen here \d+\.\d{3} s after its worker stored it", told)
         with pytest.raises(TypeError, match="takes a Job"):
             undertow.explain(42)
         stats = cluster.stats()

@@ -57,6 +57,8 @@ class Job:
         self._cell: Callable[[str, str], None] | None = None
         #: the record once it is final (it never changes again), as undertow.wait found it
         self._final: JobRecord | None = None
+        #: when this handle first saw the job ended (Unix seconds; 0.0: not yet)
+        self.seen_ended = 0.0
         self.id = job_id
         #: what it runs: a registered function's name, or ``module.qualname`` of a callable
         self.function = function
@@ -113,8 +115,18 @@ class Job:
 
     def explain(self) -> str:
         """Where the job was sent and why (its pointer data per host, the threshold, the
-        group), where it is now and what it waits for."""
-        return explain(self.record(), time.time())
+        group), where it is now and what it waits for; once it ended, where its time went,
+        what it printed and how long its outcome took to reach this handle."""
+        record = self.record()
+        said = explain(record, time.time())
+        if record.state not in FINAL_STATES:
+            return said
+        printed = "".join(self._handle.run(lambda b: b.output(self.id, 0)))
+        said += f"\noutput: {printed.count(chr(10))} line(s), {len(printed)} characters"
+        if self.seen_ended and record.finished:  # two machines' clocks, when they differ
+            back = max(self.seen_ended - record.finished, 0.0)
+            said += f"\noutcome: seen here {back:.3f} s after its worker stored it"
+        return said
 
     def output(self, start: int = 0) -> str:
         """What the job printed so far (from its ``start``-th piece on)."""
@@ -172,6 +184,7 @@ class Job:
         while True:
             record = self._print_new(output)
             if record.state in FINAL_STATES:
+                self.seen_ended = self.seen_ended or time.time()
                 return record
             idle.wait(self._pause(pause, deadline, timeout))
             pause = min(pause * 1.5, POLL_MAX)
@@ -197,6 +210,7 @@ class Job:
             record = self._known(found)
             self._print(pieces)
             if record.state in FINAL_STATES:
+                self.seen_ended = self.seen_ended or time.time()
                 return outcome(record, self._handle)
             await asyncio.sleep(self._pause(pause, deadline, timeout))
             pause = min(pause * 1.5, POLL_MAX)

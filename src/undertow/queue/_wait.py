@@ -62,6 +62,7 @@ def _finished_jobs(jobs: list[Job]) -> dict[Waitable, bool]:
             if record is None or record.state in FINAL_STATES:
                 ended[job] = record is None or record.result is None
                 job._final = record
+                job.seen_ended = job.seen_ended or time.time()
     return ended
 
 
