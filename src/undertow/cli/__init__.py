@@ -55,6 +55,15 @@ _function_option = click.option(
     metavar="NAME=module:attr",
     help="A function it serves under NAME (repeatable).",
 )
+#: a worker's own figures for Prometheus
+_metrics_option = click.option(
+    "--metrics",
+    "metrics_port",
+    type=int,
+    default=None,
+    metavar="PORT",
+    help="Serve its figures for Prometheus at /metrics on this port of 127.0.0.1 (0: a free one).",
+)
 
 
 @main.command()
@@ -326,14 +335,7 @@ def call(
     'address or service name (default: the service "data" of the registry, this host\'s '
     "first).",
 )
-@click.option(
-    "--metrics",
-    "metrics_port",
-    type=int,
-    default=None,
-    metavar="PORT",
-    help="Serve its figures for Prometheus at /metrics on this port of 127.0.0.1 (0: a free one).",
-)
+@_metrics_option
 def worker(**options: Any) -> None:
     """Run the jobs of the durable job queue (undertow.queue.JobQueue) until Ctrl-C or
     SIGTERM, which drain: the jobs held finish, nothing more is claimed; a second signal
@@ -378,14 +380,7 @@ def gateway(name: str, stages: tuple[str, ...], **options: Any) -> None:
 @click.option("--slots", default=1, show_default=True, help="Messages run at once (threads).")
 @click.option("--backend", default=None, help="Registry URL the master is found in.")
 @click.option("--token", default=None, help="Token to sign with (better: UNDERTOW_TOKEN).")
-@click.option(
-    "--metrics",
-    "metrics_port",
-    type=int,
-    default=None,
-    metavar="PORT",
-    help="Serve its figures for Prometheus at /metrics on this port of 127.0.0.1 (0: a free one).",
-)
+@_metrics_option
 def master_worker(master: str, **options: Any) -> None:  # fmt: skip
     """Serve the messages of the master MASTER (undertow.Master) with the functions given,
     until Ctrl-C or SIGTERM: `undertow master-worker squares --module tasks --slots 4`."""
