@@ -1,0 +1,125 @@
+"""Several hosts on separate network stacks (tests/_hosts.py: network namespaces on a bridge,
+198.18.0.0/24): Redis on one, services on others, clients on another, each bound to its own
+address with tokens. Needs root (CI runs as root); skipped elsewhere, saying why."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ._hosts import Host, Hosts, why_not
+from ._processes import read_line
+
+pytestmark = [
+    pytest.mark.multiproc,
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(why_not() is not None, reason=str(why_not())),
+]
+
+TOKEN = "multihost.k8Jd2nQ4rT7wY1xZ5vB9mC3pL6sF0gH2"
+REDIS_PASSWORD = "multihost-redis-Vq7Lx2Rb9Tn4"
+
+#: a TCP echo listener: binds the address given (port 0) and says where it listens
+LISTENER = """
+import socket, sys
+s = socket.socket(); s.bind((sys.argv[1], 0)); s.listen()
+print(f"listening {s.getsockname()[1]}", flush=True)
+while True:
+    c, _ = s.accept(); c.sendall(c.recv(100)); c.close()
+"""
+
+#: connects to host:port, sends a word and prints what comes back (or the error's name)
+PROBE = """
+import socket, sys
+try:
+    with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3) as c:
+        c.sendall(b"hello"); print(c.recv(100).decode())
+except OSError as exc:
+    print(type(exc).__name__)
+"""
+
+SERVICE = """
+from undertow.service import Expose
+
+@Expose()
+class Where:
+    @Expose()
+    def hello(self, who: str) -> str:
+        return f"hello {who}"
+"""
+
+CLIENT = """
+import sys, undertow
+with undertow.connect("Where", backend=sys.argv[1], token=sys.argv[2]) as where:
+    print(where.hello("from host3"), flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def hosts() -> Iterator[Hosts]:
+    with Hosts(4) as made:
+        yield made
+
+
+def _listen(host: Host, address: str) -> int:
+    proc = host.popen([sys.executable, "-c", LISTENER, address], stdout=subprocess.PIPE)
+    return int(read_line(proc, f"a listener on {host.name}").split()[1])
+
+
+def _probe(host: Host, address: str, port: int) -> str:
+    done = host.run([sys.executable, "-c", PROBE, address, str(port)])
+    return done.stdout.strip() or done.stderr.strip()
+
+
+def test_hosts_reach_each_other_by_their_addresses_only(hosts: Hosts) -> None:
+    port = _listen(hosts[0], hosts[0].address)
+    assert _probe(hosts[2], hosts[0].address, port) == "hello"  # across the bridge
+    own = _listen(hosts[0], "127.0.0.1")  # each host has a loopback of its own
+    assert _probe(hosts[0], "127.0.0.1", own) == "hello"
+    assert _probe(hosts[1], "127.0.0.1", own) == "ConnectionRefusedError"
+    hosts.cut(0)
+    try:  # off the network: nothing reaches it
+        assert _probe(hosts[2], hosts[0].address, port) in ("TimeoutError", "OSError")
+    finally:
+        hosts.mend(0)
+    assert _probe(hosts[2], hosts[0].address, port) == "hello"
+
+
+def _redis(host: Host) -> str:
+    """A redis-server on ``host``, bound to its address only; its URL."""
+    free = host.run([sys.executable, "-c", "import socket; s=socket.socket(); "
+                     f"s.bind(('{host.address}', 0)); print(s.getsockname()[1])"])  # fmt: skip
+    port = free.stdout.strip()  # the namespace runs nothing else: it stays free
+    args = ["redis-server", "--bind", host.address, "--port", port, "--save", "", "--appendonly"]
+    args += ["no", "--requirepass", REDIS_PASSWORD]  # beyond loopback: a password, as in use
+    proc = host.popen(args, stdout=subprocess.PIPE)
+    while "Ready to accept connections" not in read_line(proc, "redis-server"):
+        pass
+    return f"redis://:{REDIS_PASSWORD}@{host.address}:{port}/0"
+
+
+def test_a_service_on_one_host_is_called_from_another_found_through_redis_on_a_third(
+    hosts: Hosts, tmp_path: Path
+) -> None:
+    url = _redis(hosts[0])
+    service = tmp_path / "where.py"
+    service.write_text(textwrap.dedent(SERVICE))
+    server = hosts[1].popen(
+        [sys.executable, "-m", "undertow.cli", "serve", str(service), "--host", hosts[1].address,
+         "--backend", url, "--token", TOKEN],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    ready = read_line(server, "the service on host1")
+    assert f"tcp://{hosts[1].address}:" in ready, ready  # its own address, never 0.0.0.0
+    assert REDIS_PASSWORD not in ready  # the registry's URL is shown without its password
+    client = hosts[3].run([sys.executable, "-c", CLIENT, url, TOKEN], timeout=60)
+    assert client.stdout.strip() == "hello from host3", client.stderr[-2000:]
+    wrong = hosts[2].run([sys.executable, "-c", CLIENT, url, "not-" + TOKEN], timeout=60)
+    assert "hello" not in wrong.stdout
+    assert "AuthenticationError" in wrong.stderr or "token" in wrong.stderr.lower()
