@@ -60,6 +60,53 @@ with undertow.connect("Where", backend=sys.argv[1], token=sys.argv[2]) as where:
 """
 
 
+#: a data node: ``make(rows)`` leaves a rows x 4 array of float64 here (a pointer comes
+#: back), ``total(a)`` sums an array (a pointer's value is fetched from its owner)
+NODE = """
+import sys, numpy as np, undertow
+name, host, data, token = sys.argv[1:5]
+server = undertow.Server(name, data_dir=data, token=token)
+
+@server.register
+def make(rows):
+    return np.arange(rows * 4, dtype=np.float64).reshape(rows, 4)
+
+@server.register
+def total(a):
+    return float(np.asarray(a).sum())
+
+server.config({"make": {"return_pointer": True}})
+server.serve_forever(host, 0)
+"""
+
+#: on the client's host: a pointer made on one node, summed on the other; what crossed this
+#: host's interface meanwhile, in bytes
+PASS_ON = """
+import sys, undertow
+def moved():
+    for line in open("/proc/net/dev"):
+        if line.strip().startswith("eth0:"):
+            fields = line.split(":", 1)[1].split()
+            return int(fields[0]) + int(fields[8])
+owner, other, token, rows = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+with undertow.connect(owner, token=token) as a, undertow.connect(other, token=token) as b:
+    ptr = a.make(rows)
+    before = moved()
+    total = b.total(ptr)
+    print(total, moved() - before, flush=True)
+"""
+
+#: a 32 MB array (rows x 4 float64)
+ROWS = 1_000_000
+
+
+def _received(host: Host) -> int:
+    """Bytes that reached ``host``'s interface so far."""
+    dev = host.run(["cat", "/proc/net/dev"]).stdout
+    line = next(x for x in dev.splitlines() if x.strip().startswith("eth0:"))
+    return int(line.split(":", 1)[1].split()[0])
+
+
 @pytest.fixture(scope="module")
 def hosts() -> Iterator[Hosts]:
     with Hosts(4) as made:
@@ -123,3 +170,28 @@ def test_a_service_on_one_host_is_called_from_another_found_through_redis_on_a_t
     wrong = hosts[2].run([sys.executable, "-c", CLIENT, url, "not-" + TOKEN], timeout=60)
     assert "hello" not in wrong.stdout
     assert "AuthenticationError" in wrong.stderr or "token" in wrong.stderr.lower()
+
+
+def _node(host: Host, name: str, data: Path) -> str:
+    proc = host.popen(
+        [sys.executable, "-c", NODE, name, host.address, str(data), TOKEN],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    return read_line(proc, f"node {name} on {host.name}").rsplit(" ", 1)[-1]
+
+
+def test_a_pointer_passed_on_is_fetched_host_to_host_not_through_the_client(
+    hosts: Hosts, tmp_path: Path
+) -> None:
+    owner = _node(hosts[1], "owner", tmp_path / "owner")
+    other = _node(hosts[2], "other", tmp_path / "other")
+    assert owner.startswith(f"tcp://{hosts[1].address}:")  # its own address, not 0.0.0.0
+    payload = ROWS * 4 * 8
+    before = _received(hosts[2])
+    done = hosts[3].run([sys.executable, "-c", PASS_ON, owner, other, TOKEN, str(ROWS)], 60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    total, through_client = done.stdout.split()
+    assert float(total) == float(sum(range(ROWS * 4)))
+    assert int(through_client) < payload // 100, f"{int(through_client):,} bytes via the client"
+    assert _received(hosts[2]) - before > payload  # the value reached host2 straight from host1
