@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import traceback
 
+import msgspec
 import pytest
 
 import undertow
@@ -115,3 +116,16 @@ def test_a_timeout_raised_by_the_function_itself_is_not_the_servers_limit(serve)
             with pytest.raises(TimeoutError, match=text) as info:
                 fn()
             assert not isinstance(info.value, undertow.RPCTimeout)
+
+
+def test_an_unreachable_data_server_comes_back_typed_with_key_and_address() -> None:
+    from undertow.wire import ErrorInfo, rebuild
+
+    info = ErrorInfo(
+        "undertow.errors.DataUnavailable", "value 'k1' is held by ...", args=["k1", "tcp://h:1"]
+    )
+    info = msgspec.structs.replace(info, code="data_unavailable")
+    exc = rebuild(info, where="total() at tcp://other:2")
+    assert isinstance(exc, undertow.DataUnavailable)
+    assert isinstance(exc, LookupError)
+    assert (exc.key, exc.address) == ("k1", "tcp://h:1")

@@ -195,3 +195,48 @@ def test_a_pointer_passed_on_is_fetched_host_to_host_not_through_the_client(
     assert float(total) == float(sum(range(ROWS * 4)))
     assert int(through_client) < payload // 100, f"{int(through_client):,} bytes via the client"
     assert _received(hosts[2]) - before > payload  # the value reached host2 straight from host1
+
+
+KILLED = """
+import sys, time, undertow
+owner, other, token = sys.argv[1], sys.argv[2], sys.argv[3]
+with undertow.connect(owner, token=token) as a, undertow.connect(other, token=token) as b:
+    ptr = a.make(10)
+    print("made", ptr.key, flush=True)
+    sys.stdin.readline()  # the owner is killed meanwhile
+    start = time.monotonic()
+    try:
+        b.total(ptr)
+        print("answered")
+    except Exception as exc:
+        print(f"{time.monotonic() - start:.2f}", type(exc).__name__, exc, flush=True)
+"""
+
+
+def test_a_call_needing_a_dead_data_servers_value_fails_fast_naming_key_and_host(
+    hosts: Hosts, tmp_path: Path
+) -> None:
+    owner_proc = hosts[1].popen(
+        [sys.executable, "-c", NODE, "doomed", hosts[1].address, str(tmp_path / "d"), TOKEN],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    owner = read_line(owner_proc, "the doomed node").rsplit(" ", 1)[-1]
+    other = _node(hosts[2], "survivor", tmp_path / "s")
+    client = hosts[3].popen(
+        [sys.executable, "-c", KILLED, owner, other, TOKEN],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    key = read_line(client, "the client").split()[1]
+    owner_proc.kill()
+    owner_proc.wait(10)
+    assert client.stdin is not None
+    client.stdin.write(b"go\n")
+    client.stdin.flush()
+    said = read_line(client, "the client", timeout=60)
+    seconds, kind, *message = said.split()
+    assert float(seconds) < 3.0, said
+    assert kind == "DataUnavailable", said  # a LookupError naming the key and its server
+    assert key in said and hosts[1].address in said, said

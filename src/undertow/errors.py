@@ -23,6 +23,7 @@ UndertowError
 │   └── BrokerUnavailable       it did not answer within the deadline (down, unreachable)
 ├── ClusterError                a session cluster's process did not start, or it was closed
 ├── DataNotFound                (also a LookupError) no object under that key in a data store
+├── DataUnavailable             (also a LookupError) the data server holding it cannot be reached
 ├── ServiceNotFound             (also a LookupError) no live instance of a service
 ├── QueueError                  a job of the queue did not give a result
 │   ├── JobFailed               it failed for good (dead letter, or no error to rebuild)
@@ -49,6 +50,7 @@ __all__ = [
     "ConnectionClosed",
     "ConnectionLost",
     "DataNotFound",
+    "DataUnavailable",
     "DeserializationError",
     "FunctionNotFound",
     "JobCancelled",
@@ -131,6 +133,21 @@ class DataNotFound(UndertowError, LookupError):
     def __init__(self, message: str, *, key: str = "") -> None:
         super().__init__(message)
         self.key = key
+
+
+class DataUnavailable(UndertowError, LookupError):
+    """The data server that holds a value cannot be reached (stopped, or its host cut off),
+    so a call that needs the value fails at once instead of at its deadline.
+
+    Attributes:
+        key: the value's key.
+        address: the data server that holds it.
+    """
+
+    def __init__(self, message: str, *, key: str = "", address: str = "") -> None:
+        super().__init__(message)
+        self.key = key
+        self.address = address
 
 
 class ServiceNotFound(UndertowError, LookupError):

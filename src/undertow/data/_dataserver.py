@@ -27,7 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 from undertow._util import address_host, current_call
 from undertow.config import home
-from undertow.data._pointer import Pointer, ask, client_for, decode_index, plain, pointer_form
+from undertow.data._failures import failure
+from undertow.data._peers import fetch_from_owner
+from undertow.data._pointer import Pointer, client_for, decode_index, plain, pointer_form
 from undertow.data._replicate import copy_here, described
 from undertow.data._store import DEFAULT_MEMORY_LIMIT, DataStore, Entry
 from undertow.errors import (
@@ -222,13 +224,15 @@ class DataService:
         key = pointer.key
         if self._store is not None and key in self._store:
             return self._open(key, str(form["secret_key"]), identity)[1]
-        # held elsewhere: fetched from its owner, never through the caller
-        client = self._peer(pointer.address)
-        return ask(client, "_data_fetch", (key, form["secret_key"]), timeout or _FETCH_TIMEOUT)
+        # held elsewhere: fetched from its owner, never through the caller (fails fast)
+        secret, wait = str(form["secret_key"]), timeout or _FETCH_TIMEOUT
+        return fetch_from_owner(pointer.address, key, secret, self._peer_token(), wait)
 
     def _peer(self, address: str) -> Any:
-        token = self.token if self.token is not None else self._server_token
-        return client_for(address, token=token)
+        return client_for(address, token=self._peer_token())
+
+    def _peer_token(self) -> str | bool | None:
+        return self.token if self.token is not None else self._server_token
 
     # -- the data functions ----------------------------------------------------------------
 
@@ -481,18 +485,3 @@ def _swap(value: Any, resolve: Callable[[dict[str, Any]], Any]) -> Any:
     if isinstance(value, Pointer):  # from a pickle
         return resolve(value.to_json())
     return value
-
-
-def failure(exc: UndertowError) -> ErrorInfo:
-    """How a data error is reported to the caller."""
-    if isinstance(exc, DataNotFound):
-        return ErrorInfo(_qualname(exc), str(exc), args=[exc.key], code="data_not_found")
-    if isinstance(exc, PermissionDenied):
-        return error_info(exc, code="denied")
-    return error_info(
-        exc, code="serialization" if isinstance(exc, SerializationError) else "remote"
-    )
-
-
-def _qualname(exc: BaseException) -> str:
-    return f"{type(exc).__module__}.{type(exc).__qualname__}"

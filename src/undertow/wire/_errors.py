@@ -13,6 +13,7 @@ import undertow.errors as _errors
 from undertow.errors import (
     AuthenticationError,
     DataNotFound,
+    DataUnavailable,
     FunctionNotFound,
     MessageTooLarge,
     PermissionDenied,
@@ -127,8 +128,10 @@ def rebuild(
     """Make the exception the client raises for ``info``; ``where`` names function and address."""
     if info.code == "not_found":
         return FunctionNotFound(info.message, name=info.type, available=tuple(info.available))
-    if info.code == "data_not_found":  # the message names the key and the server already
-        key = info.args[0] if info.args and isinstance(info.args[0], str) else ""
+    if info.code in ("data_not_found", "data_unavailable"):  # the message names key, server
+        key, address = (str(a) if isinstance(a, str) else "" for a in [*info.args, "", ""][:2])
+        if info.code == "data_unavailable":
+            return DataUnavailable(info.message, key=key, address=address)
         return DataNotFound(info.message, key=key)
     fixed = _BY_CODE.get(info.code)
     if fixed is not None:
