@@ -68,7 +68,9 @@ def test_a_value_the_caller_keeps_is_not_written_over(served):
         address = int(second.__array_interface__["data"][0])
         del second
         third = client.make(SIZE, 3.0)  # the memory let go of is used again
-        assert int(third.__array_interface__["data"][0]) == address
+        # (the value starts where the answer's header ends, a few bytes that vary: the
+        # server's timings in the header are whole nanoseconds, of varying length)
+        assert abs(int(third.__array_interface__["data"][0]) - address) < 64
         assert float(third[-1]) == 3.0
         assert float(first[-1]) == 1.0
 
