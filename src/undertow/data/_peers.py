@@ -34,9 +34,13 @@ def _owner(address: str, token: str | bool | None) -> Any:
     made = connect(
         address, token=token, output=False, connect_wait=OWNER_WAIT, connect_timeout=OWNER_WAIT
     )
-    with _lock:
-        _owners[address] = made
-    return made
+    with _lock:  # (made outside the lock: connecting may take OWNER_WAIT)
+        kept = _owners.get(address)
+        if kept is None or kept.closed:
+            _owners[address] = kept = made
+    if kept is not made:  # another thread connected meanwhile: one client an owner
+        made.close()
+    return kept
 
 
 def _forget(address: str) -> None:
