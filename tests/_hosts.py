@@ -11,7 +11,10 @@ ever addressed), so that multi-host tests run on separate network stacks.
 
 The bridge lives in a namespace of its own (the "switch"), not in the machine's: the root
 namespace gains no interface, no address and no route, and deleting the namespaces removes
-every link with them. Names carry this process's pid, so parallel runs never meet; a run
+every link with them. Each host also has a name of its own (``host0``, ...: processes run in
+a UTS namespace whose host name is set) that every host resolves to its address (an
+``/etc/netns/NAME/hosts`` file, which ``ip netns exec`` mounts over ``/etc/hosts``), as
+machines on a network with a DNS. Names carry this process's pid, so parallel runs never meet; a run
 killed before it cleaned up leaves namespaces that the next run removes (their pid is gone).
 """
 
@@ -24,6 +27,7 @@ import shutil
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 SUBNET = "198.18.0"
@@ -56,6 +60,7 @@ def _remove_stale() -> None:
         if match and not os.path.exists(f"/proc/{match.group(2)}"):
             with contextlib.suppress(RuntimeError):
                 _ip("netns", "del", match.group(1))
+            shutil.rmtree(Path("/etc/netns", match.group(1)), ignore_errors=True)
 
 
 @dataclass
@@ -68,8 +73,9 @@ class Host:
     procs: list[subprocess.Popen[Any]] = field(default_factory=list)
 
     def command(self, args: Sequence[str]) -> list[str]:
-        """``args`` as a command line that runs on this host."""
-        return ["ip", "netns", "exec", self.namespace, *args]
+        """``args`` as a command line that runs on this host (under its host name)."""
+        named = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', self.name]
+        return ["ip", "netns", "exec", self.namespace, *named, *args]
 
     def popen(self, args: Sequence[str], **options: Any) -> subprocess.Popen[Any]:
         """Start ``args`` on this host (stopped with the hosts, if still running)."""
@@ -111,11 +117,16 @@ class Hosts:
         self.close()
 
     def _build(self) -> None:
+        names = "".join(f"{h.address} {h.name}\n" for h in self.hosts)
+        resolved = f"127.0.0.1 localhost\n::1 localhost\n{names}"
         _ip("netns", "add", self.switch)
         _ip("link", "add", "br0", "type", "bridge", ns=self.switch)
         _ip("link", "set", "br0", "up", ns=self.switch)
         for i, host in enumerate(self.hosts):
             _ip("netns", "add", host.namespace)
+            etc = Path("/etc/netns", host.namespace)
+            etc.mkdir(parents=True, exist_ok=True)
+            (etc / "hosts").write_text(resolved)
             _ip("link", "set", "lo", "up", ns=host.namespace)
             # a veth pair made in the host's namespace, its other end moved to the switch
             _ip("link", "add", "eth0", "type", "veth", "peer", "name", f"p{i}", ns=host.namespace)
@@ -144,3 +155,4 @@ class Hosts:
         for namespace in [h.namespace for h in self.hosts] + [self.switch]:
             with contextlib.suppress(RuntimeError):
                 _ip("netns", "del", namespace)
+            shutil.rmtree(Path("/etc/netns", namespace), ignore_errors=True)
