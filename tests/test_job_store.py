@@ -229,3 +229,19 @@ async def test_jobs_by_id_reads_many_records_in_their_order(store: Backend):
     assert await store.jobs_by_id([]) == []
     with pytest.raises(ValueError, match="not-an-id"):
         await store.jobs_by_id([stored[0].id, "not-an-id"])
+
+
+async def test_a_job_waits_on_its_local_queues_alone_until_its_local_wait_ends(store: Backend):
+    routed = job(["host:a", "default"], local_queues=1, local_until=T0 + 3)
+    await store.enqueue(routed, now=T0)
+    assert await store.claim(["default"], "elsewhere", lease=LEASE, now=T0 + 1) == []
+    later = await store.claim(["default"], "elsewhere", lease=LEASE, now=T0 + 4)
+    assert [c.id for c in later] == [routed.id]  # then any worker of its other queues
+    local = job(["host:a", "default"], local_queues=1, local_until=T0 + 3)
+    await store.enqueue(local, now=T0)
+    taken = await store.claim(["host:a", "default"], "there", lease=LEASE, now=T0 + 1)
+    assert [c.id for c in taken] == [local.id]  # at once where its data is
+    assert await store.claim(["default"], "elsewhere", lease=LEASE, now=T0 + 5) == []
+    record = await store.job(local.id)
+    assert record is not None
+    assert (record.local_queues, record.local_until) == (1, T0 + 3)

@@ -15,7 +15,7 @@ from undertow.cluster import Registry
 from undertow.data import Pointer
 from undertow.queue import JobQueue, JobState, Worker
 from undertow.queue._route import Held, Route, find_pointers, host_queue, plan
-from undertow.storage import open_backend
+from undertow.storage import WorkerInfo, open_backend
 from undertow.wire import POINTER_TYPE
 
 pytestmark = pytest.mark.timeout(60)
@@ -169,3 +169,45 @@ def test_a_worker_takes_the_jobs_of_its_host_and_its_groups_first(url: str):
         assert theirs.state is JobState.QUEUED
         Worker(url, ["default"], functions={"size_of": size_of}, hosts=[]).work(burst=True)
         assert theirs.state is JobState.QUEUED
+
+
+def _beat(url: str, name: str, queues: list[str]) -> None:
+    """A live worker taking ``queues`` (as a worker busy elsewhere says it is)."""
+
+    async def beat() -> None:
+        backend = open_backend(url)
+        try:
+            await backend.worker_beat(WorkerInfo(name=name, queues=queues), ttl=60)
+        finally:
+            await backend.close()
+
+    asyncio.run(beat())
+
+
+def test_a_job_waits_for_the_workers_where_its_data_is_then_runs_anywhere(url: str):
+    _beat(url, "far:1:busy", ["host:10.9.9.9", "default"])  # busy: it takes nothing now
+    with JobQueue(url, token=False, threshold=4096, locality_wait=1.5) as queue:
+        routed = queue.submit("size_of", _pointer("10.9.9.9", 5000))
+        record = routed.record()
+        assert (record.local_queues, record.queues) == (1, ["host:10.9.9.9", "default"])
+        assert "theirs alone for up to 1.5 s, then also default's" in routed.explain()
+        elsewhere = Worker(url, ["default"], functions={"size_of": size_of}, hosts=[])
+        elsewhere.work(burst=True)  # it waits for the job: counted on its queue, not there yet
+        assert routed.result(timeout=10) == 7
+        record = routed.record()
+        assert record.worker == elsewhere.name
+        assert record.started - record.submitted >= 1.5 - 0.05  # (clocks: the same machine's)
+
+
+def test_a_job_does_not_wait_for_a_host_without_workers(url: str):
+    with JobQueue(url, token=False, threshold=4096, locality_wait=30) as queue:
+        routed = queue.submit("size_of", _pointer("10.8.8.8", 5000))
+        assert routed.record().local_queues == 0
+        assert "alone" not in routed.explain()
+        Worker(url, ["default"], functions={"size_of": size_of}, hosts=[]).work(burst=True)
+        assert routed.result(timeout=10) == 7
+
+
+def test_a_negative_locality_wait_is_refused_by_name(url: str):
+    with pytest.raises(ValueError, match="locality_wait=-1"):
+        JobQueue(url, token=False, locality_wait=-1)

@@ -11,7 +11,7 @@ from undertow._util._logs import (
 )
 from undertow._util._memory import tune_malloc
 from undertow._util._names import check_queue_name
-from undertow._util._net import address_host, is_local_address, is_loopback
+from undertow._util._net import address_host, interface_addresses, is_local_address, is_loopback
 from undertow._util._notebook import CellOutput, cell_output, html_table, in_kernel, kernel
 from undertow._util._portal import Portal, portal
 
@@ -27,6 +27,7 @@ __all__ = [
     "current_call",
     "html_table",
     "in_kernel",
+    "interface_addresses",
     "is_local_address",
     "is_loopback",
     "kernel",

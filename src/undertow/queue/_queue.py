@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -17,7 +18,13 @@ from undertow.queue._handle import StoreHandle
 from undertow.queue._job import Job
 from undertow.queue._notebook import follow_in_cell, wait_with_bar
 from undertow.queue._payload import Call, encode_call, type_names
-from undertow.queue._route import DEFAULT_THRESHOLD, Held, find_pointers, plan
+from undertow.queue._route import (
+    DEFAULT_LOCALITY_WAIT,
+    DEFAULT_THRESHOLD,
+    Held,
+    find_pointers,
+    plan,
+)
 from undertow.security import client_key, find_client_token
 from undertow.storage import (
     Backend,
@@ -57,6 +64,9 @@ class JobQueue:
         threshold: bytes of pointer arguments (sizes from the catalog) from which a job not
             given a queue goes to the hosts that hold most of them (``host:NAME`` queues, or a
             host group's ``group:NAME``) instead of ``queue``; ``job.explain()`` says where.
+        locality_wait: seconds such a job waits for the workers of those hosts (an idle one
+            takes it at once) before it joins ``queue`` too, where any worker may take it
+            (0: at once, the first free worker anywhere wins).
     """
 
     def __init__(
@@ -68,13 +78,23 @@ class JobQueue:
         timeout: float = 10.0,
         result_ttl: float = 86400.0,
         threshold: int = DEFAULT_THRESHOLD,
+        locality_wait: float = DEFAULT_LOCALITY_WAIT,
     ) -> None:
+        if not locality_wait >= 0:
+            raise ValueError(
+                f"locality_wait={locality_wait!r}: seconds, 0 or more (0: no waiting for "
+                "the workers where a job's data is)"
+            )
         found = find_client_token(token)
         key = client_key(found) if found else None
         self._handle = StoreHandle(backend, key=key, timeout=timeout, token=found or None)
         self.queue = check_queue_name(queue)
         self.result_ttl = result_ttl
         self.threshold = threshold
+        self.locality_wait = float(locality_wait)
+        #: the queues live workers take, and when they were read (a job waits for workers
+        #: where its data is only if there are some)
+        self._served: tuple[float, frozenset[str]] = (float("-inf"), frozenset())
 
     @property
     def url(self) -> str:
@@ -154,7 +174,7 @@ class JobQueue:
         async def enqueue(backend: Backend) -> JobRecord:
             if pointers:
                 known, groups = await _catalog(backend, pointers)
-                self._route(record, pointers, known, groups)
+                self._route(record, pointers, known, groups, await self._serving(backend))
             return await backend.enqueue(record)
 
         return follow_in_cell(self._job(self._handle.run(enqueue)))
@@ -226,9 +246,10 @@ class JobQueue:
         """Route the records that carry pointers, then store them all in one operation."""
         if any(pointers):
             known, groups = await _catalog(backend, [p for found in pointers for p in found])
+            served = await self._serving(backend)
             for record, found in zip(records, pointers, strict=True):
                 if found:
-                    self._route(record, found, known, groups)
+                    self._route(record, found, known, groups, served)
         return await backend.enqueue_many(records)
 
     def _record(
@@ -271,12 +292,27 @@ class JobQueue:
         pointers: list[Pointer],
         known: dict[str, Held],
         groups: dict[str, list[str]],
+        served: frozenset[str],
     ) -> None:
-        """Send ``record`` where its data is, if it has enough (see ``queue/_route.py``)."""
+        """Send ``record`` where its data is, if it has enough (see ``queue/_route.py``); it
+        waits there alone for a while if workers take those queues."""
         held = [known[p.key] for p in pointers if p.key in known]
         route = plan(held, record.queues, threshold=self.threshold, groups=groups)
         record.queues = route.queues
+        there = served.intersection(route.queues[: route.local])
+        if self.locality_wait and there and route.local < len(route.queues):
+            route.wait = self.locality_wait  # (from the submit: the store counts from there)
+            record.local_queues, record.local_until = route.local, time.time() + route.wait
         record.route = msgspec.json.encode(route).decode()
+
+    async def _serving(self, backend: Backend) -> frozenset[str]:
+        """The queues live workers take (read again after 5 s)."""
+        read, served = self._served
+        if time.monotonic() - read > _SERVED_FOR:
+            workers = await backend.workers()
+            served = frozenset(q for w in workers for q in w.queues)
+            self._served = (time.monotonic(), served)
+        return served
 
     def job(self, job_id: str) -> Job:
         """The handle of the job with that id (submitted by anyone, from anywhere)."""
@@ -360,6 +396,9 @@ async def _catalog(
             known[pointer.key] = Held(pointer.key, pointer.nbytes, [address_host(pointer.address)])
     return known, await backend.groups()
 
+
+#: seconds the queues live workers take are known without reading them again
+_SERVED_FOR = 5.0
 
 #: the queues :func:`job` opened, by backend URL and token
 _opened: dict[tuple[str, str | bool | None], JobQueue] = {}

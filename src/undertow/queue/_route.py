@@ -5,9 +5,11 @@ size, and every host that holds a copy. Below a threshold of data in all (64 MiB
 the job goes to the queue it was given; above it, to the queue of each host that holds the
 most of its bytes (``host:NAME``), or to one host group's queue (``group:NAME``) when the
 group is exactly those hosts. Workers take jobs from the queues of their host and of its
-groups before their other queues; the first to claim a job that sits on several queues runs
-it. :func:`plan` decides, without I/O; the route it returns is kept with the job, and
-``job.explain()`` tells it.
+groups before their other queues. Such a job waits on those queues alone for a while (the
+queue's ``locality_wait``, 3 s by default: an idle worker there takes it at once, a busy one
+when it is free), then joins its other queues too, where any worker may take it; the first to
+claim it runs it. :func:`plan` decides, without I/O; the route it returns is kept with the
+job, and ``job.explain()`` tells it.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ from typing import Any
 
 import msgspec
 
-from undertow._util import is_loopback
+from undertow._util import interface_addresses, is_loopback
 from undertow.data import Pointer
 
 __all__ = [
+    "DEFAULT_LOCALITY_WAIT",
     "DEFAULT_THRESHOLD",
     "GROUP_PREFIX",
     "HOST_PREFIX",
@@ -40,6 +43,8 @@ __all__ = [
 
 #: bytes of pointer arguments from which a job goes where its data is
 DEFAULT_THRESHOLD = 64 * 2**20
+#: seconds a job sent where its data is waits for the workers there before others may take it
+DEFAULT_LOCALITY_WAIT = 3.0
 HOST_PREFIX, GROUP_PREFIX = "host:", "group:"
 #: how deep in lists, tuples and dicts arguments are searched for pointers
 _DEPTH = 3
@@ -64,6 +69,10 @@ class Route(msgspec.Struct, kw_only=True, omit_defaults=True):
     threshold: int = DEFAULT_THRESHOLD
     by_host: dict[str, int] = {}
     group: str | None = None
+    #: how many of ``queues`` are those of the data's hosts (or group): the first ones
+    local: int = 0
+    #: seconds the job had those queues to itself (0: none)
+    wait: float = 0.0
 
     def explain(self) -> str:
         """The route in words."""
@@ -74,6 +83,9 @@ class Route(msgspec.Struct, kw_only=True, omit_defaults=True):
         if self.why == "central":
             return f"sent to {where}: {size}, below the threshold of {_mib(self.threshold)}"
         held = "; ".join(f"{host} holds {_mib(n)}" for host, n in sorted(self.by_host.items()))
+        if self.wait and self.local < len(self.queues):
+            later = ", ".join(self.queues[self.local :])
+            held += f"; theirs alone for up to {self.wait:g} s, then also {later}'s"
         if self.why == "group":
             return (
                 f"sent to {where} (group {self.group}, exactly those hosts, first): {size}; {held}"
@@ -91,13 +103,15 @@ def host_name(host: str) -> str:
 
 
 def this_host() -> list[str]:
-    """The names of this machine a data server's location may carry: its host name and the
-    addresses that name resolves to (loopback aside)."""
+    """The names of this machine a data server's location may carry: its host name, the
+    addresses that name resolves to and those of its interfaces (loopback aside: a data
+    server bound there is known by the host name)."""
     name = socket.gethostname()
     try:
         addresses = socket.gethostbyname_ex(name)[2]
     except OSError:
         addresses = []
+    addresses += interface_addresses()
     return list(dict.fromkeys([name, *(a for a in addresses if not is_loopback(a))]))
 
 
@@ -172,6 +186,7 @@ def plan(
             break
     else:
         route.queues = [host_queue(host) for host in hosts]
+    route.local = len(route.queues)
     # and its own queues, after: workers take their host's queues first, so a worker where
     # the data is wins the claim if there is one; if there is none, the job still runs
     route.queues = list(dict.fromkeys([*route.queues, *given]))

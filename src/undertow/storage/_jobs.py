@@ -119,6 +119,11 @@ class JobRecord(msgspec.Struct, kw_only=True):
     result_ttl: float = 86400.0
     #: where the queue layer sent it and why (JSON text it writes and reads; "" for none)
     route: str = ""
+    #: the first this many of ``queues`` have the job to themselves until ``local_until``
+    #: (the queues of the hosts that hold its data): it joins the others then, if it is
+    #: still queued. 0: it is on all its queues from the start
+    local_queues: int = 0
+    local_until: float = 0.0
 
 
 class QueueInfo(msgspec.Struct, kw_only=True):

@@ -66,7 +66,7 @@ _DEFAULTS: dict[str, Any] = dict(
 #: scripts as in JobRecord): those of a job that has not run, but the ones the scripts need
 _OMITTED = frozenset(
     {"codec", "submitter", "not_before", "started", "finished", "worker", "lease_until"}
-    | {"cancel_requested", "reason", "result_ttl", "route"}
+    | {"cancel_requested", "reason", "result_ttl", "route", "local_queues", "local_until"}
 )
 #: the prefixes every script that builds a job's or a queue's key name is given
 _PREFIXES = (keys.JOB_PREFIX, keys.QUEUE_PREFIX)

@@ -169,8 +169,20 @@ local function enqueue(id, idem, not_before, queues, fields, index, delayed, han
   if redis.call('EXISTS', key) == 1 then return {'exists'} end
   local names = {}  -- (each once: the caller dropped repeated names)
   for i, queue in ipairs(queues) do names[i] = string.sub(queue, #QUEUE + 1) end
+  -- the queues it is on from now: the first local_queues until local_until, then all
+  local now_queues, now_names, spill = queues, names, nil
+  if not_before <= NOW then
+    local n, till = 0, 0
+    for i = 1, #fields - 1, 2 do
+      if fields[i] == 'local_queues' then n = tonumber(fields[i + 1])
+      elseif fields[i] == 'local_until' then till = tonumber(fields[i + 1]) end
+    end
+    if n > 0 and n < #names and till > NOW then
+      now_queues, now_names, spill = {unpack(queues, 1, n)}, {unpack(names, 1, n)}, till
+    end
+  end
   local worker, lease_until
-  if handoff and not_before <= NOW then worker, lease_until = pick(queues, names) end
+  if handoff and not_before <= NOW then worker, lease_until = pick(now_queues, now_names) end
   if worker then  -- its first attempt starts now (the later pairs of a field win)
     for _, v in ipairs({'state', 'running', 'attempts', '1', 'worker', worker, 'lease_until',
                         lease_until, 'started', string.format('%.17g', NOW)}) do
@@ -188,8 +200,9 @@ local function enqueue(id, idem, not_before, queues, fields, index, delayed, han
     return {'handed'}
   elseif not_before > NOW then
     redis.call('ZADD', delayed, not_before, id)
-  else
-    for _, name in ipairs(names) do push_one(name, id) end
+  else  -- (and onto all its queues when the local wait ends, if it is still queued)
+    for _, name in ipairs(now_names) do push_one(name, id) end
+    if spill then redis.call('ZADD', delayed, spill, id) end
   end
   return {'stored'}
 end

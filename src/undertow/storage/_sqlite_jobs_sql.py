@@ -55,7 +55,8 @@ CREATE TABLE IF NOT EXISTS jobs (   -- a column per JobRecord field; times are U
     idempotency_key TEXT, submitted REAL NOT NULL, not_before REAL NOT NULL,
     started REAL NOT NULL, finished REAL NOT NULL, worker TEXT NOT NULL,
     lease_until REAL NOT NULL, cancel_requested INTEGER NOT NULL, result BLOB, error BLOB,
-    reason TEXT NOT NULL, result_ttl REAL NOT NULL, route TEXT NOT NULL DEFAULT ''
+    reason TEXT NOT NULL, result_ttl REAL NOT NULL, route TEXT NOT NULL DEFAULT '',
+    local_queues INTEGER NOT NULL DEFAULT 0, local_until REAL NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_key ON jobs (idempotency_key)
     WHERE idempotency_key IS NOT NULL;
@@ -150,7 +151,12 @@ def _insert(conn: sqlite3.Connection, job: JobRecord) -> JobRecord:
         conn.execute(_INSERT, _row(job))
     except sqlite3.IntegrityError as exc:
         raise ValueError(f"job {job.id} exists already; give a new job a new id") from exc
-    _push(conn, job.id, job.queues, job.not_before)
+    if 0 < job.local_queues < len(job.queues):  # the others' entries wait for the local wait
+        _push(conn, job.id, job.queues[: job.local_queues], job.not_before)
+        rest = job.queues[job.local_queues :]
+        _push(conn, job.id, rest, max(job.not_before, job.local_until))
+    else:
+        _push(conn, job.id, job.queues, job.not_before)
     return job
 
 
@@ -373,6 +379,9 @@ def upgrade(conn: sqlite3.Connection) -> None:
     have = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
     if "route" not in have:
         conn.execute("ALTER TABLE jobs ADD COLUMN route TEXT NOT NULL DEFAULT ''")
+    if "local_queues" not in have:
+        conn.execute("ALTER TABLE jobs ADD COLUMN local_queues INTEGER NOT NULL DEFAULT 0")
+        conn.execute("ALTER TABLE jobs ADD COLUMN local_until REAL NOT NULL DEFAULT 0")
 
 
 def select(conn: sqlite3.Connection, where: str, args: list[Any]) -> list[JobRecord]:
