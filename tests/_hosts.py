@@ -25,10 +25,13 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ._processes import read_line
 
 SUBNET = "198.18.0"
 #: the first host's last octet (the next ones follow)
@@ -83,10 +86,17 @@ class Host:
         self.procs.append(proc)
         return proc
 
-    def run(self, args: Sequence[str], timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
-        """Run ``args`` on this host to its end."""
+    def run(
+        self, args: Sequence[str], timeout: float = 30.0, **options: Any
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``args`` on this host to its end (``options``: those of subprocess.run)."""
         return subprocess.run(
-            self.command(args), capture_output=True, text=True, timeout=timeout, check=False
+            self.command(args),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            **options,
         )
 
 
@@ -156,3 +166,21 @@ class Hosts:
             with contextlib.suppress(RuntimeError):
                 _ip("netns", "del", namespace)
             shutil.rmtree(Path("/etc/netns", namespace), ignore_errors=True)
+
+
+#: the password of the Redis servers :func:`start_redis` starts
+REDIS_PASSWORD = "multihost-redis-Vq7Lx2Rb9Tn4"
+
+
+def start_redis(host: Host) -> str:
+    """A redis-server on ``host``, bound to its address only, with a password (beyond
+    loopback, as in use); its URL."""
+    free = host.run([sys.executable, "-c", "import socket; s=socket.socket(); "
+                     f"s.bind(('{host.address}', 0)); print(s.getsockname()[1])"])  # fmt: skip
+    port = free.stdout.strip()  # the namespace runs nothing else: it stays free
+    args = ["redis-server", "--bind", host.address, "--port", port, "--save", "", "--appendonly"]
+    args += ["no", "--requirepass", REDIS_PASSWORD]
+    proc = host.popen(args, stdout=subprocess.PIPE)
+    while "Ready to accept connections" not in read_line(proc, f"redis-server on {host.name}"):
+        pass  # (its log: readiness is a line of it; read_line has a deadline)
+    return f"redis://:{REDIS_PASSWORD}@{host.address}:{port}/0"

@@ -121,17 +121,20 @@ def read_line(
     assert proc.stdout is not None
     fd, out = proc.stdout.fileno(), b""
     deadline = time.monotonic() + timeout
-    tail = "" if log is None else "\n" + log.read_text(errors="replace")[-4000:]
+
+    def tail() -> str:  # (read when it failed: what it said up to then)
+        return "" if log is None else "\n" + log.read_text(errors="replace")[-4000:]
+
     with selectors.DefaultSelector() as sel:
         sel.register(fd, selectors.EVENT_READ)
         while not out.endswith(b"\n"):
             left = deadline - time.monotonic()
             if left <= 0 or not sel.select(left):
                 proc.kill()
-                pytest.fail(f"no line from {what} within {timeout:g} s: {out!r}{tail}")
+                pytest.fail(f"no line from {what} within {timeout:g} s: {out!r}{tail()}")
             chunk = os.read(fd, 1)
             if not chunk:
                 code = proc.wait()
-                pytest.fail(f"{what} exited ({code}) before its line: {out!r}{tail}")
+                pytest.fail(f"{what} exited ({code}) before its line: {out!r}{tail()}")
             out += chunk
     return out.decode().rstrip("\n")

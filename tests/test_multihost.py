@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ._hosts import Host, Hosts, why_not
+from ._hosts import REDIS_PASSWORD, Host, Hosts, start_redis, why_not
 from ._processes import read_line
 
 pytestmark = [
@@ -22,7 +22,6 @@ pytestmark = [
 ]
 
 TOKEN = "multihost.k8Jd2nQ4rT7wY1xZ5vB9mC3pL6sF0gH2"
-REDIS_PASSWORD = "multihost-redis-Vq7Lx2Rb9Tn4"
 
 #: a TCP echo listener: binds the address given (port 0) and says where it listens
 LISTENER = """
@@ -139,23 +138,10 @@ def test_hosts_reach_each_other_by_their_addresses_only(hosts: Hosts) -> None:
     assert _probe(hosts[2], hosts[0].address, port) == "hello"
 
 
-def _redis(host: Host) -> str:
-    """A redis-server on ``host``, bound to its address only; its URL."""
-    free = host.run([sys.executable, "-c", "import socket; s=socket.socket(); "
-                     f"s.bind(('{host.address}', 0)); print(s.getsockname()[1])"])  # fmt: skip
-    port = free.stdout.strip()  # the namespace runs nothing else: it stays free
-    args = ["redis-server", "--bind", host.address, "--port", port, "--save", "", "--appendonly"]
-    args += ["no", "--requirepass", REDIS_PASSWORD]  # beyond loopback: a password, as in use
-    proc = host.popen(args, stdout=subprocess.PIPE)
-    while "Ready to accept connections" not in read_line(proc, "redis-server"):
-        pass
-    return f"redis://:{REDIS_PASSWORD}@{host.address}:{port}/0"
-
-
 def test_a_service_on_one_host_is_called_from_another_found_through_redis_on_a_third(
     hosts: Hosts, tmp_path: Path
 ) -> None:
-    url = _redis(hosts[0])
+    url = start_redis(hosts[0])
     service = tmp_path / "where.py"
     service.write_text(textwrap.dedent(SERVICE))
     server = hosts[1].popen(
@@ -205,7 +191,7 @@ owner, other, token = sys.argv[1], sys.argv[2], sys.argv[3]
 with undertow.connect(owner, token=token) as a, undertow.connect(other, token=token) as b:
     ptr = a.make(10)
     print("made", ptr.key, flush=True)
-    sys.stdin.readline()  # the owner is killed meanwhile
+    sys.stdin.readline()  # the owner is killed or cut off meanwhile
     start = time.monotonic()
     try:
         b.total(ptr)
@@ -215,8 +201,9 @@ with undertow.connect(owner, token=token) as a, undertow.connect(other, token=to
 """
 
 
-def test_a_call_needing_a_dead_data_servers_value_fails_fast_naming_key_and_host(
-    hosts: Hosts, tmp_path: Path
+@pytest.mark.parametrize("how", ["killed", "cut off"])
+def test_a_call_needing_a_lost_data_servers_value_fails_fast_naming_key_and_host(
+    hosts: Hosts, tmp_path: Path, how: str
 ) -> None:
     owner_proc = hosts[1].popen(
         [sys.executable, "-c", NODE, "doomed", hosts[1].address, str(tmp_path / "d"), TOKEN],
@@ -232,12 +219,19 @@ def test_a_call_needing_a_dead_data_servers_value_fails_fast_naming_key_and_host
         stderr=subprocess.PIPE,
     )
     key = read_line(client, "the client").split()[1]
-    owner_proc.kill()
-    owner_proc.wait(10)
-    assert client.stdin is not None
-    client.stdin.write(b"go\n")
-    client.stdin.flush()
-    said = read_line(client, "the client", timeout=60)
+    if how == "killed":
+        owner_proc.kill()
+        owner_proc.wait(10)
+    else:  # its host off the network: nothing answers, nothing refuses
+        hosts.cut(1)
+    try:
+        assert client.stdin is not None
+        client.stdin.write(b"go\n")
+        client.stdin.flush()
+        said = read_line(client, "the client", timeout=60)
+    finally:
+        hosts.mend(1)
+        owner_proc.kill()
     seconds, kind = said.split()[:2]
     assert float(seconds) < 3.0, said
     assert kind == "DataUnavailable", said  # a LookupError naming the key and its server

@@ -211,3 +211,16 @@ def test_a_job_does_not_wait_for_a_host_without_workers(url: str):
 def test_a_negative_locality_wait_is_refused_by_name(url: str):
     with pytest.raises(ValueError, match="locality_wait=-1"):
         JobQueue(url, token=False, locality_wait=-1)
+
+
+def kind_of(value: object) -> list[str]:
+    items = value if isinstance(value, list) else [value]
+    return [type(item).__name__ for item in items]
+
+
+def test_a_job_by_name_gets_its_pointer_arguments_as_pointers(url: str):
+    one, two = _pointer("10.7.7.7", 10), _pointer("10.7.7.7", 10)
+    with JobQueue(url, token=False) as queue:
+        job = queue.submit("kind_of", [one, {"x": 1}, two])
+        Worker(url, ["default"], functions={"kind_of": kind_of}, hosts=[]).work(burst=True)
+        assert job.result(timeout=10) == ["Pointer", "dict", "Pointer"]

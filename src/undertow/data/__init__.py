@@ -14,7 +14,7 @@
 """
 
 from undertow.data._catalog import catalog_listener, location_of, record_of
-from undertow.data._dataserver import DataService, Listener
+from undertow.data._dataserver import DataService, Listener, swap_pointers
 from undertow.data._pointer import Pointer, client_for, close_clients, plug_replication, put
 from undertow.data._records import DataRecord, Location, decode_data, encode_data, is_data_key
 from undertow.data._replicate import copy_to, replicate_to
@@ -43,6 +43,7 @@ __all__ = [
     "put",
     "record_of",
     "replicate_to",
+    "swap_pointers",
 ]
 
 plug_data(DataService, Pointer)

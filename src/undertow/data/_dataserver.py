@@ -217,7 +217,7 @@ class DataService:
         def value(form: dict[str, Any]) -> Any:
             return self._value_of(form, identity, timeout)
 
-        return [_swap(a, value) for a in args], {k: _swap(v, value) for k, v in kwargs.items()}
+        return [swap_pointers(a, value) for a in args], {k: swap_pointers(v, value) for k, v in kwargs.items()}
 
     def _value_of(self, form: dict[str, Any], identity: str | None, timeout: float | None) -> Any:
         pointer = Pointer(form)
@@ -471,17 +471,18 @@ def _pickle_only(value: Any) -> ErrorInfo:
     )
 
 
-def _swap(value: Any, resolve: Callable[[dict[str, Any]], Any]) -> Any:
-    """``value`` with the pointers in it (at any depth of lists, tuples and dicts) resolved."""
+def swap_pointers(value: Any, resolve: Callable[[dict[str, Any]], Any]) -> Any:
+    """``value`` with the pointers in it (their JSON forms, or Pointers from a pickle, at any
+    depth of lists, tuples and dicts) replaced by ``resolve(form)``."""
     kind = type(value)
     if kind is dict:
         if value.get("type") == POINTER_TYPE:
             return resolve(value)
-        return {k: _swap(v, resolve) for k, v in value.items()}
+        return {k: swap_pointers(v, resolve) for k, v in value.items()}
     if kind is list:
-        return [_swap(v, resolve) for v in value]
+        return [swap_pointers(v, resolve) for v in value]
     if kind is tuple:
-        return tuple(_swap(v, resolve) for v in value)
+        return tuple(swap_pointers(v, resolve) for v in value)
     if isinstance(value, Pointer):  # from a pickle
         return resolve(value.to_json())
     return value

@@ -27,7 +27,7 @@ from typing import Any
 
 import msgspec
 
-from undertow.data import Pointer
+from undertow.data import Pointer, swap_pointers
 from undertow.errors import AuthenticationError, DeserializationError, SerializationError
 from undertow.security import Authenticator, SigningKey
 from undertow.wire import POINTER_TYPE, MsgpackCodec, PickleCodec
@@ -77,6 +77,8 @@ _enc = msgspec.msgpack.Encoder()
 _signed_dec = msgspec.msgpack.Decoder(_Signed)
 _call_dec = msgspec.msgpack.Decoder(Call)
 _msgpack = MsgpackCodec()
+#: in a msgpack body that holds a pointer's form
+_POINTER_NEEDLE = POINTER_TYPE.encode()
 
 
 def _pickle() -> PickleCodec:
@@ -216,6 +218,8 @@ def decode_call(
         fn, args, kwargs = _pickle().decode(call.frames)
         return fn, tuple(args), dict(kwargs)
     args, kwargs = _msgpack.decode(call.frames)
+    if call.frames and _POINTER_NEEDLE in call.frames[0]:  # pointers: as a pickle job has them
+        args, kwargs = swap_pointers(args, Pointer), swap_pointers(kwargs, Pointer)
     return functions(function), tuple(args), dict(kwargs)
 
 
