@@ -309,11 +309,16 @@ def _http_connection(address: str) -> http.client.HTTPConnection:
 def _http_call(
     conn: http.client.HTTPConnection, name: str, body: bytes, content_type: str = "application/json"
 ) -> bytes:
-    """One POST /call/NAME on a kept-alive connection; the response body."""
-    conn.request(
-        "POST", f"/call/{name}", body, {"Content-Type": content_type, "Accept": content_type}
-    )
-    response = conn.getresponse()
+    """One POST /call/NAME on a kept-alive connection; the response body. A connection the
+    server closed while idle (its keep-alive timeout, on a slow run) is opened again once."""
+    headers = {"Content-Type": content_type, "Accept": content_type}
+    try:
+        conn.request("POST", f"/call/{name}", body, headers)
+        response = conn.getresponse()
+    except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+        conn.close()
+        conn.request("POST", f"/call/{name}", body, headers)
+        response = conn.getresponse()
     data = response.read()
     if response.status != 200:
         raise RuntimeError(f"HTTP {response.status}: {data[:200]!r}")
