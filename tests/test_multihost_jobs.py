@@ -112,6 +112,12 @@ with JobQueue(backend, timeout=3.0) as queue:
         print("stored", flush=True)
     except Exception as exc:
         print(f"{time.monotonic() - start:.2f} {type(exc).__name__}", flush=True)
+    start = time.monotonic()
+    try:  # a service found by name: the registry is Redis too
+        undertow.put(1, to="data", backend=backend, timeout=3.0)
+        print("found", flush=True)
+    except Exception as exc:
+        print(f"{time.monotonic() - start:.2f} {type(exc).__name__} {exc}", flush=True)
     sys.stdin.readline()                              # it is back meanwhile
     ran = queue.submit("nap", 0.0).result(timeout=60, output=False)
     kept = undertow.put(list(range(10)), to="data", backend=backend)  # found in the registry
@@ -255,10 +261,13 @@ def test_redis_cut_off_fails_within_the_deadline_and_recovery_needs_nothing(
     try:
         client.go()
         seconds, kind = client.line(60).split()
+        found = client.line(60).split()
     finally:
         hosts.mend(0)
     assert kind == "BrokerUnavailable"
     assert float(seconds) < 3.0 + 1.0  # its deadline, and a little
+    assert found[1] == "BrokerUnavailable", found  # a service looked up by name: the same
+    assert float(found[0]) < 3.0 + 1.0, found
     client.go()
     ran, last = client.finish().split()
     assert ran in ("host0", "host1", "host2")  # a worker carried on

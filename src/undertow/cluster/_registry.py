@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from undertow._util import portal
 from undertow.config import backend_url, redact_url
 from undertow.data import DataRecord, Location
-from undertow.errors import BackendError
+from undertow.errors import BackendError, BrokerUnavailable
 from undertow.storage import Backend, Instance, open_backend
 
 __all__ = ["Registry"]
@@ -60,7 +60,7 @@ class Registry:
         try:
             return portal().run(run(), self.timeout)
         except TimeoutError:
-            raise BackendError(
+            raise BrokerUnavailable(
                 f"registry {self.url} did not answer within {self.timeout:g} s"
             ) from None
 

@@ -217,7 +217,9 @@ class DataService:
         def value(form: dict[str, Any]) -> Any:
             return self._value_of(form, identity, timeout)
 
-        return [swap_pointers(a, value) for a in args], {k: swap_pointers(v, value) for k, v in kwargs.items()}
+        return [swap_pointers(a, value) for a in args], {
+            k: swap_pointers(v, value) for k, v in kwargs.items()
+        }
 
     def _value_of(self, form: dict[str, Any], identity: str | None, timeout: float | None) -> Any:
         pointer = Pointer(form)

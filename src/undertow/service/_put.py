@@ -50,7 +50,7 @@ def put(
     if to is None:
         to = DATA_SERVICE
     if isinstance(to, str) and "://" not in to:
-        to = _address_of(to, backend)
+        to = _address_of(to, backend, timeout)
     return put_at(value, to=to, tags=tags, timeout=timeout)
 
 
@@ -58,7 +58,7 @@ def replicate(
     pointer: Pointer, group: str, *, timeout: float | None = None, backend: str | None = None
 ) -> list[Pointer]:
     """:meth:`Pointer.replicate`: copies of ``pointer``'s value on the group's hosts."""
-    with Registry(backend) as registry:
+    with _registry(backend, timeout) as registry:
         servers = _group_servers(group, registry, holder=pointer.address)
     return replicate_to(pointer, [(s.host, s.address) for s in servers], timeout)
 
@@ -69,7 +69,7 @@ plug_replication(replicate)
 def _put_to_group(
     value: Any, group: str, tags: Iterable[str], timeout: float | None, backend: str | None
 ) -> Pointer:
-    with Registry(backend) as registry:
+    with _registry(backend, timeout) as registry:
         servers = _group_servers(group, registry)
     first = min(servers, key=lambda s: not s.here)  # this host's, if it is in the group
     pointer = put_at(value, to=first.address, tags=tags, timeout=timeout)
@@ -77,9 +77,14 @@ def _put_to_group(
     return pointer
 
 
-def _address_of(service: str, backend: str | None) -> str:
+def _registry(backend: str | None, timeout: float | None) -> Registry:
+    """The registry, each of its operations within ``timeout`` (None: its default)."""
+    return Registry(backend) if timeout is None else Registry(backend, timeout=timeout)
+
+
+def _address_of(service: str, backend: str | None, timeout: float | None = None) -> str:
     """A reachable instance of ``service``, this host's first."""
-    with Registry(backend) as registry:
+    with _registry(backend, timeout) as registry:
         try:
             instances = find_instances(service, registry, timeout=0)
         except ServiceNotFound as exc:
