@@ -130,6 +130,8 @@ def test_hosts_reach_each_other_by_their_addresses_only(hosts: Hosts) -> None:
     assert _probe(hosts[1], "127.0.0.1", own) == "ConnectionRefusedError"
     names = "import socket; print(socket.gethostname(), socket.gethostbyname('host0'))"
     assert hosts[1].run([sys.executable, "-c", names]).stdout.split() == ["host1", hosts[0].address]
+    mine = "from undertow._util import interface_addresses as a; print(*a())"
+    assert hosts[1].run([sys.executable, "-c", mine]).stdout.split() == [hosts[1].address]
     hosts.cut(0)
     try:  # off the network: nothing reaches it
         assert _probe(hosts[2], hosts[0].address, port) in ("TimeoutError", "OSError")
