@@ -3,6 +3,7 @@ starts. Every error names the key, the bad value and the fix (:class:`ConfigErro
 
 from __future__ import annotations
 
+import difflib
 import re
 import tomllib
 from collections.abc import Mapping
@@ -137,16 +138,17 @@ class _Table:
         if value is default:
             return value
         kinds = kind if isinstance(kind, tuple) else (kind,)
-        if isinstance(value, bool) and bool not in kinds:
-            value = None  # a bool is an int to Python, not to us
-        if not isinstance(value, kinds):
+        # a bool is an int to Python, not to us
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
             names = " or ".join(_KIND_NAMES.get(k, k.__name__) for k in kinds)
             raise ConfigError(f"{self.key(key)} = {_shown(value)}: must be {names}")
         return value
 
     def need(self, key: str, kind: type | tuple[type, ...], example: str) -> Any:
         if key not in self.raw:
-            raise ConfigError(f"{self.key(key)} is missing: add it, e.g. {key} = {example}")
+            typo = difflib.get_close_matches(key, [str(k) for k in self.raw], n=1)
+            hint = f" ({typo[0]!r} is not a key: a misspelling?)" if typo else ""
+            raise ConfigError(f"{self.key(key)} is missing{hint}: add it, e.g. {key} = {example}")
         return self.get(key, kind)
 
     def key(self, key: str) -> str:
