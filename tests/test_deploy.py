@@ -81,7 +81,14 @@ class Setup:
     def client(self) -> Host:
         return self.hosts[3]
 
-    def toml(self, name: str, *, pythons: dict[int, str] | None = None, timeout: float = 5) -> Path:
+    def toml(
+        self,
+        name: str,
+        *,
+        pythons: dict[int, str] | None = None,
+        timeout: float = 5,
+        target: str = "where.py",
+    ) -> Path:
         """A cluster.toml for cluster ``name`` (its own run directories)."""
         lines = [
             f'[cluster]\nname = "{name}"\nrun_dir = "{self.directory / "runs"}"',
@@ -97,7 +104,7 @@ class Setup:
             ]
         lines += [
             '[redis]\nhost = "host0"',
-            '[[serve]]\nhost = "host1"\ntargets = ["where.py"]',
+            f'[[serve]]\nhost = "host1"\ntargets = ["{target}"]',
             '[[data]]\nhost = "host2"',
             '[[worker]]\nhost = "host2"\nmodules = ["deployjobs"]\nconcurrency = 2',
             '[groups]\ncrunch = ["host2"]',
@@ -173,7 +180,8 @@ def test_up_starts_the_cluster_over_ssh_and_down_stops_it_all(setup: Setup) -> N
     service = re.search(r"serving on tcp://([\d.]+):(\d+)", up.stdout)
     assert service is not None, up.stdout
     assert service.group(1) == setup.hosts[1].address  # its host's own address, never 0.0.0.0
-    for secret in _secrets(client):  # neither in what `up` said nor on any command line
+    secrets = _secrets(client)
+    for secret in secrets:  # neither in what `up` said nor on any command line
         assert secret not in up.stdout + up.stderr
         assert secret not in _ps()
     assert oct((client / "tokens").stat().st_mode & 0o777) == "0o600"
@@ -193,6 +201,9 @@ def test_up_starts_the_cluster_over_ssh_and_down_stops_it_all(setup: Setup) -> N
     assert _probe(setup.client, service.group(1), int(service.group(2))) == "ConnectionRefusedError"
     assert _probe(setup.client, setup.hosts[0].address, 6379) == "ConnectionRefusedError"
     assert not (setup.directory / "runs" / "lab" / "host0" / "tokens").exists()
+    logs = "".join(p.read_text() for p in (setup.directory / "runs" / "lab").glob("*/logs/*.log"))
+    assert "serving on" in logs
+    assert not [secret for secret in secrets if secret in logs]  # nor in the processes' logs
 
 
 def _other_undertow(directory: Path, version: str) -> Path:
@@ -250,3 +261,14 @@ def test_up_fails_fast_naming_a_host_it_cannot_reach(setup: Setup) -> None:
     assert "nothing was started" in up.stderr
     assert took < 15, f"{took:.1f} s"
     assert not (setup.directory / "runs" / "cut" / "host0" / "procs.json").exists()
+
+
+def test_a_process_that_fails_shows_its_log_and_up_stops_what_it_started(setup: Setup) -> None:
+    toml = setup.toml("broken", target="nosuch.py")
+    up = setup.undertow("up", str(toml))
+    assert up.returncode != 0
+    assert "host host1: serve-0" in up.stderr, up.stderr
+    assert "nosuch.py" in up.stderr  # the end of its log
+    assert re.search(r"\(cleaning up\) host0: stopped redis \(pid \d+, SIGTERM\)", up.stdout)
+    assert not any(_running(pid) for pid in _pids(up.stdout))
+    assert _probe(setup.client, setup.hosts[0].address, 6379) == "ConnectionRefusedError"

@@ -140,7 +140,8 @@ def _make_groups(cluster: Cluster, remote: Remote, found: Secrets) -> list[str]:
         }
         answer = remote.agent(request, cluster.ready_timeout + _SLACK)
         if not answer["ok"]:
-            problems.append(f"host {remote.host.name}: {' '.join(command[3:])}: {answer}")
+            said = answer.get("output") or answer.get("error")
+            problems.append(f"host {remote.host.name}: undertow {' '.join(command[3:])}: {said}")
     return problems
 
 
