@@ -185,6 +185,7 @@ def test_up_starts_the_cluster_over_ssh_and_down_stops_it_all(setup: Setup) -> N
         assert secret not in up.stdout + up.stderr
         assert secret not in _ps()
     assert oct((client / "tokens").stat().st_mode & 0o777) == "0o600"
+    assert sorted(p.name for p in (client / "curve").iterdir()) == ["host1.key", "host2.key"]
 
     again = setup.undertow("up", str(toml))  # up twice: refused, the cluster left as it was
     assert again.returncode != 0

@@ -6,7 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from undertow.cli import main
 from undertow.deploy import Cluster
 from undertow.deploy._plan import Secrets, files_for, plan
 from undertow.errors import ConfigError
@@ -153,3 +155,25 @@ def test_a_file_that_is_not_toml_or_not_there(tmp_path: Path) -> None:
     fails(tmp_path, "[cluster\nname = 1", "is not valid TOML")
     with pytest.raises(ConfigError, match="cannot read"):
         Cluster.load(tmp_path / "missing.toml")
+
+
+def test_dry_run_prints_each_hosts_commands_and_reaches_no_host() -> None:
+    done = CliRunner().invoke(main, ["up", "--dry-run", str(EXAMPLE)])
+    assert done.exit_code == 0, done.output
+    lines = done.output.splitlines()
+    assert lines[0] == "node0 (ada@10.0.0.10), run directory ~/.undertow/clusters/lab/node0:"
+    assert lines[1].startswith("  redis: /opt/undertow/venv/bin/python -m undertow.cli broker")
+    assert "--bind 10.0.0.10" in lines[1]
+    assert (
+        "  serve-0: /opt/undertow/venv/bin/python -m undertow.cli serve services.py" in done.output
+    )
+    assert lines[-1] == "then on node0: undertow group add big node2 node3"
+
+
+def test_up_and_down_with_a_bad_file_say_what_is_wrong(tmp_path: Path) -> None:
+    path = tmp_path / "cluster.toml"
+    path.write_text(MINIMAL.replace('host = "a"', 'host = "z"'))
+    for command in ("up", "down"):
+        done = CliRunner().invoke(main, [command, str(path)])
+        assert done.exit_code == 1
+        assert "Error: redis: host 'z' is not in [hosts]" in done.output

@@ -157,16 +157,17 @@ def up(cluster: Cluster, echo: Echo) -> None:
     found = Secrets.new(cluster.users)
     procs = plan(cluster)
     try:
-        _start_all(cluster, remotes, procs, found, echo)
+        keys = _start_all(cluster, remotes, procs, found, echo)
     except ClusterError:
         down(cluster, lambda line: echo(f"(cleaning up) {line}"), quiet_errors=True)
         raise
-    _write_client(cluster, found, echo)
+    _write_client(cluster, found, keys, echo)
 
 
 def _start_all(
     cluster: Cluster, remotes: dict[str, Remote], procs: list[Proc], found: Secrets, echo: Echo
-) -> None:
+) -> dict[str, str]:
+    """Start Redis, then the rest; the serving hosts' CURVE public keys, by host."""
     redis = cluster.redis.host
     first = [p for p in procs if p.role == "redis"]
     try:
@@ -185,12 +186,16 @@ def _start_all(
         mine = [p for p in procs if p.host == name and p.role != "redis"]
         return _start(cluster, remotes[name], mine, found)
 
+    keys: dict[str, str] = {}
     for name, result in each_host(remotes, start):
         problems += _failures(name, result)
         if not isinstance(result, Exception):
             _say_started(name, result, echo)
+            if result.get("public_key"):
+                keys[name] = result["public_key"]
     if problems:
         raise ClusterError("the cluster did not start:\n" + "\n".join(problems))
+    return keys
 
 
 def _private(path: Path, text: str) -> None:
@@ -200,9 +205,10 @@ def _private(path: Path, text: str) -> None:
     path.chmod(0o600)
 
 
-def _write_client(cluster: Cluster, found: Secrets, echo: Echo) -> None:
+def _write_client(cluster: Cluster, found: Secrets, keys: dict[str, str], echo: Echo) -> None:
     """The client's settings, here: an undertow home with the first user's token, the
-    registry's URL and every user's token, readable by this user only."""
+    registry's URL and every user's token, readable by this user only; the serving hosts'
+    CURVE public keys (``curve/HOST.key``), to pin them rather than trust the registry's."""
     where = client_dir(cluster)
     where.mkdir(mode=0o700, parents=True, exist_ok=True)
     where.chmod(0o700)
@@ -212,10 +218,16 @@ def _write_client(cluster: Cluster, found: Secrets, echo: Echo) -> None:
     _private(where / "backend", backend + "\n")
     tokens = "".join(f"{found.tokens[name]}\n" for name in cluster.users)
     _private(where / "tokens", tokens)
+    if keys:
+        (where / "curve").mkdir(mode=0o700, exist_ok=True)
+        for host, key in keys.items():
+            (where / "curve" / f"{host}.key").write_text(key)
     echo(f"cluster {cluster.name!r} is up. Its clients' settings are in {where} (mode 0600):")
     echo(f"  export UNDERTOW_HOME={where}   # signs as {user!r}")
     echo(f"  export UNDERTOW_BACKEND=$(cat {where / 'backend'})")
     echo(f"  the users' tokens: {where / 'tokens'}; stop it all: undertow down {cluster.source}")
+    if keys:
+        echo(f"  the servers' CURVE public keys: {where / 'curve'}/HOST.key")
 
 
 def _stop(cluster: Cluster, remote: Remote, roles: list[str] | None) -> dict[str, Any]:
