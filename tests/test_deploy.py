@@ -5,6 +5,7 @@ saying why."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -177,6 +178,11 @@ def test_up_starts_the_cluster_over_ssh_and_down_stops_it_all(setup: Setup) -> N
     assert called.returncode == 0, called.stderr[-3000:]
     assert called.stdout.split("\n")[:2] == ["hello host3 from host1", "49 host2"]
 
+    group = setup.client.run(
+        [*env, sys.executable, "-m", "undertow.cli", "group", "show", "crunch", "--json"]
+    )
+    assert json.loads(group.stdout)["hosts"] == ["host2"], group.stderr  # made by `up`
+
     service = re.search(r"serving on tcp://([\d.]+):(\d+)", up.stdout)
     assert service is not None, up.stdout
     assert service.group(1) == setup.hosts[1].address  # its host's own address, never 0.0.0.0
@@ -236,7 +242,8 @@ def _other_undertow(directory: Path, version: str) -> Path:
 
 def test_up_refuses_a_host_with_another_undertow_and_starts_nothing(setup: Setup) -> None:
     python = _other_undertow(setup.directory, "0.0.9")
-    toml = setup.toml("pinned", pythons={1: str(python)})
+    missing = setup.directory / "no-venv" / "bin" / "python"
+    toml = setup.toml("pinned", pythons={1: str(python), 2: str(missing)})
     up = setup.undertow("up", str(toml))
     assert up.returncode != 0
     said = up.stderr
@@ -245,6 +252,11 @@ def test_up_refuses_a_host_with_another_undertow_and_starts_nothing(setup: Setup
     assert "undertow 0.0.9" in said
     assert f"undertow {undertow.__version__}" in said
     assert "hosts.host1.python" in said  # the fix
+    assert (
+        f"host host2 ({setup.hosts[2].address}:{setup.sshds[2].port}): checking its Python failed"
+        in said
+    )
+    assert "set hosts.host2.python to the path of its Python" in said
     assert not (setup.directory / "runs" / "pinned" / "host0" / "procs.json").exists()
 
 

@@ -121,6 +121,9 @@ class Remote:
     def _fix(self, said: str) -> str:
         if "timed out" in said or "No route" in said or "refused" in said:
             return " (is the host up, sshd running and the address and port right?)"
+        if "No such file" in said or "not found" in said:
+            where = f"hosts.{self.host.name}.python"
+            return f" (set {where} to the path of its Python, e.g. a venv's bin/python)"
         if "Permission denied" in said:
             return " (give [ssh] identity = a key the host's authorized_keys accepts)"
         if "Host key verification failed" in said:
