@@ -5,9 +5,12 @@ saying why."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
@@ -20,6 +23,7 @@ from pathlib import Path
 import pytest
 
 import undertow
+from undertow.deploy._agent import alive
 
 from . import _hosts, _sshd
 from ._hosts import Host, Hosts
@@ -132,8 +136,19 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         try:
             yield Setup(hosts, sshds, directory, key, known)
         finally:
+            _kill_leftovers(directory / "runs")
             for sshd in sshds:
                 sshd.stop()
+
+
+def _kill_leftovers(runs: Path) -> None:
+    """Kill what a failed test left running (detached: no host's child, it would outlive
+    the namespaces)."""
+    for state in runs.glob("*/*/procs.json"):
+        for entry in json.loads(state.read_text()):
+            if alive(entry):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(entry["pid"], signal.SIGKILL)
 
 
 def _pids(output: str) -> list[int]:
