@@ -12,6 +12,7 @@ from undertow.cli import _dashboard
 from undertow.cli._groups import host_groups
 from undertow.cli._jobs import jobs, queues
 from undertow.cli._serving import serving
+from undertow.cli._up import cluster_down, cluster_up
 
 __all__ = ["main"]
 
@@ -392,6 +393,8 @@ def master_worker(master: str, **options: Any) -> None:  # fmt: skip
 main.add_command(queues)
 main.add_command(host_groups)  # undertow group add/rm/ls/show (cli/_groups.py)
 main.add_command(_dashboard.dashboard)  # undertow dashboard (cli/_dashboard.py)
+main.add_command(cluster_up)  # undertow up/down cluster.toml (cli/_up.py, undertow.deploy)
+main.add_command(cluster_down)
 
 
 @main.command()
