@@ -192,7 +192,9 @@ class BrokerUnavailable(BackendError):
 
 class ClusterError(UndertowError):
     """A session cluster (:class:`undertow.Cluster`) could not start one of its processes
-    (the message holds its output), or was used after it was closed."""
+    (the message holds its output), or was used after it was closed; or ``undertow up`` /
+    ``undertow down`` could not check, start or stop a host's part (the message names the
+    host, what failed and the end of the process's log)."""
 
 
 class QueueError(UndertowError):
