@@ -1,0 +1,178 @@
+"""The markdown summary of ``bench.capacity``: the per-operation table, the ramp with the
+spread over runs, and the model drawn from them (Redis CPU per idle worker and per job, and
+where one core of Redis would be full)."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+#: per-operation rows: (label, path in the costs, what the figure is per)
+ROWS = (
+    ("submit one job (JobQueue.submit, no idle worker)", "job_life.submit_one", "job"),
+    ("submit by JobQueue.map (500 a batch)", "job_life.submit_map", "job"),
+    ("claim + complete (a worker draining the queue)", "job_life.worker_drain_net", "job"),
+    ("read a result (job.result(), job done)", "job_life.result_read", "job"),
+    ("a job handed to an idle worker, end to end", "handed_job_end_to_end", "job"),
+    ("worker heartbeat", "heartbeat", "beat"),
+    ("empty claim with an offer (idle poll)", "claim_empty_with_offer", "claim"),
+    ("lease renewal", "renew", "renewal"),
+    ("sweep (nothing expired)", "sweep", "sweep"),
+    ("an idle worker, one second", "idle_worker_per_s", "second"),
+    ("service registration", "service_register", "instance"),
+    ("service heartbeat", "service_heartbeat", "beat"),
+    ("catalog write (a data server's put)", "catalog_write", "value"),
+    ("catalog lookup (one record)", "catalog_lookup", "lookup"),
+    ("a burst worker's check before it stops", "job_life.burst_exit_scan", "job stored"),
+)
+#: a step is Redis-saturated from this share of one core
+REDIS_FULL = 0.85
+#: the machine (2 cores) is full from this many cores busy in all
+MACHINE_FULL = 1.7
+
+
+def _get(costs: dict[str, Any], path: str) -> dict[str, Any] | None:
+    found: Any = costs
+    for part in path.split("."):
+        if not isinstance(found, dict) or part not in found:
+            return None
+        found = found[part]
+    return found if isinstance(found, dict) else None
+
+
+def _top(commands: dict[str, float], n: int = 5) -> str:
+    ranked = sorted(commands.items(), key=lambda kv: -kv[1])[:n]
+    return ", ".join(f"{name} {round(calls, 2):g}" for name, calls in ranked if calls >= 0.05)
+
+
+def cost_table(runs: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "| operation | Redis commands (all) | sent by the client | most run (per op) |",
+        "| --- | --- | --- | --- |",
+    ]
+    for label, path, per in ROWS:
+        found = [f for run in runs if run.get("costs") and (f := _get(run["costs"], path))]
+        if not found:
+            continue
+        total = statistics.median(f.get("commands_total_net", f["commands_total"]) for f in found)
+        sent = statistics.median(f["round_trips"] for f in found)
+        commands = (
+            found[0].get("idle_share_removed", {}).get("commands_net") or found[0]["commands"]
+        )
+        figures = f"{round(total, 2):g} | {round(sent, 2):g}"
+        lines.append(f"| {label}, per {per} | {figures} | {_top(commands)} |")
+    return lines
+
+
+def memory_lines(runs: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for label in ("small", "1KiB"):
+        per = [run["costs"]["memory"][label]["bytes_per_job"] for run in runs if run.get("costs")]
+        if per:
+            gb = statistics.median(per) * 1_000_000 / 1e9
+            spread = f"{min(per):g}-{max(per):g}"
+            lines.append(
+                f"- queued job, {label} argument: {statistics.median(per):g} bytes "
+                f"(runs: {spread}); 1,000,000 queued: {gb:.2f} GB"
+            )
+    return lines
+
+
+def verdict(found: dict[str, Any]) -> str:
+    """Who ran out first in a step: Redis, the machine (clients), or nobody."""
+    busy = found["redis_cpu_cores"] + found["simulator_cpu_cores"] + found["submitter_cpu_cores"]
+    if found["redis_cpu_cores"] >= REDIS_FULL:
+        return "Redis saturated"
+    late = (found["heartbeats"]["achieved_share"] or 1.0) < 0.95
+    if busy >= MACHINE_FULL or late:
+        return "machine full (clients)"
+    return "sustained"
+
+
+def _spread(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:g}"
+    return f"{statistics.median(values):g} ({min(values):g}-{max(values):g})"
+
+
+def ramp_table(runs: list[dict[str, Any]]) -> list[str]:
+    by_step: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        for found in run["steps"]:
+            by_step.setdefault(found["step"]["name"], []).append(found)
+    lines = [
+        "| step | workers | beat every | submit/s | jobs/s | beats/s (due) | beat late p99 ms "
+        "| Redis CPU (cores) | simulators CPU | PING p99 ms | commands/s | verdict |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, found in by_step.items():
+        step = found[0]["step"]
+        rate = f"{step['rate']:g}" + (" (map)" if step["batch"] else "")
+        beats = _spread([f["heartbeats"]["per_s"] for f in found])
+        due = found[0]["heartbeats"]["scheduled_per_s"]
+        verdicts = sorted({verdict(f) for f in found})
+        cells = [
+            name,
+            str(step["workers"]),
+            f"{step['lease'] / 3:g} s",
+            rate,
+            _spread([f["jobs_per_s"] for f in found]),
+            f"{beats} ({due:g})",
+            _spread([f["heartbeats"]["lateness_ms_p99"] for f in found]),
+            _spread([f["redis_cpu_cores"] for f in found]),
+            _spread([f["simulator_cpu_cores"] for f in found]),
+            _spread([f["probe_ping_ms"]["p99"] for f in found]),
+            _spread([round(f["commands_per_s"]) for f in found]),
+            " / ".join(verdicts),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def model(medians: dict[str, Any]) -> list[str]:
+    """Redis CPU per idle worker and per job (from the idle and job steps), and where one
+    core would be full."""
+    idle = medians.get("idle-1000")
+    if idle is None:
+        return []
+    per_worker = idle["redis_cpu_cores"] / 1000
+    slopes = [
+        (m["redis_cpu_cores"] - idle["redis_cpu_cores"]) / m["jobs_per_s"]
+        for name, m in medians.items()
+        if name.startswith("jobs-") and m["jobs_per_s"] > 0
+    ]
+    lines = [
+        f"- Redis CPU per idle worker (beat every 10 s): {per_worker * 1e6:.0f} us a second; "
+        f"one core holds ~{1 / per_worker:,.0f} idle workers"
+        if per_worker
+        else "",
+    ]
+    if slopes:
+        per_job = statistics.median(slopes)
+        spare = max(1.0 - idle["redis_cpu_cores"], 0.0)
+        lines.append(
+            f"- Redis CPU per job beyond that (handed to an idle worker): {per_job * 1e6:.0f} us;"
+            f" one core, beside 1,000 idle workers, carries ~{spare / per_job:,.0f} jobs/s"
+        )
+    return [line for line in lines if line]
+
+
+def summary(results: dict[str, Any]) -> str:
+    runs = results.get("runs", [])
+    machine = results.get("machine", {})
+    out = [
+        f"## Capacity of one Redis ({machine.get('date_utc', '?')}, "
+        f"{machine.get('cpu_count')} CPUs: {machine.get('cpu_model', '?')}, "
+        f"redis {machine.get('redis_server', '?')}, {len(runs)} run(s))",
+        "",
+        *cost_table(runs),
+        "",
+        *memory_lines(runs),
+        "",
+        *ramp_table(runs),
+        "",
+        *model(results.get("medians", {})),
+    ]
+    if results.get("errors"):
+        out += ["", f"{len(results['errors'])} measurement(s) failed: see the JSON's errors"]
+    return "\n".join(out)
