@@ -14,12 +14,13 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import msgspec
 import redis
 
-from bench._capacity_count import counting, measure, used_memory
+from bench._capacity_count import counting, measure, redis_cpu, used_memory
 from bench._jobs_tasks import noop
 from undertow.data import DataRecord, Location
 from undertow.queue import JobQueue, Worker
@@ -114,6 +115,7 @@ def idle_and_handed(url: str, n: int, idle_s: float) -> dict[str, Any]:
         with counting(url) as idle:
             time.sleep(idle_s)
         found["idle_worker_per_s"] = idle.per(idle_s)
+        found["idle_worker_per_s"]["redis_cpu_us"] = _cpu_per_s(url, idle_s)
         started = time.monotonic()
         with counting(url) as handed:
             for i in range(n):
@@ -131,6 +133,37 @@ def idle_and_handed(url: str, n: int, idle_s: float) -> dict[str, Any]:
     return found
 
 
+Op = Callable[[], Awaitable[Any]]
+
+
+async def _ops(url: str, n: int, ops: dict[str, Op]) -> dict[str, Any]:
+    """Each op ``n`` times while counting its commands; then ``n`` times more with nothing
+    watching, for Redis's CPU per op (a MONITOR would add its own)."""
+    out: dict[str, Any] = {}
+    client = redis.Redis.from_url(url)
+    try:
+        for name, op in ops.items():
+            with counting(url) as found:
+                for _ in range(n):
+                    await op()
+            out[name] = found.per(n)
+            before = redis_cpu(client)
+            for _ in range(n):
+                await op()
+            out[name]["redis_cpu_us"] = round((redis_cpu(client) - before) * 1e6 / n, 1)
+    finally:
+        client.close()
+    return out
+
+
+def _cpu_per_s(url: str, seconds: float) -> float:
+    """Redis's CPU (microseconds a second) over ``seconds`` of whatever runs meanwhile."""
+    with redis.Redis.from_url(url) as client:
+        before = redis_cpu(client)
+        time.sleep(seconds)
+        return round((redis_cpu(client) - before) * 1e6 / seconds, 1)
+
+
 def worker_ops(url: str, n: int) -> dict[str, Any]:
     """A heartbeat, an empty claim (what an idle worker sends every poll), a lease renewal
     and a sweep, each ``n`` times through the backend's API as the worker calls it."""
@@ -139,89 +172,79 @@ def worker_ops(url: str, n: int) -> dict[str, Any]:
     async def steps(backend: Backend) -> dict[str, Any]:
         name = f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         info = WorkerInfo(name=name, queues=[f"host:{HOST}", QUEUE], concurrency=1, host=HOST)
-        queues = info.queues
-        offer = Offer(1, time.time() + 3.0, 5.0)
         job = JobRecord(id=uuid.uuid4().hex, queues=[QUEUE], function="noop")
         await backend.enqueue(job)
         await backend.worker_beat(info, ttl=30.0)
-        (claimed,) = await backend.claim([QUEUE], name, lease=30.0)
-        out: dict[str, Any] = {}
-        async with _Counting(url, n) as out["heartbeat"]:
-            for _ in range(n):
-                await backend.worker_beat(info, ttl=30.0)
-        async with _Counting(url, n) as out["claim_empty_with_offer"]:
-            for _ in range(n):
-                await backend.claim(queues, name, lease=30.0, offer=offer)
-        async with _Counting(url, n) as out["renew"]:
-            for _ in range(n):
-                await backend.renew(claimed.id, claimed.attempts, lease=30.0)
-        async with _Counting(url, n) as out["sweep"]:
-            for _ in range(n):
-                await backend.sweep()
-        return {k: v.result for k, v in out.items()}
+        (held,) = await backend.claim([QUEUE], name, lease=30.0)
+
+        async def claim() -> Any:
+            offer = Offer(1, time.time() + 3.0, 5.0)
+            return await backend.claim(info.queues, name, lease=30.0, offer=offer)
+
+        return await _ops(
+            url,
+            n,
+            {
+                "heartbeat": lambda: backend.worker_beat(info, ttl=30.0),
+                "claim_empty_with_offer": claim,
+                "renew": lambda: backend.renew(held.id, held.attempts, lease=30.0),
+                "sweep": lambda: backend.sweep(),
+            },
+        )
 
     found: dict[str, Any] = _run(steps, url)
     return found
-
-
-class _Counting:
-    """``async with`` over :func:`counting`; ``.result`` is the figure per operation."""
-
-    def __init__(self, url: str, n: int) -> None:
-        self.url, self.n = url, n
-        self.result: dict[str, Any] = {}
-        self._cm: Any = None
-
-    async def __aenter__(self) -> _Counting:
-        self._cm = counting(self.url)
-        self._found = self._cm.__enter__()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._cm.__exit__(None, None, None)
-        self.result = self._found.per(self.n)
 
 
 def service_and_catalog(url: str, n: int) -> dict[str, Any]:
     """A service's registration and its heartbeat (the records ``undertow serve`` writes),
     and a data server's catalog write for a value kept (``record_data`` of the record its
-    listener makes at each put: two tags, one location)."""
+    listener makes at each put: two tags, one location), and a lookup of one record."""
     _flush(url)
+    where = Location(protocol="zmq", host="198.18.0.1", port=5556)
+    instance = _instance()
+    records = iter([_record(where) for _ in range(2 * n)])
+    keys = [r.key for r in [_record(where)]]
 
     async def steps(backend: Backend) -> dict[str, Any]:
-        now = time.time()
-        instances = [
-            Instance(
-                service="capacity",
-                id=uuid.uuid4().hex,
-                addresses=["tcp://198.18.0.1:5555"],
-                host=HOST,
-                pid=os.getpid(),
-                started=now,
-                heartbeat=now,
-                ttl=10.0,
-            )
-            for _ in range(n)
-        ]
-        out: dict[str, Any] = {}
-        async with _Counting(url, n) as out["service_register"]:
-            for instance in instances:
-                await backend.register(instance)
-        async with _Counting(url, n) as out["service_heartbeat"]:
-            for instance in instances:
-                await backend.heartbeat(instance.beat())
-        where = Location(protocol="zmq", host="198.18.0.1", port=5556)
-        records = [_record(where) for _ in range(n)]
-        async with _Counting(url, n) as out["catalog_write"]:
-            for record in records:
-                await backend.record_data(record)
-        async with _Counting(url, n) as out["catalog_lookup"]:
-            for record in records:
-                await backend.data_record(record.key)
-        return {k: v.result for k, v in out.items()}
+        await backend.register(instance)  # (its heartbeats renew it)
+
+        async def register() -> None:
+            await backend.register(msgspec.structs.replace(instance, id=uuid.uuid4().hex))
+
+        async def write() -> None:
+            record = next(records)
+            keys.append(record.key)
+            await backend.record_data(record)
+
+        return await _ops(
+            url,
+            n,
+            {
+                "service_register": register,
+                "service_heartbeat": lambda: backend.heartbeat(instance.beat()),
+                "catalog_write": write,
+                "catalog_lookup": lambda: backend.data_record(keys[-1]),
+            },
+        )
 
     found: dict[str, Any] = _run(steps, url)
     return found
+
+
+def _instance() -> Instance:
+    """A service instance's record, as a service host makes it."""
+    now = time.time()
+    return Instance(
+        service="capacity",
+        id=uuid.uuid4().hex,
+        addresses=["tcp://198.18.0.1:5555"],
+        host=HOST,
+        pid=os.getpid(),
+        started=now,
+        heartbeat=now,
+        ttl=10.0,
+    )
 
 
 def _record(where: Location) -> DataRecord:
@@ -256,8 +279,12 @@ def bytes_per_job(url: str, n: int) -> dict[str, Any]:
 def all_costs(url: str, *, n: int, idle_s: float, memory_jobs: int) -> dict[str, Any]:
     """Every per-operation figure, in one dictionary."""
     out: dict[str, Any] = {}
+    _flush(url)
+    out["redis_alone_cpu_us_per_s"] = _cpu_per_s(url, min(idle_s, 5.0))
     out["job_life"] = job_life(url, n)
     out.update(idle_and_handed(url, max(n // 4, 10), idle_s))
+    idle = out["idle_worker_per_s"]
+    idle["redis_cpu_us_net"] = round(idle["redis_cpu_us"] - out["redis_alone_cpu_us_per_s"], 1)
     out.update(worker_ops(url, n))
     out.update(service_and_catalog(url, n))
     out["memory"] = bytes_per_job(url, memory_jobs)

@@ -37,6 +37,8 @@ class Step:
     rate: float
     window: float
     batch: bool = False
+    #: threads of the submitter (each submits one job at a time, waiting for its answer)
+    threads: int = 4
 
     @property
     def beat_every(self) -> float:
@@ -90,6 +92,7 @@ def _start(step: Step, url: str, children: Children, tmp: Path) -> list[tuple[An
     if step.rate > 0:
         out = tmp / f"{step.name}-submit.json"
         args = [*base, "submit", url, "--rate", str(step.rate), "--out", str(out)]
+        args += ["--threads", str(1 if step.batch else step.threads)]
         args += ["--batch"] if step.batch else []
         started.append((children.start("submitter", args, ready=rb"ready"), out))
     return started

@@ -47,8 +47,9 @@ def _top(commands: dict[str, float], n: int = 5) -> str:
 
 def cost_table(runs: list[dict[str, Any]]) -> list[str]:
     lines = [
-        "| operation | Redis commands (all) | sent by the client | most run (per op) |",
-        "| --- | --- | --- | --- |",
+        "| operation | Redis commands (all) | sent by the client | Redis CPU us "
+        "| most run (per op) |",
+        "| --- | --- | --- | --- | --- |",
     ]
     for label, path, per in ROWS:
         found = [f for run in runs if run.get("costs") and (f := _get(run["costs"], path))]
@@ -59,7 +60,9 @@ def cost_table(runs: list[dict[str, Any]]) -> list[str]:
         commands = (
             found[0].get("idle_share_removed", {}).get("commands_net") or found[0]["commands"]
         )
-        figures = f"{round(total, 2):g} | {round(sent, 2):g}"
+        cpu = [f.get("redis_cpu_us_net", f["redis_cpu_us"]) for f in found if "redis_cpu_us" in f]
+        cpu_cell = _spread(cpu) if cpu else ""
+        figures = f"{round(total, 2):g} | {round(sent, 2):g} | {cpu_cell}"
         lines.append(f"| {label}, per {per} | {figures} | {_top(commands)} |")
     return lines
 

@@ -11,7 +11,8 @@ backend notes when each heartbeat was due and when it was stored.
 
 ``python -m bench._capacity_sim submit URL --rate 500``: a submitter that queues no-op jobs
 with ``JobQueue.submit`` (one by one: handed to an idle worker when there is one) at ``rate``
-a second, or in batches with ``JobQueue.map`` every 10 ms (``--batch``).
+a second from ``--threads`` threads, or in batches with ``JobQueue.map`` every 10 ms
+(``--batch``).
 
 Each prints ``ready`` when it runs, and on SIGTERM writes its figures (JSON) to ``--out``
 first, then stops.
@@ -103,23 +104,43 @@ def _write(path: str, figures: dict[str, object]) -> None:
 def run_submitter(args: argparse.Namespace) -> None:
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    queued = 0
+    queued = [0] * args.threads
     with JobQueue(args.url, token=False, queue=QUEUE) as jobs:
         jobs.queue_length()
         print("ready", flush=True)
         start = time.monotonic()
-        while not stopping.is_set():
-            due = int((time.monotonic() - start) * args.rate) - queued
-            if due <= 0:
-                stopping.wait(0.001 if not args.batch else 0.01)
-                continue
-            if args.batch:
-                queued += len(jobs.map("noop", range(min(due, 5000))))
-            else:
-                jobs.submit("noop", queued)
-                queued += 1
+        threads = [
+            threading.Thread(target=_submit, args=(jobs, args, i, queued, start, stopping))
+            for i in range(args.threads)
+        ]
+        for thread in threads:
+            thread.start()
+        stopping.wait()
+        for thread in threads:
+            thread.join()
         elapsed = time.monotonic() - start
-    Path(args.out).write_text(json.dumps({"queued": queued, "seconds": elapsed}))
+    _write(args.out, {"queued": sum(queued), "seconds": elapsed})
+
+
+def _submit(
+    jobs: JobQueue,
+    args: argparse.Namespace,
+    index: int,
+    queued: list[int],
+    start: float,
+    stopping: threading.Event,
+) -> None:
+    """One submitting thread's share of the rate, until stopped."""
+    rate = args.rate / args.threads
+    while not stopping.is_set():
+        due = int((time.monotonic() - start) * rate) - queued[index]
+        if due <= 0:
+            stopping.wait(0.001 if not args.batch else 0.01)
+        elif args.batch:
+            queued[index] += len(jobs.map("noop", range(min(due, 5000))))
+        else:
+            jobs.submit("noop", queued[index])
+            queued[index] += 1
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -132,6 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lease", type=float, default=30.0)
     parser.add_argument("--rate", type=float, default=0.0, help="jobs a second")
     parser.add_argument("--batch", action="store_true", help="JobQueue.map every 10 ms")
+    parser.add_argument("--threads", type=int, default=1, help="submitting threads")
     args = parser.parse_args(argv)
     if args.role == "workers":
         asyncio.run(run_workers(args))

@@ -70,6 +70,7 @@ RAMP = (
     Step("jobs-250", workers=1000, processes=4, lease=30.0, rate=250.0, window=15.0),
     Step("jobs-500", workers=1000, processes=4, lease=30.0, rate=500.0, window=15.0),
     Step("jobs-1000", workers=1000, processes=4, lease=30.0, rate=1000.0, window=15.0),
+    Step("jobs-2000", workers=1000, processes=4, lease=30.0, rate=2000.0, window=15.0),
     Step("beat-1s-idle", workers=1000, processes=4, lease=3.0, rate=0.0, window=15.0),
     Step("beat-0.3s-idle", workers=1000, processes=4, lease=0.9, rate=0.0, window=15.0),
     Step("idle-2000", workers=2000, processes=8, lease=30.0, rate=0.0, window=15.0),
