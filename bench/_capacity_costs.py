@@ -262,7 +262,8 @@ def _record(where: Location) -> DataRecord:
 
 def bytes_per_job(url: str, n: int) -> dict[str, Any]:
     """Redis memory per queued job (``used_memory`` growth over ``n`` jobs queued by
-    ``map``, no worker): a small argument, and a 1 KiB one."""
+    ``map``, no worker): a small argument, and a 1 KiB one; then per finished job, kept for
+    its ``result_ttl`` (the same jobs run by a worker, each returning None)."""
     found: dict[str, Any] = {}
     for label, arg in (("small", 7), ("1KiB", b"x" * 1024)):
         _flush(url)
@@ -270,8 +271,14 @@ def bytes_per_job(url: str, n: int) -> dict[str, Any]:
             jq.queue_length()
             before = used_memory(client)
             jq.map("noop", [arg] * n)
-            after = used_memory(client)
-        found[label] = {"jobs": n, "bytes_per_job": round((after - before) / n, 1)}
+            queued = used_memory(client)
+            Worker(url, [QUEUE], functions=FUNCTIONS, concurrency=4, hosts=[HOST]).work()
+            done = used_memory(client)
+        found[label] = {
+            "jobs": n,
+            "bytes_per_job": round((queued - before) / n, 1),
+            "bytes_per_finished_job": round((done - before) / n, 1),
+        }
     _flush(url)
     return found
 

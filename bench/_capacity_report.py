@@ -70,13 +70,15 @@ def cost_table(runs: list[dict[str, Any]]) -> list[str]:
 def memory_lines(runs: list[dict[str, Any]]) -> list[str]:
     lines = []
     for label in ("small", "1KiB"):
-        per = [run["costs"]["memory"][label]["bytes_per_job"] for run in runs if run.get("costs")]
-        if per:
+        memory = [run["costs"]["memory"][label] for run in runs if run.get("costs")]
+        for field, what in (("bytes_per_job", "queued"), ("bytes_per_finished_job", "finished")):
+            per = [m[field] for m in memory if field in m]
+            if not per:
+                continue
             gb = statistics.median(per) * 1_000_000 / 1e9
-            spread = f"{min(per):g}-{max(per):g}"
             lines.append(
-                f"- queued job, {label} argument: {statistics.median(per):g} bytes "
-                f"(runs: {spread}); 1,000,000 queued: {gb:.2f} GB"
+                f"- {what} job, {label} argument: {_spread(per)} bytes; "
+                f"1,000,000 {what}: {gb:.2f} GB"
             )
     return lines
 
