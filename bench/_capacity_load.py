@@ -39,6 +39,8 @@ class Step:
     batch: bool = False
     #: threads of the submitter (each submits one job at a time, waiting for its answer)
     threads: int = 4
+    #: slots of each worker
+    concurrency: int = 1
 
     @property
     def beat_every(self) -> float:
@@ -88,6 +90,7 @@ def _start(step: Step, url: str, children: Children, tmp: Path) -> list[tuple[An
         out = tmp / f"{step.name}-workers-{part}.json"
         args = [*base, "workers", url, "--count", str(count), "--part", str(part)]
         args += ["--lease", str(step.lease), "--out", str(out)]
+        args += ["--concurrency", str(step.concurrency)]
         started.append((children.start(f"workers-{part}", args, ready=rb"ready \d+"), out))
     if step.rate > 0:
         out = tmp / f"{step.name}-submit.json"

@@ -118,7 +118,8 @@ def ramp_table(runs: list[dict[str, Any]]) -> list[str]:
         verdicts = sorted({verdict(f) for f in found})
         cells = [
             name,
-            str(step["workers"]),
+            str(step["workers"])
+            + (f" x {step['concurrency']}" if step.get("concurrency", 1) > 1 else ""),
             f"{step['lease'] / 3:g} s",
             rate,
             _spread([f["jobs_per_s"] for f in found]),

@@ -3,7 +3,8 @@ process, or a submitter.
 
 ``python -m bench._capacity_sim workers URL --count 250 --lease 30 --out FILE``: ``count``
 :class:`~undertow.queue.Worker` objects on one event loop, one slot each, each on a backend of
-its own (its connections, its pub/sub subscription, its inbox), each naming a machine of its
+its own (its connections, its pub/sub subscription, its inbox), one slot each unless
+``--concurrency`` says more, each naming a machine of its
 own (``sim-P-I``: a host queue each, as on a fleet of machines). They start spread over one
 heartbeat interval, as a fleet does, and do what any worker does against Redis: heartbeats,
 claims (with the offer of their idle slot), inbox waits, sweeps, renewals, completions. Their
@@ -62,7 +63,7 @@ async def run_workers(args: argparse.Namespace) -> None:
             backend,
             [QUEUE],
             functions={"noop": noop},
-            concurrency=1,
+            concurrency=args.concurrency,
             lease=args.lease,
             hosts=[f"sim-{args.part}-{i}"],
         )
@@ -149,6 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("url")
     parser.add_argument("--out", required=True)
     parser.add_argument("--count", type=int, default=250)
+    parser.add_argument("--concurrency", type=int, default=1, help="slots of each worker")
     parser.add_argument("--part", type=int, default=0, help="which process of the workers")
     parser.add_argument("--lease", type=float, default=30.0)
     parser.add_argument("--rate", type=float, default=0.0, help="jobs a second")

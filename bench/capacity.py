@@ -64,7 +64,8 @@ class Plan:
         return cls(runs or 3, 500, 30.0, 10_000, RAMP)
 
 
-#: the ramp: 1,000 workers idle, then with jobs; shorter heartbeats; more workers; batches
+#: the ramp: 1,000 workers idle, then with jobs; shorter heartbeats; more workers; batches;
+#: then two workers of 4 slots fed by batches
 RAMP = (
     Step("idle-1000", workers=1000, processes=4, lease=30.0, rate=0.0, window=15.0),
     Step("jobs-250", workers=1000, processes=4, lease=30.0, rate=250.0, window=15.0),
@@ -75,6 +76,8 @@ RAMP = (
     Step("beat-0.3s-idle", workers=1000, processes=4, lease=0.9, rate=0.0, window=15.0),
     Step("idle-2000", workers=2000, processes=8, lease=30.0, rate=0.0, window=15.0),
     Step("batch-1000", workers=1000, processes=4, lease=30.0, rate=1000.0, window=15.0, batch=True),
+    # the batch path alone, Redis's cost per job without 1,000 idle workers around it
+    Step("fat-2x4-map-4000", 2, 2, lease=30.0, rate=4000.0, window=15.0, batch=True, concurrency=4),
 )
 
 
