@@ -136,31 +136,44 @@ def ramp_table(runs: list[dict[str, Any]]) -> list[str]:
 
 
 def model(medians: dict[str, Any]) -> list[str]:
-    """Redis CPU per idle worker and per job (from the idle and job steps), and where one
-    core would be full."""
+    """Redis CPU per idle worker, per heartbeat and per job (from the steps' medians), and
+    how much of each one core of Redis would carry."""
     idle = medians.get("idle-1000")
-    if idle is None:
+    if idle is None or not idle["redis_cpu_cores"]:
         return []
     per_worker = idle["redis_cpu_cores"] / 1000
+    lines = [
+        f"- an idle worker (beat every 10 s): {per_worker * 1e6:.0f} us of Redis CPU a second;"
+        f" one core: ~{1 / per_worker:,.0f} idle workers",
+    ]
+    beat = medians.get("beat-1s-idle")
+    if beat is not None and beat["heartbeats_per_s"] > idle["heartbeats_per_s"]:
+        extra = beat["redis_cpu_cores"] - idle["redis_cpu_cores"]
+        more = beat["heartbeats_per_s"] - idle["heartbeats_per_s"]
+        lines.append(
+            f"- beats every 1 s instead of 10 s (sweeps 10x as often too): {extra:+.3f} cores "
+            f"for {more:,.0f} beats/s more, {extra * 1e6 / more:.0f} us a beat"
+        )
     slopes = [
         (m["redis_cpu_cores"] - idle["redis_cpu_cores"]) / m["jobs_per_s"]
         for name, m in medians.items()
         if name.startswith("jobs-") and m["jobs_per_s"] > 0
     ]
-    lines = [
-        f"- Redis CPU per idle worker (beat every 10 s): {per_worker * 1e6:.0f} us a second; "
-        f"one core holds ~{1 / per_worker:,.0f} idle workers"
-        if per_worker
-        else "",
-    ]
     if slopes:
         per_job = statistics.median(slopes)
         spare = max(1.0 - idle["redis_cpu_cores"], 0.0)
         lines.append(
-            f"- Redis CPU per job beyond that (handed to an idle worker): {per_job * 1e6:.0f} us;"
-            f" one core, beside 1,000 idle workers, carries ~{spare / per_job:,.0f} jobs/s"
+            f"- a job handed to an idle worker, beyond the idle traffic: {per_job * 1e6:.0f} us;"
+            f" one core, beside 1,000 idle workers: ~{spare / per_job:,.0f} jobs/s"
         )
-    return [line for line in lines if line]
+    fat = medians.get("fat-2x4-map-4000")
+    if fat is not None and fat["jobs_per_s"] > 0:
+        per_job = fat["redis_cpu_cores"] / fat["jobs_per_s"]
+        lines.append(
+            f"- a job on the batch path (map, 2 workers of 4 slots): {per_job * 1e6:.0f} us;"
+            f" one core: ~{1 / per_job:,.0f} jobs/s"
+        )
+    return lines
 
 
 def summary(results: dict[str, Any]) -> str:

@@ -6,6 +6,7 @@ Run from the repository root::
     python -m bench.capacity                 # 3 runs: per-operation costs, then the ramp
     python -m bench.capacity --quick         # a smoke run: small counts, one small step
     python -m bench.capacity --runs 1 --out /tmp/capacity.json
+    python -m bench.capacity --report bench/results_capacity.json   # its summary again
 
 Per operation (``bench._capacity_costs``): the Redis commands of a job's life, a worker's
 heartbeat, an idle worker's second, a service's registration and heartbeat, a catalog write,
@@ -177,7 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a smoke run: small and short")
     parser.add_argument("--runs", type=int, default=None, help="runs (default 3; quick 1)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where to write the JSON")
+    parser.add_argument("--report", type=Path, help="print the summary of this JSON; run nothing")
     args = parser.parse_args(argv)
+    if args.report is not None:
+        print(summary(json.loads(args.report.read_text())))
+        return 0
     signal.signal(signal.SIGTERM, _raise_on_sigterm)
     plan = Plan.make(args.quick, args.runs)
     results = run_all(plan)
