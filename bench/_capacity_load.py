@@ -20,6 +20,7 @@ import redis
 
 from bench._capacity_count import OWN, commandstats, redis_cpu
 from bench._jobs_procs import Children
+from undertow.storage._keys import JOB_COUNTS
 
 #: the probe's pause between two PINGs (seconds)
 PROBE_EVERY = 0.01
@@ -102,7 +103,7 @@ def _start(step: Step, url: str, children: Children, tmp: Path) -> list[tuple[An
 
 
 def _snapshot(client: redis.Redis, pids: list[int]) -> dict[str, Any]:
-    counts: Any = client.hget("undertow:jobs:counts", "cap done")
+    counts: Any = client.hget(JOB_COUNTS, "cap done")  # (the store's count of done jobs)
     return {
         "t": time.monotonic(),
         "wall": time.time(),
