@@ -170,3 +170,23 @@ def test_map_of_1000_jobs_runs_each_once_through_a_burst_worker(url: str):
         worker.work(burst=True)
         assert [j.result(timeout=10) for j in jobs] == [x * 3 for x in range(1000)]
     assert sorted(calls) == list(range(1000))
+
+
+def double(x: int) -> int:
+    return 2 * x
+
+
+def test_a_burst_workers_exit_does_not_read_the_jobs_kept(redis_url: str):
+    import redis
+
+    with JobQueue(redis_url, token=False) as queue:
+        queue.map("double", range(500))
+        Worker(redis_url, ["default"], functions={"double": double}).work(burst=True)
+        client = redis.Redis.from_url(redis_url)
+        try:
+            before = client.info("commandstats").get("cmdstat_hgetall", {}).get("calls", 0)
+            Worker(redis_url, ["default"], functions={"double": double}).work(burst=True)
+            after = client.info("commandstats").get("cmdstat_hgetall", {}).get("calls", 0)
+        finally:
+            client.close()
+    assert after - before < 10  # (it read all 500 finished jobs' hashes to see none waited)

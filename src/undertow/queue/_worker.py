@@ -330,10 +330,10 @@ class Worker:
         return self._store
 
     async def _jobs_waiting(self) -> bool:
-        for queue in self.queues:
-            if await self.store.jobs(state=JobState.QUEUED, queue=queue, limit=1):
-                return True
-        return False
+        """Whether a job waits on its queues (one read of the counts, however many are kept)."""
+        mine = set(self.queues)
+        found = await self.store.queues()
+        return any(q.states.get(JobState.QUEUED.value) for q in found if q.name in mine)
 
     async def _claim(self, now: float) -> None:
         count = self.state.free_slots(now)
