@@ -178,6 +178,29 @@ def model(medians: dict[str, Any]) -> list[str]:
     return lines
 
 
+def saturation_table(runs: list[dict[str, Any]]) -> list[str]:
+    """Redis driven to a full core by each operation replayed (``bench._capacity_saturate``)."""
+    rows: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for run in runs:
+        for found in run.get("saturation") or []:
+            rows.setdefault((found["operation"], found["sent"]), []).append(found)
+    if not rows:
+        return []
+    lines = [
+        "Redis saturated by each operation replayed (the backend's own requests):",
+        "",
+        "| operation | sent | per second | Redis µs each | Redis CPU | client CPU |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for (operation, sent), found in rows.items():
+        rate = _spread([float(f["per_s"]) for f in found])
+        each = _spread([float(f["redis_us_each"]) for f in found])
+        redis_cpu = _spread([float(f["redis_cpu_cores"]) for f in found])
+        client_cpu = _spread([float(f["client_cpu_cores"]) for f in found])
+        lines.append(f"| {operation} | {sent} | {rate} | {each} | {redis_cpu} | {client_cpu} |")
+    return lines
+
+
 def summary(results: dict[str, Any]) -> str:
     runs = results.get("runs", [])
     machine = results.get("machine", {})
@@ -191,6 +214,8 @@ def summary(results: dict[str, Any]) -> str:
         *memory_lines(runs),
         "",
         *ramp_table(runs),
+        "",
+        *saturation_table(runs),
         "",
         *model(results.get("medians", {})),
     ]

@@ -12,7 +12,9 @@ Per operation (``bench._capacity_costs``): the Redis commands of a job's life, a
 heartbeat, an idle worker's second, a service's registration and heartbeat, a catalog write,
 and the memory of a queued job. The ramp (``bench._capacity_load``): 1,000 real workers in 4
 processes against the same Redis, a submitter, a probe timing PINGs; then more workers,
-shorter heartbeat intervals, more jobs a second. Results go to ``bench/results_capacity.json``;
+shorter heartbeat intervals, more jobs a second. Last, saturation
+(``bench._capacity_saturate``): heartbeats, idle claims and submits replayed from a light
+client until Redis's core is full. Results go to ``bench/results_capacity.json``;
 a markdown summary to stdout. docs/capacity.md reads the figures.
 """
 
@@ -38,6 +40,7 @@ import redis
 from bench._capacity_costs import all_costs
 from bench._capacity_load import Step, run_step
 from bench._capacity_report import summary
+from bench._capacity_saturate import saturation
 from bench._jobs_procs import Children, redis_server
 from bench._jobs_report import machine_info
 
@@ -56,12 +59,14 @@ class Plan:
     idle_s: float
     memory_jobs: int
     steps: tuple[Step, ...]
+    #: seconds each operation is replayed to saturate Redis
+    saturate_s: float = 5.0
 
     @classmethod
     def make(cls, quick: bool, runs: int | None) -> Plan:
         if quick:
             step = Step("smoke", workers=40, processes=2, lease=3.0, rate=50.0, window=3.0)
-            return cls(runs or 1, 50, 1.0, 1000, (step,))
+            return cls(runs or 1, 50, 1.0, 1000, (step,), saturate_s=0.5)
         return cls(runs or 3, 500, 30.0, 10_000, RAMP)
 
 
@@ -108,7 +113,9 @@ def one_run(plan: Plan, url: str, children: Children, tmp: Path, errors: list[An
         if found is not None:
             steps.append(found)
             print(f"  {json.dumps(found)}", file=sys.stderr, flush=True)
-    return {"costs": costs, "steps": steps}
+    print("saturation", file=sys.stderr, flush=True)  # (last: it empties the database)
+    saturated = _attempt(errors, "saturation", lambda: saturation(url, plan.saturate_s))
+    return {"costs": costs, "steps": steps, "saturation": saturated}
 
 
 def _machine(url: str) -> dict[str, Any]:

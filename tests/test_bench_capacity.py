@@ -53,3 +53,7 @@ def test_quick_capacity_run_counts_commands_and_sustains_jobs(tmp_path: Path) ->
     assert step["heartbeats"]["stored"] > 0
     assert step["redis_cpu_cores"] > 0
     assert "| step |" in done.stdout  # the markdown summary
+    # each operation replayed until Redis answered; the submits each once (new ids)
+    assert {f["operation"] for f in run["saturation"]} >= {"worker heartbeat"}
+    assert all(f["per_s"] > 0 for f in run["saturation"])
+    assert "Redis saturated by each operation" in done.stdout
