@@ -31,12 +31,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from ._processes import read_line
 
 SUBNET = "198.18.0"
 #: the first host's last octet (the next ones follow)
 FIRST = 10
 _PREFIX = "ut"
+
+
+def marks(timeout: float = 120) -> list[Any]:
+    """What a module of multi-host tests is marked with: it starts processes, each test has
+    ``timeout`` seconds, and it is skipped, saying why, where hosts cannot be made."""
+    reason = why_not()
+    return [
+        pytest.mark.multiproc,
+        pytest.mark.timeout(timeout),
+        pytest.mark.skipif(reason is not None, reason=str(reason)),
+    ]
 
 
 def why_not() -> str | None:

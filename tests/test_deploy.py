@@ -30,9 +30,7 @@ from ._hosts import Host, Hosts
 from ._sshd import Sshd, client_key
 
 pytestmark = [
-    pytest.mark.multiproc,
-    pytest.mark.timeout(120),
-    pytest.mark.skipif(_hosts.why_not() is not None, reason=str(_hosts.why_not())),
+    *_hosts.marks(),
     pytest.mark.skipif(_sshd.why_not() is not None, reason=str(_sshd.why_not())),
 ]
 

@@ -12,14 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from ._hosts import REDIS_PASSWORD, Host, Hosts, start_redis, why_not
+from ._hosts import REDIS_PASSWORD, Host, Hosts, marks, start_redis
 from ._processes import read_line
 
-pytestmark = [
-    pytest.mark.multiproc,
-    pytest.mark.timeout(120),
-    pytest.mark.skipif(why_not() is not None, reason=str(why_not())),
-]
+pytestmark = marks()
 
 TOKEN = "multihost.k8Jd2nQ4rT7wY1xZ5vB9mC3pL6sF0gH2"
 
