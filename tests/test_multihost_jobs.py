@@ -18,14 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from ._hosts import Host, Hosts, start_redis, why_not
+from ._hosts import Host, Hosts, marks, start_redis
 from ._processes import read_line
 
-pytestmark = [
-    pytest.mark.multiproc,
-    pytest.mark.timeout(120),
-    pytest.mark.skipif(why_not() is not None, reason=str(why_not())),
-]
+pytestmark = marks()
 
 TOKEN = "multihost-jobs.Q3vT8kW1xZ5nB7mC2pL4sF6gH9jD0rY"
 
@@ -55,17 +51,20 @@ backend, one, two = sys.argv[1:4]
 a = undertow.put(np.ones(2**18), to=one)            # 2 MiB on host1
 b = undertow.put(np.full(2**18, 2.0), to=two)       # 2 MiB on host2
 with JobQueue(backend, threshold=2**20) as queue:
+    # small jobs first: a worker that has just run quick jobs claims ahead as many as it
+    # would get through in 50 ms at that pace (up to 20 here), slow ones included
+    small = queue.map("nap", [0.3] * 12)
+    spread = [job.result(timeout=60) for job in small]
     on_b = [queue.submit("where", b) for _ in range(6)]
     ran = [job.result(timeout=60) for job in on_b]
     both = queue.submit("where", a, b)               # as much on each: their group's queue
-    small = queue.map("nap", [0.3] * 12)
     print(json.dumps({
         "on_b": ran,
         "explain_b": on_b[0].explain(),
         "both": both.result(timeout=60),
         "both_queues": both.record().queues,
         "explain_both": both.explain(),
-        "small": [job.result(timeout=60) for job in small],
+        "small": spread,
     }), flush=True)
 """
 
@@ -75,20 +74,24 @@ FAULTS = """
 import json, sys, time
 from undertow.queue import JobQueue
 
+def until(ready, what):
+    # polls, as a user would, within a deadline (past it: exits saying what it waited for)
+    deadline = time.monotonic() + 60
+    while not ready():
+        if time.monotonic() > deadline:
+            sys.exit(f"waited 60 s for {what}")
+        time.sleep(0.05)
+
 backend = sys.argv[1]
 with JobQueue(backend) as queue:
     job = queue.submit("nap", 6.0, queue="faults", max_attempts=3)  # (else dead at its lease)
-    deadline = time.monotonic() + 60
-    while job.state.value != "running" and time.monotonic() < deadline:
-        time.sleep(0.05)  # (polling the job's state, as a user would)
+    until(lambda: job.state.value == "running", "the job to run")
     print(job.record().worker, flush=True)
     sys.stdin.readline()                              # the worker's host is cut meanwhile
     print(job.result(timeout=60, output=False), flush=True)
     sys.stdin.readline()                              # its host is back meanwhile
-    deadline = time.monotonic() + 60
     def late(): return queue.stats()["workers"].get(sys.argv[2], {})
-    while late().get("running", 1) and time.monotonic() < deadline:
-        time.sleep(0.1)  # until the late worker has let its job go
+    until(lambda: late().get("running", 1) == 0, "the late worker to let its job go")
     record = job.record()
     print(json.dumps({"state": record.state.value, "attempts": record.attempts,
                       "result": job.result(timeout=5, output=False), "output": job.output(),
